@@ -1,0 +1,1 @@
+"""Authorization policy: Istio AuthorizationPolicy / PeerAuthentication semantics as pure functions."""

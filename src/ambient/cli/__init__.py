@@ -1,0 +1,1 @@
+"""The ``ambient`` command line (istioctl + kubectl for this mesh)."""

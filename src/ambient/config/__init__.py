@@ -1,0 +1,1 @@
+"""Configuration: Istio, Kubernetes and Gateway API YAML loaded into typed, validated objects."""

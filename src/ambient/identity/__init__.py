@@ -1,0 +1,1 @@
+"""Workload identity: SPIFFE ids, the certificate authority, workload certificates."""

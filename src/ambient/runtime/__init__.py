@@ -1,0 +1,1 @@
+"""Local runtime (a kubelet stand-in): runs the processes of Pods and Deployments on this host."""

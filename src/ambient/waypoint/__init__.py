@@ -1,0 +1,1 @@
+"""Waypoint: the per-service L7 proxy (HTTP routing, L7 authorization, JWT, resilience)."""
