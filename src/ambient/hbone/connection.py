@@ -1,0 +1,323 @@
+"""The asyncio edge of one HBONE connection: drives :class:`HboneConnection` over a TLS transport.
+
+All protocol decisions live in the sans-io core (``protocol.py``); this module
+only moves bytes, wakes waiting streams, sends keep-alive PINGs and tears every
+stream down when the connection dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from ambient.hbone import events as ev
+from ambient.hbone.errors import HboneError, StreamRefused, StreamReset
+from ambient.hbone.messages import ConnectRequest, Status
+from ambient.hbone.protocol import HboneConnection, HboneSettings, Side
+from ambient.hbone.stream import WRITE_HIGH_WATER, HboneStream
+from ambient.hbone.tls import PeerInfo
+
+log = logging.getLogger("ambient.hbone")
+
+
+class HboneTransport(asyncio.Protocol):
+    """One HBONE connection (client or server side) on an established TLS transport.
+
+    Input that arrives before :meth:`attach` (i.e. before the peer's identity
+    has been verified) is held back, never acted upon.
+    """
+
+    def __init__(
+        self,
+        side: Side,
+        settings: HboneSettings | None = None,
+        *,
+        on_stream: Callable[[HboneStream], None] | None = None,
+    ) -> None:
+        self.side = side
+        self.settings = settings or HboneSettings()
+        self.conn = HboneConnection(side, self.settings)
+        self.streams: dict[int, HboneStream] = {}
+        self.peer: PeerInfo | None = None
+        self.on_stream = on_stream
+        self.on_idle: Callable[[HboneTransport], None] | None = None
+        self.closed = False
+        self._transport: asyncio.Transport | None = None
+        self._held_input: list[bytes] = []
+        self._write_paused = False
+        self._drain_waiting: set[HboneStream] = set()
+        self._responses: dict[int, asyncio.Future[int]] = {}
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._ping_outstanding: bytes | None = None
+        self._ping_sent_at = 0.0
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+
+    def __repr__(self) -> str:
+        peer = self.peer.identity if self.peer else "?"
+        return f"<HboneTransport {self.side.value} peer={peer} streams={len(self.streams)}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def attach(self, transport: asyncio.Transport, peer: PeerInfo) -> None:
+        """Start HTTP/2 on a verified TLS transport."""
+        self._transport = transport
+        self.peer = peer
+        self.conn.initiate()
+        held, self._held_input = self._held_input, []
+        for data in held:
+            self._process(data)
+        self._flush()
+        if self.settings.ping_interval > 0:
+            self._ping_timer = self._loop.call_later(self.settings.ping_interval, self._keepalive)
+
+    def close(self, reason: str = "") -> None:
+        """Send GOAWAY and close; streams still open are reset."""
+        if self.closed:
+            return
+        self.conn.close(0, reason)
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+        self._teardown(f"connection closed{': ' + reason if reason else ''}")
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once (no GOAWAY)."""
+        if self._transport is not None:
+            self._transport.abort()
+        self._teardown(reason)
+
+    @property
+    def accepting_streams(self) -> bool:
+        """True while new streams may be opened on this connection."""
+        return not self.closed and not self.conn.goaway_received and self.conn.failed is None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self._held_input.append(data)
+            return
+        self._process(data)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: HTTP/2 has no half-closed connections
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"connection lost: {exc}" if exc else "connection closed by peer"
+        self._teardown(reason)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drainers()
+
+    # -- streams: called by HboneStream -------------------------------------------------
+
+    def respond(self, stream: HboneStream, status: int) -> None:
+        self.conn.respond(stream.stream_id, status)
+        self._flush()
+        if status != Status.OK:
+            self._drop(stream)
+
+    def send(self, stream: HboneStream, data: bytes | bytearray | memoryview) -> None:
+        self.conn.send(stream.stream_id, data)
+        self._flush()
+
+    def end_stream(self, stream: HboneStream) -> None:
+        self.conn.end_stream(stream.stream_id)
+        self._flush()
+        if stream.closed:
+            self._drop(stream)
+
+    def reset(self, stream: HboneStream) -> None:
+        self.conn.reset(stream.stream_id)
+        self._flush()
+        self._drop(stream)
+
+    def consumed(self, stream: HboneStream, size: int) -> None:
+        self.conn.consumed(stream.stream_id, size)
+        self._flush()
+
+    def must_wait(self, stream: HboneStream) -> bool:
+        if self._write_paused or self.conn.queued(stream.stream_id) > WRITE_HIGH_WATER:
+            self._drain_waiting.add(stream)
+            return True
+        return False
+
+    # -- client side ---------------------------------------------------------------
+
+    async def open_stream(self, request: ConnectRequest) -> HboneStream:
+        """Send a CONNECT and wait for the answer; raises :class:`StreamRefused` unless 200."""
+        if not self.accepting_streams or self.peer is None:
+            raise StreamReset("HBONE connection is closing; no new streams")
+        stream_id = self.conn.open_stream(request)
+        stream = HboneStream(self, stream_id, request, self.peer)
+        self.streams[stream_id] = stream
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        self._responses[stream_id] = waiter
+        self._flush()
+        try:
+            status = await waiter
+        except asyncio.CancelledError:
+            stream.reset()
+            raise
+        finally:
+            self._responses.pop(stream_id, None)
+        stream.status = status
+        if status != Status.OK:
+            self._drop(stream)
+            raise StreamRefused(
+                status,
+                f"HBONE CONNECT {request.authority} via {self.peer.identity}: {_describe(status)}",
+            )
+        return stream
+
+    # -- internals -----------------------------------------------------------------
+
+    def _process(self, data: bytes) -> None:
+        for event in self.conn.receive_data(data):
+            if isinstance(event, ev.DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is None:
+                    self.conn.consumed(event.stream_id, len(event.data))
+                else:
+                    stream._on_data(event.data)
+            elif isinstance(event, ev.ConnectReceived):
+                self._on_connect(event)
+            elif isinstance(event, ev.ResponseReceived):
+                waiter = self._responses.get(event.stream_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(event.status)
+            elif isinstance(event, ev.StreamEnded):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_eof()
+                    if stream.closed:
+                        self._drop(stream)
+            elif isinstance(event, ev.StreamReset):
+                self._on_stream_reset(event)
+            elif isinstance(event, ev.PingAcknowledged):
+                if event.payload == self._ping_outstanding:
+                    self._ping_outstanding = None
+            elif isinstance(event, ev.ConnectRejected):
+                log.warning(
+                    "HBONE: refused CONNECT from %s: %s (400)", self._peer_text(), event.reason
+                )
+            elif isinstance(event, ev.GoAwayReceived):
+                log.debug("HBONE: GOAWAY from %s (code %d)", self._peer_text(), event.error_code)
+            elif isinstance(event, ev.ConnectionFailed):
+                log.warning(
+                    "HBONE: closing connection with %s: %s", self._peer_text(), event.reason
+                )
+                self._flush()
+                if self._transport is not None:
+                    self._transport.close()
+                self._teardown(event.reason)
+                return
+        self._wake_drainers()
+
+    def _on_connect(self, event: ev.ConnectReceived) -> None:
+        assert self.peer is not None
+        stream = HboneStream(self, event.stream_id, event.request, self.peer)
+        self.streams[event.stream_id] = stream
+        if event.ended:
+            stream._on_eof()
+        if self.on_stream is None:
+            stream.respond(Status.BAD_REQUEST)
+            return
+        self.on_stream(stream)
+
+    def _on_stream_reset(self, event: ev.StreamReset) -> None:
+        error = StreamReset(
+            f"HBONE stream {event.stream_id} reset by peer (code {event.error_code})"
+        )
+        waiter = self._responses.get(event.stream_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        stream = self.streams.pop(event.stream_id, None)
+        if stream is not None:
+            stream._on_reset(error)
+            self._check_idle()
+
+    def _drop(self, stream: HboneStream) -> None:
+        if self.streams.pop(stream.stream_id, None) is not None:
+            self._drain_waiting.discard(stream)
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self.streams and self.on_idle is not None and not self.closed:
+            self.on_idle(self)
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _wake_drainers(self) -> None:
+        if not self._drain_waiting or self._write_paused:
+            return
+        for stream in list(self._drain_waiting):
+            if self.conn.queued(stream.stream_id) <= WRITE_HIGH_WATER:
+                self._drain_waiting.discard(stream)
+                stream._wake_drainer()
+
+    def _keepalive(self) -> None:
+        if self.closed:
+            return
+        now = self._loop.time()
+        if self._ping_outstanding is not None:
+            if now - self._ping_sent_at >= self.settings.ping_timeout:
+                log.warning(
+                    "HBONE: no PING answer from %s in %.0fs; closing",
+                    self._peer_text(),
+                    self.settings.ping_timeout,
+                )
+                self.abort("keep-alive timeout")
+                return
+        else:
+            self._ping_outstanding = os.urandom(8)
+            self._ping_sent_at = now
+            self.conn.ping(self._ping_outstanding)
+            self._flush()
+        self._ping_timer = self._loop.call_later(self.settings.ping_interval, self._keepalive)
+
+    def _teardown(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+        error = StreamReset(f"HBONE {reason}")
+        for waiter in self._responses.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        streams, self.streams = list(self.streams.values()), {}
+        for stream in streams:
+            stream._on_reset(error)
+        self._drain_waiting.clear()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _peer_text(self) -> str:
+        if self.peer is None:
+            return "unverified peer"
+        host, port = self.peer.address[:2]
+        return f"{host}:{port} ({self.peer.identity})"
+
+
+def _describe(status: int) -> str:
+    meanings: dict[int, str] = {
+        Status.BAD_REQUEST: "400 bad request (target not served by this peer)",
+        Status.UNAUTHORIZED: "401 denied by policy",
+        Status.SERVICE_UNAVAILABLE: "503 upstream unreachable",
+    }
+    return meanings.get(status, f"unexpected status {status}")
+
+
+__all__ = ["HboneError", "HboneTransport"]

@@ -1,0 +1,175 @@
+"""One HBONE tunnel as the application sees it: read, write, half-close, reset."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ambient.hbone.errors import StreamClosed, StreamReset
+from ambient.hbone.messages import ConnectRequest, Status
+from ambient.hbone.tls import PeerInfo
+
+if TYPE_CHECKING:
+    from ambient.hbone.connection import HboneTransport
+
+# Bytes queued per stream beyond which ``drain()`` waits for the peer's window.
+WRITE_HIGH_WATER = 1024 * 1024
+
+
+class HboneStream:
+    """A CONNECT stream carrying one TCP connection's bytes.
+
+    Reading returns ``b""`` once the peer half-closed (END_STREAM) and raises
+    :class:`StreamReset` if the stream or its connection was torn down, so a
+    relay can tell a clean close from a broken one.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_buffered",
+        "_conn",
+        "_drain_waiter",
+        "_eof",
+        "_eof_sent",
+        "_error",
+        "_read_waiter",
+        "peer",
+        "request",
+        "status",
+        "stream_id",
+    )
+
+    def __init__(
+        self, conn: HboneTransport, stream_id: int, request: ConnectRequest, peer: PeerInfo
+    ) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.request = request
+        self.peer = peer
+        self.status: int | None = None
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._eof_sent = False
+        self._error: StreamReset | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<HboneStream {self.stream_id} {self.request.authority} peer={self.peer.identity}>"
+
+    # -- server side ---------------------------------------------------------------
+
+    def respond(self, status: int) -> None:
+        """Answer the CONNECT (server side). 200 opens the tunnel; others end it."""
+        if self.status is not None:
+            return
+        self.status = status
+        self._conn.respond(self, status)
+
+    # -- reading -------------------------------------------------------------------
+
+    async def read(self, max_bytes: int = -1) -> bytes:
+        """Up to ``max_bytes`` (all buffered if -1); ``b""`` at end of stream."""
+        while not self._buffer:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            waiter = asyncio.get_running_loop().create_future()
+            self._read_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
+        chunk = self._buffer.popleft()
+        if 0 <= max_bytes < len(chunk):
+            self._buffer.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        self._buffered -= len(chunk)
+        self._conn.consumed(self, len(chunk))
+        return chunk
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer half-closed and everything it sent has been read."""
+        return self._eof and not self._buffer
+
+    # -- writing -------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes for the peer; call :meth:`drain` to respect back-pressure."""
+        if self._error is not None:
+            raise self._error
+        if self._eof_sent:
+            raise StreamClosed(f"stream {self.stream_id}: write after write_eof()")
+        self._conn.send(self, data)
+
+    async def drain(self) -> None:
+        """Wait until the queued bytes fall below the high-water mark (or raise if reset)."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            if not self._conn.must_wait(self):
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
+
+    def write_eof(self) -> None:
+        """Half-close: END_STREAM after the queued bytes."""
+        if self._eof_sent or self._error is not None:
+            return
+        self._eof_sent = True
+        self._conn.end_stream(self)
+
+    def reset(self) -> None:
+        """Abort the stream (RST_STREAM CANCEL)."""
+        if self._error is None:
+            self._conn.reset(self)
+            self._on_reset(StreamReset(f"stream {self.stream_id} reset locally"))
+
+    @property
+    def closed(self) -> bool:
+        """True once both directions are done or the stream was reset."""
+        return self._error is not None or (self._eof and self._eof_sent)
+
+    # -- called by the connection ------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self._wake_reader()
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        self._wake_reader()
+
+    def _on_reset(self, error: StreamReset) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake_reader()
+        self._wake_drainer()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drainer(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def _waiting_to_drain(self) -> bool:
+        return self._drain_waiter is not None
+
+
+def is_ok(status: int | None) -> bool:
+    """True for the one status that opens a tunnel."""
+    return status == Status.OK
