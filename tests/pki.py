@@ -1,6 +1,6 @@
 """Test PKI: CAs, workload certificates, and certificates a server must refuse.
 
-Import as ``from pki import ...`` (``tests`` on ``sys.path``). Certificates the CA would refuse to issue
+Import as ``from tests.pki import ...``. Certificates the CA would refuse to issue
 are forged here with ``cryptography`` and the CA's own key.
 """
 

@@ -92,6 +92,7 @@ class ConnectRequest:
     def from_headers(cls, headers: list[tuple[bytes, bytes]]) -> ConnectRequest:
         """Parse a received request header list; raises :class:`BadRequest`."""
         method = authority = None
+        forbidden: str | None = None
         forwarded_for: SocketAddress | None = None
         forwarded_host: str | None = None
         baggage = traceparent = None
@@ -103,10 +104,8 @@ class ConnectRequest:
                 method = value
             elif name == ":authority":
                 authority = value
-            elif name in (":scheme", ":path", ":protocol"):
-                raise BadRequest(f"CONNECT must not carry {name}")
             elif name.startswith(":"):
-                raise BadRequest(f"unknown pseudo-header {name}")
+                forbidden = forbidden or name
             elif name == "forwarded":
                 forwarded_for, forwarded_host = parse_forwarded(value)
             elif name == "baggage":
@@ -117,6 +116,8 @@ class ConnectRequest:
                 extra.append((name, value))
         if method != "CONNECT":
             raise BadRequest(f"method {method!r} is not CONNECT")
+        if forbidden is not None:
+            raise BadRequest(f"CONNECT must not carry {forbidden}")
         if not authority:
             raise BadRequest("CONNECT without :authority")
         return cls(

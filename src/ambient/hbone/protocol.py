@@ -68,6 +68,45 @@ class _Outbound:
     eof_sent: bool = False
 
 
+class _FrameLengthGuard:
+    """Refuses an oversized frame as soon as its 9-byte header arrives.
+
+    h2 checks a frame's length only once the whole frame is buffered, which
+    would let a peer make us hold 16 MiB per connection. This walks the frame
+    headers of the byte stream and fails early instead.
+    """
+
+    __slots__ = ("_header", "_max", "_skip")
+
+    def __init__(self, preface_length: int, max_length: int) -> None:
+        self._skip = preface_length
+        self._header = bytearray()
+        self._max = max_length
+
+    def check(self, data: bytes) -> str | None:
+        """The problem with the next frame header in ``data``, if any."""
+        i, n = 0, len(data)
+        while i < n:
+            if self._skip:
+                take = min(self._skip, n - i)
+                self._skip -= take
+                i += take
+                continue
+            chunk = data[i : i + 9 - len(self._header)]
+            self._header += chunk
+            i += len(chunk)
+            if len(self._header) == 9:
+                length = int.from_bytes(self._header[:3], "big")
+                if length > self._max:
+                    return f"frame of {length} bytes exceeds the {self._max}-byte maximum"
+                self._skip = length
+                self._header.clear()
+        return None
+
+
+_CLIENT_PREFACE_LENGTH = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
 class HboneConnection:
     """One HBONE HTTP/2 connection, client or server side, without I/O."""
 
@@ -92,6 +131,9 @@ class HboneConnection:
         if side is Side.SERVER:
             initial[codes.MAX_CONCURRENT_STREAMS] = self.settings.max_concurrent_streams
         self._initial_settings = initial
+        self._guard = _FrameLengthGuard(
+            _CLIENT_PREFACE_LENGTH if side is Side.SERVER else 0, self.settings.max_frame_size
+        )
         self._outbound: dict[int, _Outbound] = {}
         self._open: set[int] = set()  # streams not yet fully closed or reset
         self.failed: str | None = None
@@ -201,6 +243,9 @@ class HboneConnection:
         """Feed bytes from the wire; returns what happened. Never raises for bad input."""
         if self.failed is not None:
             return []
+        problem = self._guard.check(data)
+        if problem is not None:
+            return [self._fail(problem, h2.errors.ErrorCodes.FRAME_SIZE_ERROR)]
         try:
             h2_events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -265,8 +310,11 @@ class HboneConnection:
                 status = int(value) if value.isdigit() else 0
         out.append(ev.ResponseReceived(event.stream_id, status))
         if status != Status.OK and event.stream_id in self._open:
-            # A refused tunnel carries no bytes: stop tracking it (the server ends it).
+            # A refused tunnel carries no bytes: close our half too, drop what was queued.
             self._outbound.pop(event.stream_id, None)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._h2.end_stream(event.stream_id)
+            self._maybe_closed(event.stream_id)
 
     def _on_data(self, event: h2.events.DataReceived, out: list[ev.Event]) -> None:
         length = len(event.data)

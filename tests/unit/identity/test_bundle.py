@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ambient.identity import CertificateError, TrustBundle, load_pem_chain
-from pki import issue, make_ca
+from tests.pki import issue, make_ca
 
 
 def test_two_roots_dedup_and_pem_round_trip(tmp_path: Path) -> None:

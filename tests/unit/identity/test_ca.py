@@ -18,7 +18,7 @@ from ambient.identity import (
     generate_key_and_csr,
     load_pem_chain,
 )
-from pki import make_ca, verify_workload_chain, write_plugin_ca
+from tests.pki import make_ca, verify_workload_chain, write_plugin_ca
 
 IDENT = SpiffeId.workload("shop", "cart")
 

@@ -16,7 +16,7 @@ from ambient.identity import (
     load_pem_chain,
     spiffe_ids_in_certificate,
 )
-from pki import cert_without_spiffe_san, issue, make_ca
+from tests.pki import cert_without_spiffe_san, issue, make_ca
 
 IDENT = SpiffeId.workload("shop", "cart")
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

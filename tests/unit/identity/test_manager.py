@@ -16,7 +16,7 @@ from ambient.identity import (
     WorkloadCertificate,
 )
 from ambient.identity.manager import Issuer
-from pki import make_ca
+from tests.pki import make_ca
 
 IDENT = SpiffeId.workload("shop", "cart")
 OTHER = SpiffeId.workload("shop", "checkout")

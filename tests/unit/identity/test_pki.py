@@ -7,7 +7,7 @@ import pytest
 from cryptography.x509.verification import VerificationError
 
 from ambient.identity import SpiffeId, WorkloadCertificate, load_pem_chain
-from pki import (
+from tests.pki import (
     cert_from_unknown_ca,
     cert_in_other_trust_domain,
     cert_with_other_trust_domain_san,
