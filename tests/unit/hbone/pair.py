@@ -65,4 +65,6 @@ def raw_client() -> h2.connection.H2Connection:
 
 def received(events: list[ev.Event], stream_id: int) -> int:
     """Tunnel bytes delivered on ``stream_id``."""
-    return sum(len(e.data) for e in events if isinstance(e, ev.DataReceived) and e.stream_id == stream_id)
+    return sum(
+        len(e.data) for e in events if isinstance(e, ev.DataReceived) and e.stream_id == stream_id
+    )

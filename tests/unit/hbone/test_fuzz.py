@@ -30,7 +30,7 @@ def _server_after_preface() -> tuple[HboneConnection, bytes]:
 def _feed(conn: HboneConnection, data: bytes, cuts: list[int]) -> list[ev.Event]:
     events: list[ev.Event] = []
     start = 0
-    for cut in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
         events += conn.receive_data(data[start:cut])
         conn.data_to_send()
         start = cut
@@ -58,7 +58,18 @@ stream_ids = st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1])
 payloads = st.binary(max_size=300)
 
 # Payload lengths each frame type expects, so that frames get past length checks.
-_SHAPES = {0x0: None, 0x1: None, 0x2: 5, 0x3: 4, 0x4: 6, 0x5: None, 0x6: 8, 0x7: 8, 0x8: 4, 0x9: None}
+_SHAPES = {
+    0x0: None,
+    0x1: None,
+    0x2: 5,
+    0x3: 4,
+    0x4: 6,
+    0x5: None,
+    0x6: 8,
+    0x7: 8,
+    0x8: 4,
+    0x9: None,
+}
 
 
 def _frames() -> st.SearchStrategy[bytes]:
@@ -68,7 +79,12 @@ def _frames() -> st.SearchStrategy[bytes]:
         size = _SHAPES.get(kind)
         if size is not None:
             payload = payload[:size].ljust(size, b"\0")
-        return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
+        return (
+            len(payload).to_bytes(3, "big")
+            + bytes([kind, flags])
+            + sid.to_bytes(4, "big")
+            + payload
+        )
 
     kinds = st.sampled_from([*_SHAPES, 0x20, 0xFF])
     return st.builds(build, kinds, st.integers(0, 255), stream_ids, payloads)
