@@ -161,6 +161,7 @@ def describe_tls_error(exc: BaseException) -> str:
         verify = getattr(exc, "verify_message", None)
         hints = {
             "HTTP_REQUEST": "plaintext HTTP is not HBONE (TLS required)",
+            "HTTPS_PROXY_REQUEST": "plaintext HTTP CONNECT is not HBONE (TLS required)",
             "WRONG_VERSION_NUMBER": "not a TLS client (plaintext?)",
             "UNSUPPORTED_PROTOCOL": "TLS 1.3 required",
             "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client presented no certificate (mTLS required)",
@@ -172,4 +173,9 @@ def describe_tls_error(exc: BaseException) -> str:
         if reason in hints:
             return f"TLS handshake failed: {hints[reason]} ({reason})"
         return f"TLS handshake failed: {reason or exc}"
+    if isinstance(exc, ConnectionError):
+        return (
+            "peer closed the connection during the TLS handshake "
+            f"(did it reject our certificate?) ({type(exc).__name__})"
+        )
     return f"{type(exc).__name__}: {exc}"
