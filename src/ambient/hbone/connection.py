@@ -43,6 +43,7 @@ class HboneTransport(asyncio.Protocol):
         self.peer: PeerInfo | None = None
         self.on_stream = on_stream
         self.on_idle: Callable[[HboneTransport], None] | None = None
+        self.on_closed: Callable[[HboneTransport], None] | None = None
         self.closed = False
         self._transport: asyncio.Transport | None = None
         self._held_input: list[bytes] = []
@@ -301,6 +302,8 @@ class HboneTransport(asyncio.Protocol):
         for stream in streams:
             stream._on_reset(error)
         self._drain_waiting.clear()
+        if self.on_closed is not None:
+            self.on_closed(self)
         if not self.done.done():
             self.done.set_result(None)
 

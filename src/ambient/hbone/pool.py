@@ -130,7 +130,7 @@ class ConnectionPool:
         )
         conn.on_idle = self._on_idle
         self._conns.setdefault(key, []).append(conn)
-        conn.done.add_done_callback(lambda _: self._forget(key, conn))
+        conn.on_closed = lambda closed: self._forget(key, closed)
         log.debug("HBONE pool: new connection %s", conn)
         return conn
 
