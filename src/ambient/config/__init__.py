@@ -6,7 +6,8 @@ one line each: ``<file>:<document>: <Kind>/<name>: <field path>: <problem>``.
 
 Modules: ``errors`` (Problem, ConfigError), ``schema`` (the field-checking
 toolkit), ``rules`` (name/label/address rules), ``resources`` (the typed
-objects), ``kinds`` (each kind's schema table), ``registry`` (kinds and
+objects), ``meta`` (metadata, ``resource_schema``), ``kube``/``pods``/``istio``
+(each kind's schema table), ``kinds`` (the built-in kinds), ``registry`` (kinds and
 apiVersions; ``register_kind`` for other packages), ``yamldoc`` (YAML
 reading), ``loader`` (files, folders, documents), ``references`` (checks
 across objects), ``configset`` (the result).
@@ -15,8 +16,8 @@ across objects), ``configset`` (the result).
 from ambient.config.configset import ConfigSet, Origin, Ref
 from ambient.config.errors import ConfigError, Problem
 from ambient.config.frozen import FrozenMap
-from ambient.config.kinds import object_meta, resource_schema
 from ambient.config.loader import find_files, load_paths, load_text
+from ambient.config.meta import object_meta, resource_schema
 from ambient.config.references import check_references
 from ambient.config.registry import DEFAULT_REGISTRY, KindSpec, Registry, register_kind
 from ambient.config.resources import (

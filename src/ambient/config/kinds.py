@@ -1,0 +1,56 @@
+"""The built-in kinds: which apiVersions serve them and which node parses each.
+
+Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
+AuthorizationPolicy, PeerAuthentication, RequestAuthentication, Gateway,
+HTTPRoute, VirtualService, DestinationRule and Telemetry load as
+``GenericResource`` (metadata checked, spec kept as YAML) until their owning
+packages register strict parsers (see ``registry``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ambient.config.istio import SERVICE_ENTRY, WORKLOAD_ENTRY
+from ambient.config.kube import NAMESPACE, SERVICE, SERVICE_ACCOUNT
+from ambient.config.meta import resource_schema
+from ambient.config.pods import DEPLOYMENT, POD
+from ambient.config.resources import GenericResource
+from ambient.config.schema import AnyMapping, Node, Obj
+
+__all__ = ["BUILTIN_KINDS", "GENERIC_KINDS", "generic_schema"]
+
+
+def generic_schema() -> Obj[GenericResource]:
+    """Metadata checked, ``spec`` kept as deep-frozen YAML (see ``GenericResource``)."""
+    return resource_schema(GenericResource, AnyMapping())
+
+
+ISTIO_NETWORKING = (
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+)
+ISTIO_SECURITY = ("security.istio.io/v1", "security.istio.io/v1beta1")
+GATEWAY_API = ("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1")
+ISTIO_TELEMETRY = ("telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1")
+
+BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
+    (("v1",), "Namespace", NAMESPACE),
+    (("v1",), "ServiceAccount", SERVICE_ACCOUNT),
+    (("v1",), "Service", SERVICE),
+    (("v1",), "Pod", POD),
+    (("apps/v1",), "Deployment", DEPLOYMENT),
+    (ISTIO_NETWORKING, "WorkloadEntry", WORKLOAD_ENTRY),
+    (ISTIO_NETWORKING, "ServiceEntry", SERVICE_ENTRY),
+)
+GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (ISTIO_SECURITY, "AuthorizationPolicy"),
+    (ISTIO_SECURITY, "PeerAuthentication"),
+    (ISTIO_SECURITY, "RequestAuthentication"),
+    (GATEWAY_API, "Gateway"),
+    (GATEWAY_API, "HTTPRoute"),
+    (ISTIO_NETWORKING, "VirtualService"),
+    (ISTIO_NETWORKING, "DestinationRule"),
+    (ISTIO_TELEMETRY, "Telemetry"),
+)
