@@ -84,9 +84,8 @@ class ConnectionPool:
         for timer in self._idle_timers.values():
             timer.cancel()
         self._idle_timers.clear()
-        for conns in self._conns.values():
-            for conn in conns:
-                conn.close("pool closed")
+        for _, conn in self.connections():
+            conn.close("pool closed")
         self._conns.clear()
 
     # -- internals -----------------------------------------------------------------
