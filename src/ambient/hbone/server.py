@@ -74,6 +74,13 @@ class HboneServer:
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
+    async def stop_listening(self) -> None:
+        """Accept no new connections; open ones (and their streams) carry on."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
     async def close(self) -> None:
         """Stop listening, send GOAWAY on every connection and stop every handler."""
         if self._server is not None:

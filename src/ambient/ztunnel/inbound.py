@@ -1,0 +1,174 @@
+"""Inbound: HBONE streams arriving on ``<podIP>:15008`` for one local pod.
+
+The stream's ``:authority`` must be this pod's address (else 400). L4
+authorization decides next (401 when denied, logged as ``RBAC rejected``),
+then ztunnel connects to the application (503 if it cannot) and relays.
+The connection to the application is made from the caller's pod address when
+that address is local, so the application sees who called, as with Istio's
+source-address preservation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ambient.api.workload import Workload
+from ambient.hbone.messages import Status
+from ambient.hbone.splice import relay
+from ambient.hbone.stream import HboneStream
+from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
+from ambient.ztunnel.state import ProxyState
+
+log = logging.getLogger("ambient.ztunnel")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundConnection:
+    """What L4 authorization decides on."""
+
+    source_identity: str | None  # spiffe://... or None for plaintext
+    source_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    destination: Workload
+    destination_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    destination_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str = ""
+
+
+Authorizer = Callable[[InboundConnection], Verdict]
+
+
+def allow_all(_: InboundConnection) -> Verdict:
+    """The authorizer when no policy applies."""
+    return Verdict(True)
+
+
+class InboundHandler:
+    """Serves the HBONE listener of one local pod."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        workload_uid: str,
+        metrics: Metrics,
+        authorizer: Callable[[], Authorizer],
+        *,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.state = state
+        self.workload_uid = workload_uid
+        self.metrics = metrics
+        self.authorizer = authorizer
+        self.connect_timeout = connect_timeout
+        self.open: set[HboneStream] = set()
+
+    async def __call__(self, stream: HboneStream) -> None:
+        request = stream.request
+        target = request.authority
+        peer_identity = str(stream.peer.identity)
+        forwarded = request.forwarded_for
+        src_ip = forwarded.ip if forwarded else None
+        record = ConnectionRecord(
+            self.metrics,
+            Direction.INBOUND,
+            src_addr=str(forwarded) if forwarded else f"{stream.peer.address[0]}:0",
+            dst_addr=f"{_host(target.ip)}:15008",
+            hbone_addr=str(target),
+            source=self.state.workload_by_ip(src_ip) if src_ip else None,
+            source_identity=peer_identity,
+            mtls=True,
+        )
+        destination = self.state.workload_by_ip(target.ip)
+        if destination is None or destination.uid != self.workload_uid:
+            log.warning(
+                "inbound: refused CONNECT %s from %s: not this pod's address (400)",
+                target,
+                peer_identity,
+            )
+            stream.respond(Status.BAD_REQUEST)
+            return
+        record.destination = destination
+        record.destination_identity = str(destination.identity)
+        if request.forwarded_host:
+            record.service = self.state.resolve_host(request.forwarded_host, destination.namespace)
+        verdict = self.authorizer()(
+            InboundConnection(peer_identity, src_ip, destination, target.ip, target.port)
+        )
+        if not verdict.allowed:
+            log.info(
+                "RBAC rejected conn=%s(%s)->%s: %s",
+                record.src_addr,
+                peer_identity,
+                target,
+                verdict.reason or "denied by policy",
+            )
+            record.flags = ResponseFlags.DENY
+            record.error = "connection closed due to policy rejection"
+            stream.respond(Status.UNAUTHORIZED)
+            record.close()
+            return
+        local = (str(src_ip), 0) if src_ip is not None and src_ip.is_loopback else None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(str(target.ip), target.port, local_addr=local),
+                self.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            record.flags = ResponseFlags.CONNECT
+            record.error = f"connection to application {target} failed: {exc or 'timeout'}"
+            stream.respond(Status.SERVICE_UNAVAILABLE)
+            record.close()
+            return
+        stream.respond(Status.OK)
+        record.open()
+        self.open.add(stream)
+        try:
+            result = await relay(stream, reader, writer)
+        finally:
+            self.open.discard(stream)
+        record.bytes_received, record.bytes_sent = result.from_stream, result.to_stream
+        record.error = result.error
+        record.close()
+
+    def close_denied(self) -> int:
+        """Re-check open connections against current policy; close the denied ones."""
+        closed = 0
+        for stream in list(self.open):
+            destination = self.state.workloads.get(self.workload_uid)
+            if destination is None:
+                stream.reset()
+                closed += 1
+                continue
+            fwd = stream.request.forwarded_for
+            verdict = self.authorizer()(
+                InboundConnection(
+                    str(stream.peer.identity),
+                    fwd.ip if fwd else None,
+                    destination,
+                    stream.request.authority.ip,
+                    stream.request.authority.port,
+                )
+            )
+            if not verdict.allowed:
+                log.info(
+                    "RBAC rejected conn=%s(%s)->%s: closing established connection: %s",
+                    fwd,
+                    stream.peer.identity,
+                    stream.request.authority,
+                    verdict.reason or "denied by policy",
+                )
+                stream.reset()
+                closed += 1
+        return closed
+
+
+def _host(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{ip}]" if ip.version == 6 else str(ip)

@@ -1,0 +1,194 @@
+"""ztunnel's TCP metrics and access log, with Istio's names and labels.
+
+One :class:`ConnectionRecord` per proxied connection: opening it counts
+``istio_tcp_connections_opened_total``; closing it counts
+``istio_tcp_connections_closed_total``, adds the bytes to
+``istio_tcp_sent_bytes_total`` / ``istio_tcp_received_bytes_total`` and writes
+one access-log line in ztunnel's ``key=value`` form.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from prometheus_client import CollectorRegistry, Counter
+
+from ambient.api.workload import Service, Workload
+
+access_log = logging.getLogger("ambient.access")
+
+LABELS = (
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_service",
+    "destination_service_namespace",
+    "destination_service_name",
+    "destination_workload",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_cluster",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+)
+
+UNKNOWN = "unknown"
+
+
+class Direction(Enum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class ResponseFlags(Enum):
+    NONE = "-"
+    DENY = "DENY"  # refused by authorization policy
+    CONNECT = "CONNECT"  # upstream connection failed
+
+
+class Metrics:
+    """The Prometheus counters of one ztunnel (its own registry, served on :15020)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.opened = Counter(
+            "istio_tcp_connections_opened",
+            "The total number of TCP connections opened",
+            LABELS,
+            registry=self.registry,
+        )
+        self.closed = Counter(
+            "istio_tcp_connections_closed",
+            "The total number of TCP connections closed",
+            LABELS,
+            registry=self.registry,
+        )
+        self.sent = Counter(
+            "istio_tcp_sent_bytes",
+            "The size of total bytes sent during response in case of a TCP connection",
+            LABELS,
+            registry=self.registry,
+        )
+        self.received = Counter(
+            "istio_tcp_received_bytes",
+            "The size of total bytes received during request in case of a TCP connection",
+            LABELS,
+            registry=self.registry,
+        )
+
+
+@dataclass
+class ConnectionRecord:
+    """Everything known about one proxied connection, for its metrics and access-log line."""
+
+    metrics: Metrics
+    direction: Direction
+    src_addr: str
+    dst_addr: str
+    source: Workload | None = None
+    source_identity: str | None = None
+    destination: Workload | None = None
+    destination_identity: str | None = None
+    service: Service | None = None
+    hbone_addr: str | None = None  # the :authority on an HBONE hop
+    mtls: bool = False
+    flags: ResponseFlags = ResponseFlags.NONE
+    bytes_sent: int = 0  # towards the client that opened the connection
+    bytes_received: int = 0  # from that client
+    error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    _labels: dict[str, str] | None = None
+    _opened: bool = False
+
+    def open(self) -> None:
+        """Count the connection as opened (once)."""
+        if not self._opened:
+            self._opened = True
+            self.metrics.opened.labels(**self.labels()).inc()
+
+    def close(self) -> None:
+        """Count bytes and the close, and write the access-log line."""
+        self.open()
+        labels = self.labels()
+        self.metrics.closed.labels(**labels).inc()
+        if self.bytes_sent:
+            self.metrics.sent.labels(**labels).inc(self.bytes_sent)
+        if self.bytes_received:
+            self.metrics.received.labels(**labels).inc(self.bytes_received)
+        self._log()
+
+    def labels(self) -> dict[str, str]:
+        if self._labels is None:
+            self._labels = self._compute_labels()
+        return self._labels
+
+    def _compute_labels(self) -> dict[str, str]:
+        src, dst, svc = self.source, self.destination, self.service
+        return {
+            "reporter": "destination" if self.direction is Direction.INBOUND else "source",
+            "source_workload": src.workload_name if src else UNKNOWN,
+            "source_canonical_service": src.canonical_name if src else UNKNOWN,
+            "source_canonical_revision": src.canonical_revision if src else UNKNOWN,
+            "source_workload_namespace": src.namespace if src else UNKNOWN,
+            "source_principal": self.source_identity or UNKNOWN,
+            "source_app": src.canonical_name if src else UNKNOWN,
+            "source_version": src.canonical_revision if src else UNKNOWN,
+            "source_cluster": src.cluster_id if src else UNKNOWN,
+            "destination_service": svc.hostname if svc else (self.dst_addr.rsplit(":", 1)[0]),
+            "destination_service_namespace": svc.namespace if svc else UNKNOWN,
+            "destination_service_name": svc.name if svc else UNKNOWN,
+            "destination_workload": dst.workload_name if dst else UNKNOWN,
+            "destination_canonical_service": dst.canonical_name if dst else UNKNOWN,
+            "destination_canonical_revision": dst.canonical_revision if dst else UNKNOWN,
+            "destination_workload_namespace": dst.namespace if dst else UNKNOWN,
+            "destination_principal": self.destination_identity or UNKNOWN,
+            "destination_app": dst.canonical_name if dst else UNKNOWN,
+            "destination_version": dst.canonical_revision if dst else UNKNOWN,
+            "destination_cluster": dst.cluster_id if dst else UNKNOWN,
+            "request_protocol": "tcp",
+            "response_flags": self.flags.value,
+            "connection_security_policy": "mutual_tls" if self.mtls else UNKNOWN,
+        }
+
+    def _log(self) -> None:
+        duration_ms = (time.monotonic() - self.started) * 1000
+        fields = [
+            f"src.addr={self.src_addr}",
+            _quoted("src.workload", self.source.name if self.source else None),
+            _quoted("src.namespace", self.source.namespace if self.source else None),
+            _quoted("src.identity", self.source_identity),
+            f"dst.addr={self.dst_addr}",
+            f"dst.hbone_addr={self.hbone_addr}" if self.hbone_addr else "",
+            _quoted("dst.service", self.service.hostname if self.service else None),
+            _quoted("dst.workload", self.destination.name if self.destination else None),
+            _quoted("dst.namespace", self.destination.namespace if self.destination else None),
+            _quoted("dst.identity", self.destination_identity),
+            f'direction="{self.direction.value}"',
+            f"bytes_sent={self.bytes_sent}",
+            f"bytes_recv={self.bytes_received}",
+            f'duration="{duration_ms:.0f}ms"',
+            _quoted("error", self.error),
+        ]
+        line = " ".join(f for f in fields if f)
+        if self.error:
+            access_log.warning("connection complete %s", line)
+        else:
+            access_log.info("connection complete %s", line)
+
+
+def _quoted(key: str, value: str | None) -> str:
+    return f'{key}="{value}"' if value else ""

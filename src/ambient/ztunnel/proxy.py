@@ -1,0 +1,306 @@
+"""One node's ztunnel: listeners per local pod, certificates, admin/metrics/readiness.
+
+For every local pod ztunnel listens on ``<podIP>:15080`` (SOCKS5 outbound);
+for every *enrolled* local pod also on ``<podIP>:15008`` (HBONE inbound).
+Listeners follow the pushed state: enrolling a pod opens its HBONE listener,
+un-enrolling closes it without breaking connections already open (they
+drain), and its SOCKS5 listener stays so that the pod's traffic keeps
+flowing, as plain TCP, while it is out of the mesh.
+
+Node endpoints, on the node's address: ``:15000`` admin (``/config_dump``),
+``:15020`` metrics (``/metrics``), ``:15021`` readiness (``/healthz/ready``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ambient.api.workload import Service, TunnelProtocol, Workload
+from ambient.hbone.pool import ConnectionPool
+from ambient.hbone.protocol import HboneSettings
+from ambient.hbone.server import HboneServer
+from ambient.httpd import AdminServer, Response
+from ambient.identity.certs import WorkloadCertificate
+from ambient.identity.manager import CertificateManager
+from ambient.identity.spiffe import SpiffeId
+from ambient.ztunnel.inbound import Authorizer, InboundHandler, allow_all
+from ambient.ztunnel.metrics import Metrics
+from ambient.ztunnel.outbound import OutboundHandler
+from ambient.ztunnel.state import ProxyState
+
+log = logging.getLogger("ambient.ztunnel")
+
+HBONE_PORT = 15008
+SOCKS_PORT = 15080
+ADMIN_PORT = 15000
+METRICS_PORT = 15020
+READINESS_PORT = 15021
+
+
+@dataclass
+class _PodListeners:
+    workload: Workload
+    socks: asyncio.AbstractServer | None = None
+    hbone: HboneServer | None = None
+    inbound: InboundHandler | None = None
+    draining: list[HboneServer] = field(default_factory=list)
+
+
+class Ztunnel:
+    """The L4 proxy of one node."""
+
+    def __init__(
+        self,
+        node: str,
+        node_ip: str,
+        state: ProxyState,
+        certificates: CertificateManager,
+        *,
+        authorizer: Callable[[], Authorizer] = lambda: allow_all,
+        settings: HboneSettings | None = None,
+        ports: tuple[int, int, int] = (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
+    ) -> None:
+        self.node = node
+        self.node_ip = node_ip
+        self.state = state
+        self.certificates = certificates
+        self.authorizer = authorizer
+        self.settings = settings or HboneSettings()
+        self.metrics = Metrics()
+        self.pool = ConnectionPool(settings=self.settings)
+        self._ports = ports
+        self._pods: dict[str, _PodListeners] = {}
+        self._certs: dict[SpiffeId, WorkloadCertificate] = {}
+        self._reconcile_lock = asyncio.Lock()
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._pending = False
+        self._ready = False
+        self._synced = asyncio.Event()
+        self._admin: list[AdminServer] = []
+        self.admin_addresses: dict[str, tuple[str, int]] = {}
+        self._unsubscribe = certificates.subscribe(self._on_certificate)
+        state.on_change(lambda _: self.request_reconcile())
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the node endpoints and the listeners for the current state."""
+        admin, metrics, ready = self._ports
+        servers = {
+            "admin": (AdminServer({"/config_dump": self._config_dump}), admin),
+            "metrics": (
+                AdminServer({"/metrics": self._metrics, "/stats/prometheus": self._metrics}),
+                metrics,
+            ),
+            "readiness": (AdminServer({"/healthz/ready": self._readiness}), ready),
+        }
+        for name, (server, port) in servers.items():
+            self.admin_addresses[name] = await server.start(self.node_ip, port)
+            self._admin.append(server)
+        await self.reconcile()
+        self._ready = True
+
+    async def close(self) -> None:
+        """Close every listener and connection."""
+        self._ready = False
+        self._unsubscribe()
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+        for pod in list(self._pods.values()):
+            await self._close_pod(pod, drain=False)
+        self._pods.clear()
+        await self.pool.close()
+        for server in self._admin:
+            await server.close()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # -- listeners follow the state ------------------------------------------------------
+
+    def request_reconcile(self) -> None:
+        """Schedule a reconcile (coalesced: many pushes, one pass)."""
+        if self._reconcile_task is None or self._reconcile_task.done():
+            self._reconcile_task = asyncio.ensure_future(self.reconcile())
+        else:
+            self._pending = True
+
+    async def reconcile(self) -> None:
+        async with self._reconcile_lock:
+            while True:
+                self._pending = False
+                await self._reconcile_once()
+                if not self._pending:
+                    break
+            self._synced.set()
+
+    async def _reconcile_once(self) -> None:
+        wanted = {w.uid: w for w in self.state.local_workloads() if w.addresses}
+        for uid in list(self._pods):
+            if uid not in wanted:
+                await self._close_pod(self._pods.pop(uid), drain=True)
+        for uid, workload in wanted.items():
+            pod = self._pods.get(uid)
+            if pod is None:
+                pod = self._pods[uid] = _PodListeners(workload)
+            elif pod.workload.addresses != workload.addresses:
+                await self._close_pod(pod, drain=True)
+                pod = self._pods[uid] = _PodListeners(workload)
+            pod.workload = workload
+            try:
+                await self._ensure_listeners(pod)
+            except OSError as exc:
+                log.error("ztunnel %s: cannot listen for pod %s: %s", self.node, workload.name, exc)
+        for pod in self._pods.values():
+            if pod.inbound is not None:
+                pod.inbound.close_denied()
+
+    async def _ensure_listeners(self, pod: _PodListeners) -> None:
+        workload = pod.workload
+        ip = str(workload.addresses[0])
+        if pod.socks is None:
+            handler = OutboundHandler(
+                self.state, workload.uid, self.metrics, self.pool, self._certificate
+            )
+            pod.socks = await asyncio.start_server(handler, ip, SOCKS_PORT, reuse_address=True)
+            log.info(
+                "ztunnel %s: SOCKS5 outbound for %s/%s on %s:%d",
+                self.node,
+                workload.namespace,
+                workload.name,
+                ip,
+                SOCKS_PORT,
+            )
+        enrolled = workload.tunnel_protocol is TunnelProtocol.HBONE
+        if enrolled and pod.hbone is None:
+            identity = workload.identity
+            self._certs[identity] = await self.certificates.get(identity)
+            pod.inbound = InboundHandler(self.state, workload.uid, self.metrics, self.authorizer)
+            pod.hbone = HboneServer(
+                lambda: self._certs[identity], pod.inbound, settings=self.settings
+            )
+            await pod.hbone.start(ip, HBONE_PORT)
+            log.info(
+                "ztunnel %s: HBONE inbound for %s/%s (%s) on %s:%d",
+                self.node,
+                workload.namespace,
+                workload.name,
+                identity,
+                ip,
+                HBONE_PORT,
+            )
+        elif not enrolled and pod.hbone is not None:
+            await pod.hbone.stop_listening()  # open tunnels drain on their own
+            pod.draining.append(pod.hbone)
+            pod.hbone = None
+            log.info(
+                "ztunnel %s: %s/%s left the mesh; HBONE inbound closed",
+                self.node,
+                workload.namespace,
+                workload.name,
+            )
+
+    async def _close_pod(self, pod: _PodListeners, *, drain: bool) -> None:
+        if pod.socks is not None:
+            pod.socks.close()  # connections already accepted carry on until they end
+        servers = [*pod.draining, *([pod.hbone] if pod.hbone else [])]
+        for server in servers:
+            if drain:
+                await server.stop_listening()
+            else:
+                await server.close()
+        pod.socks = None
+        pod.hbone = None
+
+    # -- certificates ----------------------------------------------------------------
+
+    async def _certificate(self, identity: SpiffeId) -> WorkloadCertificate:
+        cert = await self.certificates.get(identity)
+        self._certs[identity] = cert
+        return cert
+
+    def _on_certificate(self, cert: WorkloadCertificate) -> None:
+        self._certs[cert.identity] = cert
+
+    # -- node endpoints ----------------------------------------------------------------
+
+    def config_dump(self) -> dict[str, Any]:
+        """ztunnel's view, as ``/config_dump`` serves it (and ``ambient ztunnel-config`` reads)."""
+        return {
+            "node": self.node,
+            "workloads": [_workload_json(w) for _, w in sorted(self.state.workloads.items())],
+            "services": [
+                _service_json(s, self.state) for _, s in sorted(self.state.services.items())
+            ],
+            "certificates": [
+                {
+                    "identity": str(c.identity),
+                    "state": "Expired" if c.is_expired() else "Available",
+                    "not_before": c.not_before.isoformat(),
+                    "not_after": c.not_after.isoformat(),
+                    "chain_pem": c.chain_pem.decode(),
+                }
+                for c in self.certificates.snapshot()
+            ],
+            "listeners": {
+                uid: {"socks5": p.socks is not None, "hbone": p.hbone is not None}
+                for uid, p in sorted(self._pods.items())
+            },
+        }
+
+    def _config_dump(self, _query: str) -> Response:
+        body = json.dumps(self.config_dump(), indent=2).encode()
+        return Response(200, body, "application/json")
+
+    def _metrics(self, _query: str) -> Response:
+        return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+
+    def _readiness(self, _query: str) -> Response:
+        if self._ready and self._synced.is_set():
+            return Response(200, b"ready\n")
+        return Response(503, b"not ready: waiting for the first configuration push\n")
+
+
+def _workload_json(w: Workload) -> dict[str, Any]:
+    return {
+        "uid": w.uid,
+        "name": w.name,
+        "namespace": w.namespace,
+        "workloadIps": [str(ip) for ip in w.addresses],
+        "serviceAccount": w.service_account,
+        "node": w.node,
+        "protocol": w.tunnel_protocol.value,
+        "workloadName": w.workload_name,
+        "workloadType": w.workload_type,
+        "canonicalName": w.canonical_name,
+        "canonicalRevision": w.canonical_revision,
+        "status": w.status.value,
+        "waypoint": w.waypoint.destination if w.waypoint else None,
+        "services": {
+            key: [[p.service_port, p.target_port] for p in ports]
+            for key, ports in w.services.items()
+        },
+        "trustDomain": w.trust_domain,
+        "clusterId": w.cluster_id,
+    }
+
+
+def _service_json(s: Service, state: ProxyState) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "namespace": s.namespace,
+        "hostname": s.hostname,
+        "vips": [str(ip) for ip in s.addresses],
+        "ports": {str(p.service_port): p.target_port for p in s.ports},
+        "endpoints": [w.uid for w in state.endpoints(s)],
+        "waypoint": s.waypoint.destination if s.waypoint else None,
+        "subjectAltNames": list(s.subject_alt_names),
+    }

@@ -1,0 +1,159 @@
+"""What one ztunnel knows about the mesh: workloads and services pushed by the control plane.
+
+Updates arrive as (upserted resources, removed resource names), exactly the
+shape of an xDS delta for ``istio.workload.Address``: workloads are named by
+uid, services by ``namespace/hostname``. Each update is applied atomically
+(a lookup never sees half of a push) and all lookups are dictionary hits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ambient.api.workload import IPAddress, Port, Service, TunnelProtocol, Workload, WorkloadStatus
+
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where an outbound connection goes once the destination is resolved."""
+
+    workload: Workload | None  # None: an address the mesh does not know (passthrough)
+    ip: IPAddress
+    port: int  # the workload's port (after service port -> target port)
+    service: Service | None = None
+
+    @property
+    def hbone(self) -> bool:
+        return self.workload is not None and self.workload.tunnel_protocol is TunnelProtocol.HBONE
+
+
+class ProxyState:
+    """Indexed workloads and services, replaced atomically per push."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.workloads: dict[str, Workload] = {}
+        self.services: dict[str, Service] = {}
+        self._by_ip: dict[IPAddress, Workload] = {}
+        self._by_vip: dict[IPAddress, Service] = {}
+        self._by_host: dict[str, Service] = {}
+        self._endpoints: dict[str, list[Workload]] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._listeners: list[Callable[[ProxyState], None]] = []
+
+    def on_change(self, callback: Callable[[ProxyState], None]) -> None:
+        """Call ``callback`` after every applied push."""
+        self._listeners.append(callback)
+
+    def apply(self, upserted: Iterable[Workload | Service], removed: Iterable[str]) -> None:
+        """Apply one push: resources added or changed, and names removed."""
+        workloads = dict(self.workloads)
+        services = dict(self.services)
+        for name in removed:
+            workloads.pop(name, None)
+            services.pop(name, None)
+        for resource in upserted:
+            if isinstance(resource, Workload):
+                workloads[resource.uid] = resource
+            else:
+                services[resource.key] = resource
+        self._rebuild(workloads, services)
+        for callback in self._listeners:
+            callback(self)
+
+    def _rebuild(self, workloads: dict[str, Workload], services: dict[str, Service]) -> None:
+        by_ip = {ip: w for w in workloads.values() for ip in w.addresses}
+        by_vip = {ip: s for s in services.values() for ip in s.addresses}
+        by_host = {s.hostname: s for s in services.values()}
+        endpoints: dict[str, list[Workload]] = {key: [] for key in services}
+        for uid in sorted(workloads):
+            workload = workloads[uid]
+            for key in workload.services:
+                if key in endpoints:
+                    endpoints[key].append(workload)
+        # Swap in one go: readers on this event loop never see a half-applied push.
+        self.workloads, self.services = workloads, services
+        self._by_ip, self._by_vip, self._by_host = by_ip, by_vip, by_host
+        self._endpoints = endpoints
+
+    # -- lookups -------------------------------------------------------------------
+
+    def workload_by_ip(self, ip: IPAddress) -> Workload | None:
+        return self._by_ip.get(ip)
+
+    def service_by_vip(self, ip: IPAddress) -> Service | None:
+        return self._by_vip.get(ip)
+
+    def local_workloads(self) -> list[Workload]:
+        """Workloads this node runs (the ones this ztunnel serves)."""
+        return [w for w in self.workloads.values() if w.node == self.node and w.local]
+
+    def resolve_host(self, name: str, from_namespace: str) -> Service | None:
+        """A mesh hostname: ``svc`` (same namespace), ``svc.ns``, ``svc.ns.svc[.cluster.local]``."""
+        name = name.rstrip(".").lower()
+        parts = name.split(".")
+        if len(parts) == 1:
+            candidate = f"{name}.{from_namespace}.{CLUSTER_DOMAIN}"
+        elif len(parts) == 2:
+            candidate = f"{name}.{CLUSTER_DOMAIN}"
+        elif len(parts) == 3 and parts[2] == "svc":
+            candidate = f"{name}.cluster.local"
+        else:
+            candidate = name
+        return self._by_host.get(candidate) or self._by_host.get(name)
+
+    def endpoints(self, service: Service) -> list[Workload]:
+        return self._endpoints.get(service.key, [])
+
+    def pick_endpoint(self, service: Service, port: int) -> Upstream | None:
+        """Round robin over the service's healthy endpoints that serve ``port``."""
+        target = _target_port(service, port)
+        if target is None:
+            return None
+        candidates: list[tuple[Workload, int]] = []
+        for workload in self._endpoints.get(service.key, ()):
+            if workload.status is not WorkloadStatus.HEALTHY or not workload.addresses:
+                continue
+            ports = workload.services.get(service.key, ())
+            workload_port = _workload_port(ports, port, target)
+            if workload_port is not None:
+                candidates.append((workload, workload_port))
+        if not candidates:
+            return None
+        counter = self._round_robin.setdefault(service.key, itertools.count())
+        workload, workload_port = candidates[next(counter) % len(candidates)]
+        return Upstream(workload, workload.addresses[0], workload_port, service)
+
+    def resolve(self, ip: IPAddress, port: int) -> Upstream | None:
+        """The upstream for a connection to ``ip:port``: a VIP, a workload, or unknown."""
+        service = self._by_vip.get(ip)
+        if service is not None:
+            return self.pick_endpoint(service, port)
+        workload = self._by_ip.get(ip)
+        return Upstream(workload, ip, port)
+
+
+def _target_port(service: Service, port: int) -> int | None:
+    for p in service.ports:
+        if p.service_port == port:
+            return p.target_port or port
+    return None
+
+
+def _workload_port(ports: tuple[Port, ...], service_port: int, default: int) -> int | None:
+    for p in ports:
+        if p.service_port == service_port:
+            return p.target_port or service_port
+    return default if not ports else None
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
