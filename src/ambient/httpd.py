@@ -68,6 +68,8 @@ class AdminServer:
                         writer.write(conn.send(h11.Data(data=response.body)))
                     writer.write(conn.send(h11.EndOfMessage()))
                     await writer.drain()
+                    if conn.our_state is h11.MUST_CLOSE:
+                        break
                 elif isinstance(event, h11.EndOfMessage):
                     if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                         conn.start_next_cycle()

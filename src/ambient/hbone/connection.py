@@ -243,7 +243,10 @@ class HboneTransport(asyncio.Protocol):
             waiter.set_exception(error)
         stream = self.streams.pop(event.stream_id, None)
         if stream is not None:
-            stream._on_reset(error)
+            if event.error_code == 0 and stream._eof:
+                stream._on_stop_sending()
+            else:
+                stream._on_reset(error)
             self._check_idle()
 
     def _drop(self, stream: HboneStream) -> None:

@@ -29,6 +29,7 @@ class HboneStream:
         "_buffer",
         "_buffered",
         "_conn",
+        "_discard_writes",
         "_drain_waiter",
         "_eof",
         "_eof_sent",
@@ -52,6 +53,7 @@ class HboneStream:
         self._buffered = 0
         self._eof = False
         self._eof_sent = False
+        self._discard_writes = False
         self._error: StreamReset | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -100,6 +102,8 @@ class HboneStream:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes for the peer; call :meth:`drain` to respect back-pressure."""
+        if self._discard_writes:
+            return
         if self._error is not None:
             raise self._error
         if self._eof_sent:
@@ -148,6 +152,16 @@ class HboneStream:
     def _on_eof(self) -> None:
         self._eof = True
         self._wake_reader()
+
+    def _on_stop_sending(self) -> None:
+        """RST_STREAM(NO_ERROR) after the peer's END_STREAM: a clean end, not an error.
+
+        The peer has finished and wants no more from us (RFC 9113 8.1); what
+        it sent stays readable and further writes are dropped.
+        """
+        self._discard_writes = True
+        self._eof_sent = True
+        self._wake_drainer()
 
     def _on_reset(self, error: StreamReset) -> None:
         if self._error is None:

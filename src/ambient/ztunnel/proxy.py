@@ -183,7 +183,9 @@ class Ztunnel:
         if enrolled and pod.hbone is None:
             identity = workload.identity
             self._certs[identity] = await self.certificates.get(identity)
-            pod.inbound = InboundHandler(self.state, workload.uid, self.metrics, self.authorizer)
+            pod.inbound = InboundHandler(
+                self.state, workload.uid, self.metrics, lambda: self.authorizer()
+            )
             pod.hbone = HboneServer(
                 lambda: self._certs[identity], pod.inbound, settings=self.settings
             )

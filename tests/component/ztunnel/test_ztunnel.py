@@ -1,0 +1,214 @@
+"""Two ztunnels on loopback, workloads pushed by hand, curl as the client through SOCKS5."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from ambient.api.workload import Port, Service, TunnelProtocol, Workload
+from ambient.config.frozen import FrozenMap
+from ambient.identity.ca import CertificateAuthority
+from ambient.identity.manager import CertificateManager
+from ambient.identity.spiffe import SpiffeId
+from ambient.ztunnel.inbound import InboundConnection, Verdict
+from ambient.ztunnel.proxy import Ztunnel
+from ambient.ztunnel.state import ProxyState
+from tests.pki import make_ca
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+BASE = 40 + (__import__("os").getpid() % 200)  # a private 127.<BASE>.x.y range per test run
+
+
+def ip(text: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(f"127.{BASE}.{text}")
+
+
+ORDERS_SVC = Service(
+    name="orders",
+    namespace="shop",
+    hostname="orders.shop.svc.cluster.local",
+    addresses=(ip("2.1"),),
+    ports=(Port(80, 8080),),
+)
+
+
+def pod(
+    name: str, addr: str, node: str, sa: str, *, enrolled: bool = True, svc: bool = False
+) -> Workload:
+    return Workload(
+        uid=f"Kubernetes//Pod/shop/{name}",
+        name=name,
+        namespace="shop",
+        addresses=(ip(addr),),
+        service_account=sa,
+        node=node,
+        tunnel_protocol=TunnelProtocol.HBONE if enrolled else TunnelProtocol.NONE,
+        workload_name=name.rsplit("-", 1)[0],
+        canonical_name=name.rsplit("-", 1)[0],
+        canonical_revision="v1",
+        services=FrozenMap({ORDERS_SVC.key: (Port(80, 8080),)}) if svc else FrozenMap(),
+    )
+
+
+WEB = pod("web-0", "1.1", "node-1", "web")
+ORDERS = [
+    pod("orders-0", "1.2", "node-2", "orders", svc=True),
+    pod("orders-1", "1.3", "node-2", "orders", svc=True),
+]
+
+
+@dataclass
+class Mesh:
+    ca: CertificateAuthority
+    states: dict[str, ProxyState]
+    ztunnels: dict[str, Ztunnel]
+    apps: list[asyncio.AbstractServer]
+    seen: list[tuple[str, str]]  # (app name, peer ip)
+
+    def push(self, *resources: Workload | Service, removed: tuple[str, ...] = ()) -> None:
+        for state in self.states.values():
+            state.apply(resources, removed)
+
+    async def settle(self) -> None:
+        for zt in self.ztunnels.values():
+            await zt.reconcile()
+
+
+async def http_app(
+    name: str, address: ipaddress.IPv4Address, seen: list[tuple[str, str]]
+) -> asyncio.AbstractServer:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        peer = writer.get_extra_info("peername")[0]
+        seen.append((name, peer))
+        body = json.dumps({"name": name, "peer": peer}).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, str(address), 8080)
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    ca = make_ca(tmp_path)
+
+    async def sign(identity: SpiffeId, csr: bytes) -> tuple[bytes, bytes]:
+        return ca.sign_csr(csr, identity), ca.roots_pem()
+
+    managers = {n: CertificateManager(sign) for n in ("node-1", "node-2")}
+    states = {n: ProxyState(n) for n in managers}
+    for state in states.values():
+        state.apply([ORDERS_SVC, WEB, *ORDERS], [])
+    ztunnels = {
+        n: Ztunnel(n, str(ip(f"0.{i + 1}")), states[n], managers[n], ports=(0, 0, 0))
+        for i, n in enumerate(managers)
+    }
+    seen: list[tuple[str, str]] = []
+    apps = [await http_app(w.name, w.addresses[0], seen) for w in ORDERS]
+    for zt in ztunnels.values():
+        await zt.start()
+    yield Mesh(ca, states, ztunnels, apps, seen)
+    for zt in ztunnels.values():
+        await zt.close()
+    for app in apps:
+        app.close()
+        await app.wait_closed()
+    for m in managers.values():
+        await m.close()
+
+
+async def curl(source: Workload, url: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--socks5-hostname",
+        f"{source.addresses[0]}:15080",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, (out or err).decode()
+
+
+async def test_curl_reaches_service_by_name_over_hbone(mesh: Mesh) -> None:
+    code, body = await curl(WEB, "http://orders:80/")
+    assert code == 0, body
+    reply = json.loads(body)
+    assert reply["name"].startswith("orders-")
+    assert reply["peer"] == str(WEB.addresses[0])  # the app sees the caller's pod address
+    metrics = mesh.ztunnels["node-2"].metrics.registry
+    opened = metrics.get_sample_value(
+        "istio_tcp_connections_opened_total",
+        {
+            **{k: "unknown" for k in ()},
+        },
+    )
+    del opened
+    text = (await _get(mesh.ztunnels["node-2"], "metrics", "/metrics")).decode()
+    assert 'reporter="destination"' in text
+    assert 'source_principal="spiffe://cluster.local/ns/shop/sa/web"' in text
+    assert 'connection_security_policy="mutual_tls"' in text
+    assert 'destination_service="orders.shop.svc.cluster.local"' in text
+
+
+async def test_round_robin_spreads_connections(mesh: Mesh) -> None:
+    for _ in range(10):
+        code, body = await curl(WEB, "http://orders.shop.svc.cluster.local/")
+        assert code == 0, body
+    names = [name for name, _ in mesh.seen]
+    assert names.count("orders-0") == 5 and names.count("orders-1") == 5
+
+
+async def test_unenrolled_source_goes_plain_tcp(mesh: Mesh) -> None:
+    mesh.push(replace(WEB, tunnel_protocol=TunnelProtocol.NONE))
+    await mesh.settle()
+    code, body = await curl(WEB, f"http://{ORDERS[0].addresses[0]}:8080/")
+    assert code == 0, body
+    text = (await _get(mesh.ztunnels["node-1"], "metrics", "/metrics")).decode()
+    assert 'connection_security_policy="unknown"' in text
+    assert 'connection_security_policy="mutual_tls"' not in text
+
+
+async def test_denied_connection_is_reset(mesh: Mesh) -> None:
+    def deny_web(conn: InboundConnection) -> Verdict:
+        return Verdict(conn.source_identity != str(WEB.identity), "test policy")
+
+    mesh.ztunnels["node-2"].authorizer = lambda: deny_web
+    code, _ = await curl(WEB, "http://orders:80/")
+    assert code in (52, 56)  # empty reply / connection reset: the app never saw it
+    assert mesh.seen == []
+    text = (await _get(mesh.ztunnels["node-2"], "metrics", "/metrics")).decode()
+    assert 'response_flags="DENY"' in text
+
+
+async def test_config_dump_and_readiness(mesh: Mesh) -> None:
+    dump = json.loads(await _get(mesh.ztunnels["node-1"], "admin", "/config_dump"))
+    assert {w["name"] for w in dump["workloads"]} == {"web-0", "orders-0", "orders-1"}
+    assert dump["services"][0]["endpoints"] == [w.uid for w in ORDERS]
+    assert await _get(mesh.ztunnels["node-1"], "readiness", "/healthz/ready") == b"ready\n"
+
+
+async def _get(zt: Ztunnel, which: str, path: str) -> bytes:
+    host, port = zt.admin_addresses[which]
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
