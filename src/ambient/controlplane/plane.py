@@ -1,0 +1,220 @@
+"""``ControlPlane``: the current configuration and index, subscriptions, labels, and the CA.
+
+Decisions:
+
+- ``update`` is all or nothing: if the new index cannot be built (an address
+  conflict), the error propagates and nothing changes.
+- A subscription remembers the last snapshot it delivered and yields the diff
+  to the current one when asked: its first ``Delta`` is the full state, later
+  ones are incremental, and a slow reader gets one coalesced ``Delta`` instead
+  of a backlog. Every subscriber sees the whole mesh (as Istio's ztunnel
+  does); ``node`` is recorded for later per-node scoping.
+- Labels of a Deployment's pods (which are in no manifest) are kept here as
+  per-pod overrides; they vanish with the pod (scale-down, or a template
+  change, which renames pods as a rollout would). Other labels change the
+  object in the configuration; a Namespace that was implicit becomes declared.
+- Certificates are node-bound, as Istio enforces: a node may obtain one only
+  for the identity of a pod scheduled on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from ambient.config.configset import ConfigSet, Ref
+from ambient.config.frozen import FrozenMap
+from ambient.controlplane.allocate import AddressAllocator
+from ambient.controlplane.index import DEFAULT_CLUSTER_ID, build_snapshot
+from ambient.controlplane.labels import NotFound, check_label, kind_of, with_label
+from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
+from ambient.controlplane.source import NotAuthorized
+from ambient.identity.ca import CertificateAuthority
+from ambient.identity.spiffe import SpiffeId
+
+__all__ = ["ControlPlane", "Subscription"]
+
+_Overrides = Mapping[tuple[str, str], Mapping[str, str | None]]
+
+
+class Subscription:
+    """An async iterator of ``Delta``s from a ``ControlPlane``; see the module docstring."""
+
+    def __init__(self, plane: ControlPlane, node: str | None) -> None:
+        self._plane = plane
+        self._node = node
+        self._sent = EMPTY
+        self._first = True
+        self._closed = False
+        self._wake = asyncio.Event()
+
+    @property
+    def node(self) -> str | None:
+        """The node that subscribed (None for an observer such as the CLI)."""
+        return self._node
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Delta:
+        while not self._closed:
+            current = self._plane.snapshot
+            if self._first or current is not self._sent:
+                delta = diff(self._sent, current)
+                self._sent = current
+                if self._first or delta:
+                    self._first = False
+                    return delta
+            self._wake.clear()
+            await self._wake.wait()
+        raise StopAsyncIteration
+
+    def notify(self) -> None:
+        """Wake the reader: the snapshot changed."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """End the iteration (a pending ``__anext__`` raises StopAsyncIteration)."""
+        if not self._closed:
+            self._closed = True
+            self._wake.set()
+            self._plane.unsubscribe(self)
+
+
+class ControlPlane:
+    """Holds the configuration and its ambient index; pushes changes; signs certificates."""
+
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        allocator: AddressAllocator | None = None,
+        *,
+        config: ConfigSet | None = None,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
+    ) -> None:
+        """Index ``config``; addresses from ``allocator`` (default: in memory).
+
+        Without ``config`` the index starts empty and the allocator is left
+        untouched until the first ``update`` (so persisted addresses survive).
+        """
+        self._ca = ca
+        self._allocator = allocator or AddressAllocator()
+        self._cluster_id = cluster_id
+        self._pod_labels: _Overrides = FrozenMap()
+        self._subscriptions: list[Subscription] = []
+        self._config = ConfigSet() if config is None else config
+        self._snapshot = EMPTY if config is None else self._build(config, self._pod_labels)
+
+    @property
+    def config(self) -> ConfigSet:
+        """The configuration in force (including label changes)."""
+        return self._config
+
+    @property
+    def snapshot(self) -> MeshSnapshot:
+        """The current ambient index."""
+        return self._snapshot
+
+    @property
+    def trust_domain(self) -> str:
+        return self._ca.trust_domain
+
+    @property
+    def pod_labels(self) -> _Overrides:
+        """Label overrides of Deployment pods: (namespace, pod) -> label -> value or None."""
+        return self._pod_labels
+
+    def _build(self, config: ConfigSet, overrides: _Overrides) -> MeshSnapshot:
+        return build_snapshot(
+            config,
+            self._allocator,
+            trust_domain=self._ca.trust_domain,
+            cluster_id=self._cluster_id,
+            pod_labels=overrides,
+        )
+
+    def _apply(self, config: ConfigSet, overrides: _Overrides) -> Delta:
+        snapshot = self._build(config, overrides)
+        prefix = f"{self._cluster_id}//Pod/"
+        self._pod_labels = FrozenMap(
+            (key, labels)
+            for key, labels in overrides.items()
+            if f"{prefix}{key[0]}/{key[1]}" in snapshot.workloads
+        )
+        delta = diff(self._snapshot, snapshot)
+        self._config, self._snapshot = config, snapshot
+        if delta:
+            for subscription in self._subscriptions:
+                subscription.notify()
+        return delta
+
+    def update(self, config: ConfigSet) -> Delta:
+        """Index ``config``, make it current and notify subscribers; returns what changed."""
+        return self._apply(config, self._pod_labels)
+
+    def label(self, kind: str, namespace: str, name: str, key: str, value: str | None) -> Delta:
+        """Set (or with None, remove) a label, as ``ambient label``; returns what changed.
+
+        Raises ``NotFound`` for an unknown object, ValueError for bad label syntax.
+        """
+        kind = kind_of(kind)
+        ref = Ref(kind, namespace, name)
+        if kind == "Pod" and ref not in self._config.objects:
+            check_label(key, value)
+            if f"{self._cluster_id}//Pod/{namespace}/{name}" not in self._snapshot.workloads:
+                raise NotFound(f"{ref} not found")
+            current = self._pod_labels.get((namespace, name), {})
+            overrides = {**self._pod_labels, (namespace, name): FrozenMap({**current, key: value})}
+            return self._apply(self._config, overrides)
+        return self._apply(
+            with_label(self._config, kind, namespace, name, key, value), self._pod_labels
+        )
+
+    def subscribe(self, node: str | None = None) -> Subscription:
+        """A new subscription; its first ``Delta`` upserts the whole current state."""
+        subscription = Subscription(self, node)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop ``subscription`` (its iteration ends); unknown ones are ignored."""
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+            subscription.close()
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(self._subscriptions)
+
+    def close(self) -> None:
+        """End every subscription."""
+        for subscription in list(self._subscriptions):
+            subscription.close()
+
+    def authorize(self, node: str, identity: SpiffeId) -> None:
+        """Raise ``NotAuthorized`` unless a pod with ``identity`` is scheduled on ``node``."""
+        if any(w.local and w.identity == identity for w in self._snapshot.workloads_on(node)):
+            return
+        elsewhere = sorted(
+            {
+                w.node
+                for w in self._snapshot.workloads.values()
+                if w.local and w.identity == identity
+            }
+        )
+        reason = f"it runs on {', '.join(elsewhere)}" if elsewhere else "no pod has that identity"
+        raise NotAuthorized(
+            f"node {node!r} may not obtain a certificate for {identity}: no pod with that "
+            f"identity is scheduled on {node!r} ({reason})"
+        )
+
+    async def sign_certificate(
+        self, node: str, identity: SpiffeId, csr_pem: bytes
+    ) -> tuple[bytes, bytes]:
+        """``(chain_pem, roots_pem)`` for ``identity``, after the node-bound check."""
+        self.authorize(node, identity)
+        return self._ca.sign_csr(csr_pem, identity), self._ca.roots_pem()

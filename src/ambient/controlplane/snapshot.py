@@ -1,0 +1,153 @@
+"""``MeshSnapshot``: the ambient index at one moment, with indexed lookups; ``diff`` of two.
+
+Resource names are Istio's xDS names: a workload's ``uid``, a service's
+``namespace/hostname``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ambient.api.workload import Address, IPAddress, Service, Workload
+from ambient.config.frozen import FrozenMap
+
+__all__ = ["CLUSTER_DOMAIN", "EMPTY", "Delta", "MeshSnapshot", "diff"]
+
+CLUSTER_DOMAIN = "cluster.local"
+
+
+def _ip_priority(workload: Workload) -> tuple[bool, bool, str]:
+    # Pods first, then WorkloadEntries, then ServiceEntry endpoints (which may share addresses).
+    return (not workload.local, "/ServiceEntry/" in workload.uid, workload.uid)
+
+
+@dataclass(frozen=True)
+class _Index:
+    by_ip: dict[IPAddress, Workload]
+    by_vip: dict[IPAddress, Service]
+    by_host: dict[str, tuple[Service, ...]]
+    endpoints: dict[str, tuple[Workload, ...]]
+    on_node: dict[str, tuple[Workload, ...]]
+
+
+def _build_index(workloads: Mapping[str, Workload], services: Mapping[str, Service]) -> _Index:
+    by_ip: dict[IPAddress, Workload] = {}
+    endpoints: dict[str, list[Workload]] = {}
+    on_node: dict[str, list[Workload]] = {}
+    for workload in sorted(workloads.values(), key=_ip_priority):
+        for address in workload.addresses:
+            by_ip.setdefault(address, workload)
+    for uid in sorted(workloads):
+        workload = workloads[uid]
+        on_node.setdefault(workload.node, []).append(workload)
+        for key in workload.services:
+            endpoints.setdefault(key, []).append(workload)
+    by_vip: dict[IPAddress, Service] = {}
+    by_host: dict[str, list[Service]] = {}
+    for key in sorted(services):
+        service = services[key]
+        for address in service.addresses:
+            by_vip.setdefault(address, service)
+        by_host.setdefault(service.hostname, []).append(service)
+    return _Index(
+        by_ip,
+        by_vip,
+        {host: tuple(found) for host, found in by_host.items()},
+        {key: tuple(found) for key, found in endpoints.items()},
+        {node: tuple(found) for node, found in on_node.items()},
+    )
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    """Workloads by uid, services by ``ns/hostname``, node addresses, and build warnings."""
+
+    workloads: Mapping[str, Workload] = field(default_factory=FrozenMap)
+    services: Mapping[str, Service] = field(default_factory=FrozenMap)
+    warnings: tuple[str, ...] = ()
+    nodes: Mapping[str, IPAddress] = field(default_factory=FrozenMap)
+    _index: _Index = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("workloads", "services", "nodes"):
+            object.__setattr__(self, name, FrozenMap(getattr(self, name)))
+        for key, service in self.services.items():
+            if key != service.key:
+                raise ValueError(f"service {service.key} is stored under the wrong key {key!r}")
+        for uid, workload in self.workloads.items():
+            if uid != workload.uid:
+                raise ValueError(f"workload {workload.uid} is stored under the wrong key {uid!r}")
+        object.__setattr__(self, "_index", _build_index(self.workloads, self.services))
+
+    def workload_by_ip(self, ip: IPAddress) -> Workload | None:
+        """The workload at ``ip`` (a pod before a WorkloadEntry before a ServiceEntry endpoint)."""
+        return self._index.by_ip.get(ip)
+
+    def service_by_vip(self, ip: IPAddress) -> Service | None:
+        """The service whose virtual IP is ``ip``."""
+        return self._index.by_vip.get(ip)
+
+    def service_by_host(self, name: str, from_namespace: str) -> Service | None:
+        """Resolve a hostname as a client in ``from_namespace`` would.
+
+        An exact hostname (ServiceEntry hosts, ``<svc>.<ns>.svc.cluster.local``)
+        matches from anywhere, preferring the client's namespace; ``<svc>.<ns>``
+        and ``<svc>.<ns>.svc`` expand to the cluster hostname; a bare ``<svc>``
+        only names a Service of ``from_namespace``.
+        """
+        host = name.lower().rstrip(".")
+        found = self._index.by_host.get(host)
+        if found:
+            return next((s for s in found if s.namespace == from_namespace), found[0])
+        parts = host.split(".")
+        if len(parts) == 1:
+            namespace, full = from_namespace, f"{host}.{from_namespace}.svc.{CLUSTER_DOMAIN}"
+        elif len(parts) == 2:
+            namespace, full = parts[1], f"{host}.svc.{CLUSTER_DOMAIN}"
+        elif len(parts) == 3 and parts[2] == "svc":
+            namespace, full = parts[1], f"{host}.{CLUSTER_DOMAIN}"
+        else:
+            return None
+        return self.services.get(f"{namespace}/{full}")
+
+    def endpoints(self, service: Service | str) -> tuple[Workload, ...]:
+        """Workloads naming ``service`` (or its ``ns/hostname`` key), by uid."""
+        key = service if isinstance(service, str) else service.key
+        return self._index.endpoints.get(key, ())
+
+    def workloads_on(self, node: str) -> tuple[Workload, ...]:
+        """Workloads whose node is ``node``, by uid."""
+        return self._index.on_node.get(node, ())
+
+
+EMPTY = MeshSnapshot()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Changed resources: upserts (services, then workloads) and removed names (workloads first).
+
+    That order means a consumer applying it in sequence never holds a workload
+    naming a service it does not know.
+    """
+
+    upserted: tuple[Address, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.upserted or self.removed)
+
+
+def _changed(old: Mapping[str, Address], new: Mapping[str, Address]) -> list[Address]:
+    return [new[key] for key in sorted(new) if old.get(key) != new[key]]
+
+
+def diff(old: MeshSnapshot, new: MeshSnapshot) -> Delta:
+    """What turns ``old`` into ``new``; ``diff(EMPTY, s)`` is all of ``s``."""
+    upserted = [*_changed(old.services, new.services), *_changed(old.workloads, new.workloads)]
+    removed = [
+        *(uid for uid in sorted(old.workloads) if uid not in new.workloads),
+        *(key for key in sorted(old.services) if key not in new.services),
+    ]
+    return Delta(tuple(upserted), tuple(removed))
