@@ -1,0 +1,262 @@
+"""What the runtime needs to run one pod, and each container's argv, env and folder.
+
+Environment of a container process, lowest precedence first:
+
+1. The supervisor's own environment (``PATH``, ``HOME``, ``VIRTUAL_ENV``,
+   ``PYTHONPATH``...), minus every variable whose name ends in ``_PROXY`` in
+   any case (``ALL_PROXY``, ``https_proxy``, ``NO_PROXY``...). Locally there is
+   no image to supply a base environment; the user's own is what makes
+   ``python`` or ``./server`` resolve the way it does in their shell. Proxy
+   settings are the exception: the mesh decides where a pod's traffic goes,
+   not the developer's corporate proxy.
+2. The pod-level variables of the local contract: ``POD_IP``, ``POD_NAME``,
+   ``POD_NAMESPACE``, ``SERVICE_ACCOUNT``, ``NODE_NAME`` and, for enrolled pods
+   (``PodRun.proxy`` set), ``ALL_PROXY`` and ``all_proxy``; then
+   ``PodRun.extra_env``, which may override them.
+3. The container's ``env``, in order. ``value`` is ``$(VAR)``-expanded from the
+   container's earlier entries and level 2 (as kubelet does with its service
+   variables); ``valueFrom.fieldRef`` is resolved and not expanded.
+
+``NO_PROXY`` is deliberately not set: pod IPs are loopback addresses
+(127.x.y.z), so a ``NO_PROXY`` of localhost/127.0.0.0/8 would let pod-to-pod
+traffic bypass the mesh. Everything goes to the node's ztunnel SOCKS5 port,
+which connects non-mesh destinations (including localhost) directly, like
+captured traffic in Istio. A container may still set ``NO_PROXY`` itself.
+
+``command`` and ``args`` are expanded from levels 2 and 3, never from level 1,
+exactly as in Kubernetes (where the image's environment is not visible to
+``$(VAR)``). Without an image there is no entrypoint: ``command`` + ``args`` is
+the argv, or ``args`` alone when ``command`` is empty; a container with
+neither is an error. ``workingDir`` defaults to the folder the manifest came
+from (``PodRun.base_dir``) and a relative one is taken from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import ChainMap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ambient.config.frozen import FrozenMap
+from ambient.config.resources import (
+    DEFAULT_NODE_NAME,
+    DEFAULT_SERVICE_ACCOUNT,
+    Container,
+    Pod,
+)
+from ambient.runtime.expansion import expand
+
+__all__ = [
+    "ContainerLaunch",
+    "PodRun",
+    "PodSpecError",
+    "container_argv",
+    "container_env",
+    "inherited_env",
+    "plan_launch",
+    "pod_env",
+    "resolve_field_path",
+]
+
+DEFAULT_HOST_IP = "127.0.0.1"
+
+
+class PodSpecError(ValueError):
+    """A container that cannot be started as specified (no command, missing folder...)."""
+
+    def __init__(self, pod: PodRun, container: str | None, problem: str) -> None:
+        where = f"pod {pod.namespace}/{pod.name}"
+        if container is not None:
+            where += f", container {container!r}"
+        super().__init__(f"{where}: {problem}")
+        self.namespace = pod.namespace
+        self.pod = pod.name
+        self.container = container
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodRun:
+    """One pod as the runtime runs it: identity, address, metadata and containers."""
+
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    containers: tuple[Container, ...]
+    node: str = DEFAULT_NODE_NAME
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    labels: Mapping[str, str] = field(default_factory=FrozenMap)
+    annotations: Mapping[str, str] = field(default_factory=FrozenMap)
+    proxy: str | None = None
+    """``ALL_PROXY`` for enrolled pods, e.g. ``socks5h://127.10.0.5:15080``; None otherwise."""
+    extra_env: Mapping[str, str] = field(default_factory=FrozenMap)
+    base_dir: Path = field(default_factory=Path.cwd)
+    """The folder the manifest came from: the default working directory."""
+    host_ip: str = DEFAULT_HOST_IP
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "containers", tuple(self.containers))
+        for name in ("labels", "annotations", "extra_env"):
+            object.__setattr__(self, name, FrozenMap(getattr(self, name)))
+        object.__setattr__(self, "base_dir", Path(self.base_dir).absolute())
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(namespace, name)``: how the supervisor knows this pod."""
+        return (self.namespace, self.name)
+
+    @classmethod
+    def from_pod(
+        cls,
+        pod: Pod,
+        *,
+        uid: str,
+        base_dir: Path,
+        ip: str | None = None,
+        proxy: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> PodRun:
+        """Build from a loaded ``Pod``; ``ip`` defaults to the manifest's ``status.podIP``."""
+        address = ip or pod.status.pod_ip
+        if not address:
+            raise ValueError(f"pod {pod.meta.namespace}/{pod.meta.name} has no IP; allocate one")
+        return cls(
+            namespace=pod.meta.namespace,
+            name=pod.meta.name,
+            uid=uid,
+            ip=address,
+            containers=pod.spec.containers,
+            node=pod.spec.node_name,
+            service_account=pod.spec.service_account_name,
+            labels=pod.meta.labels,
+            annotations=pod.meta.annotations,
+            proxy=proxy,
+            extra_env=extra_env or FrozenMap(),
+            base_dir=base_dir,
+            host_ip=pod.status.host_ip or DEFAULT_HOST_IP,
+        )
+
+
+@dataclass(frozen=True)
+class ContainerLaunch:
+    """Everything ``exec`` needs for one container: argv, full environment, folder."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+
+
+def resolve_field_path(pod: PodRun, path: str) -> str:
+    """The value of a downward-API ``fieldRef.fieldPath`` for ``pod``, as kubelet gives it."""
+    simple = {
+        "metadata.name": pod.name,
+        "metadata.namespace": pod.namespace,
+        "metadata.uid": pod.uid,
+        "spec.nodeName": pod.node,
+        "spec.serviceAccountName": pod.service_account,
+        "status.podIP": pod.ip,
+        "status.podIPs": pod.ip,
+        "status.hostIP": pod.host_ip,
+        "status.hostIPs": pod.host_ip,
+    }
+    if path in simple:
+        return simple[path]
+    maps = {"metadata.labels": pod.labels, "metadata.annotations": pod.annotations}
+    if path in maps:
+        return _format_map(maps[path])
+    if path.endswith("']") and "['" in path:
+        base, key = path[:-2].split("['", 1)
+        if base in maps:
+            return maps[base].get(key, "")
+    known = ", ".join([*simple, "metadata.labels['KEY']", "metadata.annotations['KEY']"])
+    raise PodSpecError(pod, None, f"unsupported fieldRef.fieldPath {path!r} (supported: {known})")
+
+
+def _format_map(values: Mapping[str, str]) -> str:
+    # kubelet: one key="value" per line, keys sorted, values Go-quoted (JSON is close enough).
+    return "\n".join(f"{k}={json.dumps(values[k], ensure_ascii=False)}" for k in sorted(values))
+
+
+def inherited_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The supervisor's environment (``os.environ`` by default) without ``*_PROXY`` variables."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not k.upper().endswith("_PROXY")}
+
+
+def pod_env(pod: PodRun) -> dict[str, str]:
+    """The pod-level variables every container gets (level 2 of the module docs)."""
+    env = {
+        "POD_IP": pod.ip,
+        "POD_NAME": pod.name,
+        "POD_NAMESPACE": pod.namespace,
+        "SERVICE_ACCOUNT": pod.service_account,
+        "NODE_NAME": pod.node,
+    }
+    if pod.proxy:
+        env["ALL_PROXY"] = pod.proxy
+        env["all_proxy"] = pod.proxy
+    env.update(pod.extra_env)
+    return env
+
+
+def _declared_env(pod: PodRun, container: Container) -> dict[str, str]:
+    """Levels 2 and 3: the variables kubelet would set, and ``$(VAR)`` sees."""
+    base = pod_env(pod)
+    defined: dict[str, str] = {}
+    lookup = ChainMap(defined, base)
+    for var in container.env:
+        if var.field_path is not None:
+            try:
+                defined[var.name] = resolve_field_path(pod, var.field_path)
+            except PodSpecError as exc:
+                raise PodSpecError(pod, container.name, f"env {var.name}: {exc}") from None
+        else:
+            defined[var.name] = expand(var.value, lookup)
+    return {**base, **defined}
+
+
+def container_env(
+    pod: PodRun, container: Container, *, inherited: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The full environment of ``container``'s process (see the module docs)."""
+    return {**inherited_env(inherited), **_declared_env(pod, container)}
+
+
+def container_argv(pod: PodRun, container: Container) -> tuple[str, ...]:
+    """``command`` + ``args`` with ``$(VAR)`` expanded; args alone if there is no command."""
+    raw = (*container.command, *container.args)
+    if not raw:
+        raise PodSpecError(
+            pod,
+            container.name,
+            "no command: set command (and args); locally there is no image entrypoint",
+        )
+    variables = _declared_env(pod, container)
+    return tuple(expand(part, variables) for part in raw)
+
+
+def plan_launch(
+    pod: PodRun, container: Container, *, inherited: Mapping[str, str] | None = None
+) -> ContainerLaunch:
+    """Argv, env and folder for ``container``, checking the folder and executable exist."""
+    argv = container_argv(pod, container)
+    env = container_env(pod, container, inherited=inherited)
+    cwd = pod.base_dir
+    if container.working_dir:
+        cwd = pod.base_dir / container.working_dir
+    if not cwd.is_dir():
+        raise PodSpecError(pod, container.name, f"working directory {cwd} does not exist")
+    program = argv[0]
+    if "/" in program:
+        path = cwd / program
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise PodSpecError(
+                pod, container.name, f"command {program!r} is not an executable file (in {cwd})"
+            )
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise PodSpecError(pod, container.name, f"command {program!r} not found on PATH")
+    return ContainerLaunch(argv=argv, env=FrozenMap(env), cwd=cwd)
