@@ -25,8 +25,8 @@ demo: setup
 	$(BIN)/ambient up examples/shop
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: setup
 	$(BIN)/mypy

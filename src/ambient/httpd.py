@@ -1,20 +1,39 @@
-"""A small asyncio HTTP/1.1 server (h11) for admin, metrics and readiness endpoints.
+"""A small asyncio HTTP/1.1 server (h11) for admin, metrics, readiness and the local control API.
 
-Routes map a path to a function returning (status, content type, body). Only
-GET and HEAD; one request per connection is enough for these endpoints but
-keep-alive is honoured.
+Routes map ``(method, path)`` to a handler that takes a :class:`Request` and
+returns a :class:`Response` (or an awaitable of one). It listens on TCP or on
+a Unix socket. Request bodies are capped (1 MiB by default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
 
 import h11
 
 log = logging.getLogger("ambient.httpd")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; raises ``ValueError`` with a clear message."""
+        try:
+            return json.loads(self.body or b"{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"request body is not JSON: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +42,23 @@ class Response:
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
 
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> Response:
+        return cls(status, json.dumps(value, indent=2).encode() + b"\n", "application/json")
 
-Handler = Callable[[str], Response]  # receives the query string
+
+Handler = Callable[[Request], Response | Awaitable[Response]]
 
 
 class AdminServer:
-    """Serves ``routes`` on one address."""
+    """Serves ``routes``; a route is a path (GET) or ``"METHOD /path"``."""
 
-    def __init__(self, routes: Mapping[str, Handler]) -> None:
-        self.routes = dict(routes)
+    def __init__(self, routes: Mapping[str, Handler], *, max_body: int = 1024 * 1024) -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+        for key, handler in routes.items():
+            method, _, path = key.partition(" ") if " " in key else ("GET", "", key)
+            self.routes[(method, path)] = handler
+        self.max_body = max_body
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -39,60 +66,73 @@ class AdminServer:
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
+    async def start_unix(self, path: str) -> None:
+        self._server = await asyncio.start_unix_server(self._serve, path)
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        request: h11.Request | None = None
+        body = bytearray()
         try:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    data = await asyncio.wait_for(reader.read(65536), 30)
-                    conn.receive_data(data)
-                    continue
-                if isinstance(event, h11.Request):
-                    target = event.target.decode("ascii", "replace")
-                    path, _, query = target.partition("?")
-                    response = self._respond(event.method.decode(), path, query)
-                    headers = [
-                        ("content-type", response.content_type),
-                        ("content-length", str(len(response.body))),
-                    ]
-                    writer.write(
-                        conn.send(h11.Response(status_code=response.status, headers=headers))
-                    )
-                    if event.method != b"HEAD":
-                        writer.write(conn.send(h11.Data(data=response.body)))
-                    writer.write(conn.send(h11.EndOfMessage()))
-                    await writer.drain()
+                    conn.receive_data(await asyncio.wait_for(reader.read(65536), 30))
+                elif isinstance(event, h11.Request):
+                    request, body = event, bytearray()
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > self.max_body:
+                        await self._send(
+                            conn, writer, Response(413, b"request body too large\n"), False
+                        )
+                        break
+                elif isinstance(event, h11.EndOfMessage) and request is not None:
+                    response = await self._respond(request, bytes(body))
+                    await self._send(conn, writer, response, request.method == b"HEAD")
                     if conn.our_state is h11.MUST_CLOSE:
                         break
-                elif isinstance(event, h11.EndOfMessage):
-                    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                        conn.start_next_cycle()
-                else:  # ConnectionClosed, Data of a body we ignore, PAUSED
-                    if (
-                        isinstance(event, h11.ConnectionClosed)
-                        or conn.their_state is h11.MUST_CLOSE
-                    ):
-                        break
+                    conn.start_next_cycle()
+                    request = None
+                else:  # ConnectionClosed, PAUSED
+                    break
         except (h11.RemoteProtocolError, TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
 
-    def _respond(self, method: str, path: str, query: str) -> Response:
-        if method not in ("GET", "HEAD"):
-            return Response(405, b"method not allowed\n")
-        handler = self.routes.get(path)
+    async def _send(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response, head: bool
+    ) -> None:
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+        ]
+        writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
+        if not head:
+            writer.write(conn.send(h11.Data(data=response.body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+
+    async def _respond(self, event: h11.Request, body: bytes) -> Response:
+        method = event.method.decode()
+        target = event.target.decode("ascii", "replace")
+        path, _, query_text = target.partition("?")
+        query = {k: v[-1] for k, v in parse_qs(query_text).items()}
+        handler = self.routes.get(("GET" if method == "HEAD" else method, path))
         if handler is None:
-            known = "\n".join(sorted(self.routes))
-            return Response(404, f"no such endpoint {path}; try:\n{known}\n".encode())
+            known = "\n".join(sorted(f"{m} {p}" for m, p in self.routes))
+            return Response(404, f"no such endpoint {method} {path}; try:\n{known}\n".encode())
         try:
-            return handler(query)
-        except Exception as exc:  # an admin page must never take the proxy down
-            log.warning("admin endpoint %s failed: %s", path, exc)
+            result = handler(Request(method, path, query, body))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except Exception as exc:  # an admin page must never take the process down
+            log.warning("endpoint %s %s failed: %s: %s", method, path, type(exc).__name__, exc)
             return Response(500, f"{type(exc).__name__}: {exc}\n".encode())

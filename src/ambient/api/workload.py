@@ -32,6 +32,20 @@ class LoadBalancingMode(Enum):
     STANDARD = "STANDARD"
 
 
+class ApplicationTunnel(Enum):
+    """How ztunnel hands an inbound connection to the application (workload.proto ``ApplicationTunnel``).
+
+    ``PROXY``: a PROXY protocol v2 header first, carrying the original source
+    and destination and the authenticated peer identity (TLV 0xD0).
+    """
+
+    NONE = "NONE"
+    PROXY = "PROXY"
+
+
+ANNOTATION_APPLICATION_TUNNEL = "ambient.io/application-tunnel"
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayAddress:
     """Where a waypoint is reached: a service hostname (``ns/host``) or an address, on 15008."""
@@ -72,6 +86,7 @@ class Workload:
     labels: FrozenMap[str, str] = field(default_factory=FrozenMap)
     authorization_policies: tuple[str, ...] = ()  # "ns/name" of selector policies that apply
     local: bool = True  # run by this host's runtime (False for WorkloadEntry)
+    application_tunnel: ApplicationTunnel = ApplicationTunnel.NONE
 
     @property
     def identity(self) -> SpiffeId:

@@ -26,7 +26,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from ambient.api.workload import GatewayAddress, IPAddress, TunnelProtocol, Workload
+from ambient.api.workload import (
+    ANNOTATION_APPLICATION_TUNNEL,
+    ApplicationTunnel,
+    GatewayAddress,
+    IPAddress,
+    TunnelProtocol,
+    Workload,
+)
 from ambient.config.configset import ConfigSet
 from ambient.config.frozen import FrozenMap
 from ambient.config.resources import LABEL_DATAPLANE_MODE, ServiceEntry, WorkloadEntry
@@ -167,6 +174,7 @@ class _Builder:
                 waypoint=_waypoint(labels, ns),
                 labels=labels,
                 local=True,
+                application_tunnel=_application_tunnel(pod.meta.annotations),
             )
         )
 
@@ -267,3 +275,9 @@ def build_snapshot(
         (*warnings, *registry.warnings, *builder.warnings),
         nodes,
     )
+
+
+def _application_tunnel(annotations: Mapping[str, str]) -> ApplicationTunnel:
+    """``ambient.io/application-tunnel: PROXY`` asks for a PROXY v2 header with the peer identity."""
+    value = annotations.get(ANNOTATION_APPLICATION_TUNNEL, "").upper()
+    return ApplicationTunnel.PROXY if value == "PROXY" else ApplicationTunnel.NONE

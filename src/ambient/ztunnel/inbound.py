@@ -16,10 +16,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ambient.api.workload import Workload
+from ambient.api.workload import ApplicationTunnel, Workload
 from ambient.hbone.messages import Status
 from ambient.hbone.splice import relay
 from ambient.hbone.stream import HboneStream
+from ambient.ztunnel import proxy_protocol
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
 from ambient.ztunnel.state import ProxyState
 
@@ -128,6 +129,9 @@ class InboundHandler:
             record.close()
             return
         stream.respond(Status.OK)
+        if destination.application_tunnel is ApplicationTunnel.PROXY:
+            source = (src_ip, forwarded.port) if forwarded and src_ip else (target.ip, 0)
+            writer.write(proxy_protocol.header(source, (target.ip, target.port), peer_identity))
         record.open()
         self.open.add(stream)
         try:

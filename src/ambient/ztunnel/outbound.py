@@ -148,7 +148,7 @@ class OutboundHandler:
                 assert upstream.workload is not None
                 await self._via_hbone(reader, writer, early, source, upstream, source_addr, record)
             else:
-                await self._via_tcp(reader, writer, early, upstream, record)
+                await self._via_tcp(reader, writer, early, source, upstream, record)
         finally:
             record.close()
 
@@ -202,12 +202,15 @@ class OutboundHandler:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         early: bytes,
+        source: Workload,
         upstream: Upstream,
         record: ConnectionRecord,
     ) -> None:
+        local = (str(source.addresses[0]), 0) if source.addresses[0].is_loopback else None
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(str(upstream.ip), upstream.port), self.connect_timeout
+                asyncio.open_connection(str(upstream.ip), upstream.port, local_addr=local),
+                self.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT

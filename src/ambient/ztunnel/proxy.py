@@ -26,7 +26,7 @@ from ambient.api.workload import Service, TunnelProtocol, Workload
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
 from ambient.hbone.server import HboneServer
-from ambient.httpd import AdminServer, Response
+from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
@@ -258,14 +258,14 @@ class Ztunnel:
             },
         }
 
-    def _config_dump(self, _query: str) -> Response:
+    def _config_dump(self, _request: Request) -> Response:
         body = json.dumps(self.config_dump(), indent=2).encode()
         return Response(200, body, "application/json")
 
-    def _metrics(self, _query: str) -> Response:
+    def _metrics(self, _request: Request) -> Response:
         return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
 
-    def _readiness(self, _query: str) -> Response:
+    def _readiness(self, _request: Request) -> Response:
         if self._ready and self._synced.is_set():
             return Response(200, b"ready\n")
         return Response(503, b"not ready: waiting for the first configuration push\n")

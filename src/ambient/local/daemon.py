@@ -1,0 +1,92 @@
+"""``ambient up`` in the foreground: start the mesh, serve the control API, stop on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ambient.config import ConfigError
+from ambient.local.statedir import MeshNotRunning, StateDir
+
+log = logging.getLogger("ambient.up")
+
+
+def run(config_dir: Path, state: StateDir, log_level: str = "info") -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)-5s %(name)s  %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        info = state.read_mesh_file()
+    except MeshNotRunning:
+        pass
+    else:
+        print(
+            f"error: a mesh is already running for {state.root} (pid {info['pid']}); "
+            "stop it first, or use another --state-dir",
+            file=sys.stderr,
+        )
+        return 1
+    from ambient.local.mesh import LocalMesh
+
+    try:
+        config = LocalMesh.load(config_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"nothing was started: fix the {len(exc.problems)} problem(s) above", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    try:
+        import uvloop
+
+        return uvloop.run(_serve(config_dir, state, config))
+    except KeyboardInterrupt:  # pragma: no cover - signal handlers take care of it
+        return 130
+
+
+async def _serve(config_dir: Path, state: StateDir, config: object) -> int:
+    from ambient.config import ConfigSet
+    from ambient.local.api import ControlApi
+    from ambient.local.mesh import LocalMesh
+
+    assert isinstance(config, ConfigSet)
+    mesh = LocalMesh(config_dir, state)
+    api = ControlApi(mesh)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        await mesh.start(config)
+        socket_path = await api.start()
+        state.write_mesh_file(
+            {"pid": os.getpid(), "socket": socket_path, "config_dir": str(mesh.config_dir)}
+        )
+        pods = len(mesh.pods())
+        log.info(
+            "mesh is up: %d pod(s) on %d node(s); state in %s. "
+            "Try `ambient status`, `ambient zc workloads`. Ctrl-C stops it.",
+            pods,
+            len(mesh.nodes),
+            state.root,
+        )
+        await stop.wait()
+        log.info("shutting down")
+    except Exception as exc:
+        log.error("the mesh failed: %s: %s", type(exc).__name__, exc)
+        code = 1
+    finally:
+        state.clear_mesh_file()
+        await api.close()
+        await mesh.close()
+    return code

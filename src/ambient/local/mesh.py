@@ -1,0 +1,305 @@
+"""``ambient up``: the control plane, a ztunnel per node and the local runtime, in one process.
+
+Startup order matters and is: load and validate every manifest (nothing
+starts if any is wrong) → CA → control plane (index, addresses) → one
+ztunnel per node, each fed by its own subscription and holding certificates
+only for its node's workloads (the control plane's CA refuses others) → the
+pods' processes, once their node's ztunnel is listening for them.
+
+Afterwards every configuration change (``apply``, ``delete``, ``label``)
+goes through the control plane; the ztunnels follow its pushes and the
+runtime follows the pod list, starting, stopping or updating processes.
+A label change never restarts a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ambient.api.workload import Workload
+from ambient.config import ConfigError, ConfigSet, load_paths
+from ambient.config.configset import Origin, Ref
+from ambient.config.references import check_references
+from ambient.controlplane.allocate import AddressAllocator
+from ambient.controlplane.expand import ScheduledPod, scheduled_pods
+from ambient.controlplane.plane import ControlPlane, Subscription
+from ambient.identity.ca import CertificateAuthority
+from ambient.identity.manager import CertificateManager
+from ambient.local.statedir import StateDir
+from ambient.runtime import PodRun, Supervisor
+from ambient.runtime.status import ContainerEvent
+from ambient.ztunnel.proxy import SOCKS_PORT, Ztunnel
+from ambient.ztunnel.state import ProxyState
+
+log = logging.getLogger("ambient.up")
+
+
+@dataclass
+class Node:
+    """One node's ztunnel and what feeds it."""
+
+    name: str
+    ip: str
+    state: ProxyState
+    certificates: CertificateManager
+    ztunnel: Ztunnel
+    subscription: Subscription
+    feeder: asyncio.Task[None]
+
+
+class LocalMesh:
+    """Everything ``ambient up DIR`` runs."""
+
+    def __init__(self, config_dir: Path, state: StateDir, *, cert_ttl: float | None = None) -> None:
+        self.config_dir = config_dir.absolute()
+        self.state = state
+        self.cert_ttl = cert_ttl
+        self.nodes: dict[str, Node] = {}
+        self.plane: ControlPlane | None = None
+        self.supervisor: Supervisor | None = None
+        self._pods: dict[tuple[str, str], PodRun] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._sync_lock = asyncio.Lock()
+        self.started_at = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @staticmethod
+    def load(config_dir: Path) -> ConfigSet:
+        """Load and validate every manifest in ``config_dir``; raises ``ConfigError``."""
+        return load_paths([config_dir])
+
+    async def start(self, config: ConfigSet) -> None:
+        self.state.create()
+        plugin_dir = self.config_dir / "cacerts"
+        ca = CertificateAuthority.load_or_create(
+            self.state.root, plugin_dir=plugin_dir if plugin_dir.is_dir() else None
+        )
+        allocator = AddressAllocator.in_state_dir(self.state.root)
+        self.plane = ControlPlane(ca, allocator, config=config)
+        for warning in self.plane.snapshot.warnings:
+            log.warning("%s", warning)
+        self.supervisor = Supervisor(self.state.root, on_event=_log_container_event)
+        await self._sync()
+        self._watch = asyncio.ensure_future(self._follow_plane())
+
+    async def close(self) -> None:
+        """Stop pods first (their connections end), then ztunnels, then the control plane."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self.supervisor is not None:
+            await self.supervisor.close()
+        for node in self.nodes.values():
+            node.subscription.close()
+            node.feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await node.feeder
+            await node.ztunnel.close()
+            await node.certificates.close()
+        self.nodes.clear()
+        if self.plane is not None:
+            self.plane.close()
+
+    # -- configuration changes ---------------------------------------------------------
+
+    def apply(self, config: ConfigSet) -> list[str]:
+        """Add or replace objects; returns ``kind/ns/name configured`` lines."""
+        plane = self._plane()
+        current = plane.config
+        merged = ConfigSet(
+            objects={**current.objects, **config.objects},
+            origins={**current.origins, **config.origins},
+            warnings=config.warnings,
+        )
+        problems = check_references(merged)
+        if problems:
+            raise ConfigError(problems)
+        plane.update(merged)
+        return [
+            f"{ref.kind.lower()}/{ref.name} {'configured' if ref in current.objects else 'created'}"
+            for ref in sorted(config.objects)
+        ]
+
+    def delete(self, config: ConfigSet) -> list[str]:
+        """Remove the objects named in ``config``; returns ``kind/name deleted`` lines."""
+        plane = self._plane()
+        current = plane.config
+        objects: dict[Ref, Any] = dict(current.objects)
+        origins: dict[Ref, Origin] = dict(current.origins)
+        lines = []
+        for ref in sorted(config.objects):
+            if objects.pop(ref, None) is None:
+                lines.append(f"{ref.kind.lower()}/{ref.name} not found")
+            else:
+                origins.pop(ref, None)
+                lines.append(f"{ref.kind.lower()}/{ref.name} deleted")
+        plane.update(ConfigSet(objects=objects, origins=origins))
+        return lines
+
+    def label(self, kind: str, namespace: str, name: str, key: str, value: str | None) -> None:
+        self._plane().label(kind, namespace, name, key, value)
+
+    # -- following the control plane ------------------------------------------------------
+
+    async def _follow_plane(self) -> None:
+        subscription = self._plane().subscribe(None)
+        try:
+            async for _delta in subscription:
+                try:
+                    await self._sync()
+                except Exception as exc:  # keep following; report what failed
+                    log.error(
+                        "applying a configuration change failed: %s: %s", type(exc).__name__, exc
+                    )
+        finally:
+            subscription.close()
+
+    async def _sync(self) -> None:
+        async with self._sync_lock:
+            await self._sync_nodes()
+            await self._sync_pods()
+
+    async def _sync_nodes(self) -> None:
+        plane = self._plane()
+        for name, ip in sorted(plane.snapshot.nodes.items()):
+            if name in self.nodes:
+                continue
+            state = ProxyState(name)
+            issuer = functools.partial(plane.sign_certificate, name)
+            certificates = CertificateManager(issuer)
+            ztunnel = Ztunnel(name, str(ip), state, certificates)
+            subscription = plane.subscribe(name)
+            first = await anext(subscription)
+            state.apply(first.upserted, first.removed)
+            await ztunnel.start()
+            feeder = asyncio.ensure_future(_feed(subscription, state))
+            self.nodes[name] = Node(
+                name, str(ip), state, certificates, ztunnel, subscription, feeder
+            )
+            log.info(
+                "ztunnel %s ready on %s (admin :15000, metrics :15020, readiness :15021)", name, ip
+            )
+
+    async def _sync_pods(self) -> None:
+        plane, supervisor = self._plane(), self._supervisor()
+        snapshot = plane.snapshot
+        scheduled, _ = scheduled_pods(plane.config, plane.pod_labels)
+        wanted: dict[tuple[str, str], PodRun] = {}
+        for entry in scheduled:
+            workload = snapshot.workloads.get(_pod_uid(entry))
+            if workload is None or not workload.addresses:
+                continue
+            wanted[(workload.namespace, workload.name)] = self._pod_run(entry, workload)
+        for key in [k for k in self._pods if k not in wanted]:
+            await supervisor.stop_pod(*key)
+            del self._pods[key]
+            log.info("pod %s/%s stopped", *key)
+        for key, run in wanted.items():
+            node = self.nodes.get(run.node)
+            if node is not None:
+                await node.ztunnel.reconcile()  # its listeners exist before the app starts
+            if key not in self._pods:
+                await supervisor.start_pod(run)
+                log.info("pod %s/%s started on %s with IP %s", key[0], key[1], run.node, run.ip)
+            elif self._pods[key] != run:
+                await supervisor.update_pod(run)
+            self._pods[key] = run
+
+    def _pod_run(self, entry: ScheduledPod, workload: Workload) -> PodRun:
+        ip = str(workload.addresses[0])
+        return PodRun.from_pod(
+            entry.pod,
+            uid=workload.uid,
+            base_dir=self.config_dir,
+            ip=ip,
+            proxy=f"socks5h://{ip}:{SOCKS_PORT}",
+            extra_env={"HOST_IP": self.nodes[workload.node].ip}
+            if workload.node in self.nodes
+            else {},
+        )
+
+    # -- introspection -----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Readiness of every component, for ``ambient status``."""
+        components: list[dict[str, Any]] = [
+            {"name": "controlplane", "ready": self.plane is not None, "detail": ""}
+        ]
+        for node in self.nodes.values():
+            components.append(
+                {
+                    "name": f"ztunnel/{node.name}",
+                    "ready": node.ztunnel.ready,
+                    "detail": f"{node.ip} admin:15000 metrics:15020 ready:15021",
+                }
+            )
+        if self.supervisor is not None:
+            for pod in self.supervisor.status():
+                components.append(
+                    {
+                        "name": f"pod/{pod.namespace}/{pod.name}",
+                        "ready": pod.running,
+                        "detail": pod.describe(),
+                    }
+                )
+        return {
+            "ready": all(c["ready"] for c in components) and len(components) > 1,
+            "components": components,
+            "pid": os.getpid(),
+            "config_dir": str(self.config_dir),
+        }
+
+    def pods(self) -> list[dict[str, Any]]:
+        """Running pods with what ``ambient exec`` needs."""
+        from ambient.runtime import plan_launch
+
+        result = []
+        for (namespace, name), run in sorted(self._pods.items()):
+            workload = self._plane().snapshot.workloads.get(run.uid)
+            launch = plan_launch(run, run.containers[0]) if run.containers else None
+            result.append(
+                {
+                    "namespace": namespace,
+                    "name": name,
+                    "ip": run.ip,
+                    "node": run.node,
+                    "workload": workload.workload_name if workload else name,
+                    "workload_type": workload.workload_type if workload else "pod",
+                    "env": dict(launch.env) if launch else {},
+                    "cwd": str(launch.cwd) if launch else str(self.config_dir),
+                }
+            )
+        return result
+
+    def _plane(self) -> ControlPlane:
+        if self.plane is None:
+            raise RuntimeError("the mesh is not started")
+        return self.plane
+
+    def _supervisor(self) -> Supervisor:
+        if self.supervisor is None:
+            raise RuntimeError("the mesh is not started")
+        return self.supervisor
+
+
+async def _feed(subscription: Subscription, state: ProxyState) -> None:
+    async for delta in subscription:
+        state.apply(delta.upserted, delta.removed)
+
+
+def _pod_uid(entry: ScheduledPod) -> str:
+    return f"Kubernetes//Pod/{entry.pod.meta.namespace}/{entry.pod.meta.name}"
+
+
+def _log_container_event(event: ContainerEvent) -> None:
+    log.info("%s", event)
