@@ -1,0 +1,1 @@
+"""Tests of ambient.authz: L4 AuthorizationPolicy and PeerAuthentication for ztunnel."""
