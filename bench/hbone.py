@@ -37,7 +37,7 @@ import uvloop  # noqa: E402
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status  # noqa: E402
 from ambient.hbone.pool import ConnectionPool  # noqa: E402
 from ambient.hbone.server import HboneServer  # noqa: E402
-from ambient.hbone.splice import relay  # noqa: E402
+from ambient.hbone.splice import connect_relay  # noqa: E402
 from ambient.hbone.stream import HboneStream  # noqa: E402
 from ambient.identity.ca import CertificateAuthority  # noqa: E402
 from ambient.identity.certs import WorkloadCertificate  # noqa: E402
@@ -73,9 +73,10 @@ async def _serve(cert_dir: Path) -> None:
 
     async def handler(stream: HboneStream) -> None:
         target = stream.request.authority
-        reader, writer = await asyncio.open_connection(str(target.ip), target.port)
+        tcp = await connect_relay(stream, str(target.ip), target.port)
         stream.respond(Status.OK)
-        await relay(stream, reader, writer)
+        tcp.start()
+        await tcp.done
 
     server = HboneServer(lambda: cert, handler)
     _, port = await server.start("127.0.0.1", 0)

@@ -155,6 +155,11 @@ class HboneTransport(asyncio.Protocol):
 
     async def open_stream(self, request: ConnectRequest) -> HboneStream:
         """Send a CONNECT and wait for the answer; raises :class:`StreamRefused` unless 200."""
+        stream, response = self.start_stream(request)
+        return await self.finish_stream(stream, response)
+
+    def start_stream(self, request: ConnectRequest) -> tuple[HboneStream, asyncio.Future[int]]:
+        """Send a CONNECT now (the stream counts as live at once); await ``finish_stream``."""
         if not self.accepting_streams or self.peer is None:
             raise StreamReset("HBONE connection is closing; no new streams")
         stream_id = self.conn.open_stream(request)
@@ -163,19 +168,26 @@ class HboneTransport(asyncio.Protocol):
         waiter: asyncio.Future[int] = self._loop.create_future()
         self._responses[stream_id] = waiter
         self._flush()
+        return stream, waiter
+
+    async def finish_stream(
+        self, stream: HboneStream, response: asyncio.Future[int]
+    ) -> HboneStream:
+        """Wait for the answer to :meth:`start_stream`'s CONNECT."""
         try:
-            status = await waiter
+            status = await response
         except asyncio.CancelledError:
             stream.reset()
             raise
         finally:
-            self._responses.pop(stream_id, None)
+            self._responses.pop(stream.stream_id, None)
         stream.status = status
         if status != Status.OK:
             self._drop(stream)
+            assert self.peer is not None
             raise StreamRefused(
                 status,
-                f"HBONE CONNECT {request.authority} via {self.peer.identity}: {_describe(status)}",
+                f"HBONE CONNECT {stream.request.authority} via {self.peer.identity}: {_describe(status)}",
             )
         return stream
 

@@ -70,9 +70,10 @@ class ConnectionPool:
         key = PoolKey(source.identity, frozenset(expected), destination, source_ip)
         conn = await self._checkout(key, source)
         try:
-            return await conn.open_stream(request)
+            stream, response = conn.start_stream(request)
         finally:
-            self._release(conn)
+            self._release(conn)  # from here on the stream itself counts as the connection's load
+        return await conn.finish_stream(stream, response)
 
     def connections(self) -> list[tuple[PoolKey, HboneTransport]]:
         """Live pooled connections, for the admin endpoint and tests."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import cast
 
 from ambient.hbone.connection import HboneTransport
 from ambient.hbone.messages import Status
@@ -19,21 +20,6 @@ log = logging.getLogger("ambient.hbone")
 
 StreamHandler = Callable[[HboneStream], Awaitable[None]]
 CertificateSource = Callable[[], WorkloadCertificate]
-
-
-class _Accepting(asyncio.Protocol):
-    """Plain TCP until the TLS handshake takes over; reading is paused until then."""
-
-    def __init__(self, server: HboneServer) -> None:
-        self._server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tcp = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        tcp.pause_reading()
-        self._server._spawn(self._server._handshake(tcp))
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
 
 
 class HboneServer:
@@ -61,38 +47,48 @@ class HboneServer:
         self.settings = settings or HboneSettings()
         self._handshake_timeout = handshake_timeout
         self._contexts = ContextCache(server_side=True)
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[HboneTransport] = set()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, backlog: int = 1024) -> tuple[str, int]:
         """Listen on ``host:port`` (0 picks a port); returns the bound address."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Accepting(self), host, port, reuse_address=True
-        )
-        sockname = self._server.sockets[0].getsockname()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(backlog)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._acceptor = asyncio.ensure_future(self._accept_loop(listener))
+        sockname = listener.getsockname()
         return str(sockname[0]), int(sockname[1])
 
     async def stop_listening(self) -> None:
         """Accept no new connections; open ones (and their streams) carry on."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acceptor
+            self._acceptor = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     async def close(self) -> None:
         """Stop listening, send GOAWAY on every connection and stop every handler."""
-        if self._server is not None:
-            self._server.close()
+        await self.stop_listening()
         for conn in list(self.connections):
             conn.close("server shutting down")
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
     # -- internals -----------------------------------------------------------------
 
@@ -101,27 +97,36 @@ class HboneServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        peername = transport.get_extra_info("peername") or ("?", 0)
-        where = f"{peername[0]}:{peername[1]}"
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        # Raw accept + connect_accepted_socket(ssl=...): TLS is set up before any
+        # byte is read, so no early ClientHello can be lost, and every handshake
+        # failure reaches us (the loop's own TLS servers only log them in debug mode).
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(listener)
+            except OSError as exc:
+                log.warning("HBONE: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self._spawn(self._handshake(conn, address))
+
+    async def _handshake(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        where = f"{address[0]}:{address[1]}"
         cert = self._certificate()
         trust_domain = self._trust_domain or cert.identity.trust_domain
         conn = HboneTransport(Side.SERVER, self.settings, on_stream=self._on_stream)
         loop = asyncio.get_running_loop()
         try:
-            tls_transport = await loop.start_tls(
-                transport,
-                conn,
-                self._contexts.get(cert),
-                server_side=True,
+            tls_transport, _ = await loop.connect_accepted_socket(
+                lambda: conn,
+                sock,
+                ssl=self._contexts.get(cert),
                 ssl_handshake_timeout=self._handshake_timeout,
             )
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
             log.warning("HBONE: refused connection from %s: %s", where, describe_tls_error(exc))
-            transport.abort()
-            return
-        if tls_transport is None:  # pragma: no cover - peer vanished mid-handshake
-            transport.abort()
+            sock.close()
             return
         ssl_object = tls_transport.get_extra_info("ssl_object")
         try:
@@ -134,7 +139,7 @@ class HboneServer:
         self.connections.add(conn)
         conn.done.add_done_callback(lambda _: self.connections.discard(conn))
         log.debug("HBONE: connection from %s as %s", where, identity)
-        conn.attach(tls_transport, PeerInfo(identity, (str(peername[0]), int(peername[1]))))
+        conn.attach(tls_transport, PeerInfo(identity, (str(address[0]), int(address[1]))))
 
     def _on_stream(self, stream: HboneStream) -> None:
         self._spawn(self._serve(stream))
@@ -180,6 +185,8 @@ def describe_tls_error(exc: BaseException) -> str:
         if reason in hints:
             return f"TLS handshake failed: {hints[reason]} ({reason})"
         return f"TLS handshake failed: {reason or exc}"
+    if isinstance(exc, ConnectionAbortedError) and str(exc):
+        return f"TLS handshake aborted: {exc}"
     if isinstance(exc, ConnectionError):
         return (
             "peer closed the connection during the TLS handshake "

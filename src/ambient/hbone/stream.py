@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ambient.hbone.errors import StreamClosed, StreamReset
 from ambient.hbone.messages import ConnectRequest, Status
@@ -35,6 +35,7 @@ class HboneStream:
         "_eof_sent",
         "_error",
         "_read_waiter",
+        "_sink",
         "peer",
         "request",
         "status",
@@ -57,6 +58,7 @@ class HboneStream:
         self._error: StreamReset | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._sink: StreamSink | None = None
 
     def __repr__(self) -> str:
         return f"<HboneStream {self.stream_id} {self.request.authority} peer={self.peer.identity}>"
@@ -124,6 +126,11 @@ class HboneStream:
             finally:
                 self._drain_waiter = None
 
+    @property
+    def writable(self) -> bool:
+        """True while more may be written without waiting; else ``on_writable`` follows."""
+        return self._error is None and not self._conn.must_wait(self)
+
     def write_eof(self) -> None:
         """Half-close: END_STREAM after the queued bytes."""
         if self._eof_sent or self._error is not None:
@@ -142,15 +149,43 @@ class HboneStream:
         """True once both directions are done or the stream was reset."""
         return self._error is not None or (self._eof and self._eof_sent)
 
+    # -- push mode -------------------------------------------------------------------
+
+    def attach(self, sink: StreamSink) -> None:
+        """Deliver incoming bytes to ``sink`` as they arrive instead of through :meth:`read`.
+
+        The sink returns flow-control credit itself with :meth:`consume`, once
+        it has passed the bytes on, so a slow consumer still pushes back.
+        """
+        self._sink = sink
+        buffered, self._buffer = self._buffer, deque()
+        self._buffered = 0
+        for chunk in buffered:
+            sink.on_data(chunk)
+        if self._error is not None:
+            sink.on_reset(self._error)
+        elif self._eof:
+            sink.on_eof()
+
+    def consume(self, size: int) -> None:
+        """Push mode: ``size`` delivered bytes were passed on; reopen the window."""
+        self._conn.consumed(self, size)
+
     # -- called by the connection ------------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink.on_data(data)
+            return
         self._buffer.append(data)
         self._buffered += len(data)
         self._wake_reader()
 
     def _on_eof(self) -> None:
         self._eof = True
+        if self._sink is not None:
+            self._sink.on_eof()
+            return
         self._wake_reader()
 
     def _on_stop_sending(self) -> None:
@@ -164,8 +199,11 @@ class HboneStream:
         self._wake_drainer()
 
     def _on_reset(self, error: StreamReset) -> None:
-        if self._error is None:
+        first = self._error is None
+        if first:
             self._error = error
+        if self._sink is not None and first:
+            self._sink.on_reset(error)
         self._wake_reader()
         self._wake_drainer()
 
@@ -175,6 +213,8 @@ class HboneStream:
             waiter.set_result(None)
 
     def _wake_drainer(self) -> None:
+        if self._sink is not None:
+            self._sink.on_writable()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -182,6 +222,18 @@ class HboneStream:
     @property
     def _waiting_to_drain(self) -> bool:
         return self._drain_waiter is not None
+
+
+class StreamSink(Protocol):
+    """Receives a stream's events in push mode (see :meth:`HboneStream.attach`)."""
+
+    def on_data(self, data: bytes) -> None: ...
+
+    def on_eof(self) -> None: ...
+
+    def on_reset(self, error: StreamReset) -> None: ...
+
+    def on_writable(self) -> None: ...
 
 
 def is_ok(status: int | None) -> bool:
