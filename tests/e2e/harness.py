@@ -1,0 +1,301 @@
+"""Drive the real ``ambient`` command line as subprocesses, as a user would.
+
+A mesh binds fixed loopback addresses (pods 127.10.x.y, nodes 127.1.0.N), so
+only one can run on a machine at a time: :class:`Mesh` waits for those
+addresses to be free before starting one and always stops it (SIGINT, then
+SIGKILL if it does not exit in time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHOP = REPO / "examples" / "shop"
+MESH_PREFIXES = ("127.10.", "127.20.", "127.1.0.")
+"""Pods, services and nodes of a local mesh."""
+
+T = TypeVar("T")
+
+
+def ambient_binary() -> str:
+    beside = Path(sys.executable).with_name("ambient")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ambient")
+    if found is None:
+        pytest.fail("the `ambient` console script is not installed (pip install -e .)")
+    return found
+
+
+AMBIENT = ambient_binary()
+
+
+def clean_env() -> dict[str, str]:
+    """Our environment without a state folder or proxies that would steer the CLI or curl."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k != "AMBIENT_STATE_DIR" and not k.lower().endswith("_proxy")
+    }
+
+
+def ambient(
+    *args: str, state_dir: Path, timeout: float = 30, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``ambient ARGS --state-dir STATE_DIR`` and capture its output."""
+    result = subprocess.run(
+        [AMBIENT, "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"`ambient {' '.join(args)}` exited {result.returncode}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}"
+        )
+    return result
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 10, every: float = 0.1
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+
+
+# -- listeners ------------------------------------------------------------------------------
+
+
+def mesh_listeners() -> list[str]:
+    """``ip:port`` of every TCP listener on a mesh address (pods, services, nodes)."""
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[3].startswith(MESH_PREFIXES):
+            found.append(parts[3])
+    return sorted(found)
+
+
+def wait_mesh_addresses_free(timeout: float = 90) -> None:
+    """Another mesh (someone else's) may be running: wait for it to go, never kill it."""
+    deadline = time.monotonic() + timeout
+    while busy := mesh_listeners():
+        if time.monotonic() > deadline:
+            pytest.fail(f"mesh addresses still in use after {timeout:g}s: {busy[:8]}")
+        time.sleep(1)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+# -- a running mesh -------------------------------------------------------------------------
+
+_PID = re.compile(r"\(pid (\d+)\)")
+_RESTARTS = re.compile(r"restarts (\d+)")
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    ready: bool
+    pid: int | None
+    restarts: int
+
+
+@dataclass
+class Mesh:
+    """``ambient up CONFIG_DIR`` in the background with its own state folder."""
+
+    config_dir: Path
+    state_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log: Any = field(default=None, repr=False)
+
+    def start(self, wait: float = 30) -> Mesh:
+        wait_mesh_addresses_free()
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [AMBIENT, "up", str(self.config_dir), "--state-dir", str(self.state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            cwd=REPO,
+            start_new_session=True,
+        )
+        ready = self.run("status", "--wait", str(wait), timeout=wait + 10)
+        if ready.returncode != 0:
+            self.stop()
+            pytest.fail(f"mesh not ready: {ready.stdout}{ready.stderr}\nlog:\n{self.log()}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGINT (Ctrl-C), then SIGKILL if it has not exited within ``timeout``."""
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+            try:
+                code = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                code = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return ambient(*args, state_dir=self.state_dir, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 30) -> str:
+        """Run an ``ambient`` command that must succeed; returns its stdout."""
+        return ambient(*args, state_dir=self.state_dir, timeout=timeout, check=True).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "-o", "json"))
+
+    # -- views --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.json("status")
+        return result
+
+    def pod_states(self) -> dict[str, PodState]:
+        """Pods by ``namespace/name`` from ``ambient status -o json`` (pid and restarts)."""
+        pods = {}
+        for component in self.status()["components"]:
+            kind, _, name = component["name"].partition("/")
+            if kind != "pod":
+                continue
+            pid = _PID.search(component["detail"])
+            restarts = _RESTARTS.search(component["detail"])
+            pods[name] = PodState(
+                name,
+                bool(component["ready"]),
+                int(pid.group(1)) if pid else None,
+                int(restarts.group(1)) if restarts else 0,
+            )
+        return pods
+
+    def workloads(self, namespace: str = "shop") -> dict[str, dict[str, Any]]:
+        """``ambient ztunnel-config workloads -o json`` by pod name."""
+        items = self.json("zc", "workloads", "--workload-namespace", namespace)
+        return {w["name"]: w for w in items}
+
+    def exec(
+        self, target: str, *command: str, namespace: str = "shop", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run("exec", "-n", namespace, target, "--", *command, timeout=timeout)
+
+    def curl(self, url: str, source: str = "deploy/web") -> dict[str, Any]:
+        """One HTTP GET from ``source`` with curl (via its ztunnel); the app's JSON answer."""
+        result = self.exec(source, "curl", "-sS", "--fail", "-m", "10", url)
+        if result.returncode != 0:
+            pytest.fail(f"curl {url} from {source} failed ({result.returncode}): {result.stderr}")
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer
+
+    def curl_many(
+        self, url: str, count: int, source: str = "deploy/web"
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """``count`` new connections from one shell loop; (answers, failures)."""
+        script = (
+            f'for i in $(seq {count}); do curl -sS -m 10 "$0" || echo "FAIL exit=$?"; echo; done'
+        )
+        result = self.exec(source, "sh", "-c", script, url, timeout=count * 2 + 30)
+        return parse_answers(result.stdout, result.stderr)
+
+
+def parse_answers(stdout: str, stderr: str = "") -> tuple[list[dict[str, Any]], list[str]]:
+    answers, failures = [], []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            answers.append(json.loads(line))
+        else:
+            failures.append(line)
+    if failures and stderr:
+        failures.append(f"stderr: {stderr.strip()}")
+    return answers, failures
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def scrape(url: str) -> list[Sample]:
+    """Prometheus text from ``url``, parsed (no proxy, whatever the environment says)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match:
+            labels = dict(_LABEL.findall(match.group(2) or ""))
+            samples.append(Sample(match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+def select(samples: Sequence[Sample], name: str, **labels: str) -> list[Sample]:
+    return [
+        s
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
