@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ambient.api.workload import ApplicationTunnel, Workload
 from ambient.hbone.messages import Status
-from ambient.hbone.splice import relay
+from ambient.hbone.splice import connect_relay
 from ambient.hbone.stream import HboneStream
 from ambient.ztunnel import proxy_protocol
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
@@ -118,8 +118,8 @@ class InboundHandler:
             return
         local = (str(src_ip), 0) if src_ip is not None and src_ip.is_loopback else None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(str(target.ip), target.port, local_addr=local),
+            tcp = await asyncio.wait_for(
+                connect_relay(stream, str(target.ip), target.port, local_address=local),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
@@ -129,13 +129,16 @@ class InboundHandler:
             record.close()
             return
         stream.respond(Status.OK)
-        if destination.application_tunnel is ApplicationTunnel.PROXY:
+        if destination.application_tunnel is ApplicationTunnel.PROXY and tcp.transport is not None:
             source = (src_ip, forwarded.port) if forwarded and src_ip else (target.ip, 0)
-            writer.write(proxy_protocol.header(source, (target.ip, target.port), peer_identity))
+            tcp.transport.write(
+                proxy_protocol.header(source, (target.ip, target.port), peer_identity)
+            )
         record.open()
         self.open.add(stream)
+        tcp.start()
         try:
-            result = await relay(stream, reader, writer)
+            result = await tcp.done
         finally:
             self.open.discard(stream)
         record.bytes_received, record.bytes_sent = result.from_stream, result.to_stream
