@@ -262,8 +262,6 @@ BAD = [
         "app.yaml:4",
         "Deployment/orders: spec.template.spec.containers[0].command",
         "command",
-        xfail="a container without command passes validation; `ambient up` starts the CA "
-        "and ztunnels, then dies with 'the mesh failed: PodSpecError: ...' (no file:document)",
     ),
 ]
 
@@ -506,12 +504,6 @@ class TestShop:
         assert (answer["pod"], answer["peer_identity"]) == (victim["name"], WEB)
         assert mesh.workloads()[victim["name"]]["protocol"] == "HBONE"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="while a killed pod waits out its restart back-off it stays a Healthy endpoint "
-        "of its Service; ztunnel keeps sending it new connections (HBONE CONNECT answered "
-        "503 'connection to application ... Connection refused'), and curl gets an empty reply",
-    )
     def test_no_failed_connections_while_a_pod_restarts(self, mesh: Mesh) -> None:
         victim = orders_pods(mesh)[1]
         key = f"shop/{victim['name']}"

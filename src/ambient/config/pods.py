@@ -153,6 +153,12 @@ CONTAINER = Obj(
 def _check_pod_spec(spec: PodSpec, at: FieldPath, report: Report) -> None:
     first: dict[str, str] = {}
     for ci, container in enumerate(spec.containers):
+        if not container.command and not container.args:
+            report.error(
+                (*at, "containers", ci, "command"),
+                "required: containers run as local processes and an image's entrypoint "
+                "is not available, so give the command to run",
+            )
         for pi, port in enumerate(container.ports):
             if not port.name:
                 continue

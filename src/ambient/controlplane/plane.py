@@ -20,8 +20,10 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 
+from ambient.api.workload import WorkloadStatus
 from ambient.config.configset import ConfigSet, Ref
 from ambient.config.frozen import FrozenMap
 from ambient.controlplane.allocate import AddressAllocator
@@ -106,6 +108,7 @@ class ControlPlane:
         self._cluster_id = cluster_id
         self._pod_labels: _Overrides = FrozenMap()
         self._subscriptions: list[Subscription] = []
+        self._ready: set[str] | None = None  # None: every pod is healthy (no health tracking)
         self._config = ConfigSet() if config is None else config
         self._snapshot = EMPTY if config is None else self._build(config, self._pod_labels)
 
@@ -129,13 +132,44 @@ class ControlPlane:
         return self._pod_labels
 
     def _build(self, config: ConfigSet, overrides: _Overrides) -> MeshSnapshot:
-        return build_snapshot(
+        snapshot = build_snapshot(
             config,
             self._allocator,
             trust_domain=self._ca.trust_domain,
             cluster_id=self._cluster_id,
             pod_labels=overrides,
         )
+        if self._ready is None:
+            return snapshot
+        workloads = {
+            uid: w
+            if not w.local or uid in self._ready
+            else dataclasses.replace(w, status=WorkloadStatus.UNHEALTHY)
+            for uid, w in snapshot.workloads.items()
+        }
+        return MeshSnapshot(workloads, snapshot.services, snapshot.warnings, snapshot.nodes)
+
+    def track_health(self) -> Delta:
+        """From now on a pod is a healthy endpoint only once :meth:`set_health` says so.
+
+        As Kubernetes readiness does: the local runtime reports when a pod's
+        containers run and its ports accept connections, and when they stop.
+        """
+        if self._ready is None:
+            self._ready = set()
+        return self._apply(self._config, self._pod_labels)
+
+    def set_health(self, uid: str, healthy: bool) -> Delta:
+        """Mark a pod (by workload uid) ready or not; returns what changed."""
+        if self._ready is None:
+            return self._apply(self._config, self._pod_labels)
+        if healthy == (uid in self._ready):
+            return Delta((), ())
+        if healthy:
+            self._ready.add(uid)
+        else:
+            self._ready.discard(uid)
+        return self._apply(self._config, self._pod_labels)
 
     def _apply(self, config: ConfigSet, overrides: _Overrides) -> Delta:
         snapshot = self._build(config, overrides)

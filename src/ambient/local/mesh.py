@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ambient.api.workload import Workload
+from ambient.api.workload import Workload, WorkloadStatus
 from ambient.config import ConfigError, ConfigSet, load_paths
 from ambient.config.configset import Origin, Ref
 from ambient.config.references import check_references
@@ -35,7 +35,7 @@ from ambient.identity.ca import CertificateAuthority
 from ambient.identity.manager import CertificateManager
 from ambient.local.statedir import StateDir
 from ambient.runtime import PodRun, Supervisor
-from ambient.runtime.status import ContainerEvent
+from ambient.runtime.status import ContainerEvent, EventKind
 from ambient.ztunnel.proxy import SOCKS_PORT, Ztunnel
 from ambient.ztunnel.state import ProxyState
 
@@ -68,6 +68,7 @@ class LocalMesh:
         self._pods: dict[tuple[str, str], PodRun] = {}
         self._watch: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
+        self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.started_at = time.time()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -85,14 +86,17 @@ class LocalMesh:
         )
         allocator = AddressAllocator.in_state_dir(self.state.root)
         self.plane = ControlPlane(ca, allocator, config=config)
+        self.plane.track_health()  # pods become endpoints once their ports accept connections
         for warning in self.plane.snapshot.warnings:
             log.warning("%s", warning)
-        self.supervisor = Supervisor(self.state.root, on_event=_log_container_event)
+        self.supervisor = Supervisor(self.state.root, on_event=self._on_container_event)
         await self._sync()
         self._watch = asyncio.ensure_future(self._follow_plane())
 
     async def close(self) -> None:
         """Stop pods first (their connections end), then ztunnels, then the control plane."""
+        for probe in self._probes.values():
+            probe.cancel()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -208,12 +212,13 @@ class LocalMesh:
             node = self.nodes.get(run.node)
             if node is not None:
                 await node.ztunnel.reconcile()  # its listeners exist before the app starts
-            if key not in self._pods:
+            previous = self._pods.get(key)
+            self._pods[key] = run  # before starting: container events look the pod up
+            if previous is None:
                 await supervisor.start_pod(run)
                 log.info("pod %s/%s started on %s with IP %s", key[0], key[1], run.node, run.ip)
-            elif self._pods[key] != run:
+            elif previous != run:
                 await supervisor.update_pod(run)
-            self._pods[key] = run
 
     def _pod_run(self, entry: ScheduledPod, workload: Workload) -> PodRun:
         ip = str(workload.addresses[0])
@@ -227,6 +232,35 @@ class LocalMesh:
             if workload.node in self.nodes
             else {},
         )
+
+    # -- pod health (Kubernetes readiness, simplified) --------------------------------------
+
+    def _on_container_event(self, event: ContainerEvent) -> None:
+        log.info("%s", event)
+        key = (event.namespace, event.pod)
+        run = self._pods.get(key)
+        probe = self._probes.pop(key, None)
+        if probe is not None:
+            probe.cancel()
+        if self.plane is None or run is None:
+            return
+        if event.kind is EventKind.STARTED:
+            self._probes[key] = asyncio.ensure_future(self._probe(run))
+        else:  # exited, restarting, stopped: no new connections to it from now on
+            self.plane.set_health(run.uid, False)
+
+    async def _probe(self, run: PodRun) -> None:
+        """Healthy once every container runs and every declared port accepts a connection."""
+        ports = [p.container_port for c in run.containers for p in c.ports if p.protocol == "TCP"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 300
+        while loop.time() < deadline:
+            status = self._supervisor().pod_status(run.namespace, run.name)
+            if status is not None and status.running and await _ports_open(run.ip, ports):
+                self._plane().set_health(run.uid, True)
+                return
+            await asyncio.sleep(0.05)
+        log.warning("pod %s/%s never became ready (ports %s)", run.namespace, run.name, ports)
 
     # -- introspection -----------------------------------------------------------------
 
@@ -244,12 +278,16 @@ class LocalMesh:
                 }
             )
         if self.supervisor is not None:
+            workloads = self._plane().snapshot.workloads
             for pod in self.supervisor.status():
+                run = self._pods.get((pod.namespace, pod.name))
+                workload = workloads.get(run.uid) if run else None
+                healthy = workload is not None and workload.status is WorkloadStatus.HEALTHY
                 components.append(
                     {
                         "name": f"pod/{pod.namespace}/{pod.name}",
-                        "ready": pod.running,
-                        "detail": pod.describe(),
+                        "ready": pod.running and healthy,
+                        "detail": pod.describe() + ("" if healthy else " (not ready)"),
                     }
                 )
         return {
@@ -301,5 +339,11 @@ def _pod_uid(entry: ScheduledPod) -> str:
     return f"Kubernetes//Pod/{entry.pod.meta.namespace}/{entry.pod.meta.name}"
 
 
-def _log_container_event(event: ContainerEvent) -> None:
-    log.info("%s", event)
+async def _ports_open(ip: str, ports: list[int]) -> bool:
+    for port in ports:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+    return True

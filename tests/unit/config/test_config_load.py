@@ -176,12 +176,12 @@ def test_shop_origins_and_refs(shop: ConfigSet) -> None:
 
 def test_defaults_for_a_minimal_pod() -> None:
     config = load_text(
-        "kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {containers: [{name: c}]}\n"
+        "kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {containers: [{name: c, command: [run]}]}\n"
     )
     (pod,) = config.pods()
     assert pod == Pod(ObjectMeta("p"), pod.spec)
     assert pod.meta.namespace == "default"
-    assert pod.spec.containers == (Container("c"),)
+    assert pod.spec.containers == (Container("c", command=("run",)),)
     assert pod.status.pod_ip is None
     assert config.origin(pod) == Origin("<string>", 1)
 
@@ -189,7 +189,7 @@ def test_defaults_for_a_minimal_pod() -> None:
 def test_deprecated_service_account_field() -> None:
     text = (
         "kind: Pod\napiVersion: v1\nmetadata: {name: p}\n"
-        "spec: {serviceAccount: legacy, containers: [{name: c}]}\n---\n"
+        "spec: {serviceAccount: legacy, containers: [{name: c, command: [run]}]}\n---\n"
         "kind: ServiceAccount\napiVersion: v1\nmetadata: {name: legacy}\n"
     )
     (pod,) = load_text(text).pods()
@@ -336,7 +336,7 @@ def test_unreadable_and_binary_files(tmp_path: Path) -> None:
 
 
 def test_check_refs_can_be_deferred() -> None:
-    pod = "kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {serviceAccountName: sa, containers: [{name: c}]}\n"
+    pod = "kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {serviceAccountName: sa, containers: [{name: c, command: [run]}]}\n"
     config = load_text(pod, "p.yaml", check_refs=False)
     assert [str(p) for p in check_references(config)] == [
         "p.yaml:1: Pod/p: spec.serviceAccountName: ServiceAccount default/sa is not declared; "
@@ -348,7 +348,7 @@ def test_check_refs_can_be_deferred() -> None:
 def test_broken_service_account_does_not_cascade() -> None:
     text = (
         "kind: ServiceAccount\napiVersion: v1\nmetadata: {name: sa, labels: {a: 1}}\n---\n"
-        "kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {serviceAccountName: sa, containers: [{name: c}]}\n"
+        "kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {serviceAccountName: sa, containers: [{name: c, command: [run]}]}\n"
     )
     with pytest.raises(ConfigError) as info:
         load_text(text, "p.yaml")
