@@ -6,11 +6,16 @@ picks an endpoint round robin; an enrolled destination is reached over HBONE
 with the source pod's certificate, anything else by plain TCP. As ztunnel
 does, the SOCKS reply is sent at once and a failure afterwards resets the
 client's connection.
+
+Everything is event-driven: :class:`SocksProtocol` parses the handshake in
+``data_received``; once the upstream is open the client's transport is handed
+to a relay protocol (``TcpRelay`` for HBONE, :class:`TcpPipe` for plain TCP).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -20,7 +25,7 @@ from ambient.api.workload import TunnelProtocol, Workload
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
-from ambient.hbone.splice import relay
+from ambient.hbone.splice import TcpRelay
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.spiffe import SpiffeId
 from ambient.ztunnel import socks5
@@ -31,10 +36,11 @@ log = logging.getLogger("ambient.ztunnel")
 
 CertificateSource = Callable[[SpiffeId], Awaitable[WorkloadCertificate]]
 HBONE_PORT = 15008
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class OutboundHandler:
-    """Serves the SOCKS5 listener of one local pod."""
+    """Serves the SOCKS5 listener of one local pod: ``loop.create_server(handler.protocol, ...)``."""
 
     def __init__(
         self,
@@ -52,51 +58,66 @@ class OutboundHandler:
         self.pool = pool
         self.certificates = certificates
         self.connect_timeout = connect_timeout
+        self.tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        try:
-            request, early = await self._handshake(reader, writer)
-        except (
-            socks5.Socks5Error,
-            ConnectionError,
-            asyncio.IncompleteReadError,
-            TimeoutError,
-        ) as exc:
-            log.debug("outbound: SOCKS5 handshake from %s:%s failed: %s", peer[0], peer[1], exc)
-            writer.transport.abort()
-            return
+    def protocol(self) -> SocksProtocol:
+        return SocksProtocol(self)
+
+    async def close(self) -> None:
+        """Abort connections still being set up or relayed."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def start(self, client: asyncio.Transport, request: socks5.Socks5Request, early: bytes) -> None:
+        task = asyncio.ensure_future(self._connect(client, request, early))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _connect(
+        self, client: asyncio.Transport, request: socks5.Socks5Request, early: bytes
+    ) -> None:
         source = self.state.workloads.get(self.workload_uid)
-        if source is None:  # the pod left while we were talking
-            writer.transport.abort()
+        if source is None or not source.addresses:  # the pod left while we were talking
+            client.abort()
             return
         try:
             upstream = await self._resolve(request, source)
         except LookupError as exc:
             log.info("outbound: %s", exc)
-            writer.write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
-            writer.close()
+            client.write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
+            client.close()
             return
-        writer.write(socks5.reply(socks5.Reply.SUCCEEDED))
-        await self._proxy(reader, writer, early, source, upstream, peer[1])
-
-    async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[socks5.Socks5Request, bytes]:
-        handshake = socks5.Socks5Handshake()
-        async with asyncio.timeout(10):
-            while True:
-                data = await reader.read(512)
-                if not data:
-                    raise ConnectionError("client closed during the SOCKS5 handshake")
-                try:
-                    request = handshake.receive_data(data)
-                finally:
-                    out = handshake.data_to_send()
-                    if out:
-                        writer.write(out)
-                if request is not None:
-                    return request, handshake.leftover()
+        client.write(socks5.reply(socks5.Reply.SUCCEEDED))
+        peer = client.get_extra_info("peername") or ("0.0.0.0", 0)
+        source_addr = SocketAddress(source.addresses[0], int(peer[1]))
+        hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
+        record = ConnectionRecord(
+            self.metrics,
+            Direction.OUTBOUND,
+            src_addr=str(source_addr),
+            dst_addr=str(SocketAddress(upstream.ip, HBONE_PORT if hbone else upstream.port)),
+            source=source,
+            source_identity=str(source.identity) if hbone else None,
+            destination=upstream.workload,
+            destination_identity=str(upstream.workload.identity)
+            if hbone and upstream.workload
+            else None,
+            service=upstream.service,
+            hbone_addr=str(SocketAddress(upstream.ip, upstream.port)) if hbone else None,
+            mtls=hbone,
+        )
+        try:
+            if hbone:
+                await self._via_hbone(client, early, source, upstream, source_addr, record)
+            else:
+                await self._via_tcp(client, early, source, upstream, record)
+        except asyncio.CancelledError:
+            client.abort()
+            raise
+        finally:
+            record.close()
 
     async def _resolve(self, request: socks5.Socks5Request, source: Workload) -> Upstream:
         if request.is_hostname:
@@ -117,45 +138,9 @@ class OutboundHandler:
             raise LookupError(f"no healthy endpoint for {request.host}:{request.port}")
         return upstream
 
-    async def _proxy(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        early: bytes,
-        source: Workload,
-        upstream: Upstream,
-        client_port: int,
-    ) -> None:
-        source_addr = SocketAddress(source.addresses[0], client_port)
-        hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
-        record = ConnectionRecord(
-            self.metrics,
-            Direction.OUTBOUND,
-            src_addr=str(source_addr),
-            dst_addr=str(SocketAddress(upstream.ip, HBONE_PORT if hbone else upstream.port)),
-            source=source,
-            source_identity=str(source.identity) if hbone else None,
-            destination=upstream.workload,
-            destination_identity=str(upstream.workload.identity)
-            if hbone and upstream.workload
-            else None,
-            service=upstream.service,
-            hbone_addr=str(SocketAddress(upstream.ip, upstream.port)) if hbone else None,
-            mtls=hbone,
-        )
-        try:
-            if hbone:
-                assert upstream.workload is not None
-                await self._via_hbone(reader, writer, early, source, upstream, source_addr, record)
-            else:
-                await self._via_tcp(reader, writer, early, source, upstream, record)
-        finally:
-            record.close()
-
     async def _via_hbone(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        client: asyncio.Transport,
         early: bytes,
         source: Workload,
         upstream: Upstream,
@@ -177,52 +162,179 @@ class OutboundHandler:
                 request=request,
             )
         except StreamRefused as exc:
-            record.flags = (
-                ResponseFlags.DENY if exc.status == Status.UNAUTHORIZED else ResponseFlags.CONNECT
-            )
+            denied = exc.status == Status.UNAUTHORIZED
+            record.flags = ResponseFlags.DENY if denied else ResponseFlags.CONNECT
             record.error = str(exc)
-            writer.transport.abort()
+            client.abort()
             return
         except (HboneError, OSError) as exc:
             record.flags = ResponseFlags.CONNECT
             record.error = str(exc)
             log.warning("outbound: %s -> %s: %s", source.name, request.authority, exc)
-            writer.transport.abort()
+            client.abort()
             return
         record.open()
+        relay = TcpRelay(stream)
+        client.set_protocol(relay)
+        relay.connection_made(client)
         if early:
-            stream.write(early)
-        result = await relay(stream, reader, writer)
-        record.bytes_received = result.from_stream + len(early)
-        record.bytes_sent = result.to_stream
+            relay.data_received(early)
+        relay.start()
+        client.resume_reading()
+        result = await relay.done
+        record.bytes_received = result.to_stream
+        record.bytes_sent = result.from_stream
         record.error = result.error
 
     async def _via_tcp(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        client: asyncio.Transport,
         early: bytes,
         source: Workload,
         upstream: Upstream,
         record: ConnectionRecord,
     ) -> None:
         local = (str(source.addresses[0]), 0) if source.addresses[0].is_loopback else None
+        loop = asyncio.get_running_loop()
+        pipe = TcpPipe(client)
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(str(upstream.ip), upstream.port, local_addr=local),
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: pipe.upstream, str(upstream.ip), upstream.port, local_addr=local
+                ),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connect to {upstream.ip}:{upstream.port} failed: {exc or 'timeout'}"
-            writer.transport.abort()
+            client.abort()
             return
         record.open()
+        client.set_protocol(pipe.downstream)
+        pipe.downstream.connection_made(client)
         if early:
-            up_writer.write(early)
-        result = await _pipe_tcp(reader, writer, up_reader, up_writer)
-        record.bytes_received = result[0] + len(early)
-        record.bytes_sent = result[1]
+            pipe.downstream.data_received(early)
+        client.resume_reading()
+        counts = await pipe.done
+        record.bytes_received, record.bytes_sent = counts
+
+
+class SocksProtocol(asyncio.Protocol):
+    """The SOCKS5 handshake of one client connection, then hand-over to a relay."""
+
+    def __init__(self, handler: OutboundHandler) -> None:
+        self.handler = handler
+        self.handshake = socks5.Socks5Handshake()
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        try:
+            request = self.handshake.receive_data(data)
+        except socks5.Socks5Error as exc:
+            out = self.handshake.data_to_send()
+            if out:
+                self.transport.write(out)
+            if exc.reply is not None:
+                self.transport.write(socks5.reply(exc.reply))
+            log.debug("outbound: SOCKS5 handshake refused: %s", exc)
+            self._cancel_timer()
+            self.transport.close()
+            return
+        out = self.handshake.data_to_send()
+        if out:
+            self.transport.write(out)
+        if request is not None:
+            self._cancel_timer()
+            self.transport.pause_reading()
+            self.handler.start(self.transport, request, self.handshake.leftover())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+
+    def _timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _PipeEnd(asyncio.Protocol):
+    """One side of a TCP-to-TCP relay; writes what it reads to the other side."""
+
+    def __init__(self, pipe: TcpPipe, index: int) -> None:
+        self.pipe = pipe
+        self.index = index
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+
+    @property
+    def other(self) -> _PipeEnd:
+        return self.pipe.ends[1 - self.index]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.pipe.counts[self.index] += len(data)
+        if self.other.transport is not None:
+            self.other.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        other = self.other.transport
+        if other is not None and other.can_write_eof():
+            other.write_eof()
+        if self.other.eof:
+            self.pipe.finish()
+        return True
+
+    def pause_writing(self) -> None:
+        if self.other.transport is not None:
+            self.other.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.other.transport is not None:
+            self.other.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        other = self.other.transport
+        if other is not None and not (self.eof and self.other.eof):
+            other.abort() if exc is not None else other.close()
+        self.pipe.finish()
+
+
+class TcpPipe:
+    """Plain TCP between a client transport and an upstream connection, half-close kept."""
+
+    def __init__(self, client: asyncio.Transport) -> None:
+        self.counts = [0, 0]  # [from client, from upstream]
+        self.ends = (_PipeEnd(self, 0), _PipeEnd(self, 1))
+        self.done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+    @property
+    def downstream(self) -> _PipeEnd:
+        return self.ends[0]
+
+    @property
+    def upstream(self) -> _PipeEnd:
+        return self.ends[1]
+
+    def finish(self) -> None:
+        if not self.done.done():
+            for end in self.ends:
+                if end.transport is not None:
+                    with contextlib.suppress(Exception):
+                        end.transport.close()
+            self.done.set_result((self.counts[0], self.counts[1]))
 
 
 async def _lookup(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -233,30 +345,3 @@ async def _lookup(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     except OSError:
         raise LookupError(f"cannot resolve {host!r}: not a mesh hostname nor in DNS") from None
     return ipaddress.ip_address(infos[0][4][0])
-
-
-async def _pipe_tcp(
-    a_reader: asyncio.StreamReader,
-    a_writer: asyncio.StreamWriter,
-    b_reader: asyncio.StreamReader,
-    b_writer: asyncio.StreamWriter,
-) -> tuple[int, int]:
-    """Copy both ways between two TCP connections, keeping half-close; returns (a->b, b->a)."""
-    counts = [0, 0]
-
-    async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, index: int) -> None:
-        try:
-            while data := await src.read(256 * 1024):
-                dst.write(data)
-                counts[index] += len(data)
-                await dst.drain()
-            if dst.can_write_eof():
-                dst.write_eof()
-        except ConnectionError:
-            a_writer.transport.abort()
-            b_writer.transport.abort()
-
-    await asyncio.gather(copy(a_reader, b_writer, 0), copy(b_reader, a_writer, 1))
-    for w in (a_writer, b_writer):
-        w.close()
-    return counts[0], counts[1]

@@ -50,6 +50,7 @@ class _PodListeners:
     socks: asyncio.AbstractServer | None = None
     hbone: HboneServer | None = None
     inbound: InboundHandler | None = None
+    outbound: OutboundHandler | None = None
     draining: list[HboneServer] = field(default_factory=list)
 
 
@@ -167,10 +168,13 @@ class Ztunnel:
         workload = pod.workload
         ip = str(workload.addresses[0])
         if pod.socks is None:
-            handler = OutboundHandler(
+            pod.outbound = OutboundHandler(
                 self.state, workload.uid, self.metrics, self.pool, self._certificate
             )
-            pod.socks = await asyncio.start_server(handler, ip, SOCKS_PORT, reuse_address=True)
+            loop = asyncio.get_running_loop()
+            pod.socks = await loop.create_server(
+                pod.outbound.protocol, ip, SOCKS_PORT, reuse_address=True, backlog=1024
+            )
             log.info(
                 "ztunnel %s: SOCKS5 outbound for %s/%s on %s:%d",
                 self.node,
@@ -213,6 +217,8 @@ class Ztunnel:
     async def _close_pod(self, pod: _PodListeners, *, drain: bool) -> None:
         if pod.socks is not None:
             pod.socks.close()  # connections already accepted carry on until they end
+        if not drain and pod.outbound is not None:
+            await pod.outbound.close()
         servers = [*pod.draining, *([pod.hbone] if pod.hbone else [])]
         for server in servers:
             if drain:
