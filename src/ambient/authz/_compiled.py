@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
 
 from ambient.authz._codegen import Check, group_test
-from ambient.authz.conn import Connection, Decision, policy_decision
+from ambient.authz.conn import Connection, Decision, policy_decision, strict_decision
 from ambient.authz.model import Action, Authorization, Group, IPNetwork, Match
 from ambient.authz.model import MatchKind as K
 from ambient.authz.peerauth import EffectiveMtls
@@ -31,6 +32,9 @@ __all__ = [
 # else its namespace, and the destination port. A group is filed under both when it
 # requires both, so a decision only tests groups that can match its peer and port.
 _Keys = dict[str, frozenset[object]]
+_Filing = tuple[tuple[str, frozenset[object]], ...]
+
+
 _DIMENSIONS = ("service_account", "source_namespace", "destination_port")
 
 
@@ -68,13 +72,24 @@ def _match_keys(m: Match) -> _Keys:
     exact_namespaces = m.namespaces and all(n.kind is K.EXACT for n in m.namespaces)
     if "source_namespace" not in keys and exact_namespaces:
         keys["source_namespace"] = frozenset(n.value for n in m.namespaces)
+    if m.not_namespaces and all(n.kind is K.EXACT for n in m.not_namespaces):
+        keys["not_namespace"] = frozenset(n.value for n in m.not_namespaces)
     return keys
 
 
 class CompiledGroup:
     """A group as one test, with the peer key and ports it requires (None: any)."""
 
-    __slots__ = ("mentioned_ports", "networks", "peer", "peer_values", "ports", "src_nets", "test")
+    __slots__ = (
+        "any_of",
+        "mentioned_ports",
+        "networks",
+        "peer",
+        "peer_values",
+        "ports",
+        "src_nets",
+        "test",
+    )
 
     def __init__(
         self,
@@ -82,9 +97,11 @@ class CompiledGroup:
         required: _Keys,
         clauses: list[list[Match]],
         src_nets: frozenset[IPNetwork] | None,
+        any_of: _Filing | None,
     ):
         self.test = test
-        self.src_nets = src_nets  # the source must be in one of these (None: any)
+        self.src_nets = src_nets  # the source is in one of these (None: any)
+        self.any_of = any_of  # one of these keys holds (None: no such clause)
         self.peer: str | None = None
         self.peer_values: frozenset[object] = frozenset()
         for dim in _DIMENSIONS[:2]:
@@ -107,6 +124,7 @@ def compile_group(group: Group) -> CompiledGroup | None:
     clauses: list[list[Match]] = []
     required: _Keys = {}
     src_nets: frozenset[IPNetwork] | None = None
+    any_of: _Filing | None = None
     for rules in group.rules:
         if not rules.matches:
             continue  # an empty clause always matches
@@ -118,13 +136,34 @@ def compile_group(group: Group) -> CompiledGroup | None:
             nets = frozenset(n for m in live for n in m.source_ips)
             src_nets = nets if src_nets is None or len(nets) < len(src_nets) else src_nets
         per_match = [_match_keys(m) for m in live]
+        if any_of is None:
+            any_of = _any_of(live, per_match)
         for dim in _DIMENSIONS:
             if all(dim in keys for keys in per_match):
                 union = frozenset().union(*(keys[dim] for keys in per_match))
                 required[dim] = required[dim] & union if dim in required else union
     if any(not values for values in required.values()):
         return None  # the clauses need disjoint values: unsatisfiable
-    return CompiledGroup(group_test(clauses), required, clauses, src_nets)
+    return CompiledGroup(group_test(clauses), required, clauses, src_nets, any_of)
+
+
+def _any_of(live: list[Match], per_match: list[_Keys]) -> _Filing | None:
+    """One key per match of an ORed clause (the group needs one of them), if each has one."""
+    out: list[tuple[str, frozenset[object]]] = []
+    for m, keys in zip(live, per_match, strict=True):
+        if "service_account" in keys:
+            out.append(("service_account", keys["service_account"]))
+        elif "source_namespace" in keys:
+            out.append(("source_namespace", keys["source_namespace"]))
+        elif m.source_ips:
+            out.append(("source_ip", frozenset(m.source_ips)))
+        elif "not_namespace" in keys:
+            out.append(("not_namespace", keys["not_namespace"]))
+        elif "destination_port" in keys:
+            out.append(("destination_port", keys["destination_port"]))
+        else:
+            return None
+    return tuple(out)
 
 
 class CompiledPolicy:
@@ -165,16 +204,20 @@ class ActionIndex:
     """Enforced groups of one action, filed by a key each provably requires.
 
     The key is the peer's service account or namespace (with the port when required),
-    else the elementary interval of the source address, else the port, else "any".
+    else the elementary interval of the source address, else one key per entry of an
+    ORed clause (the group is filed under each; ``notNamespaces`` entries go to a list
+    consulted only for peers outside those namespaces), else the port, else "any".
     """
 
     __slots__ = (
+        "_outside",
         "by_account",
         "by_account_port",
         "by_ns",
         "by_ns_port",
         "by_port",
         "by_src",
+        "outside_ns",
         "src_bounds",
         "wildcard",
     )
@@ -185,21 +228,35 @@ class ActionIndex:
             (peer, with_port): {} for peer in names for with_port in (False, True)
         }
         by_src: dict[object, list[_Entry]] = {}
+        outside: list[tuple[frozenset[object], _Entry]] = []
         for order, cp in enumerate(policies):  # already in key order
             for g in cp.groups:
                 entry = (order, g.test, cp.decision)
                 if g.peer is None and g.src_nets is not None:
-                    for net in g.src_nets:
-                        for index in _classes(net, src_bounds):
-                            by_src.setdefault((net.version, index), []).append(entry)
+                    filing: _Filing = (("source_ip", frozenset(g.src_nets)),)
+                elif g.peer is None and g.any_of is not None:
+                    filing = g.any_of
+                else:
+                    peers: frozenset[object] = g.peer_values if g.peer else frozenset([None])
+                    for peer in peers:
+                        if g.ports is None:
+                            buckets[g.peer, False].setdefault(peer, []).append(entry)
+                        for port in g.ports or ():
+                            key = port if g.peer is None else (peer, port)
+                            buckets[g.peer, True].setdefault(key, []).append(entry)
                     continue
-                peers: frozenset[object] = g.peer_values if g.peer else frozenset([None])
-                for peer in peers:
-                    if g.ports is None:
-                        buckets[g.peer, False].setdefault(peer, []).append(entry)
-                    for port in g.ports or ():
-                        key = port if g.peer is None else (peer, port)
-                        buckets[g.peer, True].setdefault(key, []).append(entry)
+                for dim, values in filing:
+                    if dim == "not_namespace":
+                        outside.append((values, entry))
+                        continue
+                    for value in values:
+                        if isinstance(value, IPv4Network | IPv6Network):  # source_ip
+                            for index in _classes(value, src_bounds):
+                                by_src.setdefault((value.version, index), []).append(entry)
+                        elif dim == "destination_port":
+                            buckets[None, True].setdefault(value, []).append(entry)
+                        else:  # service_account or source_namespace
+                            buckets[dim, False].setdefault(value, []).append(entry)
 
         def freeze(by_key: dict[object, list[_Entry]]) -> dict[object, tuple[_Entry, ...]]:
             return {k: tuple(sorted(set(v), key=lambda e: e[0])) for k, v in by_key.items()}
@@ -212,6 +269,19 @@ class ActionIndex:
         self.wildcard = freeze(buckets[None, False]).get(None, ())
         self.by_src = freeze(by_src)
         self.src_bounds = src_bounds
+        self.outside_ns = tuple(outside)  # (namespaces, entry): for peers outside them
+        self._outside: dict[str | None, tuple[_Entry, ...]] = {}
+
+    def _outside_of(self, ns: str | None) -> tuple[_Entry, ...]:
+        """Entries whose excluded namespaces do not include ``ns`` (memoized per ns)."""
+        found = self._outside.get(ns)
+        if found is None:
+            entries = {entry for excluded, entry in self.outside_ns if ns not in excluded}
+            found = tuple(sorted(entries, key=lambda e: e[0]))
+            if len(self._outside) >= MEMO_LIMIT:
+                self._outside.clear()
+            self._outside[ns] = found
+        return found
 
     def first(self, c: Connection) -> Decision | None:
         """The verdict of the first policy (in key order) with a matching group, or None."""
@@ -222,9 +292,11 @@ class ActionIndex:
             points = self.src_bounds.get(version)
             if points:
                 src = self.by_src.get((version, bisect_right(points, ip)))
+        outside = self._outside_of(c.source_namespace) if self.outside_ns else None
         if account is None:
             buckets: tuple[tuple[_Entry, ...] | None, ...] = (
                 src,
+                outside,
                 self.by_port.get(port),
                 self.wildcard,
             )
@@ -236,6 +308,7 @@ class ActionIndex:
                 self.by_ns_port.get((ns, port)) if self.by_ns_port else None,
                 self.by_ns.get(ns) if self.by_ns else None,
                 src,
+                outside,
                 self.by_port.get(port),
                 self.wildcard,
             )
@@ -270,10 +343,13 @@ class CompiledPolicySet:
         "audit",
         "deny",
         "dry_run",
+        "dry_run_has_allow",
         "has_allow",
         "memo",
         "mtls",
+        "observed",
         "policies",
+        "strict_verdict",
     )
 
     def __init__(self, policies: Sequence[CompiledPolicy], mtls: EffectiveMtls):
@@ -298,6 +374,7 @@ class CompiledPolicySet:
         self.dry_run = tuple(
             cp for cp in ordered if cp.policy.dry_run and cp.policy.action is not Action.AUDIT
         )
+        self.dry_run_has_allow = any(cp.policy.action is Action.ALLOW for cp in self.dry_run)
         enforced = [cp for cp in ordered if not cp.policy.dry_run]
         allow = [cp for cp in enforced if cp.policy.action is Action.ALLOW]
         deny = [cp for cp in enforced if cp.policy.action is Action.DENY]
@@ -305,6 +382,8 @@ class CompiledPolicySet:
         self.allow = ActionIndex(allow, src_bounds)
         self.deny = ActionIndex(deny, src_bounds)
         self.memo: dict[_Key, Decision] = {}
+        self.observed: dict[tuple[object, ...], Decision] = {}
+        self.strict_verdict = strict_decision(mtls.policy)
 
     def key(self, c: Connection) -> _Key:
         """The memo key of ``c``: equal keys imply equal verdicts."""

@@ -16,7 +16,6 @@ from ambient.authz.conn import (
     Connection,
     Decision,
     Workload,
-    strict_decision,
 )
 from ambient.authz.model import Action
 from ambient.authz.store import PolicyStore
@@ -50,7 +49,7 @@ def evaluate_uncached(compiled: CompiledPolicySet, conn: Connection) -> Decision
         and mtls.strict_for(conn.destination_port)
     )
     if strict:
-        verdict = strict_decision(mtls.policy)
+        verdict = compiled.strict_verdict
     else:
         verdict = compiled.deny.first(conn) or (
             NO_ALLOW_POLICY
@@ -64,24 +63,35 @@ def evaluate_uncached(compiled: CompiledPolicySet, conn: Connection) -> Decision
 
 def _observe(compiled: CompiledPolicySet, conn: Connection, verdict: Decision) -> Decision:
     """Add AUDIT and dry-run matches, and what dry-run policies would have decided."""
-    audit = tuple(cp.policy.key for cp in compiled.audit if cp.matches(conn))
+    audit = tuple([cp.policy.key for cp in compiled.audit if cp.matches(conn)])
+    if not compiled.dry_run:
+        if not audit:
+            return verdict
+        return _decision(compiled, verdict, audit, (), None)
     dry = [cp.policy for cp in compiled.dry_run if cp.matches(conn)]
-    would_allow = None
-    if compiled.dry_run:
-        matched = verdict.policy is not None  # an enforced DENY/STRICT or ALLOW decided
-        if (matched and not verdict.allowed) or any(p.action is Action.DENY for p in dry):
-            would_allow = False
-        elif compiled.has_allow or any(cp.policy.action is Action.ALLOW for cp in compiled.dry_run):
-            would_allow = (matched and verdict.allowed) or any(
-                p.action is Action.ALLOW for p in dry
-            )
-        else:
-            would_allow = True
-    return Decision(
-        verdict.allowed,
-        verdict.policy,
-        verdict.reason,
-        audit,
-        tuple(p.key for p in dry),
-        would_allow,
-    )
+    matched = verdict.policy is not None  # an enforced DENY/STRICT or ALLOW decided
+    if (matched and not verdict.allowed) or any(p.action is Action.DENY for p in dry):
+        would_allow = False
+    elif compiled.has_allow or compiled.dry_run_has_allow:
+        would_allow = (matched and verdict.allowed) or any(p.action is Action.ALLOW for p in dry)
+    else:
+        would_allow = True
+    return _decision(compiled, verdict, audit, tuple([p.key for p in dry]), would_allow)
+
+
+def _decision(
+    compiled: CompiledPolicySet,
+    verdict: Decision,
+    audit: tuple[str, ...],
+    dry: tuple[str, ...],
+    would_allow: bool | None,
+) -> Decision:
+    """``verdict`` with observations, reusing equal Decisions (they are immutable)."""
+    key = (verdict.allowed, verdict.policy, verdict.reason, audit, dry, would_allow)
+    decision = compiled.observed.get(key)
+    if decision is None:
+        decision = Decision(*key)
+        if len(compiled.observed) >= MEMO_LIMIT:
+            compiled.observed.clear()
+        compiled.observed[key] = decision
+    return decision

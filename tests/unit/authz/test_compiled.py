@@ -10,6 +10,7 @@ from .helpers import (
     AP,
     ORDERS,
     PA,
+    WEB,
     authorization,
     build_store,
     checked_decide,
@@ -160,3 +161,34 @@ def test_connection_derives_peer_fields() -> None:
     assert str(c.source_ip) == "10.0.0.1"
     plain = Connection.of(None, "10.0.0.1", "10.0.0.2", 80)
     assert (plain.principal, plain.source_namespace, plain.service_account) == (None, None, None)
+
+
+def test_rule_with_mixed_from_entries_is_found_by_either_key() -> None:
+    sources = [{"source": {"principals": [WEB]}}, {"source": {"ipBlocks": ["10.9.0.0/16"]}}]
+    store = build_store([AP("shop", "d", {"action": "DENY", "rules": [{"from": sources}]})])
+    probe = "cluster.local/ns/monitoring/sa/probe"
+    assert not checked_decide(store, ORDERS, conn(WEB, src="10.0.0.1")).allowed
+    assert not checked_decide(store, ORDERS, conn(probe, src="10.9.1.1")).allowed
+    assert not checked_decide(store, ORDERS, conn(None, src="10.9.1.1")).allowed
+    assert checked_decide(store, ORDERS, conn(probe, src="10.0.0.1")).allowed
+
+
+def test_not_namespaces_entries_are_ored() -> None:
+    # Outside "web" OR outside "dev": only a peer in both would escape; none is.
+    sources = [{"source": {"notNamespaces": ["web"]}}, {"source": {"notNamespaces": ["dev"]}}]
+    store = build_store([AP("shop", "d", {"action": "DENY", "rules": [{"from": sources}]})])
+    assert not checked_decide(store, ORDERS, conn("cluster.local/ns/web/sa/a")).allowed
+    assert not checked_decide(store, ORDERS, conn("cluster.local/ns/dev/sa/a")).allowed
+    assert not checked_decide(store, ORDERS, conn(None)).allowed
+
+
+def test_not_namespaces_across_clauses_are_anded() -> None:
+    rule = {
+        "from": [{"source": {"notNamespaces": ["web"]}}],
+        "when": [{"key": "source.namespace", "notValues": ["dev"]}],
+    }
+    store = build_store([AP("shop", "d", {"action": "DENY", "rules": [rule]})])
+    assert checked_decide(store, ORDERS, conn("cluster.local/ns/web/sa/a")).allowed
+    assert checked_decide(store, ORDERS, conn("cluster.local/ns/dev/sa/a")).allowed
+    assert not checked_decide(store, ORDERS, conn("cluster.local/ns/shop/sa/a")).allowed
+    assert not checked_decide(store, ORDERS, conn(None)).allowed
