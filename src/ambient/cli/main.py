@@ -419,11 +419,16 @@ def ztunnel_config(
         if output == "json":
             print_json(dump)
             return
-        for part in ("workloads", "services", "certificates"):
+        for part in ("workloads", "services", "policies", "certificates"):
             _zc_table(part, dump, namespace)
             click.echo()
         return
-    part = what if what.endswith("s") else what + "s"
+    part = {
+        "workload": "workloads",
+        "service": "services",
+        "policy": "policies",
+        "certificate": "certificates",
+    }.get(what, what)
     if part == "certificates":
         dump = {**dump, "certificates": [c for d in dumps for c in d["certificates"]]}
     if output == "json":
@@ -434,7 +439,7 @@ def ztunnel_config(
 
 def _zc_filter(part: str, dump: dict[str, Any], namespace: str | None) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = dump[part]
-    if namespace and part in ("workloads", "services"):
+    if namespace and part in ("workloads", "services", "policies"):
         items = [i for i in items if i["namespace"] == namespace]
     return items
 
@@ -482,6 +487,15 @@ def _zc_table(part: str, dump: dict[str, Any], namespace: str | None) -> None:
         print_table(
             ["CERTIFICATE NAME", "TYPE", "STATUS", "VALID CERT", "NOT AFTER", "NOT BEFORE"], rows
         )
+
+
+def _scope(policy: dict[str, Any]) -> str:
+    if policy["scope"] == "GLOBAL":
+        return "Global"
+    if policy["scope"] == "NAMESPACE":
+        return f"Namespace {policy['namespace']}"
+    selector = ",".join(f"{k}={v}" for k, v in sorted((policy["selector"] or {}).items()))
+    return f"WorkloadSelector {selector}"
 
 
 cli.add_command(ztunnel_config, "zc")

@@ -1,7 +1,8 @@
 """The built-in kinds: which apiVersions serve them and which node parses each.
 
 Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
-AuthorizationPolicy, PeerAuthentication, RequestAuthentication, Gateway,
+AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
+their specs checked by ``ambient.authz`` (see ``security``). RequestAuthentication, Gateway,
 HTTPRoute, VirtualService, DestinationRule and Telemetry load as
 ``GenericResource`` (metadata checked, spec kept as YAML) until their owning
 packages register strict parsers (see ``registry``).
@@ -17,6 +18,7 @@ from ambient.config.meta import resource_schema
 from ambient.config.pods import DEPLOYMENT, POD
 from ambient.config.resources import GenericResource
 from ambient.config.schema import AnyMapping, Node, Obj
+from ambient.config.security import AUTHORIZATION_POLICY, PEER_AUTHENTICATION
 
 __all__ = ["BUILTIN_KINDS", "GENERIC_KINDS", "generic_schema"]
 
@@ -43,10 +45,10 @@ BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
     (("apps/v1",), "Deployment", DEPLOYMENT),
     (ISTIO_NETWORKING, "WorkloadEntry", WORKLOAD_ENTRY),
     (ISTIO_NETWORKING, "ServiceEntry", SERVICE_ENTRY),
+    (ISTIO_SECURITY, "AuthorizationPolicy", AUTHORIZATION_POLICY),
+    (ISTIO_SECURITY, "PeerAuthentication", PEER_AUTHENTICATION),
 )
 GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (ISTIO_SECURITY, "AuthorizationPolicy"),
-    (ISTIO_SECURITY, "PeerAuthentication"),
     (ISTIO_SECURITY, "RequestAuthentication"),
     (GATEWAY_API, "Gateway"),
     (GATEWAY_API, "HTTPRoute"),

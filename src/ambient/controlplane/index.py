@@ -44,6 +44,7 @@ from ambient.controlplane.expand import (
     ScheduledPod,
     scheduled_pods,
 )
+from ambient.controlplane.policies import build_policies
 from ambient.controlplane.services import ServiceRegistry, entry_ports
 from ambient.controlplane.snapshot import MeshSnapshot
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
@@ -269,11 +270,14 @@ def build_snapshot(
     for se in config.service_entries():
         builder.service_entry(se)
     nodes = {k.name: a for k, a in sorted(addresses.items()) if k.kind == "Node"}
+    policies = build_policies(config)
     return MeshSnapshot(
         builder.workloads,
         registry.services,
-        (*warnings, *registry.warnings, *builder.warnings),
+        (*warnings, *registry.warnings, *builder.warnings, *policies.warnings),
         nodes,
+        policies.authorizations,
+        policies.peer_authentications,
     )
 
 

@@ -147,7 +147,7 @@ class ControlPlane:
             else dataclasses.replace(w, status=WorkloadStatus.UNHEALTHY)
             for uid, w in snapshot.workloads.items()
         }
-        return MeshSnapshot(workloads, snapshot.services, snapshot.warnings, snapshot.nodes)
+        return dataclasses.replace(snapshot, workloads=workloads)
 
     def track_health(self) -> Delta:
         """From now on a pod is a healthy endpoint only once :meth:`set_health` says so.

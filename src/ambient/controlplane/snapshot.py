@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ambient.api.workload import Address, IPAddress, Service, Workload
+from ambient.authz.model import Authorization
+from ambient.authz.peerauth import PeerAuthentication
 from ambient.config.frozen import FrozenMap
 
 __all__ = ["CLUSTER_DOMAIN", "EMPTY", "Delta", "MeshSnapshot", "diff"]
@@ -67,10 +69,12 @@ class MeshSnapshot:
     services: Mapping[str, Service] = field(default_factory=FrozenMap)
     warnings: tuple[str, ...] = ()
     nodes: Mapping[str, IPAddress] = field(default_factory=FrozenMap)
+    authorizations: Mapping[str, Authorization] = field(default_factory=FrozenMap)
+    peer_authentications: Mapping[str, PeerAuthentication] = field(default_factory=FrozenMap)
     _index: _Index = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("workloads", "services", "nodes"):
+        for name in ("workloads", "services", "nodes", "authorizations", "peer_authentications"):
             object.__setattr__(self, name, FrozenMap(getattr(self, name)))
         for key, service in self.services.items():
             if key != service.key:
@@ -134,9 +138,13 @@ class Delta:
 
     upserted: tuple[Address, ...] = ()
     removed: tuple[str, ...] = ()
+    policies_upserted: tuple[Authorization | PeerAuthentication, ...] = ()
+    policies_removed: tuple[tuple[str, str], ...] = ()  # (kind, "namespace/name")
 
     def __bool__(self) -> bool:
-        return bool(self.upserted or self.removed)
+        return bool(
+            self.upserted or self.removed or self.policies_upserted or self.policies_removed
+        )
 
 
 def _changed(old: Mapping[str, Address], new: Mapping[str, Address]) -> list[Address]:
@@ -150,4 +158,28 @@ def diff(old: MeshSnapshot, new: MeshSnapshot) -> Delta:
         *(uid for uid in sorted(old.workloads) if uid not in new.workloads),
         *(key for key in sorted(old.services) if key not in new.services),
     ]
-    return Delta(tuple(upserted), tuple(removed))
+    policies: list[Authorization | PeerAuthentication] = [
+        *(
+            new.authorizations[k]
+            for k in sorted(new.authorizations)
+            if old.authorizations.get(k) != new.authorizations[k]
+        ),
+        *(
+            new.peer_authentications[k]
+            for k in sorted(new.peer_authentications)
+            if old.peer_authentications.get(k) != new.peer_authentications[k]
+        ),
+    ]
+    gone = [
+        *(
+            ("AuthorizationPolicy", k)
+            for k in sorted(old.authorizations)
+            if k not in new.authorizations
+        ),
+        *(
+            ("PeerAuthentication", k)
+            for k in sorted(old.peer_authentications)
+            if k not in new.peer_authentications
+        ),
+    ]
+    return Delta(tuple(upserted), tuple(removed), tuple(policies), tuple(gone))

@@ -184,7 +184,9 @@ class LocalMesh:
             ztunnel = Ztunnel(name, str(ip), state, certificates)
             subscription = plane.subscribe(name)
             first = await anext(subscription)
-            state.apply(first.upserted, first.removed)
+            state.apply(
+                first.upserted, first.removed, first.policies_upserted, first.policies_removed
+            )
             await ztunnel.start()
             feeder = asyncio.ensure_future(_feed(subscription, state))
             self.nodes[name] = Node(
@@ -332,7 +334,7 @@ class LocalMesh:
 
 async def _feed(subscription: Subscription, state: ProxyState) -> None:
     async for delta in subscription:
-        state.apply(delta.upserted, delta.removed)
+        state.apply(delta.upserted, delta.removed, delta.policies_upserted, delta.policies_removed)
 
 
 def _pod_uid(entry: ScheduledPod) -> str:

@@ -76,7 +76,7 @@ class InboundHandler:
         target = request.authority
         peer_identity = str(stream.peer.identity)
         forwarded = request.forwarded_for
-        src_ip = forwarded.ip if forwarded else None
+        src_ip = forwarded.ip if forwarded else ipaddress.ip_address(stream.peer.address[0])
         record = ConnectionRecord(
             self.metrics,
             Direction.INBOUND,

@@ -29,6 +29,7 @@ from ambient.hbone.splice import TcpRelay
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.spiffe import SpiffeId
 from ambient.ztunnel import socks5
+from ambient.ztunnel.inbound import InboundConnection, Verdict
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
 from ambient.ztunnel.state import ProxyState, Upstream
 
@@ -51,7 +52,9 @@ class OutboundHandler:
         certificates: CertificateSource,
         *,
         connect_timeout: float = 5.0,
+        plaintext_policy: Callable[[InboundConnection], Verdict] | None = None,
     ) -> None:
+        self.plaintext_policy = plaintext_policy
         self.state = state
         self.workload_uid = workload_uid
         self.metrics = metrics
@@ -194,6 +197,31 @@ class OutboundHandler:
         upstream: Upstream,
         record: ConnectionRecord,
     ) -> None:
+        destination = upstream.workload
+        if (
+            self.plaintext_policy is not None
+            and destination is not None
+            and destination.tunnel_protocol is TunnelProtocol.HBONE
+        ):
+            # Without network namespaces nothing captures this plaintext at the destination,
+            # so its policy (PeerAuthentication, AuthorizationPolicy) is applied here instead.
+            verdict = self.plaintext_policy(
+                InboundConnection(
+                    None, source.addresses[0], destination, upstream.ip, upstream.port
+                )
+            )
+            if not verdict.allowed:
+                log.info(
+                    "RBAC rejected conn=%s(no identity)->%s:%d: %s",
+                    source.addresses[0],
+                    upstream.ip,
+                    upstream.port,
+                    verdict.reason,
+                )
+                record.flags = ResponseFlags.DENY
+                record.error = "connection closed due to policy rejection"
+                client.abort()
+                return
         local = (str(source.addresses[0]), 0) if source.addresses[0].is_loopback else None
         loop = asyncio.get_running_loop()
         pipe = TcpPipe(client)

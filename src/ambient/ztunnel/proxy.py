@@ -14,6 +14,7 @@ Node endpoints, on the node's address: ``:15000`` admin (``/config_dump``),
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -30,7 +31,8 @@ from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
-from ambient.ztunnel.inbound import Authorizer, InboundHandler, allow_all
+from ambient.ztunnel.authorization import authorize
+from ambient.ztunnel.inbound import Authorizer, InboundHandler
 from ambient.ztunnel.metrics import Metrics
 from ambient.ztunnel.outbound import OutboundHandler
 from ambient.ztunnel.state import ProxyState
@@ -64,7 +66,7 @@ class Ztunnel:
         state: ProxyState,
         certificates: CertificateManager,
         *,
-        authorizer: Callable[[], Authorizer] = lambda: allow_all,
+        authorizer: Callable[[], Authorizer] | None = None,
         settings: HboneSettings | None = None,
         ports: tuple[int, int, int] = (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
     ) -> None:
@@ -72,7 +74,8 @@ class Ztunnel:
         self.node_ip = node_ip
         self.state = state
         self.certificates = certificates
-        self.authorizer = authorizer
+        # The policies pushed with the state decide, unless a test injects its own.
+        self.authorizer = authorizer or (lambda: functools.partial(authorize, state))
         self.settings = settings or HboneSettings()
         self.metrics = Metrics()
         self.pool = ConnectionPool(settings=self.settings)
@@ -169,7 +172,12 @@ class Ztunnel:
         ip = str(workload.addresses[0])
         if pod.socks is None:
             pod.outbound = OutboundHandler(
-                self.state, workload.uid, self.metrics, self.pool, self._certificate
+                self.state,
+                workload.uid,
+                self.metrics,
+                self.pool,
+                self._certificate,
+                plaintext_policy=lambda conn: self.authorizer()(conn),
             )
             loop = asyncio.get_running_loop()
             pod.socks = await loop.create_server(
@@ -257,6 +265,28 @@ class Ztunnel:
                     "chain_pem": c.chain_pem.decode(),
                 }
                 for c in self.certificates.snapshot()
+            ],
+            "policies": [
+                {
+                    "name": p.name,
+                    "namespace": p.namespace,
+                    "action": p.action.value,
+                    "scope": p.scope.value,
+                    "selector": dict(p.selector) if p.selector else None,
+                    "dryRun": p.dry_run,
+                    "groups": len(p.groups),
+                }
+                for p in sorted(self.state.policies.authorizations(), key=lambda p: p.key)
+            ],
+            "peerAuthentications": [
+                {
+                    "name": pa.name,
+                    "namespace": pa.namespace,
+                    "mode": pa.mode.value,
+                    "selector": dict(pa.selector) if pa.selector else None,
+                    "portLevelMtls": {str(port): mode.value for port, mode in pa.port_level},
+                }
+                for pa in sorted(self.state.policies.peer_authentications(), key=lambda p: p.key)
             ],
             "listeners": {
                 uid: {"socks5": p.socks is not None, "hbone": p.hbone is not None}

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ambient.api.workload import IPAddress, Port, Service, TunnelProtocol, Workload, WorkloadStatus
+from ambient.authz.model import Authorization
+from ambient.authz.peerauth import PeerAuthentication
+from ambient.authz.store import PolicyStore
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -45,13 +48,24 @@ class ProxyState:
         self._endpoints: dict[str, list[Workload]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._listeners: list[Callable[[ProxyState], None]] = []
+        self.policies = PolicyStore()
 
     def on_change(self, callback: Callable[[ProxyState], None]) -> None:
         """Call ``callback`` after every applied push."""
         self._listeners.append(callback)
 
-    def apply(self, upserted: Iterable[Workload | Service], removed: Iterable[str]) -> None:
-        """Apply one push: resources added or changed, and names removed."""
+    def apply(
+        self,
+        upserted: Iterable[Workload | Service],
+        removed: Iterable[str],
+        policies_upserted: Iterable[Authorization | PeerAuthentication] = (),
+        policies_removed: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Apply one push: resources added or changed, names removed, then policies.
+
+        Addresses first, policies after, so a policy never applies to a
+        workload this ztunnel does not know yet.
+        """
         workloads = dict(self.workloads)
         services = dict(self.services)
         for name in removed:
@@ -63,6 +77,17 @@ class ProxyState:
             else:
                 services[resource.key] = resource
         self._rebuild(workloads, services)
+        for kind, key in policies_removed:
+            namespace, _, name = key.partition("/")
+            if kind == "AuthorizationPolicy":
+                self.policies.remove_authorization(namespace, name)
+            else:
+                self.policies.remove_peer_authentication(namespace, name)
+        for policy in policies_upserted:
+            if isinstance(policy, Authorization):
+                self.policies.put_authorization(policy)
+            else:
+                self.policies.put_peer_authentication(policy)
         for callback in self._listeners:
             callback(self)
 

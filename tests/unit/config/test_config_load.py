@@ -364,30 +364,30 @@ class PolicySpec:
 class Policy:
     meta: ObjectMeta
     spec: PolicySpec
-    api_version: str = "security.istio.io/v1"
-    kind: str = field(default="AuthorizationPolicy", init=False)
+    api_version: str = "telemetry.istio.io/v1"
+    kind: str = field(default="Telemetry", init=False)
 
 
-POLICY = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: DENY}\n"
+POLICY = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a}\nspec: {action: DENY}\n"
 
 
 def test_register_a_strict_kind() -> None:
     registry = DEFAULT_REGISTRY.copy()
     node = resource_schema(Policy, Obj(PolicySpec, {"action": req(Str())}), spec_required=True)
-    registry.register(["security.istio.io/v1"], "AuthorizationPolicy", node)
+    registry.register(["telemetry.istio.io/v1"], "Telemetry", node)
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(["security.istio.io/v1"], "AuthorizationPolicy", node)
+        registry.register(["telemetry.istio.io/v1"], "Telemetry", node)
     (policy,) = load_text(POLICY, registry=registry)
     assert policy == Policy(ObjectMeta("a"), PolicySpec("DENY"))
     with pytest.raises(ConfigError) as info:
         load_text(POLICY.replace("action", "acton"), "p.yaml", registry=registry)
     assert [str(p) for p in info.value.problems] == [
-        "p.yaml:1: AuthorizationPolicy/a: spec.acton: unknown field (did you mean 'action'?)",
-        "p.yaml:1: AuthorizationPolicy/a: spec.action: missing required field",
+        "p.yaml:1: Telemetry/a: spec.acton: unknown field (did you mean 'action'?)",
+        "p.yaml:1: Telemetry/a: spec.action: missing required field",
     ]
     with pytest.raises(ConfigError) as info:
-        load_text(POLICY.replace("v1", "v1beta1"), "p.yaml", registry=registry)
-    assert "AuthorizationPolicy is served by security.istio.io/v1, not" in str(info.value)
+        load_text(POLICY.replace("v1", "v1alpha1"), "p.yaml", registry=registry)
+    assert "Telemetry is served by telemetry.istio.io/v1, not" in str(info.value)
     # the default registry is untouched
     assert isinstance(next(iter(load_text(POLICY))), GenericResource)
 
@@ -406,13 +406,13 @@ def test_custom_node_adapts_other_readers() -> None:
 
     registry = DEFAULT_REGISTRY.copy()
     registry.register(
-        ["security.istio.io/v1"],
-        "AuthorizationPolicy",
+        ["telemetry.istio.io/v1"],
+        "Telemetry",
         resource_schema(Policy, Custom(read), spec_required=True),
     )
     with pytest.raises(ConfigError) as info:
         load_text(POLICY.replace("DENY", "AUDIT"), "p.yaml", registry=registry)
-    assert str(info.value) == "p.yaml:1: AuthorizationPolicy/a: spec.action: must be ALLOW or DENY"
+    assert str(info.value) == "p.yaml:1: Telemetry/a: spec.action: must be ALLOW or DENY"
 
 
 def test_kinds_share_the_resource_protocol(shop: ConfigSet) -> None:
