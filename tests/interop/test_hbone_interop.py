@@ -842,28 +842,10 @@ async def test_our_client_refuses_nghttpx_with_wrong_identity(
 
 
 # =================================================== bugs in our HBONE found here
-# Strict xfails: each reproduces deterministically what the foreign peers hit by
-# chance. Remove the marker with the fix.
-
-SETTINGS_BUG = (
-    "our HBONE connections (server and client: protocol.py is shared) enforce their own "
-    "SETTINGS (MAX_FRAME_SIZE 1 MiB, INITIAL_WINDOW_SIZE 4 MiB) only once the peer's ACK "
-    "has been processed (initiate() sends them with update_settings(); h2 applies local "
-    "settings on ACK, and the frame-size limit only from the next receive_data() call), "
-    "but a peer may use them as soon as it has received them. Go does: ~1 in 10 one-shot "
-    "uploads to our server, and a Go server answering with data at once, die with "
-    "FRAME_SIZE_ERROR 'Received overlong frame' (or FLOW_CONTROL_ERROR)"
-)
+# Regression tests: each reproduces deterministically what the foreign peers hit by
+# chance (they were strict xfails until the fixes landed).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="our HBONE server sends TLS 1.3 session tickets (2, lifetime 7200 s) on every "
-    "connection: tls.py sets OP_NO_TICKET, which in TLS 1.3 only switches OpenSSL to "
-    "stateful tickets; SSLContext.num_tickets = 0 stops them. The tickets are never "
-    "honoured (no resumption) and make a post-handshake refusal look like a network error",
-)
 async def test_our_server_sends_no_session_tickets(mesh: Mesh, ours: OurServer) -> None:
     def has_ticket() -> bool:
         ctx = tls_context(ssl.PROTOCOL_TLS_CLIENT, mesh.client)
@@ -986,7 +968,6 @@ def _upload_before_settings_ack(
         return f"echoed {echoed}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SETTINGS_BUG)
 @pytest.mark.parametrize(
     ("frame", "total"), [(32_768, 32_768), (16_384, 200_000)], ids=["frame-size", "stream-window"]
 )
@@ -999,15 +980,6 @@ async def test_our_server_honours_its_settings_before_the_ack(
     assert outcome == f"echoed {total}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="HboneStream.respond() on a stream whose connection failed with an HTTP/2 "
-    "protocol error raises h2.exceptions.ProtocolError ('Invalid input "
-    "ConnectionInputs.SEND_HEADERS in state ConnectionState.CLOSED') instead of being a "
-    "no-op or an HboneError: protocol.py respond() only checks its own _open set, which "
-    "a connection failure does not clear",
-)
 async def test_respond_after_connection_failure_raises_no_h2_error(mesh: Mesh) -> None:
     """A handler still deciding when its connection dies (the Go race above does this)."""
     outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
@@ -1086,7 +1058,6 @@ def ok_headers(stream_id: int) -> bytes:
     return HeadersFrame(stream_id, block, flags=["END_HEADERS"]).serialize()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SETTINGS_BUG)
 async def test_our_client_honours_its_settings_before_the_ack(
     mesh: Mesh, pool: ConnectionPool
 ) -> None:
@@ -1110,17 +1081,6 @@ async def test_our_client_honours_its_settings_before_the_ack(
     assert got == blob
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="RST_STREAM arriving in the same read as the END_STREAM before it is dropped: "
-    "protocol.py _translate(StreamEnded) calls _maybe_closed(), which looks at h2's stream "
-    "state AFTER the whole read (already closed by the RST) and forgets the stream, so the "
-    "following StreamReset event is discarded ('not in self._open'). The HboneStream never "
-    "learns of the reset: NO_ERROR does not mark it finished (it stays in the connection's "
-    "streams, counted by the pool), an error code is lost (writes silently dropped, no "
-    "StreamReset). Go and nghttpx send exactly this when the target closes first",
-)
 @pytest.mark.parametrize("code", [0, 8], ids=["NO_ERROR", "CANCEL"])
 async def test_our_client_sees_reset_sent_with_end_stream(
     mesh: Mesh, pool: ConnectionPool, code: int

@@ -136,6 +136,7 @@ class HboneConnection:
         )
         self._outbound: dict[int, _Outbound] = {}
         self._open: set[int] = set()  # streams not yet fully closed or reset
+        self._remote_ended: set[int] = set()  # the peer sent END_STREAM
         self.failed: str | None = None
         self.goaway_received = False
 
@@ -144,8 +145,14 @@ class HboneConnection:
     def initiate(self) -> None:
         """Queue the connection preface, our SETTINGS and the connection window."""
         self._h2.initiate_connection()
-        # Sent as a SETTINGS update so that h2 applies each value when the peer ACKs it.
         self._h2.update_settings(self._initial_settings)
+        # Apply our own values at once instead of on the peer's ACK: a peer may use
+        # them as soon as it has read our SETTINGS, and being more lenient than
+        # RFC 9113 requires before the ACK is harmless (and bounded by these values).
+        self._h2.local_settings.acknowledge()
+        self._h2.max_inbound_frame_size = self.settings.max_frame_size
+        self._h2.incoming_buffer.max_frame_size = self.settings.max_frame_size
+        self._h2.decoder.max_header_list_size = self.settings.max_header_list_size
         extra = self.settings.connection_window - _DEFAULT_WINDOW
         if extra > 0:
             self._h2.increment_flow_control_window(extra)
@@ -192,7 +199,10 @@ class HboneConnection:
         if stream_id not in self._open:
             return
         end = status != Status.OK
-        self._h2.send_headers(stream_id, [(":status", str(status))], end_stream=end)
+        try:
+            self._h2.send_headers(stream_id, [(":status", str(status))], end_stream=end)
+        except h2.exceptions.ProtocolError:  # the connection failed or is closing
+            end = True
         if end:
             self._forget(stream_id)
 
@@ -201,7 +211,7 @@ class HboneConnection:
     def send(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
         """Queue tunnel bytes; they go out as the peer's window allows."""
         out = self._outbound.get(stream_id)
-        if out is None or out.eof_requested or not data:
+        if out is None or out.eof_requested or not data or self.failed is not None:
             return
         view = memoryview(data)
         out.chunks.append(view)
@@ -211,7 +221,7 @@ class HboneConnection:
     def end_stream(self, stream_id: int) -> None:
         """Half-close our direction once everything queued has been sent."""
         out = self._outbound.get(stream_id)
-        if out is None or out.eof_requested:
+        if out is None or out.eof_requested or self.failed is not None:
             return
         out.eof_requested = True
         self._flush(stream_id, out)
@@ -271,6 +281,7 @@ class HboneConnection:
             self._on_response(event, out)
         elif isinstance(event, h2.events.StreamEnded):
             if event.stream_id in self._open:
+                self._remote_ended.add(event.stream_id)
                 out.append(ev.StreamEnded(event.stream_id))
                 self._maybe_closed(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
@@ -374,14 +385,14 @@ class HboneConnection:
             self._forget(stream_id)
 
     def _maybe_closed(self, stream_id: int) -> None:
-        try:
-            stream = self._h2.streams.get(stream_id)
-            closed = stream is None or stream.closed
-        except Exception:
-            closed = True
-        if closed:
+        """Forget a stream once both directions ended (by our own account, not h2's state:
+        an RST_STREAM read in the same chunk as END_STREAM must still be reported)."""
+        out = self._outbound.get(stream_id)
+        local_done = out is None or out.eof_sent
+        if stream_id in self._remote_ended and local_done:
             self._forget(stream_id)
 
     def _forget(self, stream_id: int) -> None:
         self._open.discard(stream_id)
+        self._remote_ended.discard(stream_id)
         self._outbound.pop(stream_id, None)

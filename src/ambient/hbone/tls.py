@@ -58,7 +58,9 @@ def _base_context(purpose: int, cert: WorkloadCertificate) -> ssl.SSLContext:
 
 def server_context(cert: WorkloadCertificate) -> ssl.SSLContext:
     """A TLS server context presenting ``cert`` and requiring a client certificate."""
-    return _base_context(ssl.PROTOCOL_TLS_SERVER, cert)
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, cert)
+    ctx.num_tickets = 0  # TLS 1.3 tickets are never honoured; do not send them at all
+    return ctx
 
 
 def client_context(cert: WorkloadCertificate) -> ssl.SSLContext:
