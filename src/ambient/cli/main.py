@@ -196,8 +196,11 @@ def apply(ctx: click.Context, files: tuple[str, ...], state_dir: str | None) -> 
     """Create or update objects in the running mesh."""
     for path in files:
         text, name = _read_manifest(path)
-        for line in _call(ctx, "POST", "/apply", {"text": text, "filename": name})["result"]:
+        answer = _call(ctx, "POST", "/apply", {"text": text, "filename": name})
+        for line in answer["result"]:
             click.echo(line)
+        for warning in answer.get("warnings", []):
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -386,7 +389,17 @@ def _get_pods(ctx: click.Context, name: str | None, namespace: str | None, outpu
 @click.argument(
     "what",
     type=click.Choice(
-        ["workloads", "workload", "services", "service", "certificates", "certificate", "all"]
+        [
+            "workloads",
+            "workload",
+            "services",
+            "service",
+            "policies",
+            "policy",
+            "certificates",
+            "certificate",
+            "all",
+        ]
     ),
 )
 @click.option(
@@ -472,6 +485,17 @@ def _zc_table(part: str, dump: dict[str, Any], namespace: str | None) -> None:
             for s in items
         ]
         print_table(["NAMESPACE", "SERVICE NAME", "SERVICE VIP", "WAYPOINT", "ENDPOINTS"], rows)
+    elif part == "policies":
+        rows = [
+            [
+                p["namespace"],
+                p["name"],
+                p["action"] + (" (dry-run)" if p["dryRun"] else ""),
+                _scope(p),
+            ]
+            for p in items
+        ]
+        print_table(["NAMESPACE", "POLICY NAME", "ACTION", "SCOPE"], rows)
     else:
         rows = [
             [

@@ -48,6 +48,7 @@ class HboneTransport(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._held_input: list[bytes] = []
         self._write_paused = False
+        self._flush_scheduled = False
         self._drain_waiting: set[HboneStream] = set()
         self._responses: dict[int, asyncio.Future[int]] = {}
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -79,7 +80,7 @@ class HboneTransport(asyncio.Protocol):
         if self.closed:
             return
         self.conn.close(0, reason)
-        self._flush()
+        self._flush_now()
         if self._transport is not None:
             self._transport.close()
         self._teardown(f"connection closed{': ' + reason if reason else ''}")
@@ -271,6 +272,17 @@ class HboneTransport(asyncio.Protocol):
             self.on_idle(self)
 
     def _flush(self) -> None:
+        """Write what the protocol queued, once per event-loop iteration.
+
+        Coalescing everything one iteration produced (many streams' HEADERS,
+        DATA, WINDOW_UPDATEs) into one TLS write saves records and syscalls.
+        """
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self.conn.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)

@@ -374,8 +374,13 @@ class HboneConnection:
                 else:
                     chunk = head[:size]
                     out.chunks[0] = head[size:]
-                h2conn.send_data(stream_id, chunk)
+                last = out.eof_requested and not out.chunks
+                h2conn.send_data(stream_id, chunk, end_stream=last)  # FIN rides on the last DATA
                 out.queued -= len(chunk)
+                if last:
+                    out.eof_sent = True
+                    self._maybe_closed(stream_id)
+                    return
             if out.eof_requested and not out.eof_sent:
                 out.eof_sent = True
                 h2conn.end_stream(stream_id)

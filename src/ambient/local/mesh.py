@@ -69,6 +69,7 @@ class LocalMesh:
         self._watch: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
         self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.new_warnings: list[str] = []  # what the last apply added (for the CLI)
         self.started_at = time.time()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -128,7 +129,11 @@ class LocalMesh:
         problems = check_references(merged)
         if problems:
             raise ConfigError(problems)
+        before = set(plane.snapshot.warnings)
         plane.update(merged)
+        self.new_warnings = [w for w in plane.snapshot.warnings if w not in before]
+        for warning in self.new_warnings:
+            log.warning("%s", warning)
         return [
             f"{ref.kind.lower()}/{ref.name} {'configured' if ref in current.objects else 'created'}"
             for ref in sorted(config.objects)

@@ -151,6 +151,7 @@ class InboundHandler:
         for stream in list(self.open):
             destination = self.state.workloads.get(self.workload_uid)
             if destination is None:
+                self.open.discard(stream)
                 stream.reset()
                 closed += 1
                 continue
@@ -172,6 +173,7 @@ class InboundHandler:
                     stream.request.authority,
                     verdict.reason or "denied by policy",
                 )
+                self.open.discard(stream)
                 stream.reset()
                 closed += 1
         return closed

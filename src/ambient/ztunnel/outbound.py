@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -62,6 +63,8 @@ class OutboundHandler:
         self.certificates = certificates
         self.connect_timeout = connect_timeout
         self.tasks: set[asyncio.Task[None]] = set()
+        # Plaintext connections to enrolled pods, with what their policy check was about.
+        self.checked: dict[TcpPipe, InboundConnection] = {}
 
     def protocol(self) -> SocksProtocol:
         return SocksProtocol(self)
@@ -72,6 +75,29 @@ class OutboundHandler:
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def close_denied(self) -> int:
+        """Re-check open plaintext connections to enrolled pods; close the ones now denied."""
+        closed = 0
+        if self.plaintext_policy is None:
+            return closed
+        for pipe, conn in list(self.checked.items()):
+            current = self.state.workloads.get(conn.destination.uid)
+            if current is None:
+                continue
+            verdict = self.plaintext_policy(dataclasses.replace(conn, destination=current))
+            if not verdict.allowed:
+                log.info(
+                    "RBAC rejected conn=%s(no identity)->%s:%d: closing established connection: %s",
+                    conn.source_ip,
+                    conn.destination_ip,
+                    conn.destination_port,
+                    verdict.reason,
+                )
+                del self.checked[pipe]
+                pipe.abort()
+                closed += 1
+        return closed
 
     def start(self, client: asyncio.Transport, request: socks5.Socks5Request, early: bytes) -> None:
         task = asyncio.ensure_future(self._connect(client, request, early))
@@ -198,6 +224,7 @@ class OutboundHandler:
         record: ConnectionRecord,
     ) -> None:
         destination = upstream.workload
+        checked: InboundConnection | None = None
         if (
             self.plaintext_policy is not None
             and destination is not None
@@ -205,11 +232,10 @@ class OutboundHandler:
         ):
             # Without network namespaces nothing captures this plaintext at the destination,
             # so its policy (PeerAuthentication, AuthorizationPolicy) is applied here instead.
-            verdict = self.plaintext_policy(
-                InboundConnection(
-                    None, source.addresses[0], destination, upstream.ip, upstream.port
-                )
+            checked = InboundConnection(
+                None, source.addresses[0], destination, upstream.ip, upstream.port
             )
+            verdict = self.plaintext_policy(checked)
             if not verdict.allowed:
                 log.info(
                     "RBAC rejected conn=%s(no identity)->%s:%d: %s",
@@ -243,7 +269,12 @@ class OutboundHandler:
         if early:
             pipe.downstream.data_received(early)
         client.resume_reading()
-        counts = await pipe.done
+        if checked is not None:
+            self.checked[pipe] = checked
+        try:
+            counts = await pipe.done
+        finally:
+            self.checked.pop(pipe, None)
         record.bytes_received, record.bytes_sent = counts
 
 
@@ -355,6 +386,13 @@ class TcpPipe:
     @property
     def upstream(self) -> _PipeEnd:
         return self.ends[1]
+
+    def abort(self) -> None:
+        """Reset both sides (policy no longer allows this connection)."""
+        for end in self.ends:
+            if end.transport is not None:
+                end.transport.abort()
+        self.finish()
 
     def finish(self) -> None:
         if not self.done.done():

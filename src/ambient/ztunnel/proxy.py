@@ -166,6 +166,8 @@ class Ztunnel:
         for pod in self._pods.values():
             if pod.inbound is not None:
                 pod.inbound.close_denied()
+            if pod.outbound is not None:
+                pod.outbound.close_denied()
 
     async def _ensure_listeners(self, pod: _PodListeners) -> None:
         workload = pod.workload
