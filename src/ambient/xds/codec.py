@@ -3,7 +3,9 @@
 ``workload_to_proto``/``service_to_proto`` build ``istio.workload.Address`` resources
 (named by uid and by ``namespace/hostname``), ``authorization_to_proto`` builds
 ``istio.security.Authorization`` (named ``namespace/name``), and the ``*_from_proto``
-functions read them back. Encoding then decoding gives back an equal value.
+functions read them back. Encoding then decoding gives back an equal value (IP
+waypoints in canonical text; an empty trust domain or service account, which Istio
+reads as the default, aside).
 
 Istio's fields are used wherever they exist. What ambient carries beyond them goes
 in Istio's own extension mechanism (``extensions``: a name and an Any, ignored by
