@@ -1,1 +1,0 @@
-"""Istio's xDS message layer: workload API, authorization, CA and discovery messages."""
