@@ -1,0 +1,1 @@
+"""Istio's xDS message layer: workload API, authorization, CA and discovery messages."""
