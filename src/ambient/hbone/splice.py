@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ambient.hbone.stream import HboneStream
 
 READ_CHUNK = 256 * 1024
+TCP_WRITE_HIGH_WATER = 4 * 1024 * 1024  # bytes buffered towards a TCP peer before pausing
 
 
 @dataclass(slots=True)
@@ -108,7 +109,11 @@ class TcpRelay(asyncio.Protocol):
     # -- asyncio.Protocol (the TCP side) ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = tcp
+        # Room for a whole stream window: with asyncio's 64 KiB default the first
+        # 1 MiB DATA frame pauses writing, withholding credit in stop-and-go steps.
+        tcp.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
 
     def start(self) -> None:
         """Begin relaying (after the CONNECT has been answered)."""
