@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -82,6 +83,15 @@ async def _serve(config_dir: Path, state: StateDir, config: object) -> int:
         )
         await stop.wait()
         log.info("shutting down")
+    except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (
+                " — another mesh (or program) holds the mesh's loopback addresses; "
+                "only one `ambient up` can run on a host at a time"
+            )
+        log.error("the mesh failed to start: %s%s", exc, hint)
+        code = 1
     except Exception as exc:
         log.error("the mesh failed: %s: %s", type(exc).__name__, exc)
         code = 1
