@@ -1,0 +1,401 @@
+"""``XdsClient``: a ztunnel's side of Istio's delta ADS, feeding a ``ProxyState``.
+
+As istio/ztunnel's ``src/xds/client.rs`` does: one ``DeltaAggregatedResources``
+stream, a wildcard subscription to ``istio.workload.Address`` then to
+``istio.security.Authorization`` (each request carrying the node), every response
+ACKed or NACKed by nonce, and on reconnect ``initial_resource_versions`` listing what
+it holds (with the versions, so a server that hashes content resends only what
+differs). Differences from ztunnel, on purpose:
+
+- A response is all or nothing: if any resource in it cannot be decoded, it is
+  NACKed (``error_detail`` names each resource and the reason) and none of it is
+  applied; ztunnel applies the rest. Each accepted response is one
+  ``ProxyState.apply``, so lookups never see half of it.
+- A resource whose name is not the one its content implies (workload uid,
+  ``namespace/hostname``, ``namespace/name``) is rejected: removals are by name.
+
+Policies arrive attached by name (``ambient.xds.policies``), so the client installs a
+``ByNamePolicyStore`` as the state's ``policies`` (the client owns the state's contents
+from then on): a ztunnel fed over xDS then decides exactly as one fed in-process.
+
+While the control plane is unreachable the last applied state stays in force; the
+outage is logged once ("control plane unreachable, keeping last config") and the
+client reconnects with exponential back-off (``backoff``: first and longest delay,
+with jitter), reset once a stream delivers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError as ProtoDecodeError
+from google.protobuf.message import Message
+
+from ambient.api.workload import Service, Workload
+from ambient.authz.model import Authorization
+from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
+from ambient.xds.attached import ByNamePolicyStore
+from ambient.xds.codec import (
+    ADDRESS_TYPE_URL,
+    AUTHORIZATION_TYPE_URL,
+    DecodeError,
+    address_from_proto,
+    authorization_from_proto,
+)
+from ambient.xds.proto import authorization_pb2, core_pb2, discovery_pb2, workload_pb2
+from ambient.ztunnel.state import ProxyState
+
+__all__ = ["XdsClient", "XdsSubscription"]
+
+log = logging.getLogger("ambient.xds")
+
+TYPE_URLS = (ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL)
+METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # a full push of a large mesh is one message
+# A dead control plane (no FIN, e.g. a partition) is noticed within about 40 s.
+KEEPALIVE = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+_INVALID_ARGUMENT = 3  # google.rpc.Code, in a NACK's error_detail
+
+
+def _short(type_url: str) -> str:
+    return type_url.rpartition("/")[2]
+
+
+class _Rejected(Exception):
+    """A response the client NACKs; the message is the NACK's error detail."""
+
+
+def _unpack(resource: discovery_pb2.Resource, type_url: str, message: Message) -> None:
+    if not resource.HasField("resource"):
+        raise DecodeError("the resource is empty")
+    if resource.resource.type_url != type_url:
+        raise DecodeError(f"it carries {resource.resource.type_url or 'no type'}, not {type_url}")
+    try:
+        message.ParseFromString(resource.resource.value)
+    except ProtoDecodeError as exc:
+        raise DecodeError(f"malformed {_short(type_url)}: {exc}") from None
+
+
+def _decode_address(resource: discovery_pb2.Resource) -> Workload | Service:
+    message = workload_pb2.Address()
+    _unpack(resource, ADDRESS_TYPE_URL, message)
+    address = address_from_proto(message)
+    name = address.uid if isinstance(address, Workload) else address.key
+    if name != resource.name:
+        raise DecodeError(f"it describes {name!r}")
+    return address
+
+
+def _decode_authorization(resource: discovery_pb2.Resource) -> Authorization:
+    message = authorization_pb2.Authorization()
+    _unpack(resource, AUTHORIZATION_TYPE_URL, message)
+    policy = authorization_from_proto(message)
+    if policy.key != resource.name:
+        raise DecodeError(f"it describes {policy.key!r}")
+    return policy
+
+
+def _decode_all(
+    resources: Sequence[discovery_pb2.Resource], decode: Callable[[discovery_pb2.Resource], Any]
+) -> list[Any]:
+    decoded, errors = [], []
+    for resource in resources:
+        try:
+            decoded.append(decode(resource))
+        except (DecodeError, ValueError) as exc:
+            errors.append(f"{resource.name or '<unnamed resource>'}: {exc}")
+    if errors:
+        raise _Rejected("; ".join(errors))
+    return decoded
+
+
+class XdsClient:
+    """Keeps ``state`` in sync with the control plane at ``address`` (``host:port``).
+
+    ``node`` is the node this ztunnel serves (sent as the node id and ``NODE_NAME``).
+    ``credentials``: gRPC channel credentials (TLS), or None for plaintext.
+    ``synced`` is set once both types' first responses are applied; ``connected``
+    is true while a stream is delivering.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        node: str,
+        state: ProxyState,
+        *,
+        credentials: grpc.ChannelCredentials | None,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        first, longest = backoff
+        if not 0 < first <= longest:
+            raise ValueError(f"backoff {backoff!r}: need 0 < first delay <= longest delay")
+        if not node:
+            raise ValueError("an XdsClient needs a node name")
+        self.address = address
+        self.node = node
+        self.state = state
+        self.credentials = credentials
+        self.backoff = (float(first), float(longest))
+        self.synced = asyncio.Event()
+        self.nacks = 0  # responses rejected, for tests and metrics
+        self._versions: dict[str, dict[str, str]] = {t: {} for t in TYPE_URLS}
+        self._received: set[str] = set()
+        self._connected = False
+        self._outage = False
+        self._task: asyncio.Task[None] | None = None
+        self._subscriptions: list[XdsSubscription] = []
+        if not isinstance(state.policies, ByNamePolicyStore):
+            store = ByNamePolicyStore(lambda: state.workloads, state.policies.root_namespace)
+            for policy in state.policies.authorizations():
+                store.put_authorization(policy)
+            state.policies = store
+
+    @property
+    def connected(self) -> bool:
+        """Whether a stream to the control plane is open and has delivered a response."""
+        return self._connected
+
+    @property
+    def versions(self) -> dict[str, dict[str, str]]:
+        """Applied resource versions by type and name (sent on reconnect)."""
+        return {t: dict(v) for t, v in self._versions.items()}
+
+    def start(self) -> None:
+        """Connect in the background (and keep reconnecting until ``close``)."""
+        if self._task is not None:
+            raise RuntimeError("XdsClient is already started")
+        self._task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        """Stop: close the stream and end every subscription; the state is kept."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._connected = False
+        for subscription in list(self._subscriptions):
+            subscription.close()
+
+    async def __aenter__(self) -> XdsClient:
+        self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def subscribe(self, node: str | None = None) -> XdsSubscription:
+        """``Delta``s of what this client applies; the first (once synced) is everything.
+
+        Policies in them are attached by name: apply them to a state whose store is a
+        ``ByNamePolicyStore``.
+        """
+        subscription = XdsSubscription(self, node if node is not None else self.node)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: XdsSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    # -- the stream ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        first, longest = self.backoff
+        delay = first
+        while True:
+            try:
+                await self._stream()
+                reason = "the control plane ended the stream"
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details()  # an AioRpcError
+                reason = f"{getattr(code, 'name', code)}: {details}"
+            except asyncio.InvalidStateError:  # writing the ACK after the call ended
+                reason = "the control plane ended the stream"
+            except Exception as exc:  # a bug of ours: report it, keep trying
+                log.exception("xDS client error (node %s)", self.node)
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                delivered, self._connected = self._connected, False
+            if delivered:
+                delay = first
+            if not self._outage:
+                self._outage = True
+                log.warning(
+                    "control plane unreachable, %s (node %s, %s: %s; retrying with back-off "
+                    "up to %gs)",
+                    "keeping last config" if self.synced.is_set() else "no config yet",
+                    self.node,
+                    self.address,
+                    reason,
+                    longest,
+                )
+            else:
+                log.debug("xDS stream to %s failed again: %s", self.address, reason)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.0))
+            delay = min(delay * 2, longest)
+
+    def _channel(self) -> Any:
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), *KEEPALIVE]
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.address, options=options)
+        return grpc.aio.secure_channel(self.address, self.credentials, options=options)
+
+    async def _stream(self) -> None:
+        channel = self._channel()
+        try:
+            call = channel.stream_stream(
+                METHOD,
+                request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+                response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+            )()
+            for type_url in TYPE_URLS:
+                await call.write(self._initial_request(type_url))
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    return
+                if not self._connected:
+                    self._connected = True
+                    if self._outage:
+                        self._outage = False
+                        log.info(
+                            "control plane %s reachable again (node %s)", self.address, self.node
+                        )
+                await call.write(self._handle(response))
+        finally:
+            await channel.close()
+
+    def _initial_request(self, type_url: str) -> discovery_pb2.DeltaDiscoveryRequest:
+        metadata = struct_pb2.Struct()
+        metadata.update({"NODE_NAME": self.node})
+        return discovery_pb2.DeltaDiscoveryRequest(
+            node=core_pb2.Node(id=self.node, metadata=metadata, user_agent_name="ambient"),
+            type_url=type_url,
+            initial_resource_versions=self._versions[type_url],
+        )
+
+    def _handle(
+        self, response: discovery_pb2.DeltaDiscoveryResponse
+    ) -> discovery_pb2.DeltaDiscoveryRequest:
+        type_url, nonce = response.type_url, response.nonce
+        try:
+            self._apply(response)
+        except _Rejected as exc:
+            self.nacks += 1
+            log.warning(
+                "rejected %s push (nonce %s) from the control plane, nothing of it applied (NACK): %s",
+                _short(type_url),
+                nonce,
+                exc,
+            )
+            return discovery_pb2.DeltaDiscoveryRequest(
+                type_url=type_url,
+                response_nonce=nonce,
+                error_detail=discovery_pb2.Status(code=_INVALID_ARGUMENT, message=str(exc)),
+            )
+        return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=nonce)
+
+    def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        type_url = response.type_url
+        removed = [
+            *response.removed_resources,
+            *(r.name for r in response.removed_resource_names),
+        ]
+        if type_url == ADDRESS_TYPE_URL:
+            addresses = _decode_all(response.resources, _decode_address)
+            self._apply_to_state(addresses, removed, (), ())
+        elif type_url == AUTHORIZATION_TYPE_URL:
+            policies = _decode_all(response.resources, _decode_authorization)
+            self._apply_to_state((), (), policies, [("AuthorizationPolicy", n) for n in removed])
+        else:
+            raise _Rejected(f"type {type_url!r} was not subscribed to")
+        versions = self._versions[type_url]
+        for name in removed:
+            versions.pop(name, None)
+        for resource in response.resources:
+            versions[resource.name] = resource.version
+        log.debug(
+            "applied %s nonce %s: %d upserted, %d removed",
+            _short(type_url),
+            response.nonce,
+            len(response.resources),
+            len(removed),
+        )
+        self._received.add(type_url)
+        if not self.synced.is_set() and self._received.issuperset(TYPE_URLS):
+            log.info("node %s synced with the control plane at %s", self.node, self.address)
+            self.synced.set()
+        for subscription in self._subscriptions:
+            subscription.notify()
+
+    def _apply_to_state(
+        self,
+        addresses: Sequence[Workload | Service],
+        removed: Sequence[str],
+        policies: Sequence[Authorization],
+        policies_removed: Sequence[tuple[str, str]],
+    ) -> None:
+        try:
+            self.state.apply(addresses, removed, policies, policies_removed)
+        except Exception as exc:  # a bug of ours, not of the push: say so to the server too
+            log.exception("applying a push to the proxy state failed")
+            raise _Rejected(f"applying failed: {type(exc).__name__}: {exc}") from exc
+
+
+class XdsSubscription:
+    """``SubscriptionLike`` over an ``XdsClient``: coalesced ``Delta``s of its state."""
+
+    def __init__(self, client: XdsClient, node: str | None) -> None:
+        self._client = client
+        self._node = node
+        self._sent = EMPTY
+        self._first = True
+        self._closed = False
+        self._wake = asyncio.Event()
+
+    @property
+    def node(self) -> str | None:
+        return self._node
+
+    def __aiter__(self) -> XdsSubscription:
+        return self
+
+    async def __anext__(self) -> Delta:
+        while not self._closed:
+            self._wake.clear()
+            if self._client.synced.is_set():
+                state = self._client.state
+                current = MeshSnapshot(
+                    workloads=state.workloads,
+                    services=state.services,
+                    authorizations={p.key: p for p in state.policies.authorizations()},
+                )
+                delta = diff(self._sent, current)
+                self._sent = current
+                if self._first or delta:
+                    self._first = False
+                    return delta
+            await self._wake.wait()
+        raise StopAsyncIteration
+
+    def notify(self) -> None:
+        """Wake the reader: the client applied a push."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """End the iteration."""
+        if not self._closed:
+            self._closed = True
+            self._wake.set()
+            self._client._unsubscribe(self)

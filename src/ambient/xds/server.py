@@ -1,0 +1,502 @@
+"""``XdsServer``: the control plane's workload API over Istio's delta ADS (istiod's side).
+
+One gRPC service, ``envoy.service.discovery.v3.AggregatedDiscoveryService``; only
+``DeltaAggregatedResources`` is served (ztunnel uses nothing else). Per stream:
+
+- The first request names the node (``node.metadata.NODE_NAME``, else ``node.id``);
+  the stream follows ``ControlPlane.subscribe(node)``.
+- Each type (``istio.workload.Address``, ``istio.security.Authorization``) is its own
+  wildcard subscription, opened by the first request of that type. It is answered
+  with every resource (even none, so the client knows it is synced) except those
+  whose version the client already reported in ``initial_resource_versions``; names
+  the client reported that no longer exist are sent as removed. Explicit resource
+  names (on-demand) are not supported: such a subscription is served as a wildcard.
+- Then each change of the plane is one push, only the resources whose version
+  changed. Order within a push: Address upserts, then Authorization upserts and
+  removals, then Address removals; so a ztunnel never holds a policy that refers to
+  something it does not know, and drops policies before what they applied to.
+- Versions are content hashes of the encoded resource: deterministic, so a client
+  that reconnects (even to a restarted server) is sent only what differs.
+- A NACK (``error_detail`` set) is logged with the node, type, nonce and reason; the
+  rejected version is not resent, and later versions are pushed as usual.
+
+Policies travel the Istio way (``ambient.xds.policies``): each workload lists the
+selector policies and the synthetic PeerAuthentication DENY that apply to it in
+``authorization_policies`` (filled here), and PeerAuthentications are sent as
+istiod's synthetic Authorizations. Selector policies keep their labels in ambient's
+extension as well, which Istio ztunnels ignore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import itertools
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from ambient.api.workload import Service, Workload
+from ambient.authz.model import Authorization, labels_key
+from ambient.authz.peerauth import PeerAuthentication
+from ambient.authz.store import PolicyStore
+from ambient.controlplane.plane import ControlPlane
+from ambient.controlplane.policies import ROOT_NAMESPACE
+from ambient.controlplane.snapshot import Delta
+from ambient.controlplane.source import NotAuthorized
+from ambient.xds.codec import (
+    ADDRESS_TYPE_URL,
+    AUTHORIZATION_TYPE_URL,
+    authorization_to_proto,
+    service_to_proto,
+    workload_to_proto,
+)
+from ambient.xds.policies import peer_authentication_to_authorizations, workload_policy_keys
+from ambient.xds.proto import core_pb2, discovery_pb2
+
+__all__ = ["SERVICE", "TYPE_URLS", "NodeAuthorizer", "XdsServer", "resource_version"]
+
+log = logging.getLogger("ambient.xds")
+
+TYPE_URLS = (ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL)
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+CONTROL_PLANE_ID = "ambient"
+# Let clients ping every 15 s or more to detect a dead server (ztunnel and XdsClient
+# do), even while nothing is pushed.
+KEEPALIVE_POLICY = (
+    ("grpc.http2.min_ping_interval_without_data_ms", 15_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+_PENDING_NONCES = 64  # per stream: older unanswered nonces are forgotten (stale)
+
+# Called with the stream's context and the node the client claims; raises
+# NotAuthorized to refuse the stream (the hook for TLS node credentials).
+NodeAuthorizer = Callable[[Any, str], None]
+
+
+def resource_version(packed: any_pb2.Any) -> str:
+    """The version of a resource: a hash of its type and deterministic encoding."""
+    digest = hashlib.blake2b(packed.type_url.encode(), digest_size=8)
+    digest.update(packed.value)
+    return digest.hexdigest()
+
+
+def _short(type_url: str) -> str:
+    return type_url.rpartition("/")[2]
+
+
+def _node_name(node: core_pb2.Node) -> str:
+    """The node a ztunnel runs on: ``NODE_NAME`` metadata (as ztunnel sends), else the id."""
+    value = node.metadata.fields.get("NODE_NAME")
+    if value is not None and value.WhichOneof("kind") == "string_value" and value.string_value:
+        return value.string_value
+    return node.id
+
+
+class _View:
+    """One stream's copy of the mesh, encoded as xDS resources (name -> Resource)."""
+
+    def __init__(self, node: str, root_namespace: str) -> None:
+        self._node = node
+        self._root = root_namespace
+        self._workloads: dict[str, Workload] = {}
+        self._policies: dict[str, Authorization] = {}
+        self._peers: dict[str, PeerAuthentication] = {}
+        self._synthetic: dict[str, Authorization] = {}
+        self._store = PolicyStore(root_namespace)
+        self._sources: dict[str, dict[str, object]] = {t: {} for t in TYPE_URLS}
+        self.resources: dict[str, dict[str, discovery_pb2.Resource]] = {t: {} for t in TYPE_URLS}
+
+    def apply(self, delta: Delta) -> dict[str, set[str]]:
+        """Take in one ``Delta``; returns the names whose resource may have changed, by type."""
+        dirty: dict[str, set[str]] = {t: set() for t in TYPE_URLS}
+        for name in delta.removed:
+            self._workloads.pop(name, None)
+            self._drop(ADDRESS_TYPE_URL, name, dirty)
+        peers_changed = False
+        for kind, key in delta.policies_removed:
+            namespace, _, name = key.partition("/")
+            if kind == "AuthorizationPolicy":
+                self._store.remove_authorization(namespace, name)
+                self._policies.pop(key, None)
+            else:
+                self._store.remove_peer_authentication(namespace, name)
+                self._peers.pop(key, None)
+                peers_changed = True
+        for policy in delta.policies_upserted:
+            if isinstance(policy, Authorization):
+                self._store.put_authorization(policy)
+                self._policies[policy.key] = policy
+            else:
+                self._store.put_peer_authentication(policy)
+                self._peers[policy.key] = policy
+                peers_changed = True
+        if peers_changed:
+            synthetic = peer_authentication_to_authorizations(self._peers.values(), self._root)
+            self._synthetic = {a.key: a for a in synthetic}
+        policies_changed = bool(delta.policies_upserted or delta.policies_removed)
+        if policies_changed:
+            self._encode_policies(dirty)
+        for address in delta.upserted:
+            if isinstance(address, Workload):
+                self._workloads[address.uid] = address
+        changed: Iterable[Workload | Service] = delta.upserted
+        if policies_changed:  # what each workload lists may have changed
+            changed = [
+                *(a for a in delta.upserted if isinstance(a, Service)),
+                *self._workloads.values(),
+            ]
+        self._encode_addresses(changed, dirty)
+        return dirty
+
+    def _encode_policies(self, dirty: dict[str, set[str]]) -> None:
+        wanted = {**self._synthetic, **self._policies}  # a real policy wins a name clash
+        for name in [n for n in self.resources[AUTHORIZATION_TYPE_URL] if n not in wanted]:
+            self._drop(AUTHORIZATION_TYPE_URL, name, dirty)
+        for name, policy in wanted.items():
+            self._put(AUTHORIZATION_TYPE_URL, name, policy, authorization_to_proto, dirty)
+
+    def _encode_addresses(
+        self, addresses: Iterable[Workload | Service], dirty: dict[str, set[str]]
+    ) -> None:
+        listed: dict[tuple[str, object], tuple[str, ...]] = {}
+        for address in addresses:
+            if isinstance(address, Service):
+                self._put(ADDRESS_TYPE_URL, address.key, address, service_to_proto, dirty)
+                continue
+            group = (address.namespace, labels_key(address.labels))
+            keys = listed.get(group)
+            if keys is None:
+                keys = listed[group] = workload_policy_keys(
+                    self._store, address.namespace, address.labels
+                )
+            workload = dataclasses.replace(address, authorization_policies=keys)
+            self._put(ADDRESS_TYPE_URL, address.uid, workload, workload_to_proto, dirty)
+
+    def _put(
+        self,
+        type_url: str,
+        name: str,
+        source: Any,
+        encode: Callable[[Any], Message],
+        dirty: dict[str, set[str]],
+    ) -> None:
+        if self._sources[type_url].get(name) == source:
+            return
+        try:
+            message = encode(source)
+        except ValueError as exc:  # a control plane bug: report it, keep serving the rest
+            log.error(
+                "cannot encode %s %s for node %s: %s; not sent",
+                _short(type_url),
+                name,
+                self._node,
+                exc,
+            )
+            self._drop(type_url, name, dirty)
+            return
+        packed = any_pb2.Any()
+        packed.Pack(message, deterministic=True)
+        resource = discovery_pb2.Resource(
+            name=name, version=resource_version(packed), resource=packed
+        )
+        self.resources[type_url][name] = resource
+        self._sources[type_url][name] = source
+        dirty[type_url].add(name)
+
+    def _drop(self, type_url: str, name: str, dirty: dict[str, set[str]]) -> None:
+        self.resources[type_url].pop(name, None)
+        self._sources[type_url].pop(name, None)
+        dirty[type_url].add(name)
+
+
+class _Stream:
+    """One ``DeltaAggregatedResources`` call."""
+
+    def __init__(self, server: XdsServer, context: Any) -> None:
+        self._server = server
+        self._context = context
+        self.node = ""
+        self._view: _View | None = None
+        self._subscribed: set[str] = set()
+        self._sent: dict[str, dict[str, str]] = {}  # type -> name -> version the client has
+        self._pending: dict[str, str] = {}  # nonce -> type, awaiting ACK/NACK
+        self._warned: set[str] = set()
+        self._closed = asyncio.Event()
+
+    async def serve(self) -> None:
+        first = await self._read()
+        if first is None:
+            return
+        self.node = _node_name(first.node)
+        if not self.node:
+            await self._context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the first DeltaDiscoveryRequest must carry node.id (or NODE_NAME metadata)",
+            )
+        if self._server.authorize_node is not None:
+            try:
+                self._server.authorize_node(self._context, self.node)
+            except NotAuthorized as exc:
+                log.warning("xDS stream refused for node %s: %s", self.node, exc)
+                await self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        subscription = self._server.plane.subscribe(self.node)
+        self._view = _View(self.node, self._server.root_namespace)
+        waiters: list[asyncio.Task[Any]] = []
+        log.info("xDS stream opened by node %s (%s)", self.node, self._context.peer())
+        try:
+            self._view.apply(await anext(subscription))
+            await self._on_request(first)
+            read = asyncio.ensure_future(self._read())
+            push = asyncio.ensure_future(anext(subscription, None))
+            closed = asyncio.ensure_future(self._closed.wait())
+            waiters = [read, push, closed]
+            while not closed.done():
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if read.done():
+                    request = read.result()
+                    if request is None:
+                        break  # the client closed its side
+                    await self._on_request(request)
+                    read = waiters[0] = asyncio.ensure_future(self._read())
+                if push.done():
+                    delta = push.result()
+                    if delta is None:
+                        break  # the plane ended the subscription
+                    await self._push(self._view.apply(delta))
+                    push = waiters[1] = asyncio.ensure_future(anext(subscription, None))
+        finally:
+            subscription.close()
+            for task in waiters:
+                task.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            log.info("xDS stream of node %s closed", self.node)
+
+    def close(self) -> None:
+        """End the stream (the call completes with OK; clients reconnect)."""
+        self._closed.set()
+
+    async def _read(self) -> discovery_pb2.DeltaDiscoveryRequest | None:
+        request = await self._context.read()
+        if request is grpc.aio.EOF:
+            return None
+        assert isinstance(request, discovery_pb2.DeltaDiscoveryRequest)
+        return request
+
+    def _warn_once(self, what: str, message: str, *args: object) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(message, *args)
+
+    async def _on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        type_url = request.type_url
+        if request.response_nonce:
+            self._on_reply(request)
+        if type_url not in TYPE_URLS:
+            self._warn_once(
+                type_url,
+                "node %s subscribed to %r, which is not served; ignored",
+                self.node,
+                type_url,
+            )
+            return
+        explicit = [n for n in request.resource_names_subscribe if n != "*"]
+        if explicit or request.resource_names_unsubscribe:
+            self._warn_once(
+                f"names {type_url}",
+                "node %s asked for specific %s names; only wildcard subscriptions are "
+                "served, so it receives every resource",
+                self.node,
+                _short(type_url),
+            )
+        if type_url in self._subscribed:
+            return
+        self._subscribed.add(type_url)
+        self._sent[type_url] = dict(request.initial_resource_versions)
+        assert self._view is not None
+        names = set(self._view.resources[type_url]) | set(self._sent[type_url])
+        upserts, removals = self._changes(type_url, names)
+        log.debug(
+            "node %s subscribed to %s: %d resources to send, %d up to date, %d removed",
+            self.node,
+            _short(type_url),
+            len(upserts),
+            len(self._view.resources[type_url]) - len(upserts),
+            len(removals),
+        )
+        await self._write(type_url, upserts, removals)  # even empty: the client is synced
+
+    def _on_reply(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        nonce = request.response_nonce
+        type_url = self._pending.pop(nonce, None)
+        if type_url is None:
+            log.debug("node %s answered an unknown or stale nonce %s", self.node, nonce)
+            return
+        if request.HasField("error_detail"):
+            self._server.nacks += 1
+            log.warning(
+                "xDS NACK from node %s for %s nonce %s: %s (not resent; later versions will be)",
+                self.node,
+                _short(type_url),
+                nonce,
+                request.error_detail.message or f"code {request.error_detail.code}",
+            )
+        else:
+            log.debug("xDS ACK from node %s for %s nonce %s", self.node, _short(type_url), nonce)
+
+    def _changes(
+        self, type_url: str, names: Iterable[str]
+    ) -> tuple[list[discovery_pb2.Resource], list[str]]:
+        assert self._view is not None
+        current, sent = self._view.resources[type_url], self._sent[type_url]
+        upserts, removals = [], []
+        for name in sorted(names):
+            resource = current.get(name)
+            if resource is None:
+                if name in sent:
+                    removals.append(name)
+            elif sent.get(name) != resource.version:
+                upserts.append(resource)
+        return upserts, removals
+
+    async def _push(self, dirty: dict[str, set[str]]) -> None:
+        changes = {t: self._changes(t, dirty[t]) for t in TYPE_URLS if t in self._subscribed}
+        addr_up, addr_rm = changes.get(ADDRESS_TYPE_URL, ([], []))
+        pol_up, pol_rm = changes.get(AUTHORIZATION_TYPE_URL, ([], []))
+        if (pol_up or pol_rm) and addr_rm:
+            plan = [
+                (ADDRESS_TYPE_URL, addr_up, []),
+                (AUTHORIZATION_TYPE_URL, pol_up, pol_rm),
+                (ADDRESS_TYPE_URL, [], addr_rm),
+            ]
+        else:
+            plan = [(ADDRESS_TYPE_URL, addr_up, addr_rm), (AUTHORIZATION_TYPE_URL, pol_up, pol_rm)]
+        for type_url, upserts, removals in plan:
+            if upserts or removals:
+                await self._write(type_url, upserts, removals)
+
+    async def _write(
+        self, type_url: str, upserts: list[discovery_pb2.Resource], removals: list[str]
+    ) -> None:
+        nonce = self._server.next_nonce()
+        response = discovery_pb2.DeltaDiscoveryResponse(
+            type_url=type_url,
+            resources=upserts,
+            removed_resources=removals,
+            nonce=nonce,
+            control_plane=core_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
+        )
+        await self._context.write(response)
+        sent = self._sent[type_url]
+        for resource in upserts:
+            sent[resource.name] = resource.version
+        for name in removals:
+            sent.pop(name, None)
+        self._pending[nonce] = type_url
+        while len(self._pending) > _PENDING_NONCES:
+            del self._pending[next(iter(self._pending))]
+        log.debug(
+            "sent node %s %s nonce %s: %d upserted, %d removed",
+            self.node,
+            _short(type_url),
+            nonce,
+            len(upserts),
+            len(removals),
+        )
+
+
+class XdsServer:
+    """Serves ``plane`` over delta ADS to ztunnels (see the module docstring).
+
+    ``credentials``: gRPC server credentials (TLS), or None for plaintext (tests, a
+    local mesh). ``authorize_node`` (optional) may refuse a stream for the node it
+    claims, by raising ``NotAuthorized``.
+    """
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        credentials: grpc.ServerCredentials | None,
+        authorize_node: NodeAuthorizer | None = None,
+        root_namespace: str = ROOT_NAMESPACE,
+    ) -> None:
+        self.plane = plane
+        self.credentials = credentials
+        self.authorize_node = authorize_node
+        self.root_namespace = root_namespace
+        self._streams: set[_Stream] = set()
+        self.nacks = 0  # NACKs received, for tests and metrics
+        self._server: Any = None
+        self._port = 0
+        self._boot = secrets.token_hex(4)
+        self._nonces = itertools.count(1)
+
+    @property
+    def port(self) -> int:
+        """The bound port (after ``start``)."""
+        return self._port
+
+    @property
+    def nodes(self) -> list[str]:
+        """Nodes with an open stream (sorted; a node may have several)."""
+        return sorted(s.node for s in self._streams if s.node)
+
+    def next_nonce(self) -> str:
+        return f"{self._boot}-{next(self._nonces)}"
+
+    async def _serve_stream(self, _requests: Any, context: Any) -> None:
+        stream = _Stream(self, context)
+        self._streams.add(stream)
+        try:
+            await stream.serve()
+        finally:
+            self._streams.discard(stream)
+
+    async def start(self, address: str = "127.0.0.1:0") -> int:
+        """Listen on ``address`` (``host:port``; port 0 picks one); returns the port."""
+        if self._server is not None:
+            raise RuntimeError("XdsServer is already started")
+        server = grpc.aio.server(options=KEEPALIVE_POLICY)
+        handler = grpc.stream_stream_rpc_method_handler(
+            self._serve_stream,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"DeltaAggregatedResources": handler}),)
+        )
+        try:
+            if self.credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, self.credentials)
+        except RuntimeError as exc:
+            raise OSError(f"xDS server cannot listen on {address}: {exc}") from exc
+        if not port:
+            raise OSError(f"xDS server cannot listen on {address}")
+        await server.start()
+        self._server, self._port = server, int(port)
+        log.info(
+            "xDS server listening on %s (port %d, %s)",
+            address,
+            self._port,
+            "TLS" if self.credentials is not None else "plaintext",
+        )
+        return self._port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """End every stream, then stop listening (RPCs still running after ``grace`` are cancelled)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        for stream in list(self._streams):
+            stream.close()
+        await server.stop(grace)
+        log.info("xDS server on port %d stopped", self._port)
