@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ambient.config.frozen import FrozenMap
+from ambient.frozen import FrozenMap
 from ambient.identity.spiffe import SpiffeId
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
