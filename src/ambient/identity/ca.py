@@ -38,6 +38,14 @@ from ambient.identity.certs import (
     verify_chain,
 )
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, validate_trust_domain
+from ambient.identity.x509util import (
+    CLOCK_SKEW,
+    ceil_second,
+    leaf_key_usage,
+    make_self_signed_root,
+    read_file,
+    write_atomic,
+)
 
 __all__ = ["PLUGIN_FILES", "CertificateAuthority"]
 
@@ -45,7 +53,6 @@ PLUGIN_FILES = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 ROOT_CERT_FILE = "root-cert.pem"
 ROOT_KEY_FILE = "root-key.pem"
 ROOT_VALIDITY = timedelta(days=3650)
-CLOCK_SKEW = timedelta(minutes=1)
 MIN_TTL = timedelta(seconds=1)
 DEFAULT_TTL = timedelta(hours=24)
 MIN_RSA_BITS = 2048
@@ -99,7 +106,9 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         """A CA with a fresh in-memory self-signed ECDSA P-256 root (10 years)."""
         validate_trust_domain(trust_domain)
-        cert, key = _make_root(trust_domain, clock())
+        cert, key = make_self_signed_root(
+            trust_domain, clock(), ROOT_VALIDITY, common_name="ambient root CA", path_length=None
+        )
         return cls(cert, key, TrustBundle([cert]), trust_domain=trust_domain, clock=clock)
 
     @classmethod
@@ -133,15 +142,17 @@ class CertificateAuthority:
         cls, directory: Path, trust_domain: str, clock: Callable[[], datetime]
     ) -> CertificateAuthority:
         paths = {name: directory / name for name in PLUGIN_FILES}
-        certs = load_pem_chain(_read(paths["ca-cert.pem"]), str(paths["ca-cert.pem"]))
+        certs = load_pem_chain(read_file(paths["ca-cert.pem"]), str(paths["ca-cert.pem"]))
         if len(certs) != 1:
             raise CertificateError(
                 f"{paths['ca-cert.pem']}: expected exactly one certificate, found {len(certs)}"
             )
         ca_cert = certs[0]
-        key = load_private_key(_read(paths["ca-key.pem"]), str(paths["ca-key.pem"]))
-        bundle = TrustBundle.from_pem(_read(paths["root-cert.pem"]), str(paths["root-cert.pem"]))
-        chain = load_pem_chain(_read(paths["cert-chain.pem"]), str(paths["cert-chain.pem"]))
+        key = load_private_key(read_file(paths["ca-key.pem"]), str(paths["ca-key.pem"]))
+        bundle = TrustBundle.from_pem(
+            read_file(paths["root-cert.pem"]), str(paths["root-cert.pem"])
+        )
+        chain = load_pem_chain(read_file(paths["cert-chain.pem"]), str(paths["cert-chain.pem"]))
         _check_signer(ca_cert, key, str(paths["ca-cert.pem"]), str(paths["ca-key.pem"]))
         _check_validity(ca_cert, str(paths["ca-cert.pem"]), clock())
         # Istio's cert-chain.pem starts with ca-cert.pem; also accept it without.
@@ -164,7 +175,13 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         cert_path, key_path = directory / ROOT_CERT_FILE, directory / ROOT_KEY_FILE
         if not cert_path.exists():
-            cert, key = _make_root(trust_domain, clock())
+            cert, key = make_self_signed_root(
+                trust_domain,
+                clock(),
+                ROOT_VALIDITY,
+                common_name="ambient root CA",
+                path_length=None,
+            )
             _write_root(directory, cert, key)
             return cls(cert, key, TrustBundle([cert]), trust_domain=trust_domain, clock=clock)
         if not key_path.exists():
@@ -174,11 +191,11 @@ class CertificateAuthority:
             raise CertificateError(
                 f"{key_path} is accessible by group or others (mode {mode:o}); chmod 600 it"
             )
-        certs = load_pem_chain(_read(cert_path), str(cert_path))
+        certs = load_pem_chain(read_file(cert_path), str(cert_path))
         if len(certs) != 1:
             raise CertificateError(f"{cert_path}: expected one certificate, found {len(certs)}")
         cert = certs[0]
-        key = load_private_key(_read(key_path), str(key_path))
+        key = load_private_key(read_file(key_path), str(key_path))
         _check_signer(cert, key, str(cert_path), str(key_path))
         _check_validity(cert, str(cert_path), clock())
         orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
@@ -249,7 +266,7 @@ class CertificateAuthority:
             raise CertificateError(f"CA certificate chain expired at {self._valid_until}")
         not_before = max(now - CLOCK_SKEW, self._valid_from)
         # X.509 times have whole seconds: round up so the leaf lives at least ``ttl``.
-        not_after = min(_ceil_second(now + ttl), self._valid_until)
+        not_after = min(ceil_second(now + ttl), self._valid_until)
         leaf = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -259,7 +276,7 @@ class CertificateAuthority:
             .not_valid_before(not_before)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_key_usage(), critical=True)
+            .add_extension(leaf_key_usage(), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -286,13 +303,6 @@ class CertificateAuthority:
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise CertificateError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def _check_signer(cert: x509.Certificate, key: SigningKey, cert_name: str, key_name: str) -> None:
@@ -329,11 +339,6 @@ def _check_key_strength(key: object, name: str) -> None:
             raise CertificateError(f"{name}: unsupported elliptic curve {key.curve.name}")
     elif not isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
         raise CertificateError(f"{name}: unsupported key type {type(key).__name__}")
-
-
-def _ceil_second(when: datetime) -> datetime:
-    whole = when.replace(microsecond=0)
-    return whole if whole == when else whole + timedelta(seconds=1)
 
 
 def _check_validity(cert: x509.Certificate, name: str, now: datetime) -> None:
@@ -380,63 +385,12 @@ def _load_csr(csr_pem: bytes, identity: SpiffeId) -> x509.CertificateSigningRequ
     return csr
 
 
-def _leaf_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=True,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def _authority_key_id(issuer: x509.Certificate, key: SigningKey) -> x509.AuthorityKeyIdentifier:
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def _make_root(trust_domain: str, now: datetime) -> tuple[x509.Certificate, SigningKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
-            x509.NameAttribute(NameOID.COMMON_NAME, "ambient root CA"),
-        ]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + ROOT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, signature_hash(key))
-    )
-    return cert, key
 
 
 def _write_root(directory: Path, cert: x509.Certificate, key: SigningKey) -> None:
@@ -450,21 +404,7 @@ def _write_root(directory: Path, cert: x509.Certificate, key: SigningKey) -> Non
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-        _write_atomic(directory / ROOT_KEY_FILE, key_pem, 0o600)
-        _write_atomic(directory / ROOT_CERT_FILE, cert_pem, 0o644)
+        write_atomic(directory / ROOT_KEY_FILE, key_pem, 0o600)
+        write_atomic(directory / ROOT_CERT_FILE, cert_pem, 0o644)
     except OSError as err:
         raise CertificateError(f"cannot store the CA root in {directory}: {err}") from None
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

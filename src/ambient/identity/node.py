@@ -61,6 +61,14 @@ from ambient.identity.spiffe import (
     SpiffeId,
     validate_trust_domain,
 )
+from ambient.identity.x509util import (
+    CLOCK_SKEW,
+    ceil_second,
+    leaf_key_usage,
+    make_self_signed_root,
+    read_file,
+    write_atomic,
+)
 
 __all__ = [
     "CONTROL_PLANE_HOSTNAME",
@@ -92,7 +100,6 @@ DEFAULT_TOKEN_TTL = timedelta(hours=1)
 MAX_TOKEN_TTL = timedelta(days=7)
 TOKEN_PRUNE_AFTER = timedelta(days=1)  # expired/used records kept this long for clear errors
 ROOT_VALIDITY = timedelta(days=3650)
-CLOCK_SKEW = timedelta(minutes=1)
 MIN_RSA_BITS = 2048
 
 NODE_CA_DIR = "node-ca"
@@ -232,7 +239,13 @@ class NodeAuthority:
         cls, trust_domain: str = DEFAULT_TRUST_DOMAIN, *, clock: Callable[[], datetime] = utc_now
     ) -> NodeAuthority:
         """A node PKI with a fresh in-memory root (ECDSA P-256, 10 years)."""
-        cert, key = _make_root(validate_trust_domain(trust_domain), clock())
+        cert, key = make_self_signed_root(
+            validate_trust_domain(trust_domain),
+            clock(),
+            ROOT_VALIDITY,
+            common_name="ambient node CA",
+            path_length=0,
+        )
         return cls(cert, key, trust_domain=trust_domain, clock=clock)
 
     @classmethod
@@ -247,7 +260,13 @@ class NodeAuthority:
         directory = Path(state_dir) / NODE_CA_DIR
         cert_path, key_path = directory / ROOT_CERT_FILE, directory / ROOT_KEY_FILE
         if not cert_path.exists():
-            cert, key = _make_root(validate_trust_domain(trust_domain), clock())
+            cert, key = make_self_signed_root(
+                validate_trust_domain(trust_domain),
+                clock(),
+                ROOT_VALIDITY,
+                common_name="ambient node CA",
+                path_length=0,
+            )
             key_pem = key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
@@ -255,15 +274,15 @@ class NodeAuthority:
             )
             try:
                 _make_private_dir(directory)
-                _write_atomic(key_path, key_pem, 0o600)
-                _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+                write_atomic(key_path, key_pem, 0o600)
+                write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
             except OSError as err:
                 raise CertificateError(f"cannot store the node CA in {directory}: {err}") from None
             return cls(cert, key, trust_domain=trust_domain, clock=clock)
         if not key_path.exists():
             raise CertificateError(f"{cert_path} exists but its key {key_path} is missing")
         key = load_private_key(_read_private(key_path), str(key_path))
-        certs = load_pem_chain(_read(cert_path), str(cert_path))
+        certs = load_pem_chain(read_file(cert_path), str(cert_path))
         if len(certs) != 1:
             raise CertificateError(f"{cert_path}: expected one certificate, found {len(certs)}")
         cert = certs[0]
@@ -388,7 +407,7 @@ class NodeAuthority:
         if now >= self._root.not_valid_after_utc:
             raise CertificateError(f"node CA expired at {self._root.not_valid_after_utc}")
         not_before = max(now - CLOCK_SKEW, self._root.not_valid_before_utc)
-        not_after = min(_ceil_second(now + ttl), self._root.not_valid_after_utc)
+        not_after = min(ceil_second(now + ttl), self._root.not_valid_after_utc)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -398,7 +417,7 @@ class NodeAuthority:
             .not_valid_before(not_before)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_key_usage(), critical=True)
+            .add_extension(leaf_key_usage(), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=True)
             .add_extension(
@@ -491,9 +510,9 @@ class NodeCredentials:
         directory = Path(directory)
         try:
             _make_private_dir(directory)
-            _write_atomic(directory / NODE_KEY_FILE, self.private_key_pem, 0o600)
-            _write_atomic(directory / NODE_CERT_FILE, self.chain_pem, 0o644)
-            _write_atomic(directory / NODE_ROOTS_FILE, self.roots_pem, 0o644)
+            write_atomic(directory / NODE_KEY_FILE, self.private_key_pem, 0o600)
+            write_atomic(directory / NODE_CERT_FILE, self.chain_pem, 0o644)
+            write_atomic(directory / NODE_ROOTS_FILE, self.roots_pem, 0o644)
         except OSError as err:
             raise NodeCredentialError(
                 f"cannot store the credentials of node {self.node} in {directory}: {err}"
@@ -506,7 +525,7 @@ class NodeCredentials:
         """Credentials saved by :meth:`save`; if ``node`` is given, they must be that node's."""
         directory = Path(directory)
         key_pem = _read_private(directory / NODE_KEY_FILE)
-        chain_pem = _read(directory / NODE_CERT_FILE)
+        chain_pem = read_file(directory / NODE_CERT_FILE)
         named = node_name_of(load_pem_chain(chain_pem, str(directory / NODE_CERT_FILE))[0])
         if named is None:
             raise NodeCredentialError(f"{directory / NODE_CERT_FILE} names no node")
@@ -514,7 +533,9 @@ class NodeCredentials:
             raise NodeCredentialError(
                 f"{directory} holds the credentials of node {named}, not {node}"
             )
-        return cls.from_pem(named, key_pem, chain_pem, _read(directory / NODE_ROOTS_FILE), now=now)
+        return cls.from_pem(
+            named, key_pem, chain_pem, read_file(directory / NODE_ROOTS_FILE), now=now
+        )
 
 
 # -- join tokens ----------------------------------------------------------------------------
@@ -658,7 +679,7 @@ class JoinTokens:
             },
         }
         try:
-            _write_atomic(self.path, json.dumps(data, indent=1).encode(), 0o600)
+            write_atomic(self.path, json.dumps(data, indent=1).encode(), 0o600)
         except OSError as err:
             raise TokenStoreError(f"cannot write {self.path}: {err}") from None
 
@@ -740,69 +761,6 @@ def _load_csr(csr_pem: bytes, who: str, *, allowed_uri: str) -> x509.Certificate
     return csr
 
 
-def _leaf_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=True,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _ceil_second(when: datetime) -> datetime:
-    whole = when.replace(microsecond=0)
-    return whole if whole == when else whole + timedelta(seconds=1)
-
-
-def _make_root(trust_domain: str, now: datetime) -> tuple[x509.Certificate, SigningKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
-            x509.NameAttribute(NameOID.COMMON_NAME, "ambient node CA"),
-        ]
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + ROOT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise CertificateError(f"cannot read {path}: {err.strerror or err}") from None
-
-
 def _read_private(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode & 0o777
@@ -812,23 +770,9 @@ def _read_private(path: Path) -> bytes:
         raise CertificateError(
             f"{path} is accessible by group or others (mode {mode:o}); chmod 600 it"
         )
-    return _read(path)
+    return read_file(path)
 
 
 def _make_private_dir(directory: Path) -> None:
     """Create ``directory`` (0700) if missing; an existing one is left as is (files are 0600)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
