@@ -524,6 +524,11 @@ def _scope(policy: dict[str, Any]) -> str:
 
 cli.add_command(ztunnel_config, "zc")
 
+# The distributed mode's commands register themselves on ``cli``.
+from ambient.cli import distributed as _distributed  # noqa: E402
+
+del _distributed
+
 
 def main() -> None:
     """Run the ``ambient`` command line."""

@@ -124,6 +124,8 @@ class XdsClient:
 
     ``node`` is the node this ztunnel serves (sent as the node id and ``NODE_NAME``).
     ``credentials``: gRPC channel credentials (TLS), or None for plaintext.
+    ``channel_options``: extra gRPC channel options, e.g. ``grpc.ssl_target_name_override``
+    for the control plane's DNS SAN when dialling it by IP address.
     ``synced`` is set once both types' first responses are applied; ``connected``
     is true while a stream is delivering.
     """
@@ -136,6 +138,7 @@ class XdsClient:
         *,
         credentials: grpc.ChannelCredentials | None,
         backoff: tuple[float, float] = (0.5, 30.0),
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         first, longest = backoff
         if not 0 < first <= longest:
@@ -146,6 +149,7 @@ class XdsClient:
         self.node = node
         self.state = state
         self.credentials = credentials
+        self.channel_options = tuple(channel_options)  # extra gRPC channel options
         self.backoff = (float(first), float(longest))
         self.synced = asyncio.Event()
         self.nacks = 0  # responses rejected, for tests and metrics
@@ -246,7 +250,11 @@ class XdsClient:
             delay = min(delay * 2, longest)
 
     def _channel(self) -> Any:
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), *KEEPALIVE]
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *KEEPALIVE,
+            *self.channel_options,
+        ]
         if self.credentials is None:
             return grpc.aio.insecure_channel(self.address, options=options)
         return grpc.aio.secure_channel(self.address, self.credentials, options=options)

@@ -1,0 +1,403 @@
+"""The distributed mode's processes: the control plane as a service, and a ztunnel per node.
+
+``ambient controlplane`` (:func:`run_controlplane`) loads a configuration folder and serves,
+from one process:
+
+- the certificate service (Istio's 15012, mutual TLS with node certificates) and node
+  joins (15013, TLS authenticating the server only), both from ``CaService``;
+- the workload xDS API (delta ADS) on its own port, 15010 by default, with the same
+  mutual-TLS credentials and ``node_claim_check``: a stream may only claim the node of its
+  client certificate. (Istio serves both on 15012; here they are separate gRPC servers
+  because the certificate port caps messages at 64 KiB, too small for xDS.)
+
+It records ``controlplane.json`` in its state folder (pid, addresses, the node PKI root
+that joining nodes must trust) and prints ``controlplane ready on ...`` to stderr.
+
+``ambient ztunnel`` (:func:`run_ztunnel`) is one node's proxy: it loads the credentials
+``ambient node join`` stored, follows the control plane over xDS into a ``ProxyState``,
+gets workload certificates through ``CaClient``, and opens its listeners once the first
+configuration is applied (so ``:15021`` answers ready only after sync). When the control
+plane is gone it keeps forwarding with the last configuration and certificates (until they
+expire) and reconnects with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ambient.config import ConfigError, ConfigSet, load_paths
+from ambient.identity.certs import CertificateError
+from ambient.identity.node import (
+    CONTROL_PLANE_HOSTNAME,
+    NODE_CA_DIR,
+    ROOT_CERT_FILE,
+    JoinTokens,
+    NodeAuthority,
+    NodeCredentials,
+)
+
+log = logging.getLogger("ambient.distributed")
+
+DEFAULT_CA_ADDRESS = "127.0.0.1:15012"
+DEFAULT_JOIN_ADDRESS = "127.0.0.1:15013"
+DEFAULT_XDS_PORT = 15010
+CONTROLPLANE_FILE = "controlplane.json"
+TOKENS_DIR = "nodes"  # <state>/nodes/join-tokens.json
+NODE_CREDENTIALS_DIR = "node"  # <node state>/node/{node-key,node-cert,control-plane-roots}.pem
+
+
+class DistributedError(Exception):
+    """A problem the command reports as ``error: ...`` and exits 1."""
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-5s %(name)s  %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def xds_address_for(ca_address: str, port: int = DEFAULT_XDS_PORT) -> str:
+    """The xDS address beside a certificate-service address: same host, ``port``."""
+    host, _, _ = ca_address.rpartition(":")
+    return f"{host or '127.0.0.1'}:{port}"
+
+
+def load_config(config_dir: Path) -> ConfigSet | None:
+    """The configuration, or None after printing its problems as ``ambient up`` does."""
+    try:
+        config = load_paths([config_dir])
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"nothing was started: fix the {len(exc.problems)} problem(s) above", file=sys.stderr)
+        return None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
+
+
+def join_tokens(state_root: Path) -> JoinTokens:
+    """The join token store of the control plane whose state folder is ``state_root``."""
+    authority = NodeAuthority.load_or_create(state_root)
+    return JoinTokens(state_root / TOKENS_DIR, authority)
+
+
+def node_ca_root(state_root: Path) -> Path:
+    return state_root / NODE_CA_DIR / ROOT_CERT_FILE
+
+
+def node_credentials_dir(node_state: Path) -> Path:
+    return node_state / NODE_CREDENTIALS_DIR
+
+
+def create_token(state_root: Path, node: str, ttl: timedelta) -> str:
+    state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return join_tokens(state_root).create(node, ttl)
+
+
+def join(address: str, token: str, node: str, ca_root: Path, node_state: Path) -> Path:
+    """Redeem ``token`` at the join port; store the credentials; returns where."""
+    from ambient.xds.ca_client import join_node
+
+    try:
+        roots = ca_root.read_bytes()
+    except OSError as exc:
+        raise DistributedError(f"cannot read the node CA root {ca_root}: {exc.strerror}") from None
+    credentials = asyncio.run(join_node(address, token, node, roots))
+    directory = node_credentials_dir(node_state)
+    credentials.save(directory)
+    return directory
+
+
+# -- running until a signal ------------------------------------------------------------------
+
+
+def _run_until_signal(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await body(stop)
+
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except KeyboardInterrupt:  # pragma: no cover - signal handlers take care of it
+        return 130
+
+
+# -- the control plane ------------------------------------------------------------------------
+
+
+@dataclass
+class ControlPlaneService:
+    """A started control plane: stop it with :meth:`close`."""
+
+    info: dict[str, Any]
+    closers: list[Callable[[], Awaitable[None]]]
+
+    async def close(self) -> None:
+        for closer in reversed(self.closers):
+            try:
+                await closer()
+            except Exception as exc:  # stop the rest anyway
+                log.warning("stopping the control plane: %s: %s", type(exc).__name__, exc)
+
+
+async def start_controlplane(
+    config_dir: Path,
+    state_root: Path,
+    config: ConfigSet,
+    *,
+    listen: str = DEFAULT_CA_ADDRESS,
+    join_listen: str = DEFAULT_JOIN_ADDRESS,
+    xds_listen: str | None = None,
+) -> ControlPlaneService:
+    """CA, node PKI, control plane, certificate service and xDS server, serving."""
+    from ambient.controlplane.allocate import AddressAllocator
+    from ambient.controlplane.plane import ControlPlane
+    from ambient.identity.ca import CertificateAuthority
+    from ambient.xds.ca_service import CaService, node_claim_check
+    from ambient.xds.server import XdsServer
+
+    ca = CertificateAuthority.load_or_create(
+        state_root, plugin_dir=_prepare(config_dir, state_root)
+    )
+    plane = ControlPlane(ca, AddressAllocator.in_state_dir(state_root), config=config)
+    for warning in plane.snapshot.warnings:
+        log.warning("%s", warning)
+    nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
+    tokens = JoinTokens(state_root / TOKENS_DIR, nodes)
+    service = CaService(plane, ca, nodes=nodes, tokens=tokens)
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def close_plane() -> None:
+        plane.close()
+
+    closers.append(close_plane)
+    service_ = ControlPlaneService({}, closers)
+    try:
+        ca_server = await service.start(listen, join_address=join_listen)
+        closers.append(lambda: ca_server.stop(1.0))
+        xds = XdsServer(
+            plane,
+            credentials=service.server_credentials(mutual=True),
+            authorize_node=node_claim_check(nodes),
+        )
+        xds_address = xds_listen or xds_address_for(listen)
+        xds_port = await xds.start(xds_address)
+        closers.append(lambda: xds.stop(1.0))
+    except BaseException:
+        await service_.close()
+        raise
+    host = listen.rpartition(":")[0]
+    join_host = join_listen.rpartition(":")[0]
+    xds_host = xds_address.rpartition(":")[0]
+    service_.info = {
+        "pid": os.getpid(),
+        "config_dir": str(config_dir),
+        "ca_address": f"{host}:{ca_server.port}",
+        "join_address": f"{join_host}:{ca_server.join_port}",
+        "xds_address": f"{xds_host}:{xds_port}",
+        "node_ca_root": str(node_ca_root(state_root)),
+        "trust_domain": ca.trust_domain,
+        "nodes": {name: str(ip) for name, ip in sorted(plane.snapshot.nodes.items())},
+    }
+    return service_
+
+
+def _prepare(config_dir: Path, state_root: Path) -> Path | None:
+    """Create the state folder; the plug-in CA folder ``DIR/cacerts`` if there is one."""
+    state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    plugin_dir = config_dir / "cacerts"
+    return plugin_dir if plugin_dir.is_dir() else None
+
+
+def run_controlplane(
+    config_dir: Path,
+    state_root: Path,
+    *,
+    listen: str,
+    join_listen: str,
+    xds_listen: str | None,
+    log_level: str = "info",
+) -> int:
+    """``ambient controlplane``: serve until SIGINT/SIGTERM; returns the exit code."""
+    setup_logging(log_level)
+    config_dir = config_dir.absolute()
+    config = load_config(config_dir)
+    if config is None:
+        return 1
+    info_file = state_root / CONTROLPLANE_FILE
+
+    async def body(stop: asyncio.Event) -> int:
+        try:
+            service = await start_controlplane(
+                config_dir,
+                state_root,
+                config,
+                listen=listen,
+                join_listen=join_listen,
+                xds_listen=xds_listen,
+            )
+        except (OSError, CertificateError, ValueError) as exc:
+            print(f"error: the control plane failed to start: {exc}", file=sys.stderr)
+            return 1
+        try:
+            tmp = info_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(service.info, indent=2))
+            os.replace(tmp, info_file)
+            info = service.info
+            print(
+                f"controlplane ready on {info['ca_address']} (certificates, mTLS), "
+                f"{info['join_address']} (node joins), {info['xds_address']} (xDS, mTLS); "
+                f"node CA root {info['node_ca_root']}",
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            info_file.unlink(missing_ok=True)
+            await service.close()
+        return 0
+
+    return _run_until_signal(body)
+
+
+# -- a node's ztunnel ---------------------------------------------------------------------------
+
+
+@dataclass
+class NodeProxy:
+    """A started ztunnel fed by the control plane: stop it with :meth:`close`."""
+
+    ztunnel: Any  # ambient.ztunnel.proxy.Ztunnel
+    xds: Any  # ambient.xds.client.XdsClient
+    ca_client: Any  # ambient.xds.ca_client.CaClient
+    certificates: Any  # ambient.identity.manager.CertificateManager
+
+    async def close(self) -> None:
+        await self.ztunnel.close()
+        await self.xds.close()
+        await self.certificates.close()
+        await self.ca_client.close()
+
+
+async def start_ztunnel(
+    node: str,
+    node_ip: str,
+    node_state: Path,
+    *,
+    ca_address: str,
+    xds_address: str,
+    sync_timeout: float | None = None,
+    ports: tuple[int, int, int] | None = None,
+) -> NodeProxy:
+    """Load ``node``'s credentials, follow the control plane, start the ztunnel once synced."""
+    from ambient.identity.manager import CertificateManager
+    from ambient.xds.ca_client import CaClient
+    from ambient.xds.client import XdsClient
+    from ambient.ztunnel.proxy import ADMIN_PORT, METRICS_PORT, READINESS_PORT, Ztunnel
+    from ambient.ztunnel.state import ProxyState
+
+    directory = node_credentials_dir(node_state)
+    if not directory.is_dir():
+        raise DistributedError(
+            f"node {node} has no credentials in {directory}: run `ambient node join` first"
+        )
+    credentials = NodeCredentials.load(directory, node)
+    ca_client = CaClient(ca_address, credentials, on_node_renewed=lambda c: c.save(directory))
+    certificates = CertificateManager(ca_client.issue)
+    state = ProxyState(node)
+    xds = XdsClient(
+        xds_address,
+        node,
+        state,
+        credentials=grpc.ssl_channel_credentials(
+            root_certificates=credentials.roots_pem,
+            private_key=credentials.private_key_pem,
+            certificate_chain=credentials.chain_pem,
+        ),
+        channel_options=[
+            ("grpc.ssl_target_name_override", CONTROL_PLANE_HOSTNAME),
+            ("grpc.default_authority", CONTROL_PLANE_HOSTNAME),
+        ],
+    )
+    ztunnel = Ztunnel(
+        node,
+        node_ip,
+        state,
+        certificates,
+        ports=ports or (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
+    )
+    proxy = NodeProxy(ztunnel, xds, ca_client, certificates)
+    xds.start()
+    try:
+        await asyncio.wait_for(xds.synced.wait(), sync_timeout)
+        await ztunnel.start()
+    except BaseException:
+        await proxy.close()
+        raise
+    return proxy
+
+
+def run_ztunnel(
+    node: str,
+    node_ip: str,
+    node_state: Path,
+    *,
+    ca_address: str,
+    xds_address: str,
+    log_level: str = "info",
+) -> int:
+    """``ambient ztunnel``: run one node's proxy until SIGINT/SIGTERM."""
+    setup_logging(log_level)
+
+    async def body(stop: asyncio.Event) -> int:
+        starting = asyncio.ensure_future(
+            start_ztunnel(node, node_ip, node_state, ca_address=ca_address, xds_address=xds_address)
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return 0
+        stopping.cancel()
+        try:
+            proxy = starting.result()
+        except (DistributedError, CertificateError, OSError) as exc:
+            print(f"error: ztunnel {node} failed to start: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"ztunnel {node} ready on {node_ip} (admin :15000, metrics :15020, readiness :15021); "
+            f"control plane {ca_address} (certificates), {xds_address} (xDS)",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await proxy.close()
+        return 0
+
+    return _run_until_signal(body)
