@@ -223,6 +223,23 @@ async def start_controlplane(
     return service_
 
 
+def _running_pid(info_file: Path) -> int | None:
+    """The pid recorded in ``controlplane.json`` if that process still runs."""
+    try:
+        pid = json.loads(info_file.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
 def _prepare(config_dir: Path, state_root: Path) -> Path | None:
     """Create the state folder; the plug-in CA folder ``DIR/cacerts`` if there is one."""
     state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -246,6 +263,14 @@ def run_controlplane(
     if config is None:
         return 1
     info_file = state_root / CONTROLPLANE_FILE
+    running = _running_pid(info_file)
+    if running is not None:
+        print(
+            f"error: a control plane is already running for {state_root} (pid {running}); "
+            "stop it first, or use another --state-dir",
+            file=sys.stderr,
+        )
+        return 1
 
     async def body(stop: asyncio.Event) -> int:
         try:
@@ -324,18 +349,19 @@ async def start_ztunnel(
             f"node {node} has no credentials in {directory}: run `ambient node join` first"
         )
     credentials = NodeCredentials.load(directory, node)
-    ca_client = CaClient(ca_address, credentials, on_node_renewed=lambda c: c.save(directory))
+
+    def renewed(fresh: NodeCredentials) -> None:
+        fresh.save(directory)
+        xds.credentials = _channel_credentials(fresh)  # the next xDS stream presents it
+
+    ca_client = CaClient(ca_address, credentials, on_node_renewed=renewed)
     certificates = CertificateManager(ca_client.issue)
     state = ProxyState(node)
     xds = XdsClient(
         xds_address,
         node,
         state,
-        credentials=grpc.ssl_channel_credentials(
-            root_certificates=credentials.roots_pem,
-            private_key=credentials.private_key_pem,
-            certificate_chain=credentials.chain_pem,
-        ),
+        credentials=_channel_credentials(credentials),
         channel_options=[
             ("grpc.ssl_target_name_override", CONTROL_PLANE_HOSTNAME),
             ("grpc.default_authority", CONTROL_PLANE_HOSTNAME),
@@ -357,6 +383,14 @@ async def start_ztunnel(
         await proxy.close()
         raise
     return proxy
+
+
+def _channel_credentials(credentials: NodeCredentials) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=credentials.roots_pem,
+        private_key=credentials.private_key_pem,
+        certificate_chain=credentials.chain_pem,
+    )
 
 
 def run_ztunnel(

@@ -6,6 +6,8 @@ loopback addresses (its admin endpoints take free ports on 127.0.0.1).
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -78,6 +80,13 @@ async def test_a_joined_node_syncs_and_gets_its_certificates(
         assert proxy.ztunnel.ready
         dump = proxy.ztunnel.config_dump()
         assert {w["workloadName"] for w in dump["workloads"]} >= {"web", "orders-v1", "probe"}
+        # A renewed node certificate is stored and presented on the next xDS stream.
+        before = proxy.xds.credentials
+        saved = read_bytes(str(node_credentials_dir(tmp_path / "n9") / "node-cert.pem"))
+        fresh = await proxy.ca_client.renew_node()
+        assert proxy.xds.credentials is not before
+        after = read_bytes(str(node_credentials_dir(tmp_path / "n9") / "node-cert.pem"))
+        assert after == fresh.chain_pem != saved
     finally:
         await proxy.close()
 
@@ -126,3 +135,14 @@ def test_controlplane_reports_config_errors_and_starts_nothing(tmp_path: Path) -
     assert result.exit_code == 1
     assert "nothing was started: fix the" in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_a_second_controlplane_on_the_same_state_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "controlplane.json").write_text(json.dumps({"pid": os.getppid()}))
+    result = CliRunner().invoke(
+        cli, ["controlplane", "--config", str(SHOP), "--state-dir", str(state)]
+    )
+    assert result.exit_code == 1
+    assert f"a control plane is already running for {state} (pid {os.getppid()})" in result.output
