@@ -34,7 +34,7 @@ from ambient.controlplane.plane import ControlPlane, Subscription
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.manager import CertificateManager
 from ambient.local.statedir import StateDir
-from ambient.runtime import PodRun, Supervisor
+from ambient.runtime import PodRun, Supervisor, plan_launch
 from ambient.runtime.status import ContainerEvent, EventKind
 from ambient.ztunnel.proxy import SOCKS_PORT, Ztunnel
 from ambient.ztunnel.state import ProxyState
@@ -306,8 +306,6 @@ class LocalMesh:
 
     def pods(self) -> list[dict[str, Any]]:
         """Running pods with what ``ambient exec`` needs."""
-        from ambient.runtime import plan_launch
-
         result = []
         for (namespace, name), run in sorted(self._pods.items()):
             workload = self._plane().snapshot.workloads.get(run.uid)
