@@ -9,6 +9,7 @@ import pytest
 from ambient.hbone.errors import StreamRefused, StreamReset
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
+from ambient.hbone.stream import HboneStream
 from ambient.identity.certs import WorkloadCertificate
 from tests.component.hbone.harness import ForwardingServer, Upstream, read_all
 
@@ -19,7 +20,7 @@ async def open_via(
     server: ForwardingServer,
     server_cert: WorkloadCertificate,
     request: ConnectRequest,
-):  # type: ignore[no-untyped-def]
+) -> HboneStream:
     assert server.address is not None
     return await pool.open_stream(
         source=client_cert,
