@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -99,10 +100,45 @@ def _node_name(node: core_pb2.Node) -> str:
     return node.id
 
 
+def _workload_listing(keys: tuple[str, ...], workload: Workload) -> Message:
+    """The workload's proto, listing the policies that apply to it (Istio's way)."""
+    return workload_to_proto(dataclasses.replace(workload, authorization_policies=keys))
+
+
+class EncodeCache:
+    """Encoded resources shared by every stream: each snapshot object is encoded once.
+
+    Keyed by the identity of the (immutable) object the control plane pushed, plus
+    what a stream adds to it (the policy names a workload lists); the object is
+    kept with the entry so its identity cannot be reused while cached. Bounded:
+    cleared when it grows past ``limit`` entries.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._entries: dict[tuple[int, object], tuple[object, discovery_pb2.Resource | None]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, source: object, extra: object) -> tuple[bool, discovery_pb2.Resource | None]:
+        entry = self._entries.get((id(source), extra))
+        if entry is not None and entry[0] is source:
+            self.hits += 1
+            return True, entry[1]
+        self.misses += 1
+        return False, None
+
+    def put(self, source: object, extra: object, resource: discovery_pb2.Resource | None) -> None:
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        self._entries[(id(source), extra)] = (source, resource)
+
+
 class _View:
     """One stream's copy of the mesh, encoded as xDS resources (name -> Resource)."""
 
-    def __init__(self, node: str, root_namespace: str) -> None:
+    def __init__(self, node: str, root_namespace: str, cache: EncodeCache | None = None) -> None:
+        self._cache = cache or EncodeCache()
         self._node = node
         self._root = root_namespace
         self._workloads: dict[str, Workload] = {}
@@ -176,8 +212,14 @@ class _View:
                 keys = listed[group] = workload_policy_keys(
                     self._store, address.namespace, address.labels
                 )
-            workload = dataclasses.replace(address, authorization_policies=keys)
-            self._put(ADDRESS_TYPE_URL, address.uid, workload, workload_to_proto, dirty)
+            self._put(
+                ADDRESS_TYPE_URL,
+                address.uid,
+                address,
+                functools.partial(_workload_listing, keys),
+                dirty,
+                extra=keys,
+            )
 
     def _put(
         self,
@@ -186,9 +228,26 @@ class _View:
         source: Any,
         encode: Callable[[Any], Message],
         dirty: dict[str, set[str]],
+        *,
+        extra: object = None,
     ) -> None:
-        if self._sources[type_url].get(name) == source:
+        previous = self._sources[type_url].get(name)
+        if previous is not None and previous == (source, extra):
             return
+        found, resource = self._cache.get(source, (type_url, extra))
+        if not found:
+            resource = self._encode(type_url, name, source, encode)
+            self._cache.put(source, (type_url, extra), resource)
+        if resource is None:
+            self._drop(type_url, name, dirty)
+            return
+        self.resources[type_url][name] = resource
+        self._sources[type_url][name] = (source, extra)
+        dirty[type_url].add(name)
+
+    def _encode(
+        self, type_url: str, name: str, source: Any, encode: Callable[[Any], Message]
+    ) -> discovery_pb2.Resource | None:
         try:
             message = encode(source)
         except ValueError as exc:  # a control plane bug: report it, keep serving the rest
@@ -199,16 +258,10 @@ class _View:
                 self._node,
                 exc,
             )
-            self._drop(type_url, name, dirty)
-            return
+            return None
         packed = any_pb2.Any()
         packed.Pack(message, deterministic=True)
-        resource = discovery_pb2.Resource(
-            name=name, version=resource_version(packed), resource=packed
-        )
-        self.resources[type_url][name] = resource
-        self._sources[type_url][name] = source
-        dirty[type_url].add(name)
+        return discovery_pb2.Resource(name=name, version=resource_version(packed), resource=packed)
 
     def _drop(self, type_url: str, name: str, dirty: dict[str, set[str]]) -> None:
         self.resources[type_url].pop(name, None)
@@ -247,7 +300,7 @@ class _Stream:
                 log.warning("xDS stream refused for node %s: %s", self.node, exc)
                 await self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         subscription = self._server.plane.subscribe(self.node)
-        self._view = _View(self.node, self._server.root_namespace)
+        self._view = _View(self.node, self._server.root_namespace, self._server.encode_cache)
         waiters: list[asyncio.Task[Any]] = []
         log.info("xDS stream opened by node %s (%s)", self.node, self._context.peer())
         try:
@@ -432,6 +485,7 @@ class XdsServer:
         self.authorize_node = authorize_node
         self.root_namespace = root_namespace
         self._streams: set[_Stream] = set()
+        self.encode_cache = EncodeCache()  # one encoding per resource, shared by all streams
         self.nacks = 0  # NACKs received, for tests and metrics
         self._server: Any = None
         self._port = 0
