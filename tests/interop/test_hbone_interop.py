@@ -44,7 +44,7 @@ from ambient.hbone.errors import ConnectFailed, HboneError, StreamRefused, Strea
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.server import HboneServer
-from ambient.hbone.splice import relay
+from ambient.hbone.splice import connect_relay
 from ambient.hbone.stream import HboneStream
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.spiffe import SpiffeId
@@ -182,17 +182,17 @@ class OurServer:
             stream.respond(Status.UNAUTHORIZED)
             return
         try:
-            reader, writer = await asyncio.open_connection(str(target.ip), target.port)
+            tcp = await connect_relay(stream, str(target.ip), target.port)
         except OSError:
             stream.respond(Status.SERVICE_UNAVAILABLE)
             return
         try:
             stream.respond(Status.OK)
-            await relay(stream, reader, writer)
+            tcp.start()
+            await tcp.done
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            if tcp.transport is not None:
+                tcp.transport.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -113,9 +112,3 @@ class Service:
 
 
 Address = Workload | Service
-
-
-def endpoints_of(service: Service, workloads: Mapping[str, Workload]) -> list[Workload]:
-    """The workloads that name ``service`` (order: by uid, stable for round robin)."""
-    key = service.key
-    return [w for uid, w in sorted(workloads.items()) if key in w.services]

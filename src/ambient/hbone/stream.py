@@ -7,7 +7,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from ambient.hbone.errors import StreamClosed, StreamReset
-from ambient.hbone.messages import ConnectRequest, Status
+from ambient.hbone.messages import ConnectRequest
 from ambient.hbone.tls import PeerInfo
 
 if TYPE_CHECKING:
@@ -219,10 +219,6 @@ class HboneStream:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    @property
-    def _waiting_to_drain(self) -> bool:
-        return self._drain_waiter is not None
-
 
 class StreamSink(Protocol):
     """Receives a stream's events in push mode (see :meth:`HboneStream.attach`)."""
@@ -234,8 +230,3 @@ class StreamSink(Protocol):
     def on_reset(self, error: StreamReset) -> None: ...
 
     def on_writable(self) -> None: ...
-
-
-def is_ok(status: int | None) -> bool:
-    """True for the one status that opens a tunnel."""
-    return status == Status.OK

@@ -8,7 +8,6 @@ uid, services by ``namespace/hostname``. Each update is applied atomically
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -175,10 +174,3 @@ def _workload_port(ports: tuple[Port, ...], service_port: int, default: int) -> 
         if p.service_port == service_port:
             return p.target_port or service_port
     return default if not ports else None
-
-
-def parse_ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
 from ambient.hbone.server import HboneServer
-from ambient.hbone.splice import relay
+from ambient.hbone.splice import connect_relay
 from ambient.hbone.stream import HboneStream
 from ambient.identity.certs import WorkloadCertificate
 
@@ -85,12 +85,13 @@ class ForwardingServer:
             stream.respond(verdict)
             return
         try:
-            reader, writer = await asyncio.open_connection(str(target.ip), target.port)
+            tcp = await connect_relay(stream, str(target.ip), target.port)
         except OSError:
             stream.respond(Status.SERVICE_UNAVAILABLE)
             return
         stream.respond(Status.OK)
-        await relay(stream, reader, writer)
+        tcp.start()
+        await tcp.done
 
     async def close(self) -> None:
         if self.server is not None:
