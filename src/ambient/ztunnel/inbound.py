@@ -11,13 +11,14 @@ source-address preservation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ambient.api.workload import ApplicationTunnel, Workload
-from ambient.hbone.messages import Status
+from ambient.hbone.messages import HBONE_PORT, SocketAddress, Status
 from ambient.hbone.splice import connect_relay
 from ambient.hbone.stream import HboneStream
 from ambient.ztunnel import proxy_protocol
@@ -47,11 +48,6 @@ class Verdict:
 Authorizer = Callable[[InboundConnection], Verdict]
 
 
-def allow_all(_: InboundConnection) -> Verdict:
-    """The authorizer when no policy applies."""
-    return Verdict(True)
-
-
 class InboundHandler:
     """Serves the HBONE listener of one local pod."""
 
@@ -69,7 +65,8 @@ class InboundHandler:
         self.metrics = metrics
         self.authorizer = authorizer
         self.connect_timeout = connect_timeout
-        self.open: set[HboneStream] = set()
+        # Open tunnels with what authorization decided on, to re-check on every push.
+        self.open: dict[HboneStream, InboundConnection] = {}
 
     async def __call__(self, stream: HboneStream) -> None:
         request = stream.request
@@ -81,9 +78,9 @@ class InboundHandler:
             self.metrics,
             Direction.INBOUND,
             src_addr=str(forwarded) if forwarded else f"{stream.peer.address[0]}:0",
-            dst_addr=f"{_host(target.ip)}:15008",
+            dst_addr=str(SocketAddress(target.ip, HBONE_PORT)),
             hbone_addr=str(target),
-            source=self.state.workload_by_ip(src_ip) if src_ip else None,
+            source=self.state.workload_by_ip(src_ip),
             source_identity=peer_identity,
             mtls=True,
         )
@@ -100,9 +97,8 @@ class InboundHandler:
         record.destination_identity = str(destination.identity)
         if request.forwarded_host:
             record.service = self.state.resolve_host(request.forwarded_host, destination.namespace)
-        verdict = self.authorizer()(
-            InboundConnection(peer_identity, src_ip, destination, target.ip, target.port)
-        )
+        admitted = InboundConnection(peer_identity, src_ip, destination, target.ip, target.port)
+        verdict = self.authorizer()(admitted)
         if not verdict.allowed:
             log.info(
                 "RBAC rejected conn=%s(%s)->%s: %s",
@@ -135,49 +131,36 @@ class InboundHandler:
                 proxy_protocol.header(source, (target.ip, target.port), peer_identity)
             )
         record.open()
-        self.open.add(stream)
+        self.open[stream] = admitted
         tcp.start()
         try:
             result = await tcp.done
         finally:
-            self.open.discard(stream)
+            self.open.pop(stream, None)
         record.bytes_received, record.bytes_sent = result.from_stream, result.to_stream
         record.error = result.error
         record.close()
 
     def close_denied(self) -> int:
-        """Re-check open connections against current policy; close the denied ones."""
+        """Re-check open connections against current policy; close the denied ones.
+
+        Each is judged on what it was admitted with, against the pod as it is now.
+        """
         closed = 0
-        for stream in list(self.open):
-            destination = self.state.workloads.get(self.workload_uid)
-            if destination is None:
-                self.open.discard(stream)
-                stream.reset()
-                closed += 1
-                continue
-            fwd = stream.request.forwarded_for
-            verdict = self.authorizer()(
-                InboundConnection(
-                    str(stream.peer.identity),
-                    fwd.ip if fwd else None,
-                    destination,
-                    stream.request.authority.ip,
-                    stream.request.authority.port,
-                )
-            )
-            if not verdict.allowed:
+        destination = self.state.workloads.get(self.workload_uid)
+        for stream, admitted in list(self.open.items()):
+            if destination is not None:
+                verdict = self.authorizer()(dataclasses.replace(admitted, destination=destination))
+                if verdict.allowed:
+                    continue
                 log.info(
                     "RBAC rejected conn=%s(%s)->%s: closing established connection: %s",
-                    fwd,
-                    stream.peer.identity,
+                    stream.request.forwarded_for or admitted.source_ip,
+                    admitted.source_identity,
                     stream.request.authority,
                     verdict.reason or "denied by policy",
                 )
-                self.open.discard(stream)
-                stream.reset()
-                closed += 1
+            del self.open[stream]
+            stream.reset()
+            closed += 1
         return closed
-
-
-def _host(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    return f"[{ip}]" if ip.version == 6 else str(ip)

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from ambient.api.workload import TunnelProtocol, Workload
 from ambient.hbone.errors import HboneError, StreamRefused
-from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
+from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.splice import TcpRelay
 from ambient.identity.certs import WorkloadCertificate
@@ -37,7 +37,6 @@ from ambient.ztunnel.state import ProxyState, Upstream
 log = logging.getLogger("ambient.ztunnel")
 
 CertificateSource = Callable[[SpiffeId], Awaitable[WorkloadCertificate]]
-HBONE_PORT = 15008
 HANDSHAKE_TIMEOUT = 10.0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ambient.api.workload import Service, TunnelProtocol, Workload
+from ambient.hbone.messages import HBONE_PORT
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
 from ambient.hbone.server import HboneServer
@@ -39,7 +40,6 @@ from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.ztunnel")
 
-HBONE_PORT = 15008
 SOCKS_PORT = 15080
 ADMIN_PORT = 15000
 METRICS_PORT = 15020
