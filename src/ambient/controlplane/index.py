@@ -59,6 +59,13 @@ __all__ = [
 ]
 
 DEFAULT_CLUSTER_ID = "Kubernetes"
+
+
+def pod_uid(namespace: str, name: str, cluster_id: str = DEFAULT_CLUSTER_ID) -> str:
+    """A pod's workload uid, as Istio names it: ``<cluster>//Pod/<namespace>/<name>``."""
+    return f"{cluster_id}//Pod/{namespace}/{name}"
+
+
 LABEL_NODE = "ambient.io/node"
 _NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
 _REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
@@ -158,7 +165,7 @@ class _Builder:
         labels = pod.meta.labels
         self.add(
             Workload(
-                uid=f"{self.cluster_id}//Pod/{ns}/{pod.meta.name}",
+                uid=pod_uid(ns, pod.meta.name, self.cluster_id),
                 name=pod.meta.name,
                 namespace=ns,
                 addresses=(address,),

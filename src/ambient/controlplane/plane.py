@@ -27,7 +27,7 @@ from ambient.api.workload import WorkloadStatus
 from ambient.config.configset import ConfigSet, Ref
 from ambient.config.frozen import FrozenMap
 from ambient.controlplane.allocate import AddressAllocator
-from ambient.controlplane.index import DEFAULT_CLUSTER_ID, build_snapshot
+from ambient.controlplane.index import DEFAULT_CLUSTER_ID, build_snapshot, pod_uid
 from ambient.controlplane.labels import NotFound, check_label, kind_of, with_label
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
 from ambient.controlplane.source import NotAuthorized
@@ -173,11 +173,10 @@ class ControlPlane:
 
     def _apply(self, config: ConfigSet, overrides: _Overrides) -> Delta:
         snapshot = self._build(config, overrides)
-        prefix = f"{self._cluster_id}//Pod/"
         self._pod_labels = FrozenMap(
             (key, labels)
             for key, labels in overrides.items()
-            if f"{prefix}{key[0]}/{key[1]}" in snapshot.workloads
+            if pod_uid(key[0], key[1], self._cluster_id) in snapshot.workloads
         )
         delta = diff(self._snapshot, snapshot)
         self._config, self._snapshot = config, snapshot
@@ -199,7 +198,7 @@ class ControlPlane:
         ref = Ref(kind, namespace, name)
         if kind == "Pod" and ref not in self._config.objects:
             check_label(key, value)
-            if f"{self._cluster_id}//Pod/{namespace}/{name}" not in self._snapshot.workloads:
+            if pod_uid(namespace, name, self._cluster_id) not in self._snapshot.workloads:
                 raise NotFound(f"{ref} not found")
             current = self._pod_labels.get((namespace, name), {})
             overrides = {**self._pod_labels, (namespace, name): FrozenMap({**current, key: value})}

@@ -30,6 +30,7 @@ from ambient.config.configset import Origin, Ref
 from ambient.config.references import check_references
 from ambient.controlplane.allocate import AddressAllocator
 from ambient.controlplane.expand import ScheduledPod, scheduled_pods
+from ambient.controlplane.index import pod_uid
 from ambient.controlplane.plane import ControlPlane, Subscription
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.manager import CertificateManager
@@ -207,7 +208,9 @@ class LocalMesh:
         scheduled, _ = scheduled_pods(plane.config, plane.pod_labels)
         wanted: dict[tuple[str, str], PodRun] = {}
         for entry in scheduled:
-            workload = snapshot.workloads.get(_pod_uid(entry))
+            workload = snapshot.workloads.get(
+                pod_uid(entry.pod.meta.namespace, entry.pod.meta.name)
+            )
             if workload is None or not workload.addresses:
                 continue
             wanted[(workload.namespace, workload.name)] = self._pod_run(entry, workload)
@@ -215,10 +218,12 @@ class LocalMesh:
             await supervisor.stop_pod(*key)
             del self._pods[key]
             log.info("pod %s/%s stopped", *key)
-        for key, run in wanted.items():
-            node = self.nodes.get(run.node)
+        # Listeners for new pods exist before their apps start: one reconcile per node.
+        for node_name in sorted({run.node for key, run in wanted.items() if key not in self._pods}):
+            node = self.nodes.get(node_name)
             if node is not None:
-                await node.ztunnel.reconcile()  # its listeners exist before the app starts
+                await node.ztunnel.reconcile()
+        for key, run in wanted.items():
             previous = self._pods.get(key)
             self._pods[key] = run  # before starting: container events look the pod up
             if previous is None:
@@ -338,10 +343,6 @@ class LocalMesh:
 async def _feed(subscription: Subscription, state: ProxyState) -> None:
     async for delta in subscription:
         state.apply(delta.upserted, delta.removed, delta.policies_upserted, delta.policies_removed)
-
-
-def _pod_uid(entry: ScheduledPod) -> str:
-    return f"Kubernetes//Pod/{entry.pod.meta.namespace}/{entry.pod.meta.name}"
 
 
 async def _ports_open(ip: str, ports: list[int]) -> bool:
