@@ -243,6 +243,10 @@ class RequestAuthenticator(Protocol):
 
 
 class RequestAuthorizer(Protocol):
+    def check_connection(self, target: Target, downstream: Downstream) -> AuthzVerdict:
+        """L4-only decision for non-HTTP traffic passed through the waypoint as TCP."""
+        ...
+
     def check(
         self,
         target: Target,
