@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import yaml
 
 from ambient import __version__
+from ambient.cli import jsonpath
 from ambient.cli.client import ApiError, MeshClient
 from ambient.cli.output import print_json, print_table
+from ambient.cli.waypoint import waypoint as waypoint_commands
 from ambient.local.statedir import ENV_VAR, MeshNotRunning, StateDir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -310,6 +313,14 @@ _GET_KINDS = {
     "gtw": "Gateway",
     "httproutes": "HTTPRoute",
     "httproute": "HTTPRoute",
+    "virtualservices": "VirtualService",
+    "virtualservice": "VirtualService",
+    "vs": "VirtualService",
+    "destinationrules": "DestinationRule",
+    "destinationrule": "DestinationRule",
+    "dr": "DestinationRule",
+    "requestauthentications": "RequestAuthentication",
+    "requestauthentication": "RequestAuthentication",
 }
 
 
@@ -320,7 +331,12 @@ _GET_KINDS = {
 @click.option(
     "-A", "--all-namespaces", is_flag=True, help="Every namespace (the default without -n)."
 )
-@click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table")
+@click.option(
+    "-o",
+    "--output",
+    default="table",
+    help="table, wide, json, yaml, or jsonpath=TEMPLATE (kubectl's subset).",
+)
 @state_dir_option
 @click.pass_context
 def get(
@@ -332,10 +348,12 @@ def get(
     output: str,
     state_dir: str | None,
 ) -> None:
-    """List objects of KIND (pods, services, namespaces, deployments, ...)."""
+    """List objects of KIND (pods, services, namespaces, deployments, gateways, ...)."""
     real = _GET_KINDS.get(kind.lower().split(".")[0])
     if real is None:
         fail(f"unknown kind {kind!r}; known: {', '.join(sorted(set(_GET_KINDS.values())))}")
+    if output not in ("table", "wide", "json", "yaml") and not output.startswith("jsonpath="):
+        fail(f"unknown output format {output!r}: use table, wide, json, yaml or jsonpath=...")
     if real == "Pod":
         _get_pods(ctx, name, namespace, output)
         return
@@ -343,8 +361,8 @@ def get(
     items = [i for i in _call(ctx, "GET", query) if name is None or i["meta"]["name"] == name]
     if name is not None and not items:
         fail(f"{real.lower()} {name!r} not found")
-    if output == "json":
-        print_json(items)
+    if output in ("json", "yaml") or output.startswith("jsonpath="):
+        _print_objects(items, name is not None, output)
         return
     rows = []
     for item in items:
@@ -354,6 +372,35 @@ def get(
         rows.append([*row, labels or "<none>"])
     headers = ["NAME", "LABELS"] if real == "Namespace" else ["NAMESPACE", "NAME", "LABELS"]
     print_table(headers, rows)
+
+
+def _print_objects(items: list[dict[str, Any]], single: bool, output: str) -> None:
+    """Objects as kubectl prints them: one object when named, else a ``List``."""
+    objects = [_kube_shape(i) for i in items]
+    data: Any = objects[0] if single else {"apiVersion": "v1", "kind": "List", "items": objects}
+    if output == "json":
+        print_json(data)
+    elif output == "yaml":
+        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+    else:
+        try:
+            click.echo(jsonpath.render(output.removeprefix("jsonpath="), data), nl=False)
+        except jsonpath.JsonPathError as exc:
+            fail(f"bad jsonpath template: {exc}")
+
+
+def _kube_shape(item: dict[str, Any]) -> dict[str, Any]:
+    meta = item.get("meta", {})
+    metadata = {k: v for k, v in meta.items() if v not in ({}, None, "")}
+    shaped: dict[str, Any] = {
+        "apiVersion": item.get("api_version"),
+        "kind": item.get("kind"),
+        "metadata": metadata,
+    }
+    for key, value in item.items():
+        if key not in ("meta", "api_version", "kind"):
+            shaped[key] = value
+    return shaped
 
 
 def _get_pods(ctx: click.Context, name: str | None, namespace: str | None, output: str) -> None:
@@ -376,8 +423,10 @@ def _get_pods(ctx: click.Context, name: str | None, namespace: str | None, outpu
                 pod["node"],
             ]
         )
-    if output == "json":
-        print_json([{k: v for k, v in p.items() if k != "env"} for p in selected])
+    if output != "table" and output != "wide":
+        _print_objects(
+            [{k: v for k, v in p.items() if k != "env"} for p in selected], False, output
+        )
         return
     print_table(["NAMESPACE", "NAME", "STATUS", "CONTAINERS", "IP", "NODE"], rows)
 
@@ -466,7 +515,7 @@ def _zc_table(part: str, dump: dict[str, Any], namespace: str | None) -> None:
                 w["name"],
                 ",".join(w["workloadIps"]),
                 w["node"],
-                w["waypoint"],
+                _waypoint_name(w["waypoint"]),
                 w["protocol"],
             ]
             for w in items
@@ -479,7 +528,7 @@ def _zc_table(part: str, dump: dict[str, Any], namespace: str | None) -> None:
                 s["namespace"],
                 s["name"],
                 ",".join(s["vips"]),
-                s["waypoint"],
+                _waypoint_name(s["waypoint"]),
                 f"{len([e for e in s['endpoints'] if e in healthy])}/{len(s['endpoints'])}",
             ]
             for s in items
@@ -513,6 +562,13 @@ def _zc_table(part: str, dump: dict[str, Any], namespace: str | None) -> None:
         )
 
 
+def _waypoint_name(destination: str | None) -> str:
+    """``shop/waypoint.shop.svc.cluster.local`` -> ``waypoint`` (as istioctl shows it)."""
+    if not destination:
+        return "None"
+    return destination.split("/", 1)[-1].split(".", 1)[0]
+
+
 def _scope(policy: dict[str, Any]) -> str:
     if policy["scope"] == "GLOBAL":
         return "Global"
@@ -523,6 +579,7 @@ def _scope(policy: dict[str, Any]) -> str:
 
 
 cli.add_command(ztunnel_config, "zc")
+cli.add_command(waypoint_commands, "waypoint")
 
 # The distributed mode's commands register themselves on ``cli``.
 from ambient.cli import distributed as _distributed  # noqa: E402

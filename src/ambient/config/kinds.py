@@ -2,7 +2,7 @@
 
 Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
 AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
-their specs checked by ``ambient.authz`` (see ``security``). RequestAuthentication, Gateway,
+their specs checked by ``ambient.authz`` (see ``security``). RequestAuthentication,
 HTTPRoute, VirtualService, DestinationRule and Telemetry load as
 ``GenericResource`` (metadata checked, spec kept as YAML) until their owning
 packages register strict parsers (see ``registry``).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ambient.config.gateway import GATEWAY
 from ambient.config.istio import SERVICE_ENTRY, WORKLOAD_ENTRY
 from ambient.config.kube import NAMESPACE, SERVICE, SERVICE_ACCOUNT
 from ambient.config.meta import resource_schema
@@ -47,10 +48,10 @@ BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
     (ISTIO_NETWORKING, "ServiceEntry", SERVICE_ENTRY),
     (ISTIO_SECURITY, "AuthorizationPolicy", AUTHORIZATION_POLICY),
     (ISTIO_SECURITY, "PeerAuthentication", PEER_AUTHENTICATION),
+    (GATEWAY_API, "Gateway", GATEWAY),
 )
 GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (ISTIO_SECURITY, "RequestAuthentication"),
-    (GATEWAY_API, "Gateway"),
     (GATEWAY_API, "HTTPRoute"),
     (ISTIO_NETWORKING, "VirtualService"),
     (ISTIO_NETWORKING, "DestinationRule"),

@@ -18,7 +18,9 @@
   address is a hostname gets no address (with a warning).
 - Canonical name and revision follow Istio's label precedence.
 - ``MeshSnapshot.nodes``: an address for every node that runs a pod.
-- Waypoints are not resolved yet: ``waypoint`` is always None (see ``_waypoint``).
+- Waypoints: Gateways of class ``istio-waypoint`` add their Deployment, Service
+  and ServiceAccount, and ``istio.io/use-waypoint`` bindings are resolved last
+  (see ``waypoints``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from collections.abc import Mapping
 from ambient.api.workload import (
     ANNOTATION_APPLICATION_TUNNEL,
     ApplicationTunnel,
-    GatewayAddress,
     IPAddress,
     TunnelProtocol,
     Workload,
@@ -47,6 +48,7 @@ from ambient.controlplane.expand import (
 from ambient.controlplane.policies import build_policies
 from ambient.controlplane.services import ServiceRegistry, entry_ports
 from ambient.controlplane.snapshot import MeshSnapshot
+from ambient.controlplane.waypoints import bind_waypoints, with_waypoints
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
 
 __all__ = [
@@ -87,11 +89,6 @@ def tunnel_protocol(
     """HBONE if the workload is enrolled in ambient mode (see the module docstring)."""
     mode = labels.get(LABEL_DATAPLANE_MODE, namespace_labels.get(LABEL_DATAPLANE_MODE))
     return TunnelProtocol.HBONE if mode == "ambient" else TunnelProtocol.NONE
-
-
-def _waypoint(workload_labels: Mapping[str, str], namespace: str) -> GatewayAddress | None:
-    # istio.io/use-waypoint (workload, then namespace) is resolved here in a later change.
-    return None
 
 
 def _ip(text: str) -> IPAddress | None:
@@ -179,7 +176,6 @@ class _Builder:
                 canonical_name=canonical_name(labels, entry.workload_name),
                 canonical_revision=canonical_revision(labels),
                 services=self.registry.for_pod(pod),
-                waypoint=_waypoint(labels, ns),
                 labels=labels,
                 local=True,
                 application_tunnel=_application_tunnel(pod.meta.annotations),
@@ -206,7 +202,6 @@ class _Builder:
                 canonical_name=canonical_name(labels, name),
                 canonical_revision=canonical_revision(labels),
                 services=self.registry.for_workload_entry(ns, labels, spec.ports),
-                waypoint=_waypoint(labels, ns),
                 labels=labels,
                 local=False,
             )
@@ -235,7 +230,6 @@ class _Builder:
                     canonical_name=canonical_name(ep.labels, name),
                     canonical_revision=canonical_revision(ep.labels),
                     services=FrozenMap({f"{ns}/{host}": ports for host in entry.spec.hosts}),
-                    waypoint=_waypoint(ep.labels, ns),
                     labels=ep.labels,
                     local=False,
                 )
@@ -264,6 +258,7 @@ def build_snapshot(
 
     Raises ``AddressConflict`` when two objects claim the same explicit address.
     """
+    config, waypoint_warnings = with_waypoints(config)
     pods, warnings = scheduled_pods(config, pod_labels)
     addresses = _allocate(config, pods, allocator)
     vips = {(k.namespace, k.name): a for k, a in addresses.items() if k.kind == "Service"}
@@ -278,10 +273,20 @@ def build_snapshot(
         builder.service_entry(se)
     nodes = {k.name: a for k, a in sorted(addresses.items()) if k.kind == "Node"}
     policies = build_policies(config)
+    workloads, services, binding_warnings = bind_waypoints(
+        config, builder.workloads, registry.services
+    )
     return MeshSnapshot(
-        builder.workloads,
-        registry.services,
-        (*warnings, *registry.warnings, *builder.warnings, *policies.warnings),
+        workloads,
+        services,
+        (
+            *waypoint_warnings,
+            *warnings,
+            *registry.warnings,
+            *builder.warnings,
+            *binding_warnings,
+            *policies.warnings,
+        ),
         nodes,
         policies.authorizations,
         policies.peer_authentications,

@@ -23,7 +23,9 @@ from typing import Any
 
 from ambient.config import ConfigError, load_text
 from ambient.config.frozen import FrozenMap
+from ambient.config.gateway import Gateway
 from ambient.controlplane.source import NotAuthorized
+from ambient.controlplane.waypoints import gateway_status
 from ambient.httpd import AdminServer, Request, Response
 from ambient.local.mesh import LocalMesh
 
@@ -72,7 +74,13 @@ class ControlApi:
                 continue
             if namespace and getattr(obj.meta, "namespace", None) != namespace:
                 continue
-            items.append(_to_json(obj))
+            item = _to_json(obj)
+            if isinstance(obj, Gateway):
+                snapshot = plane.snapshot
+                item["status"] = gateway_status(
+                    obj, snapshot.workloads, snapshot.services
+                ).to_dict()
+            items.append(item)
         return Response.json(items)
 
     def _nodes(self, _request: Request) -> Response:

@@ -125,7 +125,11 @@ class OutboundHandler:
             self.metrics,
             Direction.OUTBOUND,
             src_addr=str(source_addr),
-            dst_addr=str(SocketAddress(upstream.ip, HBONE_PORT if hbone else upstream.port)),
+            dst_addr=str(
+                SocketAddress(upstream.tunnel_ip, HBONE_PORT)
+                if hbone
+                else SocketAddress(upstream.ip, upstream.port)
+            ),
             source=source,
             source_identity=str(source.identity) if hbone else None,
             destination=upstream.workload,
@@ -148,20 +152,22 @@ class OutboundHandler:
             record.close()
 
     async def _resolve(self, request: socks5.Socks5Request, source: Workload) -> Upstream:
+        # Only mesh traffic goes through waypoints: a pod outside the mesh connects direct.
+        enrolled = source if source.tunnel_protocol is TunnelProtocol.HBONE else None
         if request.is_hostname:
             service = self.state.resolve_host(request.host, source.namespace)
             if service is not None:
                 if not service.addresses:
                     upstream = self.state.pick_endpoint(service, request.port)
                 else:
-                    upstream = self.state.resolve(service.addresses[0], request.port)
+                    upstream = self.state.resolve(service.addresses[0], request.port, enrolled)
                 if upstream is None:
                     raise LookupError(f"no healthy endpoint of {service.hostname}:{request.port}")
                 return upstream
             ip = await _lookup(request.host)
         else:
             ip = ipaddress.ip_address(request.host)
-        upstream = self.state.resolve(ip, request.port)
+        upstream = self.state.resolve(ip, request.port, enrolled)
         if upstream is None:
             raise LookupError(f"no healthy endpoint for {request.host}:{request.port}")
         return upstream
@@ -185,7 +191,7 @@ class OutboundHandler:
             cert = await self.certificates(source.identity)
             stream = await self.pool.open_stream(
                 source=cert,
-                destination=SocketAddress(upstream.ip, HBONE_PORT),
+                destination=SocketAddress(upstream.tunnel_ip, HBONE_PORT),
                 expected=[upstream.workload.identity],
                 request=request,
             )

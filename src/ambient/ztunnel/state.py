@@ -8,11 +8,20 @@ uid, services by ``namespace/hostname``. Each update is applied atomically
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ambient.api.workload import IPAddress, Port, Service, TunnelProtocol, Workload, WorkloadStatus
+from ambient.api.workload import (
+    GatewayAddress,
+    IPAddress,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+)
 from ambient.authz.model import Authorization
 from ambient.authz.peerauth import PeerAuthentication
 from ambient.authz.store import PolicyStore
@@ -28,10 +37,23 @@ class Upstream:
     ip: IPAddress
     port: int  # the workload's port (after service port -> target port)
     service: Service | None = None
+    # Set when the destination uses a waypoint: ``workload`` is then the waypoint's pod
+    # (whose :15008 the HBONE connection goes to) and ``ip:port`` the address the client
+    # dialled (a service VIP and port, or a workload's), sent as the CONNECT authority.
+    via_waypoint: bool = False
 
     @property
     def hbone(self) -> bool:
+        if self.via_waypoint:
+            return True
         return self.workload is not None and self.workload.tunnel_protocol is TunnelProtocol.HBONE
+
+    @property
+    def tunnel_ip(self) -> IPAddress:
+        """The address whose port 15008 an HBONE connection goes to."""
+        if self.via_waypoint and self.workload is not None and self.workload.addresses:
+            return self.workload.addresses[0]
+        return self.ip
 
 
 class ProxyState:
@@ -153,13 +175,63 @@ class ProxyState:
         workload, workload_port = candidates[next(counter) % len(candidates)]
         return Upstream(workload, workload.addresses[0], workload_port, service)
 
-    def resolve(self, ip: IPAddress, port: int) -> Upstream | None:
-        """The upstream for a connection to ``ip:port``: a VIP, a workload, or unknown."""
+    def resolve(self, ip: IPAddress, port: int, source: Workload | None = None) -> Upstream | None:
+        """The upstream for a connection to ``ip:port``: a VIP, a workload, or unknown.
+
+        With ``source`` given, a destination bound to a waypoint resolves to the
+        waypoint (see ``waypoint_upstream``) unless the source is that waypoint.
+        """
         service = self._by_vip.get(ip)
         if service is not None:
+            if service.waypoint is not None and source is not None:
+                return self.waypoint_upstream(service.waypoint, ip, port, source, service)
             return self.pick_endpoint(service, port)
         workload = self._by_ip.get(ip)
+        if workload is not None and workload.waypoint is not None and source is not None:
+            return self.waypoint_upstream(workload.waypoint, ip, port, source, None)
         return Upstream(workload, ip, port)
+
+    def waypoint_upstream(
+        self,
+        gateway: GatewayAddress,
+        ip: IPAddress,
+        port: int,
+        source: Workload,
+        service: Service | None,
+    ) -> Upstream | None:
+        """Send a connection for ``ip:port`` through the waypoint ``gateway`` names.
+
+        A waypoint's own connections go direct (it is the one forwarding them).
+        None when the waypoint has no healthy replica: the connection fails, as in
+        Istio, rather than bypass the waypoint's policy.
+        """
+        waypoint_service = self.services.get(gateway.destination)
+        if waypoint_service is None:
+            by_ip = _parse_ip(gateway.destination)
+            waypoint = self._by_ip.get(by_ip) if by_ip is not None else None
+        else:
+            if source.uid in {w.uid for w in self._endpoints.get(waypoint_service.key, ())}:
+                return self.direct(ip, port, service)
+            picked = self.pick_endpoint(waypoint_service, gateway.hbone_mtls_port)
+            waypoint = picked.workload if picked is not None else None
+        if waypoint is None:
+            return None
+        if waypoint.uid == source.uid:
+            return self.direct(ip, port, service)
+        return Upstream(waypoint, ip, port, service, via_waypoint=True)
+
+    def direct(self, ip: IPAddress, port: int, service: Service | None) -> Upstream | None:
+        """The upstream for ``ip:port`` ignoring waypoints (the waypoint's own view)."""
+        if service is not None:
+            return self.pick_endpoint(service, port)
+        return Upstream(self._by_ip.get(ip), ip, port)
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _target_port(service: Service, port: int) -> int | None:

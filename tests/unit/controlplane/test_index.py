@@ -317,7 +317,8 @@ spec:
 def test_shop_example() -> None:
     snap = build_snapshot(load_text(SHOP, "shop.yaml"), AddressAllocator())
     pods = [w for w in snap.workloads.values() if w.local]
-    assert len(pods) == 7 and all(w.tunnel_protocol is HBONE for w in pods)
+    # 7 pods and the waypoint Gateway's pod, which speaks HBONE itself
+    assert len(pods) == 8 and all(w.tunnel_protocol is HBONE for w in pods)
     orders = snap.services["shop/orders.shop.svc.cluster.local"]
     assert orders.addresses == (ip("127.10.0.20"),)
     assert {w.workload_name for w in snap.endpoints(orders)} == {

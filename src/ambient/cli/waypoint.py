@@ -1,0 +1,148 @@
+"""``ambient waypoint``: generate, apply, list and delete waypoints (as ``istioctl waypoint``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import yaml
+
+from ambient.cli.output import print_table
+
+__all__ = ["waypoint", "waypoint_manifest"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+_FOR = click.Choice(["service", "workload", "all", "none"])
+
+
+def waypoint_manifest(namespace: str, name: str, traffic_type: str) -> dict[str, Any]:
+    """The Gateway that makes a waypoint, as ``istioctl waypoint generate`` writes it."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"istio.io/waypoint-for": traffic_type},
+        },
+        "spec": {
+            "gatewayClassName": "istio-waypoint",
+            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}],
+        },
+    }
+
+
+def _yaml(manifest: dict[str, Any]) -> str:
+    return yaml.safe_dump(manifest, sort_keys=False)
+
+
+def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    from ambient.cli.main import _call as call  # the one place that talks to the mesh
+
+    return call(ctx, method, path, body)
+
+
+@click.group(context_settings=CONTEXT)
+def waypoint() -> None:
+    """Manage waypoints: the L7 proxies of a namespace, service or workload."""
+
+
+@waypoint.command(context_settings=CONTEXT)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--name", default="waypoint", show_default=True)
+@click.option("--for", "traffic_type", type=_FOR, default="service", show_default=True)
+def generate(namespace: str, name: str, traffic_type: str) -> None:
+    """Print the Gateway YAML of a waypoint (apply it with `ambient apply -f -`)."""
+    click.echo(_yaml(waypoint_manifest(namespace, name, traffic_type)), nl=False)
+
+
+@waypoint.command("apply", context_settings=CONTEXT)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--name", default="waypoint", show_default=True)
+@click.option("--for", "traffic_type", type=_FOR, default="service", show_default=True)
+@click.option(
+    "--enroll-namespace",
+    is_flag=True,
+    help="Also label the namespace istio.io/use-waypoint=NAME, so its services use it.",
+)
+@click.pass_context
+def apply_(
+    ctx: click.Context, namespace: str, name: str, traffic_type: str, enroll_namespace: bool
+) -> None:
+    """Create or update a waypoint in the running mesh."""
+    text = _yaml(waypoint_manifest(namespace, name, traffic_type))
+    _call(ctx, "POST", "/apply", {"text": text, "filename": "<waypoint apply>"})
+    click.echo(f"waypoint {namespace}/{name} applied")
+    if enroll_namespace:
+        _call(
+            ctx,
+            "POST",
+            "/label",
+            {
+                "kind": "namespace",
+                "namespace": "",
+                "name": namespace,
+                "key": "istio.io/use-waypoint",
+                "value": name,
+            },
+        )
+        click.echo(f'namespace {namespace} labeled with "istio.io/use-waypoint={name}"')
+
+
+def _waypoints(ctx: click.Context, namespace: str | None) -> list[dict[str, Any]]:
+    query = "/resources?kind=Gateway" + (f"&namespace={namespace}" if namespace else "")
+    return [
+        g
+        for g in _call(ctx, "GET", query)
+        if g.get("spec", {}).get("gateway_class_name") == "istio-waypoint"
+    ]
+
+
+def _programmed(gateway: dict[str, Any]) -> str:
+    for condition in gateway.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Programmed":
+            return str(condition.get("status"))
+    return "Unknown"
+
+
+@waypoint.command("list", context_settings=CONTEXT)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Waypoints of every namespace.")
+@click.pass_context
+def list_(ctx: click.Context, namespace: str, all_namespaces: bool) -> None:
+    """List waypoints and whether they are programmed (ready)."""
+    gateways = _waypoints(ctx, None if all_namespaces else namespace)
+    if not gateways:
+        where = "any namespace" if all_namespaces else f"namespace {namespace}"
+        click.echo(f"No waypoints found in {where}.")
+        return
+    rows = []
+    for g in gateways:
+        meta = g["meta"]
+        serves = meta.get("labels", {}).get("istio.io/waypoint-for", "service")
+        row = [meta["name"], serves, _programmed(g)]
+        rows.append([meta["namespace"], *row] if all_namespaces else row)
+    headers = ["NAME", "TRAFFIC TYPE", "PROGRAMMED"]
+    print_table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
+
+
+@waypoint.command(context_settings=CONTEXT)
+@click.argument("names", nargs=-1)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--all", "delete_all", is_flag=True, help="Every waypoint of the namespace.")
+@click.pass_context
+def delete(ctx: click.Context, names: tuple[str, ...], namespace: str, delete_all: bool) -> None:
+    """Delete waypoints by name (default: `waypoint`), or all of a namespace."""
+    if delete_all and names:
+        raise click.UsageError("give waypoint names or --all, not both")
+    existing = {g["meta"]["name"] for g in _waypoints(ctx, namespace)}
+    wanted = sorted(existing) if delete_all else list(names or ("waypoint",))
+    missing = [n for n in wanted if n not in existing]
+    if missing:
+        raise click.ClickException(
+            f"no waypoint named {', '.join(missing)} in namespace {namespace}"
+        )
+    for name in wanted:
+        text = _yaml(waypoint_manifest(namespace, name, "service"))
+        _call(ctx, "POST", "/delete", {"text": text, "filename": "<waypoint delete>"})
+        click.echo(f"waypoint {namespace}/{name} deleted")

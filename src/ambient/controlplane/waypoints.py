@@ -1,0 +1,320 @@
+"""Waypoints: Gateways of class ``istio-waypoint``, and which services and workloads use them.
+
+What istiod's gateway deployment controller and ambient index do, here:
+
+- **Deployment.** Each waypoint Gateway ``<ns>/<gw>`` becomes objects as
+  Istio's controller would create them: a ServiceAccount ``<gw>`` (so the
+  waypoint's identity is ``spiffe://<td>/ns/<ns>/sa/<gw>``), a Deployment
+  ``<gw>`` whose pods carry ``gateway.networking.k8s.io/gateway-name: <gw>``
+  and ``istio.io/dataplane-mode: none`` (a waypoint is never captured), and a
+  Service ``<gw>`` (ports 15021 status, 15008 mesh) selecting them. The pods
+  have no containers: the node proxy of the pod's node hosts the waypoint
+  (see ``ambient.ztunnel.waypoints``). ``ambient.io/replicas`` (default 1) and
+  ``ambient.io/nodes`` annotations on the Gateway scale and place it, the local
+  stand-ins for scaling the Deployment.
+- **Binding.** ``istio.io/use-waypoint`` (with ``istio.io/use-waypoint-namespace``,
+  default: the object's namespace) on a Service, Pod, WorkloadEntry or their
+  Namespace; the object's own label beats its namespace's, and ``none`` opts
+  out. A waypoint serves what its ``istio.io/waypoint-for`` label says
+  (``service`` by default, ``workload``, ``all``, ``none``); a binding it does
+  not serve, or to a waypoint that does not exist, is ignored with a warning
+  (istiod's ``WaypointBound=False``), and the traffic goes direct. A
+  waypoint's own pods never use a waypoint.
+- **Addressing.** A bound object's ``waypoint`` is the waypoint Service
+  (``<ns>/<gw>.<ns>.svc.cluster.local`` on 15008); clients pick one of its
+  healthy endpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ambient.api.workload import GatewayAddress, Service, TunnelProtocol, Workload, WorkloadStatus
+from ambient.config.configset import ConfigSet, Ref
+from ambient.config.frozen import FrozenMap
+from ambient.config.gateway import Gateway
+from ambient.config.resources import (
+    LABEL_DATAPLANE_MODE,
+    LABEL_USE_WAYPOINT,
+    LABEL_USE_WAYPOINT_NAMESPACE,
+    LABEL_WAYPOINT_FOR,
+    Deployment,
+    DeploymentSpec,
+    LabelSelector,
+    ObjectMeta,
+    PodSpec,
+    PodTemplate,
+    Resource,
+    ServiceAccount,
+    ServicePort,
+    ServiceSpec,
+    TemplateMeta,
+)
+from ambient.config.resources import Service as KubeService
+from ambient.controlplane.expand import ANNOTATION_NODES
+
+__all__ = [
+    "ANNOTATION_REPLICAS",
+    "LABEL_GATEWAY_NAME",
+    "WAYPOINT_PORTS",
+    "GatewayStatus",
+    "bind_waypoints",
+    "gateway_status",
+    "waypoint_gateways",
+    "waypoint_of",
+    "with_waypoints",
+]
+
+LABEL_GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
+ANNOTATION_REPLICAS = "ambient.io/replicas"
+WAYPOINT_PORTS = ((15021, "status-port"), (15008, "mesh"))
+_FOR_VALUES = ("service", "workload", "all", "none")
+
+
+def waypoint_gateways(config: ConfigSet) -> tuple[Gateway, ...]:
+    """The Gateways of class ``istio-waypoint``."""
+    return tuple(gw for gw in config.of_type(Gateway) if gw.is_waypoint)
+
+
+def waypoint_of(workload: Workload) -> str | None:
+    """The Gateway name if ``workload`` is a waypoint's pod, else None."""
+    return workload.labels.get(LABEL_GATEWAY_NAME) if workload.labels else None
+
+
+def _replicas(gateway: Gateway, warnings: list[str]) -> int:
+    value = gateway.meta.annotations.get(ANNOTATION_REPLICAS, "1")
+    try:
+        replicas = int(value)
+    except ValueError:
+        replicas = -1
+    if not 0 <= replicas <= 100:
+        warnings.append(
+            f"Gateway {gateway.meta.namespace}/{gateway.meta.name}: {ANNOTATION_REPLICAS}: "
+            f"{value!r} is not a number of replicas from 0 to 100; using 1"
+        )
+        return 1
+    return replicas
+
+
+def _objects(gateway: Gateway, warnings: list[str]) -> list[Resource]:
+    ns, name = gateway.meta.namespace, gateway.meta.name
+    selector = FrozenMap({LABEL_GATEWAY_NAME: name})
+    labels = FrozenMap(
+        {
+            **gateway.spec.infrastructure.labels,
+            LABEL_GATEWAY_NAME: name,
+            LABEL_DATAPLANE_MODE: "none",
+        }
+    )
+    annotations = {k: v for k, v in gateway.meta.annotations.items() if k == ANNOTATION_NODES}
+    template = PodTemplate(
+        PodSpec(containers=(), service_account_name=name),
+        TemplateMeta(labels, FrozenMap(gateway.spec.infrastructure.annotations)),
+    )
+    deployment = Deployment(
+        ObjectMeta(name, ns, selector, FrozenMap(annotations)),
+        DeploymentSpec(
+            selector=LabelSelector(match_labels=selector),
+            template=template,
+            replicas=_replicas(gateway, warnings),
+        ),
+    )
+    service = KubeService(
+        ObjectMeta(name, ns, selector),
+        ServiceSpec(
+            ports=tuple(ServicePort(port, port, "TCP", pname) for port, pname in WAYPOINT_PORTS),
+            selector=selector,
+        ),
+    )
+    return [ServiceAccount(ObjectMeta(name, ns)), deployment, service]
+
+
+def with_waypoints(config: ConfigSet) -> tuple[ConfigSet, tuple[str, ...]]:
+    """``config`` plus the objects each waypoint Gateway stands for, and warnings.
+
+    Objects the user declared under the same names win (a warning says so).
+    """
+    warnings: list[str] = []
+    gateways = waypoint_gateways(config)
+    if not gateways:
+        return config, ()
+    objects = dict(config.objects)
+    origins = dict(config.origins)
+    for gateway in gateways:
+        origin = config.origin(gateway)
+        for obj in _objects(gateway, warnings):
+            ref = Ref.of(obj)
+            if ref in objects:
+                if obj.kind != "ServiceAccount":
+                    warnings.append(
+                        f"Gateway {gateway.meta.namespace}/{gateway.meta.name}: a {obj.kind} "
+                        f"named {obj.meta.name!r} already exists; the waypoint does not replace it"
+                    )
+                continue
+            objects[ref] = obj
+            if origin is not None:
+                origins[ref] = origin
+    return ConfigSet(objects, origins, config.warnings), tuple(warnings)
+
+
+@dataclass(frozen=True)
+class _Binding:
+    name: str
+    namespace: str
+
+
+def _binding(
+    labels: Mapping[str, str], namespace_labels: Mapping[str, str], namespace: str
+) -> _Binding | None:
+    source = labels if LABEL_USE_WAYPOINT in labels else namespace_labels
+    name = source.get(LABEL_USE_WAYPOINT)
+    if not name or name == "none":
+        return None
+    return _Binding(name, source.get(LABEL_USE_WAYPOINT_NAMESPACE) or namespace)
+
+
+class _Binder:
+    def __init__(self, config: ConfigSet, trust_domain_suffix: str = "svc.cluster.local") -> None:
+        self.gateways = {(g.meta.namespace, g.meta.name): g for g in waypoint_gateways(config)}
+        self.namespaces = {ns.meta.name: ns.meta.labels for ns in config.namespaces()}
+        self.suffix = trust_domain_suffix
+        self.warnings: list[str] = []
+
+    def resolve(
+        self, what: str, kind: str, labels: Mapping[str, str], namespace: str
+    ) -> GatewayAddress | None:
+        binding = _binding(labels, self.namespaces.get(namespace, {}), namespace)
+        if binding is None:
+            return None
+        gateway = self.gateways.get((binding.namespace, binding.name))
+        if gateway is None:
+            self.warnings.append(
+                f"{what}: {LABEL_USE_WAYPOINT}: waypoint {binding.namespace}/{binding.name} "
+                "does not exist; traffic goes direct"
+            )
+            return None
+        serves = gateway.meta.labels.get(LABEL_WAYPOINT_FOR, "service")
+        if serves not in _FOR_VALUES:
+            serves = "service"
+        if serves not in (kind, "all"):
+            if LABEL_USE_WAYPOINT in labels:  # only warn for an explicit binding
+                self.warnings.append(
+                    f"{what}: waypoint {binding.namespace}/{binding.name} is for {serves!r} "
+                    f"traffic ({LABEL_WAYPOINT_FOR}), not {kind!r}; traffic goes direct"
+                )
+            return None
+        host = f"{binding.name}.{binding.namespace}.{self.suffix}"
+        return GatewayAddress(f"{binding.namespace}/{host}")
+
+
+def bind_waypoints(
+    config: ConfigSet,
+    workloads: Mapping[str, Workload],
+    services: Mapping[str, Service],
+) -> tuple[dict[str, Workload], dict[str, Service], tuple[str, ...]]:
+    """Workloads and services with ``waypoint`` resolved; waypoint pods speak HBONE."""
+    binder = _Binder(config)
+    kube = {(s.meta.namespace, s.meta.name): s for s in config.services()}
+    out_services: dict[str, Service] = {}
+    for key, service in services.items():
+        declared = kube.get((service.namespace, service.name))
+        labels = declared.meta.labels if declared is not None else FrozenMap()
+        if service.name in _waypoint_names(binder, service.namespace) and declared is not None:
+            waypoint = None  # a waypoint's own Service
+        else:
+            waypoint = binder.resolve(
+                f"Service {service.namespace}/{service.name}", "service", labels, service.namespace
+            )
+        out_services[key] = (
+            service
+            if waypoint == service.waypoint
+            else dataclasses.replace(service, waypoint=waypoint)
+        )
+    out_workloads: dict[str, Workload] = {}
+    for uid, workload in workloads.items():
+        if waypoint_of(workload) is not None and workload.local:
+            changed = dataclasses.replace(
+                workload, tunnel_protocol=TunnelProtocol.HBONE, waypoint=None
+            )
+        else:
+            waypoint = binder.resolve(
+                f"{workload.workload_type} {workload.namespace}/{workload.name}",
+                "workload",
+                workload.labels,
+                workload.namespace,
+            )
+            changed = (
+                workload
+                if waypoint == workload.waypoint
+                else dataclasses.replace(workload, waypoint=waypoint)
+            )
+        out_workloads[uid] = changed
+    return out_workloads, out_services, tuple(binder.warnings)
+
+
+def _waypoint_names(binder: _Binder, namespace: str) -> set[str]:
+    return {name for ns, name in binder.gateways if ns == namespace}
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    """``status`` of a waypoint Gateway, as ``ambient get gateway -o yaml`` shows it."""
+
+    programmed: bool
+    addresses: tuple[str, ...]
+    ready_replicas: int
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        reason = "Programmed" if self.programmed else "NoResources"
+        return {
+            "addresses": [{"type": "IPAddress", "value": a} for a in self.addresses],
+            "conditions": [
+                {
+                    "type": "Accepted",
+                    "status": "True",
+                    "reason": "Accepted",
+                    "message": "Resource accepted",
+                },
+                {
+                    "type": "Programmed",
+                    "status": "True" if self.programmed else "False",
+                    "reason": reason,
+                    "message": self.message,
+                },
+            ],
+            "listeners": [
+                {
+                    "name": "mesh",
+                    "attachedRoutes": 0,
+                    "conditions": [
+                        {"type": "Programmed", "status": "True" if self.programmed else "False"}
+                    ],
+                }
+            ],
+        }
+
+
+def gateway_status(
+    gateway: Gateway, workloads: Mapping[str, Workload], services: Mapping[str, Service]
+) -> GatewayStatus:
+    """Programmed once at least one of the waypoint's pods is a healthy HBONE endpoint."""
+    ns, name = gateway.meta.namespace, gateway.meta.name
+    if not gateway.is_waypoint:
+        return GatewayStatus(
+            False, (), 0, f"class {gateway.spec.gateway_class_name!r} is not run by this mesh"
+        )
+    ready = [
+        w
+        for w in workloads.values()
+        if w.namespace == ns and waypoint_of(w) == name and w.status is WorkloadStatus.HEALTHY
+    ]
+    service = services.get(f"{ns}/{name}.{ns}.svc.cluster.local")
+    addresses = tuple(str(a) for a in service.addresses) if service is not None else ()
+    if ready:
+        return GatewayStatus(
+            True, addresses, len(ready), "Resource programmed, assigned to service(s)"
+        )
+    return GatewayStatus(False, addresses, 0, "waiting for a ready waypoint replica")
