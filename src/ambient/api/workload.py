@@ -43,6 +43,8 @@ class ApplicationTunnel(Enum):
 
 
 ANNOTATION_APPLICATION_TUNNEL = "ambient.io/application-tunnel"
+LABEL_GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
+"""Set on a waypoint Gateway's pods (as Istio's deployment controller does)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +114,8 @@ class Service:
 
 
 Address = Workload | Service
+
+
+def waypoint_of(workload: Workload) -> str | None:
+    """The waypoint Gateway's name if ``workload`` is one of its pods, else None."""
+    return workload.labels.get(LABEL_GATEWAY_NAME) if workload.labels else None

@@ -54,6 +54,10 @@ class Origin:
     file: str
     document: int
     item: int | None = None
+    # The document as parsed YAML (plain dicts/lists), so the control plane can send an
+    # object on to a proxy that validates it again (the waypoint's L7 kinds). Not part
+    # of the object's identity or location.
+    source: object = field(default=None, compare=False, repr=False, hash=False)
 
     @property
     def prefix(self) -> FieldPath:

@@ -196,6 +196,7 @@ class _Load:
             )
             (self.warnings if issue.warning else self.problems).append(problem)
         if obj is not None:
+            origin = Origin(origin.file, origin.document, origin.item, value)
             self.loaded.append(_Loaded(Ref.of(obj), obj, origin))
         elif isinstance(kind, str) and isinstance(name, str):
             namespace = meta.get("namespace") if isinstance(meta, Mapping) else None

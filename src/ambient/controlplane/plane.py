@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping
 
-from ambient.api.workload import WorkloadStatus
+from ambient.api.workload import WorkloadStatus, waypoint_of
 from ambient.config.configset import ConfigSet, Ref
 from ambient.config.frozen import FrozenMap
 from ambient.controlplane.allocate import AddressAllocator
@@ -143,7 +143,9 @@ class ControlPlane:
             return snapshot
         workloads = {
             uid: w
-            if not w.local or uid in self._ready
+            # A waypoint's pod has no processes of its own: its node proxy serves it as
+            # soon as the pod is scheduled there (see ambient.ztunnel.waypoints).
+            if not w.local or uid in self._ready or waypoint_of(w) is not None
             else dataclasses.replace(w, status=WorkloadStatus.UNHEALTHY)
             for uid, w in snapshot.workloads.items()
         }

@@ -31,7 +31,15 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ambient.api.workload import GatewayAddress, Service, TunnelProtocol, Workload, WorkloadStatus
+from ambient.api.workload import (
+    LABEL_GATEWAY_NAME,
+    GatewayAddress,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+    waypoint_of,
+)
 from ambient.config.configset import ConfigSet, Ref
 from ambient.config.frozen import FrozenMap
 from ambient.config.gateway import Gateway
@@ -67,7 +75,6 @@ __all__ = [
     "with_waypoints",
 ]
 
-LABEL_GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
 ANNOTATION_REPLICAS = "ambient.io/replicas"
 WAYPOINT_PORTS = ((15021, "status-port"), (15008, "mesh"))
 _FOR_VALUES = ("service", "workload", "all", "none")
@@ -76,11 +83,6 @@ _FOR_VALUES = ("service", "workload", "all", "none")
 def waypoint_gateways(config: ConfigSet) -> tuple[Gateway, ...]:
     """The Gateways of class ``istio-waypoint``."""
     return tuple(gw for gw in config.of_type(Gateway) if gw.is_waypoint)
-
-
-def waypoint_of(workload: Workload) -> str | None:
-    """The Gateway name if ``workload`` is a waypoint's pod, else None."""
-    return workload.labels.get(LABEL_GATEWAY_NAME) if workload.labels else None
 
 
 def _replicas(gateway: Gateway, warnings: list[str]) -> int:

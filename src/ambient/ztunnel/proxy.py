@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ambient.api.workload import Service, TunnelProtocol, Workload
+from ambient.api.workload import Service, TunnelProtocol, Workload, waypoint_of
 from ambient.hbone.messages import HBONE_PORT
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
@@ -37,6 +37,7 @@ from ambient.ztunnel.inbound import Authorizer, InboundHandler
 from ambient.ztunnel.metrics import Metrics
 from ambient.ztunnel.outbound import OutboundHandler
 from ambient.ztunnel.state import ProxyState
+from ambient.ztunnel.waypoints import WaypointFactory, WaypointHost
 
 log = logging.getLogger("ambient.ztunnel")
 
@@ -69,6 +70,7 @@ class Ztunnel:
         authorizer: Callable[[], Authorizer] | None = None,
         settings: HboneSettings | None = None,
         ports: tuple[int, int, int] = (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
+        waypoints: WaypointFactory | None = None,
     ) -> None:
         self.node = node
         self.node_ip = node_ip
@@ -81,6 +83,7 @@ class Ztunnel:
         self.pool = ConnectionPool(settings=self.settings)
         self._ports = ports
         self._pods: dict[str, _PodListeners] = {}
+        self.waypoints = WaypointHost(node, waypoints)
         self._certs: dict[SpiffeId, WorkloadCertificate] = {}
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_task: asyncio.Task[None] | None = None
@@ -120,6 +123,7 @@ class Ztunnel:
         for pod in list(self._pods.values()):
             await self._close_pod(pod, drain=False)
         self._pods.clear()
+        await self.waypoints.close()
         await self.pool.close()
         for server in self._admin:
             await server.close()
@@ -147,7 +151,10 @@ class Ztunnel:
             self._synced.set()
 
     async def _reconcile_once(self) -> None:
-        wanted = {w.uid: w for w in self.state.local_workloads() if w.addresses}
+        local = [w for w in self.state.local_workloads() if w.addresses]
+        # A waypoint's pod gets no per-pod listeners: the waypoint itself serves its address.
+        await self.waypoints.reconcile(w for w in local if waypoint_of(w) is not None)
+        wanted = {w.uid: w for w in local if waypoint_of(w) is None}
         for uid in list(self._pods):
             if uid not in wanted:
                 await self._close_pod(self._pods.pop(uid), drain=True)

@@ -29,7 +29,7 @@ _sym_db = _symbol_database.Default()
 from ambient.xds.proto import authorization_pb2 as ambient_dot_xds_dot_proto_dot_authorization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ambient/xds/proto/extensions.proto\x12\x0e\x61mbient.xds.v1\x1a%ambient/xds/proto/authorization.proto\"\xc1\x01\n\x11WorkloadExtension\x12=\n\x06labels\x18\x01 \x03(\x0b\x32-.ambient.xds.v1.WorkloadExtension.LabelsEntry\x12\x10\n\x08\x65xternal\x18\x02 \x01(\x08\x12\x1a\n\rworkload_type\x18\x03 \x01(\tH\x00\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_workload_type\"\x89\x01\n\rLabelSelector\x12\x44\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32..ambient.xds.v1.LabelSelector.MatchLabelsEntry\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x16\x41uthorizationExtension\x12/\n\x08selector\x18\x01 \x01(\x0b\x32\x1d.ambient.xds.v1.LabelSelector\x12\r\n\x05\x61udit\x18\x02 \x01(\x08\x12+\n\x0c\x61udit_groups\x18\x03 \x03(\x0b\x32\x15.istio.security.GroupB\x10Z\x0e\x61mbient/xds/v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ambient/xds/proto/extensions.proto\x12\x0e\x61mbient.xds.v1\x1a%ambient/xds/proto/authorization.proto\"\xc1\x01\n\x11WorkloadExtension\x12=\n\x06labels\x18\x01 \x03(\x0b\x32-.ambient.xds.v1.WorkloadExtension.LabelsEntry\x12\x10\n\x08\x65xternal\x18\x02 \x01(\x08\x12\x1a\n\rworkload_type\x18\x03 \x01(\tH\x00\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_workload_type\"\x89\x01\n\rLabelSelector\x12\x44\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32..ambient.xds.v1.LabelSelector.MatchLabelsEntry\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x16\x41uthorizationExtension\x12/\n\x08selector\x18\x01 \x01(\x0b\x32\x1d.ambient.xds.v1.LabelSelector\x12\r\n\x05\x61udit\x18\x02 \x01(\x08\x12+\n\x0c\x61udit_groups\x18\x03 \x03(\x0b\x32\x15.istio.security.Group\")\n\x10WaypointResource\x12\x15\n\rmanifest_json\x18\x01 \x01(\tB\x10Z\x0e\x61mbient/xds/v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,4 +51,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_end=427
   _globals['_AUTHORIZATIONEXTENSION']._serialized_start=430
   _globals['_AUTHORIZATIONEXTENSION']._serialized_end=563
+  _globals['_WAYPOINTRESOURCE']._serialized_start=565
+  _globals['_WAYPOINTRESOURCE']._serialized_end=606
 # @@protoc_insertion_point(module_scope)

@@ -50,3 +50,9 @@ class AuthorizationExtension(_message.Message):
     audit: bool
     audit_groups: _containers.RepeatedCompositeFieldContainer[_authorization_pb2.Group]
     def __init__(self, selector: _Optional[_Union[LabelSelector, _Mapping]] = ..., audit: _Optional[bool] = ..., audit_groups: _Optional[_Iterable[_Union[_authorization_pb2.Group, _Mapping]]] = ...) -> None: ...
+
+class WaypointResource(_message.Message):
+    __slots__ = ("manifest_json",)
+    MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    manifest_json: str
+    def __init__(self, manifest_json: _Optional[str] = ...) -> None: ...
