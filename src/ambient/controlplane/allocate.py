@@ -140,18 +140,18 @@ class AddressAllocator:
                     f"{key.kind!r} (pools: {', '.join(sorted(self._pools))})"
                 )
         kept: dict[AllocationKey, IPAddress] = {}
+        used = set(blocked)  # grows with every address kept or handed out: linear overall
         for key in wanted_keys:
             address = self._allocated.get(key)
             pool = self._pools[key.kind]
             if (
                 isinstance(address, ipaddress.IPv4Address)
+                and address not in used
                 and _usable(address, pool)
-                and address not in blocked
-                and address not in kept.values()
             ):
                 kept[key] = address
+                used.add(address)
         result = dict(kept)
-        used = blocked | set(kept.values())
         cursors: dict[str, int] = {}
         for key in wanted_keys:
             if key in result:

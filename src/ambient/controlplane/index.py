@@ -19,14 +19,17 @@
 - Canonical name and revision follow Istio's label precedence.
 - ``MeshSnapshot.nodes``: an address for every node that runs a pod.
 - Waypoints: Gateways of class ``istio-waypoint`` add their Deployment, Service
-  and ServiceAccount, and ``istio.io/use-waypoint`` bindings are resolved last
-  (see ``waypoints``).
+  and ServiceAccount, and ``istio.io/use-waypoint`` bindings are resolved as
+  workloads and services are built (see ``waypoints``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 from ambient.api.workload import (
     ANNOTATION_APPLICATION_TUNNEL,
@@ -34,26 +37,36 @@ from ambient.api.workload import (
     IPAddress,
     TunnelProtocol,
     Workload,
+    WorkloadStatus,
+    waypoint_of,
 )
-from ambient.config.configset import ConfigSet
+from ambient.config.configset import ConfigSet, Ref
 from ambient.config.frozen import FrozenMap
-from ambient.config.resources import LABEL_DATAPLANE_MODE, ServiceEntry, WorkloadEntry
+from ambient.config.resources import (
+    LABEL_DATAPLANE_MODE,
+    Deployment,
+    Pod,
+    ServiceEntry,
+    WorkloadEntry,
+)
 from ambient.controlplane.allocate import AddressAllocator, AllocationKey
 from ambient.controlplane.expand import (
     NO_OVERRIDES,
     LabelOverrides,
     ScheduledPod,
-    scheduled_pods,
+    expand_deployment,
 )
-from ambient.controlplane.policies import build_policies
+from ambient.controlplane.expand import _relabel as relabel
+from ambient.controlplane.policies import TranslationCache, build_policies
 from ambient.controlplane.services import ServiceRegistry, entry_ports
-from ambient.controlplane.snapshot import MeshSnapshot
-from ambient.controlplane.waypoints import bind_waypoints, with_waypoints
+from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, Touched, diff
+from ambient.controlplane.waypoints import WaypointBinder, WaypointObjects
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",
     "LABEL_NODE",
+    "MeshIndex",
     "build_snapshot",
     "canonical_name",
     "canonical_revision",
@@ -102,8 +115,34 @@ def _we_labels(entry: WorkloadEntry) -> FrozenMap[str, str]:
     return FrozenMap({**entry.spec.labels, **entry.meta.labels})
 
 
+_Groups = Mapping[str, tuple[Any, ...]]
+_INDEXED_KINDS = (
+    "Namespace",
+    "Pod",
+    "Deployment",
+    "Service",
+    "WorkloadEntry",
+    "ServiceEntry",
+    "AuthorizationPolicy",
+    "PeerAuthentication",
+)
+# Kinds whose change is applied by recomputing the whole index (rare, operator-driven
+# changes); pods, Deployments, labels, health and policies are applied incrementally.
+_REBUILD_KINDS = frozenset({"Namespace", "Service", "WorkloadEntry", "ServiceEntry", "Gateway"})
+
+
+def _groups(config: ConfigSet) -> dict[str, tuple[Any, ...]]:
+    """The objects of the kinds the index reads, by kind, each sorted by namespace and name."""
+    found: dict[str, list[Any]] = {kind: [] for kind in _INDEXED_KINDS}
+    for ref in sorted(config.objects, key=lambda r: (r.kind, r.namespace, r.name)):
+        bucket = found.get(ref.kind)
+        if bucket is not None:
+            bucket.append(config.objects[ref])
+    return {kind: tuple(objs) for kind, objs in found.items()}
+
+
 def _allocate(
-    config: ConfigSet, pods: tuple[ScheduledPod, ...], allocator: AddressAllocator
+    groups: _Groups, pods: Iterable[ScheduledPod], allocator: AddressAllocator
 ) -> dict[AllocationKey, IPAddress]:
     explicit: dict[AllocationKey, IPAddress] = {}
     wanted: set[AllocationKey] = set()
@@ -116,7 +155,7 @@ def _allocate(
         else:
             explicit[key] = ip
         wanted.add(AllocationKey("Node", "", pod.spec.node_name))
-    for svc in config.services():
+    for svc in groups["Service"]:
         if svc.spec.headless:
             continue
         key = AllocationKey("Service", svc.meta.namespace, svc.meta.name)
@@ -125,11 +164,11 @@ def _allocate(
             wanted.add(key)
         else:
             explicit[key] = ip
-    for we in config.workload_entries():
+    for we in groups["WorkloadEntry"]:
         if (ip := _ip(we.spec.address)) is not None:
             explicit[AllocationKey("WorkloadEntry", we.meta.namespace, we.meta.name)] = ip
     taken: set[IPAddress] = set()
-    for se in config.service_entries():
+    for se in groups["ServiceEntry"]:
         for text in se.spec.addresses:
             network = ipaddress.ip_network(text, strict=False)
             if network.num_addresses == 1:
@@ -138,49 +177,60 @@ def _allocate(
     return allocator.sync(explicit, wanted, taken)
 
 
+def _alloc_input(entry: ScheduledPod) -> tuple[str | None, str]:
+    """What of a pod its address allocation depends on."""
+    return entry.pod.status.pod_ip, entry.pod.spec.node_name
+
+
 class _Builder:
     """Workloads of one snapshot; collects warnings."""
 
     def __init__(
-        self, config: ConfigSet, registry: ServiceRegistry, trust_domain: str, cluster_id: str
+        self,
+        namespaces: Mapping[str, Mapping[str, str]],
+        registry: ServiceRegistry,
+        trust_domain: str,
+        cluster_id: str,
+        binder: WaypointBinder,
     ) -> None:
         self.registry = registry
+        self.binder = binder
         self.trust_domain = trust_domain
         self.cluster_id = cluster_id
-        self.namespaces = {ns.meta.name: ns.meta.labels for ns in config.namespaces()}
+        self.namespaces = namespaces
         self.workloads: dict[str, Workload] = {}
         self.warnings: list[str] = []
 
     def add(self, workload: Workload) -> None:
+        workload = self.binder.workload(workload)
         if workload.uid in self.workloads:
             self.warnings.append(f"workload {workload.uid} is defined twice; the first is kept")
             return
         self.workloads[workload.uid] = workload
 
-    def pod(self, entry: ScheduledPod, address: IPAddress) -> None:
+    def pod_workload(self, entry: ScheduledPod, address: IPAddress) -> Workload:
         pod, ns = entry.pod, entry.pod.meta.namespace
         labels = pod.meta.labels
-        self.add(
-            Workload(
-                uid=pod_uid(ns, pod.meta.name, self.cluster_id),
-                name=pod.meta.name,
-                namespace=ns,
-                addresses=(address,),
-                service_account=pod.spec.service_account_name,
-                node=pod.spec.node_name,
-                tunnel_protocol=tunnel_protocol(labels, self.namespaces.get(ns, {})),
-                trust_domain=self.trust_domain,
-                cluster_id=self.cluster_id,
-                workload_name=entry.workload_name,
-                workload_type=entry.workload_type,
-                canonical_name=canonical_name(labels, entry.workload_name),
-                canonical_revision=canonical_revision(labels),
-                services=self.registry.for_pod(pod),
-                labels=labels,
-                local=True,
-                application_tunnel=_application_tunnel(pod.meta.annotations),
-            )
+        workload = Workload(
+            uid=pod_uid(ns, pod.meta.name, self.cluster_id),
+            name=pod.meta.name,
+            namespace=ns,
+            addresses=(address,),
+            service_account=pod.spec.service_account_name,
+            node=pod.spec.node_name,
+            tunnel_protocol=tunnel_protocol(labels, self.namespaces.get(ns, {})),
+            trust_domain=self.trust_domain,
+            cluster_id=self.cluster_id,
+            workload_name=entry.workload_name,
+            workload_type=entry.workload_type,
+            canonical_name=canonical_name(labels, entry.workload_name),
+            canonical_revision=canonical_revision(labels),
+            services=self.registry.for_pod(pod),
+            labels=labels,
+            local=True,
+            application_tunnel=_application_tunnel(pod.meta.annotations),
         )
+        return self.binder.workload(workload)
 
     def workload_entry(self, entry: WorkloadEntry) -> None:
         ns, name, spec = entry.meta.namespace, entry.meta.name, entry.spec
@@ -258,39 +308,340 @@ def build_snapshot(
 
     Raises ``AddressConflict`` when two objects claim the same explicit address.
     """
-    config, waypoint_warnings = with_waypoints(config)
-    pods, warnings = scheduled_pods(config, pod_labels)
-    addresses = _allocate(config, pods, allocator)
-    vips = {(k.namespace, k.name): a for k, a in addresses.items() if k.kind == "Service"}
-    registry = ServiceRegistry(config, vips)
-    builder = _Builder(config, registry, trust_domain, cluster_id)
-    for entry in pods:
-        key = AllocationKey("Pod", entry.pod.meta.namespace, entry.pod.meta.name)
-        builder.pod(entry, addresses[key])
-    for we in config.workload_entries():
-        builder.workload_entry(we)
-    for se in config.service_entries():
-        builder.service_entry(se)
-    nodes = {k.name: a for k, a in sorted(addresses.items()) if k.kind == "Node"}
-    policies = build_policies(config)
-    workloads, services, binding_warnings = bind_waypoints(
-        config, builder.workloads, registry.services
-    )
-    return MeshSnapshot(
-        workloads,
-        services,
-        (
-            *waypoint_warnings,
-            *warnings,
-            *registry.warnings,
-            *builder.warnings,
-            *binding_warnings,
-            *policies.warnings,
-        ),
-        nodes,
-        policies.authorizations,
-        policies.peer_authentications,
-    )
+    index = MeshIndex(allocator, trust_domain=trust_domain, cluster_id=cluster_id)
+    return index.update(config, pod_labels)[0]
+
+
+class _Empty:
+    """Stands for "nothing built yet" in ``MeshIndex``."""
+
+
+class MeshIndex:
+    """The ambient index, kept current: each change recomputes only what it touches.
+
+    ``update(config, pod_labels, ready)`` returns the new snapshot and the ``Delta``
+    from the previous one. A changed or added or removed Pod, a Deployment (its pods),
+    a pod label override or a pod's health recompute only those pods' workloads (their
+    services through the registry's selector index); an AuthorizationPolicy or
+    PeerAuthentication only its translation; addresses are re-allocated only when a
+    pod's allocation inputs (explicit address, node) or the set of pods change. A
+    change to a Namespace, Service, WorkloadEntry or ServiceEntry rebuilds the index
+    (cached Deployment expansions and policy translations are reused). The result is
+    always the snapshot ``build_snapshot`` gives for the same inputs and allocator
+    (``tests/unit/controlplane/test_incremental.py`` checks it on random changes).
+
+    ``ready``: None when health is not tracked, else the uids of ready pods (pods
+    not in it are ``UNHEALTHY``).
+    """
+
+    def __init__(
+        self,
+        allocator: AddressAllocator,
+        *,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
+    ) -> None:
+        self.allocator = allocator
+        self.trust_domain = trust_domain
+        self.cluster_id = cluster_id
+        self.snapshot = EMPTY
+        self.full_builds = 0  # how many updates rebuilt everything (for tests)
+        self._config: ConfigSet | _Empty = _Empty()
+        self._overrides: LabelOverrides = NO_OVERRIDES
+        self._ready: frozenset[str] | None = None
+        self._expansions: dict[Ref, tuple[Deployment, tuple[Pod, ...], tuple[str, ...]]] = {}
+        self._policy_cache: TranslationCache = {}
+        self._groups: _Groups = {}
+        self._base: dict[tuple[str, str], ScheduledPod] = {}  # before label overrides
+        self._pods: dict[tuple[str, str], ScheduledPod] = {}  # after
+        self._raw: dict[str, Workload] = {}  # pod workloads before health
+        self._addresses: dict[AllocationKey, IPAddress] = {}
+        self._builder: _Builder | None = None
+        self._static: dict[str, Workload] = {}  # WorkloadEntry and ServiceEntry workloads
+        self._warnings: dict[str, tuple[str, ...]] = {}
+        self._waypoint_objects = WaypointObjects()
+        self._waypoint_warnings: tuple[str, ...] = ()
+
+    # -- entry point -----------------------------------------------------------------
+
+    def update(
+        self,
+        config: ConfigSet,
+        pod_labels: LabelOverrides = NO_OVERRIDES,
+        ready: AbstractSet[str] | None = None,
+    ) -> tuple[MeshSnapshot, Delta]:
+        """Make the index that of ``config`` (see the class docstring).
+
+        Raises ``AddressConflict`` (the index is unchanged) when two objects claim the
+        same explicit address.
+        """
+        old = self.snapshot
+        config, self._waypoint_warnings = self._waypoint_objects(config)
+        frozen_ready = None if ready is None else frozenset(ready)
+        previous = self._config
+        if isinstance(previous, _Empty) or (self._ready is None) != (frozen_ready is None):
+            self._rebuild(config, pod_labels, frozen_ready)
+            return self.snapshot, diff(old, self.snapshot)
+        changed = _changed_refs(previous, config)
+        if any(ref.kind in _REBUILD_KINDS for ref in changed):
+            self._rebuild(config, pod_labels, frozen_ready)
+            return self.snapshot, diff(old, self.snapshot)
+        touched = self._incremental(config, changed, pod_labels, frozen_ready)
+        if touched is None:  # a case the incremental path does not cover
+            self._rebuild(config, pod_labels, frozen_ready)
+            return self.snapshot, diff(old, self.snapshot)
+        return self.snapshot, diff(old, self.snapshot, touched)
+
+    # -- everything ------------------------------------------------------------------
+
+    def _rebuild(
+        self, config: ConfigSet, overrides: LabelOverrides, ready: frozenset[str] | None
+    ) -> None:
+        groups = _groups(config)
+        base, warnings = self._schedule(groups)
+        pods = _relabelled(base, overrides)
+        addresses = _allocate(groups, pods.values(), self.allocator)
+        vips = {(k.namespace, k.name): a for k, a in addresses.items() if k.kind == "Service"}
+        registry = ServiceRegistry(config, vips, groups["Service"], groups["ServiceEntry"])
+        namespaces = {ns.meta.name: ns.meta.labels for ns in config.namespaces()}
+        binder = WaypointBinder(config)
+        registry.services = {key: binder.service(svc) for key, svc in registry.services.items()}
+        builder = _Builder(namespaces, registry, self.trust_domain, self.cluster_id, binder)
+        raw: dict[str, Workload] = {}
+        for key, entry in pods.items():
+            workload = builder.pod_workload(entry, addresses[AllocationKey("Pod", *key)])
+            raw[workload.uid] = workload
+        builder.workloads = dict(raw)
+        for we in groups["WorkloadEntry"]:
+            builder.workload_entry(we)
+        for se in groups["ServiceEntry"]:
+            builder.service_entry(se)
+        static = {uid: w for uid, w in builder.workloads.items() if uid not in raw}
+        policies = build_policies(config, cache=self._policy_cache, objects=groups)
+        self.full_builds += 1
+        self._config, self._overrides, self._ready = config, overrides, ready
+        self._groups, self._base, self._pods, self._raw = groups, base, pods, raw
+        self._addresses, self._builder, self._static = addresses, builder, static
+        self._warnings = {
+            "pods": warnings,
+            "services": tuple(registry.warnings),
+            "workloads": tuple(builder.warnings),
+            "policies": policies.warnings,
+            "waypoints": tuple(binder.warnings),
+        }
+        workloads = {uid: _with_health(w, ready) for uid, w in raw.items()}
+        workloads.update(static)
+        self.snapshot = MeshSnapshot(
+            workloads,
+            registry.services,
+            self._all_warnings(),
+            _nodes(addresses),
+            policies.authorizations,
+            policies.peer_authentications,
+        )
+
+    def _all_warnings(self) -> tuple[str, ...]:
+        w = self._warnings
+        return (
+            *self._waypoint_warnings,
+            *w["pods"],
+            *w["services"],
+            *w["workloads"],
+            *w.get("waypoints", ()),
+            *w["policies"],
+        )
+
+    def _schedule(
+        self, groups: _Groups
+    ) -> tuple[dict[tuple[str, str], ScheduledPod], tuple[str, ...]]:
+        """``scheduled_pods`` without overrides, reusing the expansion of unchanged Deployments."""
+        found: dict[tuple[str, str], ScheduledPod] = {
+            (p.meta.namespace, p.meta.name): ScheduledPod(p) for p in groups["Pod"]
+        }
+        warnings: list[str] = []
+        expansions = {}
+        for deployment in groups["Deployment"]:
+            ref = Ref("Deployment", deployment.meta.namespace, deployment.meta.name)
+            cached = self._expansions.get(ref)
+            if cached is None or cached[0] is not deployment:
+                cached = (deployment, *expand_deployment(deployment))
+            expansions[ref] = cached
+            _, pods, problems = cached
+            warnings += problems
+            for pod in pods:
+                key = (pod.meta.namespace, pod.meta.name)
+                if key in found:
+                    warnings.append(
+                        f"Deployment {key[0]}/{deployment.meta.name}: its pod {key[1]} has the "
+                        "name of a declared Pod; that replica is not created"
+                    )
+                    continue
+                found[key] = ScheduledPod(pod, deployment)
+        self._expansions = expansions
+        return {key: found[key] for key in sorted(found)}, tuple(warnings)
+
+    # -- a few things ----------------------------------------------------------------
+
+    def _incremental(
+        self,
+        config: ConfigSet,
+        changed: list[Ref],
+        overrides: LabelOverrides,
+        ready: frozenset[str] | None,
+    ) -> Touched | None:
+        """Apply a change of pods, Deployments, labels, health or policies; None: rebuild."""
+        assert self._builder is not None
+        groups = self._groups
+        kinds = {ref.kind for ref in changed}
+        base, dirty = self._base, set[tuple[str, str]]()
+        pod_warnings = self._warnings["pods"]
+        if kinds & {"Pod", "Deployment"}:
+            groups = _groups(config)
+            old_base = self._base
+            old_expansions = dict(self._expansions)
+            base, pod_warnings = self._schedule(groups)
+            for ref in changed:
+                if ref.kind == "Pod":
+                    dirty.add((ref.namespace, ref.name))
+                elif ref.kind == "Deployment":
+                    for expansion in (old_expansions.get(ref), self._expansions.get(ref)):
+                        if expansion is not None:
+                            dirty.update((p.meta.namespace, p.meta.name) for p in expansion[1])
+            for key in list(dirty):
+                before, after = old_base.get(key), base.get(key)
+                same = before is not None and after is not None and before.pod is after.pod
+                if (
+                    same
+                    and before is not None
+                    and after is not None
+                    and before.owner is after.owner
+                ):
+                    dirty.discard(key)
+        elif kinds & {"AuthorizationPolicy", "PeerAuthentication"}:
+            groups = _groups(config)
+        if overrides is not self._overrides:
+            dirty.update(
+                key
+                for key in self._overrides.keys() | overrides.keys()
+                if self._overrides.get(key) != overrides.get(key)
+            )
+        pods = self._pods
+        addresses = self._addresses
+        if dirty:
+            pods = dict(self._pods)
+            for key in dirty:
+                entry = base.get(key)
+                if entry is None:
+                    pods.pop(key, None)
+                else:
+                    pods[key] = _relabel_entry(entry, overrides.get(key))
+            reallocate = any(
+                (key in pods) != (key in self._pods)
+                or _alloc_input(pods[key]) != _alloc_input(self._pods[key])
+                for key in dirty
+                if key in pods or key in self._pods
+            )
+            if len(pods) != len(self._pods) or pods.keys() != self._pods.keys():
+                pods = {key: pods[key] for key in sorted(pods)}
+                reallocate = True
+            if reallocate:
+                addresses = _allocate(groups, pods.values(), self.allocator)
+                for holder, address in addresses.items():
+                    if self._addresses.get(holder) != address:
+                        if holder.kind == "Service":
+                            return None  # a pod's explicit address moved a Service VIP
+                        if holder.kind == "Pod":
+                            dirty.add((holder.namespace, holder.name))
+        raw = self._raw
+        uids: set[str] = set()
+        if dirty:
+            raw = dict(raw)
+            for key in dirty:
+                uid = pod_uid(key[0], key[1], self.cluster_id)
+                uids.add(uid)
+                entry = pods.get(key)
+                if entry is None:
+                    raw.pop(uid, None)
+                else:
+                    address = addresses[AllocationKey("Pod", *key)]
+                    raw[uid] = self._builder.pod_workload(entry, address)
+        if ready != self._ready:
+            assert ready is not None and self._ready is not None
+            uids.update(u for u in ready ^ self._ready if u in raw)
+        workloads: Mapping[str, Workload] = self.snapshot.workloads
+        if uids:
+            patched = dict(workloads)
+            for uid in uids:
+                if uid in raw:
+                    patched[uid] = _with_health(raw[uid], ready)
+                else:
+                    patched.pop(uid, None)
+            workloads = patched
+        authorizations = self.snapshot.authorizations
+        peers = self.snapshot.peer_authentications
+        policy_warnings = self._warnings["policies"]
+        if kinds & {"AuthorizationPolicy", "PeerAuthentication"}:
+            policies = build_policies(config, cache=self._policy_cache, objects=groups)
+            authorizations, peers = policies.authorizations, policies.peer_authentications
+            policy_warnings = policies.warnings
+        self._config, self._overrides, self._ready = config, overrides, ready
+        self._groups, self._base, self._pods, self._raw = groups, base, pods, raw
+        nodes = self.snapshot.nodes if addresses is self._addresses else _nodes(addresses)
+        self._addresses = addresses
+        self._warnings = {**self._warnings, "pods": pod_warnings, "policies": policy_warnings}
+        old = self.snapshot
+        self.snapshot = MeshSnapshot(
+            workloads,
+            old.services,
+            self._all_warnings(),
+            nodes,
+            authorizations,
+            peers,
+        )
+        return Touched(
+            workloads=frozenset(uids),
+            authorizations=frozenset(old.authorizations.keys() | authorizations.keys())
+            if authorizations is not old.authorizations
+            else frozenset(),
+            peer_authentications=frozenset(old.peer_authentications.keys() | peers.keys())
+            if peers is not old.peer_authentications
+            else frozenset(),
+        )
+
+
+def _changed_refs(old: ConfigSet, new: ConfigSet) -> list[Ref]:
+    """Refs whose object differs (by identity: objects are immutable) between two configs."""
+    if old is new or old.objects is new.objects:
+        return []
+    before, after = old.objects, new.objects
+    changed = [ref for ref, obj in after.items() if before.get(ref) is not obj]
+    if len(before) != len(after) - sum(1 for ref in changed if ref not in before):
+        changed += [ref for ref in before if ref not in after]
+    return changed
+
+
+def _relabel_entry(entry: ScheduledPod, override: Mapping[str, str | None] | None) -> ScheduledPod:
+    if override is None:
+        return entry
+    return dataclasses.replace(entry, pod=relabel(entry.pod, override))
+
+
+def _relabelled(
+    base: Mapping[tuple[str, str], ScheduledPod], overrides: LabelOverrides
+) -> dict[tuple[str, str], ScheduledPod]:
+    return {key: _relabel_entry(entry, overrides.get(key)) for key, entry in base.items()}
+
+
+def _with_health(workload: Workload, ready: AbstractSet[str] | None) -> Workload:
+    # A waypoint's pod has no processes of its own: its node proxy serves it as soon as
+    # the pod is scheduled there (see ambient.ztunnel.waypoints).
+    if ready is None or workload.uid in ready or waypoint_of(workload) is not None:
+        return workload
+    return dataclasses.replace(workload, status=WorkloadStatus.UNHEALTHY)
+
+
+def _nodes(addresses: Mapping[AllocationKey, IPAddress]) -> dict[str, IPAddress]:
+    return {k.name: addresses[k] for k in sorted(k for k in addresses if k.kind == "Node")}
 
 
 def _application_tunnel(annotations: Mapping[str, str]) -> ApplicationTunnel:

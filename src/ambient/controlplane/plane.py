@@ -7,7 +7,11 @@ Decisions:
 - A subscription remembers the last snapshot it delivered and yields the diff
   to the current one when asked: its first ``Delta`` is the full state, later
   ones are incremental, and a slow reader gets one coalesced ``Delta`` instead
-  of a backlog. Every subscriber sees the whole mesh (as Istio's ztunnel
+  of a backlog. Each change's ``Delta`` is computed once (by the incremental
+  index, from what the change touched) and the same object is handed to every
+  subscription one change behind; a reader further behind gets a diff limited
+  to the names its missed changes touched (``changes_since``), and the full
+  state is computed once per version (``full_state``). Every subscriber sees the whole mesh (as Istio's ztunnel
   does); ``node`` is recorded for later per-node scoping.
 - Labels of a Deployment's pods (which are in no manifest) are kept here as
   per-pod overrides; they vanish with the pod (scale-down, or a template
@@ -20,16 +24,19 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
+import operator
+from collections import deque
 from collections.abc import Mapping
 
-from ambient.api.workload import WorkloadStatus, waypoint_of
+from ambient.api.workload import Workload
+from ambient.authz.peerauth import PeerAuthentication
 from ambient.config.configset import ConfigSet, Ref
 from ambient.config.frozen import FrozenMap
 from ambient.controlplane.allocate import AddressAllocator
-from ambient.controlplane.index import DEFAULT_CLUSTER_ID, build_snapshot, pod_uid
+from ambient.controlplane.index import DEFAULT_CLUSTER_ID, MeshIndex, pod_uid
 from ambient.controlplane.labels import NotFound, check_label, kind_of, with_label
-from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
+from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, Touched, diff
 from ambient.controlplane.source import NotAuthorized
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.spiffe import SpiffeId
@@ -37,6 +44,25 @@ from ambient.identity.spiffe import SpiffeId
 __all__ = ["ControlPlane", "Subscription"]
 
 _Overrides = Mapping[tuple[str, str], Mapping[str, str | None]]
+_LOG_LENGTH = 256  # changes remembered for subscriptions that fall behind
+
+
+def _touched_by(delta: Delta) -> Touched:
+    addresses = frozenset(
+        (
+            *(a.uid if isinstance(a, Workload) else a.key for a in delta.upserted),
+            *delta.removed,
+        )
+    )
+    authorizations = {p.key for p in delta.policies_upserted if not _is_peer(p)}
+    peers = {p.key for p in delta.policies_upserted if _is_peer(p)}
+    for kind, key in delta.policies_removed:
+        (peers if kind == "PeerAuthentication" else authorizations).add(key)
+    return Touched(addresses, addresses, frozenset(authorizations), frozenset(peers))
+
+
+def _is_peer(policy: object) -> bool:
+    return isinstance(policy, PeerAuthentication)
 
 
 class Subscription:
@@ -46,6 +72,7 @@ class Subscription:
         self._plane = plane
         self._node = node
         self._sent = EMPTY
+        self._version = -1
         self._first = True
         self._closed = False
         self._wake = asyncio.Event()
@@ -66,8 +93,12 @@ class Subscription:
         while not self._closed:
             current = self._plane.snapshot
             if self._first or current is not self._sent:
-                delta = diff(self._sent, current)
-                self._sent = current
+                delta = (
+                    self._plane.full_state()
+                    if self._first
+                    else self._plane.changes_since(self._version, self._sent)
+                )
+                self._sent, self._version = current, self._plane.version
                 if self._first or delta:
                     self._first = False
                     return delta
@@ -106,11 +137,19 @@ class ControlPlane:
         self._ca = ca
         self._allocator = allocator or AddressAllocator()
         self._cluster_id = cluster_id
+        self._index = MeshIndex(
+            self._allocator, trust_domain=ca.trust_domain, cluster_id=cluster_id
+        )
         self._pod_labels: _Overrides = FrozenMap()
         self._subscriptions: list[Subscription] = []
         self._ready: set[str] | None = None  # None: every pod is healthy (no health tracking)
         self._config = ConfigSet() if config is None else config
-        self._snapshot = EMPTY if config is None else self._build(config, self._pod_labels)
+        self._snapshot = EMPTY
+        self._version = 0
+        self._log: deque[tuple[int, Touched, Delta]] = deque(maxlen=_LOG_LENGTH)
+        self._full: tuple[int, Delta] | None = None
+        if config is not None:
+            self._snapshot, _ = self._index.update(config, self._pod_labels, None)
 
     @property
     def config(self) -> ConfigSet:
@@ -131,25 +170,27 @@ class ControlPlane:
         """Label overrides of Deployment pods: (namespace, pod) -> label -> value or None."""
         return self._pod_labels
 
-    def _build(self, config: ConfigSet, overrides: _Overrides) -> MeshSnapshot:
-        snapshot = build_snapshot(
-            config,
-            self._allocator,
-            trust_domain=self._ca.trust_domain,
-            cluster_id=self._cluster_id,
-            pod_labels=overrides,
-        )
-        if self._ready is None:
-            return snapshot
-        workloads = {
-            uid: w
-            # A waypoint's pod has no processes of its own: its node proxy serves it as
-            # soon as the pod is scheduled there (see ambient.ztunnel.waypoints).
-            if not w.local or uid in self._ready or waypoint_of(w) is not None
-            else dataclasses.replace(w, status=WorkloadStatus.UNHEALTHY)
-            for uid, w in snapshot.workloads.items()
-        }
-        return dataclasses.replace(snapshot, workloads=workloads)
+    @property
+    def version(self) -> int:
+        """Counts the changes of the snapshot (each ``Delta`` pushed)."""
+        return self._version
+
+    def full_state(self) -> Delta:
+        """``diff(EMPTY, snapshot)``, computed once per version and shared."""
+        if self._full is None or self._full[0] != self._version:
+            self._full = (self._version, diff(EMPTY, self._snapshot))
+        return self._full[1]
+
+    def changes_since(self, version: int, snapshot: MeshSnapshot) -> Delta:
+        """What turns ``snapshot`` (the one of ``version``) into the current one."""
+        if version == self._version:
+            return diff(snapshot, self._snapshot, Touched())
+        if self._log and self._log[-1][0] == self._version and version == self._version - 1:
+            return self._log[-1][2]  # the common case: one change behind, shared
+        missed = [touched for v, touched, _ in self._log if v > version]
+        if len(missed) != self._version - version:
+            return diff(snapshot, self._snapshot)  # too far behind for the log
+        return diff(snapshot, self._snapshot, functools.reduce(operator.or_, missed))
 
     def track_health(self) -> Delta:
         """From now on a pod is a healthy endpoint only once :meth:`set_health` says so.
@@ -174,15 +215,19 @@ class ControlPlane:
         return self._apply(self._config, self._pod_labels)
 
     def _apply(self, config: ConfigSet, overrides: _Overrides) -> Delta:
-        snapshot = self._build(config, overrides)
-        self._pod_labels = FrozenMap(
-            (key, labels)
-            for key, labels in overrides.items()
-            if pod_uid(key[0], key[1], self._cluster_id) in snapshot.workloads
-        )
-        delta = diff(self._snapshot, snapshot)
+        snapshot, delta = self._index.update(config, overrides, self._ready)
+        if overrides:
+            kept = {
+                key: labels
+                for key, labels in overrides.items()
+                if pod_uid(key[0], key[1], self._cluster_id) in snapshot.workloads
+            }
+            overrides = overrides if len(kept) == len(overrides) else FrozenMap(kept)
+        self._pod_labels = overrides
         self._config, self._snapshot = config, snapshot
         if delta:
+            self._version += 1
+            self._log.append((self._version, _touched_by(delta), delta))
             for subscription in self._subscriptions:
                 subscription.notify()
         return delta

@@ -27,7 +27,7 @@ Decisions (Istio's, unless noted):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ambient.api.workload import IPAddress, Port, Service
 from ambient.config.configset import ConfigSet
@@ -101,14 +101,27 @@ def _single_address(text: str) -> IPAddress | None:
 class ServiceRegistry:
     """The services of a configuration, and the selection of workloads into them."""
 
-    def __init__(self, config: ConfigSet, vips: Mapping[tuple[str, str], IPAddress]) -> None:
-        """``vips``: (namespace, Service name) -> address, for every non-headless Service."""
+    def __init__(
+        self,
+        config: ConfigSet,
+        vips: Mapping[tuple[str, str], IPAddress],
+        services: Sequence[KubeService] | None = None,
+        service_entries: Sequence[ServiceEntry] | None = None,
+    ) -> None:
+        """``vips``: (namespace, Service name) -> address, for every non-headless Service.
+
+        ``services`` and ``service_entries``: the config's, if the caller has them
+        already (sorted by namespace and name).
+        """
         self.warnings: list[str] = []
         self.services: dict[str, Service] = {}
         self._kube: dict[str, list[tuple[str, KubeService]]] = {}
+        # Selector index: (namespace, one label of the selector) -> the Services that
+        # select on it, so a pod is tested only against Services that can select it.
+        self._by_label: dict[tuple[str, str, str], list[tuple[int, str, KubeService]]] = {}
         self._entries: dict[str, list[ServiceEntry]] = {}
         taken: dict[IPAddress, str] = {}
-        for svc in config.services():
+        for order, svc in enumerate(config.services() if services is None else services):
             ns, name = svc.meta.namespace, svc.meta.name
             vip = vips.get((ns, name))
             addresses = () if vip is None else (vip,)
@@ -117,7 +130,10 @@ class ServiceRegistry:
             taken.update(dict.fromkeys(addresses, service.key))
             if svc.spec.selector:
                 self._kube.setdefault(ns, []).append((service.key, svc))
-        for entry in config.service_entries():
+                label, value = min(svc.spec.selector.items())
+                self._by_label.setdefault((ns, label, value), []).append((order, service.key, svc))
+        entries = config.service_entries() if service_entries is None else service_entries
+        for entry in entries:
             self._add_entry(entry, taken)
             if entry.spec.workload_selector is not None:
                 self._entries.setdefault(entry.meta.namespace, []).append(entry)
@@ -163,7 +179,12 @@ class ServiceRegistry:
         """The services ``pod`` serves (as ``ns/hostname``) and its ports for each."""
         ns, labels = pod.meta.namespace, pod.meta.labels
         selected: dict[str, tuple[Port, ...]] = {}
-        for key, svc in self._kube.get(ns, ()):
+        candidates = sorted(
+            candidate
+            for label, value in labels.items()
+            for candidate in self._by_label.get((ns, label, value), ())
+        )
+        for _, key, svc in candidates:
             if all(labels.get(k) == v for k, v in svc.spec.selector.items()):
                 ports = _pod_ports(svc, pod)
                 if ports or not self.services[key].ports:

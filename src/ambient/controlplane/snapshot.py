@@ -6,15 +6,16 @@ Resource names are Istio's xDS names: a workload's ``uid``, a service's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ambient.api.workload import Address, IPAddress, Service, Workload
 from ambient.authz.model import Authorization
 from ambient.authz.peerauth import PeerAuthentication
 from ambient.config.frozen import FrozenMap
 
-__all__ = ["CLUSTER_DOMAIN", "EMPTY", "Delta", "MeshSnapshot", "diff"]
+__all__ = ["CLUSTER_DOMAIN", "EMPTY", "Delta", "MeshSnapshot", "Touched", "diff"]
 
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -71,7 +72,7 @@ class MeshSnapshot:
     nodes: Mapping[str, IPAddress] = field(default_factory=FrozenMap)
     authorizations: Mapping[str, Authorization] = field(default_factory=FrozenMap)
     peer_authentications: Mapping[str, PeerAuthentication] = field(default_factory=FrozenMap)
-    _index: _Index = field(init=False, repr=False, compare=False)
+    _lazy_index: list[_Index] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("workloads", "services", "nodes", "authorizations", "peer_authentications"):
@@ -82,7 +83,15 @@ class MeshSnapshot:
         for uid, workload in self.workloads.items():
             if uid != workload.uid:
                 raise ValueError(f"workload {workload.uid} is stored under the wrong key {uid!r}")
-        object.__setattr__(self, "_index", _build_index(self.workloads, self.services))
+        object.__setattr__(self, "_lazy_index", [])
+
+    @property
+    def _index(self) -> _Index:
+        # Built on the first lookup: the control plane makes a snapshot per change and
+        # most are never looked up (pushes only diff them).
+        if not self._lazy_index:
+            self._lazy_index.append(_build_index(self.workloads, self.services))
+        return self._lazy_index[0]
 
     def workload_by_ip(self, ip: IPAddress) -> Workload | None:
         """The workload at ``ip`` (a pod before a WorkloadEntry before a ServiceEntry endpoint)."""
@@ -147,39 +156,78 @@ class Delta:
         )
 
 
-def _changed(old: Mapping[str, Address], new: Mapping[str, Address]) -> list[Address]:
-    return [new[key] for key in sorted(new) if old.get(key) != new[key]]
+@dataclass(frozen=True)
+class Touched:
+    """Names that may differ between two snapshots (a superset of what does), by kind.
+
+    Lets ``diff`` look at a few names instead of the whole mesh when the caller knows
+    what a change touched (the incremental index does).
+    """
+
+    workloads: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
+    authorizations: frozenset[str] = frozenset()
+    peer_authentications: frozenset[str] = frozenset()
+
+    def __or__(self, other: Touched) -> Touched:
+        return Touched(
+            self.workloads | other.workloads,
+            self.services | other.services,
+            self.authorizations | other.authorizations,
+            self.peer_authentications | other.peer_authentications,
+        )
 
 
-def diff(old: MeshSnapshot, new: MeshSnapshot) -> Delta:
-    """What turns ``old`` into ``new``; ``diff(EMPTY, s)`` is all of ``s``."""
-    upserted = [*_changed(old.services, new.services), *_changed(old.workloads, new.workloads)]
+def _upserts(old: Mapping[str, Any], new: Mapping[str, Any], names: Iterable[str]) -> list[Any]:
+    out = []
+    for key in sorted(names):
+        value = new.get(key)
+        if value is not None:
+            before = old.get(key)
+            if before is not value and before != value:
+                out.append(value)
+    return out
+
+
+def _removals(old: Mapping[str, Any], new: Mapping[str, Any], names: Iterable[str]) -> list[str]:
+    return [key for key in sorted(names) if key in old and key not in new]
+
+
+def diff(old: MeshSnapshot, new: MeshSnapshot, touched: Touched | None = None) -> Delta:
+    """What turns ``old`` into ``new``; ``diff(EMPTY, s)`` is all of ``s``.
+
+    With ``touched``, only those names are compared (the caller vouches that every
+    other name is equal in both): the same ``Delta`` at the cost of the change.
+    """
+    if touched is None:
+        touched = Touched(
+            frozenset(old.workloads.keys() | new.workloads.keys()),
+            frozenset(old.services.keys() | new.services.keys()),
+            frozenset(old.authorizations.keys() | new.authorizations.keys()),
+            frozenset(old.peer_authentications.keys() | new.peer_authentications.keys()),
+        )
+    upserted = [
+        *_upserts(old.services, new.services, touched.services),
+        *_upserts(old.workloads, new.workloads, touched.workloads),
+    ]
     removed = [
-        *(uid for uid in sorted(old.workloads) if uid not in new.workloads),
-        *(key for key in sorted(old.services) if key not in new.services),
+        *_removals(old.workloads, new.workloads, touched.workloads),
+        *_removals(old.services, new.services, touched.services),
     ]
     policies: list[Authorization | PeerAuthentication] = [
-        *(
-            new.authorizations[k]
-            for k in sorted(new.authorizations)
-            if old.authorizations.get(k) != new.authorizations[k]
-        ),
-        *(
-            new.peer_authentications[k]
-            for k in sorted(new.peer_authentications)
-            if old.peer_authentications.get(k) != new.peer_authentications[k]
-        ),
+        *_upserts(old.authorizations, new.authorizations, touched.authorizations),
+        *_upserts(old.peer_authentications, new.peer_authentications, touched.peer_authentications),
     ]
     gone = [
         *(
             ("AuthorizationPolicy", k)
-            for k in sorted(old.authorizations)
-            if k not in new.authorizations
+            for k in _removals(old.authorizations, new.authorizations, touched.authorizations)
         ),
         *(
             ("PeerAuthentication", k)
-            for k in sorted(old.peer_authentications)
-            if k not in new.peer_authentications
+            for k in _removals(
+                old.peer_authentications, new.peer_authentications, touched.peer_authentications
+            )
         ),
     ]
     return Delta(tuple(upserted), tuple(removed), tuple(policies), tuple(gone))

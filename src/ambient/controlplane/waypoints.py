@@ -28,7 +28,7 @@ What istiod's gateway deployment controller and ambient index do, here:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ambient.api.workload import (
@@ -40,7 +40,7 @@ from ambient.api.workload import (
     WorkloadStatus,
     waypoint_of,
 )
-from ambient.config.configset import ConfigSet, Ref
+from ambient.config.configset import ConfigSet, Origin, Ref
 from ambient.config.frozen import FrozenMap
 from ambient.config.gateway import Gateway
 from ambient.config.resources import (
@@ -68,6 +68,8 @@ __all__ = [
     "LABEL_GATEWAY_NAME",
     "WAYPOINT_PORTS",
     "GatewayStatus",
+    "WaypointBinder",
+    "WaypointObjects",
     "bind_waypoints",
     "gateway_status",
     "waypoint_gateways",
@@ -133,7 +135,40 @@ def _objects(gateway: Gateway, warnings: list[str]) -> list[Resource]:
     return [ServiceAccount(ObjectMeta(name, ns)), deployment, service]
 
 
-def with_waypoints(config: ConfigSet) -> tuple[ConfigSet, tuple[str, ...]]:
+class WaypointObjects:
+    """``with_waypoints`` remembering its results, so unchanged Gateways keep the very
+    same generated objects (the incremental index compares objects by identity)."""
+
+    def __init__(self) -> None:
+        self._objects: dict[Ref, tuple[Gateway, list[Resource], tuple[str, ...]]] = {}
+        self._last: tuple[ConfigSet, ConfigSet, tuple[str, ...]] | None = None
+
+    def __call__(self, config: ConfigSet) -> tuple[ConfigSet, tuple[str, ...]]:
+        if self._last is not None and self._last[0] is config:
+            return self._last[1], self._last[2]
+        result = with_waypoints(config, self._generated)
+        self._last = (config, *result)
+        return result
+
+    def _generated(self, gateway: Gateway) -> tuple[list[Resource], tuple[str, ...]]:
+        ref = Ref.of(gateway)
+        cached = self._objects.get(ref)
+        if cached is None or cached[0] is not gateway:
+            warnings: list[str] = []
+            cached = (gateway, _objects(gateway, warnings), tuple(warnings))
+            self._objects[ref] = cached
+        return cached[1], cached[2]
+
+
+def _fresh(gateway: Gateway) -> tuple[list[Resource], tuple[str, ...]]:
+    warnings: list[str] = []
+    return _objects(gateway, warnings), tuple(warnings)
+
+
+def with_waypoints(
+    config: ConfigSet,
+    generate: Callable[[Gateway], tuple[list[Resource], tuple[str, ...]]] = _fresh,
+) -> tuple[ConfigSet, tuple[str, ...]]:
     """``config`` plus the objects each waypoint Gateway stands for, and warnings.
 
     Objects the user declared under the same names win (a warning says so).
@@ -146,7 +181,9 @@ def with_waypoints(config: ConfigSet) -> tuple[ConfigSet, tuple[str, ...]]:
     origins = dict(config.origins)
     for gateway in gateways:
         origin = config.origin(gateway)
-        for obj in _objects(gateway, warnings):
+        generated, problems = generate(gateway)
+        warnings += problems
+        for obj in generated:
             ref = Ref.of(obj)
             if ref in objects:
                 if obj.kind != "ServiceAccount":
@@ -157,7 +194,7 @@ def with_waypoints(config: ConfigSet) -> tuple[ConfigSet, tuple[str, ...]]:
                 continue
             objects[ref] = obj
             if origin is not None:
-                origins[ref] = origin
+                origins[ref] = Origin(origin.file, origin.document, origin.item)
     return ConfigSet(objects, origins, config.warnings), tuple(warnings)
 
 
@@ -177,14 +214,19 @@ def _binding(
     return _Binding(name, source.get(LABEL_USE_WAYPOINT_NAMESPACE) or namespace)
 
 
-class _Binder:
-    def __init__(self, config: ConfigSet, trust_domain_suffix: str = "svc.cluster.local") -> None:
+class WaypointBinder:
+    """Resolves ``istio.io/use-waypoint`` for the services and workloads of one config."""
+
+    def __init__(self, config: ConfigSet, domain: str = "svc.cluster.local") -> None:
         self.gateways = {(g.meta.namespace, g.meta.name): g for g in waypoint_gateways(config)}
         self.namespaces = {ns.meta.name: ns.meta.labels for ns in config.namespaces()}
-        self.suffix = trust_domain_suffix
+        self.service_labels = {
+            (s.meta.namespace, s.meta.name): s.meta.labels for s in config.services()
+        }
+        self.domain = domain
         self.warnings: list[str] = []
 
-    def resolve(
+    def _resolve(
         self, what: str, kind: str, labels: Mapping[str, str], namespace: str
     ) -> GatewayAddress | None:
         binding = _binding(labels, self.namespaces.get(namespace, {}), namespace)
@@ -207,8 +249,32 @@ class _Binder:
                     f"traffic ({LABEL_WAYPOINT_FOR}), not {kind!r}; traffic goes direct"
                 )
             return None
-        host = f"{binding.name}.{binding.namespace}.{self.suffix}"
+        host = f"{binding.name}.{binding.namespace}.{self.domain}"
         return GatewayAddress(f"{binding.namespace}/{host}")
+
+    def service(self, service: Service) -> Service:
+        """``service`` with its waypoint resolved (a waypoint's own Service has none)."""
+        labels = self.service_labels.get((service.namespace, service.name))
+        if labels is None or (service.namespace, service.name) in self.gateways:
+            waypoint = None
+        else:
+            what = f"Service {service.namespace}/{service.name}"
+            waypoint = self._resolve(what, "service", labels, service.namespace)
+        if waypoint == service.waypoint:
+            return service
+        return dataclasses.replace(service, waypoint=waypoint)
+
+    def workload(self, workload: Workload) -> Workload:
+        """``workload`` with its waypoint resolved; a waypoint's pods speak HBONE, use none."""
+        if waypoint_of(workload) is not None and workload.local:
+            return dataclasses.replace(
+                workload, tunnel_protocol=TunnelProtocol.HBONE, waypoint=None
+            )
+        what = f"{workload.workload_type} {workload.namespace}/{workload.name}"
+        waypoint = self._resolve(what, "workload", workload.labels, workload.namespace)
+        if waypoint == workload.waypoint:
+            return workload
+        return dataclasses.replace(workload, waypoint=waypoint)
 
 
 def bind_waypoints(
@@ -216,48 +282,11 @@ def bind_waypoints(
     workloads: Mapping[str, Workload],
     services: Mapping[str, Service],
 ) -> tuple[dict[str, Workload], dict[str, Service], tuple[str, ...]]:
-    """Workloads and services with ``waypoint`` resolved; waypoint pods speak HBONE."""
-    binder = _Binder(config)
-    kube = {(s.meta.namespace, s.meta.name): s for s in config.services()}
-    out_services: dict[str, Service] = {}
-    for key, service in services.items():
-        declared = kube.get((service.namespace, service.name))
-        labels = declared.meta.labels if declared is not None else FrozenMap()
-        if service.name in _waypoint_names(binder, service.namespace) and declared is not None:
-            waypoint = None  # a waypoint's own Service
-        else:
-            waypoint = binder.resolve(
-                f"Service {service.namespace}/{service.name}", "service", labels, service.namespace
-            )
-        out_services[key] = (
-            service
-            if waypoint == service.waypoint
-            else dataclasses.replace(service, waypoint=waypoint)
-        )
-    out_workloads: dict[str, Workload] = {}
-    for uid, workload in workloads.items():
-        if waypoint_of(workload) is not None and workload.local:
-            changed = dataclasses.replace(
-                workload, tunnel_protocol=TunnelProtocol.HBONE, waypoint=None
-            )
-        else:
-            waypoint = binder.resolve(
-                f"{workload.workload_type} {workload.namespace}/{workload.name}",
-                "workload",
-                workload.labels,
-                workload.namespace,
-            )
-            changed = (
-                workload
-                if waypoint == workload.waypoint
-                else dataclasses.replace(workload, waypoint=waypoint)
-            )
-        out_workloads[uid] = changed
+    """Workloads and services with ``waypoint`` resolved (a whole snapshot at once)."""
+    binder = WaypointBinder(config)
+    out_services = {key: binder.service(s) for key, s in services.items()}
+    out_workloads = {uid: binder.workload(w) for uid, w in workloads.items()}
     return out_workloads, out_services, tuple(binder.warnings)
-
-
-def _waypoint_names(binder: _Binder, namespace: str) -> set[str]:
-    return {name for ns, name in binder.gateways if ns == namespace}
 
 
 @dataclass(frozen=True)

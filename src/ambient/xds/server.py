@@ -30,6 +30,7 @@ extension as well, which Istio ztunnels ignore.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -49,7 +50,7 @@ from ambient.authz.peerauth import PeerAuthentication
 from ambient.authz.store import PolicyStore
 from ambient.controlplane.plane import ControlPlane
 from ambient.controlplane.policies import ROOT_NAMESPACE
-from ambient.controlplane.snapshot import Delta
+from ambient.controlplane.snapshot import EMPTY, Delta
 from ambient.controlplane.source import NotAuthorized
 from ambient.xds.codec import (
     ADDRESS_TYPE_URL,
@@ -75,6 +76,8 @@ KEEPALIVE_POLICY = (
     ("grpc.keepalive_permit_without_calls", 1),
 )
 _PENDING_NONCES = 64  # per stream: older unanswered nonces are forgotten (stale)
+_LOG_LENGTH = 1024  # changes a stream may fall behind before it is asked to reconnect
+_FULL_WRITES = 8
 
 # Called with the stream's context and the node the client claims; raises
 # NotAuthorized to refuse the stream (the hook for TLS node credentials).
@@ -241,8 +244,11 @@ class _View:
         if resource is None:
             self._drop(type_url, name, dirty)
             return
-        self.resources[type_url][name] = resource
+        before = self.resources[type_url].get(name)
         self._sources[type_url][name] = (source, extra)
+        if before is not None and before.version == resource.version:
+            return  # the same content from a new object: nothing to send
+        self.resources[type_url][name] = resource
         dirty[type_url].add(name)
 
     def _encode(
@@ -269,6 +275,67 @@ class _View:
         dirty[type_url].add(name)
 
 
+class _Published:
+    """The mesh encoded once for every stream, and a log of the names each change touched.
+
+    Every stream sees the whole mesh (as istiod serves ztunnel), so one ``_View`` serves
+    them all. ``rev`` counts the changes taken in; a stream remembers the ``rev`` its
+    client holds and sends the names touched since (``names_since``).
+    """
+
+    def __init__(self, plane: ControlPlane, root_namespace: str, cache: EncodeCache) -> None:
+        self._plane = plane
+        self.view = _View("*", root_namespace, cache)
+        self.rev = 0
+        self._version = -1  # the plane version the view holds
+        self._snapshot = EMPTY
+        self._log: collections.deque[tuple[int, dict[str, set[str]]]] = collections.deque(
+            maxlen=_LOG_LENGTH
+        )
+        self._blobs: dict[str, tuple[int, bytes]] = {}
+
+    def catch_up(self) -> None:
+        """Take in the plane's changes since the last call (one ``Delta``, shared)."""
+        plane = self._plane
+        if self._version == plane.version and self._snapshot is plane.snapshot:
+            return
+        if self._version < 0:
+            delta = plane.full_state()
+        else:
+            delta = plane.changes_since(self._version, self._snapshot)
+        self._version, self._snapshot = plane.version, plane.snapshot
+        dirty = self.view.apply(delta)
+        if any(dirty.values()):
+            self.rev += 1
+            self._log.append((self.rev, dirty))
+
+    def names_since(self, rev: int, type_url: str) -> set[str] | None:
+        """Names of ``type_url`` touched after ``rev``; None if the log no longer reaches back."""
+        if rev == self.rev:
+            return set()
+        missed = [dirty[type_url] for r, dirty in self._log if r > rev]
+        if len(missed) != self.rev - rev:
+            return None
+        return set().union(*missed)
+
+    def everything(self, type_url: str) -> bytes:
+        """Every resource of ``type_url`` as the ``resources`` fields of a response, serialized
+        once per ``rev`` (a response is its fields' concatenation, so each stream appends
+        its own nonce)."""
+        cached = self._blobs.get(type_url)
+        if cached is None or cached[0] != self.rev:
+            resources = self.view.resources[type_url]
+            blob = discovery_pb2.DeltaDiscoveryResponse(
+                resources=[resources[name] for name in sorted(resources)]
+            ).SerializeToString()
+            cached = self._blobs[type_url] = (self.rev, blob)
+        return cached[1]
+
+
+def _serialize(response: discovery_pb2.DeltaDiscoveryResponse | bytes) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
 class _Stream:
     """One ``DeltaAggregatedResources`` call."""
 
@@ -276,9 +343,8 @@ class _Stream:
         self._server = server
         self._context = context
         self.node = ""
-        self._view: _View | None = None
         self._subscribed: set[str] = set()
-        self._sent: dict[str, dict[str, str]] = {}  # type -> name -> version the client has
+        self._rev: dict[str, int] = {}  # type -> the published rev the client holds
         self._pending: dict[str, str] = {}  # nonce -> type, awaiting ACK/NACK
         self._warned: set[str] = set()
         self._closed = asyncio.Event()
@@ -299,12 +365,14 @@ class _Stream:
             except NotAuthorized as exc:
                 log.warning("xDS stream refused for node %s: %s", self.node, exc)
                 await self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        # The subscription wakes the stream on changes (and ends it when the plane
+        # closes); what to send comes from the published view, shared by all streams.
         subscription = self._server.plane.subscribe(self.node)
-        self._view = _View(self.node, self._server.root_namespace, self._server.encode_cache)
         waiters: list[asyncio.Task[Any]] = []
         log.info("xDS stream opened by node %s (%s)", self.node, self._context.peer())
         try:
-            self._view.apply(await anext(subscription))
+            await anext(subscription)
+            self._server.published.catch_up()
             await self._on_request(first)
             read = asyncio.ensure_future(self._read())
             push = asyncio.ensure_future(anext(subscription, None))
@@ -319,10 +387,10 @@ class _Stream:
                     await self._on_request(request)
                     read = waiters[0] = asyncio.ensure_future(self._read())
                 if push.done():
-                    delta = push.result()
-                    if delta is None:
+                    if push.result() is None:
                         break  # the plane ended the subscription
-                    await self._push(self._view.apply(delta))
+                    self._server.published.catch_up()
+                    await self._push()
                     push = waiters[1] = asyncio.ensure_future(anext(subscription, None))
         finally:
             subscription.close()
@@ -371,16 +439,30 @@ class _Stream:
         if type_url in self._subscribed:
             return
         self._subscribed.add(type_url)
-        self._sent[type_url] = dict(request.initial_resource_versions)
-        assert self._view is not None
-        names = set(self._view.resources[type_url]) | set(self._sent[type_url])
-        upserts, removals = self._changes(type_url, names)
+        published = self._server.published
+        published.catch_up()
+        current = published.view.resources[type_url]
+        self._rev[type_url] = published.rev
+        initial = dict(request.initial_resource_versions)
+        if not initial:  # a first connection: everything, serialized once for all streams
+            log.debug(
+                "node %s subscribed to %s: %d resources to send",
+                self.node,
+                _short(type_url),
+                len(current),
+            )
+            await self._write(type_url, [], [], everything=published.everything(type_url))
+            return
+        upserts = [
+            current[name] for name in sorted(current) if initial.get(name) != current[name].version
+        ]
+        removals = sorted(name for name in initial if name not in current)
         log.debug(
             "node %s subscribed to %s: %d resources to send, %d up to date, %d removed",
             self.node,
             _short(type_url),
             len(upserts),
-            len(self._view.resources[type_url]) - len(upserts),
+            len(current) - len(upserts),
             len(removals),
         )
         await self._write(type_url, upserts, removals)  # even empty: the client is synced
@@ -403,25 +485,32 @@ class _Stream:
         else:
             log.debug("xDS ACK from node %s for %s nonce %s", self.node, _short(type_url), nonce)
 
-    def _changes(
-        self, type_url: str, names: Iterable[str]
-    ) -> tuple[list[discovery_pb2.Resource], list[str]]:
-        assert self._view is not None
-        current, sent = self._view.resources[type_url], self._sent[type_url]
+    def _changes(self, type_url: str) -> tuple[list[discovery_pb2.Resource], list[str]] | None:
+        """What the client lacks of ``type_url`` since its rev; None if that is unknown."""
+        published = self._server.published
+        names = published.names_since(self._rev[type_url], type_url)
+        if names is None:
+            return None
+        current = published.view.resources[type_url]
         upserts, removals = [], []
         for name in sorted(names):
             resource = current.get(name)
             if resource is None:
-                if name in sent:
-                    removals.append(name)
-            elif sent.get(name) != resource.version:
+                removals.append(name)
+            else:
                 upserts.append(resource)
         return upserts, removals
 
-    async def _push(self, dirty: dict[str, set[str]]) -> None:
-        changes = {t: self._changes(t, dirty[t]) for t in TYPE_URLS if t in self._subscribed}
-        addr_up, addr_rm = changes.get(ADDRESS_TYPE_URL, ([], []))
-        pol_up, pol_rm = changes.get(AUTHORIZATION_TYPE_URL, ([], []))
+    async def _push(self) -> None:
+        changes = {t: self._changes(t) for t in TYPE_URLS if t in self._subscribed}
+        if any(change is None for change in changes.values()):
+            # Too far behind the log to know what the client holds: end the stream; the
+            # client reconnects with initial_resource_versions and gets exactly that.
+            log.warning("node %s fell too far behind; ending its xDS stream", self.node)
+            self.close()
+            return
+        addr_up, addr_rm = changes.get(ADDRESS_TYPE_URL) or ([], [])
+        pol_up, pol_rm = changes.get(AUTHORIZATION_TYPE_URL) or ([], [])
         if (pol_up or pol_rm) and addr_rm:
             plan = [
                 (ADDRESS_TYPE_URL, addr_up, []),
@@ -430,12 +519,20 @@ class _Stream:
             ]
         else:
             plan = [(ADDRESS_TYPE_URL, addr_up, addr_rm), (AUTHORIZATION_TYPE_URL, pol_up, pol_rm)]
+        rev = self._server.published.rev
+        for type_url in changes:
+            self._rev[type_url] = rev
         for type_url, upserts, removals in plan:
             if upserts or removals:
                 await self._write(type_url, upserts, removals)
 
     async def _write(
-        self, type_url: str, upserts: list[discovery_pb2.Resource], removals: list[str]
+        self,
+        type_url: str,
+        upserts: list[discovery_pb2.Resource],
+        removals: list[str],
+        *,
+        everything: bytes = b"",
     ) -> None:
         nonce = self._server.next_nonce()
         response = discovery_pb2.DeltaDiscoveryResponse(
@@ -445,22 +542,22 @@ class _Stream:
             nonce=nonce,
             control_plane=core_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
         )
-        await self._context.write(response)
-        sent = self._sent[type_url]
-        for resource in upserts:
-            sent[resource.name] = resource.version
-        for name in removals:
-            sent.pop(name, None)
+        if everything:
+            async with self._server.full_writes:
+                await self._context.write(everything + response.SerializeToString())
+        else:
+            await self._context.write(response)
         self._pending[nonce] = type_url
         while len(self._pending) > _PENDING_NONCES:
             del self._pending[next(iter(self._pending))]
         log.debug(
-            "sent node %s %s nonce %s: %d upserted, %d removed",
+            "sent node %s %s nonce %s: %d upserted, %d removed%s",
             self.node,
             _short(type_url),
             nonce,
             len(upserts),
             len(removals),
+            " (everything)" if everything else "",
         )
 
 
@@ -486,6 +583,9 @@ class XdsServer:
         self.root_namespace = root_namespace
         self._streams: set[_Stream] = set()
         self.encode_cache = EncodeCache()  # one encoding per resource, shared by all streams
+        self.published = _Published(plane, root_namespace, self.encode_cache)
+        # Full-state responses being handed to gRPC at once (each is a copy of the mesh).
+        self.full_writes = asyncio.Semaphore(_FULL_WRITES)
         self.nacks = 0  # NACKs received, for tests and metrics
         self._server: Any = None
         self._port = 0
@@ -521,7 +621,7 @@ class XdsServer:
         handler = grpc.stream_stream_rpc_method_handler(
             self._serve_stream,
             request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
-            response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+            response_serializer=_serialize,
         )
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"DeltaAggregatedResources": handler}),)
