@@ -2,8 +2,9 @@
 
 Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
 AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
-their specs checked by ``ambient.authz`` (see ``security``). RequestAuthentication,
-HTTPRoute, VirtualService, DestinationRule and Telemetry load as
+their specs checked by ``ambient.authz`` (see ``security``). HTTPRoute, VirtualService and
+DestinationRule are typed by ``ambient.waypoint.routing``, Gateway by ``gateway``.
+RequestAuthentication and Telemetry load as
 ``GenericResource`` (metadata checked, spec kept as YAML) until their owning
 packages register strict parsers (see ``registry``).
 """
@@ -20,6 +21,9 @@ from ambient.config.pods import DEPLOYMENT, POD
 from ambient.config.resources import GenericResource
 from ambient.config.schema import AnyMapping, Node, Obj
 from ambient.config.security import AUTHORIZATION_POLICY, PEER_AUTHENTICATION
+from ambient.waypoint.routing.destinationrule import DESTINATION_RULE
+from ambient.waypoint.routing.httproute import HTTPROUTE
+from ambient.waypoint.routing.virtualservice import VIRTUAL_SERVICE
 
 __all__ = ["BUILTIN_KINDS", "GENERIC_KINDS", "generic_schema"]
 
@@ -49,11 +53,11 @@ BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
     (ISTIO_SECURITY, "AuthorizationPolicy", AUTHORIZATION_POLICY),
     (ISTIO_SECURITY, "PeerAuthentication", PEER_AUTHENTICATION),
     (GATEWAY_API, "Gateway", GATEWAY),
+    (GATEWAY_API, "HTTPRoute", HTTPROUTE),
+    (ISTIO_NETWORKING, "VirtualService", VIRTUAL_SERVICE),
+    (ISTIO_NETWORKING, "DestinationRule", DESTINATION_RULE),
 )
 GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (ISTIO_SECURITY, "RequestAuthentication"),
-    (GATEWAY_API, "HTTPRoute"),
-    (ISTIO_NETWORKING, "VirtualService"),
-    (ISTIO_NETWORKING, "DestinationRule"),
     (ISTIO_TELEMETRY, "Telemetry"),
 )

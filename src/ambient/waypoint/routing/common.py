@@ -1,0 +1,176 @@
+"""Schema pieces shared by HTTPRoute, VirtualService and DestinationRule.
+
+Durations: Gateway API's are ``1h``, ``30s``, ``500ms`` (1-4 integer parts of at
+most 5 digits, units h/m/s/ms); Istio's follow Go's ``time.ParseDuration``
+(``1.5s``, ``100us``). Both parse to float seconds; ``0s`` means "no timeout".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TypeVar
+
+from ambient.config.schema import (
+    INVALID,
+    AnyValue,
+    Choice,
+    FieldPath,
+    Invalid,
+    ListOf,
+    Node,
+    Report,
+    show,
+)
+from ambient.waypoint.routing.regex import RegexError, compile_re2
+
+T = TypeVar("T")
+
+__all__ = [
+    "HTTP_METHODS",
+    "REDIRECT_CODES",
+    "FilterType",
+    "GatewayDuration",
+    "GoDuration",
+    "Ignored",
+    "IntChoice",
+    "MatchList",
+    "Regex",
+    "header_name",
+]
+
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+_GATEWAY_DURATION = re.compile(r"(?:[0-9]{1,5}(?:h|m|s|ms)){1,4}")
+_GATEWAY_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
+_GO_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:h|m|s|ms|us|µs|ns)")
+_GO_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(h|ms|m|s|us|µs|ns)")
+_UNIT_SECONDS = {
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ns": 1e-9,
+}
+
+
+def header_name(value: str) -> str | None:
+    """An HTTP field name (RFC 9110 token)."""
+    if _TOKEN.fullmatch(value) is None:
+        return f"invalid header name {value!r}: expected letters, digits and !#$%&'*+-.^_`|~"
+    return None
+
+
+class GatewayDuration(Node[float]):
+    """A Gateway API Duration (GEP-2257) such as ``10s`` or ``1h30m``, in seconds."""
+
+    expected = "a duration such as '10s', '500ms' or '1h30m'"
+
+    def parse(self, value: object, at: FieldPath, report: Report) -> float | Invalid:
+        if not isinstance(value, str) or _GATEWAY_DURATION.fullmatch(value) is None:
+            report.error(at, f"expected {self.expected}, got {show(value)}")
+            return INVALID
+        return sum(int(n) * _UNIT_SECONDS[u] for n, u in _GATEWAY_PART.findall(value))
+
+
+class GoDuration(Node[float]):
+    """An Istio duration such as ``2s``, ``0.5s`` or ``100ms``, in seconds (at least 1ms)."""
+
+    expected = "a duration such as '2s', '0.5s' or '100ms'"
+
+    def __init__(self, allow_zero: bool = True) -> None:
+        self.allow_zero = allow_zero
+
+    def parse(self, value: object, at: FieldPath, report: Report) -> float | Invalid:
+        if (
+            not isinstance(value, str)
+            or re.fullmatch(f"(?:{_GO_DURATION.pattern})+", value) is None
+        ):
+            report.error(at, f"expected {self.expected}, got {show(value)}")
+            return INVALID
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_PART.findall(value))
+        if seconds == 0 and self.allow_zero:
+            return 0.0
+        if seconds < 1e-3:
+            report.error(at, f"must be at least 1ms, got {value!r}")
+            return INVALID
+        return seconds
+
+
+class Regex(Node[str]):
+    """A string that must compile as an RE2 pattern (see ``regex``)."""
+
+    expected = "a string"
+
+    def parse(self, value: object, at: FieldPath, report: Report) -> str | Invalid:
+        if not isinstance(value, str):
+            return self._type_error(value, at, report)
+        try:
+            compile_re2(value)
+        except RegexError as err:
+            report.error(at, str(err))
+            return INVALID
+        return value
+
+
+class Ignored(Node[object]):
+    """A field the waypoint accepts but does not apply: kept as YAML, with a load warning."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def parse(self, value: object, at: FieldPath, report: Report) -> object:
+        frozen = AnyValue().parse(value, at, report)
+        if frozen is not INVALID:
+            report.warn(at, f"accepted but not applied: {self.reason}")
+        return frozen
+
+
+class IntChoice(Node[int]):
+    """One integer out of a fixed set (redirect status codes)."""
+
+    expected = "an integer"
+
+    def __init__(self, choices: tuple[int, ...]) -> None:
+        self.choices = choices
+
+    def parse(self, value: object, at: FieldPath, report: Report) -> int | Invalid:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return self._type_error(value, at, report)
+        if value not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            report.error(at, f"must be one of {allowed}, got {value}")
+            return INVALID
+        return value
+
+
+class FilterType(Choice):
+    """A filter ``type``: supported ones, or a clear "not supported" for known others."""
+
+    def __init__(self, supported: tuple[str, ...], unsupported: Mapping[str, str]) -> None:
+        super().__init__(*supported)
+        self.unsupported = unsupported
+
+    def parse(self, value: object, at: FieldPath, report: Report) -> str | Invalid:
+        if isinstance(value, str) and value in self.unsupported:
+            report.error(at, f"not supported: {self.unsupported[value]}")
+            return INVALID
+        return super().parse(value, at, report)
+
+
+class MatchList(ListOf[T]):
+    """``matches``: an empty list means what an absent one means, one match-everything entry."""
+
+    def __init__(self, item: Node[T], default: T | None = None) -> None:
+        super().__init__(item)
+        self.default = default
+
+    def parse(self, value: object, at: FieldPath, report: Report) -> tuple[T, ...] | Invalid:
+        parsed = super().parse(value, at, report)
+        if parsed == () and self.default is not None:
+            return (self.default,)
+        return parsed

@@ -1,0 +1,247 @@
+"""The compiled route table: which routes attach to which service port, and ``route()``.
+
+Attachment:
+
+- An HTTPRoute attaches to a Service through a ``parentRefs`` entry with
+  ``kind: Service`` and group ``""``/``core`` (GAMMA); ``port`` narrows it to
+  that service port. Only producer routes apply at the waypoint: a parentRef to
+  a Service in another namespace (a consumer route, which depends on the
+  caller's namespace) is not attached and reports ``Accepted=False``. Other
+  parents (a Gateway) are for ingress and ignored here.
+- A VirtualService applies to the services its ``hosts`` name (short names in
+  its namespace, FQDNs, ``*.suffix``, ``*``) when ``gateways`` is empty or lists
+  ``mesh``. An exact host beats a wildcard; between equals, the first by
+  ``namespace/name`` applies alone — as Istio at a waypoint, VirtualServices
+  for one host are not merged — and the others report ``Accepted=False``.
+- **HTTPRoute and VirtualService on one service**: Istio calls the mix
+  unsupported. We decide: HTTPRoutes win (the Gateway API is ambient's primary
+  routing API), and the VirtualService reports ``Accepted=False`` naming them.
+
+Routing: with nothing attached, a request goes to the addressed service and
+port (route ``default``; a workload-addressed request goes to the workload:
+``Backend.hostname`` is its IP). With routes attached, the first matching
+entry decides, and a request no entry matches gets 404.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ambient.config.configset import ConfigSet
+from ambient.waypoint.model import Backend, RequestHead, RouteDecision, Target
+from ambient.waypoint.routing.action import Rng, error_decision
+from ambient.waypoint.routing.context import CompileContext, Entry, RouteCondition
+from ambient.waypoint.routing.destinationrule import DestinationPolicy, DestinationRule
+from ambient.waypoint.routing.gateway import compile_httproute, route_key
+from ambient.waypoint.routing.httproute import HTTPRoute
+from ambient.waypoint.routing.istio import compile_virtual_service, vs_key
+from ambient.waypoint.routing.match import RequestView
+from ambient.waypoint.routing.services import CLUSTER_DOMAIN, ServiceIndex, ServiceLike
+from ambient.waypoint.routing.virtualservice import VirtualService
+
+__all__ = ["RouteTable", "ServiceRoutes", "build_router"]
+
+DEFAULT_ROUTE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRoutes:
+    """The ordered entries for one service port, and the answer when none matches."""
+
+    entries: tuple[Entry, ...]
+    not_found: RouteDecision
+
+
+class RouteTable:
+    """The ``Router`` of ``waypoint.model``: pure, built once per configuration."""
+
+    def __init__(
+        self,
+        routes: dict[tuple[str, int], ServiceRoutes],
+        defaults: dict[tuple[str, int], RouteDecision],
+        conditions: tuple[RouteCondition, ...] = (),
+        rng: Rng | None = None,
+    ) -> None:
+        self._routes = routes
+        self._defaults = defaults
+        self.conditions = conditions
+        self._rng: Rng = rng if rng is not None else random.Random()
+
+    def route(self, target: Target, request: RequestHead) -> RouteDecision:
+        hostname = target.hostname
+        if hostname is None:
+            return RouteDecision(
+                DEFAULT_ROUTE,
+                backend=Backend(target.namespace, str(target.address), target.port),
+            )
+        key = (hostname, target.port)
+        attached = self._routes.get(key)
+        if attached is None:
+            decision = self._defaults.get(key)
+            if decision is None:
+                backend = Backend(target.namespace, hostname, target.port)
+                decision = RouteDecision(DEFAULT_ROUTE, backend=backend)
+            return decision
+        view = RequestView(request, target.port)
+        for entry in attached.entries:
+            if entry.matcher.matches(view):
+                return entry.action.decide(target, request, view.path, self._rng)
+        return attached.not_found
+
+    def attached(self, hostname: str, port: int) -> tuple[str, ...]:
+        """The routes (``ns/name``) attached to a service port, for diagnostics."""
+        routes = self._routes.get((hostname, port))
+        if routes is None:
+            return ()
+        return tuple(dict.fromkeys(entry.action.route for entry in routes.entries))
+
+
+def _policies(
+    rules: Iterable[DestinationRule], services: ServiceIndex
+) -> dict[str, DestinationPolicy]:
+    by_host: dict[str, list[DestinationRule]] = defaultdict(list)
+    for rule in sorted(rules, key=lambda r: (r.meta.namespace, r.meta.name)):
+        by_host[services.fqdn(rule.spec.host, rule.meta.namespace)].append(rule)
+    out = {}
+    for host, found in by_host.items():
+        service = services.by_hostname.get(host)
+        own = service.namespace if service else ""
+        found.sort(key=lambda r: r.meta.namespace != own)  # stable: own namespace first
+        out[host] = DestinationPolicy.merge(found)
+    return out
+
+
+def _attach_httproutes(
+    routes: list[HTTPRoute], ctx: CompileContext
+) -> dict[tuple[str, int], list[Entry]]:
+    attached: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+    for rank, route in enumerate(sorted(routes, key=route_key)):
+        for parent in route.spec.parent_refs:
+            if not parent.is_service:
+                continue
+            namespace = parent.namespace or route.meta.namespace
+            if namespace != route.meta.namespace:
+                ctx.condition(
+                    route,
+                    "Accepted",
+                    False,
+                    "NotAllowedByParent",
+                    f"parent Service {namespace}/{parent.name} is in another namespace: "
+                    "consumer routes are not supported at a waypoint",
+                )
+                continue
+            service = ctx.services.named(namespace, parent.name)
+            if service is None:
+                ctx.condition(
+                    route,
+                    "Accepted",
+                    False,
+                    "NoMatchingParent",
+                    f"parent Service {namespace}/{parent.name} not found",
+                )
+                continue
+            ports = service.ports if parent.port is None else (parent.port,)
+            if parent.port is not None and parent.port not in service.ports:
+                ctx.condition(
+                    route,
+                    "Accepted",
+                    False,
+                    "NoMatchingParent",
+                    f"parent Service {namespace}/{parent.name} has no port {parent.port}",
+                )
+                continue
+            entries_of = {port: compile_httproute(route, rank, ctx) for port in ports}
+            for port, entries in entries_of.items():
+                attached[(service.hostname, port)].extend(entries)
+    return attached
+
+
+def _attach_virtual_services(
+    services: list[VirtualService], ctx: CompileContext, taken: set[str]
+) -> dict[tuple[str, int], list[Entry]]:
+    chosen: dict[str, tuple[tuple[int, str], VirtualService]] = {}
+    for vs in services:
+        if vs.spec.gateways and "mesh" not in vs.spec.gateways:
+            continue
+        for host in vs.spec.hosts:
+            wildcard = 1 if host.startswith("*") else 0
+            for service in ctx.services.matching(host, vs.meta.namespace):
+                rank = (wildcard, vs_key(vs))
+                current = chosen.get(service.hostname)
+                if current is None or rank < current[0]:
+                    chosen[service.hostname] = (rank, vs)
+    attached: dict[tuple[str, int], list[Entry]] = {}
+    for hostname, (_, vs) in sorted(chosen.items()):
+        if hostname in taken:
+            ctx.condition(
+                vs,
+                "Accepted",
+                False,
+                "Overridden",
+                f"HTTPRoutes attach to {hostname}; they take precedence over VirtualServices",
+            )
+            continue
+        service = ctx.services.by_hostname[hostname]
+        for port in service.ports:
+            entries = compile_virtual_service(vs, port, ctx)
+            if entries:  # no rule for this port: the port keeps its default route
+                attached[(hostname, port)] = entries
+    for vs in services:
+        for host in vs.spec.hosts:
+            for service in ctx.services.matching(host, vs.meta.namespace):
+                owner = chosen[service.hostname][1]
+                if owner is not vs:
+                    ctx.condition(
+                        vs,
+                        "Accepted",
+                        False,
+                        "Overridden",
+                        f"VirtualService {vs_key(owner)} applies to {service.hostname}",
+                    )
+    return attached
+
+
+def _not_found(entries: list[Entry]) -> RouteDecision:
+    name = entries[0].action.route if entries else DEFAULT_ROUTE
+    return error_decision(name, 404, "no route matched")
+
+
+def build_router(
+    config: ConfigSet,
+    services: Iterable[ServiceLike] | None = None,
+    *,
+    rng: Rng | None = None,
+    domain: str = CLUSTER_DOMAIN,
+) -> RouteTable:
+    """Compile the HTTPRoutes, VirtualServices and DestinationRules of ``config``.
+
+    ``services`` is the mesh's services (``MeshService``, the workload API's
+    ``Service`` or the configuration's); by default the Services of ``config``.
+    """
+    index = ServiceIndex(services if services is not None else config.services(), domain)
+    rules = [o for o in config.by_kind("DestinationRule") if isinstance(o, DestinationRule)]
+    ctx = CompileContext(index, _policies(rules, index))
+    httproutes = [o for o in config.by_kind("HTTPRoute") if isinstance(o, HTTPRoute)]
+    gateway = _attach_httproutes(httproutes, ctx)
+    taken = {hostname for hostname, _ in gateway}
+    vss = sorted(
+        (o for o in config.by_kind("VirtualService") if isinstance(o, VirtualService)),
+        key=vs_key,
+    )
+    istio = _attach_virtual_services(vss, ctx, taken)
+    table: dict[tuple[str, int], ServiceRoutes] = {}
+    for key, entries in gateway.items():
+        entries.sort(key=lambda e: e.key)
+        table[key] = ServiceRoutes(tuple(entries), _not_found(entries))
+    for key, entries in istio.items():
+        table[key] = ServiceRoutes(tuple(entries), _not_found(entries))
+    defaults = {}
+    for service in index.by_hostname.values():
+        for port in service.ports:
+            if (service.hostname, port) not in table:
+                backend = ctx.backend(service, port)
+                defaults[(service.hostname, port)] = RouteDecision(DEFAULT_ROUTE, backend=backend)
+    return RouteTable(table, defaults, ctx.conditions, rng)
