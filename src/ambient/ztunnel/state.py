@@ -69,6 +69,7 @@ class ProxyState:
         self._endpoints: dict[str, list[Workload]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._listeners: list[Callable[[ProxyState], None]] = []
+        self.version = 0  # counts applied pushes (caches built from the state key on it)
         self.policies = PolicyStore()
 
     def on_change(self, callback: Callable[[ProxyState], None]) -> None:
@@ -109,6 +110,7 @@ class ProxyState:
                 self.policies.put_authorization(policy)
             else:
                 self.policies.put_peer_authentication(policy)
+        self.version += 1
         for callback in self._listeners:
             callback(self)
 

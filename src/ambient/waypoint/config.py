@@ -1,0 +1,139 @@
+"""What a node's waypoints enforce: the L7 objects, and the live parts built from them.
+
+``L7Config`` holds the objects a waypoint needs (HTTPRoute, VirtualService,
+DestinationRule, RequestAuthentication, AuthorizationPolicy with ``targetRefs``).
+It is fed either straight from the control plane's ``ConfigSet`` (one-process
+``ambient up``) or from xDS, where each object travels as its manifest
+(``WaypointResource``) and is validated again here with the same loader.
+
+The parts the proxy calls (``Router``, ``RequestAuthorizer``,
+``RequestAuthenticator``) are rebuilt lazily, once per change of the L7 objects
+or of the pushed services, and swapped in whole: a request sees one version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ambient.config import ConfigError, ConfigSet, load_text
+from ambient.config.configset import Ref
+from ambient.waypoint.model import RequestHead, RouteDecision, Router, Target
+from ambient.waypoint.routing import build_router
+from ambient.ztunnel.state import ProxyState
+
+__all__ = [
+    "L7_KINDS",
+    "L7Config",
+    "LiveRouter",
+    "is_l7_object",
+    "resource_name",
+    "waypoint_manifests",
+]
+
+log = logging.getLogger(__name__)
+
+L7_KINDS = frozenset(
+    {
+        "HTTPRoute",
+        "VirtualService",
+        "DestinationRule",
+        "RequestAuthentication",
+        "AuthorizationPolicy",
+    }
+)
+
+
+def is_l7_object(obj: Any) -> bool:
+    """Whether a waypoint needs ``obj``: an L7 kind (AuthorizationPolicy only with targetRefs)."""
+    if obj.kind not in L7_KINDS:
+        return False
+    if obj.kind == "AuthorizationPolicy":
+        spec = getattr(obj, "spec", None)
+        refs = (
+            spec.get("targetRefs") or spec.get("targetRef") if isinstance(spec, Mapping) else None
+        )
+        return bool(refs)
+    return True
+
+
+def resource_name(ref: Ref) -> str:
+    """The xDS name of an L7 object: ``Kind/namespace/name``."""
+    return f"{ref.kind}/{ref.namespace}/{ref.name}"
+
+
+def waypoint_manifests(config: ConfigSet) -> dict[str, str]:
+    """The L7 objects of ``config`` as (xDS name -> manifest JSON), from what was loaded."""
+    out: dict[str, str] = {}
+    for ref, obj in config.objects.items():
+        if not is_l7_object(obj):
+            continue
+        origin = config.origins.get(ref)
+        if origin is None or origin.source is None:
+            continue
+        out[resource_name(ref)] = json.dumps(origin.source, sort_keys=True, default=str)
+    return out
+
+
+class L7Config:
+    """The L7 objects of the mesh as this node's waypoints see them."""
+
+    def __init__(self) -> None:
+        self.config = ConfigSet()
+        self.version = 0
+        self._manifests: dict[str, str] = {}
+
+    def set_config(self, config: ConfigSet) -> None:
+        """Replace everything with the L7 objects of ``config`` (one-process mode)."""
+        objects = {ref: obj for ref, obj in config.objects.items() if is_l7_object(obj)}
+        if objects == dict(self.config.objects):
+            return
+        origins = {ref: config.origins[ref] for ref in objects if ref in config.origins}
+        self.config = ConfigSet(objects, origins)
+        self.version += 1
+
+    def apply(self, upserted: Mapping[str, str], removed: Iterable[str]) -> None:
+        """Apply an xDS delta of manifests; raises ``ValueError`` (NACK) if one is invalid.
+
+        Nothing is applied unless everything is valid.
+        """
+        manifests = dict(self._manifests)
+        for name in removed:
+            manifests.pop(name, None)
+        manifests.update(upserted)
+        text = "\n---\n".join(manifests[name] for name in sorted(manifests))
+        try:
+            config = load_text(text, "<xds>", check_refs=False) if text else ConfigSet()
+        except ConfigError as exc:
+            raise ValueError(f"invalid waypoint resource: {exc}") from exc
+        self._manifests = manifests
+        self.config = config
+        self.version += 1
+
+
+class LiveRouter:
+    """A ``Router`` over the current route table, rebuilt when the config or services change."""
+
+    def __init__(
+        self,
+        l7: L7Config,
+        state: ProxyState,
+        build: Callable[[ConfigSet, ProxyState], Router] | None = None,
+    ) -> None:
+        self.l7 = l7
+        self.state = state
+        self._build = build or (lambda config, s: build_router(config, list(s.services.values())))
+        self._key: tuple[int, int] | None = None
+        self._router: Router | None = None
+
+    def current(self) -> Router:
+        key = (self.l7.version, self.state.version)
+        if self._router is None or key != self._key:
+            self._router = self._build(self.l7.config, self.state)
+            self._key = key
+        return self._router
+
+    def route(self, target: Target, request: RequestHead) -> RouteDecision:
+        return self.current().route(target, request)
