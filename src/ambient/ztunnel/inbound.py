@@ -95,6 +95,24 @@ class InboundHandler:
             return
         record.destination = destination
         record.destination_identity = str(destination.identity)
+        if destination.waypoint is not None and not self.state.is_waypoint_identity(
+            destination.waypoint, peer_identity
+        ):
+            # The pod is bound to a waypoint (istio.io/waypoint-for workload|all): its L7
+            # policy lives there, so a tunnel that did not come through it is refused
+            # (fail closed). Mesh clients never do this: their ztunnel sends them there.
+            log.info(
+                "RBAC rejected conn=%s(%s)->%s: bypassed waypoint %s",
+                record.src_addr,
+                peer_identity,
+                target,
+                destination.waypoint.destination,
+            )
+            record.flags = ResponseFlags.DENY
+            record.error = "connection bypassed the destination's waypoint"
+            stream.respond(Status.UNAUTHORIZED)
+            record.close()
+            return
         if request.forwarded_host:
             record.service = self.state.resolve_host(request.forwarded_host, destination.namespace)
         admitted = InboundConnection(peer_identity, src_ip, destination, target.ip, target.port)

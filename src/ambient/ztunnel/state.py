@@ -222,6 +222,17 @@ class ProxyState:
             return self.direct(ip, port, service)
         return Upstream(waypoint, ip, port, service, via_waypoint=True)
 
+    def is_waypoint_identity(self, gateway: GatewayAddress, identity: str) -> bool:
+        """Whether ``identity`` (a SPIFFE URI) is that of a replica of waypoint ``gateway``."""
+        waypoint_service = self.services.get(gateway.destination)
+        if waypoint_service is not None:
+            replicas = self._endpoints.get(waypoint_service.key, ())
+        else:
+            by_ip = _parse_ip(gateway.destination)
+            found = self._by_ip.get(by_ip) if by_ip is not None else None
+            replicas = [found] if found is not None else []
+        return any(str(w.identity) == identity for w in replicas)
+
     def direct(self, ip: IPAddress, port: int, service: Service | None) -> Upstream | None:
         """The upstream for ``ip:port`` ignoring waypoints (the waypoint's own view)."""
         if service is not None:
