@@ -19,9 +19,11 @@ waypoint. Semantics, as Istio's waypoint (Envoy RBAC filters built by istiod):
   source), each ``when`` condition. An ALLOW policy without rules matches
   nothing; ``rules: [{}]`` matches everything;
 - ``check_connection`` (TCP passed through the waypoint) follows istiod's TCP
-  filter: an ALLOW rule using HTTP/JWT attributes never matches; in DENY rules
-  those attributes are dropped from their entry, and an entry left with nothing
-  never matches (as ztunnel does; see ``ambient.authz.translate``).
+  RBAC filter for Envoy: an ALLOW rule using HTTP/JWT attributes never matches
+  (smaller allow); in DENY and AUDIT rules those attributes are ignored, so an
+  entry left with nothing matches every connection (wider deny). This differs
+  on purpose from ztunnel's translation (``ambient.authz.translate``), where an
+  emptied entry never matches: istiod builds the two differently.
 
 The path is normalized first (``paths``, default ``BASE``); the proxy should
 forward that normalized path too, as Envoy does, so policy and backend agree.
@@ -103,9 +105,7 @@ class _Entry:
         return True
 
     def matches_connection(self, a: RequestAttributes) -> bool:
-        if not self.l4_tests:
-            return False
-        return all(test(a) for test in self.l4_tests)
+        return all(test(a) for test in self.l4_tests)  # nothing left: matches (istiod)
 
 
 @dataclass(frozen=True, slots=True)
