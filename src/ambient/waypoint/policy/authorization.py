@@ -140,15 +140,40 @@ class L7Policy:
     target_refs: tuple[TargetRef, ...]
     rules: tuple[_Rule, ...] = ()
     dry_run: bool = False
+    _plan: tuple[tuple[tuple[tuple[m.Test, ...], ...], ...], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def __post_init__(self) -> None:
+        # The rules as nested tuples of tests, cheapest clauses first (peer identity
+        # before paths and headers), so that ``matches`` runs without method calls.
+        plan = tuple(
+            tuple(
+                tuple(entry.tests for entry in clause)
+                for clause in sorted(rule.clauses, key=lambda c: any(e.l7 for e in c))
+            )
+            for rule in self.rules
+        )
+        object.__setattr__(self, "_plan", plan)
+
     def matches(self, a: RequestAttributes) -> bool:
-        for rule in self.rules:  # noqa: SIM110
-            if rule.matches(a):
-                return True
+        """Whether any rule matches (the per-request hot path: plain loops, no calls)."""
+        for clauses in self._plan:
+            for entries in clauses:
+                for tests in entries:
+                    for test in tests:
+                        if not test(a):
+                            break
+                    else:
+                        break  # this entry matched: the clause holds
+                else:
+                    break  # no entry matched: the rule fails
+            else:
+                return True  # every clause held
         return False
 
     def matches_connection(self, a: RequestAttributes) -> bool:

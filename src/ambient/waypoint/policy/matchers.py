@@ -67,6 +67,9 @@ def principal_test(values: Sequence[str]) -> Test:
 
 def namespace_test(values: Sequence[str]) -> Test:
     matchers = [StringMatch.parse(v) for v in values]
+    if all(m.kind is MatchKind.EXACT for m in matchers):
+        wanted = frozenset(values)
+        return lambda a: a.peer is not None and a.peer.namespace in wanted
     return lambda a: a.peer is not None and _any(matchers, a.peer.namespace)
 
 
