@@ -12,6 +12,7 @@ from ambient.authz.model import IPNetwork, Labels
 __all__ = [
     "PolicyError",
     "check_keys",
+    "check_path_template",
     "fail",
     "get_list",
     "get_mapping",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 _PORT_RE = re.compile(r"[0-9]+")
+_PATH_LITERAL_RE = re.compile(r"[A-Za-z0-9\-._~%!$&'()+,;:@=]+")
 
 
 class PolicyError(ValueError):
@@ -110,6 +112,29 @@ def str_list(value: Mapping[str, object], key: str, path: str) -> tuple[str, ...
         if not item:
             fail(f"{path}.{key}[{i}]", "empty value not allowed")
     return tuple(str(item) for item in items)
+
+
+def check_path_template(value: str, path: str) -> None:
+    """Istio's checks of a policy path using ``{*}``/``{**}`` templates.
+
+    A template operator is a whole segment, ``{**}`` is the last operator, and the
+    other segments of a templated path are plain RFC 3986 path characters.
+    """
+    templated = "{*}" in value or "{**}" in value
+    seen_any = False
+    for segment in value.strip("/").split("/"):
+        if segment in ("{*}", "{**}"):
+            if seen_any:
+                fail(path, f"invalid path {value!r}: {{**}} must be the last template operator")
+            seen_any = segment == "{**}"
+        elif "{" in segment or "}" in segment:
+            fail(
+                path,
+                f"invalid path {value!r}: '{{' and '}}' are only allowed as whole-segment "
+                "{*} or {**} templates",
+            )
+        elif templated and not _PATH_LITERAL_RE.fullmatch(segment):
+            fail(path, f"invalid path {value!r}: segment {segment!r} is not a valid literal")
 
 
 def parse_port(value: str, path: str) -> int:

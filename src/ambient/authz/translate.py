@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ambient.authz._spec import (
     PolicyError,
     check_keys,
+    check_path_template,
     fail,
     get_list,
     get_mapping,
@@ -53,6 +54,7 @@ __all__ = [
     "L4_WHEN_KEYS",
     "PolicyError",
     "TranslationResult",
+    "is_dry_run",
     "translate_authorization_policy",
 ]
 
@@ -157,6 +159,11 @@ def translate_authorization_policy(
 
 def _skipped(ctx: _Ctx, why: str) -> TranslationResult:
     return TranslationResult(None, (*ctx.warnings, f"{ctx.key}: not enforced by ztunnel: {why}"))
+
+
+def is_dry_run(annotations: Mapping[str, object] | None) -> bool:
+    """Whether the ``istio.io/dry-run`` annotation is true (PolicyError if not a boolean)."""
+    return _dry_run(annotations or {})
 
 
 def _dry_run(annotations: Mapping[str, object]) -> bool:
@@ -280,6 +287,9 @@ def _operation(op: Mapping[str, object], path: str, skipped: list[str]) -> Match
     values = {key: str_list(op, key, path) for key in _OPERATION_L4 + _OPERATION_OTHER}
     if not any(values.values()):
         fail(path, "must not be empty")
+    for key in ("paths", "notPaths"):
+        for i, value in enumerate(values[key]):
+            check_path_template(value, f"{path}.{key}[{i}]")
     skipped += [f"{path}.{key}" for key in _OPERATION_OTHER if values[key]]
     return Match(
         destination_ports=_ports(values["ports"], f"{path}.ports"),

@@ -1,0 +1,1 @@
+"""Tests of ambient.waypoint.policy: L7 authorization and RequestAuthentication."""
