@@ -272,13 +272,17 @@ class DistributedMesh:
         self.nodes[node] = ip
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
-        while not await self._ztunnel_ready(ip):
+        while not (self._running(f"ztunnel-{node}") and await self._ztunnel_ready(ip)):
             if loop.time() > deadline:
                 raise RuntimeError(f"ztunnel {node} was not ready within {START_TIMEOUT:g}s")
             await asyncio.sleep(0.1)
         log.info(
             "ztunnel %s ready on %s (admin :15000, metrics :15020, readiness :15021)", node, ip
         )
+
+    def _running(self, name: str) -> bool:
+        status = self.system.pod_status(SYSTEM_NAMESPACE, name)
+        return status is not None and status.running
 
     async def _ztunnel_ready(self, ip: str) -> bool:
         """Whether the ztunnel's ``:15021/healthz/ready`` answers 200 (synced, listening)."""
@@ -340,17 +344,18 @@ class DistributedMesh:
         components: list[dict[str, Any]] = [
             {
                 "name": "controlplane",
-                "ready": cp_ready,
+                "ready": cp_ready and self._running("controlplane"),
                 "detail": (cp.describe() + " " if cp else "")
                 + f"{CONTROL_PLANE_IP} ca:{CA_PORT} join:{JOIN_PORT} xds:{XDS_PORT}",
             }
         ]
         for name, ip in sorted(self.nodes.items()):
             process = self.system.pod_status(SYSTEM_NAMESPACE, f"ztunnel-{name}")
+            running = process is not None and process.running  # not someone else's on the IP
             components.append(
                 {
                     "name": f"ztunnel/{name}",
-                    "ready": await self._ztunnel_ready(ip),
+                    "ready": running and await self._ztunnel_ready(ip),
                     "detail": (process.describe() + " " if process else "")
                     + f"{ip} admin:15000 metrics:15020 ready:15021",
                 }
