@@ -136,11 +136,17 @@ class PodState:
 
 @dataclass
 class Mesh:
-    """``ambient up CONFIG_DIR`` in the background with its own state folder."""
+    """``ambient up CONFIG_DIR`` in the background with its own state folder.
+
+    By default the control plane and the ztunnels run as child processes of ``up``;
+    ``single_process`` runs ``up --single-process``. ``args`` go to ``up``.
+    """
 
     config_dir: Path
     state_dir: Path
     log_path: Path
+    single_process: bool = False
+    args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
@@ -148,7 +154,15 @@ class Mesh:
         wait_mesh_addresses_free()
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [AMBIENT, "up", str(self.config_dir), "--state-dir", str(self.state_dir)],
+            [
+                AMBIENT,
+                "up",
+                str(self.config_dir),
+                "--state-dir",
+                str(self.state_dir),
+                *(["--single-process"] if self.single_process else []),
+                *self.args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -185,7 +199,11 @@ class Mesh:
         return code
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What ``up`` logged, then what its control plane and ztunnel processes logged."""
+        parts = [self.log_path.read_text(errors="replace")]
+        for path in sorted((self.state_dir / "logs").glob("ambient-system_*.log")):
+            parts.append(path.read_text(errors="replace"))
+        return "".join(parts)
 
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return ambient(*args, state_dir=self.state_dir, timeout=timeout)

@@ -495,7 +495,7 @@ class HeldConnection:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """`ambient up examples/shop`, shared by one class's tests and stopped when it ends."""
     root = tmp_path_factory.mktemp("shop")
-    mesh = Mesh(SHOP, root / "state", root / "up.log").start()
+    mesh = Mesh(SHOP, root / "state", root / "up.log", single_process=True).start()
     try:
         yield mesh
     finally:
@@ -767,7 +767,7 @@ class TestPolicies:
 
 def test_l7_only_allow_rule_never_allows_and_up_warns(tmp_path: Path) -> None:
     config = shop_folder(tmp_path, GET_ONLY)
-    mesh = Mesh(config, tmp_path / "state", tmp_path / "up.log").start()
+    mesh = Mesh(config, tmp_path / "state", tmp_path / "up.log", single_process=True).start()
     try:
         warnings = [line for line in mesh.log().splitlines() if GET_ONLY_WARNING.search(line)]
         assert len(warnings) == 1, mesh.log()[-3000:]

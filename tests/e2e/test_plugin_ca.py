@@ -19,7 +19,7 @@ def test_workload_certificates_chain_to_the_plugin_root(tmp_path: Path) -> None:
     config = tmp_path / "shop"
     shutil.copytree(REPO / "examples" / "shop", config)
     plugin = write_plugin_ca(config / "cacerts", levels=1)
-    mesh = Mesh(config, tmp_path / "state", tmp_path / "up.log").start()
+    mesh = Mesh(config, tmp_path / "state", tmp_path / "up.log", single_process=True).start()
     try:
         answer = mesh.curl("http://orders:8080/plugin")
         assert answer["peer_identity"] == "spiffe://cluster.local/ns/shop/sa/web"

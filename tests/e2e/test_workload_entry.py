@@ -68,7 +68,7 @@ def test_enrolled_workload_entry_is_reached_over_hbone(tmp_path: Path) -> None:
         cwd=REPO,
         env=clean_env(),
     )
-    mesh = Mesh(config, tmp_path / "state", tmp_path / "up.log")
+    mesh = Mesh(config, tmp_path / "state", tmp_path / "up.log", single_process=True)
     try:
         assert vm.stdout is not None and vm.stdout.readline().strip() == "LISTENING"
         mesh.start()

@@ -59,6 +59,29 @@ def parse_duration(text: str) -> timedelta:
     default=None,
     help="xDS (mutual TLS) [default: the --listen host, port 15010].",
 )
+@click.option(
+    "--watch/--no-watch",
+    default=True,
+    show_default=True,
+    help="Reload the config folder when a file in it changes (a bad edit is refused, logged).",
+)
+@click.option(
+    "--api-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve configuration changes and the pod schedule on this Unix socket "
+    "(what `ambient up` uses).",
+)
+@click.option(
+    "--track-health",
+    is_flag=True,
+    help="Pods are endpoints only once reported ready on --api-socket (as `ambient up` does).",
+)
+@click.option(
+    "--workload-cert-ttl",
+    default=None,
+    help="Lifetime of workload certificates, e.g. 1h or 30s [default: 24h].",
+)
 @state_dir_option
 @_LOG_LEVEL
 @click.pass_context
@@ -68,11 +91,22 @@ def controlplane(
     listen: str,
     join_listen: str,
     xds_listen: str | None,
+    watch: bool,
+    api_socket: Path | None,
+    track_health: bool,
+    workload_cert_ttl: str | None,
     state_dir: str | None,
     log_level: str,
 ) -> None:
     """Run the control plane as a service (certificates, node joins, xDS) in the foreground."""
-    from ambient.local.distributed import run_controlplane
+    from ambient.local.distributed import ControlPlaneOptions, run_controlplane
+
+    options = ControlPlaneOptions(
+        watch=watch,
+        api_socket=api_socket,
+        track_health=track_health,
+        workload_cert_ttl=parse_duration(workload_cert_ttl) if workload_cert_ttl else None,
+    )
 
     sys.exit(
         run_controlplane(
@@ -82,6 +116,7 @@ def controlplane(
             join_listen=join_listen,
             xds_listen=xds_listen,
             log_level=log_level,
+            options=options,
         )
     )
 

@@ -92,12 +92,37 @@ def cli(state_dir: str | None) -> None:
 @click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
+@click.option(
+    "--single-process",
+    is_flag=True,
+    help="Run the control plane and the ztunnels inside this process "
+    "(default: each as its own process).",
+)
+@click.option(
+    "--cert-ttl",
+    default=None,
+    metavar="DURATION",
+    help="Lifetime of workload certificates, e.g. 30s or 1h [default: 24h]; renewed at half-life.",
+)
 @click.pass_context
-def up(ctx: click.Context, config_dir: Path, state_dir: str | None, log_level: str) -> None:
-    """Run the mesh described by CONFIG_DIR in the foreground (Ctrl-C stops it cleanly)."""
+def up(
+    ctx: click.Context,
+    config_dir: Path,
+    state_dir: str | None,
+    log_level: str,
+    single_process: bool,
+    cert_ttl: str | None,
+) -> None:
+    """Run the mesh described by CONFIG_DIR in the foreground (Ctrl-C stops it cleanly).
+
+    The control plane and one ztunnel per node run as child processes of this one,
+    which runs the pods; edits to files in CONFIG_DIR are applied while it runs.
+    """
+    from ambient.cli.distributed import parse_duration
     from ambient.local.daemon import run
 
-    sys.exit(run(config_dir, _state(ctx), log_level))
+    ttl = parse_duration(cert_ttl).total_seconds() if cert_ttl else None
+    sys.exit(run(config_dir, _state(ctx), log_level, single_process=single_process, cert_ttl=ttl))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -4,7 +4,7 @@ Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
 AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
 their specs checked by ``ambient.authz`` (see ``security``). HTTPRoute, VirtualService and
 DestinationRule are typed by ``ambient.waypoint.routing``, Gateway by ``gateway``.
-RequestAuthentication and Telemetry load as
+Telemetry loads as
 ``GenericResource`` (metadata checked, spec kept as YAML) until their owning
 packages register strict parsers (see ``registry``).
 """
@@ -21,6 +21,7 @@ from ambient.config.pods import DEPLOYMENT, POD
 from ambient.config.resources import GenericResource
 from ambient.config.schema import AnyMapping, Node, Obj
 from ambient.config.security import AUTHORIZATION_POLICY, PEER_AUTHENTICATION
+from ambient.waypoint.policy.requestauthn import REQUEST_AUTHENTICATION
 from ambient.waypoint.routing.destinationrule import DESTINATION_RULE
 from ambient.waypoint.routing.httproute import HTTPROUTE
 from ambient.waypoint.routing.virtualservice import VIRTUAL_SERVICE
@@ -52,12 +53,10 @@ BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
     (ISTIO_NETWORKING, "ServiceEntry", SERVICE_ENTRY),
     (ISTIO_SECURITY, "AuthorizationPolicy", AUTHORIZATION_POLICY),
     (ISTIO_SECURITY, "PeerAuthentication", PEER_AUTHENTICATION),
+    (ISTIO_SECURITY, "RequestAuthentication", REQUEST_AUTHENTICATION),
     (GATEWAY_API, "Gateway", GATEWAY),
     (GATEWAY_API, "HTTPRoute", HTTPROUTE),
     (ISTIO_NETWORKING, "VirtualService", VIRTUAL_SERVICE),
     (ISTIO_NETWORKING, "DestinationRule", DESTINATION_RULE),
 )
-GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (ISTIO_SECURITY, "RequestAuthentication"),
-    (ISTIO_TELEMETRY, "Telemetry"),
-)
+GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = ((ISTIO_TELEMETRY, "Telemetry"),)

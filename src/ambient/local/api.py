@@ -1,7 +1,7 @@
 """The control API of a running ``ambient up``: JSON over HTTP on a Unix socket.
 
 The socket lives in the state folder (mode 0600), so only its owner drives the
-mesh. Routes:
+mesh. The same routes whichever process model runs the mesh (``MeshBackend``):
 
 - ``GET /status``                      readiness of every component
 - ``GET /pods``                        pods with address, node and exec environment
@@ -17,137 +17,78 @@ Errors come back as ``{"error": "..."}`` with status 400 (bad input) or 404.
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-from ambient.config import ConfigError, load_text
-from ambient.config.frozen import FrozenMap
-from ambient.config.gateway import Gateway
-from ambient.controlplane.source import NotAuthorized
-from ambient.controlplane.waypoints import gateway_status
 from ambient.httpd import AdminServer, Request, Response
-from ambient.local.mesh import LocalMesh
+from ambient.local.backend import MeshBackend, Refused
+
+__all__ = ["ControlApi", "json_body", "json_route", "remove_socket", "serve_unix"]
+
+
+def json_route(
+    call: Callable[[Request], Awaitable[Any]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def handler(request: Request) -> Response:
+        try:
+            return Response.json(await call(request))
+        except Refused as exc:
+            return Response.json({"error": str(exc)}, exc.status)
+        except ValueError as exc:  # a body that is not JSON
+            return Response.json({"error": f"bad request: {exc}"}, 400)
+
+    return handler
+
+
+async def serve_unix(server: AdminServer, path: str) -> None:
+    """Serve ``server`` on the Unix socket ``path``, readable by its owner only."""
+    remove_socket(path)
+    old = os.umask(0o177)
+    try:
+        await server.start_unix(path)
+    finally:
+        os.umask(old)
+
+
+def remove_socket(path: str) -> None:
+    """Remove a stale socket file (a previous run's), if any."""
+    Path(path).unlink(missing_ok=True)
 
 
 class ControlApi:
-    """Serves a :class:`LocalMesh` on its state folder's control socket."""
+    """Serves a :class:`MeshBackend` on its state folder's control socket."""
 
-    def __init__(self, mesh: LocalMesh) -> None:
+    def __init__(self, mesh: MeshBackend) -> None:
         self.mesh = mesh
         self.server = AdminServer(
             {
-                "/status": lambda r: Response.json(mesh.status()),
-                "/pods": lambda r: Response.json(mesh.pods()),
-                "/resources": self._resources,
-                "/nodes": self._nodes,
-                "/config_dump": self._config_dump,
-                "POST /apply": self._apply,
-                "POST /delete": self._delete,
-                "POST /label": self._label,
+                "/status": json_route(lambda r: mesh.status()),
+                "/pods": json_route(lambda r: mesh.pods()),
+                "/resources": json_route(
+                    lambda r: mesh.resources(r.query.get("kind", ""), r.query.get("namespace"))
+                ),
+                "/nodes": json_route(lambda r: mesh.node_list()),
+                "/config_dump": json_route(lambda r: mesh.config_dumps(r.query.get("node"))),
+                "POST /apply": json_route(lambda r: mesh.apply(json_body(r))),
+                "POST /delete": json_route(lambda r: mesh.delete(json_body(r))),
+                "POST /label": json_route(lambda r: mesh.label(json_body(r))),
             }
         )
 
     async def start(self) -> str:
-        path = self.mesh.state.socket_path
-        path.unlink(missing_ok=True)
-        old = os.umask(0o177)
-        try:
-            await self.server.start_unix(str(path))
-        finally:
-            os.umask(old)
-        return str(path)
+        path = str(self.mesh.state.socket_path)
+        await serve_unix(self.server, path)
+        return path
 
     async def close(self) -> None:
         await self.server.close()
         self.mesh.state.socket_path.unlink(missing_ok=True)
 
-    # -- routes --------------------------------------------------------------------
 
-    def _resources(self, request: Request) -> Response:
-        plane = self.mesh._plane()
-        kind = request.query.get("kind", "").lower()
-        namespace = request.query.get("namespace")
-        items = []
-        for obj in plane.config:
-            if kind and obj.kind.lower() != kind:
-                continue
-            if namespace and getattr(obj.meta, "namespace", None) != namespace:
-                continue
-            item = _to_json(obj)
-            if isinstance(obj, Gateway):
-                snapshot = plane.snapshot
-                item["status"] = gateway_status(
-                    obj, snapshot.workloads, snapshot.services
-                ).to_dict()
-            items.append(item)
-        return Response.json(items)
-
-    def _nodes(self, _request: Request) -> Response:
-        return Response.json(
-            [
-                {"name": n.name, "ip": n.ip, "admin": n.ztunnel.admin_addresses}
-                for n in self.mesh.nodes.values()
-            ]
-        )
-
-    def _config_dump(self, request: Request) -> Response:
-        wanted = request.query.get("node")
-        dumps = [
-            n.ztunnel.config_dump()
-            for n in self.mesh.nodes.values()
-            if wanted is None or n.name == wanted
-        ]
-        if wanted is not None and not dumps:
-            return Response.json({"error": f"no node named {wanted!r}"}, 404)
-        return Response.json(dumps)
-
-    def _apply(self, request: Request) -> Response:
-        try:
-            body = request.json()
-            config = load_text(
-                body.get("text", ""), body.get("filename", "<stdin>"), check_refs=False
-            )
-            return Response.json({"result": self.mesh.apply(config)})
-        except (ConfigError, ValueError) as exc:
-            return Response.json({"error": str(exc)}, 400)
-
-    def _delete(self, request: Request) -> Response:
-        try:
-            body = request.json()
-            config = load_text(
-                body.get("text", ""), body.get("filename", "<stdin>"), check_refs=False
-            )
-            return Response.json({"result": self.mesh.delete(config)})
-        except (ConfigError, ValueError) as exc:
-            return Response.json({"error": str(exc)}, 400)
-
-    def _label(self, request: Request) -> Response:
-        try:
-            body = request.json()
-            self.mesh.label(
-                str(body["kind"]),
-                str(body.get("namespace") or "default"),
-                str(body["name"]),
-                str(body["key"]),
-                None if body.get("value") is None else str(body["value"]),
-            )
-        except KeyError as exc:
-            return Response.json({"error": f"missing field {exc}"}, 400)
-        except (ValueError, LookupError, NotAuthorized, ConfigError) as exc:
-            status = 404 if type(exc).__name__ == "NotFound" else 400
-            return Response.json({"error": str(exc)}, status)
-        return Response.json({"result": "labeled"})
-
-
-def _to_json(value: Any) -> Any:
-    """Frozen config objects as plain JSON (camelCase is not restored; this is for display)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, FrozenMap | dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_to_json(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
+def json_body(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise Refused("the request body must be a JSON object")
+    return body

@@ -1,4 +1,9 @@
-"""``ambient up`` in the foreground: start the mesh, serve the control API, stop on a signal."""
+"""``ambient up`` in the foreground: start the mesh, serve the control API, stop on a signal.
+
+Two process models behind the same control API: separate processes for the control
+plane and each ztunnel (``processes.DistributedMesh``, the default), or everything in
+this process (``mesh.LocalMesh``, ``--single-process``).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,14 @@ from ambient.local.statedir import MeshNotRunning, StateDir
 log = logging.getLogger("ambient.up")
 
 
-def run(config_dir: Path, state: StateDir, log_level: str = "info") -> int:
+def run(
+    config_dir: Path,
+    state: StateDir,
+    log_level: str = "info",
+    *,
+    single_process: bool = False,
+    cert_ttl: float | None = None,
+) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),
@@ -49,18 +61,30 @@ def run(config_dir: Path, state: StateDir, log_level: str = "info") -> int:
     try:
         import uvloop
 
-        return uvloop.run(_serve(config_dir, state, config))
+        return uvloop.run(_serve(config_dir, state, config, single_process, cert_ttl, log_level))
     except KeyboardInterrupt:  # pragma: no cover - signal handlers take care of it
         return 130
 
 
-async def _serve(config_dir: Path, state: StateDir, config: object) -> int:
+async def _serve(
+    config_dir: Path,
+    state: StateDir,
+    config: object,
+    single_process: bool,
+    cert_ttl: float | None,
+    log_level: str,
+) -> int:
     from ambient.config import ConfigSet
     from ambient.local.api import ControlApi
     from ambient.local.mesh import LocalMesh
+    from ambient.local.processes import DistributedMesh
 
     assert isinstance(config, ConfigSet)
-    mesh = LocalMesh(config_dir, state)
+    mesh: LocalMesh | DistributedMesh
+    if single_process:
+        mesh = LocalMesh(config_dir, state, cert_ttl=cert_ttl)
+    else:
+        mesh = DistributedMesh(config_dir, state, cert_ttl=cert_ttl, log_level=log_level)
     api = ControlApi(mesh)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,10 +97,11 @@ async def _serve(config_dir: Path, state: StateDir, config: object) -> int:
         state.write_mesh_file(
             {"pid": os.getpid(), "socket": socket_path, "config_dir": str(mesh.config_dir)}
         )
-        pods = len(mesh.pods())
+        pods = len(await mesh.pods())
         log.info(
-            "mesh is up: %d pod(s) on %d node(s); state in %s. "
+            "mesh is up (%s): %d pod(s) on %d node(s); state in %s. "
             "Try `ambient status`, `ambient zc workloads`. Ctrl-C stops it.",
+            "one process" if single_process else "control plane and ztunnels as processes",
             pods,
             len(mesh.nodes),
             state.root,

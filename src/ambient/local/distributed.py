@@ -54,6 +54,7 @@ DEFAULT_CA_ADDRESS = "127.0.0.1:15012"
 DEFAULT_JOIN_ADDRESS = "127.0.0.1:15013"
 DEFAULT_XDS_PORT = 15010
 CONTROLPLANE_FILE = "controlplane.json"
+JOURNAL_FILE = "changes.jsonl"  # ambient apply/delete/label, replayed at a restart
 TOKENS_DIR = "nodes"  # <state>/nodes/join-tokens.json
 NODE_CREDENTIALS_DIR = "node"  # <node state>/node/{node-key,node-cert,control-plane-roots}.pem
 
@@ -146,6 +147,20 @@ def _run_until_signal(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
 # -- the control plane ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ControlPlaneOptions:
+    """What ``ambient controlplane`` adds to the bare service (all optional)."""
+
+    watch: bool = True
+    """Reload the config folder when a file in it changes."""
+    api_socket: Path | None = None
+    """Serve ``ambient.local.cpapi`` here (``ambient up`` does); changes are journaled."""
+    track_health: bool = False
+    """Pods are endpoints only once reported ready on the API socket."""
+    workload_cert_ttl: timedelta | None = None
+    """Lifetime of workload certificates (default: the CA service's 24 h)."""
+
+
 @dataclass
 class ControlPlaneService:
     """A started control plane: stop it with :meth:`close`."""
@@ -169,8 +184,18 @@ async def start_controlplane(
     listen: str = DEFAULT_CA_ADDRESS,
     join_listen: str = DEFAULT_JOIN_ADDRESS,
     xds_listen: str | None = None,
+    options: ControlPlaneOptions | None = None,
 ) -> ControlPlaneService:
-    """CA, node PKI, control plane, certificate service and xDS server, serving."""
+    """CA, node PKI, control plane, certificate service and xDS server, serving.
+
+    ``options``: the folder watch, the API socket for ``ambient up`` and certificate
+    lifetimes (see :class:`ControlPlaneOptions`).
+    """
+    from ambient.local.configops import MeshConfig
+    from ambient.local.cpapi import ControlPlaneApi
+    from ambient.local.watch import FolderWatcher
+
+    options = options or ControlPlaneOptions()
     from ambient.controlplane.allocate import AddressAllocator
     from ambient.controlplane.plane import ControlPlane
     from ambient.identity.ca import CertificateAuthority
@@ -185,8 +210,16 @@ async def start_controlplane(
         log.warning("%s", warning)
     nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
     tokens = JoinTokens(state_root / TOKENS_DIR, nodes)
-    service = CaService(plane, ca, nodes=nodes, tokens=tokens)
+    ttl_kwargs = {}
+    if options.workload_cert_ttl is not None:
+        ttl_kwargs["default_ttl"] = options.workload_cert_ttl
+    service = CaService(plane, ca, nodes=nodes, tokens=tokens, **ttl_kwargs)
     closers: list[Callable[[], Awaitable[None]]] = []
+    journal = state_root / JOURNAL_FILE if options.api_socket is not None else None
+    mesh_config = MeshConfig(plane, config_dir, config, journal=journal)
+    replayed = mesh_config.replay()
+    if replayed:
+        log.info("replayed %d change(s) made with ambient apply/delete/label", replayed)
 
     async def close_plane() -> None:
         plane.close()
@@ -194,6 +227,14 @@ async def start_controlplane(
     closers.append(close_plane)
     service_ = ControlPlaneService({}, closers)
     try:
+        if options.api_socket is not None:
+            api = ControlPlaneApi(mesh_config, track_health=options.track_health)
+            await api.start(options.api_socket)
+            closers.append(api.close)
+        if options.watch:
+            watcher = FolderWatcher(config_dir, mesh_config.reload_logged)
+            watcher.start()
+            closers.append(watcher.close)
         ca_server = await service.start(listen, join_address=join_listen)
         closers.append(lambda: ca_server.stop(1.0))
         xds = XdsServer(
@@ -255,6 +296,7 @@ def run_controlplane(
     join_listen: str,
     xds_listen: str | None,
     log_level: str = "info",
+    options: ControlPlaneOptions | None = None,
 ) -> int:
     """``ambient controlplane``: serve until SIGINT/SIGTERM; returns the exit code."""
     setup_logging(log_level)
@@ -281,6 +323,7 @@ def run_controlplane(
                 listen=listen,
                 join_listen=join_listen,
                 xds_listen=xds_listen,
+                options=options,
             )
         except (OSError, CertificateError, ValueError) as exc:
             print(f"error: the control plane failed to start: {exc}", file=sys.stderr)

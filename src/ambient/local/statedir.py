@@ -53,6 +53,14 @@ class StateDir:
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         return Path(f"/tmp/ambient-{digest}.sock")
 
+    def extra_socket(self, name: str) -> Path:
+        """A socket of a process ``ambient up`` runs (e.g. the control plane's), by name."""
+        path = self.root / f"{name}.sock"
+        if len(str(path)) <= _MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha256(f"{self.root}/{name}".encode()).hexdigest()[:16]
+        return Path(f"/tmp/ambient-{digest}.sock")
+
     def write_mesh_file(self, info: dict[str, Any]) -> None:
         tmp = self.mesh_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, indent=2))

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from joserfc.jwk import KeySet
 
-from ambient.config import FrozenMap, register_kind, resource_schema
+from ambient.config.frozen import FrozenMap
+from ambient.config.meta import resource_schema
 from ambient.config.resources import ObjectMeta
 from ambient.config.schema import (
     Bool,
@@ -233,5 +234,4 @@ REQUEST_AUTHENTICATION_SPEC = Obj(
     checks=[_check_spec],
 )
 REQUEST_AUTHENTICATION = resource_schema(RequestAuthentication, REQUEST_AUTHENTICATION_SPEC)
-
-register_kind(ISTIO_SECURITY, "RequestAuthentication", REQUEST_AUTHENTICATION)
+# Registered as a built-in kind by ambient.config.kinds.

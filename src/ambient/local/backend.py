@@ -1,0 +1,187 @@
+"""What the control API serves, whichever process model runs the mesh.
+
+``MeshBackend`` is the interface ``ControlApi`` (the socket the ``ambient`` commands
+use) serves: ``LocalMesh`` implements it in one process, ``DistributedMesh`` by asking
+the control plane process and the ztunnel processes. The ``*_json`` helpers are the
+configuration routes on a ``MeshConfig``, shared by ``LocalMesh`` and the control
+plane process's own socket, so both answer byte for byte alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any, Protocol
+
+from ambient.config import ConfigError
+from ambient.config.frozen import FrozenMap
+from ambient.config.gateway import Gateway
+from ambient.controlplane.labels import NotFound
+from ambient.controlplane.source import NotAuthorized
+from ambient.controlplane.waypoints import gateway_status
+from ambient.local.configops import MeshConfig
+from ambient.local.statedir import StateDir
+
+__all__ = [
+    "MeshBackend",
+    "Refused",
+    "apply_json",
+    "delete_json",
+    "label_json",
+    "resources_json",
+    "unix_request",
+]
+
+
+class Refused(Exception):
+    """A request the mesh refuses; answered ``{"error": message}`` with ``status``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MeshBackend(Protocol):
+    """A running mesh, as the control API sees it."""
+
+    @property
+    def state(self) -> StateDir: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+    async def pods(self) -> list[dict[str, Any]]: ...
+
+    async def resources(self, kind: str, namespace: str | None) -> list[Any]: ...
+
+    async def node_list(self) -> list[dict[str, Any]]: ...
+
+    async def config_dumps(self, node: str | None) -> list[dict[str, Any]]: ...
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def label(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+# -- configuration routes over a MeshConfig -------------------------------------------------
+
+
+def resources_json(config: MeshConfig, kind: str, namespace: str | None) -> list[Any]:
+    items = []
+    for obj in config.plane.config:
+        if kind and obj.kind.lower() != kind.lower():
+            continue
+        if namespace and getattr(obj.meta, "namespace", None) != namespace:
+            continue
+        item = to_json(obj)
+        if isinstance(obj, Gateway):  # the status istiod would write: Programmed or not
+            snapshot = config.plane.snapshot
+            item["status"] = gateway_status(obj, snapshot.workloads, snapshot.services).to_dict()
+        items.append(item)
+    return items
+
+
+def apply_json(config: MeshConfig, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        lines, warnings = config.apply_text(
+            str(body.get("text", "")), str(body.get("filename", "<stdin>"))
+        )
+    except (ConfigError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    return {"result": lines, "warnings": warnings}
+
+
+def delete_json(config: MeshConfig, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        lines = config.delete_text(str(body.get("text", "")), str(body.get("filename", "<stdin>")))
+    except (ConfigError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    return {"result": lines}
+
+
+def label_json(config: MeshConfig, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        config.label_object(
+            str(body["kind"]),
+            str(body.get("namespace") or "default"),
+            str(body["name"]),
+            str(body["key"]),
+            None if body.get("value") is None else str(body["value"]),
+        )
+    except KeyError as exc:
+        raise Refused(f"missing field {exc}") from None
+    except NotFound as exc:
+        raise Refused(str(exc), 404) from None
+    except (ValueError, LookupError, NotAuthorized, ConfigError) as exc:
+        raise Refused(str(exc)) from None
+    return {"result": "labeled"}
+
+
+def to_json(value: Any) -> Any:
+    """Frozen config objects as plain JSON (camelCase is not restored; this is for display)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, FrozenMap | dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+# -- a JSON call to another process's control socket ------------------------------------------
+
+
+async def unix_request(
+    path: str, method: str, target: str, body: Any = None, timeout: float = 30.0
+) -> tuple[int, Any]:
+    """One HTTP/1.1 request over a Unix socket; returns (status, decoded JSON body).
+
+    Raises OSError if the socket cannot be reached or the answer is not JSON.
+    """
+
+    async def call() -> tuple[int, Any]:
+        reader, writer = await asyncio.open_unix_connection(path)
+        try:
+            payload = b"" if body is None else json.dumps(body).encode()
+            head = (
+                f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            )
+            writer.write(head.encode() + payload)
+            await writer.drain()
+            data = await reader.read()
+        finally:
+            writer.close()
+        header, _, content = data.partition(b"\r\n\r\n")
+        try:
+            status = int(header.split(b" ", 2)[1])
+            return status, json.loads(content)
+        except (IndexError, ValueError) as exc:
+            raise OSError(f"bad answer from {path}: {data[:200]!r}") from exc
+
+    return await asyncio.wait_for(call(), timeout)
+
+
+async def http_json(host: str, port: int, target: str, timeout: float = 5.0) -> Any:
+    """GET ``http://host:port/target`` (a ztunnel's admin endpoint) as JSON; OSError if not."""
+
+    async def call() -> Any:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            data = await reader.read()
+        finally:
+            writer.close()
+        header, _, content = data.partition(b"\r\n\r\n")
+        if not header.startswith(b"HTTP/1.1 200"):
+            raise OSError(f"{host}:{port}{target} answered {header[:60]!r}")
+        return json.loads(content)
+
+    return await asyncio.wait_for(call(), timeout)

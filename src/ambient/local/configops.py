@@ -1,0 +1,198 @@
+"""Changing a running control plane's configuration: apply, delete, label, and folder reloads.
+
+One implementation for both process models: ``LocalMesh`` (one process) and the
+``ambient controlplane`` service (``ambient up``'s default) call the same
+:class:`MeshConfig` on their ``ControlPlane``.
+
+Decisions (as an operator of ``kubectl apply`` expects):
+
+- ``apply`` adds or replaces objects, ``delete`` removes them, ``label`` changes one
+  label; each is checked as a whole (references between objects included) and
+  refused with the loader's ``file:document: Kind/name: field: problem`` lines, in
+  which case nothing changes.
+- A folder reload (a file in the config folder was edited, added or removed)
+  replaces what the folder says: objects the folder declared before and no longer
+  declares are deleted, objects whose text changed are replaced (live label changes
+  on them are lost, as ``kubectl apply`` of the file would), objects the folder
+  declares unchanged keep their live state, and objects created with
+  ``ambient apply`` (not from the folder) are left alone. A folder that no longer
+  loads is refused with the same errors as at start; the running configuration stays.
+- With a ``journal`` file, every accepted ``apply``/``delete``/``label`` is appended to
+  it, and :meth:`replay` re-applies them after a restart (the control plane process
+  may crash and be restarted by ``ambient up``; the folder alone would lose them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ambient.config import ConfigError, ConfigSet, load_paths, load_text
+from ambient.config.configset import Origin, Ref
+from ambient.config.references import check_references
+from ambient.controlplane.plane import ControlPlane
+
+__all__ = ["MeshConfig"]
+
+log = logging.getLogger("ambient.config")
+
+
+class MeshConfig:
+    """The configuration operations of ``ambient apply|delete|label`` and of hot reload."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        config_dir: Path,
+        folder: ConfigSet,
+        *,
+        journal: Path | None = None,
+    ) -> None:
+        """``folder``: what ``config_dir`` held when ``plane`` was built from it."""
+        self.plane = plane
+        self.config_dir = config_dir
+        self.journal = journal
+        self._folder = folder
+
+    # -- the CLI's operations ---------------------------------------------------------------
+
+    def apply(self, config: ConfigSet) -> tuple[list[str], list[str]]:
+        """Add or replace objects; returns (``kind/name configured|created`` lines, new warnings)."""
+        current = self.plane.config
+        merged = ConfigSet(
+            objects={**current.objects, **config.objects},
+            origins={**current.origins, **config.origins},
+            warnings=config.warnings,
+        )
+        problems = check_references(merged)
+        if problems:
+            raise ConfigError(problems)
+        before = set(self.plane.snapshot.warnings)
+        self.plane.update(merged)
+        warnings = [w for w in self.plane.snapshot.warnings if w not in before]
+        for warning in warnings:
+            log.warning("%s", warning)
+        lines = [
+            f"{ref.kind.lower()}/{ref.name} {'configured' if ref in current.objects else 'created'}"
+            for ref in sorted(config.objects)
+        ]
+        return lines, warnings
+
+    def delete(self, config: ConfigSet) -> list[str]:
+        """Remove the objects named in ``config``; returns ``kind/name deleted`` lines."""
+        current = self.plane.config
+        objects: dict[Ref, Any] = dict(current.objects)
+        origins: dict[Ref, Origin] = dict(current.origins)
+        lines = []
+        for ref in sorted(config.objects):
+            if objects.pop(ref, None) is None:
+                lines.append(f"{ref.kind.lower()}/{ref.name} not found")
+            else:
+                origins.pop(ref, None)
+                lines.append(f"{ref.kind.lower()}/{ref.name} deleted")
+        self.plane.update(ConfigSet(objects=objects, origins=origins))
+        return lines
+
+    def label(self, kind: str, namespace: str, name: str, key: str, value: str | None) -> None:
+        self.plane.label(kind, namespace, name, key, value)
+
+    # -- the same, from text (the control APIs), journaled ------------------------------------
+
+    def apply_text(self, text: str, filename: str) -> tuple[list[str], list[str]]:
+        result = self.apply(load_text(text, filename, check_refs=False))
+        self._record({"op": "apply", "text": text, "filename": filename})
+        return result
+
+    def delete_text(self, text: str, filename: str) -> list[str]:
+        result = self.delete(load_text(text, filename, check_refs=False))
+        self._record({"op": "delete", "text": text, "filename": filename})
+        return result
+
+    def label_object(
+        self, kind: str, namespace: str, name: str, key: str, value: str | None
+    ) -> None:
+        self.label(kind, namespace, name, key, value)
+        self._record(
+            {"op": "label", "kind": kind, "namespace": namespace, "name": name, "key": key}
+            | {"value": value}
+        )
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        if self.journal is not None:
+            with self.journal.open("a") as out:
+                out.write(json.dumps(entry) + "\n")
+
+    def replay(self) -> int:
+        """Re-apply the journal's operations (after a restart); returns how many applied."""
+        if self.journal is None or not self.journal.exists():
+            return 0
+        applied = 0
+        for number, line in enumerate(self.journal.read_text().splitlines(), 1):
+            try:
+                entry = json.loads(line)
+                if entry["op"] == "apply":
+                    self.apply(load_text(entry["text"], entry["filename"], check_refs=False))
+                elif entry["op"] == "delete":
+                    self.delete(load_text(entry["text"], entry["filename"], check_refs=False))
+                else:
+                    self.label(
+                        entry["kind"],
+                        entry["namespace"],
+                        entry["name"],
+                        entry["key"],
+                        entry["value"],
+                    )
+                applied += 1
+            except (ConfigError, ValueError, LookupError) as exc:
+                log.warning("%s:%d: not replayed: %s", self.journal, number, exc)
+        return applied
+
+    # -- hot reload ---------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Reload the folder (see the module docstring); returns whether anything changed.
+
+        Raises ``ConfigError`` (the folder does not load, or conflicts with live objects);
+        the running configuration is then unchanged.
+        """
+        fresh = load_paths([self.config_dir])
+        old = self._folder
+        current = self.plane.config
+        objects: dict[Ref, Any] = dict(current.objects)
+        origins: dict[Ref, Origin] = dict(current.origins)
+        for ref in old.objects:
+            if ref not in fresh.objects:
+                objects.pop(ref, None)
+                origins.pop(ref, None)
+        for ref, obj in fresh.objects.items():
+            if old.objects.get(ref) != obj or ref not in objects:
+                objects[ref] = obj
+            origins[ref] = fresh.origins[ref]
+        merged = ConfigSet(objects=objects, origins=origins, warnings=fresh.warnings)
+        problems = check_references(merged)
+        if problems:
+            raise ConfigError(problems)
+        self._folder = fresh
+        if merged.objects == current.objects:
+            return False
+        self.plane.update(merged)
+        return True
+
+    def reload_logged(self) -> None:
+        """:meth:`reload`, reporting the outcome in the log (for the folder watcher)."""
+        try:
+            changed = self.reload()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("error: %s", problem)
+            log.error(
+                "the edit of %s was refused: fix the %d problem(s) above; "
+                "the running configuration is unchanged",
+                self.config_dir,
+                len(exc.problems),
+            )
+            return
+        if changed:
+            log.info("configuration reloaded from %s", self.config_dir)

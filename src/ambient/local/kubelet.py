@@ -1,0 +1,203 @@
+"""The kubelet stand-in: runs the pods the control plane schedules, and reports their readiness.
+
+Both process models use it: in one process ``LocalMesh`` feeds it from its
+``ControlPlane``; in the default model ``ambient up`` feeds it what the control plane
+process reports and sends readiness back to it.
+
+Readiness, as Kubernetes' (simplified): a pod is ready once every container runs
+and every declared TCP port accepts a connection; it stops being ready as soon as a
+container exits. ``report(uid, ready)`` tells the control plane, which makes the pod
+a healthy endpoint or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ambient.controlplane.expand import scheduled_pods
+from ambient.controlplane.index import pod_uid
+from ambient.controlplane.plane import ControlPlane
+from ambient.runtime import PodRun, Supervisor, plan_launch
+from ambient.runtime.status import ContainerEvent, EventKind
+from ambient.ztunnel.proxy import SOCKS_PORT
+
+__all__ = ["Kubelet", "ScheduledRun", "scheduled_runs"]
+
+log = logging.getLogger("ambient.up")
+
+PROBE_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """A pod to run and what ``ambient exec deploy/NAME`` matches it by."""
+
+    run: PodRun
+    workload: str  # the Deployment's name, or the pod's
+    workload_type: str  # "deployment" or "pod"
+
+
+def scheduled_runs(plane: ControlPlane, config_dir: Path) -> dict[tuple[str, str], ScheduledRun]:
+    """The pods ``plane`` schedules that have an address, as the kubelet runs them."""
+    snapshot = plane.snapshot
+    scheduled, _ = scheduled_pods(plane.config, plane.pod_labels)
+    wanted: dict[tuple[str, str], ScheduledRun] = {}
+    for entry in scheduled:
+        workload = snapshot.workloads.get(pod_uid(entry.pod.meta.namespace, entry.pod.meta.name))
+        if workload is None or not workload.addresses:
+            continue
+        ip = str(workload.addresses[0])
+        node_ip = snapshot.nodes.get(workload.node)
+        run = PodRun.from_pod(
+            entry.pod,
+            uid=workload.uid,
+            base_dir=config_dir,
+            ip=ip,
+            proxy=f"socks5h://{ip}:{SOCKS_PORT}",
+            extra_env={"HOST_IP": str(node_ip)} if node_ip is not None else {},
+        )
+        wanted[(workload.namespace, workload.name)] = ScheduledRun(
+            run, workload.workload_name, workload.workload_type
+        )
+    return wanted
+
+
+class Kubelet:
+    """Starts, updates and stops pods to match :meth:`sync`; probes and reports readiness."""
+
+    def __init__(
+        self,
+        state_root: Path,
+        config_dir: Path,
+        report: Callable[[str, bool], object],
+    ) -> None:
+        self.config_dir = config_dir
+        self.report = report
+        self.supervisor = Supervisor(state_root, on_event=self._on_event)
+        self.pods: dict[tuple[str, str], ScheduledRun] = {}
+        self.ready: set[str] = set()  # uids reported ready
+        self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def sync(
+        self,
+        wanted: dict[tuple[str, str], ScheduledRun],
+        before_start: Callable[[list[PodRun]], Awaitable[None]],
+    ) -> None:
+        """Make the running pods ``wanted``; ``before_start(new pods)`` runs before they start.
+
+        (It lets the pods' ztunnels open their listeners before the apps start.)
+        """
+        for key in [k for k in self.pods if k not in wanted]:
+            await self.supervisor.stop_pod(*key)
+            self.ready.discard(self.pods.pop(key).run.uid)
+            log.info("pod %s/%s stopped", *key)
+        new = [s.run for key, s in wanted.items() if key not in self.pods]
+        if new:
+            await before_start(new)
+        for key, scheduled in wanted.items():
+            previous = self.pods.get(key)
+            self.pods[key] = scheduled  # before starting: container events look the pod up
+            run = scheduled.run
+            if previous is None:
+                await self.supervisor.start_pod(run)
+                log.info("pod %s/%s started on %s with IP %s", key[0], key[1], run.node, run.ip)
+            elif previous.run != run:
+                await self.supervisor.update_pod(run)
+
+    def resend(self) -> None:
+        """Report every pod's readiness again (the control plane restarted)."""
+        for scheduled in self.pods.values():
+            self.report(scheduled.run.uid, scheduled.run.uid in self.ready)
+
+    async def close(self) -> None:
+        for probe in self._probes.values():
+            probe.cancel()
+        await self.supervisor.close()
+
+    # -- readiness ----------------------------------------------------------------------------
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        log.info("%s", event)
+        key = (event.namespace, event.pod)
+        scheduled = self.pods.get(key)
+        probe = self._probes.pop(key, None)
+        if probe is not None:
+            probe.cancel()
+        if scheduled is None:
+            return
+        if event.kind is EventKind.STARTED:
+            self._probes[key] = asyncio.ensure_future(self._probe(scheduled.run))
+        else:  # exited, restarting, stopped: no new connections to it from now on
+            self._set_ready(scheduled.run.uid, False)
+
+    def _set_ready(self, uid: str, ready: bool) -> None:
+        if ready:
+            self.ready.add(uid)
+        else:
+            self.ready.discard(uid)
+        self.report(uid, ready)
+
+    async def _probe(self, run: PodRun) -> None:
+        ports = [p.container_port for c in run.containers for p in c.ports if p.protocol == "TCP"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROBE_TIMEOUT
+        while loop.time() < deadline:
+            status = self.supervisor.pod_status(run.namespace, run.name)
+            if status is not None and status.running and await ports_open(run.ip, ports):
+                self._set_ready(run.uid, True)
+                return
+            await asyncio.sleep(0.05)
+        log.warning("pod %s/%s never became ready (ports %s)", run.namespace, run.name, ports)
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def components(self) -> list[dict[str, Any]]:
+        """``pod/NS/NAME`` rows of ``ambient status``."""
+        rows = []
+        for pod in self.supervisor.status():
+            scheduled = self.pods.get((pod.namespace, pod.name))
+            ready = scheduled is not None and scheduled.run.uid in self.ready
+            rows.append(
+                {
+                    "name": f"pod/{pod.namespace}/{pod.name}",
+                    "ready": pod.running and ready,
+                    "detail": pod.describe() + ("" if ready else " (not ready)"),
+                }
+            )
+        return rows
+
+    def describe_pods(self) -> list[dict[str, Any]]:
+        """Running pods with what ``ambient exec`` needs."""
+        result = []
+        for (namespace, name), scheduled in sorted(self.pods.items()):
+            run = scheduled.run
+            launch = plan_launch(run, run.containers[0]) if run.containers else None
+            result.append(
+                {
+                    "namespace": namespace,
+                    "name": name,
+                    "ip": run.ip,
+                    "node": run.node,
+                    "workload": scheduled.workload,
+                    "workload_type": scheduled.workload_type,
+                    "env": dict(launch.env) if launch else {},
+                    "cwd": str(launch.cwd) if launch else str(self.config_dir),
+                }
+            )
+        return result
+
+
+async def ports_open(ip: str, ports: list[int], timeout: float = 1.0) -> bool:
+    """Whether every port of ``ip`` accepts a TCP connection."""
+    for port in ports:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+    return True
