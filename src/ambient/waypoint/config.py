@@ -18,15 +18,36 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ambient.authz._spec import PolicyError
 from ambient.config import ConfigError, ConfigSet, load_text
 from ambient.config.configset import Ref
-from ambient.waypoint.model import RequestHead, RouteDecision, Router, Target
+from ambient.waypoint.model import (
+    AuthnResult,
+    AuthzVerdict,
+    Downstream,
+    RequestHead,
+    RequestPrincipal,
+    RouteDecision,
+    Router,
+    Target,
+)
+from ambient.waypoint.policy import (
+    JwksCache,
+    JwtAuthenticator,
+    L7Policy,
+    RequestAuthentication,
+    WaypointAuthorizer,
+    WaypointRef,
+    compile_authorization_policy,
+)
 from ambient.waypoint.routing import build_router
 from ambient.ztunnel.state import ProxyState
 
 __all__ = [
     "L7_KINDS",
     "L7Config",
+    "LiveAuthenticator",
+    "LiveAuthorizer",
     "LiveRouter",
     "is_l7_object",
     "resource_name",
@@ -137,3 +158,81 @@ class LiveRouter:
 
     def route(self, target: Target, request: RequestHead) -> RouteDecision:
         return self.current().route(target, request)
+
+
+def _l7_policies(config: ConfigSet) -> list[L7Policy]:
+    """Compiled L7 AuthorizationPolicies of ``config`` (validated at load already)."""
+    policies: list[L7Policy] = []
+    for obj in config.by_kind("AuthorizationPolicy"):
+        spec = getattr(obj, "spec", None)
+        if not isinstance(spec, Mapping):
+            continue
+        try:
+            compiled = compile_authorization_policy(
+                obj.meta.name, obj.meta.namespace, spec, obj.meta.annotations
+            )
+        except PolicyError as exc:  # cannot happen for a loaded config; fail closed anyway
+            log.error("AuthorizationPolicy %s/%s: %s", obj.meta.namespace, obj.meta.name, exc)
+            compiled = None
+        if compiled is not None and compiled.policy is not None:
+            policies.append(compiled.policy)
+    return policies
+
+
+class LiveAuthorizer:
+    """A ``RequestAuthorizer`` over the current L7 policies of one waypoint."""
+
+    def __init__(self, l7: L7Config, waypoint: WaypointRef) -> None:
+        self.l7 = l7
+        self.waypoint = waypoint
+        self._version = -1
+        self._current = WaypointAuthorizer((), waypoint)
+
+    def current(self) -> WaypointAuthorizer:
+        if self._version != self.l7.version:
+            self._current = WaypointAuthorizer(_l7_policies(self.l7.config), self.waypoint)
+            self._version = self.l7.version
+        return self._current
+
+    def check_connection(self, target: Target, downstream: Downstream) -> AuthzVerdict:
+        return self.current().check_connection(target, downstream)
+
+    def check(
+        self,
+        target: Target,
+        downstream: Downstream,
+        request: RequestHead,
+        principal: RequestPrincipal | None,
+    ) -> AuthzVerdict:
+        return self.current().check(target, downstream, request, principal)
+
+
+class LiveAuthenticator:
+    """A ``RequestAuthenticator`` over the current RequestAuthentications of one waypoint.
+
+    The JWKS cache outlives config changes: keys fetched stay cached.
+    """
+
+    def __init__(self, l7: L7Config, waypoint: WaypointRef) -> None:
+        self.l7 = l7
+        self.waypoint = waypoint
+        self.jwks = JwksCache()
+        self._version = -1
+        self._current = JwtAuthenticator((), waypoint, jwks=self.jwks)
+
+    def current(self) -> JwtAuthenticator:
+        if self._version != self.l7.version:
+            policies = [
+                o
+                for o in self.l7.config.by_kind("RequestAuthentication")
+                if isinstance(o, RequestAuthentication)
+            ]
+            self._current = JwtAuthenticator(policies, self.waypoint, jwks=self.jwks)
+            self._version = self.l7.version
+        return self._current
+
+    async def authenticate(self, target: Target, request: RequestHead) -> AuthnResult:
+        return await self.current().authenticate(target, request)
+
+    async def aclose(self) -> None:
+        await self.jwks.aclose()
