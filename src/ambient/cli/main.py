@@ -89,12 +89,37 @@ def cli(state_dir: str | None) -> None:
 @click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
+@click.option(
+    "--netns",
+    is_flag=True,
+    help="Linux, root: a network namespace per node and pod, traffic captured transparently.",
+)
 @click.pass_context
-def up(ctx: click.Context, config_dir: Path, state_dir: str | None, log_level: str) -> None:
+def up(
+    ctx: click.Context, config_dir: Path, state_dir: str | None, log_level: str, netns: bool
+) -> None:
     """Run the mesh described by CONFIG_DIR in the foreground (Ctrl-C stops it cleanly)."""
     from ambient.local.daemon import run
 
-    sys.exit(run(config_dir, _state(ctx), log_level))
+    if netns:
+        from ambient.nodeagent.netns import missing_capability
+
+        problem = missing_capability()
+        if problem is not None:
+            fail(problem)
+    sys.exit(run(config_dir, _state(ctx), log_level, netns=netns))
+
+
+@cli.command(context_settings=CONTEXT)
+@state_dir_option
+@click.pass_context
+def down(ctx: click.Context, state_dir: str | None) -> None:
+    """Stop the mesh of this state folder if it runs, and remove every network namespace,
+    link and rule its --netns mode made (also after a crash)."""
+    from ambient.nodeagent.down import down as take_down
+
+    for line in take_down(_state(ctx)):
+        print(line)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -165,6 +190,8 @@ def exec_(
         fail(f"no pod {target!r} in namespace {namespace!r} (pods there: {known})")
     pod = matches[0]
     env = dict(pod["env"])
+    if pod.get("netns"):  # --netns: run inside the pod's network namespace
+        command = ("ip", "netns", "exec", pod["netns"], *command)
     try:
         os.chdir(pod["cwd"])
         os.execvpe(command[0], list(command), env)

@@ -16,7 +16,7 @@ from ambient.local.statedir import MeshNotRunning, StateDir
 log = logging.getLogger("ambient.up")
 
 
-def run(config_dir: Path, state: StateDir, log_level: str = "info") -> int:
+def run(config_dir: Path, state: StateDir, log_level: str = "info", *, netns: bool = False) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),
@@ -49,18 +49,18 @@ def run(config_dir: Path, state: StateDir, log_level: str = "info") -> int:
     try:
         import uvloop
 
-        return uvloop.run(_serve(config_dir, state, config))
+        return uvloop.run(_serve(config_dir, state, config, netns=netns))
     except KeyboardInterrupt:  # pragma: no cover - signal handlers take care of it
         return 130
 
 
-async def _serve(config_dir: Path, state: StateDir, config: object) -> int:
+async def _serve(config_dir: Path, state: StateDir, config: object, *, netns: bool = False) -> int:
     from ambient.config import ConfigSet
     from ambient.local.api import ControlApi
     from ambient.local.mesh import LocalMesh
 
     assert isinstance(config, ConfigSet)
-    mesh = LocalMesh(config_dir, state)
+    mesh = LocalMesh(config_dir, state, netns=netns)
     api = ControlApi(mesh)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -10,12 +10,18 @@ Afterwards every configuration change (``apply``, ``delete``, ``label``)
 goes through the control plane; the ztunnels follow its pushes and the
 runtime follows the pod list, starting, stopping or updating processes.
 A label change never restarts a process.
+
+With ``netns=True`` (``ambient up --netns``) the node agent
+(``ambient.nodeagent``) gives every node and pod a network namespace, pods'
+processes run inside theirs, and ztunnels capture traffic transparently; the
+hooks are the lines that mention ``self.agent``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -35,6 +41,7 @@ from ambient.controlplane.plane import ControlPlane, Subscription
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.manager import CertificateManager
 from ambient.local.statedir import StateDir
+from ambient.nodeagent.agent import NodeAgent, netns_allocator
 from ambient.runtime import PodRun, Supervisor, plan_launch
 from ambient.runtime.status import ContainerEvent, EventKind
 from ambient.ztunnel.proxy import SOCKS_PORT, Ztunnel
@@ -59,8 +66,17 @@ class Node:
 class LocalMesh:
     """Everything ``ambient up DIR`` runs."""
 
-    def __init__(self, config_dir: Path, state: StateDir, *, cert_ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        state: StateDir,
+        *,
+        cert_ttl: float | None = None,
+        netns: bool = False,
+    ) -> None:
         self.config_dir = config_dir.absolute()
+        self.netns = netns
+        self.agent: NodeAgent | None = None
         self.state = state
         self.cert_ttl = cert_ttl
         self.nodes: dict[str, Node] = {}
@@ -87,6 +103,10 @@ class LocalMesh:
             self.state.root, plugin_dir=plugin_dir if plugin_dir.is_dir() else None
         )
         allocator = AddressAllocator.in_state_dir(self.state.root)
+        if self.netns:
+            allocator = netns_allocator(self.state.root)
+            self.agent = NodeAgent(self.state.root)
+            await self.agent.start()
         self.plane = ControlPlane(ca, allocator, config=config)
         self.plane.track_health()  # pods become endpoints once their ports accept connections
         for warning in self.plane.snapshot.warnings:
@@ -113,6 +133,8 @@ class LocalMesh:
             await node.ztunnel.close()
             await node.certificates.close()
         self.nodes.clear()
+        if self.agent is not None:
+            await self.agent.close()
         if self.plane is not None:
             self.plane.close()
 
@@ -187,12 +209,14 @@ class LocalMesh:
             state = ProxyState(name)
             issuer = functools.partial(plane.sign_certificate, name)
             certificates = CertificateManager(issuer)
-            ztunnel = Ztunnel(name, str(ip), state, certificates)
+            ztunnel = Ztunnel(name, str(ip), state, certificates, pod_networks=self.agent)
             subscription = plane.subscribe(name)
             first = await anext(subscription)
             state.apply(
                 first.upserted, first.removed, first.policies_upserted, first.policies_removed
             )
+            if self.agent is not None:
+                await self.agent.add_node(name, str(ip), state)
             await ztunnel.start()
             feeder = asyncio.ensure_future(_feed(subscription, state))
             self.nodes[name] = Node(
@@ -216,9 +240,15 @@ class LocalMesh:
             wanted[(workload.namespace, workload.name)] = self._pod_run(entry, workload)
         for key in [k for k in self._pods if k not in wanted]:
             await supervisor.stop_pod(*key)
+            if self.agent is not None:
+                await self.agent.remove_pod(self._pods[key].ip)
             del self._pods[key]
             log.info("pod %s/%s stopped", *key)
         # Listeners for new pods exist before their apps start: one reconcile per node.
+        if self.agent is not None:
+            for key, run in wanted.items():
+                if key not in self._pods and run.node in self.nodes:
+                    await self.agent.add_pod(run.namespace, run.name, run.node, run.ip)
         for node_name in sorted({run.node for key, run in wanted.items() if key not in self._pods}):
             node = self.nodes.get(node_name)
             if node is not None:
@@ -234,16 +264,19 @@ class LocalMesh:
 
     def _pod_run(self, entry: ScheduledPod, workload: Workload) -> PodRun:
         ip = str(workload.addresses[0])
-        return PodRun.from_pod(
+        run = PodRun.from_pod(
             entry.pod,
             uid=workload.uid,
             base_dir=self.config_dir,
             ip=ip,
-            proxy=f"socks5h://{ip}:{SOCKS_PORT}",
+            proxy=None if self.agent else f"socks5h://{ip}:{SOCKS_PORT}",
             extra_env={"HOST_IP": self.nodes[workload.node].ip}
             if workload.node in self.nodes
             else {},
         )
+        if self.agent is not None:
+            run = dataclasses.replace(run, netns=self.agent.pod_netns(run.namespace, run.name))
+        return run
 
     # -- pod health (Kubernetes readiness, simplified) --------------------------------------
 
@@ -268,7 +301,11 @@ class LocalMesh:
         deadline = loop.time() + 300
         while loop.time() < deadline:
             status = self._supervisor().pod_status(run.namespace, run.name)
-            if status is not None and status.running and await _ports_open(run.ip, ports):
+            if self.agent is not None:
+                is_open = await self.agent.ports_open(run.ip, ports)
+            else:
+                is_open = await _ports_open(run.ip, ports)
+            if status is not None and status.running and is_open:
                 self._plane().set_health(run.uid, True)
                 return
             await asyncio.sleep(0.05)
@@ -325,6 +362,7 @@ class LocalMesh:
                     "workload_type": workload.workload_type if workload else "pod",
                     "env": dict(launch.env) if launch else {},
                     "cwd": str(launch.cwd) if launch else str(self.config_dir),
+                    "netns": run.netns,
                 }
             )
         return result
