@@ -142,13 +142,21 @@ class Mesh:
     state_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    up_args: tuple[str, ...] = ()  # e.g. ("--netns",)
     _log: Any = field(default=None, repr=False)
 
     def start(self, wait: float = 30) -> Mesh:
         wait_mesh_addresses_free()
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [AMBIENT, "up", str(self.config_dir), "--state-dir", str(self.state_dir)],
+            [
+                AMBIENT,
+                "up",
+                str(self.config_dir),
+                "--state-dir",
+                str(self.state_dir),
+                *self.up_args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
