@@ -55,10 +55,12 @@ def netns_of(mesh: Mesh, pod_prefix: str) -> str:
 
 
 def redirected(netns: str) -> bool:
-    tables = subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "list", "tables"], capture_output=True, text=True
+    table = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "ambient"],
+        capture_output=True,
+        text=True,
     ).stdout
-    return "table inet ambient" in tables
+    return "redirect to :15001" in table
 
 
 def curl(

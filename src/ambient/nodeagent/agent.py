@@ -317,7 +317,7 @@ def service_rules(services: Iterable[Service], state: ProxyState) -> str:
     """``table ip ambient_services``: DNAT each VIP:port to a random healthy endpoint."""
     lines = [
         f"table ip {SERVICES_TABLE}",
-        f"delete table ip {SERVICES_TABLE}",
+        f"flush table ip {SERVICES_TABLE}",  # not delete: the NAT hook must stay registered
         f"table ip {SERVICES_TABLE} {{",
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",

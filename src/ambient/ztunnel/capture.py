@@ -20,7 +20,8 @@ Only then does the node agent install the redirection (:func:`redirection_rules`
 so no connection is ever redirected to a port nobody listens on. Leaving the
 mesh runs the other way: rules first, then listeners. Connections already
 open are never cut by either: conntrack keeps each one on the path it started
-on, and accepted sockets outlive their listener.
+on (the NAT chains stay, empty, so replies of redirected connections are
+still translated), and accepted sockets outlive their listener.
 
 Decisions:
 
@@ -81,26 +82,35 @@ UNENROL_GRACE = 5.0
 
 
 def redirection_rules(enabled: bool) -> str:
-    """The nftables script that turns the pod's redirection on (or removes it), atomically."""
-    remove = f"table inet {REDIRECT_TABLE}\ndelete table inet {REDIRECT_TABLE}\n"
-    if not enabled:
-        return remove
-    return remove + (
+    """The nftables script that turns the pod's redirection on or off, atomically.
+
+    Off keeps the table and its two NAT base chains, empty: while a NAT hook is
+    registered in the namespace the kernel keeps translating replies of
+    connections redirected earlier; deleting the table would strand every
+    connection still open through ztunnel (replies would leave as from
+    ``127.0.0.1:15001``)."""
+    mark = f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} accept\n"
+    prerouting = "    type nat hook prerouting priority dstnat; policy accept;\n"
+    output = "    type nat hook output priority -100; policy accept;\n"
+    if enabled:
+        prerouting += (
+            '    iifname "lo" accept\n'
+            + mark
+            + f"    tcp dport {HBONE_PORT} accept\n"
+            + f"    meta nfproto ipv4 meta l4proto tcp redirect to :{INBOUND_CAPTURE_PORT}\n"
+        )
+        output += (
+            mark
+            + f"    meta nfproto ipv4 udp dport 53 redirect to :{DNS_PORT}\n"
+            + '    oifname "lo" accept\n'
+            + f"    meta nfproto ipv4 meta l4proto tcp redirect to :{OUTBOUND_CAPTURE_PORT}\n"
+        )
+    return (
+        f"table inet {REDIRECT_TABLE}\n"
+        f"flush table inet {REDIRECT_TABLE}\n"
         f"table inet {REDIRECT_TABLE} {{\n"
-        "  chain prerouting {\n"
-        "    type nat hook prerouting priority dstnat; policy accept;\n"
-        '    iifname "lo" accept\n'
-        f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} accept\n"
-        f"    tcp dport {HBONE_PORT} accept\n"
-        f"    meta nfproto ipv4 meta l4proto tcp redirect to :{INBOUND_CAPTURE_PORT}\n"
-        "  }\n"
-        "  chain output {\n"
-        "    type nat hook output priority -100; policy accept;\n"
-        f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} accept\n"
-        f"    meta nfproto ipv4 udp dport 53 redirect to :{DNS_PORT}\n"
-        '    oifname "lo" accept\n'
-        f"    meta nfproto ipv4 meta l4proto tcp redirect to :{OUTBOUND_CAPTURE_PORT}\n"
-        "  }\n"
+        f"  chain prerouting {{\n{prerouting}  }}\n"
+        f"  chain output {{\n{output}  }}\n"
         "}\n"
     )
 
