@@ -77,7 +77,21 @@ def test_unmodified_curl_reaches_a_service_by_name_and_only_hbone_crosses_nodes(
     node1 = f"{mesh_prefix(mesh.state_dir)}-node.node-1"
     pcap = tmp_path / "node-1.pcap"
     dump = subprocess.Popen(
-        ["ip", "netns", "exec", node1, "tcpdump", "-i", "eth0", "-nn", "-U", "-w", str(pcap)],
+        [
+            "ip",
+            "netns",
+            "exec",
+            node1,
+            "tcpdump",
+            "-Z",
+            "root",
+            "-i",
+            "eth0",
+            "-nn",
+            "-U",
+            "-w",
+            str(pcap),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -90,9 +104,12 @@ def test_unmodified_curl_reaches_a_service_by_name_and_only_hbone_crosses_nodes(
             result = curl(mesh, f"http://{name}:8080/secret-path")
             assert result.returncode == 0, result.stderr
             answers.append(json.loads(result.stdout))
+        # the pcap file header is 24 bytes: wait for packets to be written
+        wait_for("tcpdump to write packets", lambda: pcap.stat().st_size > 24, timeout=10)
     finally:
         dump.send_signal(signal.SIGINT)
         dump.wait(10)
+        tail = dump.stderr.read() if dump.stderr is not None else ""
         if dump.stderr is not None:
             dump.stderr.close()
     for answer in answers:
@@ -102,7 +119,7 @@ def test_unmodified_curl_reaches_a_service_by_name_and_only_hbone_crosses_nodes(
         ["tcpdump", "-nn", "-r", str(pcap)], capture_output=True, text=True
     ).stdout.splitlines()
     ip_lines = [line for line in text if " IP " in line]
-    assert ip_lines, "no packet crossed node-1's link"
+    assert ip_lines, f"no packet crossed node-1's link: {text} {pcap.stat().st_size} {tail}"
     for line in ip_lines:
         src, dst = line.split(" IP ")[1].split(":")[0].split(" > ")
         assert src.endswith(".15008") or dst.endswith(".15008"), f"not HBONE: {line}"
