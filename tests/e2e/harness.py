@@ -148,6 +148,7 @@ class Mesh:
     single_process: bool = False
     args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    up_args: tuple[str, ...] = ()  # e.g. ("--netns",)
     _log: Any = field(default=None, repr=False)
 
     def start(self, wait: float = 30) -> Mesh:
@@ -162,6 +163,7 @@ class Mesh:
                 str(self.state_dir),
                 *(["--single-process"] if self.single_process else []),
                 *self.args,
+                *self.up_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -104,6 +104,12 @@ def cli(state_dir: str | None) -> None:
     metavar="DURATION",
     help="Lifetime of workload certificates, e.g. 30s or 1h [default: 24h]; renewed at half-life.",
 )
+@click.option(
+    "--netns",
+    is_flag=True,
+    help="Linux, root: a network namespace per node and pod, traffic captured transparently "
+    "(runs in one process).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -112,17 +118,46 @@ def up(
     log_level: str,
     single_process: bool,
     cert_ttl: str | None,
+    netns: bool,
 ) -> None:
     """Run the mesh described by CONFIG_DIR in the foreground (Ctrl-C stops it cleanly).
 
     The control plane and one ztunnel per node run as child processes of this one,
     which runs the pods; edits to files in CONFIG_DIR are applied while it runs.
+    With --netns everything runs in this process.
     """
     from ambient.cli.distributed import parse_duration
     from ambient.local.daemon import run
 
+    if netns:
+        from ambient.nodeagent.netns import missing_capability
+
+        problem = missing_capability()
+        if problem is not None:
+            fail(problem)
     ttl = parse_duration(cert_ttl).total_seconds() if cert_ttl else None
-    sys.exit(run(config_dir, _state(ctx), log_level, single_process=single_process, cert_ttl=ttl))
+    sys.exit(
+        run(
+            config_dir,
+            _state(ctx),
+            log_level,
+            single_process=single_process,
+            cert_ttl=ttl,
+            netns=netns,
+        )
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@state_dir_option
+@click.pass_context
+def down(ctx: click.Context, state_dir: str | None) -> None:
+    """Stop the mesh of this state folder if it runs, and remove every network namespace,
+    link and rule its --netns mode made (also after a crash)."""
+    from ambient.nodeagent.down import down as take_down
+
+    for line in take_down(_state(ctx)):
+        print(line)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -193,6 +228,8 @@ def exec_(
         fail(f"no pod {target!r} in namespace {namespace!r} (pods there: {known})")
     pod = matches[0]
     env = dict(pod["env"])
+    if pod.get("netns"):  # --netns: run inside the pod's network namespace
+        command = ("ip", "netns", "exec", pod["netns"], *command)
     try:
         os.chdir(pod["cwd"])
         os.execvpe(command[0], list(command), env)

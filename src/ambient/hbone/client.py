@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from ambient.hbone.connection import HboneTransport
 from ambient.hbone.errors import ConnectFailed
@@ -16,6 +17,10 @@ from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.spiffe import SpiffeId
 
 _client_contexts = ContextCache(server_side=False)
+
+Dialer = Callable[[str, int, str | None], Awaitable[socket.socket]]
+"""Opens a connected TCP socket to (host, port) for a source address: how ztunnel dials
+from inside a pod's network namespace (``ambient.ztunnel.capture``). Raises ``OSError``."""
 
 
 class _Dialling(asyncio.Protocol):
@@ -30,20 +35,27 @@ async def connect(
     settings: HboneSettings | None = None,
     timeout: float = 10.0,
     local_address: tuple[str, int] | None = None,
+    dialer: Dialer | None = None,
 ) -> HboneTransport:
     """Open an HBONE connection to ``address`` as ``certificate``'s identity.
 
     The server must present one of the ``expected`` identities. Raises
-    :class:`ConnectFailed` naming the step that failed.
+    :class:`ConnectFailed` naming the step that failed. With ``dialer`` the TCP
+    connection is the dialer's (from ``local_address``'s IP), else the loop's.
     """
     loop = asyncio.get_running_loop()
     try:
-        transport, _ = await asyncio.wait_for(
-            loop.create_connection(
-                _Dialling, str(address.ip), address.port, local_addr=local_address
-            ),
-            timeout,
-        )
+        if dialer is not None:
+            source = local_address[0] if local_address else None
+            sock = await asyncio.wait_for(dialer(str(address.ip), address.port, source), timeout)
+            transport, _ = await loop.create_connection(_Dialling, sock=sock)
+        else:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    _Dialling, str(address.ip), address.port, local_addr=local_address
+                ),
+                timeout,
+            )
     except (OSError, TimeoutError) as exc:
         raise ConnectFailed(
             f"HBONE connect to {address} failed: {exc or type(exc).__name__} "

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from ambient.hbone.client import connect
+from ambient.hbone.client import Dialer, connect
 from ambient.hbone.connection import HboneTransport
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.protocol import HboneSettings
@@ -46,7 +46,9 @@ class ConnectionPool:
         max_streams: int = 100,
         idle_timeout: float = 300.0,
         connect_timeout: float = 10.0,
+        dialer: Dialer | None = None,
     ) -> None:
+        self.dialer = dialer
         self.settings = settings or HboneSettings()
         self.max_streams = max_streams
         self.idle_timeout = idle_timeout
@@ -127,6 +129,7 @@ class ConnectionPool:
             settings=self.settings,
             timeout=self.connect_timeout,
             local_address=local,
+            dialer=self.dialer,
         )
         conn.on_idle = self._on_idle
         self._conns.setdefault(key, []).append(conn)

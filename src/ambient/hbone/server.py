@@ -64,6 +64,11 @@ class HboneServer:
         except OSError:
             listener.close()
             raise
+        return self.start_on(listener)
+
+    def start_on(self, listener: socket.socket) -> tuple[str, int]:
+        """Serve on ``listener``, bound, listening and non-blocking (e.g. made in a pod's
+        network namespace); returns its address. The server owns it from now on."""
         self._listener = listener
         self._acceptor = asyncio.ensure_future(self._accept_loop(listener))
         sockname = listener.getsockname()

@@ -8,6 +8,7 @@ mistakes a broken tunnel for a clean close.
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 
 from ambient.hbone.stream import HboneStream
@@ -134,10 +135,19 @@ class TcpRelay(asyncio.Protocol):
 
 
 async def connect_relay(
-    stream: HboneStream, host: str, port: int, *, local_address: tuple[str, int] | None = None
+    stream: HboneStream,
+    host: str,
+    port: int,
+    *,
+    local_address: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
 ) -> TcpRelay:
-    """Connect to ``host:port`` for ``stream``; raises ``OSError``. Call ``start()`` to relay."""
+    """Connect to ``host:port`` for ``stream`` (or use ``sock``, already connected there);
+    raises ``OSError``. Call ``start()`` to relay."""
     loop = asyncio.get_running_loop()
+    if sock is not None:
+        _, relay_protocol = await loop.create_connection(lambda: TcpRelay(stream), sock=sock)
+        return relay_protocol
     _, relay_protocol = await loop.create_connection(
         lambda: TcpRelay(stream), host, port, local_addr=local_address
     )

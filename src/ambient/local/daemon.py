@@ -28,6 +28,7 @@ def run(
     *,
     single_process: bool = False,
     cert_ttl: float | None = None,
+    netns: bool = False,
 ) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     logging.basicConfig(
@@ -61,7 +62,9 @@ def run(
     try:
         import uvloop
 
-        return uvloop.run(_serve(config_dir, state, config, single_process, cert_ttl, log_level))
+        return uvloop.run(
+            _serve(config_dir, state, config, single_process, cert_ttl, log_level, netns)
+        )
     except KeyboardInterrupt:  # pragma: no cover - signal handlers take care of it
         return 130
 
@@ -73,6 +76,7 @@ async def _serve(
     single_process: bool,
     cert_ttl: float | None,
     log_level: str,
+    netns: bool = False,
 ) -> int:
     from ambient.config import ConfigSet
     from ambient.local.api import ControlApi
@@ -81,8 +85,8 @@ async def _serve(
 
     assert isinstance(config, ConfigSet)
     mesh: LocalMesh | DistributedMesh
-    if single_process:
-        mesh = LocalMesh(config_dir, state, cert_ttl=cert_ttl)
+    if single_process or netns:  # --netns runs its node agent and ztunnels in this process
+        mesh = LocalMesh(config_dir, state, cert_ttl=cert_ttl, netns=netns)
     else:
         mesh = DistributedMesh(config_dir, state, cert_ttl=cert_ttl, log_level=log_level)
     api = ControlApi(mesh)

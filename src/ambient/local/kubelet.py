@@ -13,11 +13,12 @@ a healthy endpoint or not.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ambient.controlplane.expand import scheduled_pods
 from ambient.controlplane.index import pod_uid
@@ -67,17 +68,35 @@ def scheduled_runs(plane: ControlPlane, config_dir: Path) -> dict[tuple[str, str
     return wanted
 
 
+class PodNetwork(Protocol):
+    """Where pods' networking comes from in ``--netns`` mode (``ambient.nodeagent``)."""
+
+    async def add_pod(self, namespace: str, name: str, node: str, ip: str) -> object: ...
+
+    async def remove_pod(self, ip: str) -> None: ...
+
+    def pod_netns(self, namespace: str, name: str) -> str: ...
+
+    async def ports_open(self, ip: str, ports: Iterable[int]) -> bool: ...
+
+
 class Kubelet:
-    """Starts, updates and stops pods to match :meth:`sync`; probes and reports readiness."""
+    """Starts, updates and stops pods to match :meth:`sync`; probes and reports readiness.
+
+    With a ``network`` (``--netns``), each pod gets its network namespace before its
+    processes start (and they run inside it), and loses it after they stop.
+    """
 
     def __init__(
         self,
         state_root: Path,
         config_dir: Path,
         report: Callable[[str, bool], object],
+        network: PodNetwork | None = None,
     ) -> None:
         self.config_dir = config_dir
         self.report = report
+        self.network = network
         self.supervisor = Supervisor(state_root, on_event=self._on_event)
         self.pods: dict[tuple[str, str], ScheduledRun] = {}
         self.ready: set[str] = set()  # uids reported ready
@@ -92,11 +111,28 @@ class Kubelet:
 
         (It lets the pods' ztunnels open their listeners before the apps start.)
         """
+        if self.network is not None:
+            network = self.network
+            wanted = {
+                key: dataclasses.replace(
+                    s,
+                    run=dataclasses.replace(
+                        s.run, proxy=None, netns=network.pod_netns(key[0], key[1])
+                    ),
+                )
+                for key, s in wanted.items()
+            }
         for key in [k for k in self.pods if k not in wanted]:
             await self.supervisor.stop_pod(*key)
-            self.ready.discard(self.pods.pop(key).run.uid)
+            stopped = self.pods.pop(key).run
+            self.ready.discard(stopped.uid)
+            if self.network is not None:
+                await self.network.remove_pod(stopped.ip)
             log.info("pod %s/%s stopped", *key)
         new = [s.run for key, s in wanted.items() if key not in self.pods]
+        if new and self.network is not None:
+            for run in new:
+                await self.network.add_pod(run.namespace, run.name, run.node, run.ip)
         if new:
             await before_start(new)
         for key, scheduled in wanted.items():
@@ -148,7 +184,11 @@ class Kubelet:
         deadline = loop.time() + PROBE_TIMEOUT
         while loop.time() < deadline:
             status = self.supervisor.pod_status(run.namespace, run.name)
-            if status is not None and status.running and await ports_open(run.ip, ports):
+            if self.network is not None:
+                is_open = await self.network.ports_open(run.ip, ports)
+            else:
+                is_open = await ports_open(run.ip, ports)
+            if status is not None and status.running and is_open:
                 self._set_ready(run.uid, True)
                 return
             await asyncio.sleep(0.05)
@@ -187,6 +227,7 @@ class Kubelet:
                     "workload_type": scheduled.workload_type,
                     "env": dict(launch.env) if launch else {},
                     "cwd": str(launch.cwd) if launch else str(self.config_dir),
+                    "netns": run.netns,
                 }
             )
         return result

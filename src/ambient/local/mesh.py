@@ -15,6 +15,11 @@ Afterwards every configuration change (``apply``, ``delete``, ``label``, an
 edit in the config folder) goes through the control plane; the ztunnels follow
 its pushes and the runtime follows the pod list, starting, stopping or updating
 processes. A label change never restarts a process.
+
+With ``netns=True`` (``ambient up --netns``) the node agent
+(``ambient.nodeagent``) gives every node and pod a network namespace, pods'
+processes run inside theirs, and ztunnels capture traffic transparently; the
+hooks are the lines that mention ``self.agent``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from ambient.local.configops import MeshConfig
 from ambient.local.kubelet import Kubelet, scheduled_runs
 from ambient.local.statedir import StateDir
 from ambient.local.watch import FolderWatcher
+from ambient.nodeagent.agent import NodeAgent, netns_allocator
 from ambient.runtime import PodRun
 from ambient.ztunnel.proxy import Ztunnel
 from ambient.ztunnel.state import ProxyState
@@ -76,8 +82,11 @@ class LocalMesh:
         *,
         cert_ttl: float | None = None,
         watch: bool = True,
+        netns: bool = False,
     ) -> None:
         self.config_dir = config_dir.absolute()
+        self.netns = netns
+        self.agent: NodeAgent | None = None
         self._state = state
         self.cert_ttl = cert_ttl  # workload certificate lifetime in seconds (default 24 h)
         self.watch = watch
@@ -109,6 +118,10 @@ class LocalMesh:
         )
         self._ca = ca
         allocator = AddressAllocator.in_state_dir(self.state.root)
+        if self.netns:
+            allocator = netns_allocator(self.state.root)
+            self.agent = NodeAgent(self.state.root)
+            await self.agent.start()
         self.plane = ControlPlane(ca, allocator, config=config)
         self.plane.track_health()  # pods become endpoints once their ports accept connections
         for warning in self.plane.snapshot.warnings:
@@ -116,7 +129,10 @@ class LocalMesh:
         self.config = MeshConfig(self.plane, self.config_dir, config)
         plane = self.plane
         self.kubelet = Kubelet(
-            self.state.root, self.config_dir, lambda uid, ready: plane.set_health(uid, ready)
+            self.state.root,
+            self.config_dir,
+            lambda uid, ready: plane.set_health(uid, ready),
+            network=self.agent,
         )
         await self._sync()
         self._follow = asyncio.ensure_future(self._follow_plane())
@@ -142,6 +158,8 @@ class LocalMesh:
             await node.ztunnel.close()
             await node.certificates.close()
         self.nodes.clear()
+        if self.agent is not None:
+            await self.agent.close()
         if self.plane is not None:
             self.plane.close()
 
@@ -195,12 +213,14 @@ class LocalMesh:
                 continue
             state = ProxyState(name)
             certificates = CertificateManager(self._issuer(name))
-            ztunnel = Ztunnel(name, str(ip), state, certificates)
+            ztunnel = Ztunnel(name, str(ip), state, certificates, pod_networks=self.agent)
             subscription = plane.subscribe(name)
             first = await anext(subscription)
             state.apply(
                 first.upserted, first.removed, first.policies_upserted, first.policies_removed
             )
+            if self.agent is not None:
+                await self.agent.add_node(name, str(ip), state)
             await ztunnel.start()
             feeder = asyncio.ensure_future(_feed(subscription, state))
             self.nodes[name] = Node(

@@ -97,6 +97,8 @@ class PodRun:
     base_dir: Path = field(default_factory=Path.cwd)
     """The folder the manifest came from: the default working directory."""
     host_ip: str = DEFAULT_HOST_IP
+    netns: str | None = None
+    """``ambient up --netns``: the pod's network namespace; its processes run inside it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "containers", tuple(self.containers))
@@ -259,4 +261,6 @@ def plan_launch(
             )
     elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
         raise PodSpecError(pod, container.name, f"command {program!r} not found on PATH")
+    if pod.netns:  # `ip netns exec` execs the command: same PID, the pod's resolv.conf mounted
+        argv = (shutil.which("ip") or "ip", "netns", "exec", pod.netns, *argv)
     return ContainerLaunch(argv=argv, env=FrozenMap(env), cwd=cwd)

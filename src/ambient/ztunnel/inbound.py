@@ -14,7 +14,8 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ambient.api.workload import ApplicationTunnel, Workload
@@ -59,8 +60,11 @@ class InboundHandler:
         authorizer: Callable[[], Authorizer],
         *,
         connect_timeout: float = 5.0,
+        app_dialer: Callable[[str, int], Awaitable[socket.socket]] | None = None,
     ) -> None:
         self.state = state
+        # In-pod mode: connections to the application start inside the pod's namespace.
+        self.app_dialer = app_dialer
         self.workload_uid = workload_uid
         self.metrics = metrics
         self.authorizer = authorizer
@@ -132,10 +136,16 @@ class InboundHandler:
             return
         local = (str(src_ip), 0) if src_ip is not None and src_ip.is_loopback else None
         try:
-            tcp = await asyncio.wait_for(
-                connect_relay(stream, str(target.ip), target.port, local_address=local),
-                self.connect_timeout,
-            )
+            if self.app_dialer is not None:
+                sock = await asyncio.wait_for(
+                    self.app_dialer(str(target.ip), target.port), self.connect_timeout
+                )
+                tcp = await connect_relay(stream, str(target.ip), target.port, sock=sock)
+            else:
+                tcp = await asyncio.wait_for(
+                    connect_relay(stream, str(target.ip), target.port, local_address=local),
+                    self.connect_timeout,
+                )
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connection to application {target} failed: {exc or 'timeout'}"

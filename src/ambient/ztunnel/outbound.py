@@ -23,6 +23,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from ambient.api.workload import TunnelProtocol, Workload
+from ambient.hbone.client import Dialer
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
@@ -53,8 +54,11 @@ class OutboundHandler:
         *,
         connect_timeout: float = 5.0,
         plaintext_policy: Callable[[InboundConnection], Verdict] | None = None,
+        dialer: Dialer | None = None,
     ) -> None:
         self.plaintext_policy = plaintext_policy
+        # With a dialer (in-pod mode) upstream connections start in the source pod's namespace.
+        self.dialer = dialer
         self.state = state
         self.workload_uid = workload_uid
         self.metrics = metrics
@@ -98,13 +102,26 @@ class OutboundHandler:
                 closed += 1
         return closed
 
-    def start(self, client: asyncio.Transport, request: socks5.Socks5Request, early: bytes) -> None:
-        task = asyncio.ensure_future(self._connect(client, request, early))
+    def start(
+        self,
+        client: asyncio.Transport,
+        request: socks5.Socks5Request,
+        early: bytes | bytearray,
+        *,
+        socks: bool = True,
+    ) -> None:
+        """Forward ``client`` to ``request``'s destination; ``socks=False`` for a captured
+        connection (original destination known, no SOCKS reply owed)."""
+        task = asyncio.ensure_future(self._connect(client, request, early, socks))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _connect(
-        self, client: asyncio.Transport, request: socks5.Socks5Request, early: bytes
+        self,
+        client: asyncio.Transport,
+        request: socks5.Socks5Request,
+        early: bytes | bytearray,
+        socks: bool,
     ) -> None:
         source = self.state.workloads.get(self.workload_uid)
         if source is None or not source.addresses:  # the pod left while we were talking
@@ -114,10 +131,14 @@ class OutboundHandler:
             upstream = await self._resolve(request, source)
         except LookupError as exc:
             log.info("outbound: %s", exc)
+            if not socks:
+                client.abort()
+                return
             client.write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
             client.close()
             return
-        client.write(socks5.reply(socks5.Reply.SUCCEEDED))
+        if socks:
+            client.write(socks5.reply(socks5.Reply.SUCCEEDED))
         peer = client.get_extra_info("peername") or ("0.0.0.0", 0)
         source_addr = SocketAddress(source.addresses[0], int(peer[1]))
         hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
@@ -175,7 +196,7 @@ class OutboundHandler:
     async def _via_hbone(
         self,
         client: asyncio.Transport,
-        early: bytes,
+        early: bytes | bytearray,
         source: Workload,
         upstream: Upstream,
         source_addr: SocketAddress,
@@ -194,6 +215,7 @@ class OutboundHandler:
                 destination=SocketAddress(upstream.tunnel_ip, HBONE_PORT),
                 expected=[upstream.workload.identity],
                 request=request,
+                source_ip=str(source.addresses[0]) if self.dialer is not None else None,
             )
         except StreamRefused as exc:
             denied = exc.status == Status.UNAUTHORIZED
@@ -212,7 +234,7 @@ class OutboundHandler:
         client.set_protocol(relay)
         relay.connection_made(client)
         if early:
-            relay.data_received(early)
+            relay.data_received(bytes(early))
         relay.start()
         client.resume_reading()
         result = await relay.done
@@ -223,7 +245,7 @@ class OutboundHandler:
     async def _via_tcp(
         self,
         client: asyncio.Transport,
-        early: bytes,
+        early: bytes | bytearray,
         source: Workload,
         upstream: Upstream,
         record: ConnectionRecord,
@@ -257,12 +279,19 @@ class OutboundHandler:
         loop = asyncio.get_running_loop()
         pipe = TcpPipe(client)
         try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: pipe.upstream, str(upstream.ip), upstream.port, local_addr=local
-                ),
-                self.connect_timeout,
-            )
+            if self.dialer is not None:
+                sock = await asyncio.wait_for(
+                    self.dialer(str(upstream.ip), upstream.port, str(source.addresses[0])),
+                    self.connect_timeout,
+                )
+                await loop.create_connection(lambda: pipe.upstream, sock=sock)
+            else:
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: pipe.upstream, str(upstream.ip), upstream.port, local_addr=local
+                    ),
+                    self.connect_timeout,
+                )
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connect to {upstream.ip}:{upstream.port} failed: {exc or 'timeout'}"
@@ -272,7 +301,7 @@ class OutboundHandler:
         client.set_protocol(pipe.downstream)
         pipe.downstream.connection_made(client)
         if early:
-            pipe.downstream.data_received(early)
+            pipe.downstream.data_received(bytes(early))
         client.resume_reading()
         if checked is not None:
             self.checked[pipe] = checked

@@ -7,6 +7,10 @@ un-enrolling closes it without breaking connections already open (they
 drain), and its SOCKS5 listener stays so that the pod's traffic keeps
 flowing, as plain TCP, while it is out of the mesh.
 
+With ``pod_networks`` (``ambient up --netns``) the per-pod listeners live
+inside each pod's network namespace instead, and traffic reaches them by
+transparent capture: see ``ambient.ztunnel.capture``.
+
 Node endpoints, on the node's address: ``:15000`` admin (``/config_dump``),
 ``:15020`` metrics (``/metrics``), ``:15021`` readiness (``/healthz/ready``).
 """
@@ -33,6 +37,7 @@ from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
 from ambient.ztunnel.authorization import authorize
+from ambient.ztunnel.capture import InPodProxy, PodNetworks
 from ambient.ztunnel.inbound import Authorizer, InboundHandler
 from ambient.ztunnel.metrics import Metrics
 from ambient.ztunnel.outbound import OutboundHandler
@@ -71,6 +76,7 @@ class Ztunnel:
         settings: HboneSettings | None = None,
         ports: tuple[int, int, int] = (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
         waypoints: WaypointFactory | None = None,
+        pod_networks: PodNetworks | None = None,
     ) -> None:
         self.node = node
         self.node_ip = node_ip
@@ -80,7 +86,11 @@ class Ztunnel:
         self.authorizer = authorizer or (lambda: functools.partial(authorize, state))
         self.settings = settings or HboneSettings()
         self.metrics = Metrics()
-        self.pool = ConnectionPool(settings=self.settings)
+        # In-pod mode (--netns): listeners and upstream sockets inside pods' namespaces.
+        self.in_pod = InPodProxy(self, pod_networks) if pod_networks is not None else None
+        self.pool = ConnectionPool(
+            settings=self.settings, dialer=self.in_pod.dial if self.in_pod else None
+        )
         self._ports = ports
         self._pods: dict[str, _PodListeners] = {}
         self.waypoints = WaypointHost(node, waypoints)
@@ -124,6 +134,8 @@ class Ztunnel:
             await self._close_pod(pod, drain=False)
         self._pods.clear()
         await self.waypoints.close()
+        if self.in_pod is not None:
+            await self.in_pod.close()
         await self.pool.close()
         for server in self._admin:
             await server.close()
@@ -155,6 +167,9 @@ class Ztunnel:
         # A waypoint's pod gets no per-pod listeners: the waypoint itself serves its address.
         await self.waypoints.reconcile(w for w in local if waypoint_of(w) is not None)
         wanted = {w.uid: w for w in local if waypoint_of(w) is None}
+        if self.in_pod is not None:
+            await self.in_pod.reconcile(wanted)
+            return
         for uid in list(self._pods):
             if uid not in wanted:
                 await self._close_pod(self._pods.pop(uid), drain=True)
@@ -247,6 +262,14 @@ class Ztunnel:
 
     # -- certificates ----------------------------------------------------------------
 
+    async def certificate(self, identity: SpiffeId) -> WorkloadCertificate:
+        """``identity``'s certificate, fetched if needed (remembered for listeners)."""
+        return await self._certificate(identity)
+
+    def current_certificate(self, identity: SpiffeId) -> WorkloadCertificate:
+        """The last certificate of ``identity`` (after :meth:`certificate` fetched one)."""
+        return self._certs[identity]
+
     async def _certificate(self, identity: SpiffeId) -> WorkloadCertificate:
         cert = await self.certificates.get(identity)
         self._certs[identity] = cert
@@ -297,7 +320,9 @@ class Ztunnel:
                 }
                 for pa in sorted(self.state.policies.peer_authentications(), key=lambda p: p.key)
             ],
-            "listeners": {
+            "listeners": self.in_pod.listeners()
+            if self.in_pod is not None
+            else {
                 uid: {"socks5": p.socks is not None, "hbone": p.hbone is not None}
                 for uid, p in sorted(self._pods.items())
             },

@@ -1,0 +1,208 @@
+"""Linux network namespaces: names, the ``ip`` tool, and sockets made inside a namespace.
+
+A socket belongs to the network namespace of the thread that created it, for
+its whole life, whichever thread uses it afterwards. So ztunnel (one process,
+one event loop) serves many pods as Istio's in-pod mode does: a
+:class:`NetnsThread` is one thread that joined a pod's namespace with
+``setns(2)``; it creates listening and dialling sockets there, and the event
+loop then uses them like any other socket.
+
+Everything the mesh creates is named with a per-mesh prefix derived from the
+state folder (:func:`mesh_prefix`), so ``ambient down`` can find and remove it
+after a crash without any record surviving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+NETNS_RUN_DIR = Path("/run/netns")
+NETNS_ETC_DIR = Path("/etc/netns")
+CLONE_NEWNET = 0x40000000
+SO_MARK = 36
+SO_ORIGINAL_DST = 80  # SOL_IP option: the destination before a REDIRECT/DNAT
+ZTUNNEL_MARK = 0x539
+"""Socket mark on ztunnel's own sockets in a pod's namespace: never re-captured (Istio's value)."""
+
+
+class NetnsError(Exception):
+    """A namespace operation failed; the message names the command and the kernel's answer."""
+
+
+def mesh_prefix(state_root: Path) -> str:
+    """``amb`` + 6 hex digits of the state folder's path: the same folder, the same prefix."""
+    digest = hashlib.sha256(str(Path(state_root).absolute()).encode()).hexdigest()
+    return f"amb{digest[:6]}"
+
+
+def missing_capability() -> str | None:
+    """Why ``--netns`` cannot work here, or None when it can (root, ``ip``, ``nft``)."""
+    if os.geteuid() != 0:
+        return "--netns needs root (network namespaces, veth links and nftables)"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"--netns needs the `{tool}` tool (Debian: iproute2 / nftables)"
+    return None
+
+
+def run(*argv: str, netns: str | None = None, stdin: str | None = None, check: bool = True) -> str:
+    """Run ``argv`` (inside ``netns`` via ``ip netns exec`` when given); returns stdout."""
+    full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    result = subprocess.run(full, input=stdin, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise NetnsError(f"`{' '.join(full)}` failed: {result.stderr.strip() or result.returncode}")
+    return result.stdout
+
+
+def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
+    """``ip [-n NETNS] ARGS``."""
+    where = ("-n", netns) if netns else ()
+    return run("ip", *where, *args, check=check)
+
+
+def nft(script: str, *, netns: str) -> None:
+    """Load an nftables script atomically inside ``netns`` (all of it applies, or none)."""
+    run("nft", "-f", "-", netns=netns, stdin=script)
+
+
+def list_netns() -> list[str]:
+    """Names of the named network namespaces (``ip netns list``)."""
+    try:
+        return sorted(p.name for p in NETNS_RUN_DIR.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def add_netns(name: str) -> None:
+    """Create the named namespace with its loopback up (no-op if it exists)."""
+    if not (NETNS_RUN_DIR / name).exists():
+        ip("netns", "add", name)
+    ip("link", "set", "lo", "up", netns=name)
+
+
+def delete_netns(name: str) -> None:
+    """Remove the named namespace and its ``/etc/netns`` files; links in it go with it."""
+    if (NETNS_RUN_DIR / name).exists():
+        ip("netns", "delete", name, check=False)
+    shutil.rmtree(NETNS_ETC_DIR / name, ignore_errors=True)
+
+
+def sysctl(netns: str, **settings: str) -> None:
+    """Set ``net.*`` sysctls inside ``netns`` (names with dots given as ``a__b`` → ``a.b``)."""
+    pairs = [f"{k.replace('__', '.')}={v}" for k, v in settings.items()]
+    run("sysctl", "-q", "-w", *pairs, netns=netns)
+
+
+_libc: Any = None
+
+
+def _setns(path: Path) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetnsError(f"setns({path}) failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class NetnsThread:
+    """One thread inside a named network namespace; makes sockets there for the event loop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = NETNS_RUN_DIR / name
+        if not self.path.exists():
+            raise NetnsError(f"network namespace {name} does not exist ({self.path})")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"netns-{name}",
+            initializer=_setns,
+            initargs=(self.path,),
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def listen_tcp(self, host: str, port: int, *, backlog: int = 1024) -> socket.socket:
+        """A non-blocking TCP listener on ``host:port`` inside the namespace."""
+        sock: socket.socket = await self._call(_tcp_listener, host, port, backlog)
+        return sock
+
+    async def bind_udp(self, host: str, port: int) -> socket.socket:
+        """A non-blocking UDP socket bound to ``host:port`` inside the namespace."""
+        sock: socket.socket = await self._call(_udp_socket, host, port)
+        return sock
+
+    async def dial(self, host: str, port: int, *, mark: int = ZTUNNEL_MARK) -> socket.socket:
+        """A TCP connection to ``host:port`` from inside the namespace, marked ``mark``."""
+        sock: socket.socket = await self._call(_marked_socket, mark)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+def _tcp_listener(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, ZTUNNEL_MARK)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _marked_socket(mark: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
+
+
+def original_destination(sock: socket.socket) -> tuple[str, int]:
+    """``SO_ORIGINAL_DST`` of a redirected IPv4 connection: (ip, port) before the REDIRECT."""
+    try:
+        raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise NetnsError("connection was not redirected (no original destination)") from None
+        raise
+    port = int.from_bytes(raw[2:4], "big")
+    return socket.inet_ntoa(raw[4:8]), port

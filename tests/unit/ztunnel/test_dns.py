@@ -1,0 +1,105 @@
+"""The DNS proxy's answers (pure function of query bytes and the pushed state), and a fuzz."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ambient.ztunnel.dns import (
+    RCODE_FORMERR,
+    RCODE_NXDOMAIN,
+    RCODE_OK,
+    RCODE_REFUSED,
+    TYPE_A,
+    TYPE_AAAA,
+    answer,
+    mesh_resolver,
+)
+from ambient.ztunnel.state import ProxyState
+from tests.unit.ztunnel.test_state import SVC, pod
+
+
+def query(name: str, qtype: int = TYPE_A, ident: int = 0x1234, qclass: int = 1) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p)
+    return (
+        struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0)
+        + labels
+        + b"\0"
+        + struct.pack("!HH", qtype, qclass)
+    )
+
+
+def parse(response: bytes) -> tuple[int, int, list[str]]:
+    """(id, rcode, A/AAAA addresses) of a response."""
+    ident, flags, _qd, ancount = struct.unpack_from("!HHHH", response)
+    assert flags & 0x8000, "not a response"
+    offset = 12
+    if _qd == 0:
+        return ident, flags & 0xF, []
+    while response[offset]:
+        offset += response[offset] + 1
+    offset += 5
+    addresses = []
+    for _ in range(ancount):
+        _ptr, _rtype, _cls, _ttl, length = struct.unpack_from("!HHHIH", response, offset)
+        offset += 12
+        addresses.append(str(ipaddress.ip_address(response[offset : offset + length])))
+        offset += length
+    return ident, flags & 0xF, addresses
+
+
+@pytest.fixture
+def resolve() -> object:
+    state = ProxyState("node-1")
+    state.apply([SVC, pod(1), pod(2)], [])
+    return mesh_resolver(state, lambda: "shop")
+
+
+@pytest.mark.parametrize(
+    ("name", "qtype", "rcode", "addresses"),
+    [
+        ("orders", TYPE_A, RCODE_OK, ["127.20.0.1"]),
+        ("orders.shop", TYPE_A, RCODE_OK, ["127.20.0.1"]),
+        ("orders.shop.svc.cluster.local", TYPE_A, RCODE_OK, ["127.20.0.1"]),
+        ("ORDERS.Shop.svc.cluster.local", TYPE_A, RCODE_OK, ["127.20.0.1"]),
+        ("orders.shop.svc.cluster.local", TYPE_AAAA, RCODE_OK, []),  # NODATA, not NXDOMAIN
+        ("nothere.shop.svc.cluster.local", TYPE_A, RCODE_NXDOMAIN, []),
+        ("orders.shop.svc.cluster.local.shop.svc.cluster.local", TYPE_A, RCODE_NXDOMAIN, []),
+        ("example.com", TYPE_A, RCODE_REFUSED, []),
+    ],
+)
+def test_answers(resolve: object, name: str, qtype: int, rcode: int, addresses: list[str]) -> None:
+    response = answer(query(name, qtype), resolve)  # type: ignore[arg-type]
+    assert response is not None
+    assert parse(response) == (0x1234, rcode, addresses)
+
+
+def test_headless_service_answers_with_its_endpoints() -> None:
+    state = ProxyState("node-1")
+    headless = replace(SVC, addresses=())
+    state.apply([headless, pod(1), pod(2)], [])
+    response = answer(query("orders.shop"), mesh_resolver(state, lambda: "shop"))
+    assert response is not None
+    assert sorted(parse(response)[2]) == ["127.10.0.1", "127.10.0.2"]
+
+
+def test_malformed_queries() -> None:
+    resolve = mesh_resolver(ProxyState("n"), lambda: "default")
+    assert answer(b"\x00\x01", resolve) is None  # not even a header: dropped
+    truncated = query("orders")[:-3]
+    response = answer(truncated, resolve)
+    assert response is not None and parse(response)[1] == RCODE_FORMERR
+    not_in = answer(query("orders", qclass=3), resolve)
+    assert not_in is not None and parse(not_in)[1] == RCODE_REFUSED
+
+
+@given(st.binary(max_size=600))
+def test_fuzz_never_raises(data: bytes) -> None:
+    resolve = mesh_resolver(ProxyState("n"), lambda: "default")
+    response = answer(data, resolve)
+    assert response is None or response[:2] == data[:2]
