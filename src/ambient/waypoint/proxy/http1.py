@@ -15,6 +15,7 @@ connection is closed.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import h11
@@ -96,7 +97,10 @@ class _Sink:
             headers.append(("connection", "close"))
         self.started = True
         try:
-            self._down.write(conn.send(h11.Response(status_code=head.status, headers=headers)))
+            response = h11.Response(
+                status_code=head.status, headers=headers, reason=_reason(head.status)
+            )
+            self._down.write(conn.send(response))
             if end:
                 self._down.write(conn.send(h11.EndOfMessage()))
             await self._down.stream.drain()
@@ -142,6 +146,9 @@ async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
             await _bad_request(tunnel, down, "missing Host header")
             return
         length, empty = _framing(event)
+        if empty:  # h11 has the (empty) body's EndOfMessage ready; take it now
+            end = conn.next_event()
+            assert isinstance(end, h11.EndOfMessage), end
         body = _RequestBody(down, length, empty)
         sink = _Sink(down, body)
         record = tunnel.new_record(PROTOCOL)
@@ -154,6 +161,13 @@ async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
         break  # MUST_CLOSE, or a request body nobody read: end the connection
     if not tunnel.stream.closed:
         tunnel.stream.write_eof()
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _request_head(event: h11.Request) -> RequestHead | None:
