@@ -177,6 +177,13 @@ class ProxyState:
         workload, workload_port = candidates[next(counter) % len(candidates)]
         return Upstream(workload, workload.addresses[0], workload_port, service)
 
+    def workload_port(self, service: Service, workload: Workload, port: int) -> int | None:
+        """The port ``workload`` serves ``service``'s ``port`` on (None: it does not serve it)."""
+        target = _target_port(service, port)
+        if target is None:
+            return None
+        return _workload_port(workload.services.get(service.key, ()), port, target)
+
     def resolve(self, ip: IPAddress, port: int, source: Workload | None = None) -> Upstream | None:
         """The upstream for a connection to ``ip:port``: a VIP, a workload, or unknown.
 

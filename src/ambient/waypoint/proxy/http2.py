@@ -1,0 +1,339 @@
+"""HTTP/2 clients inside a tunnel (h2c with prior knowledge): many concurrent streams, flow control.
+
+The h2 state machine is driven by one reader loop per tunnel; each request
+runs in its own task. Back-pressure both ways rides on HTTP/2 flow control:
+
+- request bodies: received DATA is acknowledged (the window reopened) only
+  when the upstream has taken it, so a stream holds at most its window
+  (``STREAM_WINDOW``) and the tunnel at most ``CONNECTION_WINDOW``;
+- response bodies: sent as the client's windows allow; a sender waits for
+  WINDOW_UPDATE, and for the tunnel's own write queue to drain.
+
+A client reset (RST_STREAM) aborts that request only; a protocol error
+ends the tunnel with GOAWAY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from ambient.hbone.errors import HboneError
+from ambient.hbone.stream import HboneStream
+from ambient.waypoint.model import RequestHead
+from ambient.waypoint.proxy.messages import BodyAborted, DownstreamGone, ResponseHead
+
+if TYPE_CHECKING:
+    from ambient.waypoint.proxy.server import Tunnel
+
+__all__ = ["serve_http2"]
+
+PROTOCOL = "HTTP/2"
+STREAM_WINDOW = 1024 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+MAX_CONCURRENT_STREAMS = 1000
+READ_SIZE = 256 * 1024
+
+
+class _Stream:
+    """One request's state on the tunnel."""
+
+    __slots__ = (
+        "chunks",
+        "conn",
+        "empty",
+        "ended",
+        "length",
+        "reset",
+        "sent_head",
+        "stream_id",
+        "task",
+        "waiter",
+        "window",
+    )
+
+    def __init__(self, conn: _Connection, stream_id: int, length: int | None, ended: bool) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.chunks: deque[tuple[bytes, int]] = deque()  # (data, flow-controlled length)
+        self.ended = ended
+        self.empty = ended
+        self.length = length
+        self.reset = False
+        self.sent_head = False
+        self.task: asyncio.Task[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None  # body reader waiting for DATA
+        self.window: asyncio.Future[None] | None = None  # sender waiting for WINDOW_UPDATE
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def wake_sender(self) -> None:
+        if self.window is not None and not self.window.done():
+            self.window.set_result(None)
+
+    # -- Body (the request body) ---------------------------------------------------------
+
+    async def read(self) -> bytes:
+        while not self.chunks:
+            if self.reset:
+                raise BodyAborted("client reset the stream mid-body")
+            if self.ended:
+                return b""
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        data, flow = self.chunks.popleft()
+        self.conn.acknowledge(self.stream_id, flow)
+        return data
+
+    # -- ResponseSink --------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self.sent_head
+
+    async def send_head(self, head: ResponseHead, *, end: bool, close: bool = False) -> None:
+        if self.reset:
+            raise DownstreamGone("client reset the stream")
+        self.sent_head = True
+        headers = [(":status", str(head.status))]
+        headers.extend(head.headers)
+        self.conn.call(lambda h2c: h2c.send_headers(self.stream_id, headers, end_stream=end))
+        await self.conn.drain()
+
+    async def send_data(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.reset or self.conn.dead:
+                raise DownstreamGone("client reset the stream")
+            h2c = self.conn.h2
+            window = min(h2c.local_flow_control_window(self.stream_id), h2c.max_outbound_frame_size)
+            if window <= 0:
+                self.window = asyncio.get_running_loop().create_future()
+                try:
+                    await self.window
+                finally:
+                    self.window = None
+                continue
+            piece, view = view[:window], view[window:]
+            self.conn.call(lambda h2c, p=piece: h2c.send_data(self.stream_id, bytes(p)))
+            await self.conn.drain()
+
+    async def end(self) -> None:
+        if self.reset:
+            raise DownstreamGone("client reset the stream")
+        self.conn.call(lambda h2c: h2c.end_stream(self.stream_id))
+
+    def abort(self) -> None:
+        if not self.reset:
+            self.reset = True
+            self.conn.call(
+                lambda h2c: h2c.reset_stream(self.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            )
+
+
+class _Connection:
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+        self.stream: HboneStream = tunnel.stream
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True
+        )
+        self.h2 = h2.connection.H2Connection(config)
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+            },
+        )
+        self.streams: dict[int, _Stream] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.dead = False
+
+    def call(self, action: object) -> None:
+        """Run an h2 action and send what it produced (a dead tunnel raises DownstreamGone)."""
+        if self.dead:
+            raise DownstreamGone("tunnel closed")
+        try:
+            action(self.h2)  # type: ignore[operator]
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise DownstreamGone(f"HTTP/2 stream closed: {exc}") from None
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.dead:
+            try:
+                self.stream.write(data)
+            except HboneError:
+                self._die()
+
+    async def drain(self) -> None:
+        try:
+            await self.stream.drain()
+        except HboneError:
+            self._die()
+            raise DownstreamGone("tunnel reset") from None
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        if size and not self.dead:
+            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                self.h2.acknowledge_received_data(size, stream_id)
+            self.flush()
+
+    def _die(self) -> None:
+        self.dead = True
+        for s in self.streams.values():
+            s.reset = True
+            s.wake()
+            s.wake_sender()
+
+    async def run(self, initial: bytes) -> None:
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.flush()
+        data = initial
+        try:
+            while data:
+                try:
+                    events = self.h2.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    self._protocol_error(str(exc))
+                    break
+                self._dispatch(events)
+                self.flush()
+                if self.dead:
+                    break
+                await self.drain()
+                data = await self.stream.read(READ_SIZE)
+        except (HboneError, DownstreamGone):
+            self._die()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if not self.dead:
+            with contextlib.suppress(Exception):
+                self.h2.close_connection()
+                self.flush()
+                self.stream.write_eof()
+
+    def _protocol_error(self, reason: str) -> None:
+        record = self.tunnel.new_record(PROTOCOL)
+        record.status, record.flags, record.details = 0, "DPE", reason
+        record.finish()
+        with contextlib.suppress(Exception):
+            self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.flush()
+        self._die()
+        with contextlib.suppress(HboneError):
+            self.stream.write_eof()
+
+    def _dispatch(self, events: list[h2.events.Event]) -> None:
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self._on_request(event)
+            elif isinstance(event, h2.events.DataReceived):
+                s = self.streams.get(event.stream_id)
+                if s is None:
+                    self.acknowledge(event.stream_id, event.flow_controlled_length)
+                    continue
+                s.chunks.append((event.data, event.flow_controlled_length))
+                s.wake()
+            elif isinstance(event, h2.events.StreamEnded):
+                s = self.streams.get(event.stream_id)
+                if s is not None:
+                    s.ended = True
+                    s.wake()
+            elif isinstance(event, h2.events.StreamReset):
+                s = self.streams.get(event.stream_id)
+                if s is not None:
+                    s.reset = True
+                    s.wake()
+                    s.wake_sender()
+            elif isinstance(event, h2.events.WindowUpdated):
+                if event.stream_id == 0:
+                    for s in self.streams.values():
+                        s.wake_sender()
+                else:
+                    s = self.streams.get(event.stream_id)
+                    if s is not None:
+                        s.wake_sender()
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                for s in self.streams.values():  # a larger initial window opens every stream
+                    s.wake_sender()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.dead = event.error_code != h2.errors.ErrorCodes.NO_ERROR
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        pseudo: dict[str, str] = {}
+        headers: list[tuple[str, str]] = []
+        for raw_name, raw_value in event.headers:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            if name.startswith(":"):
+                pseudo[name] = value
+            else:
+                headers.append((name, value))
+        length = next((int(v) for k, v in headers if k == "content-length" and v.isdigit()), None)
+        ended = event.stream_ended is not None
+        s = _Stream(self, event.stream_id, length, ended)
+        self.streams[event.stream_id] = s
+        authority = pseudo.get(":authority") or next((v for k, v in headers if k == "host"), "")
+        method = pseudo.get(":method", "")
+        if method == "CONNECT" or not authority:
+            # Extended CONNECT / tunnelling over the waypoint is not supported: refuse the stream.
+            s.reset = True
+            self.call(
+                lambda h2c: h2c.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            )
+            del self.streams[event.stream_id]
+            return
+        head = RequestHead(
+            method=method,
+            authority=authority,
+            path=pseudo.get(":path", "/"),
+            headers=tuple(headers),
+            scheme=pseudo.get(":scheme", "http"),
+        )
+        task = asyncio.ensure_future(self._serve(s, head))
+        s.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, s: _Stream, head: RequestHead) -> None:
+        tunnel = self.tunnel
+        record = tunnel.new_record(PROTOCOL)
+        try:
+            await tunnel.forwarder.handle(tunnel.target, tunnel.downstream, head, s, s, record)
+        finally:
+            self.streams.pop(s.stream_id, None)
+            # Whatever the client still sends on this stream is not wanted: return its credit.
+            leftover = sum(flow for _, flow in s.chunks)
+            s.chunks.clear()
+            if leftover and not self.dead:
+                with contextlib.suppress(Exception):
+                    self.h2.acknowledge_received_data(leftover, s.stream_id)
+                self.flush()
+            if not s.ended and not s.reset and not self.dead:
+                # Response complete but the request body is still coming: stop it (RFC 9113 8.1).
+                with contextlib.suppress(Exception):
+                    self.h2.reset_stream(s.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                    self.flush()
+
+
+async def serve_http2(tunnel: Tunnel, initial: bytes) -> None:
+    """Serve HTTP/2 (prior knowledge) on ``tunnel``; ``initial`` starts with the preface."""
+    await _Connection(tunnel).run(initial)
