@@ -268,6 +268,17 @@ class Mesh:
         result = self.exec(source, "sh", "-c", script, url, timeout=count * 2 + 30)
         return parse_answers(result.stdout, result.stderr)
 
+    def curl_many_with_header(
+        self, url: str, count: int, header: str, source: str = "deploy/web"
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """``count`` new connections sending ``header``; (answers, failures)."""
+        script = (
+            f'for i in $(seq {count}); do curl -sS -m 10 -H "$1" "$0" || echo "FAIL exit=$?"; '
+            "echo; done"
+        )
+        result = self.exec(source, "sh", "-c", script, url, header, timeout=count * 2 + 30)
+        return parse_answers(result.stdout, result.stderr)
+
 
 def parse_answers(stdout: str, stderr: str = "") -> tuple[list[dict[str, Any]], list[str]]:
     answers, failures = [], []

@@ -21,7 +21,6 @@ from ambient import __version__
 from ambient.cli import jsonpath
 from ambient.cli.client import ApiError, MeshClient
 from ambient.cli.output import print_json, print_table
-from ambient.cli.waypoint import waypoint as waypoint_commands
 from ambient.local.statedir import ENV_VAR, MeshNotRunning, StateDir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -641,6 +640,10 @@ def _scope(policy: dict[str, Any]) -> str:
 
 
 cli.add_command(ztunnel_config, "zc")
+
+# ``ambient waypoint ...`` lives in its own module, which uses the helpers above.
+from ambient.cli.waypoint import waypoint as waypoint_commands  # noqa: E402
+
 cli.add_command(waypoint_commands, "waypoint")
 
 # The distributed mode's commands register themselves on ``cli``.

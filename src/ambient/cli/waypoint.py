@@ -7,6 +7,7 @@ from typing import Any
 import click
 import yaml
 
+from ambient.cli.main import state_dir_option
 from ambient.cli.output import print_table
 
 __all__ = ["waypoint", "waypoint_manifest"]
@@ -57,6 +58,7 @@ def generate(namespace: str, name: str, traffic_type: str) -> None:
 
 
 @waypoint.command("apply", context_settings=CONTEXT)
+@state_dir_option
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--name", default="waypoint", show_default=True)
 @click.option("--for", "traffic_type", type=_FOR, default="service", show_default=True)
@@ -67,7 +69,12 @@ def generate(namespace: str, name: str, traffic_type: str) -> None:
 )
 @click.pass_context
 def apply_(
-    ctx: click.Context, namespace: str, name: str, traffic_type: str, enroll_namespace: bool
+    ctx: click.Context,
+    namespace: str,
+    name: str,
+    traffic_type: str,
+    enroll_namespace: bool,
+    state_dir: str | None,
 ) -> None:
     """Create or update a waypoint in the running mesh."""
     text = _yaml(waypoint_manifest(namespace, name, traffic_type))
@@ -106,10 +113,11 @@ def _programmed(gateway: dict[str, Any]) -> str:
 
 
 @waypoint.command("list", context_settings=CONTEXT)
+@state_dir_option
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True, help="Waypoints of every namespace.")
 @click.pass_context
-def list_(ctx: click.Context, namespace: str, all_namespaces: bool) -> None:
+def list_(ctx: click.Context, namespace: str, all_namespaces: bool, state_dir: str | None) -> None:
     """List waypoints and whether they are programmed (ready)."""
     gateways = _waypoints(ctx, None if all_namespaces else namespace)
     if not gateways:
@@ -127,11 +135,18 @@ def list_(ctx: click.Context, namespace: str, all_namespaces: bool) -> None:
 
 
 @waypoint.command(context_settings=CONTEXT)
+@state_dir_option
 @click.argument("names", nargs=-1)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--all", "delete_all", is_flag=True, help="Every waypoint of the namespace.")
 @click.pass_context
-def delete(ctx: click.Context, names: tuple[str, ...], namespace: str, delete_all: bool) -> None:
+def delete(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    namespace: str,
+    delete_all: bool,
+    state_dir: str | None,
+) -> None:
     """Delete waypoints by name (default: `waypoint`), or all of a namespace."""
     if delete_all and names:
         raise click.UsageError("give waypoint names or --all, not both")

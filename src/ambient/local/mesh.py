@@ -53,6 +53,7 @@ from ambient.local.statedir import StateDir
 from ambient.local.watch import FolderWatcher
 from ambient.nodeagent.agent import NodeAgent, netns_allocator
 from ambient.runtime import PodRun
+from ambient.waypoint.config import L7Config, waypoint_factory
 from ambient.ztunnel.proxy import Ztunnel
 from ambient.ztunnel.state import ProxyState
 
@@ -87,6 +88,7 @@ class LocalMesh:
         self.config_dir = config_dir.absolute()
         self.netns = netns
         self.agent: NodeAgent | None = None
+        self.l7 = L7Config()
         self._state = state
         self.cert_ttl = cert_ttl  # workload certificate lifetime in seconds (default 24 h)
         self.watch = watch
@@ -180,6 +182,7 @@ class LocalMesh:
 
     async def _sync(self) -> None:
         async with self._sync_lock:
+            self.l7.set_config(self._plane().config)  # what the hosted waypoints enforce
             await self._sync_nodes()
             assert self.kubelet is not None
             await self.kubelet.sync(
@@ -213,7 +216,14 @@ class LocalMesh:
                 continue
             state = ProxyState(name)
             certificates = CertificateManager(self._issuer(name))
-            ztunnel = Ztunnel(name, str(ip), state, certificates, pod_networks=self.agent)
+            ztunnel = Ztunnel(
+                name,
+                str(ip),
+                state,
+                certificates,
+                pod_networks=self.agent,
+                waypoints=waypoint_factory(state, certificates, self.l7),
+            )
             subscription = plane.subscribe(name)
             first = await anext(subscription)
             state.apply(

@@ -18,9 +18,12 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ambient.api.workload import Workload, waypoint_of
 from ambient.authz._spec import PolicyError
 from ambient.config import ConfigError, ConfigSet, load_text
 from ambient.config.configset import Ref
+from ambient.hbone.protocol import HboneSettings
+from ambient.identity.manager import CertificateManager
 from ambient.waypoint.model import (
     AuthnResult,
     AuthzVerdict,
@@ -40,6 +43,7 @@ from ambient.waypoint.policy import (
     WaypointRef,
     compile_authorization_policy,
 )
+from ambient.waypoint.proxy.server import Waypoint
 from ambient.waypoint.routing import build_router
 from ambient.ztunnel.state import ProxyState
 
@@ -51,6 +55,7 @@ __all__ = [
     "LiveRouter",
     "is_l7_object",
     "resource_name",
+    "waypoint_factory",
     "waypoint_manifests",
 ]
 
@@ -236,3 +241,52 @@ class LiveAuthenticator:
 
     async def aclose(self) -> None:
         await self.jwks.aclose()
+
+
+class _HostedWaypoint:
+    """A ``Waypoint`` plus the live parts it owns (closed with it)."""
+
+    def __init__(self, waypoint: Waypoint, authenticator: LiveAuthenticator) -> None:
+        self.waypoint = waypoint
+        self.authenticator = authenticator
+
+    async def start(self) -> None:
+        await self.waypoint.start()
+
+    async def close(self) -> None:
+        await self.waypoint.close()
+        await self.authenticator.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self.waypoint.ready
+
+
+def waypoint_factory(
+    state: ProxyState,
+    certificates: CertificateManager,
+    l7: L7Config,
+    settings: HboneSettings | None = None,
+) -> Callable[[Workload], _HostedWaypoint]:
+    """What a node proxy calls to run the waypoint of one of its waypoint pods."""
+
+    def make(workload: Workload) -> _HostedWaypoint:
+        name = waypoint_of(workload) or workload.name
+        ref = WaypointRef(workload.namespace, name)
+        authenticator = LiveAuthenticator(l7, ref)
+        waypoint = Waypoint(
+            name,
+            workload.namespace,
+            workload.addresses,
+            state,
+            certificates,
+            service_account=workload.service_account,
+            trust_domain=workload.trust_domain,
+            authenticator=authenticator,
+            authorizer=LiveAuthorizer(l7, ref),
+            router=LiveRouter(l7, state),
+            settings=settings,
+        )
+        return _HostedWaypoint(waypoint, authenticator)
+
+    return make
