@@ -352,6 +352,7 @@ class MeshIndex:
         self._ready: frozenset[str] | None = None
         self._expansions: dict[Ref, tuple[Deployment, tuple[Pod, ...], tuple[str, ...]]] = {}
         self._policy_cache: TranslationCache = {}
+        self._deployment_pods: set[tuple[str, str]] = set()  # keys Deployments' replicas claim
         self._groups: _Groups = {}
         self._base: dict[tuple[str, str], ScheduledPod] = {}  # before label overrides
         self._pods: dict[tuple[str, str], ScheduledPod] = {}  # after
@@ -466,9 +467,17 @@ class MeshIndex:
                     continue
                 found[key] = ScheduledPod(pod, deployment)
         self._expansions = expansions
+        self._deployment_pods = {
+            (p.meta.namespace, p.meta.name) for _, pods, _ in expansions.values() for p in pods
+        }
         return {key: found[key] for key in sorted(found)}, tuple(warnings)
 
     # -- a few things ----------------------------------------------------------------
+
+    def _declared_only(self, changed: list[Ref]) -> bool:
+        """Whether the changed Pods are declared pods no Deployment's replica competes with."""
+        names = self._deployment_pods
+        return not any((ref.namespace, ref.name) in names for ref in changed)
 
     def _incremental(
         self,
@@ -483,7 +492,21 @@ class MeshIndex:
         kinds = {ref.kind for ref in changed}
         base, dirty = self._base, set[tuple[str, str]]()
         pod_warnings = self._warnings["pods"]
-        if kinds & {"Pod", "Deployment"}:
+        if kinds == {"Pod"} and self._declared_only(changed):
+            # Only declared pods changed (the common case): patch the schedule in place;
+            # the stale "Pod" group is never read before the next full grouping.
+            base = dict(self._base)
+            for ref in changed:
+                key = (ref.namespace, ref.name)
+                obj = config.objects.get(ref)
+                if isinstance(obj, Pod):
+                    base[key] = ScheduledPod(obj)
+                else:
+                    base.pop(key, None)
+                dirty.add(key)
+            if base.keys() != self._base.keys():
+                base = {key: base[key] for key in sorted(base)}
+        elif kinds & {"Pod", "Deployment"}:
             groups = _groups(config)
             old_base = self._base
             old_expansions = dict(self._expansions)
