@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
+import operator
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -504,7 +506,7 @@ class MeshIndex:
                 else:
                     base.pop(key, None)
                 dirty.add(key)
-            if base.keys() != self._base.keys():
+            if any((key in base) != (key in self._base) for key in dirty):
                 base = {key: base[key] for key in sorted(base)}
         elif kinds & {"Pod", "Deployment"}:
             groups = _groups(config)
@@ -552,7 +554,7 @@ class MeshIndex:
                 for key in dirty
                 if key in pods or key in self._pods
             )
-            if len(pods) != len(self._pods) or pods.keys() != self._pods.keys():
+            if any((key in pods) != (key in self._pods) for key in dirty):
                 pods = {key: pods[key] for key in sorted(pods)}
                 reallocate = True
             if reallocate:
@@ -581,7 +583,7 @@ class MeshIndex:
             uids.update(u for u in ready ^ self._ready if u in raw)
         workloads: Mapping[str, Workload] = self.snapshot.workloads
         if uids:
-            patched = dict(workloads)
+            patched = dict(workloads.items())
             for uid in uids:
                 if uid in raw:
                     patched[uid] = _with_health(raw[uid], ready)
@@ -625,6 +627,12 @@ def _changed_refs(old: ConfigSet, new: ConfigSet) -> list[Ref]:
     if old is new or old.objects is new.objects:
         return []
     before, after = old.objects, new.objects
+    if len(before) == len(after) and all(map(operator.is_, before.keys(), after.keys())):
+        # A relabelled config keeps its keys in place: compare position by position, by
+        # identity, in C (no hashing of refs); otherwise look each ref up.
+        return list(
+            itertools.compress(after.keys(), map(operator.is_not, before.values(), after.values()))
+        )
     changed = [ref for ref, obj in after.items() if before.get(ref) is not obj]
     if len(before) != len(after) - sum(1 for ref in changed if ref not in before):
         changed += [ref for ref in before if ref not in after]
