@@ -635,6 +635,7 @@ class XdsServer:
             raise OSError(f"xDS server cannot listen on {address}: {exc}") from exc
         if not port:
             raise OSError(f"xDS server cannot listen on {address}")
+        self.published.catch_up()  # encode the mesh now, not when the first ztunnel connects
         await server.start()
         self._server, self._port = server, int(port)
         log.info(
