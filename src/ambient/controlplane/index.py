@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
+import operator
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -351,6 +353,7 @@ class MeshIndex:
         self._ready: frozenset[str] | None = None
         self._expansions: dict[Ref, tuple[Deployment, tuple[Pod, ...], tuple[str, ...]]] = {}
         self._policy_cache: TranslationCache = {}
+        self._deployment_pods: set[tuple[str, str]] = set()  # keys Deployments' replicas claim
         self._groups: _Groups = {}
         self._base: dict[tuple[str, str], ScheduledPod] = {}  # before label overrides
         self._pods: dict[tuple[str, str], ScheduledPod] = {}  # after
@@ -478,9 +481,17 @@ class MeshIndex:
                     continue
                 found[key] = ScheduledPod(pod, deployment)
         self._expansions = expansions
+        self._deployment_pods = {
+            (p.meta.namespace, p.meta.name) for _, pods, _ in expansions.values() for p in pods
+        }
         return {key: found[key] for key in sorted(found)}, tuple(warnings)
 
     # -- a few things ----------------------------------------------------------------
+
+    def _declared_only(self, changed: list[Ref]) -> bool:
+        """Whether the changed Pods are declared pods no Deployment's replica competes with."""
+        names = self._deployment_pods
+        return not any((ref.namespace, ref.name) in names for ref in changed)
 
     def _incremental(
         self,
@@ -495,7 +506,21 @@ class MeshIndex:
         kinds = {ref.kind for ref in changed}
         base, dirty = self._base, set[tuple[str, str]]()
         pod_warnings = self._warnings["pods"]
-        if kinds & {"Pod", "Deployment"}:
+        if kinds == {"Pod"} and self._declared_only(changed):
+            # Only declared pods changed (the common case): patch the schedule in place;
+            # the stale "Pod" group is never read before the next full grouping.
+            base = dict(self._base)
+            for ref in changed:
+                key = (ref.namespace, ref.name)
+                obj = config.objects.get(ref)
+                if isinstance(obj, Pod):
+                    base[key] = ScheduledPod(obj)
+                else:
+                    base.pop(key, None)
+                dirty.add(key)
+            if any((key in base) != (key in self._base) for key in dirty):
+                base = {key: base[key] for key in sorted(base)}
+        elif kinds & {"Pod", "Deployment"}:
             groups = _groups(config)
             old_base = self._base
             old_expansions = dict(self._expansions)
@@ -541,7 +566,7 @@ class MeshIndex:
                 for key in dirty
                 if key in pods or key in self._pods
             )
-            if len(pods) != len(self._pods) or pods.keys() != self._pods.keys():
+            if any((key in pods) != (key in self._pods) for key in dirty):
                 pods = {key: pods[key] for key in sorted(pods)}
                 reallocate = True
             if reallocate:
@@ -570,7 +595,7 @@ class MeshIndex:
             uids.update(u for u in ready ^ self._ready if u in raw)
         workloads: Mapping[str, Workload] = self.snapshot.workloads
         if uids:
-            patched = dict(workloads)
+            patched = dict(workloads.items())
             for uid in uids:
                 if uid in raw:
                     patched[uid] = _with_health(raw[uid], ready)
@@ -614,6 +639,12 @@ def _changed_refs(old: ConfigSet, new: ConfigSet) -> list[Ref]:
     if old is new or old.objects is new.objects:
         return []
     before, after = old.objects, new.objects
+    if len(before) == len(after) and all(map(operator.is_, before.keys(), after.keys())):
+        # A relabelled config keeps its keys in place: compare position by position, by
+        # identity, in C (no hashing of refs); otherwise look each ref up.
+        return list(
+            itertools.compress(after.keys(), map(operator.is_not, before.values(), after.values()))
+        )
     changed = [ref for ref, obj in after.items() if before.get(ref) is not obj]
     if len(before) != len(after) - sum(1 for ref in changed if ref not in before):
         changed += [ref for ref in before if ref not in after]

@@ -76,7 +76,9 @@ class MeshSnapshot:
 
     def __post_init__(self) -> None:
         for name in ("workloads", "services", "nodes", "authorizations", "peer_authentications"):
-            object.__setattr__(self, name, FrozenMap(getattr(self, name)))
+            value = getattr(self, name)
+            if not isinstance(value, FrozenMap):  # a FrozenMap is kept: it cannot change
+                object.__setattr__(self, name, FrozenMap(value.items()))
         for key, service in self.services.items():
             if key != service.key:
                 raise ValueError(f"service {service.key} is stored under the wrong key {key!r}")

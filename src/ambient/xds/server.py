@@ -17,6 +17,13 @@ One gRPC service, ``envoy.service.discovery.v3.AggregatedDiscoveryService``; onl
   something it does not know, and drops policies before what they applied to.
 - Versions are content hashes of the encoded resource: deterministic, so a client
   that reconnects (even to a restarted server) is sent only what differs.
+- Scale: every stream sees the whole mesh (as istiod serves ztunnel), so the mesh is
+  encoded once, at start and then per change, into one published view shared by all
+  streams (``_Published``), with a log of the names each change touched. A stream
+  keeps only the revision its client holds and sends the names touched since; a
+  first connection gets the full state serialized once per revision. A stream that
+  falls further behind than the log is ended, and its client's reconnect (with
+  ``initial_resource_versions``) brings it up to date exactly.
 - A NACK (``error_detail`` set) is logged with the node, type, nonce and reason; the
   rejected version is not resent, and later versions are pushed as usual.
 
@@ -635,6 +642,7 @@ class XdsServer:
             raise OSError(f"xDS server cannot listen on {address}: {exc}") from exc
         if not port:
             raise OSError(f"xDS server cannot listen on {address}")
+        self.published.catch_up()  # encode the mesh now, not when the first ztunnel connects
         await server.start()
         self._server, self._port = server, int(port)
         log.info(
