@@ -79,13 +79,26 @@ async def _serve(
     netns: bool = False,
 ) -> int:
     from ambient.config import ConfigSet
+    from ambient.controlplane.waypoints import waypoint_gateways
     from ambient.local.api import ControlApi
     from ambient.local.mesh import LocalMesh
     from ambient.local.processes import DistributedMesh
 
     assert isinstance(config, ConfigSet)
     mesh: LocalMesh | DistributedMesh
-    if single_process or netns:  # --netns runs its node agent and ztunnels in this process
+    # Waypoints get their L7 configuration (routes, L7 policy, JWT) only from an
+    # in-process control plane for now: the xDS type that carries it to ztunnel
+    # processes is not served yet. A mesh whose folder declares a waypoint therefore
+    # runs in one process; in the multi-process mode a ztunnel refuses to host a
+    # waypoint (traffic bound to it fails closed rather than skip its policy).
+    waypoints = waypoint_gateways(config)
+    if waypoints and not (single_process or netns):
+        log.warning(
+            "%d waypoint Gateway(s) declared: running in one process (--single-process), "
+            "as waypoints are not yet configured over xDS",
+            len(waypoints),
+        )
+    if single_process or netns or waypoints:  # --netns: node agent and ztunnels in-process
         mesh = LocalMesh(config_dir, state, cert_ttl=cert_ttl, netns=netns)
     else:
         mesh = DistributedMesh(config_dir, state, cert_ttl=cert_ttl, log_level=log_level)
