@@ -343,6 +343,17 @@ def main() -> None:
         "server": run_server,
         "source": lambda: run_source(args.ca),
     }
+    if args.role == "waypoint" and os.environ.get("BENCH_PROFILE"):
+        import cProfile  # the waypoint's profile, written when it exits
+
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            uvloop.run(roles[args.role]())
+        finally:
+            profile.disable()
+            profile.dump_stats(os.environ["BENCH_PROFILE"])
+        return
     if args.role:
         logging.basicConfig(level=logging.WARNING, format=f"{args.role}: %(message)s")
         if os.environ.get("BENCH_DEBUG"):
