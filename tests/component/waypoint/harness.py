@@ -252,6 +252,9 @@ class _EntryProtocol(asyncio.Protocol):
         self.relay: TcpRelay | None = None
         self.eof = False
 
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         assert self.transport is not None
@@ -271,6 +274,8 @@ class _EntryProtocol(asyncio.Protocol):
         relay.connection_made(self.transport)
         self.transport.set_protocol(relay)
         relay.start()
+        for data in self.early:
+            relay.data_received(data)
         self.transport.resume_reading()
 
 

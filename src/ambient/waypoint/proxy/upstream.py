@@ -77,9 +77,10 @@ class _Connection:
     def usable(self) -> bool:
         return not self.stream.closed and not self.stream.at_eof and self.conn.our_state is h11.IDLE
 
-    def close(self) -> None:
-        if self.stream.at_eof:
-            self.stream.write_eof()  # the server closed first: a clean close
+    def close(self, *, idle: bool = False) -> None:
+        """End the connection: FIN when it is idle or the server closed first, else reset."""
+        if idle or self.stream.at_eof:
+            self.stream.write_eof()
         else:
             self.stream.reset()
 
@@ -232,7 +233,7 @@ class UpstreamClient:
             keep = [c for c in idle if now - c.idle_since < self.idle_timeout and c.usable]
             for c in idle:
                 if c not in keep:
-                    c.close()
+                    c.close(idle=True)
                     closed += 1
             if keep:
                 self._idle[key] = keep
@@ -243,7 +244,7 @@ class UpstreamClient:
     def close(self) -> None:
         for idle in self._idle.values():
             for connection in idle:
-                connection.close()
+                connection.close(idle=True)
         self._idle.clear()
 
     # -- internals -----------------------------------------------------------------
@@ -254,7 +255,7 @@ class UpstreamClient:
             connection = idle.pop()
             if connection.usable and time.monotonic() - connection.idle_since < self.idle_timeout:
                 return connection
-            connection.close()
+            connection.close(idle=True)
         return None
 
     async def _connect(self, endpoint: Endpoint) -> _Connection:

@@ -1,0 +1,396 @@
+"""Waypoint benchmark: 1 KiB HTTP requests through ztunnel -> waypoint -> ztunnel, against L4 only.
+
+    .venv/bin/python bench/waypoint.py [--seconds 5] [--rate 1000] [--connections 16]
+
+Processes (real sockets on loopback): the waypoint; the destination ztunnel
+(node-2) with the server pod; the server app (HTTP/1.1 keep-alive, answers
+a 1 KiB POST with 1 KiB); the source side; and the load generator (this
+process). The source side stands in for the client's ztunnel: it accepts the
+client's plain TCP and opens an HBONE CONNECT with the client pod's
+certificate, to the waypoint for the service VIP (L7 path), or straight to
+the server pod's ztunnel (L4 path) -- the same work in both paths, so the
+difference is the waypoint hop. (Today's source ztunnel does not yet send
+to waypoints; that wiring is another change.)
+
+Figures for each path: p50/p99 latency of 1 KiB request/response at
+``--rate`` over ``--connections`` keep-alive connections, the waypoint's CPU
+(cores) and RSS at that rate, and the maximum request rate (``--connections``
+closed-loop connections, no pacing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import uvloop  # noqa: E402
+
+from ambient.api.workload import GatewayAddress, Port, Service, TunnelProtocol, Workload  # noqa: E402
+from ambient.frozen import FrozenMap  # noqa: E402
+from ambient.hbone.messages import ConnectRequest, SocketAddress  # noqa: E402
+from ambient.hbone.pool import ConnectionPool  # noqa: E402
+from ambient.hbone.splice import TcpRelay  # noqa: E402
+from ambient.identity.ca import CertificateAuthority  # noqa: E402
+from ambient.identity.manager import CertificateManager  # noqa: E402
+from ambient.identity.spiffe import SpiffeId  # noqa: E402
+from ambient.waypoint.proxy import Waypoint  # noqa: E402
+from ambient.ztunnel.proxy import Ztunnel  # noqa: E402
+from ambient.ztunnel.state import ProxyState  # noqa: E402
+
+NET = "127.32"
+CLIENT_IP, SERVER_IP, VIP = f"{NET}.0.1", f"{NET}.1.1", f"{NET}.2.1"
+WAYPOINT_IP, NODE_IP = f"{NET}.3.1", f"{NET}.4.2"
+ENTRY_L7, ENTRY_L4 = 7001, 7002
+APP_PORT = 8080
+SERVICE = Service(
+    name="server",
+    namespace="bench",
+    hostname="server.bench.svc.cluster.local",
+    addresses=(ipaddress.IPv4Address(VIP),),
+    ports=(Port(80, APP_PORT),),
+    waypoint=GatewayAddress("bench/waypoint.bench.svc.cluster.local"),
+)
+
+
+def pod(name: str, address: str, node: str, services: bool = False) -> Workload:
+    return Workload(
+        uid=f"Kubernetes//Pod/bench/{name}",
+        name=name,
+        namespace="bench",
+        addresses=(ipaddress.IPv4Address(address),),
+        service_account=name,
+        node=node,
+        tunnel_protocol=TunnelProtocol.HBONE,
+        workload_name=name,
+        canonical_name=name,
+        canonical_revision="v1",
+        services=FrozenMap({SERVICE.key: SERVICE.ports}) if services else FrozenMap(),
+    )
+
+
+CLIENT, SERVER = pod("client", CLIENT_IP, "node-1"), pod("server", SERVER_IP, "node-2", True)
+
+
+def state(node: str) -> ProxyState:
+    s = ProxyState(node)
+    s.apply([SERVICE, CLIENT, SERVER], [])
+    return s
+
+
+def signer(ca_dir: Path) -> object:
+    ca = CertificateAuthority.load_or_create(ca_dir)
+
+    async def sign(identity: SpiffeId, csr: bytes) -> tuple[bytes, bytes]:
+        return ca.sign_csr(csr, identity), ca.roots_pem()
+
+    return sign
+
+
+async def wait_stdin() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+# -- roles in child processes ---------------------------------------------------------
+
+
+async def run_ztunnel(ca_dir: Path) -> None:
+    ztunnel = Ztunnel("node-2", NODE_IP, state("node-2"), CertificateManager(signer(ca_dir)))  # type: ignore[arg-type]
+    await ztunnel.start()
+    print("READY", flush=True)
+    await wait_stdin()
+    await ztunnel.close()
+
+
+async def run_waypoint(ca_dir: Path) -> None:
+    manager = CertificateManager(signer(ca_dir))  # type: ignore[arg-type]
+    waypoint = Waypoint("waypoint", "bench", [WAYPOINT_IP], state("waypoint"), manager)
+    await waypoint.start()
+    print("READY", flush=True)
+    await wait_stdin()
+    await waypoint.close()
+
+
+class _App(asyncio.Protocol):
+    """HTTP/1.1 keep-alive: every request with a Content-Length body gets a 1 KiB answer."""
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n" + b"y" * 1024
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower()
+            start = head.find(b"content-length:")
+            length = int(head[start + 15 :].split(b"\r\n", 1)[0]) if start >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            assert self.transport is not None
+            self.transport.write(self.RESPONSE)
+
+
+async def run_server() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_App, SERVER_IP, APP_PORT, backlog=1024)
+    print("READY", flush=True)
+    await wait_stdin()
+    server.close()
+
+
+async def run_source(ca_dir: Path) -> None:
+    """The client pod's ztunnel stand-in: TCP in, HBONE out with the client's certificate."""
+    ca = CertificateAuthority.load_or_create(ca_dir)
+    cert = ca.issue(CLIENT.identity, timedelta(hours=1))
+    pool = ConnectionPool()
+    loop = asyncio.get_running_loop()
+    routes = {
+        ENTRY_L7: (WAYPOINT_IP, SpiffeId.workload("bench", "waypoint"), f"{VIP}:80"),
+        ENTRY_L4: (SERVER_IP, SERVER.identity, f"{SERVER_IP}:{APP_PORT}"),
+    }
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    class Entry(asyncio.Protocol):
+        def __init__(self, port: int) -> None:
+            self.port = port
+            self.early: list[bytes] = []  # bytes that arrive before the tunnel is open
+
+        def data_received(self, data: bytes) -> None:
+            self.early.append(data)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            tcp: asyncio.Transport = transport  # type: ignore[assignment]
+            tcp.pause_reading()
+            task = asyncio.ensure_future(self.connect(tcp))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def connect(self, tcp: asyncio.Transport) -> None:
+            try:
+                await self._connect(tcp)
+            except Exception as exc:
+                print(f"source: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                tcp.abort()
+
+        async def _connect(self, tcp: asyncio.Transport) -> None:
+            host, identity, target = routes[self.port]
+            peer = tcp.get_extra_info("peername")
+            stream = await pool.open_stream(
+                source=cert,
+                destination=SocketAddress.parse(f"{host}:15008"),
+                expected=[identity],
+                request=ConnectRequest(
+                    authority=SocketAddress.parse(target),
+                    forwarded_for=SocketAddress.parse(f"{CLIENT_IP}:{peer[1]}"),
+                ),
+            )
+            relay = TcpRelay(stream)
+            relay.connection_made(tcp)
+            tcp.set_protocol(relay)
+            relay.start()
+            for data in self.early:
+                relay.data_received(data)
+            tcp.resume_reading()
+
+    servers = [
+        await loop.create_server(lambda p=port: Entry(p), CLIENT_IP, port, backlog=1024)  # type: ignore[misc]
+        for port in routes
+    ]
+    print("READY", flush=True)
+    await wait_stdin()
+    for server in servers:
+        server.close()
+    await pool.close()
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "READY":
+        proc.kill()
+        raise RuntimeError(f"{args} did not start")
+    return proc
+
+
+# -- the load generator -----------------------------------------------------------------
+
+REQUEST = b"POST /api HTTP/1.1\r\nhost: server:80\r\ncontent-length: 1024\r\n\r\n" + b"x" * 1024
+
+
+async def round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(REQUEST)
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected response {head[:60]!r}")
+    lower = head.lower()
+    start = lower.find(b"content-length:")
+    await reader.readexactly(int(lower[start + 15 :].split(b"\r\n", 1)[0]))
+
+
+async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) -> dict[str, float]:
+    pairs = [await asyncio.open_connection(CLIENT_IP, port) for _ in range(conns)]
+    for reader, writer in pairs:  # warm every connection (upstream keep-alive, pools)
+        await round_trip(reader, writer)
+    latencies: list[float] = []
+    interval = conns / rate
+    per_conn = int(rate * seconds / conns)
+
+    async def one(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, offset: float
+    ) -> None:
+        next_at = time.perf_counter() + offset
+        for _ in range(per_conn):
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t0 = time.perf_counter()
+            await round_trip(reader, writer)
+            latencies.append(time.perf_counter() - t0)
+            next_at += interval
+
+    cpu0, start = cpu_seconds(pid), time.perf_counter()
+    await asyncio.gather(*(one(r, w, i * interval / conns) for i, (r, w) in enumerate(pairs)))
+    wall = time.perf_counter() - start
+    cpu = (cpu_seconds(pid) - cpu0) / wall
+    for _, writer in pairs:
+        writer.close()
+    latencies.sort()
+    return {
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "rate": len(latencies) / wall,
+        "cpu": cpu,
+        "rss": rss_mb(pid),
+    }
+
+
+async def max_rate(port: int, seconds: float, conns: int) -> float:
+    pairs = [await asyncio.open_connection(CLIENT_IP, port) for _ in range(conns)]
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await round_trip(reader, writer)
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(r, w) for r, w in pairs))
+    for _, writer in pairs:
+        writer.close()
+    return done / (time.perf_counter() - start)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def measure(args: argparse.Namespace, pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    results = {}
+    for label, port in (("l4", ENTRY_L4), ("l7", ENTRY_L7)):
+        result = await paced(port, args.rate, args.seconds, args.connections, pids["waypoint"])
+        result["ztunnel_cpu"] = 0.0
+        result["max_rate"] = await max_rate(port, args.seconds, args.connections)
+        results[label] = result
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--role", choices=["ztunnel", "waypoint", "server", "source"])
+    parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    roles = {
+        "ztunnel": lambda: run_ztunnel(args.ca),
+        "waypoint": lambda: run_waypoint(args.ca),
+        "server": run_server,
+        "source": lambda: run_source(args.ca),
+    }
+    if args.role == "waypoint" and os.environ.get("BENCH_PROFILE"):
+        import cProfile  # the waypoint's profile, written when it exits
+
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            uvloop.run(roles[args.role]())
+        finally:
+            profile.disable()
+            profile.dump_stats(os.environ["BENCH_PROFILE"])
+        return
+    if args.role:
+        logging.basicConfig(level=logging.WARNING, format=f"{args.role}: %(message)s")
+        if os.environ.get("BENCH_DEBUG"):
+            logging.getLogger("ambient").setLevel(logging.DEBUG)
+        uvloop.run(roles[args.role]())
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-waypoint-") as tmp:
+        ca_dir = Path(tmp)
+        CertificateAuthority.load_or_create(ca_dir)
+        procs = {role: spawn("--role", role, "--ca", str(ca_dir)) for role in roles}
+        try:
+            pids = {role: p.pid for role, p in procs.items()}
+            rss_idle = rss_mb(pids["waypoint"])
+            results = uvloop.run(measure(args, pids))
+        finally:
+            for proc in procs.values():
+                assert proc.stdin is not None
+                proc.stdin.close()
+            for proc in procs.values():
+                proc.wait(timeout=30)
+    l4, l7 = results["l4"], results["l7"]
+    print(f"{'measure':<52} {'L4 only':>10} {'waypoint':>10} {'ratio':>8}")
+    for label, key in (
+        (f"1 KiB RR at {args.rate:g}/s, p50 (ms)", "p50_ms"),
+        (f"1 KiB RR at {args.rate:g}/s, p99 (ms)", "p99_ms"),
+        ("achieved rate (req/s)", "rate"),
+        (f"maximum rate, {args.connections} connections (req/s)", "max_rate"),
+    ):
+        print(f"{label:<52} {l4[key]:>10.2f} {l7[key]:>10.2f} {l7[key] / l4[key]:>7.2f}x")
+    print(
+        f"{'added latency by the waypoint p50 / p99 (ms)':<52} "
+        f"{l7['p50_ms'] - l4['p50_ms']:>10.2f} {l7['p99_ms'] - l4['p99_ms']:>10.2f}"
+    )
+    print(f"{f'waypoint CPU at {args.rate:g} req/s (cores)':<52} {'':>10} {l7['cpu']:>10.3f}")
+    print(f"{'waypoint RSS idle / after the runs (MB)':<52} {rss_idle:>10.1f} {l7['rss']:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
