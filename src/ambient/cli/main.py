@@ -641,10 +641,10 @@ def _scope(policy: dict[str, Any]) -> str:
 
 cli.add_command(ztunnel_config, "zc")
 
-# ``ambient waypoint ...`` lives in its own module, which uses the helpers above.
-from ambient.cli.waypoint import waypoint as waypoint_commands  # noqa: E402
+# ``ambient waypoint ...`` lives in its own module and registers itself on ``cli``.
+from ambient.cli import waypoint as _waypoint  # noqa: E402
 
-cli.add_command(waypoint_commands, "waypoint")
+del _waypoint
 
 # The distributed mode's commands register themselves on ``cli``.
 from ambient.cli import distributed as _distributed  # noqa: E402

@@ -7,7 +7,7 @@ from typing import Any
 import click
 import yaml
 
-from ambient.cli.main import state_dir_option
+from ambient.cli.main import cli, state_dir_option
 from ambient.cli.output import print_table
 
 __all__ = ["waypoint", "waypoint_manifest"]
@@ -161,3 +161,6 @@ def delete(
         text = _yaml(waypoint_manifest(namespace, name, "service"))
         _call(ctx, "POST", "/delete", {"text": text, "filename": "<waypoint delete>"})
         click.echo(f"waypoint {namespace}/{name} deleted")
+
+
+cli.add_command(waypoint, "waypoint")

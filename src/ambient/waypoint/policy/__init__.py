@@ -12,6 +12,10 @@
 - ``jwt``: ``JwtAuthenticator`` (a ``waypoint.model.RequestAuthenticator``).
 """
 
+# ambient.config registers this package's RequestAuthentication schema as a built-in
+# kind (config/kinds.py imports requestauthn): load it first so that importing this
+# package on its own does not enter that cycle halfway.
+import ambient.config  # noqa: F401  (import order, see above)
 from ambient.waypoint.policy.authorization import (
     DENIED_BODY,
     CompiledPolicy,
