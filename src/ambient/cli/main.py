@@ -436,12 +436,14 @@ def get(
 
 
 def _print_objects(items: list[dict[str, Any]], single: bool, output: str) -> None:
-    """Objects as kubectl prints them: one object when named, else a ``List``."""
+    """``-o json``: the JSON list the control API returns (scripts rely on it);
+    ``-o yaml`` / ``jsonpath``: as kubectl, one object when named, else a ``List``."""
+    if output == "json":
+        print_json(items)
+        return
     objects = [_kube_shape(i) for i in items]
     data: Any = objects[0] if single else {"apiVersion": "v1", "kind": "List", "items": objects}
-    if output == "json":
-        print_json(data)
-    elif output == "yaml":
+    if output == "yaml":
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     else:
         try:
