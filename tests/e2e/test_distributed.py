@@ -32,6 +32,7 @@ from ambient.xds.ca_client import CaClient, CaClientError
 from tests.e2e.harness import (
     AMBIENT,
     REPO,
+    TWO_NODE_MESH,
     ambient,
     clean_env,
     wait_for,
@@ -44,59 +45,6 @@ NODE_IPS = {"node-1": "127.1.0.1", "node-2": "127.1.0.2"}
 WEB = "spiffe://cluster.local/ns/shop/sa/web"
 ORDERS = "spiffe://cluster.local/ns/shop/sa/orders"
 
-MESH = """\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio.io/dataplane-mode: ambient}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: web, namespace: shop}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: orders, namespace: shop}
----
-apiVersion: v1
-kind: Service
-metadata: {name: orders, namespace: shop}
-spec:
-  selector: {app: orders}
-  ports: [{name: http, port: 8080, targetPort: 8080}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      serviceAccountName: web
-      nodeName: node-1
-      containers: [{name: web, command: [sleep, infinity]}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: orders, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: orders}}
-  template:
-    metadata:
-      labels: {app: orders}
-      annotations: {ambient.io/application-tunnel: PROXY}
-    spec:
-      serviceAccountName: orders
-      nodeName: node-2
-      containers:
-      - name: orders
-        command: [python3, app.py, --name, orders, --port, "8080"]
-        ports: [{containerPort: 8080, name: http}]
-"""
 
 PAYMENTS = """\
 ---
@@ -193,7 +141,7 @@ class Mesh:
         self.root = root
         self.config = root / "config"
         self.config.mkdir()
-        (self.config / "mesh.yaml").write_text(MESH)
+        (self.config / "mesh.yaml").write_text(TWO_NODE_MESH)
         self.cp_state = root / "cp"
         self.ca = f"127.0.0.1:{free_port()}"
         self.join = f"127.0.0.1:{free_port()}"
@@ -344,7 +292,7 @@ def test_control_plane_as_a_service(mesh: Mesh) -> None:
     )
 
     # (c) change the configuration while it is down; restart it on the same ports.
-    (mesh.config / "mesh.yaml").write_text(MESH + PAYMENTS)
+    (mesh.config / "mesh.yaml").write_text(TWO_NODE_MESH + PAYMENTS)
     mesh.controlplane()
 
     def has_payments(node: str) -> bool:

@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     AMBIENT,
     REPO,
     SHOP,
+    TWO_NODE_MESH,
     Mesh,
     clean_env,
     mesh_listeners,
@@ -36,59 +37,6 @@ pytestmark = pytest.mark.slow
 NODES = {"node-1": "127.1.0.1", "node-2": "127.1.0.2"}
 WEB = "spiffe://cluster.local/ns/shop/sa/web"
 
-MESH = """\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio.io/dataplane-mode: ambient}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: web, namespace: shop}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: orders, namespace: shop}
----
-apiVersion: v1
-kind: Service
-metadata: {name: orders, namespace: shop}
-spec:
-  selector: {app: orders}
-  ports: [{name: http, port: 8080, targetPort: 8080}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      serviceAccountName: web
-      nodeName: node-1
-      containers: [{name: web, command: [sleep, infinity]}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: orders, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: orders}}
-  template:
-    metadata:
-      labels: {app: orders}
-      annotations: {ambient.io/application-tunnel: PROXY}
-    spec:
-      serviceAccountName: orders
-      nodeName: node-2
-      containers:
-      - name: orders
-        command: [python3, app.py, --name, orders, --port, "8080"]
-        ports: [{containerPort: 8080, name: http}]
-"""
 
 SERVICE = """\
 apiVersion: v1
@@ -135,7 +83,7 @@ CLIENT = ("python3", "-c", STREAM, "13")
 
 def write_config(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "mesh.yaml").write_text(MESH)
+    (folder / "mesh.yaml").write_text(TWO_NODE_MESH)
     shutil.copy(SHOP / "app.py", folder / "app.py")
     return folder
 
@@ -362,7 +310,9 @@ def test_single_process_mode_reloads_the_folder(tmp_path: Path) -> None:
             "controlplane",
             "ztunnel/node-1",
         }
-        (config / "mesh.yaml").write_text(MESH + "---\n" + SERVICE.format(name="late", port=5050))
+        (config / "mesh.yaml").write_text(
+            TWO_NODE_MESH + "---\n" + SERVICE.format(name="late", port=5050)
+        )
         wait_services("node-1", {"orders", "late"})
         assert mesh.curl("http://late:5050/x")["path"] == "/x"
     finally:

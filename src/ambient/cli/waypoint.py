@@ -7,7 +7,7 @@ from typing import Any
 import click
 import yaml
 
-from ambient.cli.main import cli, state_dir_option
+from ambient.cli.main import _call, cli, state_dir_option
 from ambient.cli.output import print_table
 
 __all__ = ["waypoint", "waypoint_manifest"]
@@ -35,12 +35,6 @@ def waypoint_manifest(namespace: str, name: str, traffic_type: str) -> dict[str,
 
 def _yaml(manifest: dict[str, Any]) -> str:
     return yaml.safe_dump(manifest, sort_keys=False)
-
-
-def _call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    from ambient.cli.main import _call as call  # the one place that talks to the mesh
-
-    return call(ctx, method, path, body)
 
 
 @click.group(context_settings=CONTEXT)

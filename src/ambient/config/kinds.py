@@ -3,10 +3,10 @@
 Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
 AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
 their specs checked by ``ambient.authz`` (see ``security``). HTTPRoute, VirtualService and
-DestinationRule are typed by ``ambient.waypoint.routing``, Gateway by ``gateway``.
-Telemetry loads as
-``GenericResource`` (metadata checked, spec kept as YAML) until their owning
-packages register strict parsers (see ``registry``).
+DestinationRule are typed by ``ambient.waypoint.routing``, RequestAuthentication by
+``ambient.waypoint.policy``, Gateway by ``gateway``. Telemetry loads as
+``GenericResource`` (metadata checked, spec kept as YAML) until its owner registers
+a strict parser (see ``registry``).
 """
 
 from __future__ import annotations

@@ -70,7 +70,6 @@ __all__ = [
     "GatewayStatus",
     "WaypointBinder",
     "WaypointObjects",
-    "bind_waypoints",
     "gateway_status",
     "waypoint_gateways",
     "waypoint_of",
@@ -154,8 +153,7 @@ class WaypointObjects:
         ref = Ref.of(gateway)
         cached = self._objects.get(ref)
         if cached is None or cached[0] is not gateway:
-            warnings: list[str] = []
-            cached = (gateway, _objects(gateway, warnings), tuple(warnings))
+            cached = (gateway, *_fresh(gateway))
             self._objects[ref] = cached
         return cached[1], cached[2]
 
@@ -193,7 +191,7 @@ def with_waypoints(
                     )
                 continue
             objects[ref] = obj
-            if origin is not None:
+            if origin is not None:  # where the Gateway was read, without its document
                 origins[ref] = Origin(origin.file, origin.document, origin.item)
     return ConfigSet(objects, origins, config.warnings), tuple(warnings)
 
@@ -275,18 +273,6 @@ class WaypointBinder:
         if waypoint == workload.waypoint:
             return workload
         return dataclasses.replace(workload, waypoint=waypoint)
-
-
-def bind_waypoints(
-    config: ConfigSet,
-    workloads: Mapping[str, Workload],
-    services: Mapping[str, Service],
-) -> tuple[dict[str, Workload], dict[str, Service], tuple[str, ...]]:
-    """Workloads and services with ``waypoint`` resolved (a whole snapshot at once)."""
-    binder = WaypointBinder(config)
-    out_services = {key: binder.service(s) for key, s in services.items()}
-    out_workloads = {uid: binder.workload(w) for uid, w in workloads.items()}
-    return out_workloads, out_services, tuple(binder.warnings)
 
 
 @dataclass(frozen=True)

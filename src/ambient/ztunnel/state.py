@@ -214,31 +214,31 @@ class ProxyState:
         None when the waypoint has no healthy replica: the connection fails, as in
         Istio, rather than bypass the waypoint's policy.
         """
+        if any(w.uid == source.uid for w in self.waypoint_replicas(gateway)):
+            return self.direct(ip, port, service)
         waypoint_service = self.services.get(gateway.destination)
-        if waypoint_service is None:
-            by_ip = _parse_ip(gateway.destination)
-            waypoint = self._by_ip.get(by_ip) if by_ip is not None else None
-        else:
-            if source.uid in {w.uid for w in self._endpoints.get(waypoint_service.key, ())}:
-                return self.direct(ip, port, service)
+        if waypoint_service is not None:
             picked = self.pick_endpoint(waypoint_service, gateway.hbone_mtls_port)
             waypoint = picked.workload if picked is not None else None
+        else:
+            replicas = self.waypoint_replicas(gateway)
+            waypoint = replicas[0] if replicas else None
         if waypoint is None:
             return None
-        if waypoint.uid == source.uid:
-            return self.direct(ip, port, service)
         return Upstream(waypoint, ip, port, service, via_waypoint=True)
+
+    def waypoint_replicas(self, gateway: GatewayAddress) -> list[Workload]:
+        """The workloads of waypoint ``gateway``: its Service's endpoints, or the one at its IP."""
+        waypoint_service = self.services.get(gateway.destination)
+        if waypoint_service is not None:
+            return self._endpoints.get(waypoint_service.key, [])
+        by_ip = _parse_ip(gateway.destination)
+        found = self._by_ip.get(by_ip) if by_ip is not None else None
+        return [found] if found is not None else []
 
     def is_waypoint_identity(self, gateway: GatewayAddress, identity: str) -> bool:
         """Whether ``identity`` (a SPIFFE URI) is that of a replica of waypoint ``gateway``."""
-        waypoint_service = self.services.get(gateway.destination)
-        if waypoint_service is not None:
-            replicas = self._endpoints.get(waypoint_service.key, ())
-        else:
-            by_ip = _parse_ip(gateway.destination)
-            found = self._by_ip.get(by_ip) if by_ip is not None else None
-            replicas = [found] if found is not None else []
-        return any(str(w.identity) == identity for w in replicas)
+        return any(str(w.identity) == identity for w in self.waypoint_replicas(gateway))
 
     def direct(self, ip: IPAddress, port: int, service: Service | None) -> Upstream | None:
         """The upstream for ``ip:port`` ignoring waypoints (the waypoint's own view)."""
