@@ -1,13 +1,15 @@
 """Drive the real ``ambient`` command line as subprocesses, as a user would.
 
 A mesh binds fixed loopback addresses (pods 127.10.x.y, nodes 127.1.0.N), so
-only one can run on a machine at a time: :class:`Mesh` waits for those
-addresses to be free before starting one and always stops it (SIGINT, then
-SIGKILL if it does not exit in time).
+only one can run on a machine at a time: :class:`Mesh` takes a machine-wide
+lock (so concurrent test runs queue instead of racing for the addresses), waits
+for those addresses to be free before starting one and always stops it (SIGINT,
+then SIGKILL if it does not exit in time).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -111,6 +113,44 @@ def wait_mesh_addresses_free(timeout: float = 90) -> None:
         time.sleep(1)
 
 
+MESH_LOCK = Path("/tmp/ambient-e2e-mesh.lock")
+_lock_file: Any = None
+_lock_depth = 0
+
+
+def acquire_mesh_lock(timeout: float = 1200) -> None:
+    """Hold the machine-wide mesh lock (re-entrant within this process).
+
+    The kernel drops it if this process dies, so a crashed run never blocks the next.
+    """
+    global _lock_file, _lock_depth
+    if _lock_depth == 0:
+        handle = MESH_LOCK.open("a")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.close()
+                    pytest.fail(f"another test run held {MESH_LOCK} for {timeout:g}s")
+                time.sleep(0.5)
+        _lock_file = handle
+    _lock_depth += 1
+
+
+def release_mesh_lock() -> None:
+    global _lock_file, _lock_depth
+    if _lock_depth == 0:
+        return
+    _lock_depth -= 1
+    if _lock_depth == 0 and _lock_file is not None:
+        fcntl.flock(_lock_file, fcntl.LOCK_UN)
+        _lock_file.close()
+        _lock_file = None
+
+
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     try:
@@ -150,8 +190,11 @@ class Mesh:
     process: subprocess.Popen[bytes] | None = None
     up_args: tuple[str, ...] = ()  # e.g. ("--netns",)
     _log: Any = field(default=None, repr=False)
+    _locked: bool = field(default=False, repr=False)
 
     def start(self, wait: float = 30) -> Mesh:
+        acquire_mesh_lock()
+        self._locked = True
         wait_mesh_addresses_free()
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -198,6 +241,9 @@ class Mesh:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._locked:
+            self._locked = False
+            release_mesh_lock()
         return code
 
     def log(self) -> str:

@@ -33,8 +33,10 @@ from tests.e2e.harness import (
     AMBIENT,
     REPO,
     TWO_NODE_MESH,
+    acquire_mesh_lock,
     ambient,
     clean_env,
+    release_mesh_lock,
     wait_for,
     wait_mesh_addresses_free,
 )
@@ -222,12 +224,16 @@ class Mesh:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[Mesh]:
-    wait_mesh_addresses_free()
-    mesh = Mesh(tmp_path)
+    acquire_mesh_lock()
     try:
-        yield mesh
+        wait_mesh_addresses_free()
+        mesh = Mesh(tmp_path)
+        try:
+            yield mesh
+        finally:
+            mesh.close()
     finally:
-        mesh.close()
+        release_mesh_lock()
 
 
 def pod_ip(dump: dict[str, Any], app: str) -> str:
