@@ -4,6 +4,14 @@ Updates arrive as (upserted resources, removed resource names), exactly the
 shape of an xDS delta for ``istio.workload.Address``: workloads are named by
 uid, services by ``namespace/hostname``. Each update is applied atomically
 (a lookup never sees half of a push) and all lookups are dictionary hits.
+
+A push costs what it changes, not the size of the mesh: the lookup indexes
+(by IP, VIP, hostname, a service's endpoints) are updated for the resources
+the push names. ``workloads`` and ``services`` themselves are copied per push
+(a C-level dict copy), so a reader holding the previous dicts keeps a
+consistent view (the xDS subscription diffs old against new). When two
+resources claim one address or hostname, the lowest uid/key wins, whatever
+order they arrived in.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import ipaddress
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ambient.api.workload import (
     GatewayAddress,
@@ -27,6 +36,8 @@ from ambient.authz.peerauth import PeerAuthentication
 from ambient.authz.store import PolicyStore
 
 CLUSTER_DOMAIN = "svc.cluster.local"
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,12 @@ class ProxyState:
         self._by_vip: dict[IPAddress, Service] = {}
         self._by_host: dict[str, Service] = {}
         self._endpoints: dict[str, list[Workload]] = {}
+        # Who claims each index key (to pick the winner again when one leaves), and the
+        # workloads naming each service key, also of services not (yet) known here.
+        self._ip_owners: dict[IPAddress, dict[str, Workload]] = {}
+        self._vip_owners: dict[IPAddress, dict[str, Service]] = {}
+        self._host_owners: dict[str, dict[str, Service]] = {}
+        self._members: dict[str, dict[str, Workload]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._listeners: list[Callable[[ProxyState], None]] = []
         self.version = 0  # counts applied pushes (caches built from the state key on it)
@@ -90,15 +107,48 @@ class ProxyState:
         """
         workloads = dict(self.workloads)
         services = dict(self.services)
-        for name in removed:
-            workloads.pop(name, None)
-            services.pop(name, None)
-        for resource in upserted:
-            if isinstance(resource, Workload):
-                workloads[resource.uid] = resource
-            else:
-                services[resource.key] = resource
-        self._rebuild(workloads, services)
+        touched: set[str] = set()  # service keys whose endpoint lists change
+        if not workloads and not services:  # the first push: index it in one pass
+            for resource in upserted:
+                if isinstance(resource, Workload):
+                    workloads[resource.uid] = resource
+                else:
+                    services[resource.key] = resource
+            upserted, removed = (), ()
+        try:
+            for name in removed:
+                gone_workload = workloads.pop(name, None)
+                if gone_workload is not None:
+                    self._unindex_workload(gone_workload, touched)
+                gone_service = services.pop(name, None)
+                if gone_service is not None:
+                    self._unindex_service(gone_service, touched)
+            for resource in upserted:
+                if isinstance(resource, Workload):
+                    previous = workloads.get(resource.uid)
+                    if previous is not None:
+                        self._unindex_workload(previous, touched)
+                    workloads[resource.uid] = resource
+                    self._index_workload(resource, touched)
+                else:
+                    old_service = services.get(resource.key)
+                    if old_service is not None:
+                        self._unindex_service(old_service, touched)
+                    services[resource.key] = resource
+                    self._index_service(resource, touched)
+            for key in touched:
+                if key in services:
+                    members = self._members.get(key, {})
+                    self._endpoints[key] = [members[uid] for uid in sorted(members)]
+                else:
+                    self._endpoints.pop(key, None)
+        except Exception:
+            # Nothing of a failed push may stay: index the previous state again.
+            self._rebuild(self.workloads, self.services)
+            raise
+        if not self.workloads and not self.services:
+            self._rebuild(workloads, services)
+        self.workloads, self.services = workloads, services
         for kind, key in policies_removed:
             namespace, _, name = key.partition("/")
             if kind == "AuthorizationPolicy":
@@ -115,19 +165,59 @@ class ProxyState:
             callback(self)
 
     def _rebuild(self, workloads: dict[str, Workload], services: dict[str, Service]) -> None:
-        by_ip = {ip: w for w in workloads.values() for ip in w.addresses}
-        by_vip = {ip: s for s in services.values() for ip in s.addresses}
-        by_host = {s.hostname: s for s in services.values()}
-        endpoints: dict[str, list[Workload]] = {key: [] for key in services}
-        for uid in sorted(workloads):
-            workload = workloads[uid]
+        """Index ``workloads`` and ``services`` from scratch (the reference for ``apply``)."""
+        ip_owners: dict[IPAddress, dict[str, Workload]] = {}
+        members: dict[str, dict[str, Workload]] = {}
+        for uid, workload in workloads.items():
+            for ip in workload.addresses:
+                ip_owners.setdefault(ip, {})[uid] = workload
             for key in workload.services:
-                if key in endpoints:
-                    endpoints[key].append(workload)
-        # Swap in one go: readers on this event loop never see a half-applied push.
+                members.setdefault(key, {})[uid] = workload
+        vip_owners: dict[IPAddress, dict[str, Service]] = {}
+        host_owners: dict[str, dict[str, Service]] = {}
+        for key, service in services.items():
+            for ip in service.addresses:
+                vip_owners.setdefault(ip, {})[key] = service
+            host_owners.setdefault(service.hostname, {})[key] = service
+        self._ip_owners, self._vip_owners, self._host_owners = ip_owners, vip_owners, host_owners
+        self._members = members
+        self._by_ip = {ip: claims[min(claims)] for ip, claims in ip_owners.items()}
+        self._by_vip = {ip: claims[min(claims)] for ip, claims in vip_owners.items()}
+        self._by_host = {host: claims[min(claims)] for host, claims in host_owners.items()}
+        self._endpoints = {
+            key: [m[uid] for uid in sorted(m)] for key in services for m in [members.get(key, {})]
+        }
         self.workloads, self.services = workloads, services
-        self._by_ip, self._by_vip, self._by_host = by_ip, by_vip, by_host
-        self._endpoints = endpoints
+
+    def _index_workload(self, workload: Workload, touched: set[str]) -> None:
+        for ip in workload.addresses:
+            _claim(self._by_ip, self._ip_owners, ip, workload.uid, workload)
+        for key in workload.services:
+            self._members.setdefault(key, {})[workload.uid] = workload
+            touched.add(key)
+
+    def _unindex_workload(self, workload: Workload, touched: set[str]) -> None:
+        for ip in workload.addresses:
+            _release(self._by_ip, self._ip_owners, ip, workload.uid)
+        for key in workload.services:
+            members = self._members.get(key)
+            if members is not None:
+                members.pop(workload.uid, None)
+                if not members:
+                    del self._members[key]
+            touched.add(key)
+
+    def _index_service(self, service: Service, touched: set[str]) -> None:
+        for ip in service.addresses:
+            _claim(self._by_vip, self._vip_owners, ip, service.key, service)
+        _claim(self._by_host, self._host_owners, service.hostname, service.key, service)
+        touched.add(service.key)
+
+    def _unindex_service(self, service: Service, touched: set[str]) -> None:
+        for ip in service.addresses:
+            _release(self._by_vip, self._vip_owners, ip, service.key)
+        _release(self._by_host, self._host_owners, service.hostname, service.key)
+        touched.add(service.key)
 
     # -- lookups -------------------------------------------------------------------
 
@@ -245,6 +335,24 @@ class ProxyState:
         if service is not None:
             return self.pick_endpoint(service, port)
         return Upstream(self._by_ip.get(ip), ip, port)
+
+
+def _claim(index: dict[K, V], owners: dict[K, dict[str, V]], key: K, owner: str, value: V) -> None:
+    """``owner`` claims ``index[key]``; the lowest owner name holds it."""
+    claims = owners.setdefault(key, {})
+    claims[owner] = value
+    index[key] = claims[min(claims)]
+
+
+def _release(index: dict[K, V], owners: dict[K, dict[str, V]], key: K, owner: str) -> None:
+    claims = owners.get(key)
+    if claims is None or claims.pop(owner, None) is None:
+        return
+    if claims:
+        index[key] = claims[min(claims)]
+    else:
+        del owners[key]
+        index.pop(key, None)
 
 
 def _parse_ip(text: str) -> IPAddress | None:
