@@ -24,6 +24,7 @@ expire) and reconnects with back-off.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -328,6 +329,10 @@ def run_controlplane(
         except (OSError, CertificateError, ValueError) as exc:
             print(f"error: the control plane failed to start: {exc}", file=sys.stderr)
             return 1
+        # The loaded configuration and the index live as long as the process: move them
+        # out of the collector's generations so full collections stop re-scanning them.
+        gc.collect()
+        gc.freeze()
         try:
             tmp = info_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(service.info, indent=2))
