@@ -7,7 +7,8 @@ the waypoint, which enforces:
 
 - ``RequestAuthentication/orders-jwt`` (``targetRefs`` the Service): issuer
   ``ISSUER`` (default locations, audience ``orders``, ``outputClaimToHeaders``) and
-  issuer ``PARTNER`` (``fromHeaders``/``fromParams``, ``forwardOriginalToken``);
+  issuer ``PARTNER`` (``fromHeaders``/``fromParams``/``fromCookies``,
+  ``forwardOriginalToken``, ``outputPayloadToHeader``);
 - ``RequestAuthentication/waypoint-jwt`` (``targetRefs`` the Gateway): issuer
   ``LATE`` whose JWKS server is down at the first fetch, and issuer ``ROTATING``
   whose key set changes during the run;
@@ -30,6 +31,7 @@ unencrypted HTTP/2).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -262,7 +264,9 @@ spec:
     jwksUri: {keys_uri}
     fromHeaders: [{{name: x-partner-token, prefix: "Token "}}]
     fromParams: [partner_token]
+    fromCookies: [partner_session]
     forwardOriginalToken: true
+    outputPayloadToHeader: x-partner-payload
 ---
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -437,7 +441,11 @@ def test_invalid_token_is_401_with_envoys_reason(env: Env, signed: str, reason: 
 def test_missing_token_is_403_where_a_principal_is_required(env: Env) -> None:
     refused = curl(env.mesh, "/secure/orders")
     assert (refused.status, refused.body) == (403, "RBAC: access denied")
-    assert curl(env.mesh, "/public/orders").status == 200
+    public = curl(env.mesh, "/public/orders", "x-jwt-sub: mallory", "x-partner-payload: e30")
+    assert public.status == 200
+    # the headers the rules output cannot be forged by sending no token either
+    assert "x-jwt-sub" not in public.backend_headers
+    assert "x-partner-payload" not in public.backend_headers
 
 
 def test_claim_condition_decides_admin_paths(env: Env) -> None:
@@ -451,17 +459,23 @@ def test_from_headers_with_prefix_and_forward_original_token(env: Env) -> None:
     signed = token(EC_KEY, PARTNER, sub="partner-7")
     reply = curl(env.mesh, "/secure/orders", f"x-partner-token: Token {signed}")
     assert reply.status == 200, reply
-    # forwardOriginalToken: true keeps the header; the partner rule outputs no claims
-    assert reply.backend_headers["x-partner-token"] == f"Token {signed}"
-    assert "x-jwt-sub" not in reply.backend_headers
+    # forwardOriginalToken: true keeps the header; the payload goes on as base64url
+    seen = reply.backend_headers
+    assert seen["x-partner-token"] == f"Token {signed}"
+    assert seen["x-partner-payload"] == signed.split(".")[1]
+    payload = json.loads(base64.urlsafe_b64decode(seen["x-partner-payload"] + "=="))
+    assert (payload["iss"], payload["sub"]) == (PARTNER, "partner-7")
+    assert "x-jwt-sub" not in seen  # the partner rule outputs no claim headers
     # the header without its configured prefix carries no token: no principal
     bare = curl(env.mesh, "/secure/orders", f"x-partner-token: {signed}")
     assert bare.status == 403
 
 
-def test_from_params(env: Env) -> None:
+def test_from_params_and_cookies(env: Env) -> None:
     good = curl(env.mesh, f"/secure/orders?partner_token={token(RSA_KEY, PARTNER)}")
     assert good.status == 200, good
+    cookie = f"Cookie: theme=dark; partner_session={token(EC_KEY, PARTNER)}"
+    assert curl(env.mesh, "/secure/orders", cookie).status == 200
     bad = curl(env.mesh, f"/public/orders?partner_token={token(IMPOSTOR_KEY, PARTNER)}")
     assert (bad.status, bad.body) == (401, "Jwt verification fails")
 
@@ -501,6 +515,43 @@ def test_key_rotation_accepts_the_new_kid_after_a_refetch(env: Env) -> None:
     assert env.jwks.hits["/rotating.json"] - fetched <= 1 + elapsed // 10 + 1
     # the old key is still published and still works
     assert curl(env.mesh, "/secure/orders", bearer(token(ROTATED_OLD, ROTATING))).status == 200
+
+
+EXTRA = "https://extra.example"
+EXTRA_KEY = ECKey.generate_key("P-256", {"kid": "extra-1", "alg": "ES256"}, private=True)
+
+
+def test_request_authentication_applied_and_deleted_live(env: Env, tmp_path: Path) -> None:
+    """A RequestAuthentication (inline ``jwks``) added and removed on the running mesh."""
+    manifest = tmp_path / "extra.yaml"
+    jwks = json.dumps(public_set(EXTRA_KEY))
+    manifest.write_text(
+        "apiVersion: security.istio.io/v1\n"
+        "kind: RequestAuthentication\n"
+        "metadata: {name: extra-jwt, namespace: shop}\n"
+        "spec:\n"
+        '  targetRefs: [{kind: Service, group: "", name: orders}]\n'
+        f"  jwtRules: [{{issuer: {EXTRA}, jwks: '{jwks}'}}]\n"
+    )
+    signed = bearer(token(EXTRA_KEY, EXTRA))
+    before = curl(env.mesh, "/secure/orders", signed)
+    assert (before.status, before.body) == (401, "Jwt issuer is not configured")
+    env.mesh.ok("apply", "-f", str(manifest))
+    try:
+        wait_for(
+            "the waypoint to accept the new issuer",
+            lambda: curl(env.mesh, "/secure/orders", signed).status == 200,
+            timeout=20,
+            every=0.5,
+        )
+    finally:
+        env.mesh.ok("delete", "-f", str(manifest))
+    wait_for(
+        "the waypoint to forget the deleted issuer",
+        lambda: curl(env.mesh, "/secure/orders", signed).status == 401,
+        timeout=20,
+        every=0.5,
+    )
 
 
 # -- HTTP clients through the waypoint ---------------------------------------------------------
@@ -543,6 +594,12 @@ def test_curl(env: Env, flag: str, version: str) -> None:
     assert waypoint_protocol(env.mesh, path) == f"HTTP/{version}"
     refused = curl(env.mesh, path, version=flag)
     assert (refused.version, refused.status, refused.body) == (version, 403, "RBAC: access denied")
+    invalid = curl(env.mesh, path, bearer(token(IMPOSTOR_KEY)), version=flag)
+    assert (invalid.version, invalid.status, invalid.body) == (
+        version,
+        401,
+        "Jwt verification fails",
+    )
 
 
 def pod_proxy(mesh: Mesh) -> tuple[str, int]:
