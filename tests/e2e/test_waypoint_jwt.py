@@ -422,13 +422,22 @@ def test_token_in_the_default_query_parameter_is_accepted(env: Env) -> None:
     [
         (token(IMPOSTOR_KEY), "Jwt verification fails"),
         (token(EC_KEY, lifetime=-3600), "Jwt is expired"),
+        (token(RSA_KEY, nbf=int(time.time()) + 3600), "Jwt not yet valid"),
         (token(RSA_KEY, aud="billing"), "Audiences in Jwt are not allowed"),
         (token(RSA_KEY, "https://unknown.example"), "Jwt issuer is not configured"),
         # the partner issuer is configured, but only for its own header and parameter
         (token(RSA_KEY, PARTNER), "Jwt issuer is not configured"),
         ("not-a-jwt", "Jwt is not in the form of Header.Payload.Signature"),
     ],
-    ids=["bad-signature", "expired", "wrong-audience", "unknown-issuer", "wrong-location", "junk"],
+    ids=[
+        "bad-signature",
+        "expired",
+        "not-yet-valid",
+        "wrong-audience",
+        "unknown-issuer",
+        "wrong-location",
+        "junk",
+    ],
 )
 def test_invalid_token_is_401_with_envoys_reason(env: Env, signed: str, reason: str) -> None:
     # /public needs no principal: an invalid token is refused wherever it is sent
@@ -613,21 +622,25 @@ def pod_proxy(mesh: Mesh) -> tuple[str, int]:
 _NGHTTP_HEADER = re.compile(r"recv \(stream_id=13\) (\S+): (.*)$")
 
 
-def test_nghttp(env: Env, tmp_path: Path) -> None:
+def nghttp(env: Env, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """nghttp in the web pod, its connections made through the pod's SOCKS5 by proxychains4."""
     proxychains = shutil.which("proxychains4")
     if shutil.which("nghttp") is None or proxychains is None:
         pytest.skip("needs nghttp and proxychains4 (Debian nghttp2-client, proxychains4)")
     host, port = pod_proxy(env.mesh)
     conf = tmp_path / "proxychains.conf"
     conf.write_text(f"strict_chain\nproxy_dns\n[ProxyList]\nsocks5 {host} {port}\n")
-    path = "/secure/nghttp"
     result = env.mesh.exec(
-        "deploy/web",
-        *(proxychains, "-q", "-f", str(conf)),
-        *("nghttp", "-v", "-t", "10", "-H", bearer(token(EC_KEY)).replace(": ", ":", 1)),
-        ORDERS + path,
+        "deploy/web", proxychains, "-q", "-f", str(conf), "nghttp", "-t", "10", *args
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_nghttp(env: Env, tmp_path: Path) -> None:
+    path = "/secure/nghttp"
+    auth = bearer(token(EC_KEY)).replace(": ", ":", 1)
+    result = nghttp(env, tmp_path, "-v", "-H", auth, ORDERS + path)
     headers: dict[str, str] = {}
     body = []
     for line in result.stdout.splitlines():
@@ -639,6 +652,33 @@ def test_nghttp(env: Env, tmp_path: Path) -> None:
     reply = Reply("2", int(headers[":status"]), headers, body[0])
     assert_routed(reply, path)
     assert waypoint_protocol(env.mesh, path) == "HTTP/2"
+
+
+_NGHTTP_STAT = re.compile(r"^\s*(\d+)\s+\S+\s+\S+\s+\S+\s+(\d{3})\s+\d+\s+(/\S*)$")
+
+
+def test_nghttp_concurrent_streams_are_judged_each_on_its_own(env: Env, tmp_path: Path) -> None:
+    """200, 403 and 401 on three concurrent streams of one HTTP/2 connection.
+
+    (curl 7.88 cannot reuse an h2c prior-knowledge connection at all -- "Error in the
+    HTTP2 framing layer" against nghttpx too -- so nghttp drives this one.)
+    """
+    result = nghttp(
+        env,
+        tmp_path,
+        "--stat",
+        f"{ORDERS}/secure/streams-ok?access_token={token(RSA_KEY)}",
+        f"{ORDERS}/secure/streams-anonymous",
+        f"{ORDERS}/public/streams-forged?access_token={token(IMPOSTOR_KEY)}",
+    )
+    rows = [m.groups() for line in result.stdout.splitlines() if (m := _NGHTTP_STAT.match(line))]
+    outcome = {path.split("?")[0]: code for _, code, path in rows}
+    assert outcome == {
+        "/secure/streams-ok": "200",
+        "/secure/streams-anonymous": "403",
+        "/public/streams-forged": "401",
+    }, result.stdout
+    assert sorted(int(stream) for stream, _, _ in rows) == [13, 15, 17]  # one connection
 
 
 @pytest.fixture(scope="module")
