@@ -6,7 +6,9 @@ Listens on $POD_IP (or 127.0.0.1). Every answer is JSON with the app's name,
 version and pod, the caller's address, and the caller's SPIFFE identity when
 ztunnel passed it on (pods annotated ``ambient.io/application-tunnel: PROXY``
 get a PROXY protocol v2 header whose TLV 0xD0 carries the identity ztunnel
-verified). ``/api/health`` answers ``{"status": "ok"}``. Standard library only.
+verified), and the request headers it received (lower-case names; repeated
+headers joined with ``,``), so what a waypoint added or removed is visible.
+``/api/health`` answers ``{"status": "ok"}``. Standard library only.
 """
 
 from __future__ import annotations
@@ -88,10 +90,18 @@ class Handler(BaseHTTPRequestHandler):
                 "path": self.path,
                 "peer": self.proxied_source or f"{self.client_address[0]}:{self.client_address[1]}",
                 "peer_identity": self.peer_identity,
+                "headers": self.received_headers(),
             },
         )
 
     do_POST = do_GET
+
+    def received_headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            out[key] = f"{out[key]},{value}" if key in out else value
+        return out
 
     def reply(self, status: int, body: dict[str, object]) -> None:
         data = json.dumps(body).encode() + b"\n"

@@ -19,6 +19,10 @@ Decisions:
   object in the configuration; a Namespace that was implicit becomes declared.
 - Certificates are node-bound, as Istio enforces: a node may obtain one only
   for the identity of a pod scheduled on it.
+- Objects outside the ambient index (a waypoint's RequestAuthentication,
+  VirtualService, AuthorizationPolicy with ``targetRefs``...) change no
+  ``Delta``, so subscriptions are not woken for them; ``on_config`` callbacks
+  are called with the new configuration after every change instead.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import asyncio
 import functools
 import operator
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ambient.api.workload import Workload
 from ambient.authz.peerauth import PeerAuthentication
@@ -142,6 +146,7 @@ class ControlPlane:
         )
         self._pod_labels: _Overrides = FrozenMap()
         self._subscriptions: list[Subscription] = []
+        self._config_listeners: list[Callable[[ConfigSet], None]] = []
         self._ready: set[str] | None = None  # None: every pod is healthy (no health tracking)
         self._config = ConfigSet() if config is None else config
         self._snapshot = EMPTY
@@ -224,7 +229,11 @@ class ControlPlane:
             }
             overrides = overrides if len(kept) == len(overrides) else FrozenMap(kept)
         self._pod_labels = overrides
+        changed = config is not self._config
         self._config, self._snapshot = config, snapshot
+        if changed:
+            for listener in self._config_listeners:
+                listener(config)
         if delta:
             self._version += 1
             self._log.append((self._version, _touched_by(delta), delta))
@@ -253,6 +262,10 @@ class ControlPlane:
         return self._apply(
             with_label(self._config, kind, namespace, name, key, value), self._pod_labels
         )
+
+    def on_config(self, listener: Callable[[ConfigSet], None]) -> None:
+        """Call ``listener(config)`` after each change of the configuration (see the docstring)."""
+        self._config_listeners.append(listener)
 
     def subscribe(self, node: str | None = None) -> Subscription:
         """A new subscription; its first ``Delta`` upserts the whole current state."""

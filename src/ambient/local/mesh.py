@@ -125,6 +125,8 @@ class LocalMesh:
             self.agent = NodeAgent(self.state.root)
             await self.agent.start()
         self.plane = ControlPlane(ca, allocator, config=config)
+        # L7 objects change no ambient index Delta: follow the configuration itself
+        self.plane.on_config(self.l7.set_config)
         self.plane.track_health()  # pods become endpoints once their ports accept connections
         for warning in self.plane.snapshot.warnings:
             log.warning("%s", warning)

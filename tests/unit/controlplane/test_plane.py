@@ -143,6 +143,35 @@ async def test_failed_update_changes_nothing(ca: CertificateAuthority) -> None:
     assert plane.snapshot is before and len(plane.config) == 1
 
 
+REQUEST_AUTHN = """\
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: web}]
+  jwtRules: [{issuer: https://issuer.example, jwksUri: https://issuer.example/keys}]
+"""
+
+
+async def test_config_listeners_see_changes_outside_the_index(ca: CertificateAuthority) -> None:
+    """A waypoint-only object wakes no subscription (no Delta) but reaches ``on_config``."""
+    plane = ControlPlane(ca, config=shop())
+    seen: list[ConfigSet] = []
+    plane.on_config(seen.append)
+    sub = plane.subscribe()
+    await next_delta(sub)
+    with_authn = shop(REQUEST_AUTHN)
+    assert plane.update(with_authn) == Delta()
+    assert seen == [with_authn] and plane.config is with_authn
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(sub), 0.05)
+    plane.update(shop())
+    assert [len(c.by_kind("RequestAuthentication")) for c in seen] == [1, 0]
+    with pytest.raises(AddressConflict):  # a refused update is not a change
+        plane.update(load(pod("a", ip="10.0.0.1"), workload_entry("vm", "10.0.0.1")))
+    assert len(seen) == 2
+
+
 async def test_addresses_survive_a_restart(ca: CertificateAuthority, tmp_path: Path) -> None:
     first = ControlPlane(ca, AddressAllocator.in_state_dir(tmp_path))
     first.update(load(pod("b")))

@@ -1,0 +1,3 @@
+module ambient.test/goclient
+
+go 1.19
