@@ -14,8 +14,10 @@ to waypoints; that wiring is another change.)
 
 Figures for each path: p50/p99 latency of 1 KiB request/response at
 ``--rate`` over ``--connections`` keep-alive connections, the waypoint's CPU
-(cores) and RSS at that rate, and the maximum request rate (``--connections``
-closed-loop connections, no pacing).
+(cores, and CPU time per request, which depends less on how busy the shared
+machine is) and RSS at that rate, and the maximum request rate
+(``--connections`` closed-loop connections, no pacing). The load average is
+printed last: the other four processes share the same cores.
 """
 
 from __future__ import annotations
@@ -389,7 +391,10 @@ def main() -> None:
         f"{l7['p50_ms'] - l4['p50_ms']:>10.2f} {l7['p99_ms'] - l4['p99_ms']:>10.2f}"
     )
     print(f"{f'waypoint CPU at {args.rate:g} req/s (cores)':<52} {'':>10} {l7['cpu']:>10.3f}")
+    per_request = l7["cpu"] / l7["rate"] * 1e6
+    print(f"{'waypoint CPU per request at that rate (us)':<52} {'':>10} {per_request:>10.0f}")
     print(f"{'waypoint RSS idle / after the runs (MB)':<52} {rss_idle:>10.1f} {l7['rss']:>10.1f}")
+    print(f"load average after the runs: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
 if __name__ == "__main__":

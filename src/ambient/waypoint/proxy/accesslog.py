@@ -82,7 +82,6 @@ class RequestRecord:
         source_principal = (
             str(self.downstream.peer_identity) if self.downstream.peer_identity else None
         )
-        destination_principal = str(dst.identity) if dst else None
         key = (
             self.source.uid if self.source else None,
             source_principal,
@@ -94,12 +93,12 @@ class RequestRecord:
             self.flags,
         )
 
-        def labels() -> dict[str, str]:
+        def labels() -> dict[str, str]:  # only on a label-cache miss
             values = label_values(
                 source=self.source,
                 source_principal=source_principal,
                 destination=dst,
-                destination_principal=destination_principal,
+                destination_principal=str(dst.identity) if dst else None,
                 service=self.service,
                 service_fallback=_target_text(self.target),
                 request_protocol="grpc" if self.grpc else "http",
@@ -118,6 +117,7 @@ class RequestRecord:
         )
         failed = self.flags != "-"
         if failed or access_log.isEnabledFor(logging.INFO):
+            destination_principal = str(dst.identity) if dst else None
             line = self._line(duration_ms, source_principal, destination_principal)
             access_log.log(logging.WARNING if failed else logging.INFO, "request complete %s", line)
 

@@ -359,6 +359,12 @@ class _CountingBody:
         self._record.request_bytes += len(chunk)
         return chunk
 
+    def ready(self) -> bytes | None:
+        data = self._body.ready()
+        if data is not None:
+            self._record.request_bytes += len(data)
+        return data
+
 
 def _with_headers(head: RequestHead, headers: Headers) -> RequestHead:
     return RequestHead(head.method, head.authority, head.path, headers, head.scheme)

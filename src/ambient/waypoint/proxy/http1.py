@@ -1,16 +1,24 @@
-"""HTTP/1.x clients inside a tunnel: h11, keep-alive, streaming bodies both ways, 100-continue.
+"""HTTP/1.x clients inside a tunnel: keep-alive, streaming bodies both ways, 100-continue.
 
 One request at a time per tunnel (HTTP/1.1 has no multiplexing; pipelined
-requests wait their turn in h11's buffer). The request body is read only as
+requests wait their turn in the buffer). The request body is read only as
 the upstream takes it, so a slow upstream slows the client down through
 HBONE flow control; the response is written as it arrives.
+
+Two codecs: the common case (HTTP/1.1, no ``Expect``, no ``Upgrade``) runs
+on :mod:`h1codec`, a strict hand-written parser and writer; a connection
+whose request is HTTP/1.0 or carries ``Expect``/``Upgrade`` is handed, from
+that request on, to h11 (the buffered bytes go with it). Both refuse the
+same malformed input; ``h1codec`` also refuses ``Content-Length`` together
+with ``Transfer-Encoding`` (request smuggling), which h11 would accept.
 
 ``Expect: 100-continue`` is answered by the waypoint when the body is first
 needed (never when the request is refused before, e.g. 403), and the field
 is not forwarded, as Envoy does. A request whose body was not read to the
 end (a local answer, an upstream that answered early) ends the connection
-after the response. A malformed request gets ``400`` (flag ``DPE``) and the
-connection is closed.
+after the response. A malformed request gets ``400`` (``431`` for an
+oversized head, ``501`` for an unsupported transfer coding; flag ``DPE``)
+and the connection is closed. A response to ``HEAD`` never carries a body.
 """
 
 from __future__ import annotations
@@ -23,6 +31,16 @@ import h11
 from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import RequestHead
+from ambient.waypoint.proxy.h1codec import (
+    LAST_CHUNK,
+    Framing,
+    ParsedRequest,
+    ParseError,
+    chunk,
+    parse_request_head,
+    response_head_bytes,
+)
+from ambient.waypoint.proxy.h1wire import BodyReader, IncompleteMessage, MessageReader
 from ambient.waypoint.proxy.messages import BodyAborted, DownstreamGone, ResponseHead
 
 if TYPE_CHECKING:
@@ -82,6 +100,9 @@ class _RequestBody:
         except (h11.ProtocolError, HboneError) as exc:
             raise BodyAborted(f"client request body: {exc}") from None
 
+    def ready(self) -> bytes | None:
+        return b"" if self.complete else None
+
 
 class _Sink:
     def __init__(self, downstream: _Downstream, request_body: _RequestBody) -> None:
@@ -127,8 +148,163 @@ class _Sink:
         self._down.stream.reset()
 
 
+# -- the fast path (h1codec) ------------------------------------------------------------
+
+
+class _FastBody:
+    """The request body on the fast path."""
+
+    __slots__ = ("_reader", "empty", "length")
+
+    def __init__(self, reader: BodyReader, request: ParsedRequest) -> None:
+        self._reader = reader
+        self.length: int | None = request.length if request.framing is Framing.LENGTH else None
+        self.empty = request.framing is Framing.NONE
+
+    @property
+    def complete(self) -> bool:
+        return self._reader.complete
+
+    async def read(self) -> bytes:
+        try:
+            return await self._reader.read()
+        except (ParseError, IncompleteMessage, HboneError) as exc:
+            raise BodyAborted(f"client request body: {exc}") from None
+
+    def ready(self) -> bytes | None:
+        return self._reader.ready()
+
+
+class _FastSink:
+    """Writes one response with ``h1codec``: Content-Length as given, else chunked."""
+
+    __slots__ = ("_body", "_chunked", "_head_only", "_remaining", "_stream", "aborted",
+                 "closing", "complete", "started")  # fmt: skip
+
+    def __init__(self, stream: HboneStream, request: ParsedRequest, body: _FastBody) -> None:
+        self._stream = stream
+        self._body = body
+        self._head_only = request.method == "HEAD"
+        self._chunked = False
+        self._remaining: int | None = None  # declared Content-Length still due
+        self.closing = not request.keep_alive
+        self.started = False
+        self.complete = False
+        self.aborted = False
+
+    async def send_head(self, head: ResponseHead, *, end: bool, close: bool = False) -> None:
+        headers = list(head.headers)
+        if close and not self._body.complete:  # a local answer to a request with an unread body
+            self.closing = True
+        if self.closing:
+            headers.append(("connection", "close"))
+        if not end and not self._head_only:
+            length = next((v for k, v in headers if k == "content-length"), None)
+            if length is not None and length.isdigit():
+                self._remaining = int(length)
+            else:
+                headers = [(k, v) for k, v in headers if k != "content-length"]
+                headers.append(("transfer-encoding", "chunked"))
+                self._chunked = True
+        self.started = True
+        try:
+            self._stream.write(response_head_bytes(head.status, tuple(headers)))
+            if end or self._head_only:
+                self.complete = True
+            await self._stream.drain()
+        except (HboneError, ParseError) as exc:
+            raise DownstreamGone(str(exc)) from None
+
+    async def send_data(self, data: bytes) -> None:
+        if self._head_only or not data:
+            return
+        try:
+            if self._chunked:
+                self._stream.write(chunk(data))
+            else:
+                if self._remaining is None or len(data) > self._remaining:
+                    raise DownstreamGone("more response bytes than the declared Content-Length")
+                self._remaining -= len(data)
+                self._stream.write(data)
+            await self._stream.drain()
+        except HboneError as exc:
+            raise DownstreamGone(str(exc)) from None
+
+    async def end(self) -> None:
+        if self.complete:
+            return
+        if self._remaining:
+            raise DownstreamGone(f"response ended {self._remaining} bytes short of its length")
+        try:
+            if self._chunked:
+                self._stream.write(LAST_CHUNK)
+        except HboneError as exc:
+            raise DownstreamGone(str(exc)) from None
+        self.complete = True
+
+    def abort(self) -> None:
+        self.aborted = True
+        self._stream.reset()
+
+
 async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
     """Serve HTTP/1.x requests on ``tunnel`` until the client or an error ends it."""
+    stream = tunnel.stream
+    reader = MessageReader(stream, initial)
+    while True:
+        try:
+            end = await reader.head_end()
+            if end is None:
+                break  # the client closed between requests
+            request = parse_request_head(reader.buffer, end)
+        except ParseError as exc:
+            _refuse(tunnel, exc.status, str(exc))
+            return
+        except (IncompleteMessage, HboneError):
+            return
+        if request.unusual:
+            await _serve_h11(tunnel, reader.buffer)
+            return
+        reader.consume(end)
+        assert request.host is not None  # HTTP/1.1 requires exactly one
+        head = RequestHead(request.method, request.host, request.target, request.headers)
+        body = _FastBody(BodyReader(reader, request.framing, request.length), request)
+        sink = _FastSink(stream, request, body)
+        record = tunnel.new_record(PROTOCOL)
+        await tunnel.forwarder.handle(tunnel.target, tunnel.downstream, head, body, sink, record)
+        if sink.aborted or stream.closed:
+            return
+        if sink.closing or not sink.complete or not body.complete:
+            break  # Connection: close, or a request body nobody read: end the connection
+    if not stream.closed:
+        stream.write_eof()
+
+
+def _refuse(tunnel: Tunnel, status: int, reason: str) -> None:
+    """Answer a request the codec refused (400, 431, 501) and end the connection."""
+    record = tunnel.new_record(PROTOCOL)
+    record.status, record.flags, record.details = status, "DPE", reason
+    body = HTTPStatus(status).phrase.encode()
+    headers = (
+        ("content-length", str(len(body))),
+        ("content-type", "text/plain"),
+        ("connection", "close"),
+    )
+    try:
+        tunnel.stream.write(response_head_bytes(status, headers) + body)
+        record.response_bytes = len(body)
+    except HboneError:
+        pass
+    record.finish()
+    if not tunnel.stream.closed:
+        tunnel.stream.write_eof()
+
+
+# -- the h11 path: HTTP/1.0, Expect, Upgrade ----------------------------------------------
+
+
+async def _serve_h11(tunnel: Tunnel, initial: bytes) -> None:
+    """Serve the rest of the connection with h11, starting with the bytes in ``initial``."""
     down = _Downstream(tunnel.stream, initial)
     conn = down.conn
     while True:

@@ -99,6 +99,9 @@ class _Stream:
         self.conn.acknowledge(self.stream_id, flow)
         return data
 
+    def ready(self) -> bytes | None:
+        return None  # a request body over HTTP/2 is streamed as its DATA frames come
+
     # -- ResponseSink --------------------------------------------------------------------
 
     @property

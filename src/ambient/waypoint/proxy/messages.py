@@ -54,6 +54,13 @@ class Body(Protocol):
 
     async def read(self) -> bytes: ...
 
+    def ready(self) -> bytes | None:
+        """The whole rest of the body when it is already in memory (taken), else None.
+
+        Lets a small request go upstream in one write with its head.
+        """
+        ...
+
 
 class BytesBody:
     """A body already in memory (direct responses, small mirrored requests)."""
@@ -64,6 +71,10 @@ class BytesBody:
         self.empty = not data
 
     async def read(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+    def ready(self) -> bytes | None:
         data, self._data = self._data, b""
         return data
 

@@ -16,10 +16,16 @@ connections through ``hbone.pool`` (ztunnel's keying). Decisions:
   up to ``max_idle`` each, for ``idle_timeout`` seconds. A request that fails
   on a *reused* connection before any response byte and before any request
   body byte was sent is retried once on a fresh connection (the server may
-  have closed the idle connection just then); that is the only retry.
-- The request body is sent by its own task while the response is read, so
-  an upstream that answers while still receiving (echo, early 413) works
-  and nothing deadlocks; back-pressure holds both ways.
+- A request body already in memory (a small body that arrived with its
+  head) goes in the same write as the head: one HBONE DATA frame. Any other
+  body is sent by its own task while the response is read, so an upstream
+  that answers while still receiving (echo, early 413) works and nothing
+  deadlocks; back-pressure holds both ways.
+- Messages are written and parsed with ``h1codec`` (strict: a malformed
+  response head, conflicting framing or a bad chunk is an upstream protocol
+  error, ``UC``). A response without Content-Length or chunked framing is
+  read until the upstream closes, and that connection is not reused; nor is
+  one whose response said ``Connection: close`` or was HTTP/1.0.
 """
 
 from __future__ import annotations
@@ -29,8 +35,6 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-import h11
-
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
@@ -38,12 +42,20 @@ from ambient.hbone.stream import HboneStream
 from ambient.identity.certs import WorkloadCertificate
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.balancer import Endpoint
+from ambient.waypoint.proxy.h1codec import (
+    LAST_CHUNK,
+    Framing,
+    ParseError,
+    chunk,
+    parse_response_head,
+    request_head_bytes,
+)
+from ambient.waypoint.proxy.h1wire import BodyReader, IncompleteMessage, MessageReader
 from ambient.waypoint.proxy.messages import Body, BodyAborted, ResponseHead, strip_hop_by_hop
 
 __all__ = ["UpstreamClient", "UpstreamFailed", "UpstreamRequest"]
 
-MAX_HEAD = 64 * 1024
-READ_SIZE = 256 * 1024
+_FAILURES = (ParseError, IncompleteMessage, HboneError)
 
 
 class UpstreamFailed(Exception):
@@ -65,63 +77,67 @@ class UpstreamRequest:
 class _Connection:
     """One keep-alive HTTP/1.1 connection over an HBONE stream."""
 
-    __slots__ = ("conn", "idle_since", "requests", "stream")
+    __slots__ = ("busy", "idle_since", "keep_alive", "reader", "requests", "stream")
 
     def __init__(self, stream: HboneStream) -> None:
         self.stream = stream
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.reader = MessageReader(stream)
         self.requests = 0
         self.idle_since = 0.0
+        self.busy = False  # an exchange is under way
+        self.keep_alive = True  # false once a response said it is the last
 
     @property
     def usable(self) -> bool:
-        return not self.stream.closed and not self.stream.at_eof and self.conn.our_state is h11.IDLE
+        return (
+            self.keep_alive
+            and not self.busy
+            and not self.reader.buffer  # bytes nobody asked for: the connection is confused
+            and not self.stream.closed
+            and not self.stream.at_eof
+        )
 
     def close(self, *, idle: bool = False) -> None:
         """End the connection: FIN when it is idle or the server closed first, else reset."""
+        self.keep_alive = False
         if idle or self.stream.at_eof:
             self.stream.write_eof()
         else:
             self.stream.reset()
 
-    async def next_event(self) -> object:
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = await self.stream.read(READ_SIZE)
-            self.conn.receive_data(data)
-
 
 class _ResponseBody:
-    """The upstream response body, read from h11 as the downstream consumes it."""
+    """The upstream response body, read as the downstream consumes it."""
 
-    def __init__(self, exchange: _Exchange, length: int | None, empty: bool) -> None:
+    __slots__ = ("_body", "_exchange", "empty", "length")
+
+    def __init__(self, exchange: _Exchange, body: BodyReader, length: int | None) -> None:
         self._exchange = exchange
+        self._body = body
         self.length = length
-        self.empty = empty
-        self._done = empty
+        self.empty = body.complete
 
     async def read(self) -> bytes:
-        if self._done:
+        if self._body.complete:
             return b""
-        connection = self._exchange.connection
+        body = self._body
         try:
-            while True:
-                event = await connection.next_event()
-                if isinstance(event, h11.Data):
-                    if event.data:
-                        return bytes(event.data)
-                    continue
-                if isinstance(event, h11.EndOfMessage):
-                    self._done = True
-                    self._exchange.response_complete()
-                    return b""
-                raise BodyAborted(f"upstream closed mid-body ({type(event).__name__})")
-        except (h11.ProtocolError, HboneError) as exc:
-            self._done = True
+            data = await body.read()
+        except _FAILURES as exc:
+            body.complete = True
             self._exchange.fail()
             raise BodyAborted(f"upstream response body: {exc}") from None
+        if body.complete:
+            self._exchange.response_complete()
+        return data
+
+    def ready(self) -> bytes | None:
+        if self._body.complete:
+            return b""
+        data = self._body.ready()
+        if data is not None:
+            self._exchange.response_complete()
+        return data
 
 
 class _Exchange:
@@ -133,6 +149,7 @@ class _Exchange:
         self.connection = connection
         self.sender: asyncio.Task[None] | None = None
         self.body_bytes_sent = 0
+        self.request_done = False
         self._response_done = False
         self._released = False
 
@@ -154,26 +171,27 @@ class _Exchange:
         if self._released:
             return
         self._released = True
-        conn = self.connection.conn
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            self.client.put_idle(self.endpoint, self.connection)
+        connection = self.connection
+        connection.busy = False
+        if self.request_done and connection.keep_alive:
+            self.client.put_idle(self.endpoint, connection)
         else:
-            self.connection.close()
+            connection.close()
 
-    async def send_body(self, body: Body) -> None:
-        stream, conn = self.connection.stream, self.connection.conn
+    async def send_body(self, body: Body, chunked: bool) -> None:
+        stream = self.connection.stream
         try:
-            if not body.empty:
-                while chunk := await body.read():
-                    self.body_bytes_sent += len(chunk)
-                    for piece in conn.send_with_data_passthrough(h11.Data(data=chunk)) or ():
-                        stream.write(piece)
-                    await stream.drain()
-            stream.write(conn.send(h11.EndOfMessage()))
-        except (BodyAborted, HboneError, h11.ProtocolError):
+            while data := await body.read():
+                self.body_bytes_sent += len(data)
+                stream.write(chunk(data) if chunked else data)
+                await stream.drain()
+            if chunked:
+                stream.write(LAST_CHUNK)
+            self.request_done = True
+        except (BodyAborted, HboneError):
             # The client went away mid-body, or the upstream died: the exchange is over.
             self.connection.stream.reset()
+            self.connection.keep_alive = False
             if not self._response_done:
                 self._released = True
 
@@ -220,7 +238,7 @@ class UpstreamClient:
     def put_idle(self, endpoint: Endpoint, connection: _Connection) -> None:
         idle = self._idle.setdefault((endpoint.ip, endpoint.port), [])
         if len(idle) >= self.max_idle or not connection.usable:
-            connection.close()
+            connection.close(idle=True)
             return
         connection.idle_since = time.monotonic()
         idle.append(connection)
@@ -284,40 +302,53 @@ class UpstreamClient:
     ) -> tuple[ResponseHead, Body]:
         reused = connection.requests > 0
         connection.requests += 1
+        connection.busy = True
         exchange = _Exchange(self, endpoint, connection)
-        headers: list[tuple[str, str]] = [("host", request.authority), *request.headers]
-        if body.empty:
-            pass
+        headers: list[tuple[str, str]] = [("host", request.authority)]
+        headers.extend(kv for kv in request.headers if kv[0] != "content-length")
+        whole = body.ready()
+        chunked = False
+        if whole is not None:
+            if whole or not body.empty:
+                headers.append(("content-length", str(len(whole))))
         elif body.length is not None:
             headers.append(("content-length", str(body.length)))
         else:
             headers.append(("transfer-encoding", "chunked"))
-        stream, conn = connection.stream, connection.conn
+            chunked = True
+        stream = connection.stream
         try:
-            stream.write(
-                conn.send(
-                    h11.Request(method=request.method, target=request.target, headers=headers)
-                )
-            )
-        except (HboneError, h11.ProtocolError) as exc:
+            head = request_head_bytes(request.method, request.target, tuple(headers))
+            stream.write(head + whole if whole else head)
+        except (HboneError, ParseError) as exc:
             connection.close()
-            if reused:
+            if reused and isinstance(exc, HboneError):
                 raise _Retryable(str(exc)) from None
             raise UpstreamFailed("UC", f"upstream connection: {exc}") from None
-        exchange.sender = asyncio.ensure_future(exchange.send_body(body))
+        if whole is not None:
+            exchange.request_done = True
+            exchange.body_bytes_sent = len(whole)
+        else:
+            exchange.sender = asyncio.ensure_future(exchange.send_body(body, chunked))
+        reader = connection.reader
         try:
             while True:
-                event = await connection.next_event()
-                if isinstance(event, h11.InformationalResponse):
-                    continue  # 100 Continue: the waypoint already answered its client
-                if isinstance(event, h11.Response):
+                end = await reader.head_end()
+                if end is None:
+                    raise IncompleteMessage("connection closed before a response")
+                response = parse_response_head(reader.buffer, end, request.method)
+                reader.consume(end)
+                if response.status >= 200:
                     break
-                raise h11.RemoteProtocolError(f"connection closed ({type(event).__name__})")
-        except (h11.ProtocolError, HboneError) as exc:
+                if response.status == 101:
+                    raise ParseError("unexpected 101 Switching Protocols", 502)
+                # 100 Continue and other interim answers: the waypoint answered its client itself.
+        except _FAILURES as exc:
             exchange.fail()
-            with contextlib.suppress(asyncio.CancelledError):
-                await exchange.sender
-            if reused and exchange.body_bytes_sent == 0:
+            if exchange.sender is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await exchange.sender
+            if reused and exchange.body_bytes_sent == 0 and not isinstance(exc, ParseError):
                 raise _Retryable(str(exc)) from None
             raise UpstreamFailed(
                 "UC",
@@ -327,18 +358,13 @@ class UpstreamClient:
         except BaseException:
             exchange.fail()
             raise
-        raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers]
-        length = next((int(v) for k, v in raw if k == "content-length" and v.isdigit()), None)
-        no_body = request.method == "HEAD" or event.status_code in (204, 304) or length == 0
-        response_body = _ResponseBody(exchange, length, no_body)
-        if no_body:
-            # h11 still has an EndOfMessage to hand out; take it so the connection can be reused.
-            with contextlib.suppress(h11.ProtocolError, HboneError):
-                while not isinstance(await connection.next_event(), h11.EndOfMessage):
-                    pass
+        connection.keep_alive = response.keep_alive
+        length = response.length if response.framing is Framing.LENGTH else None
+        body_reader = BodyReader(reader, response.framing, response.length)
+        response_body = _ResponseBody(exchange, body_reader, length)
+        if response_body.empty:
             exchange.response_complete()
-        head = ResponseHead(event.status_code, strip_hop_by_hop(tuple(raw)))
-        return head, response_body
+        return ResponseHead(response.status, strip_hop_by_hop(response.headers)), response_body
 
 
 class _Retryable(Exception):
