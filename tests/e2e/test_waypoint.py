@@ -2,14 +2,20 @@
 
 Real ``ambient`` CLI and processes; curl in the pods as the client. The mesh runs
 ``examples/shop`` plus ``examples/waypoint/l7.yaml`` (a waypoint, the 90/10 canary,
-L7 authorization), with the namespace bound to the waypoint by ``ambient label``.
+L7 authorization), with the namespace bound to the waypoint by ``ambient label``,
+in the default mode: the control plane and each node's ztunnel are processes, and
+the waypoint (hosted by node-1's ztunnel process) gets its L7 configuration over
+xDS. Edits of the folder and ``ambient apply`` reach it while it runs.
+``test_waypoint_single.py`` runs the key checks in ``--single-process``.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +25,27 @@ pytestmark = pytest.mark.slow
 
 L7 = REPO / "examples" / "waypoint" / "l7.yaml"
 PROGRAMMED = '{.status.conditions[?(@.type=="Programmed")].status}{"\\n"}'
+
+
+def versions_seen(mesh: Mesh, count: int, *headers: str) -> Counter[str]:
+    """The ``version`` of ``count`` answers of orders to web (each a new connection)."""
+    if headers:
+        (header,) = headers
+        answers, failures = mesh.curl_many_with_header(
+            "http://orders:8080/api/health", count, header
+        )
+    else:
+        answers, failures = mesh.curl_many("http://orders:8080/api/health", count)
+    assert not failures, failures
+    return Counter(a["version"] for a in answers)
+
+
+def edit(path: Path, old: str, new: str) -> str:
+    """Replace ``old`` by ``new`` in ``path`` (as a user's editor would); returns the old text."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+    return text
 
 
 def status_code(mesh: Mesh, source: str, url: str, *headers: str) -> str:
@@ -33,7 +60,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = root / "shop"
     shutil.copytree(SHOP, config)
     shutil.copy(L7, config / "l7.yaml")
-    mesh = Mesh(config, root / "state", root / "up.log", single_process=True).start()
+    mesh = Mesh(config, root / "state", root / "up.log").start()
     try:
         mesh.ok("label", "namespace", "shop", "istio.io/use-waypoint=waypoint")
         yield mesh
@@ -119,3 +146,81 @@ def test_removing_the_binding_goes_direct(mesh: Mesh) -> None:
         "the waypoint enforcing again",
         lambda: status_code(mesh, "probe", "http://orders.shop:8080/api/health") == "403",
     )
+
+
+def components(mesh: Mesh) -> dict[str, str]:
+    return {c["name"]: c["detail"] for c in mesh.status()["components"]}
+
+
+def test_runs_as_processes(mesh: Mesh) -> None:
+    found = components(mesh)
+    pids = {
+        name: int(m.group(1))
+        for name in ("controlplane", "ztunnel/node-1", "ztunnel/node-2")
+        if (m := re.search(r"\(pid (\d+)\)", found.get(name, "")))
+    }
+    assert len(pids) == 3 and mesh.pid not in pids.values(), found
+    # node-1's ztunnel process hosts the waypoint
+    logs = sorted((mesh.state_dir / "logs").glob("ambient-system_*node-1*.log"))
+    assert logs, sorted((mesh.state_dir / "logs").iterdir())
+    hosted = [line for line in logs[0].read_text().splitlines() if "waypoint shop/" in line]
+    assert any("serving on" in line for line in hosted), hosted
+
+
+def test_hot_reload_of_the_canary_weights_reaches_the_waypoint(mesh: Mesh) -> None:
+    l7 = mesh.config_dir / "l7.yaml"
+    original = edit(l7, "weight: 90", "weight: 0")
+    edit(l7, "weight: 10", "weight: 100")
+    try:
+        wait_for(
+            "every request routed to v2 after editing the VirtualService's weights",
+            lambda: versions_seen(mesh, 10) == Counter(v2=10),
+            timeout=20,
+            every=0.2,
+        )
+    finally:
+        l7.write_text(original)
+    wait_for(
+        "v1 answering again once the weights are back",
+        lambda: versions_seen(mesh, 10)["v1"] > 0,
+        timeout=20,
+        every=0.2,
+    )
+
+
+ALLOW_PROBE = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: orders-l7, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, group: "", name: orders}]
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/shop/sa/probe]}}]
+    to: [{operation: {methods: [GET], paths: ["/api/*"]}}]
+"""
+
+
+def test_apply_of_an_l7_policy_reaches_the_waypoint(mesh: Mesh, tmp_path: Path) -> None:
+    policy = tmp_path / "allow-probe.yaml"
+    policy.write_text(ALLOW_PROBE)
+    mesh.ok("apply", "-f", str(policy))
+    try:
+        wait_for(
+            "probe allowed and web refused once the edited policy is applied",
+            lambda: (
+                status_code(mesh, "probe", "http://orders.shop:8080/api/health") == "200"
+                and status_code(mesh, "deploy/web", "http://orders:8080/api/health") == "403"
+            ),
+            timeout=20,
+            every=0.2,
+        )
+    finally:
+        mesh.ok("apply", "-f", str(mesh.config_dir / "l7.yaml"))
+    wait_for(
+        "the folder's policy back in force",
+        lambda: status_code(mesh, "probe", "http://orders.shop:8080/api/health") == "403",
+        timeout=20,
+        every=0.2,
+    )
+    assert status_code(mesh, "deploy/web", "http://orders:8080/api/health") == "200"

@@ -64,6 +64,7 @@ from ambient.controlplane.services import ServiceRegistry, entry_ports
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, Touched, diff
 from ambient.controlplane.waypoints import WaypointBinder, WaypointObjects
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
+from ambient.waypoint.resources import L7Manifests
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",
@@ -364,6 +365,7 @@ class MeshIndex:
         self._warnings: dict[str, tuple[str, ...]] = {}
         self._waypoint_objects = WaypointObjects()
         self._waypoint_warnings: tuple[str, ...] = ()
+        self._l7 = L7Manifests()
 
     # -- entry point -----------------------------------------------------------------
 
@@ -382,17 +384,25 @@ class MeshIndex:
         config, self._waypoint_warnings = self._waypoint_objects(config)
         frozen_ready = None if ready is None else frozenset(ready)
         previous = self._config
-        if isinstance(previous, _Empty) or (self._ready is None) != (frozen_ready is None):
+        changed = None if isinstance(previous, _Empty) else _changed_refs(previous, config)
+        touched: Touched | None = None
+        if (
+            changed is None
+            or (self._ready is None) != (frozen_ready is None)
+            or any(ref.kind in _REBUILD_KINDS for ref in changed)
+        ):
             self._rebuild(config, pod_labels, frozen_ready)
+        else:
+            touched = self._incremental(config, changed, pod_labels, frozen_ready)
+            if touched is None:  # a case the incremental path does not cover
+                self._rebuild(config, pod_labels, frozen_ready)
+        # What waypoints enforce rides along: only the L7 objects the change touched.
+        l7_touched = self._l7.update(config, changed)
+        if self.snapshot.l7_manifests is not self._l7.current:
+            self.snapshot = dataclasses.replace(self.snapshot, l7_manifests=self._l7.current)
+        if touched is None:
             return self.snapshot, diff(old, self.snapshot)
-        changed = _changed_refs(previous, config)
-        if any(ref.kind in _REBUILD_KINDS for ref in changed):
-            self._rebuild(config, pod_labels, frozen_ready)
-            return self.snapshot, diff(old, self.snapshot)
-        touched = self._incremental(config, changed, pod_labels, frozen_ready)
-        if touched is None:  # a case the incremental path does not cover
-            self._rebuild(config, pod_labels, frozen_ready)
-            return self.snapshot, diff(old, self.snapshot)
+        touched = dataclasses.replace(touched, l7_manifests=l7_touched)
         return self.snapshot, diff(old, self.snapshot, touched)
 
     # -- everything ------------------------------------------------------------------

@@ -62,7 +62,8 @@ def _touched_by(delta: Delta) -> Touched:
     peers = {p.key for p in delta.policies_upserted if _is_peer(p)}
     for kind, key in delta.policies_removed:
         (peers if kind == "PeerAuthentication" else authorizations).add(key)
-    return Touched(addresses, addresses, frozenset(authorizations), frozenset(peers))
+    l7 = frozenset((*(name for name, _ in delta.l7_upserted), *delta.l7_removed))
+    return Touched(addresses, addresses, frozenset(authorizations), frozenset(peers), l7)
 
 
 def _is_peer(policy: object) -> bool:

@@ -72,10 +72,20 @@ class MeshSnapshot:
     nodes: Mapping[str, IPAddress] = field(default_factory=FrozenMap)
     authorizations: Mapping[str, Authorization] = field(default_factory=FrozenMap)
     peer_authentications: Mapping[str, PeerAuthentication] = field(default_factory=FrozenMap)
+    # What waypoints enforce: xDS name ``Kind/namespace/name`` -> manifest JSON
+    # (``ambient.waypoint.resources``).
+    l7_manifests: Mapping[str, str] = field(default_factory=FrozenMap)
     _lazy_index: list[_Index] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("workloads", "services", "nodes", "authorizations", "peer_authentications"):
+        for name in (
+            "workloads",
+            "services",
+            "nodes",
+            "authorizations",
+            "peer_authentications",
+            "l7_manifests",
+        ):
             value = getattr(self, name)
             if not isinstance(value, FrozenMap):  # a FrozenMap is kept: it cannot change
                 object.__setattr__(self, name, FrozenMap(value.items()))
@@ -151,10 +161,17 @@ class Delta:
     removed: tuple[str, ...] = ()
     policies_upserted: tuple[Authorization | PeerAuthentication, ...] = ()
     policies_removed: tuple[tuple[str, str], ...] = ()  # (kind, "namespace/name")
+    l7_upserted: tuple[tuple[str, str], ...] = ()  # (xDS name, manifest JSON) for waypoints
+    l7_removed: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
-            self.upserted or self.removed or self.policies_upserted or self.policies_removed
+            self.upserted
+            or self.removed
+            or self.policies_upserted
+            or self.policies_removed
+            or self.l7_upserted
+            or self.l7_removed
         )
 
 
@@ -170,6 +187,7 @@ class Touched:
     services: frozenset[str] = frozenset()
     authorizations: frozenset[str] = frozenset()
     peer_authentications: frozenset[str] = frozenset()
+    l7_manifests: frozenset[str] = frozenset()
 
     def __or__(self, other: Touched) -> Touched:
         return Touched(
@@ -177,6 +195,7 @@ class Touched:
             self.services | other.services,
             self.authorizations | other.authorizations,
             self.peer_authentications | other.peer_authentications,
+            self.l7_manifests | other.l7_manifests,
         )
 
 
@@ -207,6 +226,7 @@ def diff(old: MeshSnapshot, new: MeshSnapshot, touched: Touched | None = None) -
             frozenset(old.services.keys() | new.services.keys()),
             frozenset(old.authorizations.keys() | new.authorizations.keys()),
             frozenset(old.peer_authentications.keys() | new.peer_authentications.keys()),
+            frozenset(old.l7_manifests.keys() | new.l7_manifests.keys()),
         )
     upserted = [
         *_upserts(old.services, new.services, touched.services),
@@ -232,4 +252,17 @@ def diff(old: MeshSnapshot, new: MeshSnapshot, touched: Touched | None = None) -
             )
         ),
     ]
-    return Delta(tuple(upserted), tuple(removed), tuple(policies), tuple(gone))
+    l7_upserted = [
+        (name, text)
+        for name in sorted(touched.l7_manifests)
+        if (text := new.l7_manifests.get(name)) is not None and old.l7_manifests.get(name) != text
+    ]
+    l7_removed = _removals(old.l7_manifests, new.l7_manifests, touched.l7_manifests)
+    return Delta(
+        tuple(upserted),
+        tuple(removed),
+        tuple(policies),
+        tuple(gone),
+        tuple(l7_upserted),
+        tuple(l7_removed),
+    )

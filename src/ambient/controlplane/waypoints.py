@@ -82,8 +82,14 @@ _FOR_VALUES = ("service", "workload", "all", "none")
 
 
 def waypoint_gateways(config: ConfigSet) -> tuple[Gateway, ...]:
-    """The Gateways of class ``istio-waypoint``."""
-    return tuple(gw for gw in config.of_type(Gateway) if gw.is_waypoint)
+    """The Gateways of class ``istio-waypoint`` (by namespace and name).
+
+    Only the Gateway refs are sorted: this runs on every change of the index.
+    """
+    refs = sorted(ref for ref in config.objects if ref.kind == "Gateway")
+    return tuple(
+        gw for ref in refs if isinstance(gw := config.objects[ref], Gateway) and gw.is_waypoint
+    )
 
 
 def _replicas(gateway: Gateway, warnings: list[str]) -> int:

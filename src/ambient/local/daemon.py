@@ -79,26 +79,13 @@ async def _serve(
     netns: bool = False,
 ) -> int:
     from ambient.config import ConfigSet
-    from ambient.controlplane.waypoints import waypoint_gateways
     from ambient.local.api import ControlApi
     from ambient.local.mesh import LocalMesh
     from ambient.local.processes import DistributedMesh
 
     assert isinstance(config, ConfigSet)
     mesh: LocalMesh | DistributedMesh
-    # Waypoints get their L7 configuration (routes, L7 policy, JWT) only from an
-    # in-process control plane for now: the xDS type that carries it to ztunnel
-    # processes is not served yet. A mesh whose folder declares a waypoint therefore
-    # runs in one process; in the multi-process mode a ztunnel refuses to host a
-    # waypoint (traffic bound to it fails closed rather than skip its policy).
-    waypoints = waypoint_gateways(config)
-    if waypoints and not (single_process or netns):
-        log.warning(
-            "%d waypoint Gateway(s) declared: running in one process (--single-process), "
-            "as waypoints are not yet configured over xDS",
-            len(waypoints),
-        )
-    if single_process or netns or waypoints:  # --netns: node agent and ztunnels in-process
+    if single_process or netns:  # --netns: node agent and ztunnels in-process
         mesh = LocalMesh(config_dir, state, cert_ttl=cert_ttl, netns=netns)
     else:
         mesh = DistributedMesh(config_dir, state, cert_ttl=cert_ttl, log_level=log_level)
@@ -118,7 +105,7 @@ async def _serve(
         log.info(
             "mesh is up (%s): %d pod(s) on %d node(s); state in %s. "
             "Try `ambient status`, `ambient zc workloads`. Ctrl-C stops it.",
-            "one process" if single_process else "control plane and ztunnels as processes",
+            "one process" if single_process or netns else "control plane and ztunnels as processes",
             pods,
             len(mesh.nodes),
             state.root,

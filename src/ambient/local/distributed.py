@@ -16,7 +16,9 @@ that joining nodes must trust) and prints ``controlplane ready on ...`` to stder
 ``ambient ztunnel`` (:func:`run_ztunnel`) is one node's proxy: it loads the credentials
 ``ambient node join`` stored, follows the control plane over xDS into a ``ProxyState``,
 gets workload certificates through ``CaClient``, and opens its listeners once the first
-configuration is applied (so ``:15021`` answers ready only after sync). When the control
+configuration is applied (so ``:15021`` answers ready only after sync). It hosts the
+waypoints scheduled on its node as the one-process mesh does, their L7 configuration
+coming over the same xDS stream (``WaypointResource``, applied to an ``L7Config``). When the control
 plane is gone it keeps forwarding with the last configuration and certificates (until they
 expire) and reconnects with back-off.
 """
@@ -386,6 +388,7 @@ async def start_ztunnel(
 ) -> NodeProxy:
     """Load ``node``'s credentials, follow the control plane, start the ztunnel once synced."""
     from ambient.identity.manager import CertificateManager
+    from ambient.waypoint.config import L7Config, waypoint_factory
     from ambient.xds.ca_client import CaClient
     from ambient.xds.client import XdsClient
     from ambient.ztunnel.proxy import ADMIN_PORT, METRICS_PORT, READINESS_PORT, Ztunnel
@@ -405,6 +408,7 @@ async def start_ztunnel(
     ca_client = CaClient(ca_address, credentials, on_node_renewed=renewed)
     certificates = CertificateManager(ca_client.issue)
     state = ProxyState(node)
+    l7 = L7Config()
     xds = XdsClient(
         xds_address,
         node,
@@ -414,6 +418,7 @@ async def start_ztunnel(
             ("grpc.ssl_target_name_override", CONTROL_PLANE_HOSTNAME),
             ("grpc.default_authority", CONTROL_PLANE_HOSTNAME),
         ],
+        l7=l7,
     )
     ztunnel = Ztunnel(
         node,
@@ -421,6 +426,7 @@ async def start_ztunnel(
         state,
         certificates,
         ports=ports or (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
+        waypoints=waypoint_factory(state, certificates, l7),
     )
     proxy = NodeProxy(ztunnel, xds, ca_client, certificates)
     xds.start()

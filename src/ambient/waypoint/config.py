@@ -3,8 +3,15 @@
 ``L7Config`` holds the objects a waypoint needs (HTTPRoute, VirtualService,
 DestinationRule, RequestAuthentication, AuthorizationPolicy with ``targetRefs``).
 It is fed either straight from the control plane's ``ConfigSet`` (one-process
-``ambient up``) or from xDS, where each object travels as its manifest
-(``WaypointResource``) and is validated again here with the same loader.
+``ambient up``: ``set_config``) or from xDS (``apply``), where each object travels
+as its manifest (``WaypointResource``, see ``ambient.waypoint.resources``) and is
+validated again here with the same loader.
+
+Until it has been fed once (``synced``), every request and connection a waypoint
+receives is denied (fail closed: a waypoint never forwards traffic it has not
+been told how to police). The node proxy process does not open its listeners
+before its first xDS sync, which includes this type, so in practice this only
+guards against a misordered caller.
 
 The parts the proxy calls (``Router``, ``RequestAuthorizer``,
 ``RequestAuthenticator``) are rebuilt lazily, once per change of the L7 objects
@@ -13,7 +20,6 @@ or of the pushed services, and swapped in whole: a request sees one version.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -21,7 +27,7 @@ from typing import Any
 from ambient.api.workload import Workload, waypoint_of
 from ambient.authz._spec import PolicyError
 from ambient.config import ConfigError, ConfigSet, load_text
-from ambient.config.configset import Ref
+from ambient.config.configset import Origin, Ref
 from ambient.hbone.protocol import HboneSettings
 from ambient.identity.manager import CertificateManager
 from ambient.waypoint.model import (
@@ -44,6 +50,12 @@ from ambient.waypoint.policy import (
     compile_authorization_policy,
 )
 from ambient.waypoint.proxy.server import Waypoint
+from ambient.waypoint.resources import (
+    L7_KINDS,
+    is_l7_object,
+    resource_name,
+    waypoint_manifests,
+)
 from ambient.waypoint.routing import build_router
 from ambient.ztunnel.state import ProxyState
 
@@ -61,46 +73,23 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-L7_KINDS = frozenset(
-    {
-        "HTTPRoute",
-        "VirtualService",
-        "DestinationRule",
-        "RequestAuthentication",
-        "AuthorizationPolicy",
-    }
-)
+NOT_CONFIGURED = "the waypoint has no L7 configuration yet"
 
 
-def is_l7_object(obj: Any) -> bool:
-    """Whether a waypoint needs ``obj``: an L7 kind (AuthorizationPolicy only with targetRefs)."""
-    if obj.kind not in L7_KINDS:
-        return False
-    if obj.kind == "AuthorizationPolicy":
-        spec = getattr(obj, "spec", None)
-        refs = (
-            spec.get("targetRefs") or spec.get("targetRef") if isinstance(spec, Mapping) else None
-        )
-        return bool(refs)
-    return True
-
-
-def resource_name(ref: Ref) -> str:
-    """The xDS name of an L7 object: ``Kind/namespace/name``."""
-    return f"{ref.kind}/{ref.namespace}/{ref.name}"
-
-
-def waypoint_manifests(config: ConfigSet) -> dict[str, str]:
-    """The L7 objects of ``config`` as (xDS name -> manifest JSON), from what was loaded."""
-    out: dict[str, str] = {}
-    for ref, obj in config.objects.items():
-        if not is_l7_object(obj):
-            continue
-        origin = config.origins.get(ref)
-        if origin is None or origin.source is None:
-            continue
-        out[resource_name(ref)] = json.dumps(origin.source, sort_keys=True, default=str)
-    return out
+def _parse_manifest(name: str, manifest: str) -> tuple[Ref, Any, Origin]:
+    """One ``WaypointResource``: validated, and named after what it holds."""
+    try:
+        loaded = load_text(manifest, name, check_refs=False)
+    except ConfigError as exc:
+        raise ValueError("; ".join(str(p) for p in exc.problems) or str(exc)) from None
+    if len(loaded.objects) != 1:
+        raise ValueError(f"{name}: holds {len(loaded.objects)} objects, not one")
+    ((ref, obj),) = loaded.objects.items()
+    if resource_name(ref) != name:
+        raise ValueError(f"{name}: it describes {resource_name(ref)}")
+    if not is_l7_object(obj):
+        raise ValueError(f"{name}: not an object a waypoint enforces")
+    return ref, obj, loaded.origins[ref]
 
 
 class L7Config:
@@ -109,34 +98,64 @@ class L7Config:
     def __init__(self) -> None:
         self.config = ConfigSet()
         self.version = 0
-        self._manifests: dict[str, str] = {}
+        self.synced = False
+        self._parsed: dict[str, tuple[str, Ref, Any, Origin]] = {}  # xDS name -> (manifest, ...)
+        self._listeners: list[Callable[[L7Config], None]] = []
+
+    def on_change(self, listener: Callable[[L7Config], None]) -> None:
+        """Call ``listener(self)`` after each change (tests, metrics)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self.version += 1
+        for listener in list(self._listeners):
+            listener(self)
+
+    @property
+    def names(self) -> list[str]:
+        """The xDS names applied (sorted; empty in one-process mode)."""
+        return sorted(self._parsed)
 
     def set_config(self, config: ConfigSet) -> None:
         """Replace everything with the L7 objects of ``config`` (one-process mode)."""
+        self.synced = True
         objects = {ref: obj for ref, obj in config.objects.items() if is_l7_object(obj)}
         if objects == dict(self.config.objects):
             return
         origins = {ref: config.origins[ref] for ref in objects if ref in config.origins}
         self.config = ConfigSet(objects, origins)
-        self.version += 1
+        self._changed()
 
     def apply(self, upserted: Mapping[str, str], removed: Iterable[str]) -> None:
-        """Apply an xDS delta of manifests; raises ``ValueError`` (NACK) if one is invalid.
+        """Apply an xDS delta of manifests (name -> manifest JSON).
 
-        Nothing is applied unless everything is valid.
+        Each upserted manifest is validated on its own (only those, not the others
+        again); if any is invalid, ``ValueError`` names each one and its problems
+        (the client NACKs with it) and nothing is applied.
         """
-        manifests = dict(self._manifests)
+        parsed = dict(self._parsed)
         for name in removed:
-            manifests.pop(name, None)
-        manifests.update(upserted)
-        text = "\n---\n".join(manifests[name] for name in sorted(manifests))
-        try:
-            config = load_text(text, "<xds>", check_refs=False) if text else ConfigSet()
-        except ConfigError as exc:
-            raise ValueError(f"invalid waypoint resource: {exc}") from exc
-        self._manifests = manifests
-        self.config = config
-        self.version += 1
+            parsed.pop(name, None)
+        errors = []
+        for name in sorted(upserted):
+            manifest = upserted[name]
+            known = parsed.get(name)
+            if known is not None and known[0] == manifest:
+                continue
+            try:
+                parsed[name] = (manifest, *_parse_manifest(name, manifest))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValueError("invalid waypoint resource: " + "; ".join(errors))
+        self._parsed = parsed
+        entries = [parsed[name] for name in sorted(parsed)]
+        self.config = ConfigSet(
+            {ref: obj for _, ref, obj, _ in entries},
+            {ref: origin for _, ref, _, origin in entries},
+        )
+        self.synced = True
+        self._changed()
 
 
 class LiveRouter:
@@ -200,6 +219,8 @@ class LiveAuthorizer:
         return self._current
 
     def check_connection(self, target: Target, downstream: Downstream) -> AuthzVerdict:
+        if not self.l7.synced:
+            return AuthzVerdict(False, None, NOT_CONFIGURED)
         return self.current().check_connection(target, downstream)
 
     def check(
@@ -209,6 +230,8 @@ class LiveAuthorizer:
         request: RequestHead,
         principal: RequestPrincipal | None,
     ) -> AuthzVerdict:
+        if not self.l7.synced:
+            return AuthzVerdict(False, None, NOT_CONFIGURED)
         return self.current().check(target, downstream, request, principal)
 
 

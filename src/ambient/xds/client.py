@@ -14,6 +14,15 @@ differs). Differences from ztunnel, on purpose:
 - A resource whose name is not the one its content implies (workload uid,
   ``namespace/hostname``, ``namespace/name``) is rejected: removals are by name.
 
+Waypoint configuration (ambient's own ``ambient.xds.v1.WaypointResource``, one L7
+object's manifest each) is subscribed to only when the client is given an ``l7``
+sink (``ambient.waypoint.config.L7Config``: the node proxy hosts waypoints), and is
+requested first: on a first connection, and on a reconnect, the L7 objects arrive
+before the addresses, and ``synced`` waits for all three types, so a waypoint is
+never started before it knows what to enforce. Each response of that type is
+handed to ``l7.apply`` whole; a manifest it refuses (``ValueError``, naming the
+resource and the loader's problems) NACKs the response and nothing of it applies.
+
 Policies arrive attached by name (``ambient.xds.policies``), so the client installs a
 ``ByNamePolicyStore`` as the state's ``policies`` (the client owns the state's contents
 from then on): a ztunnel fed over xDS then decides exactly as one fed in-process.
@@ -29,8 +38,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
@@ -44,18 +53,25 @@ from ambient.xds.attached import ByNamePolicyStore
 from ambient.xds.codec import (
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,
+    WAYPOINT_TYPE_URL,
     DecodeError,
     address_from_proto,
     authorization_from_proto,
 )
-from ambient.xds.proto import authorization_pb2, core_pb2, discovery_pb2, workload_pb2
+from ambient.xds.proto import (
+    authorization_pb2,
+    core_pb2,
+    discovery_pb2,
+    extensions_pb2,
+    workload_pb2,
+)
 from ambient.ztunnel.state import ProxyState
 
-__all__ = ["XdsClient", "XdsSubscription"]
+__all__ = ["L7Sink", "XdsClient", "XdsSubscription"]
 
 log = logging.getLogger("ambient.xds")
 
-TYPE_URLS = (ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL)
+TYPE_URLS = (ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL)  # what every ztunnel subscribes to
 METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # a full push of a large mesh is one message
 # A dead control plane (no FIN, e.g. a partition) is noticed within about 40 s.
@@ -69,6 +85,13 @@ _INVALID_ARGUMENT = 3  # google.rpc.Code, in a NACK's error_detail
 
 def _short(type_url: str) -> str:
     return type_url.rpartition("/")[2]
+
+
+class L7Sink(Protocol):
+    """Where waypoint configuration goes (``ambient.waypoint.config.L7Config``)."""
+
+    def apply(self, upserted: Mapping[str, str], removed: Iterable[str]) -> None:
+        """Apply manifests by xDS name; raise ``ValueError`` to refuse all of them."""
 
 
 class _Rejected(Exception):
@@ -105,6 +128,16 @@ def _decode_authorization(resource: discovery_pb2.Resource) -> Authorization:
     return policy
 
 
+def _decode_waypoint(resource: discovery_pb2.Resource) -> tuple[str, str]:
+    message = extensions_pb2.WaypointResource()
+    _unpack(resource, WAYPOINT_TYPE_URL, message)
+    if not resource.name:
+        raise DecodeError("a WaypointResource needs a name")
+    if not message.manifest_json:
+        raise DecodeError("the manifest is empty")
+    return resource.name, message.manifest_json
+
+
 def _decode_all(
     resources: Sequence[discovery_pb2.Resource], decode: Callable[[discovery_pb2.Resource], Any]
 ) -> list[Any]:
@@ -126,8 +159,10 @@ class XdsClient:
     ``credentials``: gRPC channel credentials (TLS), or None for plaintext.
     ``channel_options``: extra gRPC channel options, e.g. ``grpc.ssl_target_name_override``
     for the control plane's DNS SAN when dialling it by IP address.
-    ``synced`` is set once both types' first responses are applied; ``connected``
-    is true while a stream is delivering.
+    ``l7``: where waypoint configuration goes; with it the client also subscribes to
+    ``WaypointResource`` (see the module docstring).
+    ``synced`` is set once every subscribed type's first response is applied;
+    ``connected`` is true while a stream is delivering.
     """
 
     def __init__(
@@ -139,6 +174,7 @@ class XdsClient:
         credentials: grpc.ChannelCredentials | None,
         backoff: tuple[float, float] = (0.5, 30.0),
         channel_options: Sequence[tuple[str, Any]] = (),
+        l7: L7Sink | None = None,
     ) -> None:
         first, longest = backoff
         if not 0 < first <= longest:
@@ -151,9 +187,12 @@ class XdsClient:
         self.credentials = credentials
         self.channel_options = tuple(channel_options)  # extra gRPC channel options
         self.backoff = (float(first), float(longest))
+        self.l7 = l7
+        # The waypoint type first: its first response arrives before the addresses'.
+        self.type_urls = (WAYPOINT_TYPE_URL, *TYPE_URLS) if l7 is not None else TYPE_URLS
         self.synced = asyncio.Event()
         self.nacks = 0  # responses rejected, for tests and metrics
-        self._versions: dict[str, dict[str, str]] = {t: {} for t in TYPE_URLS}
+        self._versions: dict[str, dict[str, str]] = {t: {} for t in self.type_urls}
         self._received: set[str] = set()
         self._connected = False
         self._outage = False
@@ -267,7 +306,7 @@ class XdsClient:
                 request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
                 response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
             )()
-            for type_url in TYPE_URLS:
+            for type_url in self.type_urls:
                 await call.write(self._initial_request(type_url))
             while True:
                 response = await call.read()
@@ -326,6 +365,12 @@ class XdsClient:
         elif type_url == AUTHORIZATION_TYPE_URL:
             policies = _decode_all(response.resources, _decode_authorization)
             self._apply_to_state((), (), policies, [("AuthorizationPolicy", n) for n in removed])
+        elif type_url == WAYPOINT_TYPE_URL and self.l7 is not None:
+            manifests = dict(_decode_all(response.resources, _decode_waypoint))
+            try:
+                self.l7.apply(manifests, removed)
+            except ValueError as exc:
+                raise _Rejected(str(exc)) from None
         else:
             raise _Rejected(f"type {type_url!r} was not subscribed to")
         versions = self._versions[type_url]
@@ -341,7 +386,7 @@ class XdsClient:
             len(removed),
         )
         self._received.add(type_url)
-        if not self.synced.is_set() and self._received.issuperset(TYPE_URLS):
+        if not self.synced.is_set() and self._received.issuperset(self.type_urls):
             log.info("node %s synced with the control plane at %s", self.node, self.address)
             self.synced.set()
         for subscription in self._subscriptions:

@@ -32,6 +32,9 @@ fields the model has no place for are ignored: Workload ``hostname``,
 ``load_balancing`` (present means STANDARD); ``Port.app_protocol``; networks and
 prefix lengths of service addresses. Empty ``trust_domain``/``service_account``
 decode as ``cluster.local``/``default``, as in ztunnel.
+
+``WaypointResource`` (ambient's own type, ``WAYPOINT_TYPE_URL``) is one L7 object's
+manifest as JSON; the receiving waypoint host validates it with the config loader.
 """
 
 from __future__ import annotations
@@ -79,17 +82,21 @@ __all__ = [
     "AUTHORIZATION_EXTENSION",
     "AUTHORIZATION_TYPE_URL",
     "BY_NAME_SELECTOR",
+    "WAYPOINT_TYPE_URL",
     "WORKLOAD_EXTENSION",
     "DecodeError",
     "address_from_proto",
     "authorization_from_proto",
     "authorization_to_proto",
     "service_to_proto",
+    "waypoint_resource_to_proto",
     "workload_to_proto",
 ]
 
 ADDRESS_TYPE_URL = "type.googleapis.com/istio.workload.Address"
 AUTHORIZATION_TYPE_URL = "type.googleapis.com/istio.security.Authorization"
+# ambient's own type (not Istio's): the L7 objects waypoints enforce, one per resource.
+WAYPOINT_TYPE_URL = "type.googleapis.com/ambient.xds.v1.WaypointResource"
 WORKLOAD_EXTENSION = "ambient.io/workload"
 AUTHORIZATION_EXTENSION = "ambient.io/authorization"
 DEFAULT_SERVICE_ACCOUNT = "default"
@@ -498,3 +505,8 @@ def _authorization_from_proto(policy: authz_pb.Authorization) -> Authorization:
         dry_run=policy.dry_run,
         selector=selector,
     )
+
+
+def waypoint_resource_to_proto(manifest_json: str) -> ext_pb.WaypointResource:
+    """The ``WaypointResource`` of one L7 object's manifest (JSON text)."""
+    return ext_pb.WaypointResource(manifest_json=manifest_json)

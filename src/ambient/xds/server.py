@@ -5,16 +5,19 @@ One gRPC service, ``envoy.service.discovery.v3.AggregatedDiscoveryService``; onl
 
 - The first request names the node (``node.metadata.NODE_NAME``, else ``node.id``);
   the stream follows ``ControlPlane.subscribe(node)``.
-- Each type (``istio.workload.Address``, ``istio.security.Authorization``) is its own
-  wildcard subscription, opened by the first request of that type. It is answered
+- Each type (``istio.workload.Address``, ``istio.security.Authorization``, and
+  ambient's own ``ambient.xds.v1.WaypointResource``) is its own wildcard subscription, opened by the first request of that type. It is answered
   with every resource (even none, so the client knows it is synced) except those
   whose version the client already reported in ``initial_resource_versions``; names
   the client reported that no longer exist are sent as removed. Explicit resource
   names (on-demand) are not supported: such a subscription is served as a wildcard.
 - Then each change of the plane is one push, only the resources whose version
-  changed. Order within a push: Address upserts, then Authorization upserts and
-  removals, then Address removals; so a ztunnel never holds a policy that refers to
-  something it does not know, and drops policies before what they applied to.
+  changed. Order within a push: WaypointResource upserts, Address upserts, then
+  Authorization upserts and removals, then Address removals, then WaypointResource
+  removals; so a ztunnel never holds a policy that refers to something it does not
+  know, drops policies before what they applied to, and a waypoint it hosts has the
+  L7 objects of a change before the addresses that bind traffic to it (and keeps
+  them until after the addresses that stop doing so).
 - Versions are content hashes of the encoded resource: deterministic, so a client
   that reconnects (even to a restarted server) is sent only what differs.
 - Scale: every stream sees the whole mesh (as istiod serves ztunnel), so the mesh is
@@ -26,6 +29,15 @@ One gRPC service, ``envoy.service.discovery.v3.AggregatedDiscoveryService``; onl
   ``initial_resource_versions``) brings it up to date exactly.
 - A NACK (``error_detail`` set) is logged with the node, type, nonce and reason; the
   rejected version is not resent, and later versions are pushed as usual.
+
+Waypoint configuration (``WaypointResource``, one per L7 object: HTTPRoute,
+VirtualService, DestinationRule, RequestAuthentication, targetRef'd
+AuthorizationPolicy, named ``Kind/namespace/name``; ``ambient.waypoint.resources``)
+is ambient's own type: a client that never subscribes to it (Istio's ztunnel) is
+sent nothing of it. Every node proxy that subscribes gets every L7 object, not only
+those of the waypoints it hosts: the simplest correct choice (as for addresses, a
+node's waypoints can change with any push, and the objects are small), at the cost
+of some bytes per node; scoping it per node is a later optimisation.
 
 Policies travel the Istio way (``ambient.xds.policies``): each workload lists the
 selector policies and the synthetic PeerAuthentication DENY that apply to it in
@@ -62,8 +74,10 @@ from ambient.controlplane.source import NotAuthorized
 from ambient.xds.codec import (
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,
+    WAYPOINT_TYPE_URL,
     authorization_to_proto,
     service_to_proto,
+    waypoint_resource_to_proto,
     workload_to_proto,
 )
 from ambient.xds.policies import peer_authentication_to_authorizations, workload_policy_keys
@@ -73,7 +87,7 @@ __all__ = ["SERVICE", "TYPE_URLS", "NodeAuthorizer", "XdsServer", "resource_vers
 
 log = logging.getLogger("ambient.xds")
 
-TYPE_URLS = (ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL)
+TYPE_URLS = (ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_TYPE_URL)
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 CONTROL_PLANE_ID = "ambient"
 # Let clients ping every 15 s or more to detect a dead server (ztunnel and XdsClient
@@ -162,6 +176,10 @@ class _View:
     def apply(self, delta: Delta) -> dict[str, set[str]]:
         """Take in one ``Delta``; returns the names whose resource may have changed, by type."""
         dirty: dict[str, set[str]] = {t: set() for t in TYPE_URLS}
+        for name in delta.l7_removed:
+            self._drop(WAYPOINT_TYPE_URL, name, dirty)
+        for name, manifest in delta.l7_upserted:
+            self._put(WAYPOINT_TYPE_URL, name, manifest, waypoint_resource_to_proto, dirty)
         for name in delta.removed:
             self._workloads.pop(name, None)
             self._drop(ADDRESS_TYPE_URL, name, dirty)
@@ -518,14 +536,22 @@ class _Stream:
             return
         addr_up, addr_rm = changes.get(ADDRESS_TYPE_URL) or ([], [])
         pol_up, pol_rm = changes.get(AUTHORIZATION_TYPE_URL) or ([], [])
+        l7_up, l7_rm = changes.get(WAYPOINT_TYPE_URL) or ([], [])
+        plan: list[tuple[str, list[discovery_pb2.Resource], list[str]]] = [
+            (WAYPOINT_TYPE_URL, l7_up, [])
+        ]
         if (pol_up or pol_rm) and addr_rm:
-            plan = [
+            plan += [
                 (ADDRESS_TYPE_URL, addr_up, []),
                 (AUTHORIZATION_TYPE_URL, pol_up, pol_rm),
                 (ADDRESS_TYPE_URL, [], addr_rm),
             ]
         else:
-            plan = [(ADDRESS_TYPE_URL, addr_up, addr_rm), (AUTHORIZATION_TYPE_URL, pol_up, pol_rm)]
+            plan += [
+                (ADDRESS_TYPE_URL, addr_up, addr_rm),
+                (AUTHORIZATION_TYPE_URL, pol_up, pol_rm),
+            ]
+        plan.append((WAYPOINT_TYPE_URL, [], l7_rm))
         rev = self._server.published.rev
         for type_url in changes:
             self._rev[type_url] = rev

@@ -54,8 +54,7 @@ class WaypointHost:
             if wanted:
                 log.warning(
                     "node %s: %d waypoint pod(s) scheduled here but this node proxy "
-                    "cannot run waypoints (their L7 configuration is not served over xDS yet): "
-                    "traffic bound to them fails",
+                    "was started without waypoint support: traffic bound to them fails",
                     self.node,
                     len(wanted),
                 )
