@@ -19,10 +19,11 @@ Decisions:
   object in the configuration; a Namespace that was implicit becomes declared.
 - Certificates are node-bound, as Istio enforces: a node may obtain one only
   for the identity of a pod scheduled on it.
-- Objects outside the ambient index (a waypoint's RequestAuthentication,
-  VirtualService, AuthorizationPolicy with ``targetRefs``...) change no
-  ``Delta``, so subscriptions are not woken for them; ``on_config`` callbacks
-  are called with the new configuration after every change instead.
+- Objects outside the ambient index that waypoints enforce (RequestAuthentication,
+  VirtualService, HTTPRoute, AuthorizationPolicy with ``targetRefs``...) travel in
+  the ``Delta`` as ``l7_upserted``/``l7_removed`` (served over xDS as
+  ``WaypointResource``). ``on_config`` callbacks get the whole new configuration
+  after every change: the one-process mesh feeds its hosted waypoints from it.
 """
 
 from __future__ import annotations
