@@ -56,7 +56,7 @@ from tests.e2e.harness import SHOP, Mesh, wait_for
 
 pytestmark = pytest.mark.slow
 
-SINGLE_PROCESS = True
+SINGLE_PROCESS = False
 """The mesh's process mode: ``up --single-process`` (True) or components as processes."""
 
 ISSUER = "https://issuer.example"
