@@ -154,18 +154,21 @@ spec:
 
 
 async def test_config_listeners_see_changes_outside_the_index(ca: CertificateAuthority) -> None:
-    """A waypoint-only object wakes no subscription (no Delta) but reaches ``on_config``."""
+    """A waypoint-only object changes no address but travels as L7 in the Delta and
+    reaches ``on_config`` (the one-process mesh's waypoints)."""
     plane = ControlPlane(ca, config=shop())
     seen: list[ConfigSet] = []
     plane.on_config(seen.append)
     sub = plane.subscribe()
     await next_delta(sub)
     with_authn = shop(REQUEST_AUTHN)
-    assert plane.update(with_authn) == Delta()
+    delta = plane.update(with_authn)
+    assert [name for name, _ in delta.l7_upserted] == ["RequestAuthentication/shop/jwt"]
+    assert (delta.upserted, delta.removed) == ((), ())
     assert seen == [with_authn] and plane.config is with_authn
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(anext(sub), 0.05)
-    plane.update(shop())
+    pushed = await asyncio.wait_for(anext(sub), 1)
+    assert [name for name, _ in pushed.l7_upserted] == ["RequestAuthentication/shop/jwt"]
+    assert plane.update(shop()).l7_removed == ("RequestAuthentication/shop/jwt",)
     assert [len(c.by_kind("RequestAuthentication")) for c in seen] == [1, 0]
     with pytest.raises(AddressConflict):  # a refused update is not a change
         plane.update(load(pod("a", ip="10.0.0.1"), workload_entry("vm", "10.0.0.1")))
