@@ -160,8 +160,10 @@ class App:
                 path = request.target.decode()
                 headers = {k.decode(): v.decode() for k, v in request.headers}
                 self.requests.append({"path": path, "headers": headers, "peer": peer})
-                if path.startswith("/hang"):
-                    await asyncio.Event().wait()
+                if path.startswith("/hang"):  # until the caller goes away
+                    while await reader.read(65536):
+                        pass
+                    break
                 if path.startswith("/reset") and _should_fail(self.name, path):
                     writer.transport.abort()
                     break

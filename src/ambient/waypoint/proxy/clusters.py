@@ -55,6 +55,10 @@ class Clusters:
     def __init__(self) -> None:
         self._states: dict[tuple[str, int, str | None], ClusterState] = {}
 
+    def states(self) -> list[ClusterState]:
+        """Every cluster's state (for diagnostics and tests)."""
+        return list(self._states.values())
+
     def get(self, backend: Backend) -> ClusterState:
         state = self._states.get(backend.cluster)
         if (
