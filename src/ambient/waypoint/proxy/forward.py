@@ -16,9 +16,25 @@ Decisions (following Envoy's defaults in Istio's waypoint):
   identity is what policy uses.
 - A request addressed to a workload (workload waypoint) is forwarded to
   that workload after policy; routers are asked only about services.
-- Route timeout (``RouteDecision.timeout``) covers the whole exchange until
-  the response is complete: before the response head it is ``504 upstream
-  request timeout`` (flag ``UT``); after, the downstream stream is reset.
+- Route timeout (``RouteDecision.timeout``) covers the whole exchange, every
+  attempt and back-off included, until the response is complete: before the
+  response head it is ``504 upstream request timeout`` (flag ``UT``); after,
+  the downstream stream is reset.
+- Fault injection (``RouteDecision.fault``) runs after authorization and
+  before the router's timeout starts: delay (``DI``), then abort (``FI``,
+  body ``fault filter abort``).
+- Retries (``RouteDecision.retry``, see ``resilience.retry``): an attempt
+  lasts until its response head (the per-try timeout covers that wait; a
+  body that stalls afterwards is bounded by the route timeout only). A
+  retriable answer is discarded (its connection reset) and the request goes
+  to an endpoint not tried yet when there is one. Nothing is retried once
+  the response head went downstream, nor when the client's body has
+  outgrown the retry buffer (``proxy.replay``, 1 MiB) or ended badly.
+  Exhausted: the last answer goes back with ``URX``; retry budget
+  (``maxRetries``) exceeded: with ``UO``. Each attempt counts for outlier
+  detection and holds a circuit-breaker slot of its cluster
+  (``proxy.clusters``); a refused slot is ``503 ... reset reason: overflow``
+  (``UO``).
 - Mirrors: fire-and-forget copies to the mirror backend with ``-shadow``
   appended to the authority (as Envoy); their responses are discarded and
   never delay the main request. A request body is teed only when its

@@ -135,8 +135,3 @@ class OutlierDetector:
         if 100 * len(healthy) < self.policy.min_health_percent * len(endpoints):
             return endpoints  # panic: below minHealthPercent, outlier detection steps aside
         return healthy
-
-    def forget(self, keep: set[Hashable]) -> None:
-        """Drop the state of endpoints no longer in the cluster."""
-        for key in [k for k in self._hosts if k not in keep]:
-            del self._hosts[key]
