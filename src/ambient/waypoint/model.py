@@ -24,6 +24,10 @@ from urllib.parse import parse_qsl
 from ambient.api.workload import IPAddress
 from ambient.frozen import FrozenMap
 from ambient.identity.spiffe import SpiffeId
+from ambient.waypoint.resilience.fault import FaultPolicy
+from ambient.waypoint.resilience.outlier import OutlierPolicy
+from ambient.waypoint.resilience.pool import DEFAULT_POOL, PoolPolicy
+from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = [
     "AuthnResult",
@@ -191,10 +195,17 @@ class Backend:
     subset: str | None = None
     subset_labels: FrozenMap[str, str] = field(default_factory=FrozenMap)
     load_balancer: LoadBalancer = LoadBalancer.ROUND_ROBIN
+    pool: PoolPolicy = DEFAULT_POOL  # DestinationRule connectionPool (circuit breakers)
+    outlier: OutlierPolicy | None = None  # DestinationRule outlierDetection
 
     @property
     def service_key(self) -> str:
         return f"{self.namespace}/{self.hostname}"
+
+    @property
+    def cluster(self) -> tuple[str, int, str | None]:
+        """Envoy's cluster: the unit of circuit breaking and outlier detection."""
+        return (self.service_key, self.port, self.subset)
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether an endpoint with ``labels`` belongs to this backend's subset."""
@@ -235,7 +246,9 @@ class RouteDecision:
     path: str | None = None
     authority: str | None = None
     mirrors: tuple[Mirror, ...] = ()
-    timeout: float | None = None  # seconds for the whole request
+    timeout: float | None = None  # seconds for the whole request, every attempt included
+    retry: RetryPolicy | None = DEFAULT_RETRY  # None: no retries (Istio's default otherwise)
+    fault: FaultPolicy | None = None
 
 
 class RequestAuthenticator(Protocol):

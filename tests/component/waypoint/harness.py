@@ -4,6 +4,11 @@
   (JSON: app name, version, headers seen, peer), ``/echo`` (streams the body
   back as it arrives), ``/bytes?n=N`` (N zero bytes, streamed), ``/sink``
   (reads the body, answers its size), ``/slow?ms=N``; plus a TCP echo on 9000.
+  Failing on purpose (for retries and outlier detection): ``/fail?n=N&key=K``
+  answers 503 to the first N requests with key K across all apps (``n=-1``:
+  always), ``&only=POD`` limits it to that pod, ``&code=C`` changes the
+  status; ``/reset`` closes the connection without an answer (also with
+  ``n``/``key``/``only``); ``/hang`` never answers.
 - ``Entry``: a plaintext TCP listener standing in for the source ztunnel's
   outbound: every connection becomes an HBONE CONNECT (with the ``web`` pod's
   certificate and ``forwarded: for=``) to the waypoint, for the service VIP,
@@ -90,6 +95,19 @@ ORDERS_PODS = [
 ]
 
 
+FAILURES: dict[str, int] = {}  # /fail and /reset counts by key, shared by every app
+
+
+def _should_fail(app_name: str, path: str) -> bool:
+    query = dict(p.split("=", 1) for p in path.partition("?")[2].split("&") if "=" in p)
+    if "only" in query and query["only"] != app_name:
+        return False
+    key = query.get("key", "")
+    FAILURES[key] = FAILURES.get(key, 0) + 1
+    limit = int(query.get("n", "-1"))
+    return limit < 0 or FAILURES[key] <= limit
+
+
 @dataclass
 class App:
     """The HTTP and TCP app of one pod."""
@@ -142,7 +160,25 @@ class App:
                 path = request.target.decode()
                 headers = {k.decode(): v.decode() for k, v in request.headers}
                 self.requests.append({"path": path, "headers": headers, "peer": peer})
-                if path.startswith("/echo"):
+                if path.startswith("/hang"):  # until the caller goes away
+                    while await reader.read(65536):
+                        pass
+                    break
+                if path.startswith("/reset") and _should_fail(self.name, path):
+                    writer.transport.abort()
+                    break
+                if path.startswith("/fail") and _should_fail(self.name, path):
+                    code = int(dict(
+                        p.split("=", 1) for p in path.partition("?")[2].split("&") if "=" in p
+                    ).get("code", "503"))  # fmt: skip
+                    while isinstance(await event(), h11.Data):
+                        pass
+                    await send(
+                        h11.Response(status_code=code, headers=[("content-length", "4")]),
+                        h11.Data(data=b"fail"),
+                        h11.EndOfMessage(),
+                    )
+                elif path.startswith("/echo"):
                     await send(h11.Response(status_code=200, headers=[]))
                     while isinstance(ev := await event(), h11.Data):
                         await send(h11.Data(data=ev.data))

@@ -12,11 +12,13 @@ the request: a non-empty ``response_flags`` such as ``UF`` or ``UT``)::
       response_flags="-" route="default" request_id="6f9c..." bytes_sent=120
       bytes_recv=0 duration="2ms"
 
-Response flags are Envoy's: ``UH`` no healthy upstream, ``UF`` upstream
-connection failure, ``UT`` upstream request timeout, ``UC`` upstream
-connection termination, ``NR`` no route, ``DC`` downstream connection
-termination, ``DPE`` downstream protocol error; ``-`` none (as for RBAC and
-JWT denials, whose reason goes in ``details``).
+Response flags are Envoy's (several are joined with ``,`` in Envoy's order):
+``UH`` no healthy upstream, ``UF`` upstream connection failure, ``UT``
+upstream request timeout, ``UC`` upstream connection termination, ``UO``
+upstream overflow (circuit breaking), ``URX`` retries exhausted, ``DI``
+delayed and ``FI`` aborted by fault injection, ``NR`` no route, ``DC``
+downstream connection termination, ``DPE`` downstream protocol error; ``-``
+none (as for RBAC and JWT denials, whose reason goes in ``details``).
 """
 
 from __future__ import annotations

@@ -16,9 +16,25 @@ Decisions (following Envoy's defaults in Istio's waypoint):
   identity is what policy uses.
 - A request addressed to a workload (workload waypoint) is forwarded to
   that workload after policy; routers are asked only about services.
-- Route timeout (``RouteDecision.timeout``) covers the whole exchange until
-  the response is complete: before the response head it is ``504 upstream
-  request timeout`` (flag ``UT``); after, the downstream stream is reset.
+- Route timeout (``RouteDecision.timeout``) covers the whole exchange, every
+  attempt and back-off included, until the response is complete: before the
+  response head it is ``504 upstream request timeout`` (flag ``UT``); after,
+  the downstream stream is reset.
+- Fault injection (``RouteDecision.fault``) runs after authorization and
+  before the router's timeout starts: delay (``DI``), then abort (``FI``,
+  body ``fault filter abort``).
+- Retries (``RouteDecision.retry``, see ``resilience.retry``): an attempt
+  lasts until its response head (the per-try timeout covers that wait; a
+  body that stalls afterwards is bounded by the route timeout only). A
+  retriable answer is discarded (its connection reset) and the request goes
+  to an endpoint not tried yet when there is one. Nothing is retried once
+  the response head went downstream, nor when the client's body has
+  outgrown the retry buffer (``proxy.replay``, 1 MiB) or ended badly.
+  Exhausted: the last answer goes back with ``URX``; retry budget
+  (``maxRetries``) exceeded: with ``UO``. Each attempt counts for outlier
+  detection and holds a circuit-breaker slot of its cluster
+  (``proxy.clusters``); a refused slot is ``503 ... reset reason: overflow``
+  (``UO``).
 - Mirrors: fire-and-forget copies to the mirror backend with ``-shadow``
   appended to the authority (as Envoy); their responses are discarded and
   never delay the main request. A request body is teed only when its
@@ -56,6 +72,7 @@ from ambient.waypoint.model import (
 )
 from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint, endpoints_of
+from ambient.waypoint.proxy.clusters import Clusters, ClusterState
 from ambient.waypoint.proxy.messages import (
     Body,
     BodyAborted,
@@ -65,13 +82,67 @@ from ambient.waypoint.proxy.messages import (
     ResponseSink,
     strip_hop_by_hop,
 )
-from ambient.waypoint.proxy.upstream import UpstreamClient, UpstreamFailed, UpstreamRequest
+from ambient.waypoint.proxy.replay import ReplayableBody
+from ambient.waypoint.proxy.upstream import (
+    ConnectionSettings,
+    UpstreamClient,
+    UpstreamFailed,
+    UpstreamRequest,
+)
+from ambient.waypoint.resilience.fault import FaultRoll
+from ambient.waypoint.resilience.pool import Overflow
+from ambient.waypoint.resilience.retry import Attempt, Failure
 from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.waypoint")
 
 MIRROR_BODY_LIMIT = 64 * 1024
 RBAC_DENIED = b"RBAC: access denied"
+_CONNECT_FAILURE = (
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+)
+_TERMINATION = (
+    b"upstream connect error or disconnect/reset before headers. "
+    b"reset reason: connection termination"
+)
+_OVERFLOW = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+# Envoy's response flags in the order its access log prints them.
+_FLAG_ORDER = ("UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX")
+
+
+def add_flag(record: RequestRecord, flag: str) -> None:
+    """Add an Envoy response flag to the record (``-`` is none), keeping Envoy's order."""
+    flags = set() if record.flags == "-" else set(record.flags.split(","))
+    flags.add(flag)
+    order = {f: i for i, f in enumerate(_FLAG_ORDER)}
+    record.flags = ",".join(sorted(flags, key=lambda f: order.get(f, len(order))))
+
+
+class _Outcome:
+    """One attempt's result and the slots it holds (balancer in-flight, cluster request)."""
+
+    __slots__ = ("attempt", "balancer", "cluster", "endpoint", "holds_slot", "overflow",
+                 "result", "started")  # fmt: skip
+
+    def __init__(self, balancer: Balancer, endpoint: Endpoint, cluster: ClusterState | None):
+        self.balancer = balancer
+        self.endpoint = endpoint
+        self.cluster = cluster
+        self.attempt: Attempt | None = None
+        self.result: tuple[ResponseHead, Body] | UpstreamFailed | None = None
+        self.overflow: str | None = None
+        self.holds_slot = False
+        self.started = False
+
+    def release(self) -> None:
+        if self.started:
+            self.started = False
+            self.balancer.finished(self.endpoint)
+        if self.holds_slot and self.cluster is not None:
+            self.holds_slot = False
+            self.cluster.limits.release()
+
+
 _TEXT = (("content-type", "text/plain"),)
 
 
@@ -98,6 +169,8 @@ class Forwarder:
         self.policies = policies
         self.upstream = upstream
         self.balancer = balancer or Balancer()
+        self.clusters = Clusters()
+        self.rng = random.Random()
         self._mirrors: set[asyncio.Task[None]] = set()
 
     async def handle(
@@ -135,32 +208,42 @@ class Forwarder:
                 record.details = f"rbac_access_denied_matched_policy[{verdict.policy or 'none'}]"
                 await self._local(sink, record, 403, RBAC_DENIED)
                 return
-            decision, endpoint = self._route(target, head, record)
+            decision, endpoint, cluster_size = self._route(target, head, record)
             if decision.response is not None:
                 await self._direct(sink, record, decision.response, decision.response_headers)
                 return
+            if decision.fault is not None:
+                roll = decision.fault.roll(self.rng)
+                if roll.delay:
+                    add_flag(record, "DI")
+                    await asyncio.sleep(roll.delay)
+                if roll.aborts:
+                    add_flag(record, "FI")
+                    await self._abort(sink, record, roll)
+                    return
             if endpoint is None:
-                record.flags = "UH"
+                add_flag(record, "UH")
                 await self._local(sink, record, 503, b"no healthy upstream")
                 return
             request = self._upstream_request(head, decision, request_id)
             if decision.mirrors:
                 body = await self._mirror(decision.mirrors, request, body)
-            self.balancer.started(endpoint)
             try:
                 if decision.timeout:
                     async with asyncio.timeout(decision.timeout):
-                        await self._exchange(endpoint, request, body, decision, sink, record)
+                        await self._forward(
+                            endpoint, cluster_size, request, body, decision, sink, record
+                        )
                 else:
-                    await self._exchange(endpoint, request, body, decision, sink, record)
+                    await self._forward(
+                        endpoint, cluster_size, request, body, decision, sink, record
+                    )
             except TimeoutError:
-                record.flags = "UT"
+                add_flag(record, "UT")
                 if sink.started:
                     sink.abort()
                 else:
                     await self._local(sink, record, 504, b"upstream request timeout")
-            finally:
-                self.balancer.finished(endpoint)
         except DownstreamGone:
             record.flags = "DC"
             sink.abort()
@@ -171,25 +254,25 @@ class Forwarder:
 
     def _route(
         self, target: Target, head: RequestHead, record: RequestRecord
-    ) -> tuple[RouteDecision, Endpoint | None]:
+    ) -> tuple[RouteDecision, Endpoint | None, int]:
+        """The decision, the first endpoint, and how many endpoints the cluster has."""
         if target.hostname is None:
             record.route = "default"
             workload = self.state.workload_by_ip(target.address)
             record.destination = workload
             if workload is None or not _usable(workload):
-                return RouteDecision(route="default"), None
-            return RouteDecision(route="default"), Endpoint(workload, target.address, target.port)
+                return RouteDecision(route="default"), None, 0
+            endpoint = Endpoint(workload, target.address, target.port)
+            return RouteDecision(route="default"), endpoint, 1
         decision = self.policies.router.route(target, head)
         record.route = decision.route
         backend = decision.backend
         if backend is None:
-            return decision, None
+            return decision, None, 0
         record.service = self.state.services.get(backend.service_key)
-        endpoint = self.balancer.pick(backend, endpoints_of(self.state, backend))
-        if endpoint is not None:
-            record.destination = endpoint.workload
-            record.upstream_addr = endpoint.address
-        return decision, endpoint
+        endpoints = endpoints_of(self.state, backend)
+        candidates = self.clusters.get(backend).select(endpoints) if endpoints else endpoints
+        return decision, self.balancer.pick(backend, candidates), len(endpoints)
 
     def _upstream_request(
         self, head: RequestHead, decision: RouteDecision, request_id: str
@@ -211,36 +294,178 @@ class Forwarder:
             headers=final,
         )
 
-    # -- the exchange ----------------------------------------------------------------
+    # -- the exchange, with retries ------------------------------------------------
 
-    async def _exchange(
+    async def _forward(
         self,
         endpoint: Endpoint,
+        cluster_size: int,
         request: UpstreamRequest,
         body: Body,
         decision: RouteDecision,
         sink: ResponseSink,
         record: RequestRecord,
     ) -> None:
+        """Attempts until one is final (see ``resilience.retry``), then stream its response."""
+        retry = decision.retry
+        backend = decision.backend
+        cluster = self.clusters.get(backend) if backend is not None else None
         counted = _CountingBody(body, record)
-        try:
-            response, response_body = await self.upstream.send(endpoint, request, counted)
-        except UpstreamFailed as exc:
-            record.flags = exc.flag
-            record.details = str(exc)
-            message = (
-                b"upstream connect error or disconnect/reset before headers. "
-                b"reset reason: connection failure"
-                if exc.flag == "UF"
-                else b"upstream connect error or disconnect/reset before headers. "
-                b"reset reason: connection termination"
+        replay = ReplayableBody(counted) if retry is not None and not body.empty else None
+        sent: Body = replay if replay is not None else counted
+        tried: list[Endpoint] = []
+        retries = 0
+        while True:
+            tried.append(endpoint)
+            record.destination = endpoint.workload
+            record.upstream_addr = endpoint.address
+            outcome = await self._attempt(endpoint, request, sent, decision, cluster)
+            attempt, result = outcome.attempt, outcome.result
+            if cluster is not None and attempt is not None:
+                cluster.record(endpoint, attempt, cluster_size)
+            again = (
+                retry is not None
+                and attempt is not None
+                and retry.retriable(attempt)
+                and not counted.aborted
+                and (replay is None or replay.replayable)
             )
-            if counted.aborted:
+            if again and retry is not None and retries >= retry.retries:
+                add_flag(record, "URX")
+                again = False
+            if again and cluster is not None and not cluster.limits.try_retry():
+                add_flag(record, "UO")  # Envoy: the retry budget (maxRetries) overflowed
+                again = False
+            if not again:
+                if replay is not None:
+                    replay.stop_keeping()
+                await self._deliver(outcome, decision, sink, record, counted.aborted)
+                return
+            assert retry is not None
+            if isinstance(result, tuple):
+                self.upstream.discard(result[1])
+            outcome.release()
+            retries += 1
+            try:
+                await asyncio.sleep(retry.backoff_delay(retries, self.rng))
+                next_endpoint = self._retry_endpoint(decision, endpoint, tried, retry.other_hosts)
+            finally:
+                if cluster is not None:
+                    cluster.limits.retry_done()
+            if next_endpoint is None:
+                add_flag(record, "UH")
+                await self._local(sink, record, 503, b"no healthy upstream")
+                return
+            endpoint = next_endpoint
+            if replay is not None:
+                replay.rewind()
+            log.debug("retry %d of %s %s to %s", retries, request.method, request.target,
+                      endpoint.address)  # fmt: skip
+
+    def _retry_endpoint(
+        self, decision: RouteDecision, last: Endpoint, tried: list[Endpoint], other_hosts: bool
+    ) -> Endpoint | None:
+        """Where a retry goes: preferably an endpoint not tried yet (Istio's default)."""
+        backend = decision.backend
+        if backend is None:
+            return last  # a workload-addressed request: the same workload again
+        endpoints = endpoints_of(self.state, backend)
+        if not endpoints:
+            return None
+        candidates = self.clusters.get(backend).select(endpoints)
+        if other_hosts:
+            fresh = [e for e in candidates if e not in tried]
+            candidates = fresh or candidates
+        return self.balancer.pick(backend, candidates)
+
+    async def _attempt(
+        self,
+        endpoint: Endpoint,
+        request: UpstreamRequest,
+        body: Body,
+        decision: RouteDecision,
+        cluster: ClusterState | None,
+    ) -> _Outcome:
+        """One try, until its response head; the outcome holds the request's slots."""
+        outcome = _Outcome(self.balancer, endpoint, cluster)
+        if cluster is not None:
+            try:
+                await cluster.limits.acquire()
+            except Overflow as exc:
+                outcome.overflow = str(exc)
+                return outcome
+            outcome.holds_slot = True
+        self.balancer.started(endpoint)
+        outcome.started = True
+        retry = decision.retry
+        per_try = retry.per_try_timeout if retry is not None else None
+        settings = cluster.connections if cluster is not None else ConnectionSettings()
+        try:
+            if per_try:
+                async with asyncio.timeout(per_try):
+                    result = await self.upstream.send(endpoint, request, body, settings)
+            else:
+                result = await self.upstream.send(endpoint, request, body, settings)
+        except UpstreamFailed as exc:
+            failure = Failure.CONNECT if exc.flag == "UF" else Failure.RESET
+            outcome.attempt = Attempt(failure=failure)
+            outcome.result = exc
+            return outcome
+        except TimeoutError:
+            outcome.attempt = Attempt(failure=Failure.TIMEOUT)
+            return outcome
+        except BaseException:
+            outcome.release()
+            raise
+        response = result[0]
+        grpc_status = next((v for k, v in response.headers if k == "grpc-status"), "")
+        outcome.attempt = Attempt(response.status, grpc_status)
+        outcome.result = result
+        return outcome
+
+    async def _deliver(
+        self,
+        outcome: _Outcome,
+        decision: RouteDecision,
+        sink: ResponseSink,
+        record: RequestRecord,
+        client_gone: bool,
+    ) -> None:
+        """Send the final attempt's answer downstream, then free its slots."""
+        try:
+            await self._send_outcome(outcome, decision, sink, record, client_gone)
+        finally:
+            outcome.release()
+
+    async def _send_outcome(
+        self,
+        outcome: _Outcome,
+        decision: RouteDecision,
+        sink: ResponseSink,
+        record: RequestRecord,
+        client_gone: bool,
+    ) -> None:
+        result = outcome.result
+        if outcome.overflow is not None:
+            add_flag(record, "UO")
+            record.details = f"upstream_overflow ({outcome.overflow})"
+            await self._local(sink, record, 503, _OVERFLOW)
+            return
+        if result is None:  # the per-try timeout fired before a response head
+            add_flag(record, "UT")
+            await self._local(sink, record, 504, b"upstream request timeout")
+            return
+        if isinstance(result, UpstreamFailed):
+            add_flag(record, result.flag)
+            record.details = str(result)
+            if client_gone:
                 record.flags = "DC"
                 sink.abort()
                 return
+            message = _CONNECT_FAILURE if result.flag == "UF" else _TERMINATION
             await self._local(sink, record, 503, message)
             return
+        response, response_body = result
         record.status = response.status
         record.grpc_status = next((v for k, v in response.headers if k == "grpc-status"), "")
         headers = decision.response_headers.apply(response.headers)
@@ -252,11 +477,28 @@ class Forwarder:
                 record.response_bytes += len(chunk)
                 await sink.send_data(chunk)
         except BodyAborted as exc:
-            record.flags = "UC"
+            add_flag(record, "UC")
             record.details = str(exc)
             sink.abort()
             return
+        except BaseException:
+            self.upstream.discard(response_body)
+            raise
         await sink.end()
+
+    async def _abort(self, sink: ResponseSink, record: RequestRecord, roll: FaultRoll) -> None:
+        """A fault-injected answer: Envoy's ``fault filter abort``."""
+        if roll.abort_grpc is not None:
+            record.status = 200
+            record.grpc_status = str(roll.abort_grpc)
+            headers = (
+                ("content-type", "application/grpc"),
+                ("grpc-status", str(roll.abort_grpc)),
+                ("grpc-message", "fault filter abort"),
+            )
+            await sink.send_head(ResponseHead(200, headers), end=True, close=False)
+            return
+        await self._local(sink, record, roll.abort_status or 503, b"fault filter abort")
 
     # -- local answers ----------------------------------------------------------------
 

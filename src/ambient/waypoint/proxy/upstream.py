@@ -26,6 +26,12 @@ connections through ``hbone.pool`` (ztunnel's keying). Decisions:
   error, ``UC``). A response without Content-Length or chunked framing is
   read until the upstream closes, and that connection is not reused; nor is
   one whose response said ``Connection: close`` or was HTTP/1.0.
+- Per-cluster settings from a DestinationRule's ``connectionPool``
+  (``ConnectionSettings``): a connection closes after
+  ``maxRequestsPerConnection`` requests, idles at most ``http.idleTimeout``,
+  and the tunnel must open within ``tcp.connectTimeout`` (else ``UF``).
+- A response the caller will not read (a retried 503) is ``discard``-ed: its
+  connection is reset rather than drained.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from ambient.waypoint.proxy.h1codec import (
 from ambient.waypoint.proxy.h1wire import BodyReader, IncompleteMessage, MessageReader
 from ambient.waypoint.proxy.messages import Body, BodyAborted, ResponseHead, strip_hop_by_hop
 
-__all__ = ["UpstreamClient", "UpstreamFailed", "UpstreamRequest"]
+__all__ = ["ConnectionSettings", "UpstreamClient", "UpstreamFailed", "UpstreamRequest"]
 
 _FAILURES = (ParseError, IncompleteMessage, HboneError)
 
@@ -67,6 +73,18 @@ class UpstreamFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """A cluster's connection limits (DestinationRule ``connectionPool``)."""
+
+    max_requests: int = 0  # per connection; 0: unlimited
+    idle_timeout: float | None = None  # None: the client's default
+    connect_timeout: float | None = None
+
+
+_DEFAULT_SETTINGS = ConnectionSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     method: str
     target: str  # path and query
@@ -77,10 +95,11 @@ class UpstreamRequest:
 class _Connection:
     """One keep-alive HTTP/1.1 connection over an HBONE stream."""
 
-    __slots__ = ("busy", "idle_since", "keep_alive", "reader", "requests", "stream")
+    __slots__ = ("busy", "idle_since", "keep_alive", "reader", "requests", "settings", "stream")
 
-    def __init__(self, stream: HboneStream) -> None:
+    def __init__(self, stream: HboneStream, settings: ConnectionSettings) -> None:
         self.stream = stream
+        self.settings = settings
         self.reader = MessageReader(stream)
         self.requests = 0
         self.idle_since = 0.0
@@ -89,8 +108,10 @@ class _Connection:
 
     @property
     def usable(self) -> bool:
+        limit = self.settings.max_requests
         return (
             self.keep_alive
+            and not (limit and self.requests >= limit)
             and not self.busy
             and not self.reader.buffer  # bytes nobody asked for: the connection is confused
             and not self.stream.closed
@@ -138,6 +159,12 @@ class _ResponseBody:
         if data is not None:
             self._exchange.response_complete()
         return data
+
+    def discard(self) -> None:
+        """The response will not be read: end the exchange (its connection is reset)."""
+        if not self._body.complete:
+            self._body.complete = True
+            self._exchange.fail()
 
 
 class _Exchange:
@@ -216,7 +243,11 @@ class UpstreamClient:
         self._idle: dict[tuple[object, int], list[_Connection]] = {}
 
     async def send(
-        self, endpoint: Endpoint, request: UpstreamRequest, body: Body
+        self,
+        endpoint: Endpoint,
+        request: UpstreamRequest,
+        body: Body,
+        settings: ConnectionSettings = _DEFAULT_SETTINGS,
     ) -> tuple[ResponseHead, Body]:
         """Send ``request`` to ``endpoint``; the response head and a streaming body.
 
@@ -229,11 +260,27 @@ class UpstreamClient:
                 return await self._exchange(endpoint, connection, request, body)
             except _Retryable:
                 pass  # the idle connection had been closed by the server: once more, fresh
-        connection = await self._connect(endpoint)
+        if settings.connect_timeout:
+            try:
+                async with asyncio.timeout(settings.connect_timeout):
+                    stream = await self.open_stream(endpoint)
+            except TimeoutError:
+                raise UpstreamFailed(
+                    "UF", f"connect timeout after {settings.connect_timeout:g}s"
+                ) from None
+        else:
+            stream = await self.open_stream(endpoint)
+        connection = _Connection(stream, settings)
         try:
             return await self._exchange(endpoint, connection, request, body)
         except _Retryable as exc:
             raise UpstreamFailed("UC", str(exc)) from None
+
+    @staticmethod
+    def discard(body: Body) -> None:
+        """Drop a response body nobody will read (its connection is reset, not drained)."""
+        if isinstance(body, _ResponseBody):
+            body.discard()
 
     def put_idle(self, endpoint: Endpoint, connection: _Connection) -> None:
         idle = self._idle.setdefault((endpoint.ip, endpoint.port), [])
@@ -248,7 +295,7 @@ class UpstreamClient:
         now = time.monotonic()
         closed = 0
         for key, idle in list(self._idle.items()):
-            keep = [c for c in idle if now - c.idle_since < self.idle_timeout and c.usable]
+            keep = [c for c in idle if now - c.idle_since < self._idle_limit(c) and c.usable]
             for c in idle:
                 if c not in keep:
                     c.close(idle=True)
@@ -271,13 +318,15 @@ class UpstreamClient:
         idle = self._idle.get((endpoint.ip, endpoint.port))
         while idle:
             connection = idle.pop()
-            if connection.usable and time.monotonic() - connection.idle_since < self.idle_timeout:
+            if connection.usable and time.monotonic() - connection.idle_since < self._idle_limit(
+                connection
+            ):
                 return connection
             connection.close(idle=True)
         return None
 
-    async def _connect(self, endpoint: Endpoint) -> _Connection:
-        return _Connection(await self.open_stream(endpoint))
+    def _idle_limit(self, connection: _Connection) -> float:
+        return connection.settings.idle_timeout or self.idle_timeout
 
     async def open_stream(self, endpoint: Endpoint) -> HboneStream:
         """A new HBONE stream to ``endpoint`` (raises :class:`UpstreamFailed` with ``UF``)."""

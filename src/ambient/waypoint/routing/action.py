@@ -20,6 +20,8 @@ from ambient.waypoint.model import (
     RouteDecision,
     Target,
 )
+from ambient.waypoint.resilience.fault import FaultPolicy
+from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
 from ambient.waypoint.routing.filters import (
     GatewayRedirect,
     GatewayRewrite,
@@ -67,6 +69,8 @@ class RouteAction:
     response_headers: HeaderOps = _NO_OPS
     mirrors: tuple[Mirror, ...] = ()
     timeout: float | None = None
+    retry: RetryPolicy | None = DEFAULT_RETRY
+    fault: FaultPolicy | None = None
     redirect: GatewayRedirect | IstioRedirect | None = None
     rewrite: GatewayRewrite | IstioRewrite | None = None
     response: DirectResponse | None = None
@@ -96,6 +100,8 @@ class RouteAction:
             response_headers=merge_header_ops((self.response_headers, weighted.response_headers)),
             mirrors=self.mirrors,
             timeout=self.timeout,
+            retry=self.retry,
+            fault=self.fault,
         )
 
     def decide(self, target: Target, request: RequestHead, path: str, rng: Rng) -> RouteDecision:

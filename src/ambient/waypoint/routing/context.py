@@ -67,7 +67,9 @@ class CompileContext:
     def backend(self, service: MeshService, port: int, subset: Subset | None = None) -> Backend:
         """A backend for ``service:port``, with the DestinationRule policy that applies."""
         policy = self.policies.get(service.hostname)
-        lb = (policy or DestinationPolicy()).load_balancer(port, subset)
+        merged = policy or DestinationPolicy()
+        lb = merged.load_balancer(port, subset)
+        pool, outlier = merged.resilience(port, subset)
         return Backend(
             service.namespace,
             service.hostname,
@@ -75,4 +77,6 @@ class CompileContext:
             subset.name if subset else None,
             subset.labels if subset else FrozenMap(),
             lb,
+            pool,
+            outlier,
         )

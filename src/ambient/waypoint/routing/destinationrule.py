@@ -7,10 +7,24 @@ one backend, most specific first: the subset's ``portLevelSettings`` for the
 port, the subset's ``loadBalancer``, the rule's ``portLevelSettings``, the
 rule's ``loadBalancer``.
 
+``connectionPool`` and ``outlierDetection`` are applied
+(``waypoint.resilience.pool`` / ``.outlier``) and merged as istiod merges a
+subset's policy into the rule's (``MergeTrafficPolicy``): the rule's
+port-level setting for the port replaces the rule-wide fields *all together*
+(unset ones fall back to defaults: port-level settings do not inherit); a
+subset's ``trafficPolicy`` then overrides field by field, and the subset's own
+port-level setting again replaces all of them. A value of 0 for a
+``connectionPool`` limit means "unset" (unlimited), as in Istio.
+``consecutiveErrors`` (deprecated) counts gateway errors only, as Istio maps it.
+
 Decisions:
 
-- Parsed and ignored with a load warning: ``connectionPool``,
-  ``outlierDetection``, ``tls``, ``tunnel``, ``proxyProtocol``,
+- Parsed and ignored with a load warning: ``tls``, ``tunnel``, ``proxyProtocol``,
+  ``connectionPool.tcp.tcpKeepalive`` / ``maxConnectionDuration`` /
+  ``idleTimeout``, ``connectionPool.http.h2UpgradePolicy`` /
+  ``useClientProtocol`` / ``maxConcurrentStreams`` (the waypoint speaks
+  HTTP/1.1 upstream inside HBONE), ``outlierDetection``
+  ``splitExternalLocalOriginErrors`` / ``consecutiveLocalOriginFailures``,
   ``loadBalancer.consistentHash`` / ``localityLbSetting`` /
   ``warmupDurationSecs``, ``simple: PASSTHROUGH`` (round robin is used),
   ``exportTo``. ``workloadSelector`` is refused (it scopes a rule to sidecars).
@@ -33,6 +47,7 @@ from ambient.config.schema import (
     INVALID,
     Choice,
     FieldPath,
+    Int,
     Invalid,
     ListOf,
     Node,
@@ -42,7 +57,9 @@ from ambient.config.schema import (
     req,
 )
 from ambient.waypoint.model import LoadBalancer
-from ambient.waypoint.routing.common import Ignored
+from ambient.waypoint.resilience.outlier import OutlierPolicy
+from ambient.waypoint.resilience.pool import DEFAULT_POOL, UNLIMITED, PoolPolicy
+from ambient.waypoint.routing.common import GoDuration, Ignored
 
 __all__ = [
     "DESTINATION_RULE",
@@ -54,8 +71,6 @@ __all__ = [
 ]
 
 _IGNORED_POLICY = {
-    "connectionPool": "connection pool limits are not enforced by the waypoint yet",
-    "outlierDetection": "outlier detection is not implemented by the waypoint yet",
     "tls": "the waypoint always reaches backends over HBONE mutual TLS",
     "tunnel": "the waypoint always reaches backends over HBONE",
     "proxyProtocol": "the waypoint does not send PROXY protocol to backends",
@@ -64,14 +79,27 @@ _IGNORED_POLICY = {
 
 @dataclass(frozen=True)
 class PortLoadBalancer:
+    """One ``portLevelSettings`` entry."""
+
     port: int
     load_balancer: LoadBalancer | None = None
+    connection_pool: PoolPolicy | None = None
+    outlier_detection: OutlierPolicy | None = None
 
 
 @dataclass(frozen=True)
 class TrafficPolicy:
     load_balancer: LoadBalancer | None = None
     port_level_settings: tuple[PortLoadBalancer, ...] = ()
+    connection_pool: PoolPolicy | None = None
+    outlier_detection: OutlierPolicy | None = None
+
+    def resilience(self, port: int) -> tuple[PoolPolicy | None, OutlierPolicy | None]:
+        """connectionPool and outlierDetection for ``port``: a port-level entry replaces both."""
+        for setting in self.port_level_settings:
+            if setting.port == port:
+                return setting.connection_pool, setting.outlier_detection
+        return self.connection_pool, self.outlier_detection
 
     def for_port(self, port: int) -> LoadBalancer | None:
         """The policy for ``port``: its port-level setting, else the rule-wide one."""
@@ -130,6 +158,23 @@ class DestinationPolicy:
                 return chosen
         return LoadBalancer.ROUND_ROBIN
 
+    def resilience(
+        self, port: int, subset: Subset | None = None
+    ) -> tuple[PoolPolicy, OutlierPolicy | None]:
+        """The circuit breakers and outlier detection of one cluster (istiod's merge)."""
+        pool: PoolPolicy | None = None
+        outlier: OutlierPolicy | None = None
+        if self.traffic_policy is not None:
+            pool, outlier = self.traffic_policy.resilience(port)
+        sub = subset.traffic_policy if subset is not None else None
+        if sub is not None:
+            if any(s.port == port for s in sub.port_level_settings):
+                pool, outlier = sub.resilience(port)
+            else:
+                pool = sub.connection_pool or pool
+                outlier = sub.outlier_detection or outlier
+        return pool or DEFAULT_POOL, outlier
+
 
 # --- schema ------------------------------------------------------------------------------
 
@@ -178,12 +223,126 @@ _LOAD_BALANCER = Obj(
 )
 
 
+def _limit(value: int | None) -> int:
+    """A connectionPool limit: 0 or unset means Istio's default (unlimited)."""
+    return value if value else UNLIMITED
+
+
+def _pool(
+    tcp: dict[str, object] | None = None, http: dict[str, object] | None = None
+) -> PoolPolicy:
+    tcp, http = tcp or {}, http or {}
+
+    def get(section: dict[str, object], key: str) -> int | None:
+        value = section.get(key)
+        return value if isinstance(value, int) else None
+
+    idle = http.get("idle_timeout")
+    connect = tcp.get("connect_timeout")
+    return PoolPolicy(
+        max_connections=_limit(get(tcp, "max_connections")),
+        max_pending=_limit(get(http, "http1_max_pending_requests")),
+        max_requests=_limit(get(http, "http2_max_requests")),
+        max_requests_per_connection=get(http, "max_requests_per_connection") or 0,
+        max_retries=_limit(get(http, "max_retries")),
+        idle_timeout=idle if isinstance(idle, float) and idle > 0 else None,
+        connect_timeout=connect if isinstance(connect, float) and connect > 0 else 10.0,
+    )
+
+
+def _section(**fields: object) -> dict[str, object]:
+    return fields
+
+
+_WAYPOINT_H1 = "the waypoint speaks HTTP/1.1 to backends inside HBONE"
+_CONNECTION_POOL = Obj(
+    _pool,
+    {
+        "tcp": Obj(
+            _section,
+            {
+                "maxConnections": Int(0),
+                "connectTimeout": GoDuration(allow_zero=False),
+                "tcpKeepalive": Ignored("HBONE keeps its connections alive with HTTP/2 PING"),
+                "maxConnectionDuration": Ignored("upstream connections have no maximum age"),
+                "idleTimeout": Ignored("use http.idleTimeout"),
+            },
+        ),
+        "http": Obj(
+            _section,
+            {
+                "http1MaxPendingRequests": Int(0),
+                "http2MaxRequests": Int(0),
+                "maxRequestsPerConnection": Int(0),
+                "maxRetries": Int(0),
+                "idleTimeout": GoDuration(),
+                "h2UpgradePolicy": Ignored(_WAYPOINT_H1),
+                "useClientProtocol": Ignored(_WAYPOINT_H1),
+                "maxConcurrentStreams": Ignored(_WAYPOINT_H1),
+            },
+        ),
+    },
+)
+
+
+def _outlier(
+    consecutive_errors: int | None = None,
+    consecutive5xx_errors: int | None = None,
+    consecutive_gateway_errors: int | None = None,
+    interval: float | None = None,
+    base_ejection_time: float | None = None,
+    max_ejection_percent: int | None = None,
+    min_health_percent: int | None = None,
+    **_ignored: object,
+) -> OutlierPolicy:
+    defaults = OutlierPolicy()
+    five, gateway = defaults.consecutive_5xx, defaults.consecutive_gateway
+    if consecutive_errors:  # deprecated: Istio maps it to gateway errors only
+        five, gateway = 0, consecutive_errors
+    if consecutive5xx_errors is not None:
+        five = consecutive5xx_errors
+    if consecutive_gateway_errors is not None:
+        gateway = consecutive_gateway_errors
+    return OutlierPolicy(
+        consecutive_5xx=five,
+        consecutive_gateway=gateway,
+        interval=interval or defaults.interval,
+        base_ejection=base_ejection_time or defaults.base_ejection,
+        max_ejection_percent=(
+            defaults.max_ejection_percent if max_ejection_percent is None else max_ejection_percent
+        ),
+        min_health_percent=min_health_percent or 0,
+    )
+
+
+_OUTLIER = Obj(
+    _outlier,
+    {
+        "consecutiveErrors": Int(0),
+        "consecutive5xxErrors": Int(0),
+        "consecutiveGatewayErrors": Int(0),
+        "interval": GoDuration(allow_zero=False),
+        "baseEjectionTime": GoDuration(allow_zero=False),
+        "maxEjectionPercent": Int(0, 100),
+        "minHealthPercent": Int(0, 100),
+        "splitExternalLocalOriginErrors": Ignored(
+            "the waypoint counts its own failures with the application's errors"
+        ),
+        "consecutiveLocalOriginFailures": Ignored(
+            "the waypoint counts its own failures with the application's errors"
+        ),
+    },
+)
+
+
 def _port_settings(
     port: int,
     load_balancer: LoadBalancer | None = None,
+    connection_pool: PoolPolicy | None = None,
+    outlier_detection: OutlierPolicy | None = None,
     **_ignored: object,
 ) -> PortLoadBalancer:
-    return PortLoadBalancer(port, load_balancer)
+    return PortLoadBalancer(port, load_balancer, connection_pool, outlier_detection)
 
 
 def _port_number(number: int) -> int:
@@ -195,6 +354,8 @@ _PORT_LEVEL = Obj(
     {
         "port": req(Obj(_port_number, {"number": req(PORT)})),
         "loadBalancer": _LOAD_BALANCER,
+        "connectionPool": _CONNECTION_POOL,
+        "outlierDetection": _OUTLIER,
         **{key: Ignored(reason) for key, reason in _IGNORED_POLICY.items()},
     },
 )
@@ -203,9 +364,11 @@ _PORT_LEVEL = Obj(
 def _traffic_policy(
     load_balancer: LoadBalancer | None = None,
     port_level_settings: tuple[PortLoadBalancer, ...] = (),
+    connection_pool: PoolPolicy | None = None,
+    outlier_detection: OutlierPolicy | None = None,
     **_ignored: object,
 ) -> TrafficPolicy:
-    return TrafficPolicy(load_balancer, port_level_settings)
+    return TrafficPolicy(load_balancer, port_level_settings, connection_pool, outlier_detection)
 
 
 _TRAFFIC_POLICY = Obj(
@@ -213,6 +376,8 @@ _TRAFFIC_POLICY = Obj(
     {
         "loadBalancer": _LOAD_BALANCER,
         "portLevelSettings": ListOf(_PORT_LEVEL),
+        "connectionPool": _CONNECTION_POOL,
+        "outlierDetection": _OUTLIER,
         **{key: Ignored(reason) for key, reason in _IGNORED_POLICY.items()},
     },
 )

@@ -14,7 +14,10 @@ and answer 500, and the route reports ``ResolvedRefs=False``, as the spec asks.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ambient.waypoint.model import Backend, HeaderOps, Mirror
+from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
 from ambient.waypoint.routing.action import RouteAction, WeightedBackend
 from ambient.waypoint.routing.context import CompileContext, Entry
 from ambient.waypoint.routing.filters import (
@@ -30,6 +33,7 @@ from ambient.waypoint.routing.httproute import (
     HTTPRoute,
     Match,
     PathModifier,
+    Retry,
     Rule,
     ServiceRef,
 )
@@ -154,6 +158,18 @@ def _mirrors(
     return tuple(out)
 
 
+def _retry(spec: Retry | None) -> RetryPolicy | None:
+    """HTTPRoute ``retry`` as Istio translates it (no ``retry``: Istio's default policy)."""
+    if spec is None:
+        return DEFAULT_RETRY
+    attempts = 2 if spec.attempts is None else spec.attempts
+    retry_on = ",".join(
+        ["connect-failure,refused-stream,unavailable,cancelled"]
+        + [str(code) for code in spec.codes]
+    )
+    return RetryPolicy.build(attempts, retry_on, backoff=spec.backoff)
+
+
 def _action(rule: Rule, match: Match, route: HTTPRoute, ctx: CompileContext) -> RouteAction:
     by_type = {f.type: f for f in rule.filters}
     redirect = by_type.get("RequestRedirect")
@@ -169,6 +185,13 @@ def _action(rule: Rule, match: Match, route: HTTPRoute, ctx: CompileContext) -> 
         spec_rw = rewrite.url_rewrite
         compiled_rewrite = GatewayRewrite(spec_rw.hostname, _path(spec_rw.path, match))
     timeout = rule.timeouts.request or None
+    retry = _retry(rule.retry)
+    per_try = rule.timeouts.backend_request or None
+    if per_try is not None:
+        if rule.retry is not None and retry is not None:
+            retry = dataclasses.replace(retry, per_try_timeout=per_try)
+        elif timeout is None or per_try < timeout:
+            timeout = per_try
     return RouteAction(
         route_key(route),
         tuple(_weighted(ref, route, ctx) for ref in rule.backend_refs),
@@ -184,6 +207,7 @@ def _action(rule: Rule, match: Match, route: HTTPRoute, ctx: CompileContext) -> 
         ),
         mirrors=_mirrors(rule.filters, route, ctx),
         timeout=timeout,
+        retry=retry,
         redirect=compiled_redirect,
         rewrite=compiled_rewrite,
         no_backend_status=500,

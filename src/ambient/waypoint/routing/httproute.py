@@ -11,9 +11,14 @@ match, a ``port`` on every Service backendRef.
 
 Decisions:
 
-- ``ExtensionRef``, ``CORS`` and ``ExternalAuth`` filters, ``retry`` and
+- ``ExtensionRef``, ``CORS`` and ``ExternalAuth`` filters and
   ``sessionPersistence`` are refused ("not supported"): the waypoint cannot
   honour them and the spec forbids skipping a filter silently.
+- ``retry`` (GEP-1731, experimental channel since v1.2: ``codes`` 400..599,
+  ``attempts``, ``backoff``) is applied as Istio translates it: retry on
+  connection failures and the listed codes, ``attempts`` default 2.
+  ``timeouts.backendRequest`` is the per-try timeout when the rule retries,
+  else the request's timeout (``gateway``).
 - ``hostnames`` is accepted with a warning and ignored: a mesh (GAMMA) route
   applies to the Service its parentRef names, whatever the Host header says
   (conformance ``MeshFrontendHostname``).
@@ -217,12 +222,20 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Retry:
+    codes: tuple[int, ...] = ()
+    attempts: int | None = None
+    backoff: float | None = None
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str | None = None
     matches: tuple[Match, ...] = (Match(),)
     filters: tuple[Filter, ...] = ()
     backend_refs: tuple[BackendRef, ...] = ()
     timeouts: Timeouts = Timeouts()
+    retry: Retry | None = None
 
 
 @dataclass(frozen=True)
@@ -528,9 +541,16 @@ _RULE = Obj(
         "timeouts": Obj(
             Timeouts, {"request": GatewayDuration(), "backendRequest": GatewayDuration()}
         ),
+        "retry": Obj(
+            Retry,
+            {
+                "codes": ListOf(Int(400, 599)),
+                "attempts": Int(0),
+                "backoff": GatewayDuration(),
+            },
+        ),
     },
     unsupported={
-        "retry": "retries are not implemented by the waypoint",
         "sessionPersistence": "session persistence is not implemented by the waypoint",
     },
     checks=[_check_rule],

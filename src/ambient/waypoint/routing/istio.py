@@ -12,6 +12,10 @@ does not resolve (unknown host, port or subset) keeps its weight and answers
 503, as Envoy does for a missing cluster, and the VirtualService reports
 ``ResolvedRefs=False``.
 
+Retries: a rule without ``retries`` gets Istio's default policy
+(``resilience.retry``); ``attempts: 0`` turns retries off. ``fault`` becomes a
+``FaultPolicy`` (percentages as given; none given: no request affected).
+
 ``rewrite.uri`` replaces the matched ``prefix``; after an ``exact`` or
 ``regex`` match it replaces the whole path; with no ``uri`` match it replaces
 the leading ``/`` (Envoy's prefix rewrite of a catch-all route: ``/x`` with
@@ -25,6 +29,8 @@ import binascii
 import re
 
 from ambient.waypoint.model import DirectResponse, HeaderOps, Mirror
+from ambient.waypoint.resilience.fault import GRPC_CODES, FaultPolicy
+from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
 from ambient.waypoint.routing.action import RouteAction, WeightedBackend
 from ambient.waypoint.routing.context import CompileContext, Entry
 from ambient.waypoint.routing.filters import IstioRedirect, IstioRewrite
@@ -34,7 +40,9 @@ from ambient.waypoint.routing.services import MeshService
 from ambient.waypoint.routing.virtualservice import (
     Destination,
     HeaderOperations,
+    HTTPFaultInjection,
     HTTPMatchRequest,
+    HTTPRetry,
     HTTPRouteRule,
     StringMatch,
     VirtualService,
@@ -191,6 +199,37 @@ def _rewrite(rule: HTTPRouteRule, match: HTTPMatchRequest) -> IstioRewrite | Non
     )
 
 
+def retry_policy(spec: HTTPRetry | None) -> RetryPolicy | None:
+    """A rule's ``retries`` as a policy (no ``retries``: Istio's default)."""
+    if spec is None:
+        return DEFAULT_RETRY
+    return RetryPolicy.build(
+        spec.attempts,
+        spec.retry_on,
+        spec.per_try_timeout,
+        spec.backoff,
+        spec.retry_ignore_previous_hosts,
+    )
+
+
+def fault_policy(spec: HTTPFaultInjection | None) -> FaultPolicy | None:
+    if spec is None:
+        return None
+    delay, delay_percent = 0.0, 0.0
+    if spec.delay is not None:
+        delay = spec.delay.fixed_delay
+        if spec.delay.percentage is not None:
+            delay_percent = spec.delay.percentage.value
+        elif spec.delay.percent is not None:
+            delay_percent = float(spec.delay.percent)
+    status, grpc, abort_percent = None, None, 0.0
+    if spec.abort is not None:
+        status = spec.abort.http_status
+        grpc = GRPC_CODES[spec.abort.grpc_status] if spec.abort.grpc_status else None
+        abort_percent = spec.abort.percentage.value if spec.abort.percentage else 0.0
+    return FaultPolicy(delay, delay_percent, status, grpc, abort_percent)
+
+
 def _action(
     rule: HTTPRouteRule, match: HTTPMatchRequest, vs: VirtualService, port: int, ctx: CompileContext
 ) -> RouteAction:
@@ -220,6 +259,8 @@ def _action(
         response_headers=_ops(rule.headers.response),
         mirrors=_mirrors(rule, vs, port, ctx),
         timeout=rule.timeout or None,
+        retry=retry_policy(rule.retries),
+        fault=fault_policy(rule.fault),
         redirect=redirect,
         rewrite=_rewrite(rule, match),
         response=_direct(rule),

@@ -8,10 +8,18 @@ are 301/302/303/307/308; ``mirrorPercentage`` is 0..100.
 
 Decisions:
 
-- Parsed and **ignored with a load warning**: ``fault``, ``retries``,
-  ``corsPolicy`` (the waypoint does not inject faults, retry or answer CORS
-  yet), ``tcp`` and ``tls`` routes (the waypoint routes HTTP only), and
-  ``exportTo``.
+- ``retries`` and ``fault`` are applied (``waypoint.resilience``), validated as
+  Istio's webhook does: ``attempts`` >= 0, ``retryOn`` a comma list of Envoy
+  conditions and HTTP status codes, durations of at least 1ms, a fault with a
+  delay and/or an abort, an abort with one of ``httpStatus`` (200..599) or
+  ``grpcStatus``, percentages 0..100. ``retries`` with ``attempts: 0`` and
+  other fields, and a fault without ``percentage`` (which affects no request,
+  as in Istio), load with a warning. ``retryRemoteLocalities`` is accepted and
+  has no effect (one locality); ``exponentialDelay`` and ``http2Error`` are
+  refused (Istio does not implement them either).
+- Parsed and **ignored with a load warning**: ``corsPolicy`` (the waypoint
+  does not answer CORS yet), ``tcp`` and ``tls`` routes (the waypoint routes
+  HTTP only), and ``exportTo``.
 - **Refused** ("not supported"): ``delegate``, and the match conditions that
   depend on the caller (``sourceLabels``, ``sourceNamespace``, ``gateways``):
   ignoring a condition would route more traffic than the author meant.
@@ -44,6 +52,8 @@ from ambient.config.schema import (
     req,
     show,
 )
+from ambient.waypoint.resilience.fault import GRPC_CODES
+from ambient.waypoint.resilience.retry import parse_retry_on
 from ambient.waypoint.routing.common import (
     REDIRECT_CODES,
     GoDuration,
@@ -58,8 +68,12 @@ __all__ = [
     "VIRTUAL_SERVICE",
     "Destination",
     "DirectResponseSpec",
+    "FaultAbort",
+    "FaultDelay",
+    "HTTPFaultInjection",
     "HTTPMatchRequest",
     "HTTPRedirect",
+    "HTTPRetry",
     "HTTPRewrite",
     "HTTPRouteDestination",
     "HTTPRouteRule",
@@ -174,6 +188,36 @@ class DirectResponseSpec:
 
 
 @dataclass(frozen=True)
+class HTTPRetry:
+    attempts: int = 0
+    per_try_timeout: float | None = None
+    retry_on: str | None = None
+    retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None
+    backoff: float | None = None
+
+
+@dataclass(frozen=True)
+class FaultDelay:
+    fixed_delay: float
+    percentage: Percent | None = None
+    percent: int | None = None  # deprecated integer form
+
+
+@dataclass(frozen=True)
+class FaultAbort:
+    http_status: int | None = None
+    grpc_status: str | None = None
+    percentage: Percent | None = None
+
+
+@dataclass(frozen=True)
+class HTTPFaultInjection:
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+@dataclass(frozen=True)
 class HTTPRouteRule:
     name: str = ""
     match: tuple[HTTPMatchRequest, ...] = ()
@@ -186,8 +230,8 @@ class HTTPRouteRule:
     mirror: Destination | None = None
     mirror_percentage: Percent | None = None
     mirrors: tuple[MirrorPolicy, ...] = ()
-    retries: object = None
-    fault: object = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
     cors_policy: object = None
 
 
@@ -291,6 +335,33 @@ def _check_direct_response(response: DirectResponseSpec, at: FieldPath, report: 
         report.error((*at, "body"), "set string or bytes, not both")
 
 
+def _check_retry(retry: HTTPRetry, at: FieldPath, report: Report) -> None:
+    if retry.retry_on is not None:
+        for problem in parse_retry_on(retry.retry_on)[2]:
+            report.error((*at, "retryOn"), problem)
+    if retry.attempts == 0 and (
+        retry.per_try_timeout is not None or retry.retry_on is not None or retry.backoff is not None
+    ):
+        report.warn(at, "retries are disabled by attempts: 0; the other retry fields do nothing")
+    if retry.retry_remote_localities:
+        report.warn((*at, "retryRemoteLocalities"), "has no effect: there is one locality")
+
+
+def _check_fault(fault: HTTPFaultInjection, at: FieldPath, report: Report) -> None:
+    if fault.delay is None and fault.abort is None:
+        report.error(at, "set delay, abort or both")
+        return
+    if fault.delay is not None and fault.delay.percentage is None and not fault.delay.percent:
+        report.warn((*at, "delay"), "no percentage: no request will be delayed (as in Istio)")
+    if fault.abort is not None and fault.abort.percentage is None:
+        report.warn((*at, "abort"), "no percentage: no request will be aborted (as in Istio)")
+
+
+def _check_abort(abort: FaultAbort, at: FieldPath, report: Report) -> None:
+    if (abort.http_status is None) == (abort.grpc_status is None):
+        report.error(at, "set exactly one of httpStatus, grpcStatus")
+
+
 # --- schema ------------------------------------------------------------------------------
 
 _CALLER_DEPENDENT = "the waypoint routes without the caller's labels or namespace"
@@ -338,6 +409,43 @@ _HEADER_OPS = Obj(
 )
 _HEADERS = Obj(Headers, {"request": _HEADER_OPS, "response": _HEADER_OPS})
 _PERCENT = Obj(Percent, {"value": PercentValue()})
+_RETRY = Obj(
+    HTTPRetry,
+    {
+        "attempts": Int(0),
+        "perTryTimeout": GoDuration(allow_zero=False),
+        "retryOn": Str(),
+        "retryRemoteLocalities": Bool(),
+        "retryIgnorePreviousHosts": Bool(),
+        "backoff": GoDuration(allow_zero=False),
+    },
+    checks=[_check_retry],
+)
+_FAULT = Obj(
+    HTTPFaultInjection,
+    {
+        "delay": Obj(
+            FaultDelay,
+            {
+                "fixedDelay": req(GoDuration(allow_zero=False)),
+                "percentage": _PERCENT,
+                "percent": Int(0, 100),
+            },
+            unsupported={"exponentialDelay": "Istio does not implement exponential delays"},
+        ),
+        "abort": Obj(
+            FaultAbort,
+            {
+                "httpStatus": Int(200, 599),
+                "grpcStatus": Choice(*GRPC_CODES),
+                "percentage": _PERCENT,
+            },
+            unsupported={"http2Error": "Istio does not implement HTTP/2 error aborts"},
+            checks=[_check_abort],
+        ),
+    },
+    checks=[_check_fault],
+)
 _RULE = Obj(
     HTTPRouteRule,
     {
@@ -391,8 +499,8 @@ _RULE = Obj(
         "mirrors": ListOf(
             Obj(MirrorPolicy, {"destination": req(_DESTINATION), "percentage": _PERCENT})
         ),
-        "retries": Ignored("the waypoint does not retry yet"),
-        "fault": Ignored("the waypoint does not inject faults yet"),
+        "retries": _RETRY,
+        "fault": _FAULT,
         "corsPolicy": Ignored("the waypoint does not answer CORS yet"),
     },
     unsupported={

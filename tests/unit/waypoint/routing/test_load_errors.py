@@ -157,17 +157,20 @@ def test_bad_documents_are_refused_with_their_field_path(doc: str, expected: str
 def test_ignored_fields_load_with_warnings() -> None:
     config = load_text(
         VS.format(
-            rule="fault: {abort: {httpStatus: 503}}\n    retries: {attempts: 3}\n    route: [{destination: {host: orders}}]"
+            rule="fault: {abort: {httpStatus: 503}}\n    retries: {attempts: 3}\n    corsPolicy: {}\n    route: [{destination: {host: orders}}]"
         )
         + "---\n"
-        + DR.format(rest="trafficPolicy: {outlierDetection: {consecutive5xxErrors: 5}}"),
+        + DR.format(
+            rest="trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}"
+        ),
         "routes.yaml",
     )
     warnings = sorted(f"{w.path}: {w.message}" for w in config.warnings)
     assert warnings == [
-        "spec.http[0].fault: accepted but not applied: the waypoint does not inject faults yet",
-        "spec.http[0].retries: accepted but not applied: the waypoint does not retry yet",
-        "spec.trafficPolicy.outlierDetection: accepted but not applied: outlier detection is not implemented by the waypoint yet",
+        "spec.http[0].corsPolicy: accepted but not applied: the waypoint does not answer CORS yet",
+        "spec.http[0].fault.abort: no percentage: no request will be aborted (as in Istio)",
+        "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: accepted but not applied: the waypoint speaks HTTP/1.1 to backends inside HBONE",
+        "spec.trafficPolicy.tls: accepted but not applied: the waypoint always reaches backends over HBONE mutual TLS",
     ]
 
 

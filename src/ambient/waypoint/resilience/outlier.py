@@ -1,0 +1,137 @@
+"""DestinationRule ``outlierDetection``: eject endpoints that keep failing, for a while.
+
+Envoy's consecutive-errors detection, as Istio configures it (errors of the
+waypoint's own making are not split from the application's:
+``splitExternalLocalOriginErrors`` false):
+
+- an attempt that got a 5xx, or no response (connection failure: counted as
+  503; reset: 503; timeout: 504) is an error; anything else resets the
+  counts. ``consecutive5xxErrors`` (default 5, 0 disables) counts every 5xx;
+  ``consecutiveGatewayErrors`` (default 0: off) counts 502, 503 and 504 (a
+  500 resets it).
+- reaching a threshold ejects the endpoint at once for ``baseEjectionTime``
+  x the number of times it has been ejected (capped at 300 s, Envoy's
+  ``max_ejection_time``); each ``interval`` it spends back in service
+  lowers that multiplier by one.
+- ``maxEjectionPercent`` (default 10): no ejection while the ejected share of
+  the cluster's endpoints is already at or above it (so one endpoint can be
+  ejected whenever it is above 0, as in Envoy).
+- ``minHealthPercent`` (default 0): when fewer than that percent of endpoints
+  are in service, ejections are ignored and every endpoint is used (Envoy's
+  panic threshold). At 0, a cluster whose endpoints are all ejected has no
+  healthy upstream (503 ``UH``).
+
+Decision: the return to service is checked when an endpoint is next
+considered, not on an ``interval`` sweep, so an ejection lasts exactly its
+time (Envoy's sweep can add up to one interval).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ambient.waypoint.resilience.retry import Attempt, Failure
+
+__all__ = ["OutlierDetector", "OutlierPolicy"]
+
+E = TypeVar("E")
+MAX_EJECTION_TIME = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierPolicy:
+    consecutive_5xx: int = 5
+    consecutive_gateway: int = 0
+    interval: float = 10.0
+    base_ejection: float = 30.0
+    max_ejection_percent: int = 10
+    min_health_percent: int = 0
+
+
+@dataclass(slots=True)
+class _Host:
+    errors_5xx: int = 0
+    errors_gateway: int = 0
+    ejected_until: float = 0.0
+    multiplier: int = 0
+    back_since: float = 0.0  # when it last returned to service
+    ejections: int = field(default=0)
+
+
+def _status_of(attempt: Attempt) -> int:
+    if attempt.failure is Failure.TIMEOUT:
+        return 504
+    if attempt.failure is not None:
+        return 503
+    return attempt.status
+
+
+class OutlierDetector:
+    """Error counts and ejections for the endpoints of one cluster."""
+
+    def __init__(self, policy: OutlierPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.clock = clock
+        self._hosts: dict[Hashable, _Host] = {}
+
+    def record(self, key: Hashable, attempt: Attempt, cluster_size: int) -> bool:
+        """Account one attempt's outcome on endpoint ``key``; True when it was ejected now."""
+        host = self._hosts.get(key)
+        status = _status_of(attempt)
+        if status < 500:
+            if host is not None:
+                host.errors_5xx = host.errors_gateway = 0
+            return False
+        if host is None:
+            host = self._hosts[key] = _Host()
+        now = self.clock()
+        if host.ejected_until > now:
+            return False  # an attempt that started before the ejection
+        policy = self.policy
+        host.errors_5xx += 1
+        if status in (502, 503, 504):
+            host.errors_gateway += 1
+        else:
+            host.errors_gateway = 0
+        tripped = (policy.consecutive_5xx > 0 and host.errors_5xx >= policy.consecutive_5xx) or (
+            policy.consecutive_gateway > 0 and host.errors_gateway >= policy.consecutive_gateway
+        )
+        if not tripped:
+            return False
+        host.errors_5xx = host.errors_gateway = 0
+        ejected = sum(1 for h in self._hosts.values() if h.ejected_until > now)
+        if cluster_size <= 0 or 100 * ejected / cluster_size >= policy.max_ejection_percent:
+            return False
+        if host.multiplier and host.back_since:
+            rested = int((now - host.back_since) / policy.interval) if policy.interval else 0
+            host.multiplier = max(0, host.multiplier - rested)
+        host.multiplier += 1
+        host.ejections += 1
+        duration = min(
+            policy.base_ejection * host.multiplier, max(MAX_EJECTION_TIME, policy.base_ejection)
+        )
+        host.ejected_until = now + duration
+        host.back_since = host.ejected_until
+        return True
+
+    def is_ejected(self, key: Hashable) -> bool:
+        host = self._hosts.get(key)
+        return host is not None and host.ejected_until > self.clock()
+
+    def select(self, endpoints: Sequence[E], key: Callable[[E], Hashable]) -> Sequence[E]:
+        """The endpoints to balance over: those in service, or all of them in panic."""
+        if not self._hosts or not endpoints:
+            return endpoints
+        now = self.clock()
+        hosts = self._hosts
+        healthy = [
+            e for e in endpoints if (h := hosts.get(key(e))) is None or h.ejected_until <= now
+        ]
+        if len(healthy) == len(endpoints):
+            return endpoints
+        if 100 * len(healthy) < self.policy.min_health_percent * len(endpoints):
+            return endpoints  # panic: below minHealthPercent, outlier detection steps aside
+        return healthy

@@ -1,0 +1,89 @@
+"""Outlier detection bookkeeping with a hand-driven clock."""
+
+from __future__ import annotations
+
+from ambient.waypoint.resilience.outlier import OutlierDetector, OutlierPolicy
+from ambient.waypoint.resilience.retry import Attempt, Failure
+
+OK, E500, E503 = Attempt(200), Attempt(500), Attempt(503)
+HOSTS = ["a", "b", "c", "d"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def detector(**policy: int | float) -> tuple[OutlierDetector, Clock]:
+    clock = Clock()
+    return OutlierDetector(OutlierPolicy(**policy), clock), clock  # type: ignore[arg-type]
+
+
+def test_consecutive_5xx_ejects_and_success_resets() -> None:
+    d, _ = detector(consecutive_5xx=3, max_ejection_percent=100)
+    assert not d.record("a", E500, 4)
+    assert not d.record("a", E503, 4)
+    assert not d.record("a", OK, 4)  # resets the count
+    assert not d.record("a", E500, 4)
+    assert not d.record("a", E500, 4)
+    assert d.record("a", Attempt(failure=Failure.CONNECT), 4)  # connection failure = 503
+    assert d.is_ejected("a")
+    assert d.select(HOSTS, str) == ["b", "c", "d"]
+
+
+def test_gateway_errors_only() -> None:
+    d, _ = detector(consecutive_5xx=0, consecutive_gateway=2, max_ejection_percent=100)
+    assert not d.record("a", E503, 4)
+    assert not d.record("a", E500, 4)  # a 500 resets the gateway count
+    assert not d.record("a", Attempt(failure=Failure.TIMEOUT), 4)  # timeout = 504
+    assert d.record("a", Attempt(502), 4)
+
+
+def test_ejection_time_grows_with_each_ejection_and_decays() -> None:
+    d, clock = detector(consecutive_5xx=1, base_ejection=30, interval=10, max_ejection_percent=100)
+    assert d.record("a", E500, 4)
+    clock.now += 29.9
+    assert d.is_ejected("a")
+    clock.now += 0.2
+    assert not d.is_ejected("a")
+    assert d.record("a", E500, 4)  # second ejection right away: 60 s
+    clock.now += 59
+    assert d.is_ejected("a")
+    clock.now += 2
+    assert not d.is_ejected("a")
+    clock.now += 100  # ten intervals back in service: the multiplier is back to 0
+    assert d.record("a", E500, 4)
+    clock.now += 31
+    assert not d.is_ejected("a")
+
+
+def test_max_ejection_percent() -> None:
+    d, _ = detector(consecutive_5xx=1, max_ejection_percent=50)
+    assert d.record("a", E500, 4)  # 0% ejected before: allowed
+    assert d.record("b", E500, 4)  # 25% < 50%: allowed
+    assert not d.record("c", E500, 4)  # 50% already: not
+    assert d.select(HOSTS, str) == ["c", "d"]
+
+
+def test_default_max_ejection_percent_allows_one_of_two() -> None:
+    d, _ = detector(consecutive_5xx=1)  # 10 %
+    assert d.record("a", E500, 2)
+    assert not d.record("b", E500, 2)
+
+
+def test_min_health_percent_panics_to_all_hosts() -> None:
+    d, _ = detector(consecutive_5xx=1, max_ejection_percent=100, min_health_percent=60)
+    d.record("a", E500, 4)
+    assert d.select(HOSTS, str) == ["b", "c", "d"]  # 75% healthy
+    d.record("b", E500, 4)
+    assert d.select(HOSTS, str) == HOSTS  # 50% < 60%: everything again
+
+
+def test_all_ejected_without_panic_threshold_leaves_nothing() -> None:
+    d, _ = detector(consecutive_5xx=1, max_ejection_percent=100)
+    d.record("a", E500, 2)
+    d.record("b", E500, 2)
+    assert list(d.select(["a", "b"], str)) == []
