@@ -36,15 +36,31 @@ Decisions:
   the peer (Istio spoofs the caller's address with ``IP_TRANSPARENT``; not
   done here). Pods with ``ambient.io/application-tunnel: PROXY`` receive the
   real caller in a PROXY v2 header, as for HBONE.
+- Leaving the mesh removes the rules at once but closes the in-pod listeners
+  only :data:`UNENROL_GRACE` seconds later: a connection redirected an instant
+  before the rules went can still be in a listener's accept queue (closing the
+  listener would reset it), and DNS replies may still be owed.
 - Enrolment race: a peer ztunnel may learn that a pod is enrolled a moment
   before that pod's HBONE listener exists. An HBONE dial refused with
   ECONNREFUSED is retried for up to :data:`ENROL_RETRY` seconds (Istio avoids
   the race by publishing a pod as HBONE only after istio-cni annotated it;
   our control plane does not wait). When a pod leaves the mesh its HBONE
-  listener stays open :data:`UNENROL_GRACE` seconds for peers that have not
+  listener also stays open :data:`UNENROL_GRACE` seconds for peers that have not
   heard yet (mTLS, so this never weakens anything).
-- Hair-pinning plaintext that bypassed a waypoint: TODO (the waypoint is built
-  separately); see :meth:`PlaintextInbound.waypoint_for`.
+- Hair-pinning (Istio's inbound passthrough before 1.22): plaintext for a pod
+  that has a waypoint came from outside the mesh and so missed the waypoint's
+  L7 policy. Under PERMISSIVE it is sent through the waypoint over HBONE
+  (:func:`waypoint_target` says which waypoint and which address it is told),
+  and comes back to the pod's 15008 from the waypoint; ztunnel's own L4 policy
+  is then applied to that hop (its source is the waypoint), as for mesh
+  traffic. Under STRICT it is refused as any plaintext. The tunnel to the
+  waypoint carries the destination pod's identity (the only one this ztunnel
+  holds for it; an out-of-mesh client has none, and may run on another node)
+  and the real client in ``forwarded: for=``, so the waypoint's access log and
+  ``remoteIpBlocks`` see the caller. Policies at the waypoint that allow by
+  principal therefore see the destination's own service account: write them
+  for the callers you mean (Istio's ztunnel used the client pod's identity
+  when it could get it).
 """
 
 from __future__ import annotations
@@ -59,8 +75,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ambient.api.workload import ApplicationTunnel, TunnelProtocol, Workload
-from ambient.hbone.messages import HBONE_PORT
+from ambient import authz
+from ambient.api.workload import ApplicationTunnel, IPAddress, TunnelProtocol, Workload
+from ambient.authz.peerauth import plaintext_allowed
+from ambient.hbone.messages import HBONE_PORT, SocketAddress
 from ambient.hbone.server import HboneServer
 from ambient.nodeagent.netns import ZTUNNEL_MARK, NetnsError, NetnsThread, original_destination
 from ambient.ztunnel import proxy_protocol, socks5
@@ -68,6 +86,7 @@ from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, mesh_resolver
 from ambient.ztunnel.inbound import InboundConnection, InboundHandler
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.outbound import OutboundHandler, TcpPipe
+from ambient.ztunnel.state import ProxyState
 
 if TYPE_CHECKING:
     from ambient.ztunnel.proxy import Ztunnel
@@ -77,7 +96,7 @@ log = logging.getLogger("ambient.ztunnel")
 OUTBOUND_CAPTURE_PORT = 15001
 INBOUND_CAPTURE_PORT = 15006
 REDIRECT_TABLE = "ambient"  # ``table inet ambient`` in each enrolled pod's namespace
-ENROL_RETRY = 2.0
+ENROL_RETRY = 5.0
 UNENROL_GRACE = 5.0
 
 
@@ -113,6 +132,29 @@ def redirection_rules(enabled: bool) -> str:
         f"  chain output {{\n{output}  }}\n"
         "}\n"
     )
+
+
+def waypoint_target(
+    state: ProxyState, destination: Workload, ip: IPAddress, port: int
+) -> tuple[IPAddress, int] | None:
+    """Where plaintext that reached ``destination`` at ``ip:port`` should be sent so that it
+    passes the destination's waypoint, or None when no waypoint applies.
+
+    The pod's own waypoint (``waypoint-for: workload|all``) takes the address as it is.
+    Else, as the node's service NAT turned a Service VIP into this pod's address before
+    the packet got here, a Service of the pod that uses a waypoint and maps a port to
+    ``port`` is taken to be what the client called (the first by name if several do):
+    its VIP and service port, which the waypoint routes and authorizes as the Service."""
+    if destination.waypoint is not None:
+        return ip, port
+    for key in sorted(destination.services):
+        service = state.services.get(key)
+        if service is None or service.waypoint is None or not service.addresses:
+            continue
+        for p in service.ports:
+            if state.workload_port(service, destination, p.service_port) == port:
+                return service.addresses[0], p.service_port
+    return None
 
 
 class PodNetworks(Protocol):
@@ -260,8 +302,10 @@ class InPodProxy:
                 pod.workload.namespace,
                 pod.workload.name,
             )
-        self._close_capture(pod)
-        if pod.hbone is not None and pod.grace is None:
+        # The capture listeners stay open for the grace period too: a connection redirected
+        # just before the rules went may still sit in a listener's accept queue, and closing
+        # the listener would reset it. Accepted now, it is served as the state says (plain TCP).
+        if pod.grace is None and (pod.hbone is not None or pod.capture_out is not None):
             loop = asyncio.get_running_loop()
             pod.grace = loop.call_later(
                 UNENROL_GRACE, lambda: asyncio.ensure_future(self._end_grace(pod))
@@ -269,7 +313,10 @@ class InPodProxy:
 
     async def _end_grace(self, pod: _InPod) -> None:
         pod.grace = None
-        if pod.hbone is not None and pod.workload.tunnel_protocol is not TunnelProtocol.HBONE:
+        if pod.workload.tunnel_protocol is TunnelProtocol.HBONE:
+            return  # enrolled again meanwhile
+        self._close_capture(pod)
+        if pod.hbone is not None:
             await pod.hbone.stop_listening()  # open tunnels drain on their own
             pod.draining.append(pod.hbone)
             pod.hbone = None
@@ -405,10 +452,35 @@ class PlaintextInbound:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def waypoint_for(self, destination: Workload) -> None:
-        """TODO(waypoint): plaintext for a destination that uses a waypoint should be
-        hair-pinned through that waypoint (Istio's "sandwich"); it is served directly for now."""
-        return None
+    def hairpin(
+        self,
+        client: asyncio.Transport,
+        early: bytearray,
+        destination: Workload,
+        target: tuple[IPAddress, int],
+        peer: tuple[str, int],
+    ) -> None:
+        """Send plaintext for a waypoint-bound ``destination`` through its waypoint.
+
+        It leaves as the destination pod's outbound connection to ``target`` (which
+        resolves to the waypoint), with the real client in ``forwarded: for=``; the
+        waypoint's tunnel back to the pod arrives on 15008 like any other."""
+        log.info(
+            "inbound plaintext %s:%d -> %s:%d: hair-pinned through the waypoint for %s:%d",
+            peer[0],
+            peer[1],
+            destination.addresses[0],
+            target[1] if target[0] in destination.addresses else 0,
+            target[0],
+            target[1],
+        )
+        self.pod.outbound.start(
+            client,
+            socks5.Socks5Request(str(target[0]), target[1], False),
+            early,
+            socks=False,
+            forwarded_for=SocketAddress(ipaddress.ip_address(peer[0]), int(peer[1])),
+        )
 
     async def _serve(self, client: asyncio.Transport, early: bytearray) -> None:
         z = self.proxy.ztunnel
@@ -435,7 +507,11 @@ class PlaintextInbound:
             client.abort()
             record.close()
             return
-        self.waypoint_for(destination)
+        hairpin = waypoint_target(z.state, destination, ipaddress.ip_address(dst_ip), dst_port)
+        policy_target = authz.Workload(destination.namespace, destination.labels)
+        if hairpin is not None and plaintext_allowed(z.state.policies, policy_target, dst_port):
+            self.hairpin(client, early, destination, hairpin, (str(peer[0]), int(peer[1])))
+            return
         conn = InboundConnection(
             None, ipaddress.ip_address(peer[0]), destination, ipaddress.ip_address(dst_ip), dst_port
         )
