@@ -541,6 +541,10 @@ class PlaintextInbound:
             client.abort()
             record.close()
             return
+        if client.is_closing():  # the client gave up while the application was being dialled
+            pipe.abort()
+            record.close()
+            return
         if destination.application_tunnel is ApplicationTunnel.PROXY:
             assert pipe.upstream.transport is not None
             pipe.upstream.transport.write(

@@ -232,6 +232,10 @@ class OutboundHandler:
             log.warning("outbound: %s -> %s: %s", source.name, request.authority, exc)
             client.abort()
             return
+        if client.is_closing():  # the client gave up while the tunnel was being opened
+            stream.reset()
+            record.error = "client closed the connection before the tunnel was open"
+            return
         record.open()
         relay = TcpRelay(stream)
         client.set_protocol(relay)
@@ -299,6 +303,10 @@ class OutboundHandler:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connect to {upstream.ip}:{upstream.port} failed: {exc or 'timeout'}"
             client.abort()
+            return
+        if client.is_closing():  # the client gave up while the upstream was being dialled
+            pipe.abort()
+            record.error = "client closed the connection before the upstream was open"
             return
         record.open()
         client.set_protocol(pipe.downstream)
