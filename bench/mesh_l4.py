@@ -405,6 +405,8 @@ async def _make_topology(agent: Any, pods: list[Workload]) -> None:
     for node in agent.nodes.values():  # only the agent's threads: the DNS ends with this loop
         if node.dns is not None:
             node.dns.close()
+        if node.dns_tcp is not None:
+            node.dns_tcp.close()
 
 
 def _load(args: argparse.Namespace, netns: str, pids: list[str], *, mesh: bool) -> dict[str, float]:

@@ -15,7 +15,7 @@ It does what istio-cni and the cluster's network plugin do on Kubernetes:
   from ``10.244.0.0/16``, Service VIPs from ``10.96.0.0/16``.
 - **Services for pods outside the mesh** (kube-proxy's job): each node
   namespace DNATs VIP:port to a random healthy endpoint (nftables
-  ``table ip ambient_services``); each node answers DNS on
+  ``table ip ambient_services``); each node answers DNS (UDP and TCP) on
   ``169.254.1.1:53`` with the mesh's names, and every pod's ``resolv.conf``
   (``/etc/netns/<pod namespace>/resolv.conf``, which ``ip netns exec``
   mounts) points there with Kubernetes' search list. Enrolled pods never use
@@ -51,7 +51,7 @@ from ambient.controlplane.allocate import AddressAllocator
 from ambient.nodeagent import netns as ns
 from ambient.nodeagent.netns import NetnsThread
 from ambient.ztunnel.capture import redirection_rules
-from ambient.ztunnel.dns import DnsProtocol, client_namespace_resolver
+from ambient.ztunnel.dns import DnsProtocol, DnsTcpProtocol, client_namespace_resolver
 from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.nodeagent")
@@ -81,6 +81,7 @@ class NodeNet:
     state: ProxyState
     thread: NetnsThread
     dns: asyncio.DatagramTransport | None = None
+    dns_tcp: asyncio.Server | None = None
     services_rules: str = ""
 
 
@@ -139,6 +140,8 @@ class NodeAgent:
         for node in self.nodes.values():
             if node.dns is not None:
                 node.dns.close()
+            if node.dns_tcp is not None:
+                node.dns_tcp.close()
             node.thread.close()
         for pod in self._pods.values():
             pod.thread.close()
@@ -160,6 +163,10 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         node.dns, _ = await loop.create_datagram_endpoint(
             lambda: DnsProtocol(lambda client: client_namespace_resolver(state, client)), sock=sock
+        )
+        node.dns_tcp = await loop.create_server(
+            lambda: DnsTcpProtocol(lambda client: client_namespace_resolver(state, client)),
+            sock=await node.thread.listen_tcp("0.0.0.0", 53),
         )
         state.on_change(lambda _: self._request_services_sync(name))
         self._request_services_sync(name)

@@ -13,8 +13,8 @@ ztunnel per node opens, *inside* every enrolled pod's namespace,
   on them as plaintext: PERMISSIVE (or no PeerAuthentication) allows, STRICT
   refuses, an ALLOW policy naming principals refuses;
 - ``<podIP>:15008`` HBONE inbound;
-- ``127.0.0.1:15053`` (UDP) the DNS proxy (``ambient.ztunnel.dns``); the pod's
-  DNS queries to port 53 are redirected there.
+- ``127.0.0.1:15053`` (UDP and TCP) the DNS proxy (``ambient.ztunnel.dns``);
+  the pod's DNS queries to port 53 are redirected there.
 
 Only then does the node agent install the redirection (:func:`redirection_rules`),
 so no connection is ever redirected to a port nobody listens on. Leaving the
@@ -82,7 +82,7 @@ from ambient.hbone.messages import HBONE_PORT, SocketAddress
 from ambient.hbone.server import HboneServer
 from ambient.nodeagent.netns import ZTUNNEL_MARK, NetnsError, NetnsThread, original_destination
 from ambient.ztunnel import proxy_protocol, socks5
-from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, mesh_resolver
+from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, DnsTcpProtocol, mesh_resolver
 from ambient.ztunnel.inbound import InboundConnection, InboundHandler
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.outbound import OutboundHandler, TcpPipe
@@ -121,6 +121,7 @@ def redirection_rules(enabled: bool) -> str:
         output += (
             mark
             + f"    meta nfproto ipv4 udp dport 53 redirect to :{DNS_PORT}\n"
+            + f"    meta nfproto ipv4 tcp dport 53 redirect to :{DNS_PORT}\n"
             + '    oifname "lo" accept\n'
             + f"    meta nfproto ipv4 meta l4proto tcp redirect to :{OUTBOUND_CAPTURE_PORT}\n"
         )
@@ -180,6 +181,7 @@ class _InPod:
     hbone: HboneServer | None = None
     inbound: InboundHandler | None = None
     dns: asyncio.DatagramTransport | None = None
+    dns_tcp: asyncio.Server | None = None
     redirected: bool = False
     draining: list[HboneServer] = field(default_factory=list)
     grace: asyncio.TimerHandle | None = None
@@ -280,6 +282,12 @@ class InPodProxy:
                 lambda: DnsProtocol(lambda _client: resolver),
                 sock=await netns.bind_udp("127.0.0.1", DNS_PORT),
             )
+        if pod.dns_tcp is None:
+            resolver = mesh_resolver(z.state, lambda: pod.workload.namespace)
+            pod.dns_tcp = await loop.create_server(
+                lambda: DnsTcpProtocol(lambda _client: resolver),
+                sock=await netns.listen_tcp("127.0.0.1", DNS_PORT),
+            )
         if not pod.redirected:
             await self.networks.set_redirection(workload, True)
             pod.redirected = True
@@ -324,12 +332,12 @@ class InPodProxy:
     @staticmethod
     def _close_capture(pod: _InPod) -> None:
         """Stop accepting on the capture ports; accepted connections carry on."""
-        for server in (pod.capture_out, pod.capture_in):
+        for server in (pod.capture_out, pod.capture_in, pod.dns_tcp):
             if server is not None:
                 server.close()
         if pod.dns is not None:
             pod.dns.close()
-        pod.capture_out = pod.capture_in = None
+        pod.capture_out = pod.capture_in = pod.dns_tcp = None
         pod.dns = None
 
     async def _remove(self, pod: _InPod, *, drain: bool = True) -> None:
@@ -378,6 +386,7 @@ class InPodProxy:
                 "inbound15006": p.capture_in is not None,
                 "hbone15008": p.hbone is not None,
                 "dns15053": p.dns is not None,
+                "dnsTcp15053": p.dns_tcp is not None,
             }
             for uid, p in sorted(self._pods.items())
         }
