@@ -21,10 +21,11 @@ It does what istio-cni and the cluster's network plugin do on Kubernetes:
   mounts) points there with Kubernetes' search list. Enrolled pods never use
   either: ztunnel captures their connections and DNS in the pod.
 - **Redirection** (istio-cni's job): every pod namespace has
-  ``table inet ambient`` with its NAT chains from the start, empty (so
-  conntrack follows every connection from its first packet); ztunnel asks,
-  once its in-pod listeners are open, and the agent fills the chains
-  (``ambient.ztunnel.capture.redirection_rules``), or empties them again.
+  ``table inet ambient`` with its NAT chains from the start, without
+  redirects but with a rule that keeps conntrack on (so it follows every
+  connection from its first packet); ztunnel asks, once its in-pod listeners
+  are open, and the agent adds the redirects
+  (``ambient.ztunnel.capture.redirection_rules``), or removes them again.
 - **Names** start with the mesh prefix (``ambient.nodeagent.netns.mesh_prefix``):
   ``<prefix>-fabric``, ``<prefix>-node.<node>``, ``<prefix>-pod.<ns>.<pod>``.
   Interfaces live only inside these namespaces, so deleting the namespaces
@@ -235,9 +236,9 @@ class NodeAgent:
         ns.ip("route", "add", "default", "via", GATEWAY, "dev", "eth0", netns=netns)
         for other in others:
             ns.ip("route", "replace", f"{ip}/32", "via", owner.fabric_ip, netns=other.netns)
-        # The NAT chains exist, empty, before the pod's first connection: conntrack then
-        # tracks every connection from its start, and enrolling later never mistakes a
-        # reply of an open connection for a new one to redirect.
+        # The NAT chains exist, redirecting nothing yet, before the pod's first connection:
+        # conntrack then tracks every connection from its start, and enrolling later never
+        # mistakes a packet of an open connection for a new one to redirect.
         ns.nft(redirection_rules(False), netns=netns)
         etc = ns.NETNS_ETC_DIR / netns
         etc.mkdir(parents=True, exist_ok=True)

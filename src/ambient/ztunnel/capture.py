@@ -20,8 +20,9 @@ Only then does the node agent install the redirection (:func:`redirection_rules`
 so no connection is ever redirected to a port nobody listens on. Leaving the
 mesh runs the other way: rules first, then listeners. Connections already
 open are never cut by either: conntrack keeps each one on the path it started
-on (the NAT chains stay, empty, so replies of redirected connections are
-still translated), and accepted sockets outlive their listener.
+on (it runs in the pod's namespace from its creation, whether redirection is
+on or off: see :func:`redirection_rules`), and accepted sockets outlive their
+listener.
 
 Decisions:
 
@@ -103,14 +104,21 @@ UNENROL_GRACE = 5.0
 def redirection_rules(enabled: bool) -> str:
     """The nftables script that turns the pod's redirection on or off, atomically.
 
-    Off keeps the table and its two NAT base chains, empty: while a NAT hook is
-    registered in the namespace the kernel keeps translating replies of
-    connections redirected earlier; deleting the table would strand every
-    connection still open through ztunnel (replies would leave as from
-    ``127.0.0.1:15001``)."""
+    Both states keep conntrack running in the namespace, and that is what makes
+    switching safe. Netfilter tracks connections in a namespace only while some
+    rule needs conntrack; the redirect rules do, an empty NAT chain does not.
+    Without the ``ct`` rule kept in each chain, removing the redirects stopped
+    tracking: replies of connections redirected earlier were no longer
+    translated, and worse, connections opened while the pod was out of the mesh
+    were unknown to conntrack when the redirects came back, so their next packets
+    were taken for new connections (``nf_conntrack_tcp_loose``) and redirected
+    mid-stream: a reply sent to 15006 was answered with a reset. (The ``ct``
+    rule never matches in a NAT chain, which sees only a connection's first
+    packet; it is there for its side effect.)"""
     mark = f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} accept\n"
-    prerouting = "    type nat hook prerouting priority dstnat; policy accept;\n"
-    output = "    type nat hook output priority -100; policy accept;\n"
+    track = "    ct state established,related accept\n"
+    prerouting = "    type nat hook prerouting priority dstnat; policy accept;\n" + track
+    output = "    type nat hook output priority -100; policy accept;\n" + track
     if enabled:
         prerouting += (
             '    iifname "lo" accept\n'
