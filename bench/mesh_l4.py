@@ -339,6 +339,7 @@ def run_netns(args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], li
         raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)  # also when started with SIGINT ignored (``cmd &``)
     with tempfile.TemporaryDirectory(prefix="bench-l4-netns-") as tmp:
         root = Path(tmp)
         CertificateAuthority.load_or_create(root)
