@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := golang-go nghttp2-client nghttp2-proxy protobuf-compiler curl iproute2 nftables tcpdump proxychains4
+APT_PACKAGES := golang-go nghttp2-client nghttp2-proxy protobuf-compiler curl iproute2 nftables tcpdump proxychains4 bind9-dnsutils
 
 .PHONY: setup system-deps demo test lint typecheck unit bench clean
 

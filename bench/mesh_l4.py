@@ -10,19 +10,38 @@ fixed rate on one connection; new connections per second (16 concurrent,
 one round trip each); CPU (cores) and RSS of each ztunnel during the
 fixed-rate run. The client reaches the server's service VIP through its
 ztunnel's SOCKS5 port; the baseline dials the server pod directly.
+
+    sudo .venv/bin/python bench/mesh_l4.py --netns [--seconds 5] [--rate 1000] [--pods 20]
+
+``--netns`` (root): transparent capture as ``ambient up --netns`` runs it. The
+node agent (in this process) makes a fabric, two node namespaces and a
+namespace per pod (client and ``--pods``-1 idle pods on node-1, server on
+node-2); each ztunnel runs in its own process and opens its in-pod listeners
+(15001/15006/15008/15053) through ``setns``; nftables redirects. The server and
+the load generator run inside their pods' namespaces (``ip netns exec``); the
+client is an ordinary TCP client that knows nothing of the mesh. First the
+pods are out of the mesh and the client dials the server pod across the
+namespaces (direct pod-to-pod TCP, no capture), then both ztunnels are told
+the pods are enrolled, and once the redirection is in place the client dials
+the service VIP (captured at 15001, HBONE across the node link, 15008 in the
+server pod). Everything it creates is removed at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
+import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -34,6 +53,9 @@ from ambient.config.frozen import FrozenMap  # noqa: E402
 from ambient.identity.ca import CertificateAuthority  # noqa: E402
 from ambient.identity.manager import CertificateManager  # noqa: E402
 from ambient.identity.spiffe import SpiffeId  # noqa: E402
+from ambient.nodeagent import netns as ns  # noqa: E402
+from ambient.nodeagent.netns import NetnsThread  # noqa: E402
+from ambient.ztunnel.capture import redirection_rules  # noqa: E402
 from ambient.ztunnel.proxy import Ztunnel  # noqa: E402
 from ambient.ztunnel.state import ProxyState  # noqa: E402
 
@@ -41,16 +63,30 @@ NET = "127.30"
 CLIENT_IP, SERVER_IP, VIP = f"{NET}.0.1", f"{NET}.1.1", f"{NET}.2.1"
 NODES = {"node-1": "127.31.0.1", "node-2": "127.31.0.2"}
 ECHO, SINK = 9000, 9001
-SERVICE = Service(
-    name="server",
-    namespace="bench",
-    hostname="server.bench.svc.cluster.local",
-    addresses=(ipaddress.IPv4Address(VIP),),
-    ports=(Port(ECHO, ECHO), Port(SINK, SINK)),
-)
+# --netns: routable pod and service addresses, as ``ambient up --netns`` gives them
+NETNS_NET = "10.244"
+NETNS_CLIENT_IP, NETNS_SERVER_IP, NETNS_VIP = "10.244.0.1", "10.244.1.1", "10.96.0.1"
 
 
-def workloads(pods: int) -> list[Workload]:
+def service(vip: str) -> Service:
+    return Service(
+        name="server",
+        namespace="bench",
+        hostname="server.bench.svc.cluster.local",
+        addresses=(ipaddress.IPv4Address(vip),),
+        ports=(Port(ECHO, ECHO), Port(SINK, SINK)),
+    )
+
+
+SERVICE = service(VIP)
+
+
+def workloads(pods: int, netns: bool = False, enrolled: bool = True) -> list[Workload]:
+    net = NETNS_NET if netns else NET
+    client_ip, server_ip = (NETNS_CLIENT_IP, NETNS_SERVER_IP) if netns else (CLIENT_IP, SERVER_IP)
+    svc = service(NETNS_VIP) if netns else SERVICE
+    protocol = TunnelProtocol.HBONE if enrolled else TunnelProtocol.NONE
+
     def pod(name: str, ip: str, node: str, sa: str, services: bool = False) -> Workload:
         return Workload(
             uid=f"Kubernetes//Pod/bench/{name}",
@@ -59,41 +95,74 @@ def workloads(pods: int) -> list[Workload]:
             addresses=(ipaddress.IPv4Address(ip),),
             service_account=sa,
             node=node,
-            tunnel_protocol=TunnelProtocol.HBONE,
+            tunnel_protocol=protocol,
             workload_name=name,
             canonical_name=name,
             canonical_revision="v1",
-            services=FrozenMap({SERVICE.key: SERVICE.ports}) if services else FrozenMap(),
+            services=FrozenMap({svc.key: svc.ports}) if services else FrozenMap(),
         )
 
     result = [
-        pod("client", CLIENT_IP, "node-1", "client"),
-        pod("server", SERVER_IP, "node-2", "server", True),
+        pod("client", client_ip, "node-1", "client"),
+        pod("server", server_ip, "node-2", "server", True),
     ]
     for i in range(pods - 1):
-        result.append(pod(f"idle-{i}", f"{NET}.{10 + i // 250}.{1 + i % 250}", "node-1", "idle"))
+        result.append(pod(f"idle-{i}", f"{net}.{10 + i // 250}.{1 + i % 250}", "node-1", "idle"))
     return result
+
+
+def resources(pods: int, netns: bool, enrolled: bool = True) -> list[Workload | Service]:
+    return [service(NETNS_VIP) if netns else SERVICE, *workloads(pods, netns, enrolled)]
 
 
 # -- roles in child processes ---------------------------------------------------------
 
 
-async def run_ztunnel(node: str, ca_dir: Path, pods: int) -> None:
+class BenchPodNetworks:
+    """``PodNetworks`` for a ztunnel process: the namespaces the parent's node agent made."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.threads: dict[str, NetnsThread] = {}
+
+    def name(self, workload: Workload) -> str:
+        return f"{self.prefix}-pod.{workload.namespace}.{workload.name}"
+
+    def netns_of(self, workload: Workload) -> NetnsThread | None:
+        name = self.name(workload)
+        if name not in self.threads:
+            self.threads[name] = NetnsThread(name)
+        return self.threads[name]
+
+    async def set_redirection(self, workload: Workload, enabled: bool) -> None:
+        await asyncio.to_thread(ns.nft, redirection_rules(enabled), netns=self.name(workload))
+
+
+async def run_ztunnel(node: str, ca_dir: Path, pods: int, prefix: str | None) -> None:
+    """A node's ztunnel; with ``prefix`` (--netns) in-pod, pods out of the mesh until the
+    parent writes ``enrol``."""
     ca = CertificateAuthority.load_or_create(ca_dir)
 
     async def sign(identity: SpiffeId, csr: bytes) -> tuple[bytes, bytes]:
         return ca.sign_csr(csr, identity), ca.roots_pem()
 
+    netns = prefix is not None
     state = ProxyState(node)
-    state.apply([SERVICE, *workloads(pods)], [])
-    ztunnel = Ztunnel(node, NODES[node], state, CertificateManager(sign))
+    state.apply(resources(pods, netns, enrolled=not netns), [])
+    networks = BenchPodNetworks(prefix) if prefix is not None else None
+    ztunnel = Ztunnel(node, NODES[node], state, CertificateManager(sign), pod_networks=networks)
     await ztunnel.start()
     print("READY", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        if line.strip() == "enrol":
+            state.apply(resources(pods, netns, enrolled=True), [])
+            await ztunnel.reconcile()
+            print("ENROLLED", flush=True)
     await ztunnel.close()
 
 
-async def run_server() -> None:
+async def run_server(server_ip: str) -> None:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
@@ -112,8 +181,8 @@ async def run_server() -> None:
         writer.close()
 
     servers = [
-        await asyncio.start_server(echo, SERVER_IP, ECHO, backlog=1024),
-        await asyncio.start_server(sink, SERVER_IP, SINK, backlog=1024),
+        await asyncio.start_server(echo, server_ip, ECHO, backlog=1024),
+        await asyncio.start_server(sink, server_ip, SINK, backlog=1024),
     ]
     print("READY", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -121,9 +190,13 @@ async def run_server() -> None:
         server.close()
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
+def spawn(*args: str, netns: str | None = None) -> subprocess.Popen[str]:
+    where = ["ip", "netns", "exec", netns] if netns else []
     proc = subprocess.Popen(
-        [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [*where, sys.executable, __file__, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "READY":
@@ -135,7 +208,12 @@ def spawn(*args: str) -> subprocess.Popen[str]:
 # -- the load generator -----------------------------------------------------------------
 
 
+CAPTURED = False  # --netns load generator: the mesh is reached by dialling the VIP (captured)
+
+
 async def open_conn(via_mesh: bool, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if CAPTURED:
+        return await asyncio.open_connection(NETNS_VIP if via_mesh else NETNS_SERVER_IP, port)
     if not via_mesh:
         return await asyncio.open_connection(SERVER_IP, port)
     reader, writer = await asyncio.open_connection(CLIENT_IP, 15080)
@@ -227,16 +305,121 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+async def measure_one(args: argparse.Namespace, pids: list[int], via: bool) -> dict[str, float]:
+    reader, writer = await open_conn(via, ECHO)  # warm: HBONE connection, certificates
+    writer.write(b"!")
+    await reader.readexactly(1)
+    writer.close()
+    return {
+        "bulk_mb_s": await bulk(via, args.seconds),
+        **await request_response(via, args.rate, args.seconds, pids),
+        "conn_per_s": await connections(via, args.seconds),
+    }
+
+
 async def measure(args: argparse.Namespace, pids: list[int]) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for label, via in (("direct", False), ("mesh", True)):
-        await open_conn(via, ECHO)  # warm: HBONE connection, certificates
-        results[label] = {
-            "bulk_mb_s": await bulk(via, args.seconds),
-            **await request_response(via, args.rate, args.seconds, pids),
-            "conn_per_s": await connections(via, args.seconds),
-        }
+        results[label] = await measure_one(args, pids, via)
     return results
+
+
+# -- --netns: namespaces, in-pod ztunnels, the load generator inside the client pod ----------
+
+
+def run_netns(args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Both phases (direct, then captured) with everything made and removed here."""
+    from ambient.nodeagent.agent import NodeAgent, cleanup
+
+    problem = ns.missing_capability()
+    if problem is not None:
+        sys.exit(f"bench/mesh_l4.py --netns: {problem}")
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)  # also when started with SIGINT ignored (``cmd &``)
+    with tempfile.TemporaryDirectory(prefix="bench-l4-netns-") as tmp:
+        root = Path(tmp)
+        CertificateAuthority.load_or_create(root)
+        agent = NodeAgent(root)
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            pods = workloads(args.pods, netns=True, enrolled=False)
+            uvloop.run(_make_topology(agent, pods))
+            for node in NODES:
+                procs.append(
+                    spawn(
+                        "--role",
+                        "ztunnel",
+                        "--node",
+                        node,
+                        "--ca",
+                        str(root),
+                        "--pods",
+                        str(args.pods),
+                        "--prefix",
+                        agent.prefix,
+                    )
+                )
+            server, client = (agent.pod_netns("bench", n) for n in ("server", "client"))
+            procs.append(spawn("--role", "server", "--server-ip", NETNS_SERVER_IP, netns=server))
+            pids = [str(p.pid) for p in procs[:2]]
+            results = {"direct": _load(args, client, pids, mesh=False)}
+            for proc in procs[:2]:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write("enrol\n")
+                proc.stdin.flush()
+            for proc in procs[:2]:
+                assert proc.stdout is not None
+                if proc.stdout.readline().strip() != "ENROLLED":
+                    raise RuntimeError("a ztunnel did not enrol its pods")
+            for name in (client, server):
+                rules = ns.run("nft", "list", "table", "inet", "ambient", netns=name)
+                if "redirect to :15001" not in rules:
+                    raise RuntimeError(f"no redirection in {name}")
+            results["mesh"] = _load(args, client, pids, mesh=True)
+            rss = [rss_mb(p.pid) for p in procs[:2]]
+        finally:
+            for proc in procs:
+                if proc.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        proc.stdin.close()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            uvloop.run(agent.close())
+            cleanup(agent.prefix)  # again, in case closing was interrupted
+    return results, rss
+
+
+async def _make_topology(agent: Any, pods: list[Workload]) -> None:
+    await agent.start()
+    for node, ip in NODES.items():
+        await agent.add_node(node, ip, ProxyState(node))
+    for pod in pods:
+        await agent.add_pod(pod.namespace, pod.name, pod.node, str(pod.addresses[0]))
+    for node in agent.nodes.values():  # only the agent's threads: the DNS ends with this loop
+        if node.dns is not None:
+            node.dns.close()
+        if node.dns_tcp is not None:
+            node.dns_tcp.close()
+
+
+def _load(args: argparse.Namespace, netns: str, pids: list[str], *, mesh: bool) -> dict[str, float]:
+    """One phase of the load generator, run inside the client pod's namespace."""
+    argv = ["ip", "netns", "exec", netns, sys.executable, __file__, "--role", "load"]
+    argv += ["--seconds", str(args.seconds), "--rate", str(args.rate), "--pids", ",".join(pids)]
+    argv += ["--mesh"] if mesh else []
+    out = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr.strip()}")
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
 
 
 def main() -> None:
@@ -245,16 +428,36 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=1000.0)
-    parser.add_argument("--pods", type=int, default=100)
-    parser.add_argument("--role", choices=["ztunnel", "server"], help=argparse.SUPPRESS)
+    parser.add_argument("--pods", type=int, help="pods on node-1 (default 100; --netns: 20)")
+    parser.add_argument("--netns", action="store_true", help="transparent capture (root)")
+    parser.add_argument("--role", choices=["ztunnel", "server", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--node", help=argparse.SUPPRESS)
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--server-ip", default=SERVER_IP, help=argparse.SUPPRESS)
+    parser.add_argument("--pids", help=argparse.SUPPRESS)
+    parser.add_argument("--mesh", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pods is None:
+        args.pods = 20 if args.netns else 100
     if args.role == "ztunnel":
-        uvloop.run(run_ztunnel(args.node, args.ca, args.pods))
+        uvloop.run(run_ztunnel(args.node, args.ca, args.pods, args.prefix))
         return
     if args.role == "server":
-        uvloop.run(run_server())
+        uvloop.run(run_server(args.server_ip))
+        return
+    if args.role == "load":
+        global CAPTURED
+        CAPTURED = True
+        pids = [int(p) for p in args.pids.split(",")]
+        print(json.dumps(uvloop.run(measure_one(args, pids, args.mesh))))
+        return
+    if args.netns:
+        try:
+            results, rss = run_netns(args)
+        except KeyboardInterrupt:
+            sys.exit("interrupted; everything the benchmark made is removed")
+        report(args, results, rss, "transparent capture (--netns)")
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-l4-") as tmp:
@@ -277,7 +480,14 @@ def main() -> None:
                 proc.stdin.close()
             for proc in procs:
                 proc.wait(timeout=30)
+    report(args, results, rss, "SOCKS5 (local mode)")
+
+
+def report(
+    args: argparse.Namespace, results: dict[str, dict[str, float]], rss: list[float], mode: str
+) -> None:
     direct, mesh = results["direct"], results["mesh"]
+    print(f"mesh: {mode}")
     print(f"{'measure':<50} {'direct':>10} {'mesh':>10} {'mesh/direct':>12}")
     for label, key in (
         ("bulk throughput, 1 connection (MB/s)", "bulk_mb_s"),

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,12 @@ class AdminServer:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
         sockname = self._server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    async def start_on(self, listener: socket.socket) -> tuple[str, int]:
+        """Serve on ``listener``, bound and listening (e.g. made in a pod's network namespace)."""
+        self._server = await asyncio.start_server(self._serve, sock=listener)
+        sockname = listener.getsockname()
         return str(sockname[0]), int(sockname[1])
 
     async def start_unix(self, path: str) -> None:

@@ -52,6 +52,7 @@ from ambient.local.kubelet import Kubelet, scheduled_runs
 from ambient.local.statedir import StateDir
 from ambient.local.watch import FolderWatcher
 from ambient.nodeagent.agent import NodeAgent, netns_allocator
+from ambient.nodeagent.waypoints import netns_waypoints
 from ambient.runtime import PodRun
 from ambient.waypoint.config import L7Config, waypoint_factory
 from ambient.ztunnel.proxy import Ztunnel
@@ -218,21 +219,22 @@ class LocalMesh:
                 continue
             state = ProxyState(name)
             certificates = CertificateManager(self._issuer(name))
+            waypoints = waypoint_factory(state, certificates, self.l7)
             ztunnel = Ztunnel(
                 name,
                 str(ip),
                 state,
                 certificates,
                 pod_networks=self.agent,
-                waypoints=waypoint_factory(state, certificates, self.l7),
+                waypoints=netns_waypoints(self.agent, waypoints) if self.agent else waypoints,
             )
+            if self.agent is not None:  # before the first push: its pods' namespaces need it
+                await self.agent.add_node(name, str(ip), state)
             subscription = plane.subscribe(name)
             first = await anext(subscription)
             state.apply(
                 first.upserted, first.removed, first.policies_upserted, first.policies_removed
             )
-            if self.agent is not None:
-                await self.agent.add_node(name, str(ip), state)
             await ztunnel.start()
             feeder = asyncio.ensure_future(_feed(subscription, state))
             self.nodes[name] = Node(

@@ -15,16 +15,17 @@ It does what istio-cni and the cluster's network plugin do on Kubernetes:
   from ``10.244.0.0/16``, Service VIPs from ``10.96.0.0/16``.
 - **Services for pods outside the mesh** (kube-proxy's job): each node
   namespace DNATs VIP:port to a random healthy endpoint (nftables
-  ``table ip ambient_services``); each node answers DNS on
+  ``table ip ambient_services``); each node answers DNS (UDP and TCP) on
   ``169.254.1.1:53`` with the mesh's names, and every pod's ``resolv.conf``
   (``/etc/netns/<pod namespace>/resolv.conf``, which ``ip netns exec``
   mounts) points there with Kubernetes' search list. Enrolled pods never use
   either: ztunnel captures their connections and DNS in the pod.
 - **Redirection** (istio-cni's job): every pod namespace has
-  ``table inet ambient`` with its NAT chains from the start, empty (so
-  conntrack follows every connection from its first packet); ztunnel asks,
-  once its in-pod listeners are open, and the agent fills the chains
-  (``ambient.ztunnel.capture.redirection_rules``), or empties them again.
+  ``table inet ambient`` with its NAT chains from the start, without
+  redirects but with a rule that keeps conntrack on (so it follows every
+  connection from its first packet); ztunnel asks, once its in-pod listeners
+  are open, and the agent adds the redirects
+  (``ambient.ztunnel.capture.redirection_rules``), or removes them again.
 - **Names** start with the mesh prefix (``ambient.nodeagent.netns.mesh_prefix``):
   ``<prefix>-fabric``, ``<prefix>-node.<node>``, ``<prefix>-pod.<ns>.<pod>``.
   Interfaces live only inside these namespaces, so deleting the namespaces
@@ -51,7 +52,7 @@ from ambient.controlplane.allocate import AddressAllocator
 from ambient.nodeagent import netns as ns
 from ambient.nodeagent.netns import NetnsThread
 from ambient.ztunnel.capture import redirection_rules
-from ambient.ztunnel.dns import DnsProtocol, client_namespace_resolver
+from ambient.ztunnel.dns import DnsProtocol, DnsTcpProtocol, client_namespace_resolver
 from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.nodeagent")
@@ -81,6 +82,7 @@ class NodeNet:
     state: ProxyState
     thread: NetnsThread
     dns: asyncio.DatagramTransport | None = None
+    dns_tcp: asyncio.Server | None = None
     services_rules: str = ""
 
 
@@ -139,6 +141,8 @@ class NodeAgent:
         for node in self.nodes.values():
             if node.dns is not None:
                 node.dns.close()
+            if node.dns_tcp is not None:
+                node.dns_tcp.close()
             node.thread.close()
         for pod in self._pods.values():
             pod.thread.close()
@@ -160,6 +164,10 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         node.dns, _ = await loop.create_datagram_endpoint(
             lambda: DnsProtocol(lambda client: client_namespace_resolver(state, client)), sock=sock
+        )
+        node.dns_tcp = await loop.create_server(
+            lambda: DnsTcpProtocol(lambda client: client_namespace_resolver(state, client)),
+            sock=await node.thread.listen_tcp("0.0.0.0", 53),
         )
         state.on_change(lambda _: self._request_services_sync(name))
         self._request_services_sync(name)
@@ -228,9 +236,9 @@ class NodeAgent:
         ns.ip("route", "add", "default", "via", GATEWAY, "dev", "eth0", netns=netns)
         for other in others:
             ns.ip("route", "replace", f"{ip}/32", "via", owner.fabric_ip, netns=other.netns)
-        # The NAT chains exist, empty, before the pod's first connection: conntrack then
-        # tracks every connection from its start, and enrolling later never mistakes a
-        # reply of an open connection for a new one to redirect.
+        # The NAT chains exist, redirecting nothing yet, before the pod's first connection:
+        # conntrack then tracks every connection from its start, and enrolling later never
+        # mistakes a packet of an open connection for a new one to redirect.
         ns.nft(redirection_rules(False), netns=netns)
         etc = ns.NETNS_ETC_DIR / netns
         etc.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ambient.api.workload import Workload, waypoint_of
 from ambient.authz._spec import PolicyError
@@ -58,6 +58,9 @@ from ambient.waypoint.resources import (
 )
 from ambient.waypoint.routing import build_router
 from ambient.ztunnel.state import ProxyState
+
+if TYPE_CHECKING:
+    from ambient.nodeagent.netns import NetnsThread
 
 __all__ = [
     "L7_KINDS",
@@ -285,15 +288,21 @@ class _HostedWaypoint:
         return self.waypoint.ready
 
 
+class WaypointMaker(Protocol):
+    """Makes the waypoint of a waypoint pod (with ``netns``: inside the pod's namespace)."""
+
+    def __call__(self, workload: Workload, netns: NetnsThread | None = None) -> _HostedWaypoint: ...
+
+
 def waypoint_factory(
     state: ProxyState,
     certificates: CertificateManager,
     l7: L7Config,
     settings: HboneSettings | None = None,
-) -> Callable[[Workload], _HostedWaypoint]:
+) -> WaypointMaker:
     """What a node proxy calls to run the waypoint of one of its waypoint pods."""
 
-    def make(workload: Workload) -> _HostedWaypoint:
+    def make(workload: Workload, netns: NetnsThread | None = None) -> _HostedWaypoint:
         name = waypoint_of(workload) or workload.name
         ref = WaypointRef(workload.namespace, name)
         authenticator = LiveAuthenticator(l7, ref)
@@ -309,6 +318,7 @@ def waypoint_factory(
             authorizer=LiveAuthorizer(l7, ref),
             router=LiveRouter(l7, state),
             settings=settings,
+            netns=netns,
         )
         return _HostedWaypoint(waypoint, authenticator)
 

@@ -13,15 +13,16 @@ ztunnel per node opens, *inside* every enrolled pod's namespace,
   on them as plaintext: PERMISSIVE (or no PeerAuthentication) allows, STRICT
   refuses, an ALLOW policy naming principals refuses;
 - ``<podIP>:15008`` HBONE inbound;
-- ``127.0.0.1:15053`` (UDP) the DNS proxy (``ambient.ztunnel.dns``); the pod's
-  DNS queries to port 53 are redirected there.
+- ``127.0.0.1:15053`` (UDP and TCP) the DNS proxy (``ambient.ztunnel.dns``);
+  the pod's DNS queries to port 53 are redirected there.
 
 Only then does the node agent install the redirection (:func:`redirection_rules`),
 so no connection is ever redirected to a port nobody listens on. Leaving the
 mesh runs the other way: rules first, then listeners. Connections already
 open are never cut by either: conntrack keeps each one on the path it started
-on (the NAT chains stay, empty, so replies of redirected connections are
-still translated), and accepted sockets outlive their listener.
+on (it runs in the pod's namespace from its creation, whether redirection is
+on or off: see :func:`redirection_rules`), and accepted sockets outlive their
+listener.
 
 Decisions:
 
@@ -36,15 +37,31 @@ Decisions:
   the peer (Istio spoofs the caller's address with ``IP_TRANSPARENT``; not
   done here). Pods with ``ambient.io/application-tunnel: PROXY`` receive the
   real caller in a PROXY v2 header, as for HBONE.
+- Leaving the mesh removes the rules at once but closes the in-pod listeners
+  only :data:`UNENROL_GRACE` seconds later: a connection redirected an instant
+  before the rules went can still be in a listener's accept queue (closing the
+  listener would reset it), and DNS replies may still be owed.
 - Enrolment race: a peer ztunnel may learn that a pod is enrolled a moment
   before that pod's HBONE listener exists. An HBONE dial refused with
   ECONNREFUSED is retried for up to :data:`ENROL_RETRY` seconds (Istio avoids
   the race by publishing a pod as HBONE only after istio-cni annotated it;
   our control plane does not wait). When a pod leaves the mesh its HBONE
-  listener stays open :data:`UNENROL_GRACE` seconds for peers that have not
+  listener also stays open :data:`UNENROL_GRACE` seconds for peers that have not
   heard yet (mTLS, so this never weakens anything).
-- Hair-pinning plaintext that bypassed a waypoint: TODO (the waypoint is built
-  separately); see :meth:`PlaintextInbound.waypoint_for`.
+- Hair-pinning (Istio's inbound passthrough before 1.22): plaintext for a pod
+  that has a waypoint came from outside the mesh and so missed the waypoint's
+  L7 policy. Under PERMISSIVE it is sent through the waypoint over HBONE
+  (:func:`waypoint_target` says which waypoint and which address it is told),
+  and comes back to the pod's 15008 from the waypoint; ztunnel's own L4 policy
+  is then applied to that hop (its source is the waypoint), as for mesh
+  traffic. Under STRICT it is refused as any plaintext. The tunnel to the
+  waypoint carries the destination pod's identity (the only one this ztunnel
+  holds for it; an out-of-mesh client has none, and may run on another node)
+  and the real client in ``forwarded: for=``, so the waypoint's access log and
+  ``remoteIpBlocks`` see the caller. Policies at the waypoint that allow by
+  principal therefore see the destination's own service account: write them
+  for the callers you mean (Istio's ztunnel used the client pod's identity
+  when it could get it).
 """
 
 from __future__ import annotations
@@ -59,15 +76,18 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ambient.api.workload import ApplicationTunnel, TunnelProtocol, Workload
-from ambient.hbone.messages import HBONE_PORT
+from ambient import authz
+from ambient.api.workload import ApplicationTunnel, IPAddress, TunnelProtocol, Workload
+from ambient.authz.peerauth import plaintext_allowed
+from ambient.hbone.messages import HBONE_PORT, SocketAddress
 from ambient.hbone.server import HboneServer
 from ambient.nodeagent.netns import ZTUNNEL_MARK, NetnsError, NetnsThread, original_destination
 from ambient.ztunnel import proxy_protocol, socks5
-from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, mesh_resolver
+from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, DnsTcpProtocol, mesh_resolver
 from ambient.ztunnel.inbound import InboundConnection, InboundHandler
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.outbound import OutboundHandler, TcpPipe
+from ambient.ztunnel.state import ProxyState
 
 if TYPE_CHECKING:
     from ambient.ztunnel.proxy import Ztunnel
@@ -77,21 +97,28 @@ log = logging.getLogger("ambient.ztunnel")
 OUTBOUND_CAPTURE_PORT = 15001
 INBOUND_CAPTURE_PORT = 15006
 REDIRECT_TABLE = "ambient"  # ``table inet ambient`` in each enrolled pod's namespace
-ENROL_RETRY = 2.0
+ENROL_RETRY = 5.0
 UNENROL_GRACE = 5.0
 
 
 def redirection_rules(enabled: bool) -> str:
     """The nftables script that turns the pod's redirection on or off, atomically.
 
-    Off keeps the table and its two NAT base chains, empty: while a NAT hook is
-    registered in the namespace the kernel keeps translating replies of
-    connections redirected earlier; deleting the table would strand every
-    connection still open through ztunnel (replies would leave as from
-    ``127.0.0.1:15001``)."""
+    Both states keep conntrack running in the namespace, and that is what makes
+    switching safe. Netfilter tracks connections in a namespace only while some
+    rule needs conntrack; the redirect rules do, an empty NAT chain does not.
+    Without the ``ct`` rule kept in each chain, removing the redirects stopped
+    tracking: replies of connections redirected earlier were no longer
+    translated, and worse, connections opened while the pod was out of the mesh
+    were unknown to conntrack when the redirects came back, so their next packets
+    were taken for new connections (``nf_conntrack_tcp_loose``) and redirected
+    mid-stream: a reply sent to 15006 was answered with a reset. (The ``ct``
+    rule never matches in a NAT chain, which sees only a connection's first
+    packet; it is there for its side effect.)"""
     mark = f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} accept\n"
-    prerouting = "    type nat hook prerouting priority dstnat; policy accept;\n"
-    output = "    type nat hook output priority -100; policy accept;\n"
+    track = "    ct state established,related accept\n"
+    prerouting = "    type nat hook prerouting priority dstnat; policy accept;\n" + track
+    output = "    type nat hook output priority -100; policy accept;\n" + track
     if enabled:
         prerouting += (
             '    iifname "lo" accept\n'
@@ -102,6 +129,7 @@ def redirection_rules(enabled: bool) -> str:
         output += (
             mark
             + f"    meta nfproto ipv4 udp dport 53 redirect to :{DNS_PORT}\n"
+            + f"    meta nfproto ipv4 tcp dport 53 redirect to :{DNS_PORT}\n"
             + '    oifname "lo" accept\n'
             + f"    meta nfproto ipv4 meta l4proto tcp redirect to :{OUTBOUND_CAPTURE_PORT}\n"
         )
@@ -113,6 +141,29 @@ def redirection_rules(enabled: bool) -> str:
         f"  chain output {{\n{output}  }}\n"
         "}\n"
     )
+
+
+def waypoint_target(
+    state: ProxyState, destination: Workload, ip: IPAddress, port: int
+) -> tuple[IPAddress, int] | None:
+    """Where plaintext that reached ``destination`` at ``ip:port`` should be sent so that it
+    passes the destination's waypoint, or None when no waypoint applies.
+
+    The pod's own waypoint (``waypoint-for: workload|all``) takes the address as it is.
+    Else, as the node's service NAT turned a Service VIP into this pod's address before
+    the packet got here, a Service of the pod that uses a waypoint and maps a port to
+    ``port`` is taken to be what the client called (the first by name if several do):
+    its VIP and service port, which the waypoint routes and authorizes as the Service."""
+    if destination.waypoint is not None:
+        return ip, port
+    for key in sorted(destination.services):
+        service = state.services.get(key)
+        if service is None or service.waypoint is None or not service.addresses:
+            continue
+        for p in service.ports:
+            if state.workload_port(service, destination, p.service_port) == port:
+                return service.addresses[0], p.service_port
+    return None
 
 
 class PodNetworks(Protocol):
@@ -138,6 +189,7 @@ class _InPod:
     hbone: HboneServer | None = None
     inbound: InboundHandler | None = None
     dns: asyncio.DatagramTransport | None = None
+    dns_tcp: asyncio.Server | None = None
     redirected: bool = False
     draining: list[HboneServer] = field(default_factory=list)
     grace: asyncio.TimerHandle | None = None
@@ -238,6 +290,12 @@ class InPodProxy:
                 lambda: DnsProtocol(lambda _client: resolver),
                 sock=await netns.bind_udp("127.0.0.1", DNS_PORT),
             )
+        if pod.dns_tcp is None:
+            resolver = mesh_resolver(z.state, lambda: pod.workload.namespace)
+            pod.dns_tcp = await loop.create_server(
+                lambda: DnsTcpProtocol(lambda _client: resolver),
+                sock=await netns.listen_tcp("127.0.0.1", DNS_PORT),
+            )
         if not pod.redirected:
             await self.networks.set_redirection(workload, True)
             pod.redirected = True
@@ -260,8 +318,10 @@ class InPodProxy:
                 pod.workload.namespace,
                 pod.workload.name,
             )
-        self._close_capture(pod)
-        if pod.hbone is not None and pod.grace is None:
+        # The capture listeners stay open for the grace period too: a connection redirected
+        # just before the rules went may still sit in a listener's accept queue, and closing
+        # the listener would reset it. Accepted now, it is served as the state says (plain TCP).
+        if pod.grace is None and (pod.hbone is not None or pod.capture_out is not None):
             loop = asyncio.get_running_loop()
             pod.grace = loop.call_later(
                 UNENROL_GRACE, lambda: asyncio.ensure_future(self._end_grace(pod))
@@ -269,7 +329,10 @@ class InPodProxy:
 
     async def _end_grace(self, pod: _InPod) -> None:
         pod.grace = None
-        if pod.hbone is not None and pod.workload.tunnel_protocol is not TunnelProtocol.HBONE:
+        if pod.workload.tunnel_protocol is TunnelProtocol.HBONE:
+            return  # enrolled again meanwhile
+        self._close_capture(pod)
+        if pod.hbone is not None:
             await pod.hbone.stop_listening()  # open tunnels drain on their own
             pod.draining.append(pod.hbone)
             pod.hbone = None
@@ -277,12 +340,12 @@ class InPodProxy:
     @staticmethod
     def _close_capture(pod: _InPod) -> None:
         """Stop accepting on the capture ports; accepted connections carry on."""
-        for server in (pod.capture_out, pod.capture_in):
+        for server in (pod.capture_out, pod.capture_in, pod.dns_tcp):
             if server is not None:
                 server.close()
         if pod.dns is not None:
             pod.dns.close()
-        pod.capture_out = pod.capture_in = None
+        pod.capture_out = pod.capture_in = pod.dns_tcp = None
         pod.dns = None
 
     async def _remove(self, pod: _InPod, *, drain: bool = True) -> None:
@@ -331,6 +394,7 @@ class InPodProxy:
                 "inbound15006": p.capture_in is not None,
                 "hbone15008": p.hbone is not None,
                 "dns15053": p.dns is not None,
+                "dnsTcp15053": p.dns_tcp is not None,
             }
             for uid, p in sorted(self._pods.items())
         }
@@ -405,10 +469,35 @@ class PlaintextInbound:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def waypoint_for(self, destination: Workload) -> None:
-        """TODO(waypoint): plaintext for a destination that uses a waypoint should be
-        hair-pinned through that waypoint (Istio's "sandwich"); it is served directly for now."""
-        return None
+    def hairpin(
+        self,
+        client: asyncio.Transport,
+        early: bytearray,
+        destination: Workload,
+        target: tuple[IPAddress, int],
+        peer: tuple[str, int],
+    ) -> None:
+        """Send plaintext for a waypoint-bound ``destination`` through its waypoint.
+
+        It leaves as the destination pod's outbound connection to ``target`` (which
+        resolves to the waypoint), with the real client in ``forwarded: for=``; the
+        waypoint's tunnel back to the pod arrives on 15008 like any other."""
+        log.info(
+            "inbound plaintext %s:%d -> %s:%d: hair-pinned through the waypoint for %s:%d",
+            peer[0],
+            peer[1],
+            destination.addresses[0],
+            target[1] if target[0] in destination.addresses else 0,
+            target[0],
+            target[1],
+        )
+        self.pod.outbound.start(
+            client,
+            socks5.Socks5Request(str(target[0]), target[1], False),
+            early,
+            socks=False,
+            forwarded_for=SocketAddress(ipaddress.ip_address(peer[0]), int(peer[1])),
+        )
 
     async def _serve(self, client: asyncio.Transport, early: bytearray) -> None:
         z = self.proxy.ztunnel
@@ -435,7 +524,11 @@ class PlaintextInbound:
             client.abort()
             record.close()
             return
-        self.waypoint_for(destination)
+        hairpin = waypoint_target(z.state, destination, ipaddress.ip_address(dst_ip), dst_port)
+        policy_target = authz.Workload(destination.namespace, destination.labels)
+        if hairpin is not None and plaintext_allowed(z.state.policies, policy_target, dst_port):
+            self.hairpin(client, early, destination, hairpin, (str(peer[0]), int(peer[1])))
+            return
         conn = InboundConnection(
             None, ipaddress.ip_address(peer[0]), destination, ipaddress.ip_address(dst_ip), dst_port
         )
@@ -463,6 +556,10 @@ class PlaintextInbound:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connection to application {dst_ip}:{dst_port} failed: {exc}"
             client.abort()
+            record.close()
+            return
+        if client.is_closing():  # the client gave up while the application was being dialled
+            pipe.abort()
             record.close()
             return
         if destination.application_tunnel is ApplicationTunnel.PROXY:

@@ -13,11 +13,17 @@ Decisions (Istio's DNS capture, reduced to what a mesh without Kubernetes needs)
 - Everything else is REFUSED: pods in these namespaces have no route to the
   host's resolvers, and a refusal makes the client's resolver give up at once
   instead of timing out.
-- Only UDP. Malformed queries get FORMERR when the header can be read, and
-  are dropped otherwise.
+- UDP and TCP (RFC 1035 4.2.2 / RFC 7766: each message preceded by its
+  two-byte length; the same answers). Over UDP malformed queries get FORMERR
+  when the header can be read, and are dropped otherwise; over TCP a query too
+  broken to answer ends the connection. TCP connections may carry many queries
+  (pipelined; answered in order) and are closed after :data:`TCP_IDLE_TIMEOUT`
+  seconds without one, as RFC 7766 advises servers.
 
-:func:`answer` is a pure function of (query bytes, resolver): it is what the
-tests and the fuzz target drive; :class:`DnsProtocol` is the asyncio edge.
+:func:`answer` is a pure function of (query bytes, resolver) and
+:class:`TcpFramer` splits a TCP byte stream into messages without I/O: they are
+what the tests and the fuzz targets drive; :class:`DnsProtocol` (UDP) and
+:class:`DnsTcpProtocol` are the asyncio edges.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ TTL = 30
 TYPE_A = 1
 TYPE_AAAA = 28
 CLASS_IN = 1
+TCP_IDLE_TIMEOUT = 10.0
 RCODE_OK, RCODE_FORMERR, RCODE_SERVFAIL, RCODE_NXDOMAIN, RCODE_REFUSED = 0, 1, 2, 3, 5
 
 Resolver = Callable[[str], Sequence[IPAddress] | None]
@@ -169,3 +176,75 @@ class DnsProtocol(asyncio.DatagramProtocol):
             return
         if response is not None and self.transport is not None:
             self.transport.sendto(response, addr)
+
+
+class TcpFramer:
+    """DNS over TCP framing, sans I/O: feed bytes, get whole messages back."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The messages completed by ``data`` (their length prefixes removed)."""
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= 2:
+            length = int.from_bytes(self._buffer[:2], "big")
+            if len(self._buffer) < 2 + length:
+                break
+            messages.append(bytes(self._buffer[2 : 2 + length]))
+            del self._buffer[: 2 + length]
+        return messages
+
+
+def tcp_frame(message: bytes) -> bytes:
+    """``message`` with its two-byte length prefix (messages are at most 65,535 bytes)."""
+    return len(message).to_bytes(2, "big") + message
+
+
+class DnsTcpProtocol(asyncio.Protocol):
+    """Answers the length-prefixed queries of one TCP connection, in order."""
+
+    def __init__(self, resolver_for: Callable[[str], Resolver]) -> None:
+        self.resolver_for = resolver_for
+        self.framer = TcpFramer()
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.client = str(peer[0])
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        for query in self.framer.feed(data):
+            try:
+                response = answer(query, self.resolver_for(self.client))
+            except Exception as exc:  # never let one bad query stop the server
+                log.warning(
+                    "DNS/TCP: failed to answer %s: %s: %s", self.client, type(exc).__name__, exc
+                )
+                response = None
+            if response is None:
+                self.transport.close()
+                return
+            self.transport.write(tcp_frame(response))
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _arm(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(TCP_IDLE_TIMEOUT, self._timeout)
+
+    def _timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

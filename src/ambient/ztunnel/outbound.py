@@ -109,10 +109,12 @@ class OutboundHandler:
         early: bytes | bytearray,
         *,
         socks: bool = True,
+        forwarded_for: SocketAddress | None = None,
     ) -> None:
         """Forward ``client`` to ``request``'s destination; ``socks=False`` for a captured
-        connection (original destination known, no SOCKS reply owed)."""
-        task = asyncio.ensure_future(self._connect(client, request, early, socks))
+        connection (original destination known, no SOCKS reply owed). ``forwarded_for``:
+        the real client when this pod relays someone else's connection (a hair-pin)."""
+        task = asyncio.ensure_future(self._connect(client, request, early, socks, forwarded_for))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -122,6 +124,7 @@ class OutboundHandler:
         request: socks5.Socks5Request,
         early: bytes | bytearray,
         socks: bool,
+        forwarded_for: SocketAddress | None = None,
     ) -> None:
         source = self.state.workloads.get(self.workload_uid)
         if source is None or not source.addresses:  # the pod left while we were talking
@@ -140,7 +143,7 @@ class OutboundHandler:
         if socks:
             client.write(socks5.reply(socks5.Reply.SUCCEEDED))
         peer = client.get_extra_info("peername") or ("0.0.0.0", 0)
-        source_addr = SocketAddress(source.addresses[0], int(peer[1]))
+        source_addr = forwarded_for or SocketAddress(source.addresses[0], int(peer[1]))
         hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
         record = ConnectionRecord(
             self.metrics,
@@ -229,6 +232,10 @@ class OutboundHandler:
             log.warning("outbound: %s -> %s: %s", source.name, request.authority, exc)
             client.abort()
             return
+        if client.is_closing():  # the client gave up while the tunnel was being opened
+            stream.reset()
+            record.error = "client closed the connection before the tunnel was open"
+            return
         record.open()
         relay = TcpRelay(stream)
         client.set_protocol(relay)
@@ -296,6 +303,10 @@ class OutboundHandler:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connect to {upstream.ip}:{upstream.port} failed: {exc or 'timeout'}"
             client.abort()
+            return
+        if client.is_closing():  # the client gave up while the upstream was being dialled
+            pipe.abort()
+            record.error = "client closed the connection before the upstream was open"
             return
         record.open()
         client.set_protocol(pipe.downstream)

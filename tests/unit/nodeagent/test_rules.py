@@ -31,10 +31,13 @@ def test_redirection_rules() -> None:
     for chain in on.split("chain ")[1:]:
         assert chain.index("accept") < chain.index("redirect")
     off = redirection_rules(False)
-    # off keeps the NAT base chains (so replies of open redirected connections are still
-    # translated) and drops every rule
+    # off keeps the NAT base chains and drops every redirect
     assert "redirect" not in off and "flush table inet ambient" in off
     assert "hook prerouting" in off and "hook output" in off
+    # both keep a conntrack rule in each chain: conntrack stays on in the namespace
+    for script in (on, off):
+        chains = script.split("chain ")[1:]
+        assert len(chains) == 2 and all("ct state" in chain for chain in chains)
 
 
 def test_service_rules_dnat_each_vip_port_to_healthy_endpoints() -> None:
@@ -55,7 +58,8 @@ def test_rulesets_parse_with_nft() -> None:
     """nft's own parser accepts both scripts (check mode: nothing is loaded)."""
     state = ProxyState("node-1")
     state.apply([SVC, pod(1), pod(2)], [])
-    for script in (redirection_rules(True), service_rules(state.services.values(), state)):
+    scripts = (redirection_rules(True), redirection_rules(False))
+    for script in (*scripts, service_rules(state.services.values(), state)):
         body = script
         result = subprocess.run(
             ["nft", "-c", "-f", "-"], input=body, capture_output=True, text=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import struct
 from dataclasses import replace
@@ -17,8 +18,11 @@ from ambient.ztunnel.dns import (
     RCODE_REFUSED,
     TYPE_A,
     TYPE_AAAA,
+    DnsTcpProtocol,
+    TcpFramer,
     answer,
     mesh_resolver,
+    tcp_frame,
 )
 from ambient.ztunnel.state import ProxyState
 from tests.unit.ztunnel.test_state import SVC, pod
@@ -103,3 +107,50 @@ def test_fuzz_never_raises(data: bytes) -> None:
     resolve = mesh_resolver(ProxyState("n"), lambda: "default")
     response = answer(data, resolve)
     assert response is None or response[:2] == data[:2]
+
+
+# -- DNS over TCP -----------------------------------------------------------------------
+
+
+def test_tcp_framer_reassembles_split_and_pipelined_messages() -> None:
+    one, two = query("orders", ident=1), query("orders.shop", ident=2)
+    stream = tcp_frame(one) + tcp_frame(two)
+    framer = TcpFramer()
+    got: list[bytes] = []
+    for i in range(len(stream)):  # one byte at a time: every split point
+        got += framer.feed(stream[i : i + 1])
+    assert got == [one, two]
+    assert TcpFramer().feed(stream) == [one, two]  # both in one segment
+
+
+@given(st.lists(st.binary(max_size=300), max_size=5), st.integers(min_value=1, max_value=64))
+def test_fuzz_tcp_framer_round_trips(messages: list[bytes], chunk: int) -> None:
+    stream = b"".join(tcp_frame(m) for m in messages)
+    framer = TcpFramer()
+    got: list[bytes] = []
+    for i in range(0, len(stream), chunk):
+        got += framer.feed(stream[i : i + chunk])
+    assert got == messages
+
+
+async def test_tcp_server_answers_pipelined_queries_in_order(resolve: object) -> None:
+    server = await asyncio.get_running_loop().create_server(
+        lambda: DnsTcpProtocol(lambda _client: resolve),  # type: ignore[arg-type,return-value]
+        "127.0.0.1",
+        0,
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(tcp_frame(query("orders", ident=7)) + tcp_frame(query("example.com", ident=8)))
+        answers = []
+        for _ in range(2):
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            answers.append(parse(await reader.readexactly(length)))
+        assert answers == [(7, RCODE_OK, ["127.20.0.1"]), (8, RCODE_REFUSED, [])]
+        writer.write(tcp_frame(b"\x00"))  # too broken to answer: the server hangs up
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()

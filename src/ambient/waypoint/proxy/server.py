@@ -29,7 +29,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -61,6 +61,9 @@ from ambient.waypoint.proxy.metrics import WaypointMetrics
 from ambient.waypoint.proxy.tcp import pass_through
 from ambient.waypoint.proxy.upstream import UpstreamClient
 from ambient.ztunnel.state import CLUSTER_DOMAIN, ProxyState
+
+if TYPE_CHECKING:
+    from ambient.nodeagent.netns import NetnsThread
 
 log = logging.getLogger("ambient.waypoint")
 
@@ -113,6 +116,7 @@ class Waypoint:
         hbone_port: int = HBONE_PORT,
         ports: tuple[int, int, int] = (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
         protocol_detection_timeout: float = sniff.DEFAULT_TIMEOUT,
+        netns: NetnsThread | None = None,
     ) -> None:
         if not addresses:
             raise ValueError(f"waypoint {namespace}/{name}: at least one address is required")
@@ -131,7 +135,11 @@ class Waypoint:
             authorizer or AllowAll(),
             router or ForwardToTarget(),
         )
-        self.pool = ConnectionPool(settings=self.settings)
+        # ``ambient up --netns``: the waypoint pod's own namespace holds its listeners and
+        # the sockets of its upstream connections.
+        self.netns = netns
+        dialer = (lambda host, port, _source: netns.dial(host, port)) if netns else None
+        self.pool = ConnectionPool(settings=self.settings, dialer=dialer)
         self.upstream = UpstreamClient(self.pool, source_ip=str(self.addresses[0]))
         self.forwarder = Forwarder(state, self.policies, self.upstream, balancer)
         self.protocol_detection_timeout = protocol_detection_timeout
@@ -153,7 +161,11 @@ class Waypoint:
         self._on_certificate(await self.certificates.get(self.identity))
         for address in self.addresses:
             server = HboneServer(self._current_certificate, self._serve, settings=self.settings)
-            self.hbone_addresses.append(await server.start(str(address), self._hbone_port))
+            if self.netns is not None:
+                listener = await self.netns.listen_tcp(str(address), self._hbone_port)
+                self.hbone_addresses.append(server.start_on(listener))
+            else:
+                self.hbone_addresses.append(await server.start(str(address), self._hbone_port))
             self._servers.append(server)
         admin, metrics, ready = self._ports
         servers = {
@@ -165,7 +177,11 @@ class Waypoint:
             "readiness": (AdminServer({"/healthz/ready": self._readiness}), ready),
         }
         for label, (server_, port) in servers.items():
-            self.admin_addresses[label] = await server_.start(str(self.addresses[0]), port)
+            if self.netns is not None:
+                listener = await self.netns.listen_tcp(str(self.addresses[0]), port)
+                self.admin_addresses[label] = await server_.start_on(listener)
+            else:
+                self.admin_addresses[label] = await server_.start(str(self.addresses[0]), port)
             self._admin.append(server_)
         self._sweeper = asyncio.ensure_future(self._sweep())
         self._ready = True
