@@ -68,6 +68,13 @@ def test_out_of_mesh_plaintext_goes_through_the_waypoint(mesh: Mesh) -> None:
     assert "hair-pinned through the waypoint" in mesh.log()
 
 
+def test_a_hair_pinned_caller_has_no_mesh_identity(mesh: Mesh) -> None:
+    """The destination's ztunnel tunnels the outside caller's plaintext with orders' own
+    certificate; the waypoint must not take the caller for orders (namespace shop)."""
+    wait_for("the waypoint to serve", lambda: call(mesh, "/api/items")[0] == "200", timeout=30)
+    assert call(mesh, "/internal/stats") == ("403", "RBAC: access denied")
+
+
 def test_strict_refuses_plaintext_even_with_a_waypoint(mesh: Mesh, tmp_path: Path) -> None:
     policy = tmp_path / "strict.yaml"
     policy.write_text(STRICT)

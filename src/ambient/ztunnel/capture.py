@@ -58,10 +58,10 @@ Decisions:
   waypoint carries the destination pod's identity (the only one this ztunnel
   holds for it; an out-of-mesh client has none, and may run on another node)
   and the real client in ``forwarded: for=``, so the waypoint's access log and
-  ``remoteIpBlocks`` see the caller. Policies at the waypoint that allow by
-  principal therefore see the destination's own service account: write them
-  for the callers you mean (Istio's ztunnel used the client pod's identity
-  when it could get it).
+  ``remoteIpBlocks`` see the caller. As that address is not a workload of the
+  destination's identity, the waypoint grants the connection no peer identity
+  at all (``waypoint.proxy.server.vouched_identity``): the outside caller never
+  passes for the destination's service account or namespace in a policy.
 """
 
 from __future__ import annotations

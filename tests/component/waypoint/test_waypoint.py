@@ -33,6 +33,7 @@ from ambient.waypoint.model import (
 from ambient.waypoint.proxy.defaults import AllowAll, ForwardToTarget
 from tests.component.waypoint.harness import (
     ORDERS,
+    ORDERS_PODS,
     TCP_PORT,
     UNBOUND,
     WAYPOINT_IP,
@@ -322,3 +323,46 @@ def test_default_router_routes_to_addressed_service() -> None:
     target = Target("shop", ORDERS.hostname, ORDERS.addresses[0], 80)
     decision = ForwardToTarget().route(target, RequestHead("GET", "orders", "/"))
     assert decision.backend == Backend("shop", ORDERS.hostname, 80)
+
+
+class RecordPeers(AllowAll):
+    def __init__(self) -> None:
+        self.peers: list[str | None] = []
+
+    def check(
+        self,
+        target: Target,
+        downstream: Downstream,
+        request: RequestHead,
+        principal: RequestPrincipal | None,
+    ) -> AuthzVerdict:
+        identity = downstream.peer_identity
+        self.peers.append(str(identity) if identity is not None else None)
+        return AuthzVerdict(True, "")
+
+
+async def test_a_tunnel_vouches_only_for_its_own_workloads(tmp_path: Path) -> None:
+    """The web pod's certificate proves the caller only when ``forwarded`` names a web
+    workload: a tunnel forwarding for an orders pod (another identity) or an address
+    the waypoint does not know — a hair-pinned outside caller — gets no peer identity."""
+    authorizer = RecordPeers()
+    async for mesh in start_mesh(make_ca(tmp_path), authorizer=authorizer):
+        pool = ConnectionPool()
+        try:
+            for caller in (WEB.addresses[0], ORDERS_PODS[0].addresses[0], ORDERS.addresses[0]):
+                stream = await pool.open_stream(
+                    source=mesh.web_cert,
+                    destination=SocketAddress(WAYPOINT_IP, 15008),
+                    expected=[mesh.waypoint.identity],
+                    request=ConnectRequest(
+                        authority=SocketAddress(ORDERS.addresses[0], 80),
+                        forwarded_for=SocketAddress(caller, 40000),
+                    ),
+                )
+                stream.write(b"GET /who HTTP/1.1\r\nhost: orders\r\n\r\n")
+                head, _ = await read_response(stream)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                stream.write_eof()
+        finally:
+            await pool.close()
+        assert authorizer.peers == [str(WEB.identity), None, None]

@@ -94,6 +94,22 @@ class Tunnel:
         )
 
 
+def vouched_identity(peer: SpiffeId, caller: Workload | None) -> SpiffeId | None:
+    """The identity a tunnel's certificate proves for the caller it names in ``forwarded``.
+
+    A ztunnel tunnels with its pod's own certificate, so the caller address it forwards
+    is a workload of that identity. When it is not — the caller is unknown here, or a
+    workload of another identity — the tunnel speaks for someone it cannot vouch for:
+    plaintext from outside the mesh hair-pinned through the waypoint by the destination's
+    ztunnel (which has only the destination's certificate) is the case. Policy then sees
+    no peer identity rather than the destination's, so a rule allowing that principal
+    or namespace cannot let an outside caller in (fail closed).
+    """
+    if caller is None or caller.identity != peer:
+        return None
+    return peer
+
+
 class Waypoint:
     """One waypoint (an ``istio-waypoint`` Gateway's proxy)."""
 
@@ -260,8 +276,20 @@ class Waypoint:
             return
         forwarded = request.forwarded_for
         source_ip = forwarded.ip if forwarded else ipaddress.ip_address(stream.peer.address[0])
-        downstream = Downstream(stream.peer.identity, source_ip, forwarded.port if forwarded else 0)
-        tunnel = Tunnel(self, stream, target, downstream, self.state.workload_by_ip(source_ip))
+        caller = self.state.workload_by_ip(source_ip)
+        identity: SpiffeId | None = stream.peer.identity
+        if forwarded is not None:
+            identity = vouched_identity(stream.peer.identity, caller)
+        if identity is None:
+            log.debug(
+                "waypoint %s: %s tunnels for %s, which is not one of its workloads: "
+                "no peer identity for this connection",
+                self.name,
+                stream.peer.identity,
+                source_ip,
+            )
+        downstream = Downstream(identity, source_ip, forwarded.port if forwarded else 0)
+        tunnel = Tunnel(self, stream, target, downstream, caller)
         stream.respond(Status.OK)
         protocol, initial = await sniff.sniff(stream, self.protocol_detection_timeout)
         if protocol is sniff.Protocol.HTTP1:
