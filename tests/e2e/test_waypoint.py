@@ -92,6 +92,19 @@ def test_gateway_is_programmed(mesh: Mesh) -> None:
     )
     assert out == "True\n"
     assert "True" in mesh.ok("waypoint", "list", "-n", "shop")
+    # The node proxy that runs it shows it and the L7 objects it holds.
+    hosted = mesh.json("zc", "waypoints", "-n", "shop")
+    assert [(w["name"].startswith("waypoint-"), w["ready"], w["l7"]["synced"]) for w in hosted] == [
+        (True, True, True)
+    ]
+    resources = set(hosted[0]["l7"]["resources"])
+    assert {
+        "DestinationRule/shop/orders",
+        "VirtualService/shop/orders",
+        "AuthorizationPolicy/shop/orders-l7",
+    } <= resources
+    table = mesh.ok("zc", "waypoints")
+    assert "L7 OBJECTS" in table and "node-" in table
 
 
 def test_l7_authorization_allows_web_and_refuses_others(mesh: Mesh) -> None:

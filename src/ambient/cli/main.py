@@ -510,6 +510,8 @@ def _get_pods(ctx: click.Context, name: str | None, namespace: str | None, outpu
             "policy",
             "certificates",
             "certificate",
+            "waypoints",
+            "waypoint",
             "all",
         ]
     ),
@@ -533,18 +535,25 @@ def ztunnel_config(
     output: str,
     state_dir: str | None,
 ) -> None:
-    """Show a ztunnel's view of the mesh (as `istioctl ztunnel-config`)."""
+    """Show a ztunnel's view of the mesh (as `istioctl ztunnel-config`).
+
+    `waypoints` (every node) lists the waypoints node proxies run and the L7 objects
+    they hold (`-o json` names each one)."""
     dumps = _call(ctx, "GET", "/config_dump" + (f"?node={node}" if node else ""))
     if not dumps:
         fail("no ztunnel is running")
     dump = dumps[0]
+    # Certificates and waypoints are per node: gather every node's.
+    dump = {
+        **dump,
+        "certificates": [c for d in dumps for c in d["certificates"]],
+        "waypoints": [{"node": d["node"], **w} for d in dumps for w in d.get("waypoints", [])],
+    }
     if what == "all":
-        certs = [c for d in dumps for c in d["certificates"]]
-        dump = {**dump, "certificates": certs}
         if output == "json":
             print_json(dump)
             return
-        for part in ("workloads", "services", "policies", "certificates"):
+        for part in ("workloads", "services", "policies", "certificates", "waypoints"):
             _zc_table(part, dump, namespace)
             click.echo()
         return
@@ -553,9 +562,8 @@ def ztunnel_config(
         "service": "services",
         "policy": "policies",
         "certificate": "certificates",
+        "waypoint": "waypoints",
     }.get(what, what)
-    if part == "certificates":
-        dump = {**dump, "certificates": [c for d in dumps for c in d["certificates"]]}
     if output == "json":
         print_json(_zc_filter(part, dump, namespace))
         return
@@ -564,7 +572,7 @@ def ztunnel_config(
 
 def _zc_filter(part: str, dump: dict[str, Any], namespace: str | None) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = dump[part]
-    if namespace and part in ("workloads", "services", "policies"):
+    if namespace and part in ("workloads", "services", "policies", "waypoints"):
         items = [i for i in items if i["namespace"] == namespace]
     return items
 
@@ -608,6 +616,23 @@ def _zc_table(part: str, dump: dict[str, Any], namespace: str | None) -> None:
             for p in items
         ]
         print_table(["NAMESPACE", "POLICY NAME", "ACTION", "SCOPE"], rows)
+    elif part == "waypoints":
+        rows = [
+            [
+                w["namespace"],
+                w["name"],
+                w["node"],
+                w["address"],
+                "true" if w["ready"] else "false",
+                str(len(w.get("l7", {}).get("resources", []))),
+                str(w.get("l7", {}).get("version", "")),
+            ]
+            for w in items
+        ]
+        print_table(
+            ["NAMESPACE", "WAYPOINT POD", "NODE", "ADDRESS", "READY", "L7 OBJECTS", "VERSION"],
+            rows,
+        )
     else:
         rows = [
             [

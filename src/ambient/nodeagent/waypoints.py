@@ -13,7 +13,7 @@ made in that namespace. Stopping runs the other way.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from ambient.api.workload import Workload, waypoint_of
 from ambient.nodeagent.agent import NodeAgent
@@ -62,6 +62,9 @@ class NetnsWaypoint:
     @property
     def ready(self) -> bool:
         return self.waypoint is not None and self.waypoint.ready
+
+    def describe(self) -> dict[str, Any]:
+        return {"netns": True, **(self.waypoint.describe() if self.waypoint is not None else {})}
 
 
 def netns_waypoints(agent: NodeAgent, make: NetnsWaypointMaker) -> WaypointFactory:

@@ -272,9 +272,23 @@ class LiveAuthenticator:
 class _HostedWaypoint:
     """A ``Waypoint`` plus the live parts it owns (closed with it)."""
 
-    def __init__(self, waypoint: Waypoint, authenticator: LiveAuthenticator) -> None:
+    def __init__(self, waypoint: Waypoint, authenticator: LiveAuthenticator, l7: L7Config) -> None:
         self.waypoint = waypoint
         self.authenticator = authenticator
+        self.l7 = l7
+
+    def describe(self) -> dict[str, Any]:
+        """Its L7 configuration as ``/config_dump`` shows it."""
+        return {
+            "l7": {
+                "synced": self.l7.synced,
+                "version": self.l7.version,
+                "resources": [
+                    f"{ref.kind}/{ref.namespace}/{ref.name}"
+                    for ref in sorted(self.l7.config.objects, key=str)
+                ],
+            }
+        }
 
     async def start(self) -> None:
         await self.waypoint.start()
@@ -320,6 +334,6 @@ def waypoint_factory(
             settings=settings,
             netns=netns,
         )
-        return _HostedWaypoint(waypoint, authenticator)
+        return _HostedWaypoint(waypoint, authenticator, l7)
 
     return make

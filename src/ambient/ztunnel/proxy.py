@@ -320,6 +320,7 @@ class Ztunnel:
                 }
                 for pa in sorted(self.state.policies.peer_authentications(), key=lambda p: p.key)
             ],
+            "waypoints": self.waypoints.config_dump(),
             "listeners": self.in_pod.listeners()
             if self.in_pod is not None
             else {

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ambient.api.workload import Workload
 
@@ -33,6 +33,10 @@ class HostedWaypoint(Protocol):
 
     @property
     def ready(self) -> bool: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/config_dump`` shows of it besides its pod (its L7 configuration)."""
+        ...
 
 
 WaypointFactory = Callable[[Workload], HostedWaypoint]
@@ -97,3 +101,18 @@ class WaypointHost:
     async def close(self) -> None:
         for uid in list(self.running):
             await self._stop(uid)
+
+    def config_dump(self) -> list[dict[str, Any]]:
+        """The waypoints this node proxy runs, for ``/config_dump``."""
+        return [
+            {
+                "workload": uid,
+                "namespace": workload.namespace,
+                "name": workload.name,
+                "identity": str(workload.identity),
+                "address": str(workload.addresses[0]),
+                "ready": waypoint.ready,
+                **waypoint.describe(),
+            }
+            for uid, (workload, waypoint) in sorted(self.running.items())
+        ]
