@@ -11,10 +11,12 @@ does with a Telemetry, and the decisions where it differs from Istio:
   merges them. Two namespace-wide Telemetries in one namespace, or two selecting
   the same workload, are ambiguous (``ambient analyze`` reports IST0160/IST0159;
   here the first by name wins).
-- **Who honours it.** Only waypoints apply Telemetry (access logging and request
-  metrics), as in Istio's ambient mode, where ztunnel ignores the Telemetry API
-  entirely: its metrics and access-log lines are fixed. A Telemetry reaches a
-  waypoint when it is mesh-wide, in the waypoint's namespace without selector,
+- **Who honours it.** Only waypoints would apply Telemetry (access logging and
+  request metrics), as in Istio's ambient mode, where ztunnel ignores the Telemetry
+  API entirely: its metrics and access-log lines are fixed. NOT YET WIRED: the
+  waypoint proxy does not receive Telemetry yet; ``effective_telemetry`` computes
+  what a waypoint is to apply (tested), and ``ambient analyze`` reports on it. A
+  Telemetry covers a waypoint when it is mesh-wide, in the waypoint's namespace without selector,
   selects the waypoint's pods (``gateway.networking.k8s.io/gateway-name``), or
   names the waypoint's Gateway in ``targetRefs``. ``targetRefs`` naming a
   ``Service`` is accepted but not applied per service (a warning says so).
