@@ -382,6 +382,8 @@ _GET_KINDS = {
     "dr": "DestinationRule",
     "requestauthentications": "RequestAuthentication",
     "requestauthentication": "RequestAuthentication",
+    "telemetries": "Telemetry",
+    "telemetry": "Telemetry",
 }
 
 
@@ -672,6 +674,11 @@ cli.add_command(ztunnel_config, "zc")
 from ambient.cli import waypoint as _waypoint  # noqa: E402
 
 del _waypoint
+
+# ``ambient analyze`` (istioctl analyze) lives in its own module.
+from ambient.cli.analyze import analyze_command  # noqa: E402
+
+cli.add_command(analyze_command)
 
 # The distributed mode's commands register themselves on ``cli``.
 from ambient.cli import distributed as _distributed  # noqa: E402

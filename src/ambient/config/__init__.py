@@ -16,7 +16,7 @@ across objects), ``configset`` (the result).
 from ambient.config.configset import ConfigSet, Origin, Ref
 from ambient.config.errors import ConfigError, Problem
 from ambient.config.frozen import FrozenMap
-from ambient.config.loader import find_files, load_paths, load_text
+from ambient.config.loader import find_files, load_documents, load_paths, load_text
 from ambient.config.meta import object_meta, resource_schema
 from ambient.config.references import check_references
 from ambient.config.registry import DEFAULT_REGISTRY, KindSpec, Registry, register_kind
@@ -85,6 +85,7 @@ __all__ = [
     "WorkloadEntrySpec",
     "check_references",
     "find_files",
+    "load_documents",
     "load_paths",
     "load_text",
     "object_meta",

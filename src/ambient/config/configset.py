@@ -58,6 +58,9 @@ class Origin:
     # object on to a proxy that validates it again (the waypoint's L7 kinds). Not part
     # of the object's identity or location.
     source: object = field(default=None, compare=False, repr=False, hash=False)
+    # The 1-based line where the document starts in ``file``, when known (a location
+    # for ``ambient analyze``; not part of the identity either: edits above move it).
+    line: int | None = field(default=None, compare=False, repr=False, hash=False)
 
     @property
     def prefix(self) -> FieldPath:

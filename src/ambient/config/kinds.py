@@ -4,9 +4,8 @@ Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
 AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
 their specs checked by ``ambient.authz`` (see ``security``). HTTPRoute, VirtualService and
 DestinationRule are typed by ``ambient.waypoint.routing``, RequestAuthentication by
-``ambient.waypoint.policy``, Gateway by ``gateway``. Telemetry loads as
-``GenericResource`` (metadata checked, spec kept as YAML) until its owner registers
-a strict parser (see ``registry``).
+``ambient.waypoint.policy``, Gateway by ``gateway``, Telemetry by ``telemetry``.
+``GENERIC_KINDS`` (metadata checked, spec kept as YAML) is empty: every kind is strict.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from ambient.config.pods import DEPLOYMENT, POD
 from ambient.config.resources import GenericResource
 from ambient.config.schema import AnyMapping, Node, Obj
 from ambient.config.security import AUTHORIZATION_POLICY, PEER_AUTHENTICATION
+from ambient.config.telemetry import TELEMETRY
 from ambient.waypoint.policy.requestauthn import REQUEST_AUTHENTICATION
 from ambient.waypoint.routing.destinationrule import DESTINATION_RULE
 from ambient.waypoint.routing.httproute import HTTPROUTE
@@ -58,5 +58,6 @@ BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
     (GATEWAY_API, "HTTPRoute", HTTPROUTE),
     (ISTIO_NETWORKING, "VirtualService", VIRTUAL_SERVICE),
     (ISTIO_NETWORKING, "DestinationRule", DESTINATION_RULE),
+    (ISTIO_TELEMETRY, "Telemetry", TELEMETRY),
 )
-GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = ((ISTIO_TELEMETRY, "Telemetry"),)
+GENERIC_KINDS: tuple[tuple[tuple[str, ...], str], ...] = ()

@@ -36,7 +36,7 @@ from ambient.config.resources import DEFAULT_NAMESPACE, Resource
 from ambient.config.schema import INVALID, FieldPath, Report, render_path, show
 from ambient.config.yamldoc import read_documents
 
-__all__ = ["YAML_SUFFIXES", "find_files", "load_paths", "load_text"]
+__all__ = ["YAML_SUFFIXES", "find_files", "load_documents", "load_paths", "load_text"]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 SKIPPED_DIRS = frozenset({"cacerts"})
@@ -112,7 +112,8 @@ class _Load:
         documents, syntax = read_documents(text)
         for document in documents:
             if document.value is not None:
-                self.add_document(document.value, Origin(file, document.index))
+                origin = Origin(file, document.index, line=document.line)
+                self.add_document(document.value, origin)
         if syntax is not None:
             self.problems.append(
                 Problem(
@@ -196,7 +197,7 @@ class _Load:
             )
             (self.warnings if issue.warning else self.problems).append(problem)
         if obj is not None:
-            origin = Origin(origin.file, origin.document, origin.item, value)
+            origin = Origin(origin.file, origin.document, origin.item, value, origin.line)
             self.loaded.append(_Loaded(Ref.of(obj), obj, origin))
         elif isinstance(kind, str) and isinstance(name, str):
             namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
@@ -302,4 +303,22 @@ def load_paths(
     load.problems += problems
     for file in files:
         load.add_file(file)
+    return load.finish(check_refs)
+
+
+def load_documents(
+    documents: Iterable[tuple[object, Origin]],
+    *,
+    registry: Registry | None = None,
+    check_refs: bool = True,
+) -> ConfigSet:
+    """Load already parsed documents, each with where it was read (``ambient analyze``
+    of a running mesh re-reads the manifests the control plane kept); raises ``ConfigError``."""
+    load = _Load(registry or DEFAULT_REGISTRY)
+    for value, origin in documents:
+        if origin.file not in load.files:
+            load.files.append(origin.file)
+        load.add_document(
+            value, Origin(origin.file, origin.document, origin.item, line=origin.line)
+        )
     return load.finish(check_refs)

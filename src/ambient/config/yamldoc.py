@@ -56,10 +56,12 @@ _Loader.yaml_implicit_resolvers = {
 
 @dataclass(frozen=True)
 class Document:
-    """One YAML document: its 1-based index in the file and its value."""
+    """One YAML document: its 1-based index in the file, its value, and the 1-based line
+    where its content starts (for ``file:line`` locations, e.g. ``ambient analyze``)."""
 
     index: int
     value: object
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,15 @@ def _reader(err: ReaderError, text: str) -> SyntaxProblem:
 def read_documents(text: str) -> tuple[list[Document], SyntaxProblem | None]:
     """Parse every document of ``text``; on a syntax error, the documents before it and the error."""
     documents: list[Document] = []
+    loader: _Loader | None = None
     try:
-        for value in yaml.load_all(text, Loader=_Loader):
-            documents.append(Document(len(documents) + 1, value))
+        loader = _Loader(text)
+        # ``yaml.load_all`` unrolled, to keep each document's first line.
+        while loader.check_node():
+            node = loader.get_node()
+            line = node.start_mark.line + 1 if node is not None else None
+            value = loader.construct_document(node)
+            documents.append(Document(len(documents) + 1, value, line))
     except ReaderError as err:
         return documents, _reader(err, text)
     except yaml.MarkedYAMLError as err:
@@ -121,4 +129,7 @@ def read_documents(text: str) -> tuple[list[Document], SyntaxProblem | None]:
         return documents, SyntaxProblem(
             "invalid YAML: nested too deeply", document=len(documents) + 1
         )
+    finally:
+        if loader is not None:
+            loader.dispose()
     return documents, None

@@ -6,6 +6,7 @@ mesh. The same routes whichever process model runs the mesh (``MeshBackend``):
 - ``GET /status``                      readiness of every component
 - ``GET /pods``                        pods with address, node and exec environment
 - ``GET /resources?kind=&namespace=``  loaded objects (``ambient get``)
+- ``GET /manifests``                   every object as its manifest and origin (``ambient analyze``)
 - ``GET /nodes``                       ztunnels and their admin addresses
 - ``GET /config_dump?node=``           a ztunnel's view (``ambient ztunnel-config``)
 - ``POST /apply``  ``{"text": ..., "filename": ...}``
@@ -69,6 +70,7 @@ class ControlApi:
                 "/resources": json_route(
                     lambda r: mesh.resources(r.query.get("kind", ""), r.query.get("namespace"))
                 ),
+                "/manifests": json_route(lambda r: mesh.manifests()),
                 "/nodes": json_route(lambda r: mesh.node_list()),
                 "/config_dump": json_route(lambda r: mesh.config_dumps(r.query.get("node"))),
                 "POST /apply": json_route(lambda r: mesh.apply(json_body(r))),

@@ -29,6 +29,7 @@ __all__ = [
     "apply_json",
     "delete_json",
     "label_json",
+    "manifests_json",
     "resources_json",
     "unix_request",
 ]
@@ -53,6 +54,8 @@ class MeshBackend(Protocol):
     async def pods(self) -> list[dict[str, Any]]: ...
 
     async def resources(self, kind: str, namespace: str | None) -> list[Any]: ...
+
+    async def manifests(self) -> list[dict[str, Any]]: ...
 
     async def node_list(self) -> list[dict[str, Any]]: ...
 
@@ -80,6 +83,46 @@ def resources_json(config: MeshConfig, kind: str, namespace: str | None) -> list
             snapshot = config.plane.snapshot
             item["status"] = gateway_status(obj, snapshot.workloads, snapshot.services).to_dict()
         items.append(item)
+    return items
+
+
+def _with_live_labels(obj: Any, source: Any) -> dict[str, Any]:
+    """The manifest an object was read from, with the labels it has now (``ambient label``
+    changes objects, not their documents); a minimal one for objects without a document."""
+    if isinstance(source, dict):
+        manifest = json.loads(json.dumps(source, default=str))
+    else:
+        manifest = {
+            "apiVersion": obj.api_version,
+            "kind": obj.kind,
+            "metadata": {"name": obj.meta.name},
+        }
+        if obj.meta.namespace:
+            manifest["metadata"]["namespace"] = obj.meta.namespace
+    metadata = manifest.setdefault("metadata", {})
+    if isinstance(metadata, dict):
+        metadata["labels"] = dict(obj.meta.labels)
+        if not metadata["labels"]:
+            del metadata["labels"]
+    return dict(manifest)
+
+
+def manifests_json(config: MeshConfig) -> list[dict[str, Any]]:
+    """Every object of the running configuration as its manifest and where it was read
+    (``ambient analyze`` without files loads and analyzes these)."""
+    current = config.plane.config
+    items = []
+    for obj in current:
+        origin = current.origin(obj)
+        items.append(
+            {
+                "file": origin.file if origin else "<live>",
+                "document": origin.document if origin else 0,
+                "item": origin.item if origin else None,
+                "line": origin.line if origin else None,
+                "manifest": _with_live_labels(obj, origin.source if origin else None),
+            }
+        )
     return items
 
 

@@ -4,7 +4,7 @@
 ``kube-apiserver`` is to istiod and kubelet in Kubernetes, reduced to what one host
 needs; ``ambient up`` (the default process model) is its only client:
 
-- ``GET /resources``, ``POST /apply|/delete|/label``: as the mesh's control API
+- ``GET /resources``, ``GET /manifests``, ``POST /apply|/delete|/label``: as the mesh's control API
   (``ambient.local.api``), which forwards them here.
 - ``GET /schedule?after=N``: the pods to run (``PodRun`` as JSON) and the nodes,
   with a ``generation`` that grows with every change of the index. With ``after``
@@ -29,6 +29,7 @@ from ambient.local.backend import (
     apply_json,
     delete_json,
     label_json,
+    manifests_json,
     resources_json,
 )
 from ambient.local.configops import MeshConfig
@@ -64,6 +65,7 @@ class ControlPlaneApi:
         self.server = AdminServer(
             {
                 "/resources": json_route(self._resources),
+                "/manifests": json_route(self._manifests),
                 "/schedule": json_route(self._schedule),
                 "POST /apply": json_route(lambda r: call(apply_json, r)),
                 "POST /delete": json_route(lambda r: call(delete_json, r)),
@@ -100,6 +102,9 @@ class ControlPlaneApi:
         return resources_json(
             self.config, request.query.get("kind", ""), request.query.get("namespace")
         )
+
+    async def _manifests(self, request: Request) -> list[dict[str, Any]]:
+        return manifests_json(self.config)
 
     async def _schedule(self, request: Request) -> dict[str, Any]:
         try:

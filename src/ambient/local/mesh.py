@@ -45,6 +45,7 @@ from ambient.local.backend import (
     apply_json,
     delete_json,
     label_json,
+    manifests_json,
     resources_json,
 )
 from ambient.local.configops import MeshConfig
@@ -274,6 +275,9 @@ class LocalMesh:
 
     async def resources(self, kind: str, namespace: str | None) -> list[Any]:
         return resources_json(self._config(), kind, namespace)
+
+    async def manifests(self) -> list[dict[str, Any]]:
+        return manifests_json(self._config())
 
     async def node_list(self) -> list[dict[str, Any]]:
         return [

@@ -377,6 +377,10 @@ class DistributedMesh:
         result: list[Any] = await self._forward("GET", query, None)
         return result
 
+    async def manifests(self) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = await self._forward("GET", "/manifests", None)
+        return answer
+
     async def node_list(self) -> list[dict[str, Any]]:
         return [
             {

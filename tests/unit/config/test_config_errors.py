@@ -519,9 +519,11 @@ CASES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "generic-spec-recursive-alias",
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\n"
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: t}\n"
         "spec: &loop {again: *loop}\n",
-        ["bad.yaml:1: Telemetry/t: spec: a YAML alias refers to a value that contains it"],
+        [
+            "bad.yaml:1: AuthorizationPolicy/t: spec: a YAML alias refers to a value that contains it"
+        ],
     ),
 ]
 

@@ -34,6 +34,7 @@ from ambient.config import (
     load_text,
     resource_schema,
 )
+from ambient.config.registry import Registry
 from ambient.config.schema import Custom, Obj, Str, req
 
 SHOP = (Path(__file__).parent / "shop.yaml").read_text()
@@ -364,32 +365,39 @@ class PolicySpec:
 class Policy:
     meta: ObjectMeta
     spec: PolicySpec
-    api_version: str = "telemetry.istio.io/v1"
-    kind: str = field(default="Telemetry", init=False)
+    api_version: str = "example.com/v1"
+    kind: str = field(default="Widget", init=False)
 
 
-POLICY = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a}\nspec: {action: DENY}\n"
+POLICY = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: a}\nspec: {action: DENY}\n"
+
+
+def _with_generic_widget() -> Registry:
+    registry = DEFAULT_REGISTRY.copy()
+    registry.register_generic(["example.com/v1"], "Widget")
+    return registry
 
 
 def test_register_a_strict_kind() -> None:
-    registry = DEFAULT_REGISTRY.copy()
+    base = _with_generic_widget()
+    registry = base.copy()
     node = resource_schema(Policy, Obj(PolicySpec, {"action": req(Str())}), spec_required=True)
-    registry.register(["telemetry.istio.io/v1"], "Telemetry", node)
+    registry.register(["example.com/v1"], "Widget", node)
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(["telemetry.istio.io/v1"], "Telemetry", node)
+        registry.register(["example.com/v1"], "Widget", node)
     (policy,) = load_text(POLICY, registry=registry)
     assert policy == Policy(ObjectMeta("a"), PolicySpec("DENY"))
     with pytest.raises(ConfigError) as info:
         load_text(POLICY.replace("action", "acton"), "p.yaml", registry=registry)
     assert [str(p) for p in info.value.problems] == [
-        "p.yaml:1: Telemetry/a: spec.acton: unknown field (did you mean 'action'?)",
-        "p.yaml:1: Telemetry/a: spec.action: missing required field",
+        "p.yaml:1: Widget/a: spec.acton: unknown field (did you mean 'action'?)",
+        "p.yaml:1: Widget/a: spec.action: missing required field",
     ]
     with pytest.raises(ConfigError) as info:
-        load_text(POLICY.replace("v1", "v1alpha1"), "p.yaml", registry=registry)
-    assert "Telemetry is served by telemetry.istio.io/v1, not" in str(info.value)
-    # the default registry is untouched
-    assert isinstance(next(iter(load_text(POLICY))), GenericResource)
+        load_text(POLICY.replace("example.com/v1", "example.com/v2"), "p.yaml", registry=registry)
+    assert "Widget is served by example.com/v1, not" in str(info.value)
+    # the registry it was copied from is untouched
+    assert isinstance(next(iter(load_text(POLICY, registry=base))), GenericResource)
 
 
 def test_custom_node_adapts_other_readers() -> None:
@@ -404,15 +412,15 @@ def test_custom_node_adapts_other_readers() -> None:
             raise ReaderError("action", "must be ALLOW or DENY")
         return PolicySpec(value["action"])
 
-    registry = DEFAULT_REGISTRY.copy()
+    registry = _with_generic_widget()
     registry.register(
-        ["telemetry.istio.io/v1"],
-        "Telemetry",
+        ["example.com/v1"],
+        "Widget",
         resource_schema(Policy, Custom(read), spec_required=True),
     )
     with pytest.raises(ConfigError) as info:
         load_text(POLICY.replace("DENY", "AUDIT"), "p.yaml", registry=registry)
-    assert str(info.value) == "p.yaml:1: Telemetry/a: spec.action: must be ALLOW or DENY"
+    assert str(info.value) == "p.yaml:1: Widget/a: spec.action: must be ALLOW or DENY"
 
 
 def test_kinds_share_the_resource_protocol(shop: ConfigSet) -> None:
