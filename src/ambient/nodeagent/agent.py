@@ -51,6 +51,7 @@ from ambient.api.workload import Service, Workload, WorkloadStatus
 from ambient.controlplane.allocate import AddressAllocator
 from ambient.nodeagent import netns as ns
 from ambient.nodeagent.netns import NetnsThread
+from ambient.nodeagent.podsocket import PodSocketServer
 from ambient.ztunnel.capture import redirection_rules
 from ambient.ztunnel.dns import DnsProtocol, DnsTcpProtocol, client_namespace_resolver
 from ambient.ztunnel.state import ProxyState
@@ -95,6 +96,7 @@ class PodNet:
     netns: str
     host_if: str
     thread: NetnsThread
+    inode: int
 
 
 class NodeAgent:
@@ -108,6 +110,7 @@ class NodeAgent:
         self._pods: dict[str, PodNet] = {}  # by pod IP
         self._service_syncs: dict[str, asyncio.Task[None]] = {}
         self._resync: set[str] = set()
+        self._sockets: dict[str, PodSocketServer] = {}  # ztunnel processes' channels, by node
 
     # -- names -------------------------------------------------------------------------
 
@@ -136,6 +139,9 @@ class NodeAgent:
         ns.ip("link", "set", "br0", "up", netns=self.fabric)
 
     async def close(self) -> None:
+        for server in self._sockets.values():
+            await server.close()
+        self._sockets.clear()
         for task in self._service_syncs.values():
             task.cancel()
         for node in self.nodes.values():
@@ -210,7 +216,10 @@ class NodeAgent:
         host_if = "v" + hashlib.sha256(netns.encode()).hexdigest()[:10]
         others = [n for n in self.nodes.values() if n.name != node]
         await asyncio.to_thread(self._make_pod, owner, netns, host_if, ip, namespace, others)
-        self._pods[ip] = PodNet(namespace, name, node, ip, netns, host_if, NetnsThread(netns))
+        inode = ns.netns_inode(netns)
+        thread = NetnsThread(netns, inode=inode)
+        self._pods[ip] = PodNet(namespace, name, node, ip, netns, host_if, thread, inode)
+        self._pods_changed(node)
         return netns
 
     def _make_pod(
@@ -254,6 +263,7 @@ class NodeAgent:
         if pod is None:
             return
         pod.thread.close()
+        self._pods_changed(pod.node)
         nodes = list(self.nodes.values())
 
         def remove() -> None:
@@ -262,6 +272,25 @@ class NodeAgent:
                 ns.ip("route", "del", f"{ip}/32", netns=node.netns, check=False)
 
         await asyncio.to_thread(remove)
+
+    def pods_on(self, node: str) -> dict[str, dict[str, object]]:
+        """The node's pods: address → namespace name and inode (what its ztunnel is told)."""
+        return {
+            ip: {"netns": p.netns, "inode": p.inode, "namespace": p.namespace, "name": p.name}
+            for ip, p in sorted(self._pods.items())
+            if p.node == node
+        }
+
+    async def serve_ztunnel(self, node: str, path: Path) -> None:
+        """Serve ``node``'s ztunnel process on the Unix socket ``path`` (``podsocket``)."""
+        server = PodSocketServer(self, node)
+        await server.start(path)
+        self._sockets[node] = server
+
+    def _pods_changed(self, node: str) -> None:
+        server = self._sockets.get(node)
+        if server is not None:
+            server.pods_changed()
 
     def netns_name(self, ip: str) -> str | None:
         pod = self._pods.get(ip)
@@ -289,7 +318,12 @@ class NodeAgent:
         return pod.thread if pod else None
 
     async def set_redirection(self, workload: Workload, enabled: bool) -> None:
-        pod = self._pods.get(str(workload.addresses[0])) if workload.addresses else None
+        if workload.addresses:
+            await self.set_redirection_ip(str(workload.addresses[0]), enabled)
+
+    async def set_redirection_ip(self, ip: str, enabled: bool) -> None:
+        """Install or remove the redirection of the pod at ``ip`` (a no-op if none is)."""
+        pod = self._pods.get(ip)
         if pod is None:
             return
         await asyncio.to_thread(ns.nft, redirection_rules(enabled), netns=pod.netns)

@@ -107,12 +107,14 @@ def sysctl(netns: str, **settings: str) -> None:
 _libc: Any = None
 
 
-def _setns(path: Path) -> None:
+def _setns(path: Path, inode: int | None = None) -> None:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        if inode is not None and os.fstat(fd).st_ino != inode:
+            raise NetnsError(f"{path} is not the namespace expected (inode {inode}): re-made")
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise NetnsError(f"setns({path}) failed: {os.strerror(err)}")
@@ -120,19 +122,30 @@ def _setns(path: Path) -> None:
         os.close(fd)
 
 
+def netns_inode(name: str) -> int:
+    """The inode of the named namespace: it identifies that namespace for its whole life."""
+    return (NETNS_RUN_DIR / name).stat().st_ino
+
+
 class NetnsThread:
     """One thread inside a named network namespace; makes sockets there for the event loop."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, inode: int | None = None) -> None:
+        """``inode``: the namespace must be this one (see :func:`netns_inode`), not a
+        namespace made later under the same name."""
         self.name = name
         self.path = NETNS_RUN_DIR / name
-        if not self.path.exists():
-            raise NetnsError(f"network namespace {name} does not exist ({self.path})")
+        try:
+            found = self.path.stat().st_ino
+        except FileNotFoundError:
+            raise NetnsError(f"network namespace {name} does not exist ({self.path})") from None
+        if inode is not None and found != inode:
+            raise NetnsError(f"network namespace {name} was re-made (inode {found}, not {inode})")
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix=f"netns-{name}",
             initializer=_setns,
-            initargs=(self.path,),
+            initargs=(self.path, inode),
         )
 
     def close(self) -> None:
