@@ -243,6 +243,18 @@ class NodeAgent:
         ns.ip("link", "set", "eth0", "up", netns=netns)
         ns.ip("route", "add", GATEWAY, "dev", "eth0", "scope", "link", netns=netns)
         ns.ip("route", "add", "default", "via", GATEWAY, "dev", "eth0", netns=netns)
+        # ztunnel connects to the application as the caller: replies marked 0x111 are
+        # delivered to ztunnel's socket, not routed to the caller (ambient.ztunnel.capture)
+        ns.ip("rule", "add", "fwmark", f"{ns.SPOOF_MARK:#x}/0xfff", "lookup", str(ns.SPOOF_TABLE),
+              netns=netns)  # fmt: skip
+        ns.ip("route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", str(ns.SPOOF_TABLE),
+              netns=netns)  # fmt: skip
+        ns.sysctl(
+            netns,
+            net__ipv4__conf__all__rp_filter="0",
+            net__ipv4__conf__default__rp_filter="0",
+            net__ipv4__conf__lo__rp_filter="0",
+        )
         for other in others:
             ns.ip("route", "replace", f"{ip}/32", "via", owner.fabric_ip, netns=other.netns)
         # The NAT chains exist, redirecting nothing yet, before the pod's first connection:
