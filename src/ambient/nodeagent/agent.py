@@ -100,7 +100,8 @@ class PodNet:
 
 
 class NodeAgent:
-    """All nodes' agents of one ``ambient up --netns`` (they share a process, as the ztunnels do)."""
+    """All nodes' agents of one ``ambient up --netns``, in its process; ztunnels in other
+    processes reach theirs through :meth:`serve_ztunnel` (``ambient.nodeagent.podsocket``)."""
 
     def __init__(self, state_root: Path) -> None:
         self.state_root = Path(state_root)
