@@ -112,6 +112,7 @@ class NodeAgent:
         self._service_syncs: dict[str, asyncio.Task[None]] = {}
         self._resync: set[str] = set()
         self._sockets: dict[str, PodSocketServer] = {}  # ztunnel processes' channels, by node
+        self.pod_cidr = POD_CIDR
 
     # -- names -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 from collections.abc import Callable
@@ -122,6 +123,13 @@ class PodSocketServer:
         missing = [k for k, v in fields.items() if not isinstance(v, str) or not v]
         if missing:
             return Response.json({"error": f"body: missing field(s) {', '.join(missing)}"}, 400)
+        pool = self.agent.pod_cidr
+        try:
+            ip = ipaddress.ip_address(str(fields["ip"]))
+        except ValueError:
+            return Response.json({"error": f"body: ip: {fields['ip']!r} is not an address"}, 400)
+        if ip not in pool:
+            return Response.json({"error": f"body: ip: {ip} is not a pod address ({pool})"}, 400)
         try:
             netns = await self.agent.add_pod(
                 fields["namespace"], fields["name"], self.node, fields["ip"]

@@ -8,6 +8,7 @@ real Unix socket, with the real client.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import stat
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class RecordingAgent:
         }
         self.redirections: list[tuple[str, bool]] = []
         self.server: PodSocketServer | None = None
+        self.pod_cidr = ipaddress.ip_network("10.244.0.0/16")
 
     def pods_on(self, node: str) -> dict[str, dict[str, Any]]:
         return {
@@ -115,6 +117,9 @@ async def test_bad_requests_name_the_field(served: Any) -> None:
     _, _, path = served
     status, answer = await unix_request(str(path), "POST", "/pods", {"namespace": "shop"})
     assert status == 400 and answer["error"] == "body: missing field(s) name, ip"
+    wrong = {"namespace": "shop", "name": "w", "ip": "127.0.0.1"}
+    status, answer = await unix_request(str(path), "POST", "/pods", wrong)
+    assert status == 400 and "127.0.0.1 is not a pod address (10.244.0.0/16)" in answer["error"]
     status, answer = await unix_request(str(path), "POST", "/redirection", {"enabled": True})
     assert status == 400 and "field ip" in answer["error"]
     status, answer = await unix_request(str(path), "GET", "/pods?after=x")
