@@ -31,9 +31,16 @@ def root_view() -> tuple[str, str, str]:
     return links, out("ip", "route", "show", "table", "all"), out("nft", "list", "ruleset")
 
 
-def test_down_after_kill_9_removes_every_namespace_link_and_rule(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "up_args",
+    [("--netns",), ("--netns", "--single-process")],
+    ids=["processes", "single-process"],  # the one-process model stays covered here
+)
+def test_down_after_kill_9_removes_every_namespace_link_and_rule(
+    tmp_path: Path, up_args: tuple[str, ...]
+) -> None:
     before = root_view()
-    mesh = Mesh(MESH_DIR, tmp_path / "state", tmp_path / "up.log", up_args=("--netns",))
+    mesh = Mesh(MESH_DIR, tmp_path / "state", tmp_path / "up.log", up_args=up_args)
     mesh.start(wait=60)
     prefix = mesh_prefix(mesh.state_dir)
     try:

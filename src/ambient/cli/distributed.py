@@ -82,6 +82,12 @@ def parse_duration(text: str) -> timedelta:
     default=None,
     help="Lifetime of workload certificates, e.g. 1h or 30s [default: 24h].",
 )
+@click.option(
+    "--netns-addresses",
+    is_flag=True,
+    help="Pod and Service addresses from the --netns ranges (10.244/16, 10.96/16), "
+    "as `ambient up --netns` uses.",
+)
 @state_dir_option
 @_LOG_LEVEL
 @click.pass_context
@@ -95,6 +101,7 @@ def controlplane(
     api_socket: Path | None,
     track_health: bool,
     workload_cert_ttl: str | None,
+    netns_addresses: bool,
     state_dir: str | None,
     log_level: str,
 ) -> None:
@@ -106,6 +113,7 @@ def controlplane(
         api_socket=api_socket,
         track_health=track_health,
         workload_cert_ttl=parse_duration(workload_cert_ttl) if workload_cert_ttl else None,
+        netns_addresses=netns_addresses,
     )
 
     sys.exit(
@@ -197,6 +205,13 @@ def node_join(
     show_default=True,
     help="Address of the node endpoints (admin 15000, metrics 15020, readiness 15021).",
 )
+@click.option(
+    "--node-agent-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="In-pod mode (`ambient up --netns`): serve the pods the node agent lists on this "
+    "Unix socket, inside their network namespaces.",
+)
 @state_dir_option
 @_LOG_LEVEL
 @click.pass_context
@@ -206,6 +221,7 @@ def ztunnel_(
     address: str,
     xds_address: str | None,
     node_ip: str,
+    node_agent_socket: Path | None,
     state_dir: str | None,
     log_level: str,
 ) -> None:
@@ -220,5 +236,6 @@ def ztunnel_(
             ca_address=address,
             xds_address=xds_address or xds_address_for(address),
             log_level=log_level,
+            node_agent_socket=node_agent_socket,
         )
     )

@@ -107,7 +107,7 @@ def cli(state_dir: str | None) -> None:
     "--netns",
     is_flag=True,
     help="Linux, root: a network namespace per node and pod, traffic captured transparently "
-    "(runs in one process).",
+    "(this process is the node agent; each ztunnel serves its pods in-pod).",
 )
 @click.pass_context
 def up(
@@ -123,7 +123,8 @@ def up(
 
     The control plane and one ztunnel per node run as child processes of this one,
     which runs the pods; edits to files in CONFIG_DIR are applied while it runs.
-    With --netns everything runs in this process.
+    With --netns this process is also the node agent (namespaces, links, rules) and
+    each ztunnel serves its pods inside their network namespaces.
     """
     from ambient.cli.distributed import parse_duration
     from ambient.local.daemon import run

@@ -85,10 +85,12 @@ async def _serve(
 
     assert isinstance(config, ConfigSet)
     mesh: LocalMesh | DistributedMesh
-    if single_process or netns:  # --netns: node agent and ztunnels in-process
+    if single_process:
         mesh = LocalMesh(config_dir, state, cert_ttl=cert_ttl, netns=netns)
-    else:
-        mesh = DistributedMesh(config_dir, state, cert_ttl=cert_ttl, log_level=log_level)
+    else:  # with --netns this process is also the node agent (ambient.nodeagent)
+        mesh = DistributedMesh(
+            config_dir, state, cert_ttl=cert_ttl, log_level=log_level, netns=netns
+        )
     api = ControlApi(mesh)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,7 +107,7 @@ async def _serve(
         log.info(
             "mesh is up (%s): %d pod(s) on %d node(s); state in %s. "
             "Try `ambient status`, `ambient zc workloads`. Ctrl-C stops it.",
-            "one process" if single_process or netns else "control plane and ztunnels as processes",
+            "one process" if single_process else "control plane and ztunnels as processes",
             pods,
             len(mesh.nodes),
             state.root,

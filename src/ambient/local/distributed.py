@@ -162,6 +162,8 @@ class ControlPlaneOptions:
     """Pods are endpoints only once reported ready on the API socket."""
     workload_cert_ttl: timedelta | None = None
     """Lifetime of workload certificates (default: the CA service's 24 h)."""
+    netns_addresses: bool = False
+    """Pods and Services get routable addresses (``ambient up --netns``), not loopback ones."""
 
 
 @dataclass
@@ -208,7 +210,12 @@ async def start_controlplane(
     ca = CertificateAuthority.load_or_create(
         state_root, plugin_dir=_prepare(config_dir, state_root)
     )
-    plane = ControlPlane(ca, AddressAllocator.in_state_dir(state_root), config=config)
+    allocator = AddressAllocator.in_state_dir(state_root)
+    if options.netns_addresses:
+        from ambient.nodeagent.agent import netns_allocator
+
+        allocator = netns_allocator(state_root)
+    plane = ControlPlane(ca, allocator, config=config)
     for warning in plane.snapshot.warnings:
         log.warning("%s", warning)
     nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
@@ -368,9 +375,12 @@ class NodeProxy:
     xds: Any  # ambient.xds.client.XdsClient
     ca_client: Any  # ambient.xds.ca_client.CaClient
     certificates: Any  # ambient.identity.manager.CertificateManager
+    node_agent: Any = None  # ambient.nodeagent.podsocket.PodSocketClient (--netns)
 
     async def close(self) -> None:
         await self.ztunnel.close()
+        if self.node_agent is not None:
+            await self.node_agent.close()
         await self.xds.close()
         await self.certificates.close()
         await self.ca_client.close()
@@ -385,12 +395,17 @@ async def start_ztunnel(
     xds_address: str,
     sync_timeout: float | None = None,
     ports: tuple[int, int, int] | None = None,
+    node_agent_socket: Path | None = None,
 ) -> NodeProxy:
-    """Load ``node``'s credentials, follow the control plane, start the ztunnel once synced."""
+    """Load ``node``'s credentials, follow the control plane, start the ztunnel once synced.
+
+    With ``node_agent_socket`` (``ambient up --netns``) the ztunnel serves its pods in-pod,
+    inside the network namespaces the node agent lists on that socket
+    (``ambient.nodeagent.podsocket``), and hosts its waypoints in their own namespaces.
+    """
     from ambient.identity.manager import CertificateManager
     from ambient.waypoint.config import L7Config, waypoint_factory
     from ambient.xds.ca_client import CaClient
-    from ambient.xds.client import XdsClient
     from ambient.ztunnel.proxy import ADMIN_PORT, METRICS_PORT, READINESS_PORT, Ztunnel
     from ambient.ztunnel.state import ProxyState
 
@@ -409,7 +424,45 @@ async def start_ztunnel(
     certificates = CertificateManager(ca_client.issue)
     state = ProxyState(node)
     l7 = L7Config()
-    xds = XdsClient(
+    xds = node_xds_client(xds_address, node, state, credentials, l7=l7)
+    waypoints = waypoint_factory(state, certificates, l7)
+    agent = None
+    if node_agent_socket is not None:
+        from ambient.nodeagent.podsocket import PodSocketClient
+        from ambient.nodeagent.waypoints import netns_waypoints
+
+        agent = PodSocketClient(node_agent_socket, node)
+    ztunnel = Ztunnel(
+        node,
+        node_ip,
+        state,
+        certificates,
+        ports=ports or (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
+        waypoints=netns_waypoints(agent, waypoints) if agent is not None else waypoints,
+        pod_networks=agent,
+    )
+    proxy = NodeProxy(ztunnel, xds, ca_client, certificates, agent)
+    xds.start()
+    try:
+        if agent is not None:
+            await agent.start()
+            agent.on_change = ztunnel.request_reconcile
+        await asyncio.wait_for(xds.synced.wait(), sync_timeout)
+        await ztunnel.start()
+    except BaseException:
+        await proxy.close()
+        raise
+    return proxy
+
+
+def node_xds_client(
+    xds_address: str, node: str, state: Any, credentials: NodeCredentials, *, l7: Any = None
+) -> Any:
+    """An ``XdsClient`` that follows the control plane as ``node`` into ``state`` (a
+    ``ProxyState``), authenticated with the node's credentials (not started)."""
+    from ambient.xds.client import XdsClient
+
+    return XdsClient(
         xds_address,
         node,
         state,
@@ -420,23 +473,6 @@ async def start_ztunnel(
         ],
         l7=l7,
     )
-    ztunnel = Ztunnel(
-        node,
-        node_ip,
-        state,
-        certificates,
-        ports=ports or (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
-        waypoints=waypoint_factory(state, certificates, l7),
-    )
-    proxy = NodeProxy(ztunnel, xds, ca_client, certificates)
-    xds.start()
-    try:
-        await asyncio.wait_for(xds.synced.wait(), sync_timeout)
-        await ztunnel.start()
-    except BaseException:
-        await proxy.close()
-        raise
-    return proxy
 
 
 def _channel_credentials(credentials: NodeCredentials) -> grpc.ChannelCredentials:
@@ -455,13 +491,21 @@ def run_ztunnel(
     ca_address: str,
     xds_address: str,
     log_level: str = "info",
+    node_agent_socket: Path | None = None,
 ) -> int:
     """``ambient ztunnel``: run one node's proxy until SIGINT/SIGTERM."""
     setup_logging(log_level)
 
     async def body(stop: asyncio.Event) -> int:
         starting = asyncio.ensure_future(
-            start_ztunnel(node, node_ip, node_state, ca_address=ca_address, xds_address=xds_address)
+            start_ztunnel(
+                node,
+                node_ip,
+                node_state,
+                ca_address=ca_address,
+                xds_address=xds_address,
+                node_agent_socket=node_agent_socket,
+            )
         )
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -28,6 +28,15 @@ configuration and certificates and the pods keep running; this process keeps pol
 and when the control plane is back (restarted by the supervisor, with the changes made
 by ``ambient apply/delete/label`` replayed from its journal) it reports every pod's
 readiness again. A ztunnel that dies is restarted and re-syncs over xDS.
+
+With ``netns=True`` (``ambient up --netns``) this process is also the node agent
+(``ambient.nodeagent``, root): it makes the namespaces, links and rules and runs the
+pods inside their namespaces, and each node's ztunnel process serves that node's
+pods in-pod, learning their namespaces from the node agent over a Unix socket
+(``ambient.nodeagent.podsocket``, passed as ``--node-agent-socket``). The node agent's
+DNS and service rules (kube-proxy's part) need the mesh's view: this process follows
+the control plane over xDS for each node, with that node's credentials. A ztunnel
+killed and restarted re-opens its in-pod listeners in the namespaces, which outlive it.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from ambient.local.distributed import (
 )
 from ambient.local.kubelet import Kubelet, ScheduledRun
 from ambient.local.statedir import StateDir
+from ambient.nodeagent.agent import NodeAgent
 from ambient.runtime import PodRun, Supervisor
 from ambient.runtime.status import ContainerEvent
 from ambient.runtime.wire import pod_run_from_json
@@ -80,8 +90,11 @@ class DistributedMesh:
         *,
         cert_ttl: float | None = None,
         log_level: str = "info",
+        netns: bool = False,
     ) -> None:
         self.config_dir = config_dir.absolute()
+        self.agent = NodeAgent(state.root) if netns else None
+        self._node_xds: list[Any] = []  # the node agent's xDS clients (ambient.xds.client)
         self._state = state
         self.cert_ttl = cert_ttl
         self.log_level = log_level
@@ -90,7 +103,7 @@ class DistributedMesh:
         self.system = Supervisor(
             state.root, backoff_initial=0.5, backoff_max=10.0, on_event=self._on_system_event
         )
-        self.kubelet = Kubelet(state.root, self.config_dir, self._queue_health)
+        self.kubelet = Kubelet(state.root, self.config_dir, self._queue_health, network=self.agent)
         self.nodes: dict[str, str] = {}  # ztunnels started: name -> IP
         self._health: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,6 +126,8 @@ class DistributedMesh:
         self.state.create()
         self.cp_state.mkdir(mode=0o700, exist_ok=True)
         (self.cp_state / JOURNAL_FILE).unlink(missing_ok=True)  # a new `up` starts from DIR
+        if self.agent is not None:
+            await self.agent.start()
         await self.system.start_pod(self._system_pod("controlplane", self._controlplane_argv()))
         schedule = await self._first_schedule()
         await self._apply(schedule)
@@ -130,6 +145,10 @@ class DistributedMesh:
         for name in list(self.nodes):
             await self.system.stop_pod(SYSTEM_NAMESPACE, f"ztunnel-{name}")
         await self.system.close()
+        for client in self._node_xds:
+            await client.close()
+        if self.agent is not None:
+            await self.agent.close()
 
     def _system_pod(self, name: str, argv: list[str]) -> PodRun:
         return PodRun(
@@ -164,6 +183,8 @@ class DistributedMesh:
         ]
         if self.cert_ttl is not None:
             argv += ["--workload-cert-ttl", f"{max(1, round(self.cert_ttl))}s"]
+        if self.agent is not None:
+            argv.append("--netns-addresses")
         return argv
 
     def _on_system_event(self, event: ContainerEvent) -> None:
@@ -268,6 +289,8 @@ class DistributedMesh:
             "--log-level",
             self.log_level,
         ]
+        if self.agent is not None:
+            argv += ["--node-agent-socket", str(await self._start_node_agent(node, ip, joined))]
         await self.system.start_pod(self._system_pod(f"ztunnel-{node}", argv))
         self.nodes[node] = ip
         loop = asyncio.get_running_loop()
@@ -279,6 +302,22 @@ class DistributedMesh:
         log.info(
             "ztunnel %s ready on %s (admin :15000, metrics :15020, readiness :15021)", node, ip
         )
+
+    async def _start_node_agent(self, node: str, ip: str, credentials: Any) -> Path:
+        """The node's namespace, DNS and service rules, and its ztunnel's socket (--netns)."""
+        from ambient.local.distributed import node_xds_client
+        from ambient.ztunnel.state import ProxyState
+
+        assert self.agent is not None
+        state = ProxyState(node)
+        client = node_xds_client(f"{CONTROL_PLANE_IP}:{XDS_PORT}", node, state, credentials)
+        self._node_xds.append(client)
+        client.start()
+        await asyncio.wait_for(client.synced.wait(), START_TIMEOUT)
+        await self.agent.add_node(node, ip, state)
+        path = self.state.extra_socket(f"nodeagent-{node}")
+        await self.agent.serve_ztunnel(node, path)
+        return path
 
     def _running(self, name: str) -> bool:
         status = self.system.pod_status(SYSTEM_NAMESPACE, name)
@@ -296,7 +335,8 @@ class DistributedMesh:
         return line.startswith(b"HTTP/1.1 200")
 
     async def _wait_listeners(self, runs: list[PodRun]) -> None:
-        """Until each new pod's ztunnel has its SOCKS5 listener (as ``/config_dump`` says)."""
+        """Until each new pod's ztunnel has its listeners (as ``/config_dump`` says): the
+        SOCKS5 one, or with ``--netns`` its in-pod ones and redirection if it is enrolled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LISTENER_TIMEOUT
         waiting = {run.uid: run for run in runs if run.node in self.nodes}
@@ -306,8 +346,11 @@ class DistributedMesh:
                     dump = await http_json(self.nodes[node], ADMIN_PORT, "/config_dump")
                 except (OSError, TimeoutError, ValueError):
                     continue
+                hbone = {w["uid"] for w in dump.get("workloads", []) if w["protocol"] == "HBONE"}
                 for uid, listeners in dump.get("listeners", {}).items():
-                    if listeners.get("socks5"):
+                    if listeners.get("socks5") or (
+                        self.agent is not None and (listeners.get("redirected") or uid not in hbone)
+                    ):
                         waiting.pop(uid, None)
             if waiting:
                 await asyncio.sleep(0.05)
@@ -366,7 +409,7 @@ class DistributedMesh:
             "components": components,
             "pid": os.getpid(),
             "config_dir": str(self.config_dir),
-            "mode": "processes",
+            "mode": "processes" + (" (netns)" if self.agent is not None else ""),
         }
 
     async def pods(self) -> list[dict[str, Any]]:

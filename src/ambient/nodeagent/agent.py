@@ -51,6 +51,7 @@ from ambient.api.workload import Service, Workload, WorkloadStatus
 from ambient.controlplane.allocate import AddressAllocator
 from ambient.nodeagent import netns as ns
 from ambient.nodeagent.netns import NetnsThread
+from ambient.nodeagent.podsocket import PodSocketServer
 from ambient.ztunnel.capture import redirection_rules
 from ambient.ztunnel.dns import DnsProtocol, DnsTcpProtocol, client_namespace_resolver
 from ambient.ztunnel.state import ProxyState
@@ -95,10 +96,12 @@ class PodNet:
     netns: str
     host_if: str
     thread: NetnsThread
+    inode: int
 
 
 class NodeAgent:
-    """All nodes' agents of one ``ambient up --netns`` (they share a process, as the ztunnels do)."""
+    """All nodes' agents of one ``ambient up --netns``, in its process; ztunnels in other
+    processes reach theirs through :meth:`serve_ztunnel` (``ambient.nodeagent.podsocket``)."""
 
     def __init__(self, state_root: Path) -> None:
         self.state_root = Path(state_root)
@@ -108,6 +111,8 @@ class NodeAgent:
         self._pods: dict[str, PodNet] = {}  # by pod IP
         self._service_syncs: dict[str, asyncio.Task[None]] = {}
         self._resync: set[str] = set()
+        self._sockets: dict[str, PodSocketServer] = {}  # ztunnel processes' channels, by node
+        self.pod_cidr = POD_CIDR
 
     # -- names -------------------------------------------------------------------------
 
@@ -136,6 +141,9 @@ class NodeAgent:
         ns.ip("link", "set", "br0", "up", netns=self.fabric)
 
     async def close(self) -> None:
+        for server in self._sockets.values():
+            await server.close()
+        self._sockets.clear()
         for task in self._service_syncs.values():
             task.cancel()
         for node in self.nodes.values():
@@ -210,7 +218,10 @@ class NodeAgent:
         host_if = "v" + hashlib.sha256(netns.encode()).hexdigest()[:10]
         others = [n for n in self.nodes.values() if n.name != node]
         await asyncio.to_thread(self._make_pod, owner, netns, host_if, ip, namespace, others)
-        self._pods[ip] = PodNet(namespace, name, node, ip, netns, host_if, NetnsThread(netns))
+        inode = ns.netns_inode(netns)
+        thread = NetnsThread(netns, inode=inode)
+        self._pods[ip] = PodNet(namespace, name, node, ip, netns, host_if, thread, inode)
+        self._pods_changed(node)
         return netns
 
     def _make_pod(
@@ -234,6 +245,18 @@ class NodeAgent:
         ns.ip("link", "set", "eth0", "up", netns=netns)
         ns.ip("route", "add", GATEWAY, "dev", "eth0", "scope", "link", netns=netns)
         ns.ip("route", "add", "default", "via", GATEWAY, "dev", "eth0", netns=netns)
+        # ztunnel connects to the application as the caller: replies marked 0x111 are
+        # delivered to ztunnel's socket, not routed to the caller (ambient.ztunnel.capture)
+        ns.ip("rule", "add", "fwmark", f"{ns.SPOOF_MARK:#x}/0xfff", "lookup", str(ns.SPOOF_TABLE),
+              netns=netns)  # fmt: skip
+        ns.ip("route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", str(ns.SPOOF_TABLE),
+              netns=netns)  # fmt: skip
+        ns.sysctl(
+            netns,
+            net__ipv4__conf__all__rp_filter="0",
+            net__ipv4__conf__default__rp_filter="0",
+            net__ipv4__conf__lo__rp_filter="0",
+        )
         for other in others:
             ns.ip("route", "replace", f"{ip}/32", "via", owner.fabric_ip, netns=other.netns)
         # The NAT chains exist, redirecting nothing yet, before the pod's first connection:
@@ -254,6 +277,7 @@ class NodeAgent:
         if pod is None:
             return
         pod.thread.close()
+        self._pods_changed(pod.node)
         nodes = list(self.nodes.values())
 
         def remove() -> None:
@@ -262,6 +286,25 @@ class NodeAgent:
                 ns.ip("route", "del", f"{ip}/32", netns=node.netns, check=False)
 
         await asyncio.to_thread(remove)
+
+    def pods_on(self, node: str) -> dict[str, dict[str, object]]:
+        """The node's pods: address → namespace name and inode (what its ztunnel is told)."""
+        return {
+            ip: {"netns": p.netns, "inode": p.inode, "namespace": p.namespace, "name": p.name}
+            for ip, p in sorted(self._pods.items())
+            if p.node == node
+        }
+
+    async def serve_ztunnel(self, node: str, path: Path) -> None:
+        """Serve ``node``'s ztunnel process on the Unix socket ``path`` (``podsocket``)."""
+        server = PodSocketServer(self, node)
+        await server.start(path)
+        self._sockets[node] = server
+
+    def _pods_changed(self, node: str) -> None:
+        server = self._sockets.get(node)
+        if server is not None:
+            server.pods_changed()
 
     def netns_name(self, ip: str) -> str | None:
         pod = self._pods.get(ip)
@@ -289,7 +332,12 @@ class NodeAgent:
         return pod.thread if pod else None
 
     async def set_redirection(self, workload: Workload, enabled: bool) -> None:
-        pod = self._pods.get(str(workload.addresses[0])) if workload.addresses else None
+        if workload.addresses:
+            await self.set_redirection_ip(str(workload.addresses[0]), enabled)
+
+    async def set_redirection_ip(self, ip: str, enabled: bool) -> None:
+        """Install or remove the redirection of the pod at ``ip`` (a no-op if none is)."""
+        pod = self._pods.get(ip)
         if pod is None:
             return
         await asyncio.to_thread(ns.nft, redirection_rules(enabled), netns=pod.netns)

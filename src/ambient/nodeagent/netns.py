@@ -34,6 +34,12 @@ SO_MARK = 36
 SO_ORIGINAL_DST = 80  # SOL_IP option: the destination before a REDIRECT/DNAT
 ZTUNNEL_MARK = 0x539
 """Socket mark on ztunnel's own sockets in a pod's namespace: never re-captured (Istio's value)."""
+SPOOF_MARK = 0x111
+"""Connection (and then packet) mark of connections ztunnel made into a pod's namespace: the
+replies are routed back to ztunnel's socket, whatever source address it took (Istio's value)."""
+SPOOF_TABLE = 100
+"""Routing table of a pod's namespace with ``local 0.0.0.0/0 dev lo``, for :data:`SPOOF_MARK`."""
+IP_TRANSPARENT = 19  # SOL_IP option: bind to an address that is not the host's
 
 
 class NetnsError(Exception):
@@ -107,12 +113,14 @@ def sysctl(netns: str, **settings: str) -> None:
 _libc: Any = None
 
 
-def _setns(path: Path) -> None:
+def _setns(path: Path, inode: int | None = None) -> None:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        if inode is not None and os.fstat(fd).st_ino != inode:
+            raise NetnsError(f"{path} is not the namespace expected (inode {inode}): re-made")
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise NetnsError(f"setns({path}) failed: {os.strerror(err)}")
@@ -120,19 +128,30 @@ def _setns(path: Path) -> None:
         os.close(fd)
 
 
+def netns_inode(name: str) -> int:
+    """The inode of the named namespace: it identifies that namespace for its whole life."""
+    return (NETNS_RUN_DIR / name).stat().st_ino
+
+
 class NetnsThread:
     """One thread inside a named network namespace; makes sockets there for the event loop."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, inode: int | None = None) -> None:
+        """``inode``: the namespace must be this one (see :func:`netns_inode`), not a
+        namespace made later under the same name."""
         self.name = name
         self.path = NETNS_RUN_DIR / name
-        if not self.path.exists():
-            raise NetnsError(f"network namespace {name} does not exist ({self.path})")
+        try:
+            found = self.path.stat().st_ino
+        except FileNotFoundError:
+            raise NetnsError(f"network namespace {name} does not exist ({self.path})") from None
+        if inode is not None and found != inode:
+            raise NetnsError(f"network namespace {name} was re-made (inode {found}, not {inode})")
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix=f"netns-{name}",
             initializer=_setns,
-            initargs=(self.path,),
+            initargs=(self.path, inode),
         )
 
     def close(self) -> None:
@@ -151,9 +170,15 @@ class NetnsThread:
         sock: socket.socket = await self._call(_udp_socket, host, port)
         return sock
 
-    async def dial(self, host: str, port: int, *, mark: int = ZTUNNEL_MARK) -> socket.socket:
-        """A TCP connection to ``host:port`` from inside the namespace, marked ``mark``."""
-        sock: socket.socket = await self._call(_marked_socket, mark)
+    async def dial(
+        self, host: str, port: int, *, mark: int = ZTUNNEL_MARK, source: str | None = None
+    ) -> socket.socket:
+        """A TCP connection to ``host:port`` from inside the namespace, marked ``mark``.
+
+        With ``source``, the connection comes *from* that address (``IP_TRANSPARENT``), as
+        Istio's ztunnel connects to an application as its caller: the namespace's
+        :data:`SPOOF_MARK` rules route the replies back here (``ambient.ztunnel.capture``)."""
+        sock: socket.socket = await self._call(_marked_socket, mark, source)
         try:
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
         except BaseException:
@@ -188,11 +213,18 @@ def _udp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _marked_socket(mark: int) -> socket.socket:
+def _marked_socket(mark: int, source: str | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if source is not None:
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            sock.bind((source, 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

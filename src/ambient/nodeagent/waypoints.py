@@ -16,11 +16,21 @@ import logging
 from typing import Any, Protocol
 
 from ambient.api.workload import Workload, waypoint_of
-from ambient.nodeagent.agent import NodeAgent
 from ambient.nodeagent.netns import NetnsThread
 from ambient.ztunnel.waypoints import HostedWaypoint, WaypointFactory
 
 log = logging.getLogger("ambient.nodeagent")
+
+
+class PodNamespaces(Protocol):
+    """Who makes pod namespaces: the node agent itself (one process) or, for a ztunnel
+    process, its client of the node agent's socket (``ambient.nodeagent.podsocket``)."""
+
+    async def add_pod(self, namespace: str, name: str, node: str, ip: str) -> str: ...
+
+    async def remove_pod(self, ip: str) -> None: ...
+
+    def netns_of(self, workload: Workload) -> NetnsThread | None: ...
 
 
 class NetnsWaypointMaker(Protocol):
@@ -30,7 +40,7 @@ class NetnsWaypointMaker(Protocol):
 class NetnsWaypoint:
     """One waypoint pod: its namespace, then its waypoint inside it (``HostedWaypoint``)."""
 
-    def __init__(self, agent: NodeAgent, make: NetnsWaypointMaker, workload: Workload) -> None:
+    def __init__(self, agent: PodNamespaces, make: NetnsWaypointMaker, workload: Workload) -> None:
         self.agent = agent
         self.make = make
         self.workload = workload
@@ -67,6 +77,6 @@ class NetnsWaypoint:
         return {"netns": True, **(self.waypoint.describe() if self.waypoint is not None else {})}
 
 
-def netns_waypoints(agent: NodeAgent, make: NetnsWaypointMaker) -> WaypointFactory:
+def netns_waypoints(agent: PodNamespaces, make: NetnsWaypointMaker) -> WaypointFactory:
     """The node proxy's waypoint factory for ``--netns``: each waypoint in its pod's namespace."""
     return lambda workload: NetnsWaypoint(agent, make, workload)

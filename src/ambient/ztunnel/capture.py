@@ -32,11 +32,21 @@ Decisions:
   them and the event loop uses them.
 - HBONE client connections start in the *source* pod's namespace (as Istio):
   their source address is the pod's, and they leave through the pod's link.
-- The connection ztunnel makes to the application comes from inside the
-  destination pod's namespace, so the application sees its own pod address as
-  the peer (Istio spoofs the caller's address with ``IP_TRANSPARENT``; not
-  done here). Pods with ``ambient.io/application-tunnel: PROXY`` receive the
-  real caller in a PROXY v2 header, as for HBONE.
+- The application sees its caller's address, as with Istio's in-pod mode: the
+  connection ztunnel makes to it, from inside the destination pod's namespace,
+  is bound to the caller's pod IP (``IP_TRANSPARENT``; the address in
+  ``forwarded: for=`` when the tunnel came through a waypoint). Its packets
+  carry ztunnel's mark, which the pod's ``spoof_pre`` chain copies into the
+  connection as ``0x111``; ``spoof_out`` puts that mark back on the
+  application's replies, and the pod's policy route (``fwmark 0x111/0xfff
+  lookup 100``, table 100 ``local 0.0.0.0/0 dev lo``) delivers them locally to
+  ztunnel's socket instead of sending them out of ``eth0`` to the real caller
+  (who never opened that connection). Both chains and the route stay whether
+  redirection is on or off, so leaving the mesh never strands an open
+  connection's replies. Loopback and IPv6 callers are not spoofed (the
+  application then sees its own address). Pods with
+  ``ambient.io/application-tunnel: PROXY`` also receive the caller in a PROXY
+  v2 header, with its port and identity.
 - Leaving the mesh removes the rules at once but closes the in-pod listeners
   only :data:`UNENROL_GRACE` seconds later: a connection redirected an instant
   before the rules went can still be in a listener's accept queue (closing the
@@ -81,7 +91,13 @@ from ambient.api.workload import ApplicationTunnel, IPAddress, TunnelProtocol, W
 from ambient.authz.peerauth import plaintext_allowed
 from ambient.hbone.messages import HBONE_PORT, SocketAddress
 from ambient.hbone.server import HboneServer
-from ambient.nodeagent.netns import ZTUNNEL_MARK, NetnsError, NetnsThread, original_destination
+from ambient.nodeagent.netns import (
+    SPOOF_MARK,
+    ZTUNNEL_MARK,
+    NetnsError,
+    NetnsThread,
+    original_destination,
+)
 from ambient.ztunnel import proxy_protocol, socks5
 from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, DnsTcpProtocol, mesh_resolver
 from ambient.ztunnel.inbound import InboundConnection, InboundHandler
@@ -116,6 +132,19 @@ def redirection_rules(enabled: bool) -> str:
     rule never matches in a NAT chain, which sees only a connection's first
     packet; it is there for its side effect.)"""
     mark = f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} accept\n"
+    # Replies of connections ztunnel made into the pod as their caller go back to ztunnel
+    # (see the module docstring); in both states, like conntrack.
+    spoof = (
+        "  chain spoof_pre {\n"
+        "    type filter hook prerouting priority mangle; policy accept;\n"
+        f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} ct mark set {SPOOF_MARK:#x}\n"
+        "  }\n"
+        "  chain spoof_out {\n"
+        "    type route hook output priority mangle; policy accept;\n"
+        f"    meta mark & 0xfff != {ZTUNNEL_MARK:#x} ct mark & 0xfff == {SPOOF_MARK:#x} "
+        f"meta mark set {SPOOF_MARK:#x}\n"
+        "  }\n"
+    )
     track = "    ct state established,related accept\n"
     prerouting = "    type nat hook prerouting priority dstnat; policy accept;\n" + track
     output = "    type nat hook output priority -100; policy accept;\n" + track
@@ -139,8 +168,23 @@ def redirection_rules(enabled: bool) -> str:
         f"table inet {REDIRECT_TABLE} {{\n"
         f"  chain prerouting {{\n{prerouting}  }}\n"
         f"  chain output {{\n{output}  }}\n"
+        f"{spoof}"
         "}\n"
     )
+
+
+def spoofable(source: str | None) -> str | None:
+    """The caller address to connect to an application from, or None to use the pod's own
+    (IPv4 callers only; a loopback or unspecified address cannot be a caller's)."""
+    if source is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return None
+    if ip.version != 4 or ip.is_loopback or ip.is_unspecified:
+        return None
+    return source
 
 
 def waypoint_target(
@@ -267,7 +311,9 @@ class InPodProxy:
                 workload.uid,
                 z.metrics,
                 z.authorizer,
-                app_dialer=lambda host, port: netns.dial(host, port),
+                app_dialer=lambda host, port, source: netns.dial(
+                    host, port, source=spoofable(source)
+                ),
             )
             pod.hbone = HboneServer(
                 lambda: z.current_certificate(identity), pod.inbound, settings=z.settings
@@ -550,7 +596,9 @@ class PlaintextInbound:
         loop = asyncio.get_running_loop()
         pipe = TcpPipe(client)
         try:
-            upstream = await asyncio.wait_for(self.pod.netns.dial(dst_ip, dst_port), 5.0)
+            upstream = await asyncio.wait_for(
+                self.pod.netns.dial(dst_ip, dst_port, source=spoofable(str(peer[0]))), 5.0
+            )
             await loop.create_connection(lambda: pipe.upstream, sock=upstream)
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT

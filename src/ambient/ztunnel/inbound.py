@@ -60,10 +60,11 @@ class InboundHandler:
         authorizer: Callable[[], Authorizer],
         *,
         connect_timeout: float = 5.0,
-        app_dialer: Callable[[str, int], Awaitable[socket.socket]] | None = None,
+        app_dialer: Callable[[str, int, str | None], Awaitable[socket.socket]] | None = None,
     ) -> None:
         self.state = state
-        # In-pod mode: connections to the application start inside the pod's namespace.
+        # In-pod mode: connections to the application start inside the pod's namespace,
+        # from the caller's address (the third argument) where the dialer can spoof it.
         self.app_dialer = app_dialer
         self.workload_uid = workload_uid
         self.metrics = metrics
@@ -138,7 +139,10 @@ class InboundHandler:
         try:
             if self.app_dialer is not None:
                 sock = await asyncio.wait_for(
-                    self.app_dialer(str(target.ip), target.port), self.connect_timeout
+                    self.app_dialer(
+                        str(target.ip), target.port, str(src_ip) if src_ip is not None else None
+                    ),
+                    self.connect_timeout,
                 )
                 tcp = await connect_relay(stream, str(target.ip), target.port, sock=sock)
             else:

@@ -28,7 +28,9 @@ def test_redirection_rules() -> None:
     assert "tcp dport 15008 accept" in on
     assert f"{ZTUNNEL_MARK:#x} accept" in on  # ztunnel's own sockets are never re-captured
     # the mark check comes before any redirect in both chains
-    for chain in on.split("chain ")[1:]:
+    nat = [c for c in on.split("chain ")[1:] if "type nat" in c]
+    assert len(nat) == 2
+    for chain in nat:
         assert chain.index("accept") < chain.index("redirect")
     off = redirection_rules(False)
     # off keeps the NAT base chains and drops every redirect
@@ -36,8 +38,12 @@ def test_redirection_rules() -> None:
     assert "hook prerouting" in off and "hook output" in off
     # both keep a conntrack rule in each chain: conntrack stays on in the namespace
     for script in (on, off):
-        chains = script.split("chain ")[1:]
+        chains = [c for c in script.split("chain ")[1:] if "type nat" in c]
         assert len(chains) == 2 and all("ct state" in chain for chain in chains)
+        # and both route the replies of ztunnel's connections made as the caller back to it
+        assert "meta mark & 0xfff == 0x539 ct mark set 0x111" in script
+        assert "ct mark & 0xfff == 0x111 meta mark set 0x111" in script
+        assert "type route hook output" in script
 
 
 def test_service_rules_dnat_each_vip_port_to_healthy_endpoints() -> None:
