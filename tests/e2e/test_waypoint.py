@@ -146,6 +146,55 @@ def test_waypoint_metrics_split_by_destination_version(mesh: Mesh) -> None:
     assert select(scrape(url), "istio_requests_total", response_code="403")
 
 
+NO_REQUEST_COUNT = """\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: no-request-count, namespace: shop}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT}
+      disabled: true
+"""
+
+
+def test_telemetry_reaches_the_waypoint(mesh: Mesh, tmp_path: Path) -> None:
+    """A Telemetry applied while the mesh runs reaches the waypoint (over xDS, in a ztunnel
+    process): requests go on being timed but no longer counted; deleting it restores both."""
+    waypoint = next(w for w in mesh.workloads().values() if w["name"].startswith("waypoint-"))
+    url = f"http://{waypoint['workloadIps'][0]}:15020/metrics"
+
+    def totals() -> tuple[float, float]:
+        samples = scrape(url)
+        return (
+            sum(s.value for s in select(samples, "istio_requests_total", reporter="waypoint")),
+            sum(
+                s.value
+                for s in select(
+                    samples, "istio_request_duration_milliseconds_count", reporter="waypoint"
+                )
+            ),
+        )
+
+    def one_call_counted() -> bool | None:
+        before = totals()
+        assert status_code(mesh, "deploy/web", "http://orders:8080/api/health") == "200"
+        after = totals()
+        assert after[1] > before[1]  # timed either way
+        return after[0] > before[0]
+
+    telemetry = tmp_path / "telemetry.yaml"
+    telemetry.write_text(NO_REQUEST_COUNT)
+    mesh.ok("apply", "-f", str(telemetry))
+    try:
+        wait_for("requests no longer counted", lambda: not one_call_counted(), timeout=20)
+        assert not one_call_counted()
+    finally:
+        mesh.ok("delete", "-f", str(telemetry))
+    wait_for("requests counted again", one_call_counted, timeout=20)
+
+
 def test_removing_the_binding_goes_direct(mesh: Mesh) -> None:
     mesh.ok("label", "namespace", "shop", "istio.io/use-waypoint-")
     try:

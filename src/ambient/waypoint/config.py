@@ -28,6 +28,7 @@ from ambient.api.workload import Workload, waypoint_of
 from ambient.authz._spec import PolicyError
 from ambient.config import ConfigError, ConfigSet, load_text
 from ambient.config.configset import Origin, Ref
+from ambient.config.telemetry import EffectiveTelemetry, Telemetry, effective_telemetry
 from ambient.hbone.protocol import HboneSettings
 from ambient.identity.manager import CertificateManager
 from ambient.waypoint.model import (
@@ -238,6 +239,29 @@ class LiveAuthorizer:
         return self.current().check(target, downstream, request, principal)
 
 
+class LiveTelemetry:
+    """The Telemetry settings (access logging, metrics) of one waypoint, as the L7 config
+    says now: rebuilt when it changes (``config.telemetry.effective_telemetry``)."""
+
+    def __init__(self, l7: L7Config, waypoint: WaypointRef, labels: Mapping[str, str]) -> None:
+        self.l7 = l7
+        self.waypoint = waypoint
+        self.labels = dict(labels)
+        self._version = -1
+        self._current = EffectiveTelemetry()
+
+    def __call__(self) -> EffectiveTelemetry:
+        if self._version != self.l7.version:
+            self._current = effective_telemetry(
+                (t for t in self.l7.config.by_kind("Telemetry") if isinstance(t, Telemetry)),
+                self.waypoint.namespace,
+                self.waypoint.name,
+                self.labels,
+            )
+            self._version = self.l7.version
+        return self._current
+
+
 class LiveAuthenticator:
     """A ``RequestAuthenticator`` over the current RequestAuthentications of one waypoint.
 
@@ -333,6 +357,7 @@ def waypoint_factory(
             router=LiveRouter(l7, state),
             settings=settings,
             netns=netns,
+            telemetry=LiveTelemetry(l7, ref, workload.labels),
         )
         return _HostedWaypoint(waypoint, authenticator, l7)
 

@@ -37,6 +37,7 @@ L7_KINDS = frozenset(
         "DestinationRule",
         "RequestAuthentication",
         "AuthorizationPolicy",
+        "Telemetry",  # access logging and metrics at the waypoint (ztunnel ignores it)
     }
 )
 

@@ -366,3 +366,43 @@ async def test_a_tunnel_vouches_only_for_its_own_workloads(tmp_path: Path) -> No
         finally:
             await pool.close()
         assert authorizer.peers == [str(WEB.identity), None, None]
+
+
+def counted(text: str, metric: str) -> float:
+    """The sum of ``metric``'s samples in a Prometheus text scrape."""
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric + "{")
+    )
+
+
+async def test_telemetry_turns_off_access_logs_and_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Telemetry's settings, read per request: access logging off (or only for 5xx via a
+    filter) drops the lines; a disabled metric is not counted, the others still are."""
+    from ambient.config.telemetry import EffectiveTelemetry
+
+    current = [
+        EffectiveTelemetry(access_log=False, disabled_metrics=frozenset({"istio_requests_total"}))
+    ]
+    async for mesh in start_mesh(make_ca(tmp_path), telemetry=lambda: current[0]):
+        pool = ConnectionPool()
+        try:
+            stream = await open_tunnel(mesh, SocketAddress(ORDERS.addresses[0], 80), pool)
+            caplog.set_level("INFO", logger="ambient.access")
+            stream.write(b"GET /quiet HTTP/1.1\r\nhost: orders\r\n\r\n")
+            head, _ = await read_response(stream)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            text = await mesh.scrape()
+            assert counted(text, "istio_requests_total") == 0
+            assert counted(text, "istio_request_duration_milliseconds_count") == 1
+            assert not [r for r in caplog.records if "/quiet" in r.getMessage()]
+            current[0] = EffectiveTelemetry()  # Telemetry removed: both back
+            stream.write(b"GET /loud HTTP/1.1\r\nhost: orders\r\n\r\n")
+            head, _ = await read_response(stream)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert counted(await mesh.scrape(), "istio_requests_total") == 1
+            assert [r for r in caplog.records if "/loud" in r.getMessage()]
+            stream.write_eof()
+        finally:
+            await pool.close()

@@ -26,10 +26,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ambient.api.workload import Service, Workload
 from ambient.waypoint.model import Downstream, Target
 from ambient.waypoint.proxy.metrics import WaypointMetrics, label_values
+
+if TYPE_CHECKING:
+    from ambient.config.telemetry import EffectiveTelemetry
 
 access_log = logging.getLogger("ambient.access")
 
@@ -73,6 +77,8 @@ class RequestRecord:
     response_bytes: int = 0
     started: float = field(default_factory=time.monotonic)
     done: bool = False
+    # The Telemetry in force when the request came (None: log and count everything).
+    telemetry: EffectiveTelemetry | None = None
 
     def finish(self) -> None:
         """Count the request and write its access-log line (once)."""
@@ -110,13 +116,17 @@ class RequestRecord:
             values["grpc_response_status"] = self.grpc_status
             return values
 
+        telemetry = self.telemetry
         self.metrics.observe_request(
             key,
             labels,
             duration_ms=duration_ms,
             request_bytes=self.request_bytes,
             response_bytes=self.response_bytes,
+            disabled=telemetry.disabled_metrics if telemetry is not None else frozenset(),
         )
+        if telemetry is not None and not telemetry.logs(self.status):
+            return
         failed = self.flags != "-"
         if failed or access_log.isEnabledFor(logging.INFO):
             destination_principal = str(dst.identity) if dst else None

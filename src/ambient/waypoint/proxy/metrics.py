@@ -131,8 +131,10 @@ class WaypointMetrics:
         duration_ms: float,
         request_bytes: int,
         response_bytes: int,
+        disabled: frozenset[str] = frozenset(),
     ) -> None:
-        """Count one finished request. ``labels`` is called for the label dict on a cache miss."""
+        """Count one finished request. ``labels`` is called for the label dict on a cache miss;
+        metrics named in ``disabled`` (a Telemetry's overrides) are left alone."""
         children = self._http.get(key)
         if children is None:
             values = labels()
@@ -145,10 +147,20 @@ class WaypointMetrics:
             if len(self._http) < _CACHE_LIMIT:
                 self._http[key] = children
         requests, duration, req_bytes, resp_bytes = children
-        requests.inc()
-        duration.observe(duration_ms)
-        req_bytes.observe(request_bytes)
-        resp_bytes.observe(response_bytes)
+        if not disabled:
+            requests.inc()
+            duration.observe(duration_ms)
+            req_bytes.observe(request_bytes)
+            resp_bytes.observe(response_bytes)
+            return
+        if "istio_requests_total" not in disabled:
+            requests.inc()
+        if "istio_request_duration_milliseconds" not in disabled:
+            duration.observe(duration_ms)
+        if "istio_request_bytes" not in disabled:
+            req_bytes.observe(request_bytes)
+        if "istio_response_bytes" not in disabled:
+            resp_bytes.observe(response_bytes)
 
     def tcp_children(self, key: tuple[Any, ...], labels: Any) -> tuple[Any, Any, Any, Any]:
         """(opened, closed, sent, received) for one TCP label set."""

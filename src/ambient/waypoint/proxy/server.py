@@ -27,7 +27,7 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,7 @@ from ambient.waypoint.proxy.upstream import UpstreamClient
 from ambient.ztunnel.state import CLUSTER_DOMAIN, ProxyState
 
 if TYPE_CHECKING:
+    from ambient.config.telemetry import EffectiveTelemetry
     from ambient.nodeagent.netns import NetnsThread
 
 log = logging.getLogger("ambient.waypoint")
@@ -89,8 +90,14 @@ class Tunnel:
         return self.waypoint.forwarder
 
     def new_record(self, protocol: str) -> RequestRecord:
+        telemetry = self.waypoint.telemetry
         return RequestRecord(
-            self.waypoint.metrics, self.target, self.downstream, self.source, protocol
+            self.waypoint.metrics,
+            self.target,
+            self.downstream,
+            self.source,
+            protocol,
+            telemetry=telemetry() if telemetry is not None else None,
         )
 
 
@@ -133,6 +140,7 @@ class Waypoint:
         ports: tuple[int, int, int] = (ADMIN_PORT, METRICS_PORT, READINESS_PORT),
         protocol_detection_timeout: float = sniff.DEFAULT_TIMEOUT,
         netns: NetnsThread | None = None,
+        telemetry: Callable[[], EffectiveTelemetry] | None = None,
     ) -> None:
         if not addresses:
             raise ValueError(f"waypoint {namespace}/{name}: at least one address is required")
@@ -146,6 +154,7 @@ class Waypoint:
         self.certificates = certificates
         self.settings = settings or HboneSettings()
         self.metrics = WaypointMetrics()
+        self.telemetry = telemetry  # the Telemetry API's access-log and metric settings
         self.policies = Policies(
             authenticator or NoAuthentication(),
             authorizer or AllowAll(),
