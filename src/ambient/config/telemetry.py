@@ -287,6 +287,7 @@ def _check_metrics(entry: Metrics, at: FieldPath, report: Report) -> None:
 
 
 def _check_tag(tag: TagOverride, at: FieldPath, report: Report) -> None:
+    report.warn(at, "tag overrides are validated but not applied yet: labels stay as they are")
     if tag.operation == "REMOVE" and tag.value is not None:
         report.error((*at, "value"), "a REMOVE override takes no value")
     if tag.operation == "UPSERT":
@@ -334,6 +335,10 @@ def _check_spec(spec: TelemetrySpec, at: FieldPath, report: Report) -> None:
             )
     for index, tracing in enumerate(spec.tracing):
         _check_providers(tracing.providers, (*at, "tracing", index), report)
+        report.warn(
+            (*at, "tracing", index),
+            "tracing is not implemented: the waypoint emits no spans (trace headers pass through)",
+        )
 
 
 _PROVIDERS = ListOf(Obj(Provider, {"name": req(Str())}))
