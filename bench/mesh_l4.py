@@ -341,13 +341,28 @@ async def measure_one(args: argparse.Namespace, pids: list[int], via: bool) -> d
     writer.write(b"!")
     await reader.readexactly(1)
     writer.close()
+    # CPU per unit of work is less sensitive to other load on the machine than rates.
+    cpu = [cpu_seconds(p) for p in pids]
     with profiled(args, pids, via, "bulk"):
         bulk_mb_s = await bulk(via, args.seconds)
+    bulk_cpu = [
+        (cpu_seconds(p) - c) / (bulk_mb_s * args.seconds) for p, c in zip(pids, cpu, strict=True)
+    ]
     with profiled(args, pids, via, "rr"):
         rr = await request_response(via, args.rate, args.seconds, pids)
+    cpu = [cpu_seconds(p) for p in pids]
     with profiled(args, pids, via, "conns"):
         conn_per_s = await connections(via, args.seconds)
-    return {"bulk_mb_s": bulk_mb_s, **rr, "conn_per_s": conn_per_s}
+    conn_cpu = [
+        (cpu_seconds(p) - c) / (conn_per_s * args.seconds) for p, c in zip(pids, cpu, strict=True)
+    ]
+    return {
+        "bulk_mb_s": bulk_mb_s,
+        **rr,
+        "conn_per_s": conn_per_s,
+        **{f"bulk_cpu_ms_per_mb_{i}": c * 1e3 for i, c in enumerate(bulk_cpu)},
+        **{f"conn_cpu_us_{i}": c * 1e6 for i, c in enumerate(conn_cpu)},
+    }
 
 
 async def measure(args: argparse.Namespace, pids: list[int]) -> dict[str, dict[str, float]]:
@@ -546,6 +561,13 @@ def report(
     print(
         f"{f'ztunnel RSS, node-1 ({args.pods} pods) / node-2 (MB)':<50} {rss[0]:>10.1f} {rss[1]:>10.1f}"
     )
+    if "conn_cpu_us_0" in mesh:
+        print(
+            f"{'ztunnel CPU per new connection, node-1 / node-2 (µs)':<50} {mesh['conn_cpu_us_0']:>10.0f} {mesh['conn_cpu_us_1']:>10.0f}"
+        )
+        print(
+            f"{'ztunnel CPU per bulk MB, node-1 / node-2 (ms)':<50} {mesh['bulk_cpu_ms_per_mb_0']:>10.2f} {mesh['bulk_cpu_ms_per_mb_1']:>10.2f}"
+        )
 
 
 if __name__ == "__main__":
