@@ -124,6 +124,9 @@ _CLIENT_PREFACE_LENGTH = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 class HboneConnection:
     """One HBONE HTTP/2 connection, client or server side, without I/O."""
 
+    # False: every frame goes through h2 (the reference the fast path is tested against).
+    fast_data = True
+
     def __init__(self, side: Side, settings: HboneSettings | None = None) -> None:
         self.side = side
         self.settings = settings or HboneSettings()
@@ -351,7 +354,8 @@ class HboneConnection:
         to h2's windows (raising FlowControlError if it overruns one)."""
         h2conn = self._h2
         if (
-            stream_id not in self._open
+            not self.fast_data
+            or stream_id not in self._open
             or h2conn.state_machine.state not in _OPEN_CONNECTION
             or h2conn.incoming_buffer._headers_buffer  # inside a header block: h2 objects
         ):
@@ -505,7 +509,8 @@ class HboneConnection:
         h2conn = self._h2
         stream = h2conn.streams.get(stream_id)
         if (
-            stream is None
+            not self.fast_data
+            or stream is None
             or stream.state_machine.state not in _SENDING
             or h2conn.state_machine.state not in _OPEN_CONNECTION
         ):
