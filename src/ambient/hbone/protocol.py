@@ -96,6 +96,7 @@ class _Outbound:
 
 
 _FRAME_HEADER = 9
+_TLS_RECORD = 16384  # maximum TLS plaintext record
 _DATA = 0x0
 _END_STREAM_OR_PADDED = 0x1 | 0x8
 _OPEN_CONNECTION = (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
@@ -189,6 +190,29 @@ class HboneConnection:
         wire, self._wire = self._wire, []
         wire.append(pending)
         return b"".join(wire)
+
+    def buffers_to_send(self) -> list[bytes | memoryview]:
+        """The same bytes as :meth:`data_to_send`, as a list for ``writelines``: small
+        pieces are joined (a TLS record each would be wasteful), large payloads are
+        passed as they are instead of being copied once more. The buffers passed to
+        :meth:`send` must not be changed until written."""
+        wire, self._wire = self._wire, []
+        pending = self._h2.data_to_send()
+        if pending:
+            wire.append(pending)
+        out: list[bytes | memoryview] = []
+        small: list[bytes | memoryview] = []
+        for piece in wire:
+            if len(piece) < _TLS_RECORD or (small and not isinstance(piece, memoryview)):
+                small.append(piece)  # (a frame's header and first record: joined anyway)
+                continue
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(piece)
+        if small:
+            out.append(b"".join(small))
+        return out
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Queue a GOAWAY; the caller closes the transport after writing it."""
@@ -307,8 +331,13 @@ class HboneConnection:
             if take == len(data):
                 return
             data = data[take:]
-        buf = self._inbuf
-        buf += data
+        # Parse the read itself unless an incomplete frame is pending: one copy fewer.
+        buf: bytes | bytearray
+        if self._inbuf:
+            self._inbuf += data
+            buf = self._inbuf
+        else:
+            buf = data
         size = len(buf)
         pos = given = 0  # given: bytes before it have been handled (by h2 or here)
         if self._preface_left:  # server side: the client preface goes to h2 as is
@@ -343,7 +372,10 @@ class HboneConnection:
             pos += _FRAME_HEADER + length
         if given < pos and self.failed is None:
             self._to_h2(bytes(buf[given:pos]), out)
-        del buf[:pos]
+        if buf is self._inbuf:
+            del self._inbuf[:pos]
+        elif pos < size:
+            self._inbuf = bytearray(buf[pos:])
 
     def _to_h2(self, frames: bytes, out: list[ev.Event]) -> None:
         for event in self._h2.receive_data(frames):
@@ -519,8 +551,12 @@ class HboneConnection:
         if earlier:
             self._wire.append(earlier)
         size = len(chunk)
-        self._wire.append(size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big"))
-        self._wire.append(chunk)
+        header = size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big")
+        if size < _TLS_RECORD:
+            self._wire += (header, chunk)
+        else:  # the header rides in a full first record; the rest goes uncopied
+            first = _TLS_RECORD - _FRAME_HEADER
+            self._wire += (header + chunk[:first], chunk[first:])
         h2conn.outbound_flow_control_window -= size
         stream.outbound_flow_control_window -= size
         return True

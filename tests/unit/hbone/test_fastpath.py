@@ -307,3 +307,17 @@ def test_fast_path_behaves_exactly_like_h2_alone(operations: list[tuple[str, int
         fast.apply(op)
         reference.apply(op)
         assert fast.state() == reference.state(), op
+
+
+def test_buffers_for_writelines_carry_the_same_bytes_without_copying_large_payloads() -> None:
+    pair = Pair()
+    sid = pair.open()
+    payload = pattern(600 * KiB, seed=9)
+    pair.client.send(sid, b"small")
+    pair.client.send(sid, payload)
+    pair.client.send(sid, b"tail")
+    pieces = pair.client.buffers_to_send()
+    assert any(isinstance(p, memoryview) for p in pieces)  # the bulk went uncopied
+    assert all(len(p) >= 16 * KiB for p in pieces[:-1])  # no tiny TLS records in between
+    events = pair.server.receive_data(b"".join(pieces))
+    assert data_of(events, sid) == b"small" + payload + b"tail"
