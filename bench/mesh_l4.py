@@ -305,15 +305,63 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+@contextlib.contextmanager
+def profiled(args: argparse.Namespace, pids: list[int], via: bool, phase: str) -> Any:
+    """With ``--profile DIR``: sample both ztunnels with py-spy during a mesh phase
+    (collapsed stacks in ``DIR/<phase>-<pid>.txt``, for flame graphs or grep)."""
+    if not via or args.profile is None:
+        yield
+        return
+    args.profile.mkdir(parents=True, exist_ok=True)
+    spies = [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                *("--pid", str(pid), "--format", "raw", "--rate", "500", "--nonblocking"),
+                *("--output", str(args.profile / f"{phase}-{pid}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+    time.sleep(0.5)  # py-spy attaches
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(timeout=30)
+
+
 async def measure_one(args: argparse.Namespace, pids: list[int], via: bool) -> dict[str, float]:
     reader, writer = await open_conn(via, ECHO)  # warm: HBONE connection, certificates
     writer.write(b"!")
     await reader.readexactly(1)
     writer.close()
+    # CPU per unit of work is less sensitive to other load on the machine than rates.
+    cpu = [cpu_seconds(p) for p in pids]
+    with profiled(args, pids, via, "bulk"):
+        bulk_mb_s = await bulk(via, args.seconds)
+    bulk_cpu = [
+        (cpu_seconds(p) - c) / (bulk_mb_s * args.seconds) for p, c in zip(pids, cpu, strict=True)
+    ]
+    with profiled(args, pids, via, "rr"):
+        rr = await request_response(via, args.rate, args.seconds, pids)
+    cpu = [cpu_seconds(p) for p in pids]
+    with profiled(args, pids, via, "conns"):
+        conn_per_s = await connections(via, args.seconds)
+    conn_cpu = [
+        (cpu_seconds(p) - c) / (conn_per_s * args.seconds) for p, c in zip(pids, cpu, strict=True)
+    ]
     return {
-        "bulk_mb_s": await bulk(via, args.seconds),
-        **await request_response(via, args.rate, args.seconds, pids),
-        "conn_per_s": await connections(via, args.seconds),
+        "bulk_mb_s": bulk_mb_s,
+        **rr,
+        "conn_per_s": conn_per_s,
+        **{f"bulk_cpu_ms_per_mb_{i}": c * 1e3 for i, c in enumerate(bulk_cpu)},
+        **{f"conn_cpu_us_{i}": c * 1e6 for i, c in enumerate(conn_cpu)},
     }
 
 
@@ -430,6 +478,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--pods", type=int, help="pods on node-1 (default 100; --netns: 20)")
     parser.add_argument("--netns", action="store_true", help="transparent capture (root)")
+    parser.add_argument(
+        "--profile", type=Path, help="sample the ztunnels with py-spy per mesh phase, into DIR"
+    )
     parser.add_argument("--role", choices=["ztunnel", "server", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--node", help=argparse.SUPPRESS)
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
@@ -510,6 +561,13 @@ def report(
     print(
         f"{f'ztunnel RSS, node-1 ({args.pods} pods) / node-2 (MB)':<50} {rss[0]:>10.1f} {rss[1]:>10.1f}"
     )
+    if "conn_cpu_us_0" in mesh:
+        print(
+            f"{'ztunnel CPU per new connection, node-1 / node-2 (µs)':<50} {mesh['conn_cpu_us_0']:>10.0f} {mesh['conn_cpu_us_1']:>10.0f}"
+        )
+        print(
+            f"{'ztunnel CPU per bulk MB, node-1 / node-2 (ms)':<50} {mesh['bulk_cpu_ms_per_mb_0']:>10.2f} {mesh['bulk_cpu_ms_per_mb_1']:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection
 
+from ambient.hbone.bound import connect_from
 from ambient.hbone.connection import HboneTransport
 from ambient.hbone.errors import ConnectFailed
 from ambient.hbone.messages import SocketAddress
@@ -49,12 +50,13 @@ async def connect(
             source = local_address[0] if local_address else None
             sock = await asyncio.wait_for(dialer(str(address.ip), address.port, source), timeout)
             transport, _ = await loop.create_connection(_Dialling, sock=sock)
+        elif local_address is not None:
+            async with asyncio.timeout(timeout):
+                sock = await connect_from(str(address.ip), address.port, local_address)
+                transport, _ = await loop.create_connection(_Dialling, sock=sock)
         else:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(
-                    _Dialling, str(address.ip), address.port, local_addr=local_address
-                ),
-                timeout,
+                loop.create_connection(_Dialling, str(address.ip), address.port), timeout
             )
     except (OSError, TimeoutError) as exc:
         raise ConnectFailed(

@@ -283,9 +283,9 @@ class HboneTransport(asyncio.Protocol):
 
     def _flush_now(self) -> None:
         self._flush_scheduled = False
-        data = self.conn.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        buffers = self.conn.buffers_to_send()
+        if buffers and self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(buffers)
 
     def _wake_drainers(self) -> None:
         if not self._drain_waiting or self._write_paused:

@@ -12,6 +12,29 @@ Memory is bounded by construction: inbound bytes not yet consumed are at most
 the connection window (16 MiB), header blocks at most ``max_header_list_size``
 (and h2's CONTINUATION backlog limit), and outbound bytes are whatever the
 caller queued, which the asyncio edge caps per stream.
+
+DATA fast path. ``h2`` costs several object allocations and three payload
+copies per DATA frame, which dominated the tunnel's CPU. So DATA frames of
+open streams bypass it both ways, while h2 keeps every other frame and all of
+the state: inbound, the connection splits the byte stream into frames itself
+and hands h2 whole frames, except a DATA frame (no padding, no END_STREAM) of
+a stream h2 holds open for receiving, outside a header block, whose payload is
+delivered straight away, even before the frame is complete; its length is
+charged to h2's own connection and stream window managers first, so a peer
+that overruns a window fails exactly as in h2 (FLOW_CONTROL_ERROR) and credit
+is returned through h2 as before. Outbound, a DATA frame without END_STREAM
+for a stream h2 holds open for sending is serialised here (9-byte header and
+the payload, never larger than the peer's maximum frame size and window) and
+h2's outbound windows are debited by its size; bytes h2 queued earlier are
+taken first so frames leave in order. Anything else (padding, END_STREAM, a
+stream in another state, a connection that is closing) takes the h2 path.
+
+Header blocks are HPACK-encoded without Huffman coding (a valid choice for
+any decoder; the CONNECT headers are short, so they grow by a few bytes while
+both ends save the coding in pure Python), and the headers whose values are
+new on every stream (``forwarded`` carries the client's port, ``traceparent``
+a fresh id) are sent as never-indexed literals instead of being inserted into
+the dynamic table, where they would only evict the entries that do repeat.
 """
 
 from __future__ import annotations
@@ -20,6 +43,7 @@ import contextlib
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -27,6 +51,9 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
+from h2.connection import ConnectionState
+from h2.stream import StreamState
 
 from ambient.hbone import _h2compat
 from ambient.hbone import events as ev
@@ -68,40 +95,28 @@ class _Outbound:
     eof_sent: bool = False
 
 
-class _FrameLengthGuard:
-    """Refuses an oversized frame as soon as its 9-byte header arrives.
+_FRAME_HEADER = 9
+_TLS_RECORD = 16384  # maximum TLS plaintext record
+_DATA = 0x0
+_END_STREAM_OR_PADDED = 0x1 | 0x8
+_OPEN_CONNECTION = (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN)
+_RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)  # may receive DATA
+_SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)  # may send DATA
 
-    h2 checks a frame's length only once the whole frame is buffered, which
-    would let a peer make us hold 16 MiB per connection. This walks the frame
-    headers of the byte stream and fails early instead.
-    """
 
-    __slots__ = ("_header", "_max", "_skip")
+# Header values that differ on every stream: not worth a place in the HPACK table.
+_UNINDEXED = frozenset({"forwarded", "traceparent"})
 
-    def __init__(self, preface_length: int, max_length: int) -> None:
-        self._skip = preface_length
-        self._header = bytearray()
-        self._max = max_length
 
-    def check(self, data: bytes) -> str | None:
-        """The problem with the next frame header in ``data``, if any."""
-        i, n = 0, len(data)
-        while i < n:
-            if self._skip:
-                take = min(self._skip, n - i)
-                self._skip -= take
-                i += take
-                continue
-            chunk = data[i : i + 9 - len(self._header)]
-            self._header += chunk
-            i += len(chunk)
-            if len(self._header) == 9:
-                length = int.from_bytes(self._header[:3], "big")
-                if length > self._max:
-                    return f"frame of {length} bytes exceeds the {self._max}-byte maximum"
-                self._skip = length
-                self._header.clear()
-        return None
+class _PlainEncoder(hpack.Encoder):
+    """HPACK encoder that never uses Huffman coding (see the module docstring)."""
+
+    def encode(self, headers: Any, huffman: bool = False) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
+class _FrameTooLarge(Exception):
+    """A frame header announced more than our maximum frame size."""
 
 
 _CLIENT_PREFACE_LENGTH = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -109,6 +124,9 @@ _CLIENT_PREFACE_LENGTH = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 class HboneConnection:
     """One HBONE HTTP/2 connection, client or server side, without I/O."""
+
+    # False: every frame goes through h2 (the reference the fast path is tested against).
+    fast_data = True
 
     def __init__(self, side: Side, settings: HboneSettings | None = None) -> None:
         self.side = side
@@ -121,6 +139,7 @@ class HboneConnection:
             validate_outbound_headers=True,
         )
         self._h2 = h2.connection.H2Connection(config=config)
+        self._h2.encoder = _PlainEncoder()
         codes = h2.settings.SettingCodes
         initial: dict[h2.settings.SettingCodes | int, int] = {
             codes.INITIAL_WINDOW_SIZE: self.settings.stream_window,
@@ -131,9 +150,15 @@ class HboneConnection:
         if side is Side.SERVER:
             initial[codes.MAX_CONCURRENT_STREAMS] = self.settings.max_concurrent_streams
         self._initial_settings = initial
-        self._guard = _FrameLengthGuard(
-            _CLIENT_PREFACE_LENGTH if side is Side.SERVER else 0, self.settings.max_frame_size
-        )
+        # Inbound framing: bytes of incomplete frames (at most one frame plus a read),
+        # the client preface still to pass to h2, and a fast-path DATA frame's payload
+        # still to arrive. h2 is only ever given whole frames.
+        self._inbuf = bytearray()
+        self._preface_left = _CLIENT_PREFACE_LENGTH if side is Side.SERVER else 0
+        self._data_left = 0
+        self._data_stream = 0
+        # Outbound: bytes ready for the wire, in order (h2's output, our DATA frames).
+        self._wire: list[bytes | memoryview] = []
         self._outbound: dict[int, _Outbound] = {}
         self._open: set[int] = set()  # streams not yet fully closed or reset
         self._remote_ended: set[int] = set()  # the peer sent END_STREAM
@@ -159,7 +184,35 @@ class HboneConnection:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the TLS session now (may be empty)."""
-        return self._h2.data_to_send()
+        pending = self._h2.data_to_send()
+        if not self._wire:
+            return pending
+        wire, self._wire = self._wire, []
+        wire.append(pending)
+        return b"".join(wire)
+
+    def buffers_to_send(self) -> list[bytes | memoryview]:
+        """The same bytes as :meth:`data_to_send`, as a list for ``writelines``: small
+        pieces are joined (a TLS record each would be wasteful), large payloads are
+        passed as they are instead of being copied once more. The buffers passed to
+        :meth:`send` must not be changed until written."""
+        wire, self._wire = self._wire, []
+        pending = self._h2.data_to_send()
+        if pending:
+            wire.append(pending)
+        out: list[bytes | memoryview] = []
+        small: list[bytes | memoryview] = []
+        for piece in wire:
+            if len(piece) < _TLS_RECORD or (small and not isinstance(piece, memoryview)):
+                small.append(piece)  # (a frame's header and first record: joined anyway)
+                continue
+            if small:
+                out.append(b"".join(small))
+                small = []
+            out.append(piece)
+        if small:
+            out.append(b"".join(small))
+        return out
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Queue a GOAWAY; the caller closes the transport after writing it."""
@@ -186,7 +239,11 @@ class HboneConnection:
         """Send a CONNECT and return its stream id (client side only)."""
         assert self.side is Side.CLIENT, "only clients open streams"
         stream_id: int = self._h2.get_next_available_stream_id()
-        self._h2.send_headers(stream_id, request.to_headers(), end_stream=False)
+        headers = [
+            hpack.NeverIndexedHeaderTuple(name, value) if name in _UNINDEXED else (name, value)
+            for name, value in request.to_headers()
+        ]
+        self._h2.send_headers(stream_id, headers, end_stream=False)
         self._open.add(stream_id)
         self._outbound[stream_id] = _Outbound(deque())
         return stream_id
@@ -253,19 +310,104 @@ class HboneConnection:
         """Feed bytes from the wire; returns what happened. Never raises for bad input."""
         if self.failed is not None:
             return []
-        problem = self._guard.check(data)
-        if problem is not None:
-            return [self._fail(problem, h2.errors.ErrorCodes.FRAME_SIZE_ERROR)]
-        try:
-            h2_events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            return [self._fail(f"HTTP/2 protocol error: {exc}", exc.error_code)]
-        except Exception as exc:  # hostile input must never escape as a crash
-            return [self._fail(f"malformed HTTP/2 input: {type(exc).__name__}: {exc}", 1)]
         out: list[ev.Event] = []
-        for event in h2_events:
-            self._translate(event, out)
+        try:
+            self._receive(data, out)
+        except _FrameTooLarge as exc:
+            out.append(self._fail(str(exc), h2.errors.ErrorCodes.FRAME_SIZE_ERROR))
+        except h2.exceptions.ProtocolError as exc:
+            out.append(self._fail(f"HTTP/2 protocol error: {exc}", exc.error_code))
+        except Exception as exc:  # hostile input must never escape as a crash
+            out.append(self._fail(f"malformed HTTP/2 input: {type(exc).__name__}: {exc}", 1))
         return out
+
+    def _receive(self, data: bytes, out: list[ev.Event]) -> None:
+        """Split the input into frames: fast-path DATA payloads become events here,
+        runs of other frames go to h2 whole and in order."""
+        if self._data_left:  # the rest of a fast-path DATA frame's payload
+            take = min(self._data_left, len(data))
+            self._deliver(self._data_stream, data if take == len(data) else data[:take], out)
+            self._data_left -= take
+            if take == len(data):
+                return
+            data = data[take:]
+        # Parse the read itself unless an incomplete frame is pending: one copy fewer.
+        buf: bytes | bytearray
+        if self._inbuf:
+            self._inbuf += data
+            buf = self._inbuf
+        else:
+            buf = data
+        size = len(buf)
+        pos = given = 0  # given: bytes before it have been handled (by h2 or here)
+        if self._preface_left:  # server side: the client preface goes to h2 as is
+            pos = min(self._preface_left, size)
+            self._preface_left -= pos
+        while size - pos >= _FRAME_HEADER:
+            length = int.from_bytes(buf[pos : pos + 3], "big")
+            if length > self.settings.max_frame_size:
+                # Refused on its header: h2 would buffer the whole frame first.
+                raise _FrameTooLarge(
+                    f"frame of {length} bytes exceeds the {self.settings.max_frame_size}-byte maximum"
+                )
+            if buf[pos + 3] == _DATA and not buf[pos + 4] & _END_STREAM_OR_PADDED:
+                if given < pos:  # let h2 see everything before this frame first
+                    self._to_h2(bytes(buf[given:pos]), out)
+                    given = pos
+                    if self.failed is not None:
+                        break
+                stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                if self._take_data(stream_id, length):
+                    start = pos + _FRAME_HEADER
+                    have = min(length, size - start)
+                    if have:
+                        self._deliver(stream_id, bytes(buf[start : start + have]), out)
+                    pos = given = start + have
+                    if have < length:
+                        self._data_left, self._data_stream = length - have, stream_id
+                        break
+                    continue
+            if size - pos - _FRAME_HEADER < length:
+                break  # incomplete: wait for the rest
+            pos += _FRAME_HEADER + length
+        if given < pos and self.failed is None:
+            self._to_h2(bytes(buf[given:pos]), out)
+        if buf is self._inbuf:
+            del self._inbuf[:pos]
+        elif pos < size:
+            self._inbuf = bytearray(buf[pos:])
+
+    def _to_h2(self, frames: bytes, out: list[ev.Event]) -> None:
+        for event in self._h2.receive_data(frames):
+            self._translate(event, out)
+
+    def _take_data(self, stream_id: int, length: int) -> bool:
+        """Whether this DATA frame takes the fast path; if so its length is charged
+        to h2's windows (raising FlowControlError if it overruns one)."""
+        h2conn = self._h2
+        if (
+            not self.fast_data
+            or stream_id not in self._open
+            or h2conn.state_machine.state not in _OPEN_CONNECTION
+            or h2conn.incoming_buffer._headers_buffer  # inside a header block: h2 objects
+        ):
+            return False
+        stream = h2conn.streams.get(stream_id)
+        if (
+            stream is None
+            or stream.state_machine.state not in _RECEIVING
+            or stream._expected_content_length is not None
+        ):
+            return False
+        h2conn._inbound_flow_control_window_manager.window_consumed(length)
+        stream._inbound_window_manager.window_consumed(length)
+        return True
+
+    def _deliver(self, stream_id: int, payload: bytes, out: list[ev.Event]) -> None:
+        if stream_id in self._open:
+            out.append(ev.DataReceived(stream_id, payload))
+        else:  # reset meanwhile: nobody will consume it, so return the credit now
+            self.consumed(stream_id, len(payload))
 
     def _fail(self, reason: str, error_code: int | None) -> ev.ConnectionFailed:
         self.failed = reason
@@ -375,7 +517,10 @@ class HboneConnection:
                     chunk = head[:size]
                     out.chunks[0] = head[size:]
                 last = out.eof_requested and not out.chunks
-                h2conn.send_data(stream_id, chunk, end_stream=last)  # FIN rides on the last DATA
+                if last or not self._send_data_frame(stream_id, chunk):
+                    h2conn.send_data(
+                        stream_id, chunk, end_stream=last
+                    )  # FIN rides on the last DATA
                 out.queued -= len(chunk)
                 if last:
                     out.eof_sent = True
@@ -388,6 +533,33 @@ class HboneConnection:
         except h2.exceptions.ProtocolError:
             # The stream closed under us (reset by the peer): drop what was queued.
             self._forget(stream_id)
+
+    def _send_data_frame(self, stream_id: int, chunk: memoryview) -> bool:
+        """The DATA fast path: serialise the frame here if h2 would send it plainly.
+
+        The caller has sized ``chunk`` within the window and maximum frame size."""
+        h2conn = self._h2
+        stream = h2conn.streams.get(stream_id)
+        if (
+            not self.fast_data
+            or stream is None
+            or stream.state_machine.state not in _SENDING
+            or h2conn.state_machine.state not in _OPEN_CONNECTION
+        ):
+            return False
+        earlier = h2conn.data_to_send()
+        if earlier:
+            self._wire.append(earlier)
+        size = len(chunk)
+        header = size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big")
+        if size < _TLS_RECORD:
+            self._wire += (header, chunk)
+        else:  # the header rides in a full first record; the rest goes uncopied
+            first = _TLS_RECORD - _FRAME_HEADER
+            self._wire += (header + chunk[:first], chunk[first:])
+        h2conn.outbound_flow_control_window -= size
+        stream.outbound_flow_control_window -= size
+        return True
 
     def _maybe_closed(self, stream_id: int) -> None:
         """Forget a stream once both directions ended (by our own account, not h2's state:

@@ -11,6 +11,7 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
+from ambient.hbone.bound import connect_from
 from ambient.hbone.stream import HboneStream
 
 TCP_WRITE_HIGH_WATER = 4 * 1024 * 1024  # bytes buffered towards a TCP peer before pausing
@@ -145,6 +146,8 @@ async def connect_relay(
     """Connect to ``host:port`` for ``stream`` (or use ``sock``, already connected there);
     raises ``OSError``. Call ``start()`` to relay."""
     loop = asyncio.get_running_loop()
+    if sock is None and local_address is not None:
+        sock = await connect_from(host, port, local_address)
     if sock is not None:
         _, relay_protocol = await loop.create_connection(lambda: TcpRelay(stream), sock=sock)
         return relay_protocol

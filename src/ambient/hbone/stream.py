@@ -103,7 +103,9 @@ class HboneStream:
     # -- writing -------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue bytes for the peer; call :meth:`drain` to respect back-pressure."""
+        """Queue bytes for the peer; call :meth:`drain` to respect back-pressure.
+
+        ``data`` is sent without copying: a mutable buffer must stay unchanged."""
         if self._discard_writes:
             return
         if self._error is not None:

@@ -6,6 +6,7 @@ rejected with an :class:`InvalidSpiffeId` naming the input and the problem.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -153,7 +154,12 @@ class SpiffeId:
         service_account: str = "default",
         trust_domain: str = DEFAULT_TRUST_DOMAIN,
     ) -> SpiffeId:
-        """The id of ``service_account`` in ``namespace`` (validated)."""
+        """The id of ``service_account`` in ``namespace`` (validated; cached, as ids are
+        immutable and asked for on every proxied connection)."""
+        if cls is SpiffeId and all(
+            type(part) is str for part in (trust_domain, namespace, service_account)
+        ):
+            return _workload_id(trust_domain, namespace, service_account)
         return cls(trust_domain, namespace, service_account)
 
     @property
@@ -163,3 +169,8 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return self.uri
+
+
+@functools.lru_cache(maxsize=4096)
+def _workload_id(trust_domain: str, namespace: str, service_account: str) -> SpiffeId:
+    return SpiffeId(trust_domain, namespace, service_account)

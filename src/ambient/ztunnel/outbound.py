@@ -23,6 +23,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from ambient.api.workload import TunnelProtocol, Workload
+from ambient.hbone.bound import connect_from
 from ambient.hbone.client import Dialer
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress, Status
@@ -110,11 +111,16 @@ class OutboundHandler:
         *,
         socks: bool = True,
         forwarded_for: SocketAddress | None = None,
+        socks_prefix: bytes = b"",
     ) -> None:
         """Forward ``client`` to ``request``'s destination; ``socks=False`` for a captured
         connection (original destination known, no SOCKS reply owed). ``forwarded_for``:
-        the real client when this pod relays someone else's connection (a hair-pin)."""
-        task = asyncio.ensure_future(self._connect(client, request, early, socks, forwarded_for))
+        the real client when this pod relays someone else's connection (a hair-pin).
+        ``socks_prefix``: handshake bytes still owed to the client, sent with the reply
+        (one write instead of two when the greeting and request came together)."""
+        task = asyncio.ensure_future(
+            self._connect(client, request, early, socks, forwarded_for, socks_prefix)
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -125,6 +131,7 @@ class OutboundHandler:
         early: bytes | bytearray,
         socks: bool,
         forwarded_for: SocketAddress | None = None,
+        socks_prefix: bytes = b"",
     ) -> None:
         source = self.state.workloads.get(self.workload_uid)
         if source is None or not source.addresses:  # the pod left while we were talking
@@ -137,11 +144,11 @@ class OutboundHandler:
             if not socks:
                 client.abort()
                 return
-            client.write(socks5.reply(socks5.Reply.HOST_UNREACHABLE))
+            client.write(socks_prefix + socks5.reply(socks5.Reply.HOST_UNREACHABLE))
             client.close()
             return
         if socks:
-            client.write(socks5.reply(socks5.Reply.SUCCEEDED))
+            client.write(socks_prefix + socks5.reply(socks5.Reply.SUCCEEDED))
         peer = client.get_extra_info("peername") or ("0.0.0.0", 0)
         source_addr = forwarded_for or SocketAddress(source.addresses[0], int(peer[1]))
         hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
@@ -292,11 +299,13 @@ class OutboundHandler:
                     self.connect_timeout,
                 )
                 await loop.create_connection(lambda: pipe.upstream, sock=sock)
+            elif local is not None:
+                async with asyncio.timeout(self.connect_timeout):
+                    sock = await connect_from(str(upstream.ip), upstream.port, local)
+                    await loop.create_connection(lambda: pipe.upstream, sock=sock)
             else:
                 await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: pipe.upstream, str(upstream.ip), upstream.port, local_addr=local
-                    ),
+                    loop.create_connection(lambda: pipe.upstream, str(upstream.ip), upstream.port),
                     self.connect_timeout,
                 )
         except (OSError, TimeoutError) as exc:
@@ -351,12 +360,13 @@ class SocksProtocol(asyncio.Protocol):
             self.transport.close()
             return
         out = self.handshake.data_to_send()
-        if out:
-            self.transport.write(out)
-        if request is not None:
-            self._cancel_timer()
-            self.transport.pause_reading()
-            self.handler.start(self.transport, request, self.handshake.leftover())
+        if request is None:
+            if out:
+                self.transport.write(out)
+            return
+        self._cancel_timer()
+        self.transport.pause_reading()
+        self.handler.start(self.transport, request, self.handshake.leftover(), socks_prefix=out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()

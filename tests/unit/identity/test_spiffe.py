@@ -113,3 +113,13 @@ def test_frozen_and_hashable() -> None:
     with pytest.raises(AttributeError):
         ident.namespace = "c"  # type: ignore[misc]
     assert {ident: 1}[SpiffeId.parse("spiffe://cluster.local/ns/a/sa/b")] == 1
+
+
+def test_workload_ids_are_shared_and_still_validated() -> None:
+    first = SpiffeId.workload("bench", "client")
+    assert SpiffeId.workload("bench", "client") is first  # cached: asked for per connection
+    assert SpiffeId.workload("bench", "server") != first
+    with pytest.raises(InvalidSpiffeId):
+        SpiffeId.workload("Not_A_Namespace", "client")
+    with pytest.raises(InvalidSpiffeId):
+        SpiffeId.workload(["bench"], "client")  # type: ignore[arg-type]
