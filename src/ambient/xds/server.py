@@ -650,7 +650,9 @@ class XdsServer:
         """Listen on ``address`` (``host:port``; port 0 picks one); returns the port."""
         if self._server is not None:
             raise RuntimeError("XdsServer is already started")
-        server = grpc.aio.server(options=KEEPALIVE_POLICY)
+        # No SO_REUSEPORT (gRPC's default): a second server, or another process given the
+        # same ephemeral port, would silently share this port's connections.
+        server = grpc.aio.server(options=(*KEEPALIVE_POLICY, ("grpc.so_reuseport", 0)))
         handler = grpc.stream_stream_rpc_method_handler(
             self._serve_stream,
             request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,

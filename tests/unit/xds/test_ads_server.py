@@ -354,3 +354,14 @@ async def test_stop_ends_streams_cleanly(server: XdsServer, probe: Probe) -> Non
     assert await asyncio.wait_for(probe.call.read(), TIMEOUT) is grpc.aio.EOF
     assert await probe.call.code() is grpc.StatusCode.OK
     assert server.nodes == []
+
+
+async def test_a_second_server_cannot_share_the_port(
+    server: XdsServer, plane: ControlPlane
+) -> None:
+    """gRPC binds with SO_REUSEPORT by default: two control planes (or two test runs given
+    the same ephemeral port) would silently split one port's connections."""
+    second = XdsServer(plane, credentials=None)
+    with pytest.raises(OSError, match="cannot listen"):
+        await second.start(f"127.0.0.1:{server.port}")
+    await second.stop(grace=0)
