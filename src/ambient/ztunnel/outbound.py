@@ -40,6 +40,7 @@ log = logging.getLogger("ambient.ztunnel")
 
 CertificateSource = Callable[[SpiffeId], Awaitable[WorkloadCertificate]]
 HANDSHAKE_TIMEOUT = 10.0
+CONNECT_ATTEMPTS = 3  # per connection to a service: the first endpoint and two others
 
 
 class OutboundHandler:
@@ -151,6 +152,39 @@ class OutboundHandler:
             client.write(socks_prefix + socks5.reply(socks5.Reply.SUCCEEDED))
         peer = client.get_extra_info("peername") or ("0.0.0.0", 0)
         source_addr = forwarded_for or SocketAddress(source.addresses[0], int(peer[1]))
+        tried: list[str] = []
+        while True:
+            # A service's endpoint that cannot be reached (its ztunnel answers 503, or the
+            # connect fails) before a byte went anywhere is retried on another healthy
+            # endpoint, as Envoy's connect-failure retry: a pod that just died is not yet
+            # known to be down everywhere. Never once the tunnel is open.
+            retry = (
+                upstream.service is not None
+                and not upstream.via_waypoint
+                and upstream.workload is not None
+                and len(tried) < CONNECT_ATTEMPTS - 1
+            )
+            if await self._attempt(client, early, source, source_addr, upstream, retry):
+                return
+            assert upstream.workload is not None and upstream.service is not None
+            tried.append(upstream.workload.uid)
+            picked = self.state.pick_endpoint(upstream.service, request.port, exclude=tried)
+            if picked is None:
+                client.abort()
+                return
+            upstream = picked
+
+    async def _attempt(
+        self,
+        client: asyncio.Transport,
+        early: bytes | bytearray,
+        source: Workload,
+        source_addr: SocketAddress,
+        upstream: Upstream,
+        retry: bool,
+    ) -> bool:
+        """One try at ``upstream``; False when it could not be reached and ``retry`` allows
+        another (the client is left as it was)."""
         hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
         record = ConnectionRecord(
             self.metrics,
@@ -173,9 +207,10 @@ class OutboundHandler:
         )
         try:
             if hbone:
-                await self._via_hbone(client, early, source, upstream, source_addr, record)
-            else:
-                await self._via_tcp(client, early, source, upstream, record)
+                return await self._via_hbone(
+                    client, early, source, upstream, source_addr, record, retry
+                )
+            return await self._via_tcp(client, early, source, upstream, record, retry)
         except asyncio.CancelledError:
             client.abort()
             raise
@@ -211,7 +246,8 @@ class OutboundHandler:
         upstream: Upstream,
         source_addr: SocketAddress,
         record: ConnectionRecord,
-    ) -> None:
+        retry: bool = False,
+    ) -> bool:
         assert upstream.workload is not None
         request = ConnectRequest(
             authority=SocketAddress(upstream.ip, upstream.port),
@@ -231,18 +267,22 @@ class OutboundHandler:
             denied = exc.status == Status.UNAUTHORIZED
             record.flags = ResponseFlags.DENY if denied else ResponseFlags.CONNECT
             record.error = str(exc)
+            if retry and not denied:
+                return False
             client.abort()
-            return
+            return True
         except (HboneError, OSError) as exc:
             record.flags = ResponseFlags.CONNECT
             record.error = str(exc)
             log.warning("outbound: %s -> %s: %s", source.name, request.authority, exc)
+            if retry:
+                return False
             client.abort()
-            return
+            return True
         if client.is_closing():  # the client gave up while the tunnel was being opened
             stream.reset()
             record.error = "client closed the connection before the tunnel was open"
-            return
+            return True
         record.open()
         relay = TcpRelay(stream)
         client.set_protocol(relay)
@@ -255,6 +295,7 @@ class OutboundHandler:
         record.bytes_received = result.to_stream
         record.bytes_sent = result.from_stream
         record.error = result.error
+        return True
 
     async def _via_tcp(
         self,
@@ -263,7 +304,8 @@ class OutboundHandler:
         source: Workload,
         upstream: Upstream,
         record: ConnectionRecord,
-    ) -> None:
+        retry: bool = False,
+    ) -> bool:
         destination = upstream.workload
         checked: InboundConnection | None = None
         if (
@@ -288,7 +330,7 @@ class OutboundHandler:
                 record.flags = ResponseFlags.DENY
                 record.error = "connection closed due to policy rejection"
                 client.abort()
-                return
+                return True
         local = (str(source.addresses[0]), 0) if source.addresses[0].is_loopback else None
         loop = asyncio.get_running_loop()
         pipe = TcpPipe(client)
@@ -311,12 +353,14 @@ class OutboundHandler:
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connect to {upstream.ip}:{upstream.port} failed: {exc or 'timeout'}"
+            if retry:
+                return False
             client.abort()
-            return
+            return True
         if client.is_closing():  # the client gave up while the upstream was being dialled
             pipe.abort()
             record.error = "client closed the connection before the upstream was open"
-            return
+            return True
         record.open()
         client.set_protocol(pipe.downstream)
         pipe.downstream.connection_made(client)
@@ -330,6 +374,7 @@ class OutboundHandler:
         finally:
             self.checked.pop(pipe, None)
         record.bytes_received, record.bytes_sent = counts
+        return True
 
 
 class SocksProtocol(asyncio.Protocol):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -248,14 +248,19 @@ class ProxyState:
     def endpoints(self, service: Service) -> list[Workload]:
         return self._endpoints.get(service.key, [])
 
-    def pick_endpoint(self, service: Service, port: int) -> Upstream | None:
-        """Round robin over the service's healthy endpoints that serve ``port``."""
+    def pick_endpoint(
+        self, service: Service, port: int, exclude: Collection[str] = ()
+    ) -> Upstream | None:
+        """Round robin over the service's healthy endpoints that serve ``port`` (but the
+        uids in ``exclude``: endpoints a connection already failed to reach)."""
         target = _target_port(service, port)
         if target is None:
             return None
         candidates: list[tuple[Workload, int]] = []
         for workload in self._endpoints.get(service.key, ()):
             if workload.status is not WorkloadStatus.HEALTHY or not workload.addresses:
+                continue
+            if exclude and workload.uid in exclude:
                 continue
             ports = workload.services.get(service.key, ())
             workload_port = _workload_port(ports, port, target)

@@ -166,6 +166,31 @@ async def test_round_robin_spreads_connections(mesh: Mesh) -> None:
     assert names.count("orders-0") == 5 and names.count("orders-1") == 5
 
 
+async def test_an_endpoint_that_refuses_is_retried_on_another(
+    mesh: Mesh, caplog: pytest.LogCaptureFixture
+) -> None:
+    """orders-0's app is gone but its ztunnel does not know yet (still healthy): every
+    connection to the service still succeeds — the source ztunnel tries another endpoint
+    when the destination answers 503 before a byte went through — over HBONE and over
+    plain TCP, and the failed attempts are in the access log."""
+    dead = mesh.apps[0]
+    dead.close()
+    await dead.wait_closed()
+    caplog.set_level("INFO", logger="ambient.access")
+    for _ in range(6):
+        code, body = await curl(WEB, "http://orders:80/")
+        assert code == 0, body
+        assert json.loads(body)["name"] == "orders-1"
+    failed = [r.getMessage() for r in caplog.records if "503" in r.getMessage()]
+    assert failed and all('dst.workload="orders-0"' in line for line in failed)
+    mesh.push(replace(WEB, tunnel_protocol=TunnelProtocol.NONE))
+    await mesh.settle()
+    for _ in range(4):
+        code, body = await curl(WEB, "http://orders:80/")
+        assert code == 0, body
+        assert json.loads(body)["name"] == "orders-1"
+
+
 async def test_unenrolled_source_goes_plain_tcp(mesh: Mesh) -> None:
     mesh.push(replace(WEB, tunnel_protocol=TunnelProtocol.NONE))
     await mesh.settle()
