@@ -54,18 +54,22 @@ def status_code(mesh: Mesh, source: str, url: str, *headers: str) -> str:
     return result.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    root = tmp_path_factory.mktemp("waypoint")
+def shop_with_waypoint(root: Path, single_process: bool = False) -> Iterator[Mesh]:
+    """examples/shop + l7.yaml running in ``root``, the namespace bound to the waypoint."""
     config = root / "shop"
     shutil.copytree(SHOP, config)
     shutil.copy(L7, config / "l7.yaml")
-    mesh = Mesh(config, root / "state", root / "up.log").start()
+    mesh = Mesh(config, root / "state", root / "up.log", single_process=single_process).start()
     try:
         mesh.ok("label", "namespace", "shop", "istio.io/use-waypoint=waypoint")
         yield mesh
     finally:
         mesh.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    yield from shop_with_waypoint(tmp_path_factory.mktemp("waypoint"))
 
 
 def test_workloads_are_hbone_and_services_use_the_waypoint(mesh: Mesh) -> None:
@@ -230,6 +234,11 @@ def test_runs_as_processes(mesh: Mesh) -> None:
 
 
 def test_hot_reload_of_the_canary_weights_reaches_the_waypoint(mesh: Mesh) -> None:
+    check_canary_hot_reload(mesh)
+
+
+def check_canary_hot_reload(mesh: Mesh) -> None:
+    """Editing the VirtualService's weights in the folder moves all traffic to v2, and back."""
     l7 = mesh.config_dir / "l7.yaml"
     original = edit(l7, "weight: 90", "weight: 0")
     edit(l7, "weight: 10", "weight: 100")

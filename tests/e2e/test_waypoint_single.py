@@ -6,30 +6,25 @@ the mesh changes, yet the waypoint must see it).
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import SHOP, Mesh, wait_for
-from tests.e2e.test_waypoint import L7, edit, status_code, versions_seen
+from tests.e2e.harness import Mesh
+from tests.e2e.test_waypoint import (
+    check_canary_hot_reload,
+    shop_with_waypoint,
+    status_code,
+    versions_seen,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    root = tmp_path_factory.mktemp("waypoint-single")
-    config = root / "shop"
-    shutil.copytree(SHOP, config)
-    shutil.copy(L7, config / "l7.yaml")
-    mesh = Mesh(config, root / "state", root / "up.log", single_process=True).start()
-    try:
-        mesh.ok("label", "namespace", "shop", "istio.io/use-waypoint=waypoint")
-        yield mesh
-    finally:
-        mesh.stop()
+    yield from shop_with_waypoint(tmp_path_factory.mktemp("waypoint-single"), single_process=True)
 
 
 def test_l7_policy_and_routing_in_one_process(mesh: Mesh) -> None:
@@ -39,15 +34,4 @@ def test_l7_policy_and_routing_in_one_process(mesh: Mesh) -> None:
 
 
 def test_hot_reload_of_the_canary_weights_in_one_process(mesh: Mesh) -> None:
-    l7 = mesh.config_dir / "l7.yaml"
-    original = edit(l7, "weight: 90", "weight: 0")
-    edit(l7, "weight: 10", "weight: 100")
-    try:
-        wait_for(
-            "every request routed to v2 after editing the VirtualService's weights",
-            lambda: versions_seen(mesh, 10) == Counter(v2=10),
-            timeout=20,
-            every=0.2,
-        )
-    finally:
-        l7.write_text(original)
+    check_canary_hot_reload(mesh)

@@ -105,16 +105,39 @@ class ProxyState:
         Addresses first, policies after, so a policy never applies to a
         workload this ztunnel does not know yet.
         """
-        workloads = dict(self.workloads)
-        services = dict(self.services)
-        touched: set[str] = set()  # service keys whose endpoint lists change
-        if not workloads and not services:  # the first push: index it in one pass
+        if not self.workloads and not self.services:  # the first push: index it in one pass
+            workloads: dict[str, Workload] = {}
+            services: dict[str, Service] = {}
             for resource in upserted:
                 if isinstance(resource, Workload):
                     workloads[resource.uid] = resource
                 else:
                     services[resource.key] = resource
-            upserted, removed = (), ()
+            self._rebuild(workloads, services)
+        else:
+            self._apply_addresses(upserted, removed)
+        for kind, key in policies_removed:
+            namespace, _, name = key.partition("/")
+            if kind == "AuthorizationPolicy":
+                self.policies.remove_authorization(namespace, name)
+            else:
+                self.policies.remove_peer_authentication(namespace, name)
+        for policy in policies_upserted:
+            if isinstance(policy, Authorization):
+                self.policies.put_authorization(policy)
+            else:
+                self.policies.put_peer_authentication(policy)
+        self.version += 1
+        for callback in self._listeners:
+            callback(self)
+
+    def _apply_addresses(
+        self, upserted: Iterable[Workload | Service], removed: Iterable[str]
+    ) -> None:
+        """Update the indexes for what the push names; swap in the copied dicts at the end."""
+        workloads = dict(self.workloads)
+        services = dict(self.services)
+        touched: set[str] = set()  # service keys whose endpoint lists change
         try:
             for name in removed:
                 gone_workload = workloads.pop(name, None)
@@ -146,23 +169,7 @@ class ProxyState:
             # Nothing of a failed push may stay: index the previous state again.
             self._rebuild(self.workloads, self.services)
             raise
-        if not self.workloads and not self.services:
-            self._rebuild(workloads, services)
         self.workloads, self.services = workloads, services
-        for kind, key in policies_removed:
-            namespace, _, name = key.partition("/")
-            if kind == "AuthorizationPolicy":
-                self.policies.remove_authorization(namespace, name)
-            else:
-                self.policies.remove_peer_authentication(namespace, name)
-        for policy in policies_upserted:
-            if isinstance(policy, Authorization):
-                self.policies.put_authorization(policy)
-            else:
-                self.policies.put_peer_authentication(policy)
-        self.version += 1
-        for callback in self._listeners:
-            callback(self)
 
     def _rebuild(self, workloads: dict[str, Workload], services: dict[str, Service]) -> None:
         """Index ``workloads`` and ``services`` from scratch (the reference for ``apply``)."""

@@ -86,17 +86,21 @@ def test_incremental_indexes_equal_a_rebuild(
         assert indexes(state) == indexes(reference)
 
 
-def test_a_reader_keeps_the_previous_dicts() -> None:
-    state = ProxyState("node-1")
-    first = Workload(
-        uid="Kubernetes//Pod/shop/p1",
-        name="p1",
+def bare_pod(i: int, address: ipaddress.IPv4Address) -> Workload:
+    return Workload(
+        uid=f"Kubernetes//Pod/shop/p{i}",
+        name=f"p{i}",
         namespace="shop",
-        addresses=(IPS[0],),
+        addresses=(address,),
         service_account="sa",
         node="node-1",
         tunnel_protocol=TunnelProtocol.HBONE,
     )
+
+
+def test_a_reader_keeps_the_previous_dicts() -> None:
+    state = ProxyState("node-1")
+    first = bare_pod(1, IPS[0])
     state.apply([first], [])
     before = state.workloads
     state.apply([], [first.uid])
@@ -107,27 +111,11 @@ def test_a_reader_keeps_the_previous_dicts() -> None:
 
 def test_a_failing_push_leaves_the_state_as_it_was() -> None:
     state = ProxyState("node-1")
-    pod = Workload(
-        uid="Kubernetes//Pod/shop/p1",
-        name="p1",
-        namespace="shop",
-        addresses=(IPS[0],),
-        service_account="sa",
-        node="node-1",
-        tunnel_protocol=TunnelProtocol.HBONE,
-    )
+    pod = bare_pod(1, IPS[0])
     state.apply([pod], [])
 
     def broken() -> object:
-        yield Workload(
-            uid="Kubernetes//Pod/shop/p2",
-            name="p2",
-            namespace="shop",
-            addresses=(IPS[1],),
-            service_account="sa",
-            node="node-1",
-            tunnel_protocol=TunnelProtocol.HBONE,
-        )
+        yield bare_pod(2, IPS[1])
         raise RuntimeError("decoder bug")
 
     with pytest.raises(RuntimeError):
