@@ -24,8 +24,6 @@ from ambient.config.resources import Container
 from ambient.runtime.process import (
     append_note,
     describe_exit,
-    exec_confirmed,
-    exec_failure,
     exit_code,
     kill_group_now,
     signal_group,
@@ -178,11 +176,6 @@ class ContainerRunner:
             self._exited(None, START_FAILED_EXIT_CODE, f"failed to start: {exc}")
             return
         pid = process.pid
-        if not await exec_confirmed(process):  # gone already: exec failed, or ran and ended
-            failed = exec_failure(await process.wait(), self.log_path)
-            if failed is not None:
-                self._exited(pid, START_FAILED_EXIT_CODE, f"failed to start: {failed}")
-                return
         self._pid = pid
         self._started_at = datetime.now(UTC)
         self._message = ""

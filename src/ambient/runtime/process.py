@@ -6,17 +6,16 @@ signals the group, never one pid. Processes that leave the group on purpose
 (``setsid``, daemons) are out of reach, as with any supervisor without cgroups.
 
 If the supervisor dies abruptly (SIGKILL, a crash), Linux's
-``PR_SET_PDEATHSIG`` kills each container's main process with it. util-linux's
-``setpriv --pdeathsig SIGKILL`` sets it and then execs the container (same
-PID), so the supervisor never runs Python between fork and exec: CPython can
-use vfork, and nothing of a multi-threaded parent (gRPC's pollers in the
-``--netns`` node agent crashed a forked child now and then, "Check failed:
-next_worker->state == KICKED") runs in the child. Without ``setpriv`` a
-``preexec_fn`` calls ``prctl`` (only a function looked up beforehand through
-ctypes: no locks, no imports). Two caveats: the signal fires when the *thread*
-that forked exits, so run the supervisor on a long-lived event loop thread;
-and it reaches the main process only, its own children are left to notice
-(most servers' workers do; the others are what ``close()`` is for).
+``PR_SET_PDEATHSIG`` kills each container's main process with it. It is set by
+a ``preexec_fn`` between fork and exec. Python warns that ``preexec_fn`` is
+unsafe with threads (asyncio's child watcher uses some): the function here
+only calls a ``prctl`` already looked up through ctypes, takes no locks and
+imports nothing, which is what makes it safe. The alternative, a wrapper
+program that calls prctl and then execs the container, would cost an
+interpreter start per container. Two caveats: the signal fires when the
+*thread* that forked exits, so run the supervisor on a long-lived event loop
+thread; and it reaches the main process only, its own children are left to
+notice (most servers' workers do; the others are what ``close()`` is for).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import asyncio
 import contextlib
 import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +37,6 @@ from ambient.runtime.spec import ContainerLaunch
 __all__ = [
     "append_note",
     "describe_exit",
-    "exec_confirmed",
-    "exec_failure",
     "exit_code",
     "group_alive",
     "kill_group_now",
@@ -83,63 +79,6 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     return preexec
 
 
-_SETPRIV = shutil.which("setpriv") if sys.platform == "linux" else None
-
-
-def _with_pdeathsig(
-    argv: tuple[str, ...] | list[str],
-) -> tuple[list[str], Callable[[], None] | None]:
-    """``argv`` to exec and the ``preexec_fn`` (if one is still needed) for PDEATHSIG."""
-    if _SETPRIV is not None:
-        return [_SETPRIV, "--pdeathsig", "SIGKILL", "--", *argv], None
-    return list(argv), _die_with_parent(os.getpid())
-
-
-_SETPRIV_EXEC_FAILED = b"setpriv: failed to execute "
-_SETPRIV_REAL = os.path.realpath(_SETPRIV) if _SETPRIV is not None else None
-
-
-async def exec_confirmed(process: asyncio.subprocess.Process, timeout: float = 5.0) -> bool:
-    """Whether ``setpriv`` went on to exec the container (False: it exited instead).
-
-    Linux has no event for "this process called exec", so this watches
-    ``/proc/PID/exe`` stop being setpriv, which takes a few milliseconds: the
-    container is only called running once its own program runs.
-    """
-    if _SETPRIV_REAL is None:
-        return True
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.0005
-    while loop.time() < deadline:
-        if process.returncode is not None:
-            return False
-        try:
-            if os.readlink(f"/proc/{process.pid}/exe") != _SETPRIV_REAL:
-                return True
-        except OSError:  # gone (a zombie has no exe): exec failed or it exited at once
-            return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.02)
-    return True  # still setpriv after seconds: let the exit, if any, tell
-
-
-def exec_failure(returncode: int, log_path: Path) -> str | None:
-    """Why the container's exec failed, if ``setpriv`` said so (exit 127, its last log line)."""
-    if returncode != 127 or _SETPRIV is None:
-        return None
-    try:
-        with log_path.open("rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
-            lines = log.read().splitlines()
-    except OSError:
-        return None
-    last = next((line for line in reversed(lines) if line.strip()), b"")
-    if not last.startswith(_SETPRIV_EXEC_FAILED):
-        return None
-    return last[len(_SETPRIV_EXEC_FAILED) :].decode(errors="replace")
-
-
 def _open_log(path: Path) -> BinaryIO:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("ab")
@@ -148,17 +87,16 @@ def _open_log(path: Path) -> BinaryIO:
 async def spawn(launch: ContainerLaunch, log_path: Path) -> asyncio.subprocess.Process:
     """Start ``launch`` as a new process group, stdout and stderr appended to ``log_path``."""
     log = _open_log(log_path)
-    argv, preexec = _with_pdeathsig(launch.argv)
     try:
         return await asyncio.create_subprocess_exec(
-            *argv,
+            *launch.argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=launch.cwd,
             env=dict(launch.env),
             start_new_session=True,
-            preexec_fn=preexec,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
     finally:
         log.close()  # the child has its own copy
