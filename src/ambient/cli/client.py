@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,21 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _check_owner(socket_path: Path, root: Path) -> None:
+    """The socket must belong to whoever owns the state folder: a socket another user made
+    (e.g. at a path they guessed) would otherwise answer for the mesh."""
+    try:
+        info = os.lstat(socket_path)
+        owner = os.stat(root).st_uid
+    except OSError:
+        return  # connecting reports it
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != owner:
+        raise MeshNotRunning(
+            f"{socket_path} is not the mesh's control socket (it is not a socket owned by "
+            f"uid {owner}, the owner of {root}); refusing to talk to it"
+        )
+
+
 class MeshClient:
     """Calls the control API of the mesh recorded in a state folder."""
 
@@ -34,7 +51,8 @@ class MeshClient:
         self.state = state
         self.timeout = timeout
         self.info = state.read_mesh_file()
-        self.socket = Path(self.info.get("socket", str(state.socket_path)))
+        self.socket = Path(self.info.get("socket", str(state.root / "control.sock")))
+        _check_owner(self.socket, state.root)
 
     def get(self, path: str) -> Any:
         return self._call("GET", path, None)

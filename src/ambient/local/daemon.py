@@ -130,4 +130,5 @@ async def _serve(
         state.clear_mesh_file()
         await api.close()
         await mesh.close()
+        state.remove_private_socket_dir()
     return code
