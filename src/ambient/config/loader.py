@@ -36,7 +36,14 @@ from ambient.config.resources import DEFAULT_NAMESPACE, Resource
 from ambient.config.schema import INVALID, FieldPath, Report, render_path, show
 from ambient.config.yamldoc import read_documents
 
-__all__ = ["YAML_SUFFIXES", "find_files", "load_documents", "load_paths", "load_text"]
+__all__ = [
+    "YAML_SUFFIXES",
+    "find_files",
+    "load_documents",
+    "load_paths",
+    "load_text",
+    "parse_object",
+]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 SKIPPED_DIRS = frozenset({"cacerts"})
@@ -205,41 +212,17 @@ class _Load:
             self.broken.add(Ref(kind, namespace if isinstance(namespace, str) else default, name))
 
     def _parse(self, value: object, prefix: FieldPath, report: Report) -> Resource | None:
-        if not isinstance(value, Mapping):
-            report.error(prefix, f"expected a mapping with apiVersion and kind, got {show(value)}")
+        kind = value.get("kind") if isinstance(value, Mapping) else None
+        if isinstance(kind, str) and self._is_list(kind):
+            assert isinstance(value, Mapping)
+            report.error((*prefix, "kind"), "a List item cannot itself be a List")
+            api_version = value.get("apiVersion")
+            if api_version is None:
+                report.error((*prefix, "apiVersion"), "missing required field")
+            elif not isinstance(api_version, str):
+                report.error((*prefix, "apiVersion"), f"expected a string, got {show(api_version)}")
             return None
-        api_version, kind = value.get("apiVersion"), value.get("kind")
-        spec = None
-        if kind is None:
-            report.error((*prefix, "kind"), "missing required field")
-        elif not isinstance(kind, str):
-            report.error((*prefix, "kind"), f"expected a string, got {show(kind)}")
-        else:
-            spec = self.registry.lookup(kind)
-            if self._is_list(kind):
-                report.error((*prefix, "kind"), "a List item cannot itself be a List")
-            elif spec is None:
-                report.error((*prefix, "kind"), self._unknown_kind(kind))
-        if api_version is None:
-            report.error((*prefix, "apiVersion"), "missing required field")
-        elif not isinstance(api_version, str):
-            report.error((*prefix, "apiVersion"), f"expected a string, got {show(api_version)}")
-        elif spec is not None and api_version not in spec.api_versions:
-            accepted = " or ".join(spec.api_versions)
-            report.error(
-                (*prefix, "apiVersion"), f"{spec.kind} is served by {accepted}, not {api_version!r}"
-            )
-        if spec is None or report.error_count:
-            return None
-        obj = spec.parser.parse(value, prefix, report)
-        return None if obj is INVALID else obj
-
-    def _unknown_kind(self, kind: str) -> str:
-        kinds = self.registry.kinds()
-        close = difflib.get_close_matches(kind, kinds, n=1, cutoff=0.6)
-        if close:
-            return f"unknown kind {kind!r} (did you mean {close[0]!r}?)"
-        return f"unknown kind {kind!r}; supported kinds: {', '.join(kinds)}, List"
+        return parse_object(value, self.registry, report, prefix)
 
     def finish(self, check_refs: bool) -> ConfigSet:
         objects: dict[Ref, Resource] = {}
@@ -276,6 +259,55 @@ class _Load:
             return order.get(p.file, -1), (2**31 if p.line is not None else 0)
 
         return sorted(problems, key=key)
+
+
+def parse_object(
+    value: object,
+    registry: Registry | None = None,
+    report: Report | None = None,
+    prefix: FieldPath = (),
+) -> Resource | None:
+    """One document as a typed object, or None; its problems (and warnings) go to ``report``.
+
+    What every load does for each document (kind, apiVersion, the kind's schema); a
+    source of single objects (``ambient.kube`` reads the API server's) uses it directly.
+    """
+    registry = registry or DEFAULT_REGISTRY
+    report = report if report is not None else Report()
+    if not isinstance(value, Mapping):
+        report.error(prefix, f"expected a mapping with apiVersion and kind, got {show(value)}")
+        return None
+    api_version, kind = value.get("apiVersion"), value.get("kind")
+    spec = None
+    if kind is None:
+        report.error((*prefix, "kind"), "missing required field")
+    elif not isinstance(kind, str):
+        report.error((*prefix, "kind"), f"expected a string, got {show(kind)}")
+    else:
+        spec = registry.lookup(kind)
+        if spec is None:
+            report.error((*prefix, "kind"), _unknown_kind(kind, registry))
+    if api_version is None:
+        report.error((*prefix, "apiVersion"), "missing required field")
+    elif not isinstance(api_version, str):
+        report.error((*prefix, "apiVersion"), f"expected a string, got {show(api_version)}")
+    elif spec is not None and api_version not in spec.api_versions:
+        accepted = " or ".join(spec.api_versions)
+        report.error(
+            (*prefix, "apiVersion"), f"{spec.kind} is served by {accepted}, not {api_version!r}"
+        )
+    if spec is None or report.error_count:
+        return None
+    obj = spec.parser.parse(value, prefix, report)
+    return None if obj is INVALID else obj
+
+
+def _unknown_kind(kind: str, registry: Registry) -> str:
+    kinds = registry.kinds()
+    close = difflib.get_close_matches(kind, kinds, n=1, cutoff=0.6)
+    if close:
+        return f"unknown kind {kind!r} (did you mean {close[0]!r}?)"
+    return f"unknown kind {kind!r}; supported kinds: {', '.join(kinds)}, List"
 
 
 def load_text(

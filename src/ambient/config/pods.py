@@ -39,6 +39,7 @@ from ambient.config.resources import (
     TemplateMeta,
 )
 from ambient.config.schema import (
+    Bool,
     Choice,
     Field,
     FieldPath,
@@ -52,6 +53,7 @@ from ambient.config.schema import (
 )
 
 __all__ = [
+    "CLUSTER_POD",
     "CONTAINER",
     "DEPLOYMENT",
     "DEPLOYMENT_SPEC",
@@ -151,7 +153,6 @@ CONTAINER = Obj(
 
 
 def _check_pod_spec(spec: PodSpec, at: FieldPath, report: Report) -> None:
-    first: dict[str, str] = {}
     for ci, container in enumerate(spec.containers):
         if not container.command and not container.args:
             report.error(
@@ -159,6 +160,12 @@ def _check_pod_spec(spec: PodSpec, at: FieldPath, report: Report) -> None:
                 "required: containers run as local processes and an image's entrypoint "
                 "is not available, so give the command to run",
             )
+    _check_port_names(spec, at, report)
+
+
+def _check_port_names(spec: PodSpec, at: FieldPath, report: Report) -> None:
+    first: dict[str, str] = {}
+    for ci, container in enumerate(spec.containers):
         for pi, port in enumerate(container.ports):
             if not port.name:
                 continue
@@ -248,6 +255,45 @@ POD_STATUS = Obj(
     ],
 )
 POD = resource_schema(Pod, POD_SPEC, spec_required=True, status=POD_STATUS)
+
+# --- Pods as an API server serves them ------------------------------------------------------
+# ``ambient.kube.convert`` keeps only what the mesh reads of a pod (names, labels, ports, its
+# service account, node, host network and status) and checks it here. Who runs the pod is
+# a kubelet's business, not the control plane's: no command is required, an unscheduled
+# pod has no node (not ``node-1``), and fields such as ``initContainers`` do not matter.
+
+
+def _cluster_pod_spec(
+    containers: tuple[Container, ...],
+    service_account_name: str | None = None,
+    node_name: str = "",
+    host_network: bool = False,
+) -> PodSpec:
+    return PodSpec(
+        containers, service_account_name or DEFAULT_SERVICE_ACCOUNT, node_name, host_network
+    )
+
+
+CLUSTER_POD_SPEC = Obj(
+    _cluster_pod_spec,
+    {
+        "containers": req(
+            ListOf(
+                Obj(
+                    Container,
+                    {"name": req(Str(rules.dns1123_label)), "ports": ListOf(CONTAINER_PORT)},
+                ),
+                non_empty=True,
+                unique=["name"],
+            )
+        ),
+        "serviceAccountName": Str(rules.dns1123_subdomain),
+        "nodeName": Str(rules.dns1123_subdomain),
+        "hostNetwork": Bool(),
+    },
+    checks=[_check_port_names],
+)
+CLUSTER_POD = resource_schema(Pod, CLUSTER_POD_SPEC, spec_required=True, status=POD_STATUS)
 
 # --- Deployment -----------------------------------------------------------------------------
 

@@ -57,6 +57,11 @@ class Registry:
             raise ValueError(f"kind {spec.kind!r} is already registered")
         self._specs[spec.kind] = spec
 
+    def override(self, api_versions: Iterable[str], kind: str, parser: Node[Resource]) -> None:
+        """Replace how ``kind`` is parsed (a registry for another source of objects, such as
+        an API server, starts from a ``copy`` of the default one)."""
+        self._specs[kind] = KindSpec(kind, tuple(api_versions), parser)
+
     def lookup(self, kind: str) -> KindSpec | None:
         """The registration for ``kind``, or None."""
         return self._specs.get(kind)

@@ -180,15 +180,27 @@ class PodSpec:
     containers: tuple[Container, ...]
     service_account_name: str = DEFAULT_SERVICE_ACCOUNT
     node_name: str = DEFAULT_NODE_NAME
+    host_network: bool = False  # read from an API server only (the folder mode ignores it)
 
 
 @dataclass(frozen=True)
 class PodStatus:
-    """The parts of ``Pod.status`` that matter here: a fixed ``podIP`` if the user gives one."""
+    """The parts of ``Pod.status`` that matter here: a fixed ``podIP`` if the user gives one.
+
+    ``ready``: None in the folder mode (health comes from the local runtime); for a pod
+    read from an API server, its ``Ready`` condition is ``True`` and it is not being
+    deleted (``ambient.kube.convert``), as Istio's ambient index decides a pod's health.
+    """
 
     pod_ip: str | None = None
     host_ip: str | None = None
     phase: str | None = None
+    ready: bool | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """``Succeeded`` or ``Failed``: its containers are done and its IP may be reused."""
+        return self.phase in ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,10 @@ class _Builder:
             labels=labels,
             local=True,
             application_tunnel=_application_tunnel(pod.meta.annotations),
+            # Read from an API server: the pod's Ready condition (None: the runtime reports).
+            status=WorkloadStatus.UNHEALTHY
+            if pod.status.ready is False
+            else WorkloadStatus.HEALTHY,
         )
         return self.binder.workload(workload)
 
@@ -374,17 +378,28 @@ class MeshIndex:
         config: ConfigSet,
         pod_labels: LabelOverrides = NO_OVERRIDES,
         ready: AbstractSet[str] | None = None,
+        *,
+        changed: Iterable[Ref] | None = None,
     ) -> tuple[MeshSnapshot, Delta]:
         """Make the index that of ``config`` (see the class docstring).
+
+        ``changed``: the refs whose object differs from the previous ``config``, when
+        the caller knows them (a source of single-object changes); else they are found
+        by comparing the two configurations.
 
         Raises ``AddressConflict`` (the index is unchanged) when two objects claim the
         same explicit address.
         """
         old = self.snapshot
-        config, self._waypoint_warnings = self._waypoint_objects(config)
+        config, self._waypoint_warnings = self._expand(config)
         frozen_ready = None if ready is None else frozenset(ready)
         previous = self._config
-        changed = None if isinstance(previous, _Empty) else _changed_refs(previous, config)
+        if isinstance(previous, _Empty):
+            changed = None
+        elif changed is None:
+            changed = _changed_refs(previous, config)
+        else:
+            changed = list(changed)
         touched: Touched | None = None
         if (
             changed is None
@@ -405,6 +420,68 @@ class MeshIndex:
         touched = dataclasses.replace(touched, l7_manifests=l7_touched)
         return self.snapshot, diff(old, self.snapshot, touched)
 
+    # -- what a source of objects may do differently (see ``controlplane.cluster``) ---
+
+    def _expand(self, config: ConfigSet) -> tuple[ConfigSet, tuple[str, ...]]:
+        """``config`` with the objects its waypoint Gateways stand for, and warnings."""
+        return self._waypoint_objects(config)
+
+    def _admits(self, pod: Pod) -> bool:
+        """Whether a Pod object is a workload of the index (every declared one is)."""
+        return True
+
+    def _addresses_of(
+        self, groups: _Groups, pods: Mapping[tuple[str, str], ScheduledPod]
+    ) -> dict[AllocationKey, IPAddress]:
+        """Every address: explicit ones, the others from the allocator."""
+        return _allocate(groups, pods.values(), self.allocator)
+
+    def _readdress(
+        self,
+        groups: _Groups,
+        pods: dict[tuple[str, str], ScheduledPod],
+        dirty: set[tuple[str, str]],
+    ) -> tuple[dict[tuple[str, str], ScheduledPod], dict[AllocationKey, IPAddress]] | None:
+        """The pods (in order) and addresses after the ``dirty`` pods changed; pods whose
+        address moved join ``dirty``. None: a Service's address moved (rebuild)."""
+        addresses = self._addresses
+        reallocate = any(
+            (key in pods) != (key in self._pods)
+            or _alloc_input(pods[key]) != _alloc_input(self._pods[key])
+            for key in dirty
+            if key in pods or key in self._pods
+        )
+        if any((key in pods) != (key in self._pods) for key in dirty):
+            pods = {key: pods[key] for key in sorted(pods)}
+            reallocate = True
+        if reallocate:
+            addresses = _allocate(groups, pods.values(), self.allocator)
+            for holder, address in addresses.items():
+                if self._addresses.get(holder) != address:
+                    if holder.kind == "Service":
+                        return None  # a pod's explicit address moved a Service VIP
+                    if holder.kind == "Pod":
+                        dirty.add((holder.namespace, holder.name))
+        return pods, addresses
+
+    def _nodes_of(
+        self,
+        addresses: Mapping[AllocationKey, IPAddress],
+        pods: Mapping[tuple[str, str], ScheduledPod],
+        dirty: AbstractSet[tuple[str, str]] | None,
+    ) -> Mapping[str, IPAddress]:
+        """Node addresses; ``dirty``: the pods that changed since the last snapshot (None:
+        everything)."""
+        if dirty is not None and addresses is self._addresses:
+            return self.snapshot.nodes
+        return _nodes(addresses)
+
+    def _sorted_pods(
+        self, pods: dict[tuple[str, str], ScheduledPod]
+    ) -> dict[tuple[str, str], ScheduledPod]:
+        """``pods`` in (namespace, name) order: the order addresses are allocated in."""
+        return {key: pods[key] for key in sorted(pods)}
+
     # -- everything ------------------------------------------------------------------
 
     def _rebuild(
@@ -413,7 +490,7 @@ class MeshIndex:
         groups = _groups(config)
         base, warnings = self._schedule(groups)
         pods = _relabelled(base, overrides)
-        addresses = _allocate(groups, pods.values(), self.allocator)
+        addresses = self._addresses_of(groups, pods)
         vips = {(k.namespace, k.name): a for k, a in addresses.items() if k.kind == "Service"}
         registry = ServiceRegistry(config, vips, groups["Service"], groups["ServiceEntry"])
         namespaces = {ns.meta.name: ns.meta.labels for ns in config.namespaces()}
@@ -448,7 +525,7 @@ class MeshIndex:
             workloads,
             registry.services,
             self._all_warnings(),
-            _nodes(addresses),
+            self._nodes_of(addresses, pods, None),
             policies.authorizations,
             policies.peer_authentications,
         )
@@ -469,7 +546,9 @@ class MeshIndex:
     ) -> tuple[dict[tuple[str, str], ScheduledPod], tuple[str, ...]]:
         """``scheduled_pods`` without overrides, reusing the expansion of unchanged Deployments."""
         found: dict[tuple[str, str], ScheduledPod] = {
-            (p.meta.namespace, p.meta.name): ScheduledPod(p) for p in groups["Pod"]
+            (p.meta.namespace, p.meta.name): ScheduledPod(p)
+            for p in groups["Pod"]
+            if self._admits(p)
         }
         warnings: list[str] = []
         expansions = {}
@@ -494,7 +573,7 @@ class MeshIndex:
         self._deployment_pods = {
             (p.meta.namespace, p.meta.name) for _, pods, _ in expansions.values() for p in pods
         }
-        return {key: found[key] for key in sorted(found)}, tuple(warnings)
+        return self._sorted_pods(found), tuple(warnings)
 
     # -- a few things ----------------------------------------------------------------
 
@@ -523,13 +602,13 @@ class MeshIndex:
             for ref in changed:
                 key = (ref.namespace, ref.name)
                 obj = config.objects.get(ref)
-                if isinstance(obj, Pod):
+                if isinstance(obj, Pod) and self._admits(obj):
                     base[key] = ScheduledPod(obj)
                 else:
                     base.pop(key, None)
                 dirty.add(key)
             if any((key in base) != (key in self._base) for key in dirty):
-                base = {key: base[key] for key in sorted(base)}
+                base = self._sorted_pods(base)
         elif kinds & {"Pod", "Deployment"}:
             groups = _groups(config)
             old_base = self._base
@@ -570,23 +649,10 @@ class MeshIndex:
                     pods.pop(key, None)
                 else:
                     pods[key] = _relabel_entry(entry, overrides.get(key))
-            reallocate = any(
-                (key in pods) != (key in self._pods)
-                or _alloc_input(pods[key]) != _alloc_input(self._pods[key])
-                for key in dirty
-                if key in pods or key in self._pods
-            )
-            if any((key in pods) != (key in self._pods) for key in dirty):
-                pods = {key: pods[key] for key in sorted(pods)}
-                reallocate = True
-            if reallocate:
-                addresses = _allocate(groups, pods.values(), self.allocator)
-                for holder, address in addresses.items():
-                    if self._addresses.get(holder) != address:
-                        if holder.kind == "Service":
-                            return None  # a pod's explicit address moved a Service VIP
-                        if holder.kind == "Pod":
-                            dirty.add((holder.namespace, holder.name))
+            readdressed = self._readdress(groups, pods, dirty)
+            if readdressed is None:
+                return None
+            pods, addresses = readdressed
         raw = self._raw
         uids: set[str] = set()
         if dirty:
@@ -619,9 +685,9 @@ class MeshIndex:
             policies = build_policies(config, cache=self._policy_cache, objects=groups)
             authorizations, peers = policies.authorizations, policies.peer_authentications
             policy_warnings = policies.warnings
+        nodes = self._nodes_of(addresses, pods, dirty)
         self._config, self._overrides, self._ready = config, overrides, ready
         self._groups, self._base, self._pods, self._raw = groups, base, pods, raw
-        nodes = self.snapshot.nodes if addresses is self._addresses else _nodes(addresses)
         self._addresses = addresses
         self._warnings = {**self._warnings, "pods": pod_warnings, "policies": policy_warnings}
         old = self.snapshot

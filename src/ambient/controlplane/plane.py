@@ -32,13 +32,15 @@ import asyncio
 import functools
 import operator
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ambient.api.workload import Workload
 from ambient.authz.peerauth import PeerAuthentication
-from ambient.config.configset import ConfigSet, Ref
+from ambient.config.configset import ConfigSet, Origin, Ref
 from ambient.config.frozen import FrozenMap
+from ambient.config.resources import Resource
 from ambient.controlplane.allocate import AddressAllocator
+from ambient.controlplane.cluster import ClusterIndex
 from ambient.controlplane.index import DEFAULT_CLUSTER_ID, MeshIndex, pod_uid
 from ambient.controlplane.labels import NotFound, check_label, kind_of, with_label
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, Touched, diff
@@ -134,16 +136,20 @@ class ControlPlane:
         *,
         config: ConfigSet | None = None,
         cluster_id: str = DEFAULT_CLUSTER_ID,
+        cluster: bool = False,
     ) -> None:
         """Index ``config``; addresses from ``allocator`` (default: in memory).
 
         Without ``config`` the index starts empty and the allocator is left
         untouched until the first ``update`` (so persisted addresses survive).
+        ``cluster``: the objects are a Kubernetes cluster's, fed by ``apply_changes``
+        (addresses are the API server's; see ``ambient.controlplane.cluster``).
         """
         self._ca = ca
         self._allocator = allocator or AddressAllocator()
         self._cluster_id = cluster_id
-        self._index = MeshIndex(
+        index_type = ClusterIndex if cluster else MeshIndex
+        self._index = index_type(
             self._allocator, trust_domain=ca.trust_domain, cluster_id=cluster_id
         )
         self._pod_labels: _Overrides = FrozenMap()
@@ -221,8 +227,10 @@ class ControlPlane:
             self._ready.discard(uid)
         return self._apply(self._config, self._pod_labels)
 
-    def _apply(self, config: ConfigSet, overrides: _Overrides) -> Delta:
-        snapshot, delta = self._index.update(config, overrides, self._ready)
+    def _apply(
+        self, config: ConfigSet, overrides: _Overrides, changed: Iterable[Ref] | None = None
+    ) -> Delta:
+        snapshot, delta = self._index.update(config, overrides, self._ready, changed=changed)
         if overrides:
             kept = {
                 key: labels
@@ -231,9 +239,9 @@ class ControlPlane:
             }
             overrides = overrides if len(kept) == len(overrides) else FrozenMap(kept)
         self._pod_labels = overrides
-        changed = config is not self._config
+        new_config = config is not self._config
         self._config, self._snapshot = config, snapshot
-        if changed:
+        if new_config:
             for listener in self._config_listeners:
                 listener(config)
         if delta:
@@ -246,6 +254,25 @@ class ControlPlane:
     def update(self, config: ConfigSet) -> Delta:
         """Index ``config``, make it current and notify subscribers; returns what changed."""
         return self._apply(config, self._pod_labels)
+
+    def apply_changes(self, changes: Mapping[Ref, tuple[Resource, Origin | None] | None]) -> Delta:
+        """Upsert objects (with where they come from) or, for None, delete them, as a
+        cluster's watches report them; returns what changed. The index works from the
+        refs given, so a change costs what it touches, not the size of the mesh."""
+        objects = dict(self._config.objects)
+        origins = dict(self._config.origins)
+        for ref, entry in changes.items():
+            if entry is None:
+                objects.pop(ref, None)
+                origins.pop(ref, None)
+                continue
+            objects[ref] = entry[0]
+            if entry[1] is None:
+                origins.pop(ref, None)
+            else:
+                origins[ref] = entry[1]
+        config = ConfigSet(objects, origins, self._config.warnings)
+        return self._apply(config, self._pod_labels, changes.keys())
 
     def label(self, kind: str, namespace: str, name: str, key: str, value: str | None) -> Delta:
         """Set (or with None, remove) a label, as ``ambient label``; returns what changed.
