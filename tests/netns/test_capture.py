@@ -198,6 +198,21 @@ def test_out_of_mesh_client_is_accepted_in_permissive_and_refused_in_strict(
     )
 
 
+def test_a_mesh_listener_is_never_a_destination(mesh: Mesh) -> None:
+    """Plaintext from outside the mesh to ``<orders>:15006`` (captured at 15006, whose
+    dial would land on 15006 again) or to another mesh port is refused at once, and so is
+    an enrolled pod's connection to one (its outbound refuses before any tunnel)."""
+    orders = pod_ip(mesh, "orders")
+    for port in (15006, 15080, 15001, 15053):
+        result = curl(mesh, f"http://{orders}:{port}/", source="client", namespace="outside")
+        assert result.returncode != 0, (port, result.stdout)
+        assert curl(mesh, f"http://{orders}:{port}/").returncode != 0, port
+    log = mesh.log()
+    assert f"-> {orders}:15006: refused, a mesh listener" in log
+    assert f"-> {orders}:15006: a mesh listener, not an application port" in log
+    assert curl(mesh, "http://orders:8080/").returncode == 0
+
+
 def test_dns_over_tcp_in_the_pod_and_at_the_node(mesh: Mesh) -> None:
     if shutil.which("dig") is None:
         pytest.skip("needs dig (Debian package bind9-dnsutils; the Makefile installs it)")

@@ -57,9 +57,15 @@ class SocketAddress:
             ip = ipaddress.ip_address(host)
         except ValueError:
             raise BadRequest(f"address {text!r}: {host!r} is not an IP address") from None
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if ip.version == 6 and ip.scope_id is not None:
+            raise BadRequest(f"address {text!r}: a zone index (%) is not an HBONE target")
+        # ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses.
+        if not (0 < len(port_text) <= 5 and port_text.isascii() and port_text.isdigit()):
             raise BadRequest(f"address {text!r}: port {port_text!r} is not in 1..65535")
-        return cls(ip, int(port_text))
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise BadRequest(f"address {text!r}: port {port_text!r} is not in 1..65535")
+        return cls(ip, port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ Decisions:
   and the real client in ``forwarded: for=``, so the waypoint's access log and
   ``remoteIpBlocks`` see the caller. As that address is not a workload of the
   destination's identity, the waypoint grants the connection no peer identity
-  at all (``waypoint.proxy.server.vouched_identity``): the outside caller never
+  at all (``waypoint.proxy.caller``): the outside caller never
   passes for the destination's service account or namespace in a policy.
 """
 
@@ -103,6 +103,7 @@ from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, DnsTcpProtocol, mesh_reso
 from ambient.ztunnel.inbound import InboundConnection, InboundHandler
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.outbound import OutboundHandler, TcpPipe
+from ambient.ztunnel.selfcall import is_mesh_port
 from ambient.ztunnel.state import ProxyState
 
 if TYPE_CHECKING:
@@ -567,6 +568,21 @@ class PlaintextInbound:
         if destination is None or destination.uid != self.pod.workload.uid:
             record.flags = ResponseFlags.CONNECT
             record.error = f"{dst_ip} is not this pod's address"
+            client.abort()
+            record.close()
+            return
+        if is_mesh_port(dst_port):
+            # A mesh listener is never an application port (ambient.ztunnel.selfcall): dialled
+            # from here, 15006 would take the connection back in, again and again.
+            log.warning(
+                "inbound plaintext %s:%d -> %s:%d: refused, a mesh listener",
+                peer[0],
+                peer[1],
+                dst_ip,
+                dst_port,
+            )
+            record.flags = ResponseFlags.DENY
+            record.error = f"port {dst_port} is a mesh listener, not an application port"
             client.abort()
             record.close()
             return

@@ -1,11 +1,14 @@
 """Inbound: HBONE streams arriving on ``<podIP>:15008`` for one local pod.
 
-The stream's ``:authority`` must be this pod's address (else 400). L4
+The stream's ``:authority`` must be this pod's address, on a port that is not
+one of the mesh's own listeners (else 400: ``ambient.ztunnel.selfcall``). L4
 authorization decides next (401 when denied, logged as ``RBAC rejected``),
 then ztunnel connects to the application (503 if it cannot) and relays.
-The connection to the application is made from the caller's pod address when
-that address is local, so the application sees who called, as with Istio's
-source-address preservation.
+The source is the HBONE connection's TCP peer, or the address in
+``forwarded: for=`` when the peer may speak for it (``ambient.ztunnel.source``);
+policy judges that address, the connection to the application is made from
+it when it is local (so the application sees who called, as with Istio's
+source-address preservation), and a PROXY header carries it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from ambient.hbone.splice import connect_relay
 from ambient.hbone.stream import HboneStream
 from ambient.ztunnel import proxy_protocol
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
+from ambient.ztunnel.selfcall import is_mesh_port
+from ambient.ztunnel.source import caller_address
 from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.ztunnel")
@@ -77,19 +82,24 @@ class InboundHandler:
         request = stream.request
         target = request.authority
         peer_identity = str(stream.peer.identity)
-        forwarded = request.forwarded_for
-        src_ip = forwarded.ip if forwarded else ipaddress.ip_address(stream.peer.address[0])
+        peer = SocketAddress(ipaddress.ip_address(stream.peer.address[0]), stream.peer.address[1])
+        destination = self.state.workload_by_ip(target.ip)
+        source = peer
+        if destination is not None:
+            source = caller_address(
+                self.state, peer_identity, peer, request.forwarded_for, destination
+            )
+        src_ip = source.ip
         record = ConnectionRecord(
             self.metrics,
             Direction.INBOUND,
-            src_addr=str(forwarded) if forwarded else f"{stream.peer.address[0]}:0",
+            src_addr=str(source),
             dst_addr=str(SocketAddress(target.ip, HBONE_PORT)),
             hbone_addr=str(target),
             source=self.state.workload_by_ip(src_ip),
             source_identity=peer_identity,
             mtls=True,
         )
-        destination = self.state.workload_by_ip(target.ip)
         if destination is None or destination.uid != self.workload_uid:
             log.warning(
                 "inbound: refused CONNECT %s from %s: not this pod's address (400)",
@@ -98,6 +108,25 @@ class InboundHandler:
             )
             stream.respond(Status.BAD_REQUEST)
             return
+        if is_mesh_port(target.port):
+            # The pod's own SOCKS5 port (or any mesh listener) would relay the caller out
+            # again as this pod, with its certificate: never a target (Istio's SelfCall).
+            log.warning(
+                "inbound: refused CONNECT %s from %s: port %d is a mesh listener, "
+                "not an application port (400)",
+                target,
+                peer_identity,
+                target.port,
+            )
+            stream.respond(Status.BAD_REQUEST)
+            return
+        if request.forwarded_for is not None and source != request.forwarded_for:
+            log.info(
+                "inbound: %s (%s) may not speak for forwarded %s: judged as its own address",
+                peer,
+                peer_identity,
+                request.forwarded_for,
+            )
         record.destination = destination
         record.destination_identity = str(destination.identity)
         if destination.waypoint is not None and not self.state.is_waypoint_identity(
@@ -135,14 +164,12 @@ class InboundHandler:
             stream.respond(Status.UNAUTHORIZED)
             record.close()
             return
-        local = (str(src_ip), 0) if src_ip is not None and src_ip.is_loopback else None
+        local = (str(src_ip), 0) if src_ip.is_loopback else None
         try:
             # asyncio.timeout rather than wait_for: no extra task per connection.
             async with asyncio.timeout(self.connect_timeout):
                 if self.app_dialer is not None:
-                    sock = await self.app_dialer(
-                        str(target.ip), target.port, str(src_ip) if src_ip is not None else None
-                    )
+                    sock = await self.app_dialer(str(target.ip), target.port, str(src_ip))
                     tcp = await connect_relay(stream, str(target.ip), target.port, sock=sock)
                 else:
                     tcp = await connect_relay(
@@ -156,9 +183,10 @@ class InboundHandler:
             return
         stream.respond(Status.OK)
         if destination.application_tunnel is ApplicationTunnel.PROXY and tcp.transport is not None:
-            source = (src_ip, forwarded.port) if forwarded and src_ip else (target.ip, 0)
             tcp.transport.write(
-                proxy_protocol.header(source, (target.ip, target.port), peer_identity)
+                proxy_protocol.header(
+                    (source.ip, source.port), (target.ip, target.port), peer_identity
+                )
             )
         record.open()
         self.open[stream] = admitted
@@ -185,7 +213,7 @@ class InboundHandler:
                     continue
                 log.info(
                     "RBAC rejected conn=%s(%s)->%s: closing established connection: %s",
-                    stream.request.forwarded_for or admitted.source_ip,
+                    admitted.source_ip,
                     admitted.source_identity,
                     stream.request.authority,
                     verdict.reason or "denied by policy",

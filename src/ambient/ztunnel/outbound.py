@@ -34,6 +34,7 @@ from ambient.identity.spiffe import SpiffeId
 from ambient.ztunnel import socks5
 from ambient.ztunnel.inbound import InboundConnection, Verdict
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
+from ambient.ztunnel.selfcall import mesh_listener_target, socks_peer_allowed
 from ambient.ztunnel.state import ProxyState, Upstream
 
 log = logging.getLogger("ambient.ztunnel")
@@ -146,6 +147,22 @@ class OutboundHandler:
                 client.abort()
                 return
             client.write(socks_prefix + socks5.reply(socks5.Reply.HOST_UNREACHABLE))
+            client.close()
+            return
+        final = (
+            self.state.workload_by_ip(upstream.ip) if upstream.via_waypoint else upstream.workload
+        )
+        if mesh_listener_target(final, upstream.port):
+            log.warning(
+                "outbound: refused %s -> %s:%d: a mesh listener, not an application port",
+                source.name,
+                upstream.ip,
+                upstream.port,
+            )
+            if not socks:
+                client.abort()
+                return
+            client.write(socks_prefix + socks5.reply(socks5.Reply.NOT_ALLOWED))
             client.close()
             return
         if socks:
@@ -261,7 +278,11 @@ class OutboundHandler:
                 destination=SocketAddress(upstream.tunnel_ip, HBONE_PORT),
                 expected=[upstream.workload.identity],
                 request=request,
-                source_ip=str(source.addresses[0]) if self.dialer is not None else None,
+                # Bound to the pod's address (in its namespace, or on loopback in local mode):
+                # the destination judges the TCP peer, not what ``forwarded`` claims.
+                source_ip=str(source.addresses[0])
+                if self.dialer is not None or source.addresses[0].is_loopback
+                else None,
             )
         except StreamRefused as exc:
             denied = exc.status == Status.UNAUTHORIZED
@@ -387,7 +408,20 @@ class SocksProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = tcp
+        peer = transport.get_extra_info("peername")
+        here = transport.get_extra_info("sockname")
+        if not _serves(here, peer):
+            # Only the pod itself may speak through its SOCKS5 port (ambient.ztunnel.selfcall):
+            # a connection the mesh relayed here from elsewhere would borrow its identity.
+            log.warning(
+                "outbound: refused SOCKS5 connection from %s to %s: not the pod's own address",
+                peer[0] if peer else "?",
+                here[0] if here else "?",
+            )
+            tcp.abort()
+            return
         self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -424,6 +458,16 @@ class SocksProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _serves(here: tuple[str, int] | None, peer: tuple[str, int] | None) -> bool:
+    """Whether the SOCKS5 listener at ``here`` (the pod's address) serves ``peer``."""
+    if not here or not peer:
+        return False
+    try:
+        return socks_peer_allowed(ipaddress.ip_address(here[0]), ipaddress.ip_address(peer[0]))
+    except ValueError:
+        return False
 
 
 class _PipeEnd(asyncio.Protocol):

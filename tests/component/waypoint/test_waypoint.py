@@ -8,6 +8,8 @@ part: TCP -> HBONE to the waypoint with the web pod's certificate).
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import shutil
 from dataclasses import replace
@@ -327,7 +329,7 @@ def test_default_router_routes_to_addressed_service() -> None:
 
 class RecordPeers(AllowAll):
     def __init__(self) -> None:
-        self.peers: list[str | None] = []
+        self.peers: list[tuple[str | None, str]] = []
 
     def check(
         self,
@@ -337,27 +339,41 @@ class RecordPeers(AllowAll):
         principal: RequestPrincipal | None,
     ) -> AuthzVerdict:
         identity = downstream.peer_identity
-        self.peers.append(str(identity) if identity is not None else None)
+        self.peers.append(
+            (str(identity) if identity is not None else None, str(downstream.source_ip))
+        )
         return AuthzVerdict(True, "")
 
 
-async def test_a_tunnel_vouches_only_for_its_own_workloads(tmp_path: Path) -> None:
-    """The web pod's certificate proves the caller only when ``forwarded`` names a web
-    workload: a tunnel forwarding for an orders pod (another identity) or an address
-    the waypoint does not know — a hair-pinned outside caller — gets no peer identity."""
+async def test_a_tunnel_speaks_only_for_its_own_workloads(tmp_path: Path) -> None:
+    """``forwarded`` is believed only when the peer may speak for that address: a web
+    tunnel forwarding for a web workload is that workload; one forwarding for an orders
+    pod (another identity) or an unknown address is judged as its own TCP address; an
+    orders pod relaying an outside caller to its own Service (the hair-pin) passes the
+    caller's address on with no peer identity."""
     authorizer = RecordPeers()
+    outside = ipaddress.IPv4Address(f"{WAYPOINT_IP}".rsplit(".", 2)[0] + ".9.9")
+    orders_pod = ORDERS_PODS[0]
     async for mesh in start_mesh(make_ca(tmp_path), authorizer=authorizer):
+        orders_cert = mesh.ca.issue(orders_pod.identity, datetime.timedelta(hours=1))
+        cases = [
+            (mesh.web_cert, None, WEB.addresses[0]),
+            (mesh.web_cert, None, orders_pod.addresses[0]),
+            (mesh.web_cert, str(WEB.addresses[0]), outside),
+            (orders_cert, str(orders_pod.addresses[0]), outside),
+        ]
         pool = ConnectionPool()
         try:
-            for caller in (WEB.addresses[0], ORDERS_PODS[0].addresses[0], ORDERS.addresses[0]):
+            for cert, bound, caller in cases:
                 stream = await pool.open_stream(
-                    source=mesh.web_cert,
+                    source=cert,
                     destination=SocketAddress(WAYPOINT_IP, 15008),
                     expected=[mesh.waypoint.identity],
                     request=ConnectRequest(
                         authority=SocketAddress(ORDERS.addresses[0], 80),
                         forwarded_for=SocketAddress(caller, 40000),
                     ),
+                    source_ip=bound,
                 )
                 stream.write(b"GET /who HTTP/1.1\r\nhost: orders\r\n\r\n")
                 head, _ = await read_response(stream)
@@ -365,7 +381,13 @@ async def test_a_tunnel_vouches_only_for_its_own_workloads(tmp_path: Path) -> No
                 stream.write_eof()
         finally:
             await pool.close()
-        assert authorizer.peers == [str(WEB.identity), None, None]
+    web = str(WEB.identity)
+    assert authorizer.peers == [
+        (web, str(WEB.addresses[0])),
+        (web, "127.0.0.1"),
+        (web, str(WEB.addresses[0])),
+        (None, str(outside)),
+    ]
 
 
 def counted(text: str, metric: str) -> float:

@@ -13,7 +13,8 @@ workload ip:port for workload waypoints. Only targets bound to this waypoint
 ``ns/hostname`` or one of its addresses) and, for services, a declared
 service port are accepted; anything else is answered ``400``. The client's
 identity is the HBONE peer's SPIFFE id (the source ztunnel connects with the
-client's certificate); its address comes from ``forwarded: for=``.
+client's certificate); its address comes from ``forwarded: for=`` when the
+peer may speak for it (``caller``), else it is the TCP peer's.
 
 Once accepted (200), the tunnel's first bytes decide how it is served
 (``sniff``): HTTP/1.x (``http1``), HTTP/2 prior knowledge (``http2``), or
@@ -53,6 +54,7 @@ from ambient.waypoint.model import (
 from ambient.waypoint.proxy import sniff
 from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint
+from ambient.waypoint.proxy.caller import caller_of
 from ambient.waypoint.proxy.defaults import AllowAll, ForwardToTarget, NoAuthentication
 from ambient.waypoint.proxy.forward import Forwarder, Policies
 from ambient.waypoint.proxy.http1 import serve_http1
@@ -99,22 +101,6 @@ class Tunnel:
             protocol,
             telemetry=telemetry() if telemetry is not None else None,
         )
-
-
-def vouched_identity(peer: SpiffeId, caller: Workload | None) -> SpiffeId | None:
-    """The identity a tunnel's certificate proves for the caller it names in ``forwarded``.
-
-    A ztunnel tunnels with its pod's own certificate, so the caller address it forwards
-    is a workload of that identity. When it is not — the caller is unknown here, or a
-    workload of another identity — the tunnel speaks for someone it cannot vouch for:
-    plaintext from outside the mesh hair-pinned through the waypoint by the destination's
-    ztunnel (which has only the destination's certificate) is the case. Policy then sees
-    no peer identity rather than the destination's, so a rule allowing that principal
-    or namespace cannot let an outside caller in (fail closed).
-    """
-    if caller is None or caller.identity != peer:
-        return None
-    return peer
 
 
 class Waypoint:
@@ -284,21 +270,26 @@ class Waypoint:
             stream.respond(Status.BAD_REQUEST)
             return
         forwarded = request.forwarded_for
-        source_ip = forwarded.ip if forwarded else ipaddress.ip_address(stream.peer.address[0])
-        caller = self.state.workload_by_ip(source_ip)
-        identity: SpiffeId | None = stream.peer.identity
-        if forwarded is not None:
-            identity = vouched_identity(stream.peer.identity, caller)
-        if identity is None:
+        peer = SocketAddress(ipaddress.ip_address(stream.peer.address[0]), stream.peer.address[1])
+        caller = caller_of(self.state, stream.peer.identity, peer, forwarded, request.authority)
+        if forwarded is not None and caller.address != forwarded:
+            log.info(
+                "waypoint %s: %s (%s) may not speak for forwarded %s: judged as its own address",
+                self.name,
+                peer,
+                stream.peer.identity,
+                forwarded,
+            )
+        elif caller.identity is None:
             log.debug(
-                "waypoint %s: %s tunnels for %s, which is not one of its workloads: "
+                "waypoint %s: %s relays %s, which is not one of its workloads: "
                 "no peer identity for this connection",
                 self.name,
                 stream.peer.identity,
-                source_ip,
+                caller.address,
             )
-        downstream = Downstream(identity, source_ip, forwarded.port if forwarded else 0)
-        tunnel = Tunnel(self, stream, target, downstream, caller)
+        downstream = Downstream(caller.identity, caller.address.ip, caller.address.port)
+        tunnel = Tunnel(self, stream, target, downstream, caller.workload)
         stream.respond(Status.OK)
         protocol, initial = await sniff.sniff(stream, self.protocol_detection_timeout)
         if protocol is sniff.Protocol.HTTP1:
