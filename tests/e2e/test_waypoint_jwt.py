@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import shutil
@@ -433,6 +434,12 @@ INVALID_TOKENS: dict[str, tuple[Callable[[], str], str]] = {
     # the partner issuer is configured, but only for its own header, parameter and cookie
     "wrong-location": (lambda: token(RSA_KEY, PARTNER), "Jwt issuer is not configured"),
     "junk": (lambda: "not-a-jwt", "Jwt is not in the form of Header.Payload.Signature"),
+    # Python's json reads NaN (which never compares as past: it never expired) and Infinity
+    "exp-nan": (lambda: token(RSA_KEY, exp=math.nan), "Jwt header or payload is an invalid JSON"),
+    "exp-infinity": (
+        lambda: token(RSA_KEY, exp=math.inf),
+        "Jwt header or payload is an invalid JSON",
+    ),
 }
 
 

@@ -89,6 +89,12 @@ SMUGGLING = b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: 4\r\ntrans
         (b"GET /hello HTTP/1.1\r\nx: a\r\n\r\n", 400),
         (b"POST /hello HTTP/1.1\r\nhost: orders\r\ntransfer-encoding: gzip\r\n\r\n", 501),
         (b"GET /hello HTTP/1.1\r\nhost: orders\r\nx: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        # Only SP and HTAB are whitespace around a value: NBSP and NEL are not (as h11).
+        (b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: \xa05\r\n\r\nhello", 400),
+        (b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: 5\xa0\r\n\r\nhello", 400),
+        (b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: \x855\r\n\r\nhello", 400),
+        (b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: 5,\xa05\r\n\r\nhello", 400),
+        (b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: \xb2\r\n\r\nhello", 400),
     ],
 )
 async def test_hostile_requests_are_refused_and_the_connection_closed(

@@ -21,7 +21,10 @@ waypoint. Semantics, as Istio configures Envoy's ``jwt_authn`` filter
   keys; ``none`` is refused) with the key of the token's ``kid`` (or any key
   that fits when there is no ``kid``); ``exp`` and ``nbf`` with 60 s clock skew
   (Envoy's default); ``aud`` must contain one of ``audiences`` when set. A token
-  without ``exp`` is accepted, as Envoy does;
+  without ``exp`` is accepted, as Envoy does. ``exp``, ``nbf`` and ``iat``, when
+  present, must be finite numbers: the payload is read as strict JSON (no
+  ``NaN``/``Infinity``, which Python's ``json`` would take and which never
+  expire), and ``1e999`` (read as infinity) is refused too;
 - principal ``<iss>/<sub>``; claims, ``aud``, ``azp`` go to ``RequestPrincipal``;
 - outputs, on success: ``forwardOriginalToken: false`` (the default) removes the
   header the token came from (a token in a query parameter or cookie is left
@@ -38,6 +41,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -206,8 +210,8 @@ class JwtAuthenticator:
         if len(parts) != 3:
             raise _Invalid("Jwt is not in the form of Header.Payload.Signature")
         try:
-            header = json.loads(_b64decode(parts[0]))
-            payload = json.loads(_b64decode(parts[1]))
+            header = _strict_json(_b64decode(parts[0]))
+            payload = _strict_json(_b64decode(parts[1]))
         except (ValueError, binascii.Error):
             raise _Invalid("Jwt header or payload is an invalid JSON") from None
         if not isinstance(header, dict) or not isinstance(payload, dict):
@@ -256,9 +260,12 @@ class JwtAuthenticator:
     def _check_claims(self, payload: dict[str, object], rule: JwtRule) -> None:
         now = self._clock()
         exp, nbf = payload.get("exp"), payload.get("nbf")
-        for name, value in (("exp", exp), ("nbf", nbf)):
+        for name in ("exp", "nbf", "iat"):
+            value = payload.get(name)
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
             ):
                 raise _Invalid(f"Jwt {name} claim is not a number")
         if isinstance(exp, int | float) and now > exp + self._skew:
@@ -267,6 +274,18 @@ class JwtAuthenticator:
             raise _Invalid("Jwt not yet valid")
         if rule.audiences and not set(_audiences(payload)) & set(rule.audiences):
             raise _Invalid("Audiences in Jwt are not allowed")
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(data: bytes) -> object:
+    """RFC 8259 JSON: Python's ``json`` also reads ``NaN``, ``Infinity`` and ``-Infinity``,
+    and a ``NaN`` ``exp`` never compares as past (every comparison with it is False);
+    those are refused here, and a number too large for a float (``1e999`` reads as
+    infinity) is refused by the claim checks."""
+    return json.loads(data, parse_constant=_refuse_constant)
 
 
 def _candidate_keys(keys: KeySet, alg: str, kid: object) -> list[Key]:

@@ -25,8 +25,10 @@ defaults for a proxy:
   :class:`ParseError` 400;
 - a head larger than ``MAX_HEAD`` (64 KiB, Envoy's default ``max_request_headers_kb``
   is 60): 431;
-- ``Content-Length`` that is not digits, or several differing values (a
-  comma list of equal values is accepted, as RFC 9110 8.6 allows): 400;
+- ``Content-Length`` that is not ASCII digits, or several differing values (a
+  comma list of equal values is accepted, as RFC 9110 8.6 allows): 400. Only
+  SP and HTAB count as whitespace around a value (``fieldtext``): ``\xa0 5``
+  is not ``5``;
 - ``Transfer-Encoding`` together with ``Content-Length`` (request smuggling;
   Envoy refuses it unless ``allow_chunked_length``): 400;
 - ``Transfer-Encoding`` other than exactly ``chunked`` (gzip, chunked, or a
@@ -48,6 +50,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from ambient.waypoint.model import Headers
+from ambient.waypoint.proxy.fieldtext import decimal, strip_ows
 
 __all__ = [
     "MAX_HEAD",
@@ -81,7 +84,6 @@ _RESPONSE = re.compile(
     rf"HTTP/1\.([01]) ([0-9]{{3}})(?: ([\t \x21-\x7e\x80-\xff]*))?\r\n(?:{_FIELD})*\r\n"
 )
 _CHUNK_LINE = re.compile(r"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\t \x21-\x7e\x80-\xff]*)?")
-_DIGITS = re.compile(r"[0-9]+")
 
 
 class ParseError(Exception):
@@ -144,11 +146,11 @@ def _framing(
     unusual = False
     for name, value in headers:
         if name == "content-length":
-            values = {v.strip() for v in value.split(",")}
+            values = {strip_ows(v) for v in value.split(",")}
             if len(values) != 1:
                 raise ParseError("conflicting Content-Length values")
             (single,) = values
-            if not _DIGITS.fullmatch(single) or len(single) > CONTENT_LENGTH_MAX_DIGITS:
+            if decimal(single, CONTENT_LENGTH_MAX_DIGITS) is None:
                 raise ParseError(f"bad Content-Length {value!r}")
             if length is not None and length != single:
                 raise ParseError("conflicting Content-Length headers")
@@ -163,7 +165,7 @@ def _framing(
             host = value
             hosts += 1
         elif name == "connection":
-            tokens = [t.strip().lower() for t in value.split(",")]
+            tokens = [strip_ows(t).lower() for t in value.split(",")]
             close = close or "close" in tokens
             unusual = unusual or "upgrade" in tokens
         elif name in ("expect", "upgrade") and request:

@@ -19,10 +19,24 @@ end (a local answer, an upstream that answered early) ends the connection
 after the response. A malformed request gets ``400`` (``431`` for an
 oversized head, ``501`` for an unsupported transfer coding; flag ``DPE``)
 and the connection is closed. A response to ``HEAD`` never carries a body.
+
+Timeouts, on Envoy's model (constants below, both codecs):
+
+- :data:`IDLE_TIMEOUT` (1 h, Envoy's HTTP connection ``idle_timeout``): a
+  connection with no request in progress (after a response, or before the
+  first request) is ended;
+- :data:`REQUEST_HEADERS_TIMEOUT` (60 s; Envoy's ``request_headers_timeout``
+  is off by default, nginx's ``client_header_timeout`` is 60 s): once the first
+  byte of a request head has arrived, the whole head must arrive within it,
+  however slowly it trickles (slowloris); else ``408`` and the connection ends;
+- :data:`STREAM_IDLE_TIMEOUT` (5 min, Envoy's ``stream_idle_timeout``): a
+  request body that sends nothing for that long is aborted (the upstream
+  request is reset, the connection ends).
 """
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -31,6 +45,7 @@ import h11
 from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import RequestHead
+from ambient.waypoint.proxy.fieldtext import decimal
 from ambient.waypoint.proxy.h1codec import (
     LAST_CHUNK,
     Framing,
@@ -51,6 +66,17 @@ __all__ = ["serve_http1"]
 MAX_HEAD = 64 * 1024
 READ_SIZE = 256 * 1024
 PROTOCOL = "HTTP/1.1"
+IDLE_TIMEOUT = 3600.0
+REQUEST_HEADERS_TIMEOUT = 60.0
+STREAM_IDLE_TIMEOUT = 300.0
+
+
+class _Idle(Exception):
+    """No request began within :data:`IDLE_TIMEOUT`."""
+
+
+class _HeadTimeout(Exception):
+    """A request head did not complete within :data:`REQUEST_HEADERS_TIMEOUT`."""
 
 
 class _Downstream:
@@ -62,11 +88,33 @@ class _Downstream:
         self.conn.receive_data(initial)
 
     async def next_event(self) -> object:
+        """The next h11 event of a request body (no byte for :data:`STREAM_IDLE_TIMEOUT`:
+        ``TimeoutError``)."""
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await self.stream.read(READ_SIZE)
+            async with asyncio.timeout(STREAM_IDLE_TIMEOUT):
+                data = await self.stream.read(READ_SIZE)
+            self.conn.receive_data(data)
+
+    async def next_request(self) -> object:
+        """The next event between requests: :class:`_Idle` while nothing of a request has
+        come, :class:`_HeadTimeout` once its head started and did not finish in time."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if deadline is None and self.conn.trailing_data[0]:
+                deadline = loop.time() + REQUEST_HEADERS_TIMEOUT
+            wait = IDLE_TIMEOUT if deadline is None else deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    data = await self.stream.read(READ_SIZE)
+            except TimeoutError:
+                raise (_Idle() if deadline is None else _HeadTimeout()) from None
             self.conn.receive_data(data)
 
     def write(self, data: bytes) -> None:
@@ -99,6 +147,8 @@ class _RequestBody:
                     raise BodyAborted(f"client closed mid-body ({type(event).__name__})")
         except (h11.ProtocolError, HboneError) as exc:
             raise BodyAborted(f"client request body: {exc}") from None
+        except TimeoutError:
+            raise BodyAborted(_body_idle()) from None
 
     def ready(self) -> bytes | None:
         return b"" if self.complete else None
@@ -167,9 +217,12 @@ class _FastBody:
 
     async def read(self) -> bytes:
         try:
-            return await self._reader.read()
+            async with asyncio.timeout(STREAM_IDLE_TIMEOUT):
+                return await self._reader.read()
         except (ParseError, IncompleteMessage, HboneError) as exc:
             raise BodyAborted(f"client request body: {exc}") from None
+        except TimeoutError:
+            raise BodyAborted(_body_idle()) from None
 
     def ready(self) -> bytes | None:
         return self._reader.ready()
@@ -199,9 +252,10 @@ class _FastSink:
         if self.closing:
             headers.append(("connection", "close"))
         if not end and not self._head_only:
-            length = next((v for k, v in headers if k == "content-length"), None)
-            if length is not None and length.isdigit():
-                self._remaining = int(length)
+            value = next((v for k, v in headers if k == "content-length"), None)
+            length = decimal(value) if value is not None else None
+            if length is not None:
+                self._remaining = length
             else:
                 headers = [(k, v) for k, v in headers if k != "content-length"]
                 headers.append(("transfer-encoding", "chunked"))
@@ -253,12 +307,17 @@ async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
     reader = MessageReader(stream, initial)
     while True:
         try:
-            end = await reader.head_end()
+            end = await _next_head(reader)
             if end is None:
                 break  # the client closed between requests
             request = parse_request_head(reader.buffer, end)
         except ParseError as exc:
             _refuse(tunnel, exc.status, str(exc))
+            return
+        except _Idle:
+            break  # idle keep-alive connection: end it
+        except _HeadTimeout:
+            _refuse(tunnel, 408, "request headers timeout", flags="-")
             return
         except (IncompleteMessage, HboneError):
             return
@@ -280,10 +339,31 @@ async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
         stream.write_eof()
 
 
-def _refuse(tunnel: Tunnel, status: int, reason: str) -> None:
-    """Answer a request the codec refused (400, 431, 501) and end the connection."""
+async def _next_head(reader: MessageReader) -> int | None:
+    """:meth:`MessageReader.head_end` with the idle and request-head timeouts."""
+    if not reader.buffer:
+        try:
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                if not await reader.fill():
+                    return None
+        except TimeoutError:
+            raise _Idle() from None
+    try:
+        async with asyncio.timeout(REQUEST_HEADERS_TIMEOUT):
+            return await reader.head_end()
+    except TimeoutError:
+        raise _HeadTimeout() from None
+
+
+def _body_idle() -> str:
+    return f"client request body: nothing received for {STREAM_IDLE_TIMEOUT:g} s"
+
+
+def _refuse(tunnel: Tunnel, status: int, reason: str, *, flags: str = "DPE") -> None:
+    """Answer a request the codec refused (400, 431, 501; 408 when its head was too slow)
+    and end the connection."""
     record = tunnel.new_record(PROTOCOL)
-    record.status, record.flags, record.details = status, "DPE", reason
+    record.status, record.flags, record.details = status, flags, reason
     body = HTTPStatus(status).phrase.encode()
     headers = (
         ("content-length", str(len(body))),
@@ -309,9 +389,14 @@ async def _serve_h11(tunnel: Tunnel, initial: bytes) -> None:
     conn = down.conn
     while True:
         try:
-            event = await down.next_event()
+            event = await down.next_request()
         except h11.RemoteProtocolError as exc:
             await _bad_request(tunnel, down, str(exc))
+            return
+        except _Idle:
+            break
+        except _HeadTimeout:
+            _refuse(tunnel, 408, "request headers timeout", flags="-")
             return
         except HboneError:
             return

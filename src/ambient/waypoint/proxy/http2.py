@@ -30,6 +30,7 @@ import h2.settings
 from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import RequestHead
+from ambient.waypoint.proxy.fieldtext import decimal
 from ambient.waypoint.proxy.messages import BodyAborted, DownstreamGone, ResponseHead
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ class _Connection:
                 pseudo[name] = value
             else:
                 headers.append((name, value))
-        length = next((int(v) for k, v in headers if k == "content-length" and v.isdigit()), None)
+        length = next((decimal(v) for k, v in headers if k == "content-length"), None)
         ended = event.stream_ended is not None
         s = _Stream(self, event.stream_id, length, ended)
         self.streams[event.stream_id] = s

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ambient.waypoint.model import Headers
+from ambient.waypoint.proxy.fieldtext import strip_ows
 
 __all__ = [
     "HOP_BY_HOP",
@@ -111,7 +112,7 @@ class ResponseSink(Protocol):
 def strip_hop_by_hop(headers: Headers) -> Headers:
     """``headers`` without connection-specific fields and those ``connection`` names."""
     named = {
-        token.strip().lower()
+        strip_ows(token).lower()
         for name, value in headers
         if name == "connection"
         for token in value.split(",")

@@ -321,3 +321,32 @@ async def test_fetch_jwks_rejects_garbage(server: JwksServer) -> None:
     server.body = "<html>not json</html>"
     with pytest.raises(JwksError, match="not JSON"):
         await fetch_jwks(server.uri, 5.0)
+
+
+def raw_token(payload: bytes) -> str:
+    """A JWT signed with ``RSA`` over exactly ``payload`` (JSON no library would write)."""
+    from joserfc import jws
+
+    return jws.serialize_compact({"alg": "RS256", "kid": RSA.kid}, payload, RSA)
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        (b'"exp": NaN', "Jwt header or payload is an invalid JSON"),
+        (b'"exp": Infinity', "Jwt header or payload is an invalid JSON"),
+        (b'"nbf": -Infinity', "Jwt header or payload is an invalid JSON"),
+        (b'"iat": NaN', "Jwt header or payload is an invalid JSON"),
+        (b'"exp": 1e999', "Jwt exp claim is not a number"),  # json reads it as infinity
+        (b'"nbf": -1e999', "Jwt nbf claim is not a number"),
+        (b'"iat": "yesterday"', "Jwt iat claim is not a number"),
+    ],
+)
+async def test_non_finite_time_claims_are_refused(
+    server: JwksServer, claims: bytes, expected: str
+) -> None:
+    """A NaN ``exp`` never compares as past: without the check such a token never expired."""
+    payload = b'{"iss": "%s", "sub": "alice", %s}' % (ISSUER.encode(), claims)
+    result = await run(authenticator(server.uri), raw_token(payload))
+    assert result.failure == expected
+    assert result.principal is None

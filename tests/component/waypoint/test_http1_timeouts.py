@@ -1,0 +1,105 @@
+"""The waypoint's HTTP/1.1 timeouts: idle keep-alive connections, slow request heads, idle bodies.
+
+The constants are Envoy-like (1 h, 60 s, 5 min); here they are shortened to a
+fraction of a second. A waypoint without them keeps each of these tunnels
+open for ever: every wait below is bounded and fails the test instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ambient.hbone.errors import HboneError
+from ambient.hbone.pool import ConnectionPool
+from ambient.waypoint.proxy import http1
+from tests.component.waypoint.harness import WaypointMesh, start_mesh
+from tests.component.waypoint.test_http1_codec import Responses, tunnel
+from tests.pki import make_ca
+
+SHORT = 0.3
+BOUND = 10.0  # a waypoint without the timeout never ends the tunnel: fail after this
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[WaypointMesh]:
+    for name in ("IDLE_TIMEOUT", "REQUEST_HEADERS_TIMEOUT", "STREAM_IDLE_TIMEOUT"):
+        monkeypatch.setattr(http1, name, SHORT, raising=False)
+    async for m in start_mesh(make_ca(tmp_path)):
+        yield m
+
+
+async def ended(responses: Responses) -> bytes:
+    """Everything the waypoint sends until it ends the tunnel (EOF or reset), bounded."""
+    rest = responses.buffer
+    try:
+        async with asyncio.timeout(BOUND):
+            while data := await responses.stream.read():
+                rest += data
+    except HboneError:
+        pass  # a reset ends it too
+    return rest
+
+
+@pytest.mark.parametrize("h11_path", [False, True], ids=["fast-codec", "h11"])
+async def test_an_idle_keep_alive_connection_is_ended(mesh: WaypointMesh, h11_path: bool) -> None:
+    pool = ConnectionPool()
+    try:
+        stream = await tunnel(mesh, pool)
+        responses = Responses(stream)
+        if h11_path:  # Expect: 100-continue hands the connection to h11
+            stream.write(
+                b"POST /hello HTTP/1.1\r\nhost: orders\r\nexpect: 100-continue\r\n"
+                b"content-length: 2\r\n\r\n"
+            )
+            assert (await responses.next())[0] == 100
+            stream.write(b"hi")
+        else:
+            stream.write(b"GET /hello HTTP/1.1\r\nhost: orders\r\n\r\n")
+        status, headers, body = await responses.next()
+        assert status == 200 and "connection" not in headers  # kept alive
+        assert json.loads(body)["path"] == "/hello"
+        assert await ended(responses) == b""  # then ended, with nothing more said
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("h11_path", [False, True], ids=["fast-codec", "h11"])
+async def test_a_request_head_that_does_not_finish_is_408(
+    mesh: WaypointMesh, h11_path: bool
+) -> None:
+    pool = ConnectionPool()
+    try:
+        stream = await tunnel(mesh, pool)
+        responses = Responses(stream)
+        if h11_path:
+            stream.write(
+                b"POST /hello HTTP/1.1\r\nhost: orders\r\nexpect: 100-continue\r\n"
+                b"content-length: 2\r\n\r\n"
+            )
+            assert (await responses.next())[0] == 100
+            stream.write(b"hi")
+            assert (await responses.next())[0] == 200
+        stream.write(b"GET /slow HTTP/1.1\r\nhost: orders\r\nx-trickle: a")  # never finished
+        async with asyncio.timeout(BOUND):
+            status, headers, _ = await responses.next()
+        assert status == 408 and headers["connection"] == "close"
+        assert await ended(responses) == b""
+    finally:
+        await pool.close()
+    assert not any(r["path"] == "/slow" for a in mesh.apps for r in a.requests)
+
+
+async def test_an_idle_request_body_is_aborted(mesh: WaypointMesh) -> None:
+    pool = ConnectionPool()
+    try:
+        stream = await tunnel(mesh, pool)
+        stream.write(b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: 10\r\n\r\nabc")
+        rest = await ended(Responses(stream))
+        assert not rest.startswith(b"HTTP/1.1 200"), rest
+    finally:
+        await pool.close()
