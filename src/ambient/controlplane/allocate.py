@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ambient.api.workload import IPAddress
+from ambient.durable import replace_durably
 
 __all__ = [
     "DEFAULT_POOLS",
@@ -238,7 +239,7 @@ def _save(path: Path, allocations: Mapping[AllocationKey, IPAddress]) -> None:
                 file.write(text)
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(tmp, path)
+            replace_durably(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

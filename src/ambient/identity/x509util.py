@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ambient.durable import replace_durably
 from ambient.identity.certs import CertificateError, SigningKey
 
 CLOCK_SKEW = timedelta(minutes=1)
@@ -25,7 +26,8 @@ def read_file(path: Path) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode`` via a temporary file, fsync'd, then renamed."""
+    """Write ``data`` to ``path`` with ``mode`` via a temporary file, fsync'd, then renamed
+    (and the folder fsync'd: the rename itself is durable once this returns)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
@@ -36,7 +38,7 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def ceil_second(when: datetime) -> datetime:

@@ -18,13 +18,15 @@ Decisions (as an operator of ``kubectl apply`` expects):
   ``ambient apply`` (not from the folder) are left alone. A folder that no longer
   loads is refused with the same errors as at start; the running configuration stays.
 - With a ``journal`` file, every accepted ``apply``/``delete``/``label`` is appended to
-  it, and :meth:`replay` re-applies them after a restart (the control plane process
-  may crash and be restarted by ``ambient up``; the folder alone would lose them).
+  it, durably, before the caller is answered (``ambient.local.journal``), and
+  :meth:`replay` re-applies them after a restart (the control plane process may crash
+  and be restarted by ``ambient up``; the folder alone would lose them). A journal
+  damaged before its last record stops the start (``JournalError``); an entry that no
+  longer applies (the folder changed under it) is skipped with a warning.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from ambient.config import ConfigError, ConfigSet, load_paths, load_text
 from ambient.config.configset import Origin, Ref
 from ambient.config.references import check_references
 from ambient.controlplane.plane import ControlPlane
+from ambient.local.journal import Journal
 
 __all__ = ["MeshConfig"]
 
@@ -121,17 +124,17 @@ class MeshConfig:
 
     def _record(self, entry: dict[str, Any]) -> None:
         if self.journal is not None:
-            with self.journal.open("a") as out:
-                out.write(json.dumps(entry) + "\n")
+            Journal(self.journal).append(entry)
 
     def replay(self) -> int:
-        """Re-apply the journal's operations (after a restart); returns how many applied."""
-        if self.journal is None or not self.journal.exists():
+        """Re-apply the journal's operations (after a restart); returns how many applied.
+
+        Raises ``JournalError`` when the journal is damaged before its last record."""
+        if self.journal is None:
             return 0
         applied = 0
-        for number, line in enumerate(self.journal.read_text().splitlines(), 1):
+        for number, entry in enumerate(Journal(self.journal).read(), 1):
             try:
-                entry = json.loads(line)
                 if entry["op"] == "apply":
                     self.apply(load_text(entry["text"], entry["filename"], check_refs=False))
                 elif entry["op"] == "delete":
