@@ -589,11 +589,14 @@ class JoinTokens:
         *,
         node: str | None = None,
         ttl: timedelta = DEFAULT_NODE_TTL,
+        record: Callable[[str, bytes], None] | None = None,
     ) -> tuple[str, bytes]:
         """``(node, certificate PEM)`` for ``csr_pem``, once per token; JoinTokenError if not.
 
         ``node``, if given, is who the caller says it is: it must be the token's node.
-        A CSR that cannot be signed leaves the token unused.
+        ``record(node, chain)`` runs before the token is marked used (node membership:
+        ``ambient.identity.members``). A CSR that cannot be signed, or a failing
+        ``record``, leaves the token unused.
         """
         key = _hash(token) if isinstance(token, str) and _TOKEN.fullmatch(token) else None
         now = self._clock()
@@ -615,6 +618,8 @@ class JoinTokens:
             if node is not None and node != info.node:
                 raise JoinTokenError(f"the join token is for node {info.node}, not {node}")
             chain = self._authority.sign_node_csr(info.node, csr_pem, ttl)
+            if record is not None:
+                record(info.node, chain)
             assert key is not None
             records[key] = JoinTokenInfo(info.node, info.created, info.expires, now)
         return info.node, chain

@@ -26,6 +26,7 @@ expire) and reconnects with back-off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -42,6 +43,7 @@ import grpc
 
 from ambient.config import ConfigError, ConfigSet, load_paths
 from ambient.identity.certs import CertificateError
+from ambient.identity.members import NodeMembers
 from ambient.identity.node import (
     CONTROL_PLANE_HOSTNAME,
     NODE_CA_DIR,
@@ -220,10 +222,11 @@ async def start_controlplane(
         log.warning("%s", warning)
     nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
     tokens = JoinTokens(state_root / TOKENS_DIR, nodes)
+    members = NodeMembers(state_root / TOKENS_DIR)
     ttl_kwargs = {}
     if options.workload_cert_ttl is not None:
         ttl_kwargs["default_ttl"] = options.workload_cert_ttl
-    service = CaService(plane, ca, nodes=nodes, tokens=tokens, **ttl_kwargs)
+    service = CaService(plane, ca, nodes=nodes, tokens=tokens, members=members, **ttl_kwargs)
     closers: list[Callable[[], Awaitable[None]]] = []
     journal = state_root / JOURNAL_FILE if options.api_socket is not None else None
     mesh_config = MeshConfig(plane, config_dir, config, journal=journal)
@@ -250,11 +253,19 @@ async def start_controlplane(
         xds = XdsServer(
             plane,
             credentials=service.server_credentials(mutual=True),
-            authorize_node=node_claim_check(nodes),
+            authorize_node=node_claim_check(nodes, members),
         )
         xds_address = xds_listen or xds_address_for(listen)
         xds_port = await xds.start(xds_address)
         closers.append(lambda: xds.stop(1.0))
+        watch = asyncio.ensure_future(_follow_revocations(members, xds))
+
+        async def stop_watch() -> None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+        closers.append(stop_watch)
     except BaseException:
         await service_.close()
         raise
@@ -272,6 +283,28 @@ async def start_controlplane(
         "nodes": {name: str(ip) for name, ip in sorted(plane.snapshot.nodes.items())},
     }
     return service_
+
+
+REVOCATION_POLL = 0.25
+
+
+def revoke_node(state_root: Path, node: str) -> bool:
+    """Remove ``node`` from the mesh (``ambient node revoke``); False if it was not in it.
+
+    A running control plane ends the node's xDS streams within :data:`REVOCATION_POLL`."""
+    return NodeMembers(state_root / TOKENS_DIR).revoke(node)
+
+
+async def _follow_revocations(members: NodeMembers, xds: Any) -> None:
+    """End the xDS streams of nodes revoked while we run (``ambient node revoke`` writes the
+    membership file from another process; one ``stat`` per poll tells us)."""
+    while True:
+        await asyncio.sleep(REVOCATION_POLL)
+        if members.changed():
+            try:
+                xds.recheck_nodes()
+            except Exception:  # keep following; the next change checks again
+                log.exception("checking the xDS streams against node membership failed")
 
 
 def _running_pid(info_file: Path) -> int | None:

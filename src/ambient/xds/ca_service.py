@@ -11,6 +11,9 @@ without ``require_client_auth`` it never asks for one):
   ``validity_duration`` is honoured up to ``max_ttl`` (24 h). Refusals are
   PERMISSION_DENIED, naming node and identity, and a WARNING here.
   ``ambient.node.v1.NodeService/Renew`` gives the caller's node a new node certificate.
+  A node certificate is honoured only while the node is in the mesh (``members``:
+  recorded at join and renewal, removed by ``ambient node revoke``); a revoked node's
+  renewals and requests are refused (UNAUTHENTICATED).
 - ``join_address`` (15013), TLS authenticating the server only.
   ``ambient.node.v1.NodeService/Join`` redeems a one-time join token sent as
   ``authorization: Bearer <token>``.
@@ -41,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from ambient.controlplane.source import NotAuthorized
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.certs import CertificateError, WorkloadCertificate, load_pem_chain
+from ambient.identity.members import NodeMembers
 from ambient.identity.node import (
     DEFAULT_NODE_TTL,
     DEFAULT_SERVER_TTL,
@@ -48,6 +52,7 @@ from ambient.identity.node import (
     JoinTokens,
     NodeAuthority,
     NodeCredentialError,
+    TokenStoreError,
     validate_node_name,
 )
 from ambient.identity.spiffe import InvalidSpiffeId, SpiffeId
@@ -104,10 +109,14 @@ class _Refused(Exception):
         self.message = message
 
 
-def authenticated_node(context: Any, nodes: NodeAuthority) -> str:
+def authenticated_node(
+    context: Any, nodes: NodeAuthority, members: NodeMembers | None = None
+) -> str:
     """The node whose certificate the caller of ``context`` presented; NodeCredentialError if none.
 
     For any servicer on the mutual-TLS port (e.g. xDS) that needs the caller's node.
+    With ``members``, the certificate must also be one the node still holds in the mesh
+    (not revoked: ``ambient.identity.members``).
     """
     pems = context.auth_context().get("x509_pem_cert") or []
     if not pems:
@@ -115,19 +124,25 @@ def authenticated_node(context: Any, nodes: NodeAuthority) -> str:
             "the caller presented no client certificate: join with a token on the join port, "
             "then call this port with the node certificate"
         )
-    return nodes.verify_node_certificate(bytes(pems[0]))
+    node = nodes.verify_node_certificate(bytes(pems[0]))
+    if members is not None:
+        members.check(node, bytes(pems[0]))
+    return node
 
 
-def node_claim_check(nodes: NodeAuthority) -> Callable[[Any, str], None]:
-    """A check for ``XdsServer(authorize_node=...)``: a stream's claimed node must be its cert's.
+def node_claim_check(
+    nodes: NodeAuthority, members: NodeMembers | None = None
+) -> Callable[[Any, str], None]:
+    """A check for ``XdsServer(authorize_node=...)``: a stream's claimed node must be its cert's
+    (and, with ``members``, a node still in the mesh).
 
     Raises ``NotAuthorized`` naming the claimed node (and the certificate's, if any).
     """
 
     def check(context: Any, claimed: str) -> None:
         try:
-            node = authenticated_node(context, nodes)
-        except NodeCredentialError as err:
+            node = authenticated_node(context, nodes, members)
+        except (NodeCredentialError, TokenStoreError) as err:
             raise NotAuthorized(f"node {claimed!r} may not open an xDS stream: {err}") from None
         if node != claimed:
             raise NotAuthorized(
@@ -161,6 +176,7 @@ class CaService:
         *,
         nodes: NodeAuthority,
         tokens: JoinTokens | None = None,
+        members: NodeMembers | None = None,
         default_ttl: timedelta = MAX_TTL,
         max_ttl: timedelta = MAX_TTL,
         node_ttl: timedelta = DEFAULT_NODE_TTL,
@@ -169,7 +185,9 @@ class CaService:
         """Sign workload certificates with ``ca`` for nodes authenticated by ``nodes``.
 
         ``authorizer`` is a ``ControlPlane`` (or anything with ``authorize(node, identity)``)
-        or such a function. Without ``tokens`` the Join RPC is refused.
+        or such a function. Without ``tokens`` the Join RPC is refused. With ``members``
+        (the control plane always has them), joins and renewals are recorded there and a
+        node certificate is honoured only while recorded (``ambient node revoke``).
         """
         if not timedelta(seconds=1) <= default_ttl <= max_ttl:
             raise ValueError(f"need 1 s <= default_ttl <= max_ttl, got {default_ttl}, {max_ttl}")
@@ -186,6 +204,7 @@ class CaService:
         self._ca = ca
         self._nodes = nodes
         self._tokens = tokens
+        self._members = members
         self._default_ttl = default_ttl
         self._max_ttl = max_ttl
         self._node_ttl = node_ttl
@@ -335,7 +354,8 @@ class CaService:
         csr = _csr(request, who)
         ttl = _ttl(request.validity_duration, self._node_ttl, self._node_ttl, who)
         try:
-            node, chain = self._tokens.redeem(token, csr, node=claimed, ttl=ttl)
+            record = self._members.admit if self._members is not None else None
+            node, chain = self._tokens.redeem(token, csr, node=claimed, ttl=ttl, record=record)
         except JoinTokenError as err:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"{who} may not join: {err}") from None
         except CertificateError as err:
@@ -354,12 +374,14 @@ class CaService:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"cannot renew the node certificate of {node}: {err}",
             ) from None
+        if self._members is not None:
+            self._members.admit(node, chain)
         _log.info("renewed the node certificate of %s (valid for %s)", node, ttl)
         return _response(chain, self._nodes.roots_pem())
 
     def _caller(self, context: Any) -> str:
         try:
-            return authenticated_node(context, self._nodes)
+            return authenticated_node(context, self._nodes, self._members)
         except NodeCredentialError as err:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, str(err)) from None
 

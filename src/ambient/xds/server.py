@@ -373,6 +373,7 @@ class _Stream:
         self._pending: dict[str, str] = {}  # nonce -> type, awaiting ACK/NACK
         self._warned: set[str] = set()
         self._closed = asyncio.Event()
+        self._refusal: str | None = None  # why the stream is being ended, if refused
 
     async def serve(self) -> None:
         first = await self._read()
@@ -417,6 +418,8 @@ class _Stream:
                     self._server.published.catch_up()
                     await self._push()
                     push = waiters[1] = asyncio.ensure_future(anext(subscription, None))
+            if self._refusal is not None:
+                await self._context.abort(grpc.StatusCode.PERMISSION_DENIED, self._refusal)
         finally:
             subscription.close()
             for task in waiters:
@@ -424,9 +427,23 @@ class _Stream:
             await asyncio.gather(*waiters, return_exceptions=True)
             log.info("xDS stream of node %s closed", self.node)
 
-    def close(self) -> None:
-        """End the stream (the call completes with OK; clients reconnect)."""
+    def close(self, refusal: str | None = None) -> None:
+        """End the stream: with OK (clients reconnect), or PERMISSION_DENIED and ``refusal``."""
+        self._refusal = refusal
         self._closed.set()
+
+    def still_authorized(self) -> bool:
+        """Run the node check again (the node may have been revoked); close if it fails."""
+        check = self._server.authorize_node
+        if check is None or not self.node or self._closed.is_set():
+            return True
+        try:
+            check(self._context, self.node)
+        except NotAuthorized as exc:
+            log.warning("xDS stream of node %s ended: %s", self.node, exc)
+            self.close(str(exc))
+            return False
+        return True
 
     async def _read(self) -> discovery_pb2.DeltaDiscoveryRequest | None:
         request = await self._context.read()
@@ -637,6 +654,10 @@ class XdsServer:
 
     def next_nonce(self) -> str:
         return f"{self._boot}-{next(self._nonces)}"
+
+    def recheck_nodes(self) -> int:
+        """Check every open stream's node again (after a revocation); returns how many ended."""
+        return sum(not stream.still_authorized() for stream in list(self._streams))
 
     async def _serve_stream(self, _requests: Any, context: Any) -> None:
         stream = _Stream(self, context)

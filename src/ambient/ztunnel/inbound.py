@@ -77,6 +77,7 @@ class InboundHandler:
         self.connect_timeout = connect_timeout
         # Open tunnels with what authorization decided on, to re-check on every push.
         self.open: dict[HboneStream, InboundConnection] = {}
+        self._sources: dict[HboneStream, SocketAddress] = {}  # for the log line
 
     async def __call__(self, stream: HboneStream) -> None:
         request = stream.request
@@ -190,11 +191,13 @@ class InboundHandler:
             )
         record.open()
         self.open[stream] = admitted
+        self._sources[stream] = source
         tcp.start()
         try:
             result = await tcp.done
         finally:
             self.open.pop(stream, None)
+            self._sources.pop(stream, None)
         record.bytes_received, record.bytes_sent = result.from_stream, result.to_stream
         record.error = result.error
         record.close()
@@ -213,12 +216,13 @@ class InboundHandler:
                     continue
                 log.info(
                     "RBAC rejected conn=%s(%s)->%s: closing established connection: %s",
-                    admitted.source_ip,
+                    self._sources.get(stream, admitted.source_ip),
                     admitted.source_identity,
                     stream.request.authority,
                     verdict.reason or "denied by policy",
                 )
             del self.open[stream]
+            self._sources.pop(stream, None)
             stream.reset()
             closed += 1
         return closed
