@@ -6,9 +6,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := golang-go nghttp2-client nghttp2-proxy protobuf-compiler curl iproute2 nftables tcpdump proxychains4 bind9-dnsutils
+APT_PACKAGES := nghttp2-client nghttp2-proxy protobuf-compiler curl iproute2 nftables tcpdump proxychains4 bind9-dnsutils
 
-.PHONY: setup system-deps demo test lint typecheck unit bench clean
+.PHONY: setup system-deps go-check crds kube-bins demo test lint typecheck unit bench clean
 
 $(BIN)/ambient: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,21 @@ $(BIN)/ambient: pyproject.toml
 system-deps:
 	@scripts/install-system-deps.sh $(APT_PACKAGES)
 
+# Go (>= 1.26, the machine's own, e.g. /usr/local/go): the interop peers, the CRDs'
+# modules and the dev cluster's binaries. Debian's golang-go is too old and not used.
+go-check: $(BIN)/ambient
+	@$(BIN)/python -c 'from ambient.gomod import find_go; g = find_go((1, 26)); print(f"Go: {g.path} ({g.version_text})")'
+
 setup: system-deps $(BIN)/ambient
+
+# Istio's and Gateway API's CRDs from their pinned Go modules, into ~/.cache/ambient/crds.
+crds: setup go-check
+	@$(BIN)/python -m ambient.install.crds
+
+# The dev cluster's binaries (etcd, kube-*, kubectl) built once from pinned Go modules into
+# ~/.cache/ambient/kube-*: the first build takes long (see the README), later runs are instant.
+kube-bins: setup go-check
+	@scripts/dev-cluster build
 
 demo: setup
 	$(BIN)/ambient up examples/shop
@@ -31,7 +45,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck crds $(if $(FAST),,kube-bins)
 	$(BIN)/pytest $(if $(FAST),-m 'not slow',) $(PYTEST_ARGS)
 
 bench: setup

@@ -53,6 +53,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from ambient.gomod import GoNotFound, find_go
 from tests.e2e.harness import SHOP, Mesh, wait_for
 
 pytestmark = pytest.mark.slow
@@ -689,9 +690,10 @@ def test_nghttp_concurrent_streams_are_judged_each_on_its_own(env: Env, tmp_path
 
 @pytest.fixture(scope="module")
 def goclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("go is not installed (Debian package golang-go)")
+    try:
+        go = str(find_go((1, 19)).path)
+    except GoNotFound as err:
+        pytest.skip(str(err))
     binary = tmp_path_factory.mktemp("goclient") / "goclient"
     env = {
         **os.environ,

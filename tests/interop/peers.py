@@ -33,6 +33,8 @@ from typing import IO, Any, Self
 
 import pytest
 
+from ambient.gomod import GoNotFound, find_go
+
 HERE = Path(__file__).resolve().parent
 GOPEER_SRC = HERE / "gopeer"
 CONNECT_PROXY = HERE / "connect_proxy.py"
@@ -76,7 +78,11 @@ def _source_digest() -> str:
 
 
 def go_tool() -> str | None:
-    return shutil.which("go")
+    """The machine's newest Go (>= 1.19, the peer's go.mod), or None."""
+    try:
+        return str(find_go((1, 19)).path)
+    except GoNotFound:
+        return None
 
 
 def nghttpx_tool() -> str | None:
@@ -97,7 +103,9 @@ def build_gopeer(cache_dir: Path | None = None) -> Path:
     sources is cached; skip the calling test if ``go`` is not installed."""
     go = go_tool()
     if go is None:
-        pytest.skip("go not installed (Debian package golang-go)")
+        pytest.skip(
+            "no Go >= 1.19 installed (the Makefile expects the machine's Go in /usr/local/go)"
+        )
     root = cache_dir or _cache_root()
     binary = root / f"gopeer-{_source_digest()}"
     if binary.exists():

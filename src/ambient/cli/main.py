@@ -20,6 +20,7 @@ import yaml
 from ambient import __version__
 from ambient.cli import jsonpath
 from ambient.cli.client import ApiError, MeshClient
+from ambient.cli.install import install_command, uninstall_command
 from ambient.cli.output import print_json, print_table
 from ambient.local.statedir import ENV_VAR, MeshNotRunning, StateDir
 
@@ -670,6 +671,8 @@ def _scope(policy: dict[str, Any]) -> str:
 
 
 cli.add_command(ztunnel_config, "zc")
+cli.add_command(install_command)
+cli.add_command(uninstall_command)
 
 # ``ambient waypoint ...`` lives in its own module and registers itself on ``cli``.
 from ambient.cli import waypoint as _waypoint  # noqa: E402

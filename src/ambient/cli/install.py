@@ -1,0 +1,116 @@
+"""``ambient install`` and ``ambient uninstall``: the mesh's CRDs, namespace, RBAC in a cluster.
+
+Defines the commands only; ``cli.main`` attaches them to the root group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ambient.install.apply import InstallError, connect, install, render, uninstall
+from ambient.install.crds import CrdError, ensure_crds, load_crds
+from ambient.install.manifests import mesh_objects
+
+__all__ = ["install_command", "uninstall_command"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _cluster_options(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option(
+        "--crds",
+        "crds_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="AMBIENT_CRDS_DIR",
+        help="Folder of the fetched CRDs (default: the cache, ~/.cache/ambient/crds; "
+        "fetched with Go when missing).",
+    )(f)
+    f = click.option("--dry-run", is_flag=True, help="Print the objects as YAML; change nothing.")(
+        f
+    )
+    f = click.option("--context", help="Kubeconfig context (default: its current context).")(f)
+    f = click.option(
+        "--kubeconfig",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, in-cluster).",
+    )(f)
+    return f
+
+
+def _fail(message: str) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+Objects = list[dict[str, Any]]
+
+
+def _objects(crds_dir: Path | None) -> tuple[Objects, Objects]:
+    try:
+        crds = load_crds(ensure_crds(crds_dir))
+    except CrdError as err:
+        _fail(str(err))
+    return crds, mesh_objects()
+
+
+async def _run(
+    action: str, kubeconfig: Path | None, context: str | None, crds: Objects, mesh: Objects
+) -> None:
+    client = connect(kubeconfig, context)
+    try:
+        if action == "install":
+            await install(client, crds, mesh, _progress)
+        else:
+            await uninstall(client, crds, mesh, _progress)
+    finally:
+        await client.close()
+
+
+@click.command("install", context_settings=CONTEXT)
+@_cluster_options
+def install_command(
+    kubeconfig: Path | None, context: str | None, dry_run: bool, crds_dir: Path | None
+) -> None:
+    """Install what the mesh needs in a Kubernetes cluster.
+
+    Istio's CRDs (networking, security, telemetry) and Gateway API's standard CRDs
+    from the published modules at pinned versions, the istio-system namespace, the
+    istio-waypoint GatewayClass, and ServiceAccounts with least-privilege RBAC for
+    the control plane (istiod) and ztunnel. Server-side apply: running it again
+    changes nothing.
+    """
+    crds, mesh = _objects(crds_dir)
+    if dry_run:
+        click.echo(render(crds + mesh), nl=False)
+        return
+    try:
+        asyncio.run(_run("install", kubeconfig, context, crds, mesh))
+    except InstallError as err:
+        _fail(str(err))
+    click.echo(f"installed: {len(crds)} CRD objects, {len(mesh)} mesh objects")
+
+
+@click.command("uninstall", context_settings=CONTEXT)
+@_cluster_options
+def uninstall_command(
+    kubeconfig: Path | None, context: str | None, dry_run: bool, crds_dir: Path | None
+) -> None:
+    """Remove what `ambient install` applied (its CRDs delete every object of their kinds)."""
+    crds, mesh = _objects(crds_dir)
+    if dry_run:
+        click.echo(render(list(reversed(mesh)) + list(reversed(crds))), nl=False)
+        return
+    try:
+        asyncio.run(_run("uninstall", kubeconfig, context, crds, mesh))
+    except InstallError as err:
+        _fail(str(err))
+    click.echo("uninstalled")

@@ -1,0 +1,176 @@
+"""Apply and remove the mesh's objects with server-side apply (field manager ``ambient``).
+
+``install`` applies, in order, the CRDs (and Gateway API's safe-upgrades policy),
+waits until every CRD is ``Established``, then applies the namespace,
+ServiceAccounts, RBAC and the GatewayClass; server-side apply with ``force``
+makes a second run a no-op and takes over fields another manager set (as
+``kubectl apply --server-side --force-conflicts``). ``uninstall`` deletes the same
+objects in reverse order and waits until the CRDs (with every object of their
+kinds) and the namespace are gone; objects already absent are skipped.
+
+The client is lightkube (async, typed models, server-side apply, watches with
+resourceVersion): :func:`connect` builds it from a kubeconfig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import yaml
+from lightkube import ApiError, AsyncClient, KubeConfig, codecs
+from lightkube.core.exceptions import ConfigError
+from lightkube.generic_resource import create_global_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import Namespace
+
+__all__ = ["FIELD_MANAGER", "InstallError", "connect", "install", "render", "uninstall"]
+
+FIELD_MANAGER = "ambient"
+Progress = Callable[[str], None]
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+# Our kinds not in lightkube's models: registered so that codecs.from_dict knows them.
+create_global_resource("gateway.networking.k8s.io", "v1", "GatewayClass", "gatewayclasses")
+
+
+class InstallError(RuntimeError):
+    """The cluster refused or could not be reached; the message names the object."""
+
+
+def connect(kubeconfig: Path | None, context: str | None) -> AsyncClient:
+    """A client for ``kubeconfig`` (else ``$KUBECONFIG``, ``~/.kube/config`` or in-cluster)."""
+    try:
+        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+        single = config.get(context_name=context)
+    except (ConfigError, OSError, KeyError, ValueError, yaml.YAMLError) as err:
+        where = kubeconfig or "the default kubeconfig"
+        detail = f"no context {err}" if isinstance(err, KeyError) else str(err)
+        raise InstallError(f"cannot load {where}: {detail}") from None
+    if single is None:
+        raise InstallError(f"{kubeconfig or 'the kubeconfig'} has no current context")
+    return AsyncClient(config=single, field_manager=FIELD_MANAGER)
+
+
+def render(objects: list[dict[str, Any]]) -> str:
+    """The objects as one multi-document YAML stream (what ``--dry-run`` prints)."""
+    return yaml.dump_all(objects, Dumper=_DUMPER, sort_keys=False)
+
+
+def _label(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')}/{ns}{meta.get('name')}"
+
+
+def _refused(obj: dict[str, Any], err: ApiError, doing: str) -> InstallError:
+    return InstallError(f"{doing} {_label(obj)}: {err.status.code} {err.status.message}")
+
+
+def _unreachable(err: httpx2.HTTPError) -> InstallError:
+    if isinstance(err, ApiError):
+        return InstallError(f"the API server refused: {err.status.code} {err.status.message}")
+    if isinstance(err, httpx2.HTTPStatusError):
+        return InstallError(
+            f"the API server answered {err.response.status_code} to {err.request.url}"
+        )
+    return InstallError(f"cannot reach the API server: {err}")
+
+
+async def install(
+    client: AsyncClient,
+    crds: list[dict[str, Any]],
+    mesh: list[dict[str, Any]],
+    progress: Progress,
+    timeout: float = 60.0,
+) -> None:
+    """Apply ``crds``, wait until they are Established, then apply ``mesh``."""
+    try:
+        await _apply_all(client, crds, progress)
+        names = [c["metadata"]["name"] for c in crds if c["kind"] == "CustomResourceDefinition"]
+        await _established(client, names, timeout)
+        progress(f"{len(names)} CRDs established")
+        await _apply_all(client, mesh, progress)
+    except httpx2.HTTPError as err:
+        raise _unreachable(err) from None
+
+
+async def _apply_all(
+    client: AsyncClient, objects: list[dict[str, Any]], progress: Progress
+) -> None:
+    for obj in objects:
+        try:
+            await client.apply(codecs.from_dict(obj), force=True)
+        except ApiError as err:
+            raise _refused(obj, err, "applying") from None
+        progress(f"applied {_label(obj)}")
+
+
+async def _established(client: AsyncClient, names: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for name in names:
+        remaining = max(0.1, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(
+                client.wait(CustomResourceDefinition, name, for_conditions=["Established"]),
+                remaining,
+            )
+        except TimeoutError:
+            raise InstallError(
+                f"CustomResourceDefinition/{name} not Established after {timeout:.0f} s"
+            ) from None
+
+
+async def uninstall(
+    client: AsyncClient,
+    crds: list[dict[str, Any]],
+    mesh: list[dict[str, Any]],
+    progress: Progress,
+    timeout: float = 120.0,
+) -> None:
+    """Delete ``mesh`` then ``crds`` (reverse order); wait until the CRDs and namespaces are gone."""
+    try:
+        for obj in [*reversed(mesh), *reversed(crds)]:
+            await _delete(client, obj, progress)
+        gone = [o for o in crds + mesh if o["kind"] in ("CustomResourceDefinition", "Namespace")]
+        await _gone(client, gone, timeout)
+    except httpx2.HTTPError as err:
+        raise _unreachable(err) from None
+
+
+async def _delete(client: AsyncClient, obj: dict[str, Any], progress: Progress) -> None:
+    kind: Any = type(codecs.from_dict(obj))
+    meta = obj["metadata"]
+    try:
+        if meta.get("namespace"):
+            await client.delete(kind, meta["name"], namespace=meta["namespace"])
+        else:
+            await client.delete(kind, meta["name"])
+    except httpx2.HTTPStatusError as err:
+        if err.response.status_code == 404:  # gone already, or its CRD is (no Status body then)
+            return
+        if isinstance(err, ApiError):
+            raise _refused(obj, err, "deleting") from None
+        raise
+    progress(f"deleted {_label(obj)}")
+
+
+async def _gone(client: AsyncClient, objects: list[dict[str, Any]], timeout: float) -> None:
+    """Poll until each object is absent (CRD and namespace deletion finish asynchronously)."""
+    deadline = time.monotonic() + timeout
+    for obj in objects:
+        kind = CustomResourceDefinition if obj["kind"] == "CustomResourceDefinition" else Namespace
+        while True:
+            try:
+                await client.get(kind, obj["metadata"]["name"])
+            except ApiError as err:
+                if err.status.code == 404:
+                    break
+                raise _refused(obj, err, "waiting for the deletion of") from None
+            if time.monotonic() > deadline:
+                raise InstallError(f"{_label(obj)} still present after {timeout:.0f} s")
+            await asyncio.sleep(0.2)

@@ -1,0 +1,140 @@
+"""The mesh's own objects in a cluster: namespace, GatewayClass, ServiceAccounts and RBAC.
+
+Names follow Istio's, so that tooling and defaults agree (the CA's trusted node
+account is ``istio-system/ztunnel``, as istiod's ``CA_TRUSTED_NODE_ACCOUNTS``):
+
+- ServiceAccount ``istio-system/istiod`` — the control plane. ClusterRole
+  ``ambient-istiod``: read (get/list/watch) Namespaces, Pods, Services, Nodes,
+  ServiceAccounts, EndpointSlices and every kind of the Istio groups and of Gateway
+  API; write the status of GatewayClasses, Gateways, HTTPRoutes and GRPCRoutes;
+  create and maintain waypoints' Deployments, Services and ServiceAccounts (as
+  istiod's gateway deployment controller does); create TokenReviews (the CA checks
+  ztunnel tokens) and Events. Role ``ambient-istiod`` in ``istio-system``: Leases
+  (leader election) and ConfigMaps (mesh configuration). No Secrets anywhere:
+  the CA keeps its keys in its own files.
+- ServiceAccount ``istio-system/ztunnel`` — the node proxies. Role ``ambient-ztunnel``
+  in ``istio-system``: create a token for the ``ztunnel`` ServiceAccount only
+  (``serviceaccounts/token`` with that resourceName), which it presents to the CA;
+  nothing else (it learns the mesh over xDS).
+- GatewayClass ``istio-waypoint`` with Istio's controllerName
+  ``istio.io/mesh-controller``.
+
+Every object carries ``app.kubernetes.io/managed-by: ambient`` so that
+``uninstall`` (and a reader) can tell it from others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CONTROL_PLANE_SA",
+    "MANAGED_BY",
+    "NAMESPACE",
+    "WAYPOINT_CLASS",
+    "WAYPOINT_CONTROLLER",
+    "ZTUNNEL_SA",
+    "mesh_objects",
+]
+
+NAMESPACE = "istio-system"
+CONTROL_PLANE_SA = "istiod"
+ZTUNNEL_SA = "ztunnel"
+WAYPOINT_CLASS = "istio-waypoint"
+WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "ambient", "app.kubernetes.io/part-of": "ambient"}
+
+_READ = ["get", "list", "watch"]
+_MAINTAIN = ["get", "list", "watch", "create", "update", "patch", "delete"]
+_ISTIO_GROUPS = ["networking.istio.io", "security.istio.io", "telemetry.istio.io"]
+_GATEWAY_GROUP = "gateway.networking.k8s.io"
+_RBAC = "rbac.authorization.k8s.io/v1"
+
+
+def _meta(name: str, namespace: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": dict(MANAGED_BY)}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict[str, Any]:
+    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
+
+
+def _control_plane_rules() -> list[dict[str, Any]]:
+    status = ["gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status"]
+    return [
+        _rule([""], ["namespaces", "pods", "nodes"], _READ),
+        _rule([""], ["services", "serviceaccounts"], _MAINTAIN),
+        _rule(["discovery.k8s.io"], ["endpointslices"], _READ),
+        _rule(["apps"], ["deployments"], _MAINTAIN),
+        _rule(_ISTIO_GROUPS, ["*"], _READ),
+        _rule([_GATEWAY_GROUP], ["*"], _READ),
+        _rule([_GATEWAY_GROUP], status, ["get", "update", "patch"]),
+        _rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
+        _rule(["", "events.k8s.io"], ["events"], ["create", "update", "patch"]),
+    ]
+
+
+def _binding(kind: str, name: str, sa: str, namespace: str | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": _RBAC,
+        "kind": f"{kind}Binding",
+        "metadata": _meta(name, namespace),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}],
+    }
+
+
+def mesh_objects() -> list[dict[str, Any]]:
+    """The namespace, ServiceAccounts, RBAC and GatewayClass, in the order to apply them."""
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(NAMESPACE)},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(CONTROL_PLANE_SA, NAMESPACE),
+        },
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(ZTUNNEL_SA, NAMESPACE)},
+        {
+            "apiVersion": _RBAC,
+            "kind": "ClusterRole",
+            "metadata": _meta("ambient-istiod"),
+            "rules": _control_plane_rules(),
+        },
+        _binding("ClusterRole", "ambient-istiod", CONTROL_PLANE_SA),
+        {
+            "apiVersion": _RBAC,
+            "kind": "Role",
+            "metadata": _meta("ambient-istiod", NAMESPACE),
+            "rules": [
+                _rule(["coordination.k8s.io"], ["leases"], _MAINTAIN),
+                _rule([""], ["configmaps"], _MAINTAIN),
+            ],
+        },
+        _binding("Role", "ambient-istiod", CONTROL_PLANE_SA, NAMESPACE),
+        {
+            "apiVersion": _RBAC,
+            "kind": "Role",
+            "metadata": _meta("ambient-ztunnel", NAMESPACE),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["serviceaccounts/token"],
+                    "resourceNames": [ZTUNNEL_SA],
+                    "verbs": ["create"],
+                }
+            ],
+        },
+        _binding("Role", "ambient-ztunnel", ZTUNNEL_SA, NAMESPACE),
+        {
+            "apiVersion": f"{_GATEWAY_GROUP}/v1",
+            "kind": "GatewayClass",
+            "metadata": _meta(WAYPOINT_CLASS),
+            "spec": {
+                "controllerName": WAYPOINT_CONTROLLER,
+                "description": "The mesh's waypoints (ambient's control plane runs them)",
+            },
+        },
+    ]

@@ -1,0 +1,255 @@
+"""ambient install against a real API server: CRDs, namespace, GatewayClass, least-privilege RBAC."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from ambient.devcluster import DevCluster
+from ambient.install.crds import ensure_crds, load_crds
+from tests.kube.conftest import Kubectl
+
+pytestmark = [pytest.mark.slow, pytest.mark.kube]
+
+ISTIOD = "system:serviceaccount:istio-system:istiod"
+ZTUNNEL = "system:serviceaccount:istio-system:ztunnel"
+MESH_KINDS = ("clusterrole/ambient-istiod", "gatewayclass/istio-waypoint", "namespace/istio-system")
+
+
+def ambient(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ambient", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def crd_names() -> list[str]:
+    docs = load_crds(ensure_crds())
+    return [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"]
+
+
+def versions(kubectl: Kubectl) -> dict[str, tuple[str, int | None]]:
+    """resourceVersion and generation of what install applied (and of the cluster's others).
+
+    The GatewayClass's resourceVersion moves on every apply even when nothing changed:
+    its CRD defaults ``status`` (read-time defaulting, so the stored object differs
+    from the defaulted one and the API server writes); its generation must not move.
+    """
+    listed = kubectl(
+        "get",
+        "crd,clusterrole,clusterrolebinding,gatewayclass,namespace,sa,role,rolebinding",
+        "-A",
+        "-o",
+        "json",
+    )
+    found = {}
+    for item in json.loads(listed.stdout)["items"]:
+        meta = item["metadata"]
+        key = f"{item['kind']}/{meta.get('namespace', '')}/{meta['name']}"
+        rv = "(moves)" if item["kind"] == "GatewayClass" else meta["resourceVersion"]
+        found[key] = (rv, meta.get("generation"))
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed(dev_cluster: DevCluster, kubectl: Kubectl) -> Iterator[DevCluster]:
+    done = ambient("install", "--kubeconfig", str(dev_cluster.kubeconfig))
+    assert done.returncode == 0, done.stderr
+    yield dev_cluster
+
+
+def test_install_twice_changes_nothing(installed: DevCluster, kubectl: Kubectl) -> None:
+    before = versions(kubectl)
+    assert (
+        "GatewayClass//istio-waypoint" in before and "Role/istio-system/ambient-ztunnel" in before
+    )
+    again = ambient("install", "--kubeconfig", str(installed.kubeconfig))
+    assert again.returncode == 0, again.stderr
+    assert versions(kubectl) == before  # server-side apply of the same: no writes
+
+
+def test_crds_are_established_and_listed(installed: DevCluster, kubectl: Kubectl) -> None:
+    names = crd_names()
+    assert "grpcroutes.gateway.networking.k8s.io" in names
+    assert "authorizationpolicies.security.istio.io" in names
+    assert not [n for n in names if n.endswith(".extensions.istio.io")]
+    listed = kubectl("get", "crd", "-o", "name").stdout.split()
+    assert sorted(f"customresourcedefinition.apiextensions.k8s.io/{n}" for n in names) == sorted(
+        listed
+    )
+    for name in names:
+        status = kubectl(
+            "get",
+            "crd",
+            name,
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+        )
+        assert status.stdout == "True", name
+    for obj in MESH_KINDS:
+        kubectl("get", obj)
+    controller = kubectl(
+        "get", "gatewayclass", "istio-waypoint", "-o", "jsonpath={.spec.controllerName}"
+    )
+    assert controller.stdout == "istio.io/mesh-controller"
+
+
+GOOD = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-web, namespace: default}
+spec:
+  action: ALLOW
+  rules: [{from: [{source: {principals: ["cluster.local/ns/default/sa/web"]}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: default}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: orders, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: orders}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /v2}}], backendRefs: [{name: orders, port: 8080}]}]
+"""
+
+
+def test_mesh_objects_can_be_created(installed: DevCluster, kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", stdin=GOOD)
+    names = kubectl(
+        "get",
+        "authorizationpolicy,gateway.gateway.networking.k8s.io,httproute",
+        "-n",
+        "default",
+        "-o",
+        "name",
+    )
+    assert names.stdout.split() == [
+        "authorizationpolicy.security.istio.io/allow-web",
+        "gateway.gateway.networking.k8s.io/waypoint",
+        "httproute.gateway.networking.k8s.io/orders",
+    ]
+    kubectl("delete", "-f", "-", stdin=GOOD)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "complaint"),
+    [
+        (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+            "metadata: {name: bad, namespace: default}\nspec: {action: MAYBE}\n",
+            "spec.action",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+            "metadata: {name: bad, namespace: default}\n"
+            "spec: {rules: [{matches: [{path: {type: Sometimes, value: /}}]}]}\n",
+            "spec.rules[0].matches[0].path.type",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
+            "metadata: {name: bad, namespace: default}\nspec: {gatewayClassName: istio-waypoint}\n",
+            "spec.listeners",
+        ),
+    ],
+)
+def test_schema_rejects_bad_objects(
+    installed: DevCluster, kubectl: Kubectl, manifest: str, complaint: str
+) -> None:
+    refused = kubectl("create", "-f", "-", stdin=manifest, check=False)
+    assert refused.returncode != 0
+    assert complaint in refused.stderr, refused.stderr
+
+
+CONTROL_PLANE_MAY = [
+    ("list", "pods", "-A"),
+    ("watch", "namespaces"),
+    ("watch", "nodes"),
+    ("list", "serviceaccounts", "-A"),
+    ("watch", "endpointslices.discovery.k8s.io", "-A"),
+    ("watch", "authorizationpolicies.security.istio.io", "-A"),
+    ("list", "virtualservices.networking.istio.io", "-A"),
+    ("watch", "telemetries.telemetry.istio.io", "-A"),
+    ("watch", "grpcroutes.gateway.networking.k8s.io", "-A"),
+    ("update", "gateways.gateway.networking.k8s.io", "--subresource=status", "-n", "shop"),
+    ("patch", "httproutes.gateway.networking.k8s.io", "--subresource=status", "-n", "shop"),
+    ("update", "grpcroutes.gateway.networking.k8s.io", "--subresource=status", "-n", "shop"),
+    ("update", "gatewayclasses.gateway.networking.k8s.io", "--subresource=status"),
+    ("create", "deployments.apps", "-n", "shop"),
+    ("patch", "services", "-n", "shop"),
+    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "events", "-n", "shop"),
+    ("update", "leases.coordination.k8s.io", "-n", "istio-system"),
+]
+CONTROL_PLANE_MAY_NOT = [
+    ("get", "secrets", "-n", "istio-system"),
+    ("list", "secrets", "-A"),
+    ("create", "pods", "-n", "shop"),
+    ("update", "gateways.gateway.networking.k8s.io", "-n", "shop"),  # spec is the user's
+    ("create", "authorizationpolicies.security.istio.io", "-n", "shop"),
+    ("create", "serviceaccounts", "--subresource=token", "-n", "istio-system"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("update", "leases.coordination.k8s.io", "-n", "kube-system"),
+]
+ZTUNNEL_MAY = [("create", "serviceaccounts/ztunnel", "--subresource=token", "-n", "istio-system")]
+ZTUNNEL_MAY_NOT = [
+    ("create", "serviceaccounts/istiod", "--subresource=token", "-n", "istio-system"),
+    ("create", "serviceaccounts/default", "--subresource=token", "-n", "default"),
+    ("list", "pods", "-A"),
+    ("get", "secrets", "-n", "istio-system"),
+    ("create", "tokenreviews.authentication.k8s.io"),
+]
+
+
+def can_i(kubectl: Kubectl, who: str, check: tuple[str, ...]) -> bool:
+    answer = kubectl("auth", "can-i", f"--as={who}", *check, check=False)
+    assert answer.stdout.strip() in ("yes", "no"), answer.stderr
+    return answer.stdout.strip() == "yes"
+
+
+def test_least_privilege_rbac(installed: DevCluster, kubectl: Kubectl) -> None:
+    wrong = [c for c in CONTROL_PLANE_MAY if not can_i(kubectl, ISTIOD, c)]
+    wrong += [c for c in CONTROL_PLANE_MAY_NOT if can_i(kubectl, ISTIOD, c)]
+    wrong += [c for c in ZTUNNEL_MAY if not can_i(kubectl, ZTUNNEL, c)]
+    wrong += [c for c in ZTUNNEL_MAY_NOT if can_i(kubectl, ZTUNNEL, c)]
+    assert wrong == []
+
+
+def test_ztunnel_gets_a_ca_token_for_itself(installed: DevCluster, kubectl: Kubectl) -> None:
+    token = kubectl(
+        "create", "token", "ztunnel", "-n", "istio-system", "--audience=istio-ca", f"--as={ZTUNNEL}"
+    )
+    assert token.stdout.count(".") == 2  # a JWT
+    refused = kubectl(
+        "create", "token", "istiod", "-n", "istio-system", f"--as={ZTUNNEL}", check=False
+    )
+    assert refused.returncode != 0 and "forbidden" in refused.stderr
+
+
+def test_dry_run_yaml_is_accepted_by_the_server(installed: DevCluster, kubectl: Kubectl) -> None:
+    printed = ambient("install", "--dry-run")
+    assert printed.returncode == 0, printed.stderr
+    accepted = kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=printed.stdout,
+        check=False,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "serverside-applied (server dry run)" in accepted.stdout
