@@ -55,12 +55,29 @@ class GatewayAddress:
     hbone_mtls_port: int = 15008
 
 
+class AppProtocol(Enum):
+    """What a service port speaks (workload.proto ``AppProtocol``, Istio's numbering).
+
+    Istio derives it from the Kubernetes port's ``appProtocol``, else its name
+    prefix (``ambient.controlplane.protocols``). A waypoint picks its upstream
+    HTTP version from it, and passes ``TCP``/``TLS`` ports through at L4.
+    """
+
+    UNKNOWN = "UNKNOWN"  # not declared: detected, and upstream as the downstream speaks
+    HTTP11 = "HTTP11"
+    HTTP2 = "HTTP2"
+    GRPC = "GRPC"
+    TCP = "TCP"
+    TLS = "TLS"
+
+
 @dataclass(frozen=True, slots=True)
 class Port:
     """A service port and the workload port it maps to (0 = same as service port)."""
 
     service_port: int
     target_port: int
+    app_protocol: AppProtocol = AppProtocol.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ Decisions (Istio's, unless noted):
   namespace and name).
 - ServiceEntry ports map to the endpoint's port of the same name, else
   ``targetPort``, else the port number.
+- A service port's ``app_protocol`` is istiod's (``controlplane.protocols``);
+  the workloads' port lists leave it UNKNOWN, as istiod does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ambient.config.configset import ConfigSet
 from ambient.config.frozen import FrozenMap
 from ambient.config.resources import Pod, ServiceEntry
 from ambient.config.resources import Service as KubeService
+from ambient.controlplane.protocols import kube_port_protocol, service_entry_protocol
 
 __all__ = ["ServiceRegistry", "entry_ports", "service_hostname"]
 
@@ -47,7 +50,11 @@ def service_hostname(name: str, namespace: str, domain: str = "cluster.local") -
 
 def _kube_tcp_ports(service: KubeService) -> tuple[Port, ...]:
     return tuple(
-        Port(p.port, p.target_port if isinstance(p.target_port, int) else 0)
+        Port(
+            p.port,
+            p.target_port if isinstance(p.target_port, int) else 0,
+            kube_port_protocol(p.port, p.name, p.protocol, p.app_protocol),
+        )
         for p in service.spec.ports
         if p.protocol == "TCP"
     )
@@ -154,7 +161,14 @@ class ServiceRegistry:
                 )
             elif address not in addresses:
                 addresses.append(address)
-        ports = entry_ports(entry, {})
+        ports = tuple(
+            Port(port.service_port, port.target_port, service_entry_protocol(spec.protocol))
+            for port, spec in zip(
+                entry_ports(entry, {}),
+                (p for p in entry.spec.ports if p.protocol.upper() != "UDP"),
+                strict=True,
+            )
+        )
         for host in entry.spec.hosts:
             service = Service(name, ns, host, tuple(addresses), ports, entry.spec.subject_alt_names)
             if service.key in self.services:

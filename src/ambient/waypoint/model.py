@@ -56,7 +56,8 @@ class RequestHead:
 
     ``headers`` keeps every field in order with lower-case names, pseudo-headers
     excluded; ``authority`` is ``:authority`` or ``Host``; ``path`` is the
-    request target as received (path and optional ``?query``).
+    request target as received (path and optional ``?query``); ``version`` the
+    downstream's HTTP version (``HTTP/1.1`` or ``HTTP/2``).
     """
 
     method: str
@@ -64,6 +65,7 @@ class RequestHead:
     path: str
     headers: Headers = ()
     scheme: str = "http"
+    version: str = "HTTP/1.1"
 
     def header(self, name: str) -> str | None:
         """All values of ``name`` joined with ``,`` (RFC 9110 5.3), or None when absent."""

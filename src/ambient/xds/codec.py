@@ -29,7 +29,7 @@ fields the model has no place for are ignored: Workload ``hostname``,
 ``network_gateway``, ``native_tunnel``, ``locality``, ``network_mode``, ``capacity``,
 ``application_tunnel.port``; Service ``ip_families``, ``canonical``,
 ``ingress_use_waypoint``, ``weighted_waypoints``, ``visibility`` and the contents of
-``load_balancing`` (present means STANDARD); ``Port.app_protocol``; networks and
+``load_balancing`` (present means STANDARD); networks and
 prefix lengths of service addresses. Empty ``trust_domain``/``service_account``
 decode as ``cluster.local``/``default``, as in ztunnel.
 
@@ -48,6 +48,7 @@ from google.protobuf.message import Message
 
 from ambient.api.workload import (
     ApplicationTunnel,
+    AppProtocol,
     GatewayAddress,
     IPAddress,
     LoadBalancingMode,
@@ -170,11 +171,26 @@ def _extension(extensions: Iterable[wl_pb.Extension], name: str, into: type[_M])
 
 
 def _ports_to_proto(ports: Iterable[Port]) -> list[wl_pb.Port]:
-    return [wl_pb.Port(service_port=p.service_port, target_port=p.target_port) for p in ports]
+    return [
+        wl_pb.Port(
+            service_port=p.service_port,
+            target_port=p.target_port,
+            app_protocol=p.app_protocol.value,  # the enum value's name
+        )
+        for p in ports
+    ]
 
 
 def _ports_from_proto(ports: Iterable[wl_pb.Port]) -> tuple[Port, ...]:
-    return tuple(Port(p.service_port, p.target_port) for p in ports)
+    return tuple(Port(p.service_port, p.target_port, _app_protocol(p.app_protocol)) for p in ports)
+
+
+def _app_protocol(value: int) -> AppProtocol:
+    """An unknown number (a newer istiod's) reads as UNKNOWN: the port is then detected."""
+    try:
+        return AppProtocol(wl_pb.AppProtocol.Name(value))
+    except ValueError:
+        return AppProtocol.UNKNOWN
 
 
 def _gateway_to_proto(gateway: GatewayAddress, network: str) -> wl_pb.GatewayAddress:

@@ -8,7 +8,11 @@
   answers 503 to the first N requests with key K across all apps (``n=-1``:
   always), ``&only=POD`` limits it to that pod, ``&code=C`` changes the
   status; ``/reset`` closes the connection without an answer (also with
-  ``n``/``key``/``only``); ``/hang`` never answers.
+  ``n``/``key``/``only``); ``/hang`` never answers. Service port 80 (app
+  8080) declares ``http`` (HTTP/1.1 upstream).
+- ``grpcapp.Echo`` (grpcio, ``tests/e2e/grpcapp``) on each pod's 50051: service
+  port 50051 does not declare a protocol (the downstream's version goes
+  upstream), port 82 declares ``grpc`` (HTTP/2 upstream).
 - ``Entry``: a plaintext TCP listener standing in for the source ztunnel's
   outbound: every connection becomes an HBONE CONNECT (with the ``web`` pod's
   certificate and ``forwarded: for=``) to the waypoint, for the service VIP,
@@ -27,7 +31,14 @@ from typing import Any
 
 import h11
 
-from ambient.api.workload import GatewayAddress, Port, Service, TunnelProtocol, Workload
+from ambient.api.workload import (
+    AppProtocol,
+    GatewayAddress,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+)
 from ambient.frozen import FrozenMap
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
@@ -40,11 +51,15 @@ from ambient.identity.spiffe import SpiffeId
 from ambient.waypoint.proxy import Waypoint
 from ambient.ztunnel.proxy import Ztunnel
 from ambient.ztunnel.state import ProxyState
+from tests.e2e.grpcapp import echo
 
 BASE = 40 + (os.getpid() % 200)
 NS = "shop"
 WAYPOINT_KEY = f"{NS}/waypoint.{NS}.svc.cluster.local"
 TCP_PORT = 9000
+GRPC_PORT = 50051  # undeclared service port (and the app's port)
+GRPC_DECLARED = 82  # service port declaring grpc, to the app's 50051
+H2_SCRIPTED = 84  # service port declaring http2, to 50052: servers some tests start themselves
 
 
 def ip(text: str) -> ipaddress.IPv4Address:
@@ -57,7 +72,13 @@ ORDERS = Service(
     namespace=NS,
     hostname=f"orders.{NS}.svc.cluster.local",
     addresses=(ip("2.1"),),
-    ports=(Port(80, 8080), Port(TCP_PORT, TCP_PORT)),
+    ports=(
+        Port(80, 8080, AppProtocol.HTTP11),
+        Port(TCP_PORT, TCP_PORT),
+        Port(GRPC_PORT, GRPC_PORT),
+        Port(GRPC_DECLARED, GRPC_PORT, AppProtocol.GRPC),
+        Port(H2_SCRIPTED, 50052, AppProtocol.HTTP2),
+    ),
     waypoint=GatewayAddress(WAYPOINT_KEY),
 )
 UNBOUND = Service(
@@ -117,15 +138,20 @@ class App:
     address: ipaddress.IPv4Address
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    grpc_server: Any = None
+    grpc_echo: echo.Echo | None = None
 
     async def start(self) -> None:
         self.servers.append(await asyncio.start_server(self._http, str(self.address), 8080))
         self.servers.append(await asyncio.start_server(self._tcp, str(self.address), TCP_PORT))
+        self.grpc_server, self.grpc_echo = await echo.serve(str(self.address), GRPC_PORT, self.name)
 
     async def close(self) -> None:
         for server in self.servers:
             server.close()
             await server.wait_closed()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(0)
 
     async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

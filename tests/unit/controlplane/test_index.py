@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ambient.api.workload import Port, TunnelProtocol, Workload
+from ambient.api.workload import AppProtocol, Port, TunnelProtocol, Workload
 from ambient.config import load_text
 from ambient.controlplane import AddressAllocator, AddressConflict, MeshSnapshot, build_snapshot
 from tests.unit.controlplane.manifests import (
@@ -235,7 +235,8 @@ def test_service_vips_headless_and_udp() -> None:
         "headless": (),
         "mixed": (ip("127.20.0.2"),),
     }
-    assert snap.services["default/mixed.default.svc.cluster.local"].ports == (Port(54, 54),)
+    mixed = snap.services["default/mixed.default.svc.cluster.local"]
+    assert mixed.ports == (Port(54, 54, AppProtocol.TCP),)  # port name "tcp"
     p = only(snap)
     assert p.services["default/headless.default.svc.cluster.local"] == ()
     assert (
@@ -269,7 +270,7 @@ def test_service_entry_services_and_endpoints() -> None:
     )
     api = snap.services["default/api.example.com"]
     assert api.name == "ext" and api.addresses == (ip("240.0.0.1"),)
-    assert api.ports == (Port(443, 8443),)
+    assert api.ports == (Port(443, 8443, AppProtocol.TLS),)  # protocol: HTTPS
     assert api.subject_alt_names == ("spiffe://example.com/ns/x/sa/y",)
     assert "default/api2.example.com" in snap.services
     assert any("10.0.0.0/8 cannot be a service VIP" in w for w in snap.warnings)

@@ -17,6 +17,7 @@ from google.protobuf import any_pb2
 
 from ambient.api.workload import (
     ApplicationTunnel,
+    AppProtocol,
     GatewayAddress,
     LoadBalancingMode,
     Port,
@@ -142,6 +143,7 @@ SERVICE_ROWS: list[tuple[str, Any]] = [
     ("addresses", (ip("10.96.0.10"), ip("fd00:96::10"))),
     ("ports", ()),
     ("ports", (Port(80, 0), Port(443, 8443), Port(65535, 1))),
+    ("ports", tuple(Port(80 + i, 0, p) for i, p in enumerate(AppProtocol))),
     ("subject_alt_names", ("spiffe://cluster.local/ns/shop/sa/web", "web.example.com")),
     ("waypoint", GatewayAddress("shop/waypoint.shop.svc.cluster.local")),
     ("waypoint", GatewayAddress("10.0.0.9")),
@@ -528,3 +530,11 @@ def _with_extension(msg: authz_pb.Authorization, **ext: Any) -> authz_pb.Authori
 def test_inconsistent_extensions_are_refused(message: authz_pb.Authorization, error: str) -> None:
     with pytest.raises(DecodeError, match=error):
         authorization_from_proto(message)
+
+
+def test_an_app_protocol_from_a_newer_istiod_reads_as_unknown() -> None:
+    message = service_to_proto(BASE_SERVICE)
+    message.service.ports[0].app_protocol = 42  # type: ignore[assignment]
+    decoded = address_from_proto(message)
+    assert isinstance(decoded, Service)
+    assert decoded.ports == (Port(80, 8080, AppProtocol.UNKNOWN),)

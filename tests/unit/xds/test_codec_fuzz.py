@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ambient.api.workload import (
     ApplicationTunnel,
+    AppProtocol,
     GatewayAddress,
     LoadBalancingMode,
     Port,
@@ -44,7 +45,7 @@ from ambient.xds.proto import authorization_pb2, workload_pb2
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 names = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
 ips = st.ip_addresses()
-ports = st.builds(Port, st.integers(0, 65535), st.integers(0, 65535))
+ports = st.builds(Port, st.integers(0, 65535), st.integers(0, 65535), st.sampled_from(AppProtocol))
 port_lists = st.lists(ports, max_size=3).map(tuple)
 gateways = st.builds(
     GatewayAddress,

@@ -12,9 +12,15 @@ the request: a non-empty ``response_flags`` such as ``UF`` or ``UT``)::
       response_flags="-" route="default" request_id="6f9c..." bytes_sent=120
       bytes_recv=0 duration="2ms"
 
+A gRPC request's line adds ``grpc_status=<code>`` (Envoy's
+``%GRPC_STATUS_NUMBER%``: from the response trailers, or the head of a
+trailers-only answer, or the waypoint's own answer; ``-`` when the stream
+ended without one).
+
 Response flags are Envoy's (several are joined with ``,`` in Envoy's order):
 ``UH`` no healthy upstream, ``UF`` upstream connection failure, ``UT``
-upstream request timeout, ``UC`` upstream connection termination, ``UO``
+upstream request timeout, ``UC`` upstream connection termination, ``UR``
+upstream remote reset (an HTTP/2 upstream reset the stream), ``UO``
 upstream overflow (circuit breaking), ``URX`` retries exhausted, ``DI``
 delayed and ``FI`` aborted by fault injection, ``NR`` no route, ``DC``
 downstream connection termination, ``DPE`` downstream protocol error; ``-``
@@ -150,6 +156,7 @@ class RequestRecord:
             _quoted("host", self.authority),
             f"protocol={self.protocol}",
             f"status={self.status}",
+            f"grpc_status={self.grpc_status or '-'}" if self.grpc else "",
             f'response_flags="{self.flags}"',
             _quoted("details", self.details),
             _quoted("route", self.route),

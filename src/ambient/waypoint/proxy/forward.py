@@ -35,34 +35,38 @@ Decisions (following Envoy's defaults in Istio's waypoint):
   detection and holds a circuit-breaker slot of its cluster
   (``proxy.clusters``); a refused slot is ``503 ... reset reason: overflow``
   (``UO``).
-- Mirrors: fire-and-forget copies to the mirror backend with ``-shadow``
-  appended to the authority (as Envoy); their responses are discarded and
-  never delay the main request. A request body is teed only when its
-  Content-Length is at most ``MIRROR_BODY_LIMIT`` (64 KiB, read in full
-  first); requests with larger or unknown-length bodies are not mirrored.
-- Error answers are Envoy's: 503 ``no healthy upstream`` (UH), 503
-  ``upstream connect error or disconnect/reset before headers. reset reason:
-  connection failure`` (UF), 503 ... ``connection termination`` (UC), 504
-  ``upstream request timeout`` (UT); a direct 404 is logged with ``NR``.
+- Mirrors: see ``proxy.mirror``.
+- Error answers are Envoy's (``proxy.replies``): 503 ``no healthy upstream``
+  (UH), 503 ``upstream connect error or disconnect/reset before headers.
+  reset reason: connection failure`` (UF), 503 ... ``connection
+  termination`` (UC), 503 ... ``remote reset`` (UR, an HTTP/2 upstream reset
+  the stream), 504 ``upstream request timeout`` (UT); a direct 404 is logged
+  with ``NR``. To a gRPC request they are trailers-only (``proxy.grpc``).
+- Upstream HTTP version: from the backend port's declared protocol and the
+  client's (``proxy.protocols``). gRPC deadlines: ``proxy.grpc``; the
+  ``grpc-timeout`` sent upstream is the time left at each attempt.
+- Cancellation: a client that goes away (its stream reset, which cancels
+  this task, or a failed write) ends the upstream exchange too (HTTP/2:
+  RST_STREAM CANCEL upstream), flag ``DC``.
+
+Tracing hooks (not implemented here): one downstream request is one
+``Forwarder.handle`` call (a server span would wrap it), one upstream
+attempt is one ``Forwarder._attempt`` call (a client span would wrap it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
 from dataclasses import dataclass
 
-from ambient.api.workload import TunnelProtocol, Workload, WorkloadStatus
+from ambient.api.workload import AppProtocol, TunnelProtocol, Workload, WorkloadStatus
 from ambient.waypoint.model import (
     Backend,
-    DirectResponse,
     Downstream,
-    HeaderOps,
     Headers,
-    Mirror,
     RequestAuthenticator,
     RequestAuthorizer,
     RequestHead,
@@ -70,52 +74,42 @@ from ambient.waypoint.model import (
     Router,
     Target,
 )
+from ambient.waypoint.proxy import grpc
 from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint, endpoints_of
 from ambient.waypoint.proxy.clusters import Clusters, ClusterState
 from ambient.waypoint.proxy.messages import (
     Body,
     BodyAborted,
-    BytesBody,
+    ConnectionSettings,
     DownstreamGone,
     ResponseHead,
     ResponseSink,
-    strip_hop_by_hop,
-)
-from ambient.waypoint.proxy.replay import ReplayableBody
-from ambient.waypoint.proxy.upstream import (
-    ConnectionSettings,
-    UpstreamClient,
     UpstreamFailed,
     UpstreamRequest,
+    strip_hop_by_hop,
 )
-from ambient.waypoint.resilience.fault import FaultRoll
+from ambient.waypoint.proxy.mirror import Mirrors
+from ambient.waypoint.proxy.protocols import upstream_version
+from ambient.waypoint.proxy.replay import ReplayableBody
+from ambient.waypoint.proxy.replies import (
+    CONNECT_FAILURE,
+    OVERFLOW,
+    RBAC_DENIED,
+    TERMINATION,
+    add_flag,
+    direct,
+    fault_abort,
+    local_reply,
+)
+from ambient.waypoint.proxy.upstream import UpstreamClient
 from ambient.waypoint.resilience.pool import Overflow
 from ambient.waypoint.resilience.retry import Attempt, Failure
 from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.waypoint")
 
-MIRROR_BODY_LIMIT = 64 * 1024
-RBAC_DENIED = b"RBAC: access denied"
-_CONNECT_FAILURE = (
-    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-)
-_TERMINATION = (
-    b"upstream connect error or disconnect/reset before headers. "
-    b"reset reason: connection termination"
-)
-_OVERFLOW = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
-# Envoy's response flags in the order its access log prints them.
-_FLAG_ORDER = ("UH", "UT", "UF", "UC", "UO", "NR", "DI", "FI", "DC", "URX")
-
-
-def add_flag(record: RequestRecord, flag: str) -> None:
-    """Add an Envoy response flag to the record (``-`` is none), keeping Envoy's order."""
-    flags = set() if record.flags == "-" else set(record.flags.split(","))
-    flags.add(flag)
-    order = {f: i for i, f in enumerate(_FLAG_ORDER)}
-    record.flags = ",".join(sorted(flags, key=lambda f: order.get(f, len(order))))
+__all__ = ["Forwarder", "Policies", "add_flag"]
 
 
 class _Outcome:
@@ -143,9 +137,6 @@ class _Outcome:
             self.cluster.limits.release()
 
 
-_TEXT = (("content-type", "text/plain"),)
-
-
 @dataclass(frozen=True, slots=True)
 class Policies:
     """The three pluggable parts (see ``waypoint.model``)."""
@@ -171,7 +162,7 @@ class Forwarder:
         self.balancer = balancer or Balancer()
         self.clusters = Clusters()
         self.rng = random.Random()
-        self._mirrors: set[asyncio.Task[None]] = set()
+        self.mirrors = Mirrors(state, upstream, self.balancer, self.version_to)
 
     async def handle(
         self,
@@ -182,73 +173,88 @@ class Forwarder:
         sink: ResponseSink,
         record: RequestRecord,
     ) -> None:
-        """Serve one request end to end and finish its record; never raises for request errors."""
+        """Serve one request end to end and finish its record; never raises for request errors.
+
+        Cancelled (the client reset its stream): the upstream exchange is cancelled too,
+        the record is finished with ``DC``, and the cancellation propagates.
+        """
         record.method, record.path, record.authority = head.method, head.path, head.authority
-        record.grpc = (head.header("content-type") or "").startswith("application/grpc")
+        record.grpc = grpc.is_grpc(head.header("content-type"))
         request_id = head.header("x-request-id") or str(uuid.uuid4())
         record.request_id = request_id
-        endpoint: Endpoint | None = None
         try:
-            authn = await self.policies.authenticator.authenticate(target, head)
-            if authn.failure is not None:
-                record.details = "jwt_authn_access_denied"
-                challenge = (
-                    "www-authenticate",
-                    'Bearer realm="http://%s%s", error="invalid_token"',
-                )
-                value = challenge[1] % (head.authority, head.path_only)
-                await self._local(
-                    sink, record, 401, authn.failure.encode(), ((challenge[0], value),)
-                )
-                return
-            if authn.headers is not None:
-                head = _with_headers(head, authn.headers)
-            verdict = self.policies.authorizer.check(target, downstream, head, authn.principal)
-            if not verdict.allowed:
-                record.details = f"rbac_access_denied_matched_policy[{verdict.policy or 'none'}]"
-                await self._local(sink, record, 403, RBAC_DENIED)
-                return
-            decision, endpoint, cluster_size = self._route(target, head, record)
-            if decision.response is not None:
-                await self._direct(sink, record, decision.response, decision.response_headers)
-                return
-            if decision.fault is not None:
-                roll = decision.fault.roll(self.rng)
-                if roll.delay:
-                    add_flag(record, "DI")
-                    await asyncio.sleep(roll.delay)
-                if roll.aborts:
-                    add_flag(record, "FI")
-                    await self._abort(sink, record, roll)
-                    return
-            if endpoint is None:
-                add_flag(record, "UH")
-                await self._local(sink, record, 503, b"no healthy upstream")
-                return
-            request = self._upstream_request(head, decision, request_id)
-            if decision.mirrors:
-                body = await self._mirror(decision.mirrors, request, body)
-            try:
-                if decision.timeout:
-                    async with asyncio.timeout(decision.timeout):
-                        await self._forward(
-                            endpoint, cluster_size, request, body, decision, sink, record
-                        )
-                else:
-                    await self._forward(
-                        endpoint, cluster_size, request, body, decision, sink, record
-                    )
-            except TimeoutError:
-                add_flag(record, "UT")
-                if sink.started:
-                    sink.abort()
-                else:
-                    await self._local(sink, record, 504, b"upstream request timeout")
+            await self._handle(target, downstream, head, body, sink, record, request_id)
         except DownstreamGone:
             record.flags = "DC"
             sink.abort()
+        except asyncio.CancelledError:
+            record.flags = "DC"
+            raise
         finally:
             record.finish()
+
+    async def _handle(
+        self,
+        target: Target,
+        downstream: Downstream,
+        head: RequestHead,
+        body: Body,
+        sink: ResponseSink,
+        record: RequestRecord,
+        request_id: str,
+    ) -> None:
+        authn = await self.policies.authenticator.authenticate(target, head)
+        if authn.failure is not None:
+            record.details = "jwt_authn_access_denied"
+            value = f'Bearer realm="http://{head.authority}{head.path_only}", error="invalid_token"'
+            challenge = (("www-authenticate", value),)
+            await local_reply(sink, record, 401, authn.failure.encode(), challenge)
+            return
+        if authn.headers is not None:
+            head = _with_headers(head, authn.headers)
+        verdict = self.policies.authorizer.check(target, downstream, head, authn.principal)
+        if not verdict.allowed:
+            record.details = f"rbac_access_denied_matched_policy[{verdict.policy or 'none'}]"
+            await local_reply(sink, record, 403, RBAC_DENIED)
+            return
+        decision, endpoint, cluster_size = self._route(target, head, record)
+        if decision.response is not None:
+            await direct(sink, record, decision.response, decision.response_headers)
+            return
+        if decision.fault is not None:
+            roll = decision.fault.roll(self.rng)
+            if roll.delay:
+                add_flag(record, "DI")
+                await asyncio.sleep(roll.delay)
+            if roll.aborts:
+                add_flag(record, "FI")
+                await fault_abort(sink, record, roll)
+                return
+        if endpoint is None:
+            add_flag(record, "UH")
+            await local_reply(sink, record, 503, b"no healthy upstream")
+            return
+        request = self._upstream_request(head, decision, request_id)
+        if decision.mirrors:
+            body = await self.mirrors.start(decision.mirrors, request, body, head.version)
+        timeout = decision.timeout
+        if record.grpc:
+            timeout = grpc.deadline(timeout, grpc.parse_timeout(head.header("grpc-timeout")))
+        exchange = _Exchange(endpoint, cluster_size, request, body, decision, sink, record)
+        try:
+            if timeout:
+                exchange.expires = asyncio.get_running_loop().time() + timeout
+                async with asyncio.timeout(timeout):
+                    await self._forward(exchange)
+            else:
+                await self._forward(exchange)
+        except TimeoutError:
+            add_flag(record, "UT")
+            if sink.started:
+                sink.abort()
+            else:
+                await local_reply(sink, record, 504, b"upstream request timeout",
+                                  grpc_status=grpc.DEADLINE_EXCEEDED)  # fmt: skip
 
     # -- routing -------------------------------------------------------------------
 
@@ -287,42 +293,50 @@ class Forwarder:
         if not any(k == "x-forwarded-proto" for k, _ in headers):
             headers.append(("x-forwarded-proto", "http"))
         final = decision.request_headers.apply(tuple(headers))
+        backend = decision.backend
         return UpstreamRequest(
             method=head.method,
             target=decision.path or head.path,
             authority=decision.authority or head.authority,
             headers=final,
+            version=self.version_to(backend, head.version) if backend else head.version,
         )
+
+    def version_to(self, backend: Backend, downstream: str) -> str:
+        """The HTTP version to speak to ``backend`` for a ``downstream``-version request."""
+        return upstream_version(self.declared_protocol(backend), downstream)
+
+    def declared_protocol(self, backend: Backend) -> AppProtocol:
+        """What the backend's service port declares (UNKNOWN for a workload or no service)."""
+        service = self.state.services.get(backend.service_key)
+        if service is not None:
+            for port in service.ports:
+                if port.service_port == backend.port:
+                    return port.app_protocol
+        return AppProtocol.UNKNOWN
 
     # -- the exchange, with retries ------------------------------------------------
 
-    async def _forward(
-        self,
-        endpoint: Endpoint,
-        cluster_size: int,
-        request: UpstreamRequest,
-        body: Body,
-        decision: RouteDecision,
-        sink: ResponseSink,
-        record: RequestRecord,
-    ) -> None:
+    async def _forward(self, ex: _Exchange) -> None:
         """Attempts until one is final (see ``resilience.retry``), then stream its response."""
+        decision, record = ex.decision, ex.record
         retry = decision.retry
         backend = decision.backend
         cluster = self.clusters.get(backend) if backend is not None else None
-        counted = _CountingBody(body, record)
-        replay = ReplayableBody(counted) if retry is not None and not body.empty else None
+        counted = _CountingBody(ex.body, record)
+        replay = ReplayableBody(counted) if retry is not None and not ex.body.empty else None
         sent: Body = replay if replay is not None else counted
+        endpoint = ex.endpoint
         tried: list[Endpoint] = []
         retries = 0
         while True:
             tried.append(endpoint)
             record.destination = endpoint.workload
             record.upstream_addr = endpoint.address
-            outcome = await self._attempt(endpoint, request, sent, decision, cluster)
+            outcome = await self._attempt(endpoint, ex.attempt_request(), sent, decision, cluster)
             attempt, result = outcome.attempt, outcome.result
             if cluster is not None and attempt is not None:
-                cluster.record(endpoint, attempt, cluster_size)
+                cluster.record(endpoint, attempt, ex.cluster_size)
             again = (
                 retry is not None
                 and attempt is not None
@@ -339,7 +353,7 @@ class Forwarder:
             if not again:
                 if replay is not None:
                     replay.stop_keeping()
-                await self._deliver(outcome, decision, sink, record, counted.aborted)
+                await self._deliver(outcome, decision, ex.sink, record, counted.aborted)
                 return
             assert retry is not None
             if isinstance(result, tuple):
@@ -354,12 +368,12 @@ class Forwarder:
                     cluster.limits.retry_done()
             if next_endpoint is None:
                 add_flag(record, "UH")
-                await self._local(sink, record, 503, b"no healthy upstream")
+                await local_reply(ex.sink, record, 503, b"no healthy upstream")
                 return
             endpoint = next_endpoint
             if replay is not None:
                 replay.rewind()
-            log.debug("retry %d of %s %s to %s", retries, request.method, request.target,
+            log.debug("retry %d of %s %s to %s", retries, ex.request.method, ex.request.target,
                       endpoint.address)  # fmt: skip
 
     def _retry_endpoint(
@@ -407,7 +421,10 @@ class Forwarder:
             else:
                 result = await self.upstream.send(endpoint, request, body, settings)
         except UpstreamFailed as exc:
-            failure = Failure.CONNECT if exc.flag == "UF" else Failure.RESET
+            if exc.flag == "UF":
+                failure = Failure.CONNECT
+            else:
+                failure = Failure.REFUSED if exc.refused else Failure.RESET
             outcome.attempt = Attempt(failure=failure)
             outcome.result = exc
             return outcome
@@ -449,11 +466,12 @@ class Forwarder:
         if outcome.overflow is not None:
             add_flag(record, "UO")
             record.details = f"upstream_overflow ({outcome.overflow})"
-            await self._local(sink, record, 503, _OVERFLOW)
+            await local_reply(sink, record, 503, OVERFLOW)
             return
         if result is None:  # the per-try timeout fired before a response head
             add_flag(record, "UT")
-            await self._local(sink, record, 504, b"upstream request timeout")
+            await local_reply(sink, record, 504, b"upstream request timeout",
+                              grpc_status=grpc.DEADLINE_EXCEEDED)  # fmt: skip
             return
         if isinstance(result, UpstreamFailed):
             add_flag(record, result.flag)
@@ -462,17 +480,22 @@ class Forwarder:
                 record.flags = "DC"
                 sink.abort()
                 return
-            message = _CONNECT_FAILURE if result.flag == "UF" else _TERMINATION
-            await self._local(sink, record, 503, message)
+            if result.flag == "UF":
+                message = CONNECT_FAILURE
+            elif result.flag == "UR":
+                message = str(result).encode()
+            else:
+                message = TERMINATION
+            await local_reply(sink, record, 503, message)
             return
         response, response_body = result
         record.status = response.status
         record.grpc_status = next((v for k, v in response.headers if k == "grpc-status"), "")
         headers = decision.response_headers.apply(response.headers)
-        await sink.send_head(ResponseHead(response.status, headers), end=response_body.empty)
-        if response_body.empty:
-            return
         try:
+            await sink.send_head(ResponseHead(response.status, headers), end=response_body.empty)
+            if response_body.empty:
+                return
             while chunk := await response_body.read():
                 record.response_bytes += len(chunk)
                 await sink.send_data(chunk)
@@ -481,105 +504,42 @@ class Forwarder:
             record.details = str(exc)
             sink.abort()
             return
-        except BaseException:
+        except BaseException:  # the client went away (or this task was cancelled)
             self.upstream.discard(response_body)
             raise
-        await sink.end()
-
-    async def _abort(self, sink: ResponseSink, record: RequestRecord, roll: FaultRoll) -> None:
-        """A fault-injected answer: Envoy's ``fault filter abort``."""
-        if roll.abort_grpc is not None:
-            record.status = 200
-            record.grpc_status = str(roll.abort_grpc)
-            headers = (
-                ("content-type", "application/grpc"),
-                ("grpc-status", str(roll.abort_grpc)),
-                ("grpc-message", "fault filter abort"),
-            )
-            await sink.send_head(ResponseHead(200, headers), end=True, close=False)
-            return
-        await self._local(sink, record, roll.abort_status or 503, b"fault filter abort")
-
-    # -- local answers ----------------------------------------------------------------
-
-    async def _local(
-        self,
-        sink: ResponseSink,
-        record: RequestRecord,
-        status: int,
-        body: bytes,
-        headers: Headers = (),
-    ) -> None:
-        record.status = status
-        if sink.started:
-            sink.abort()
-            return
-        all_headers = (*_TEXT, ("content-length", str(len(body))), *headers)
-        record.response_bytes = len(body)
-        await sink.send_head(ResponseHead(status, all_headers), end=not body, close=True)
-        if body:
-            await sink.send_data(body)
-            await sink.end()
-
-    async def _direct(
-        self, sink: ResponseSink, record: RequestRecord, response: DirectResponse, ops: HeaderOps
-    ) -> None:
-        if response.status == 404:
-            record.flags = "NR"
-        headers = ops.apply((*response.headers, ("content-length", str(len(response.body)))))
-        record.status = response.status
-        record.response_bytes = len(response.body)
-        await sink.send_head(
-            ResponseHead(response.status, headers), end=not response.body, close=True
-        )
-        if response.body:
-            await sink.send_data(response.body)
-            await sink.end()
-
-    # -- mirrors -------------------------------------------------------------------------
-
-    async def _mirror(
-        self, mirrors: tuple[Mirror, ...], request: UpstreamRequest, body: Body
-    ) -> Body:
-        """Start the mirrored copies; returns the body to use for the main request."""
-        if not body.empty and (body.length is None or body.length > MIRROR_BODY_LIMIT):
-            log.debug("not mirroring %s %s: body too big to tee", request.method, request.target)
-            return body
-        data = b""
-        if not body.empty:
-            parts = []
-            while chunk := await body.read():
-                parts.append(chunk)
-            data = b"".join(parts)
-        for mirror in mirrors:
-            if mirror.percent < 100 and random.random() * 100 >= mirror.percent:
-                continue
-            task = asyncio.ensure_future(self._send_mirror(mirror.backend, request, data))
-            self._mirrors.add(task)
-            task.add_done_callback(self._mirrors.discard)
-        return BytesBody(data) if not body.empty else body
-
-    async def _send_mirror(self, backend: Backend, request: UpstreamRequest, data: bytes) -> None:
-        endpoint = self.balancer.pick(backend, endpoints_of(self.state, backend))
-        if endpoint is None:
-            return
-        authority = request.authority
-        host, sep, port = authority.rpartition(":")
-        shadow = f"{host}-shadow:{port}" if sep and port.isdigit() else f"{authority}-shadow"
-        copy = UpstreamRequest(request.method, request.target, shadow, request.headers)
-        try:
-            _, response_body = await self.upstream.send(endpoint, copy, BytesBody(data))
-            while await response_body.read():
-                pass
-        except (UpstreamFailed, BodyAborted) as exc:
-            log.debug("mirror to %s failed: %s", endpoint.address, exc)
+        trailers = response_body.trailers
+        if trailers and not record.grpc_status:
+            record.grpc_status = next((v for k, v in trailers if k == "grpc-status"), "")
+        await sink.end(trailers)
 
     async def close(self) -> None:
-        for task in list(self._mirrors):
-            task.cancel()
-        for task in list(self._mirrors):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.mirrors.close()
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request on its way upstream: what every attempt needs."""
+
+    endpoint: Endpoint
+    cluster_size: int
+    request: UpstreamRequest
+    body: Body
+    decision: RouteDecision
+    sink: ResponseSink
+    record: RequestRecord
+    expires: float | None = None  # loop time of the request's deadline (gRPC: grpc-timeout)
+
+    def attempt_request(self) -> UpstreamRequest:
+        """The request for the next attempt: a gRPC one carries the time left as grpc-timeout."""
+        if self.expires is None or not self.record.grpc:
+            return self.request
+        left = self.expires - asyncio.get_running_loop().time()
+        request = self.request
+        headers = [(k, v) for k, v in request.headers if k != "grpc-timeout"]
+        headers.append(("grpc-timeout", grpc.format_timeout(max(left, 0.0))))
+        return UpstreamRequest(
+            request.method, request.target, request.authority, tuple(headers), request.version
+        )
 
 
 class _CountingBody:
@@ -587,6 +547,7 @@ class _CountingBody:
 
     def __init__(self, body: Body, record: RequestRecord) -> None:
         self._body = body
+        self.trailers: Headers = ()
         self._record = record
         self.length = body.length
         self.empty = body.empty
@@ -598,18 +559,21 @@ class _CountingBody:
         except BodyAborted:
             self.aborted = True
             raise
+        if not chunk:
+            self.trailers = self._body.trailers
         self._record.request_bytes += len(chunk)
         return chunk
 
     def ready(self) -> bytes | None:
         data = self._body.ready()
         if data is not None:
+            self.trailers = self._body.trailers
             self._record.request_bytes += len(data)
         return data
 
 
 def _with_headers(head: RequestHead, headers: Headers) -> RequestHead:
-    return RequestHead(head.method, head.authority, head.path, headers, head.scheme)
+    return RequestHead(head.method, head.authority, head.path, headers, head.scheme, head.version)
 
 
 def _usable(workload: Workload) -> bool:

@@ -44,7 +44,7 @@ import h11
 
 from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
-from ambient.waypoint.model import RequestHead
+from ambient.waypoint.model import Headers, RequestHead
 from ambient.waypoint.proxy.fieldtext import decimal
 from ambient.waypoint.proxy.h1codec import (
     LAST_CHUNK,
@@ -122,6 +122,8 @@ class _Downstream:
 
 
 class _RequestBody:
+    trailers: Headers = ()  # HTTP/1.1 trailers are dropped (Envoy's default)
+
     def __init__(self, downstream: _Downstream, length: int | None, empty: bool) -> None:
         self._down = downstream
         self.length = length
@@ -187,7 +189,7 @@ class _Sink:
         except (HboneError, h11.ProtocolError) as exc:
             raise DownstreamGone(str(exc)) from None
 
-    async def end(self) -> None:
+    async def end(self, trailers: Headers = ()) -> None:
         try:
             self._down.write(self._down.conn.send(h11.EndOfMessage()))
         except (HboneError, h11.ProtocolError) as exc:
@@ -205,6 +207,8 @@ class _FastBody:
     """The request body on the fast path."""
 
     __slots__ = ("_reader", "empty", "length")
+
+    trailers: Headers = ()  # HTTP/1.1 trailers are dropped (Envoy's default)
 
     def __init__(self, reader: BodyReader, request: ParsedRequest) -> None:
         self._reader = reader
@@ -284,7 +288,7 @@ class _FastSink:
         except HboneError as exc:
             raise DownstreamGone(str(exc)) from None
 
-    async def end(self) -> None:
+    async def end(self, trailers: Headers = ()) -> None:
         if self.complete:
             return
         if self._remaining:

@@ -9,8 +9,12 @@ runs in its own task. Back-pressure both ways rides on HTTP/2 flow control:
 - response bodies: sent as the client's windows allow; a sender waits for
   WINDOW_UPDATE, and for the tunnel's own write queue to drain.
 
-A client reset (RST_STREAM) aborts that request only; a protocol error
-ends the tunnel with GOAWAY.
+Trailers travel both ways (a request's trailing HEADERS become its body's
+``trailers``; ``end(trailers)`` sends the response's), so gRPC works end to end.
+
+A client reset (RST_STREAM) aborts that request only, and cancels its task,
+so its upstream exchange is cancelled too (RST_STREAM upstream for HTTP/2); a
+protocol error ends the tunnel with GOAWAY.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import h2.settings
 
 from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
-from ambient.waypoint.model import RequestHead
+from ambient.waypoint.model import Headers, RequestHead
 from ambient.waypoint.proxy.fieldtext import decimal
 from ambient.waypoint.proxy.messages import BodyAborted, DownstreamGone, ResponseHead
 
@@ -58,6 +62,7 @@ class _Stream:
         "sent_head",
         "stream_id",
         "task",
+        "trailers",
         "waiter",
         "window",
     )
@@ -71,6 +76,7 @@ class _Stream:
         self.length = length
         self.reset = False
         self.sent_head = False
+        self.trailers: Headers = ()
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None  # body reader waiting for DATA
         self.window: asyncio.Future[None] | None = None  # sender waiting for WINDOW_UPDATE
@@ -101,7 +107,14 @@ class _Stream:
         return data
 
     def ready(self) -> bytes | None:
-        return None  # a request body over HTTP/2 is streamed as its DATA frames come
+        """The whole body once the client ended the stream (a small request's usual case)."""
+        if not self.ended or self.reset:
+            return None
+        data = b"".join(chunk for chunk, _ in self.chunks)
+        flow = sum(size for _, size in self.chunks)
+        self.chunks.clear()
+        self.conn.acknowledge(self.stream_id, flow)
+        return data
 
     # -- ResponseSink --------------------------------------------------------------------
 
@@ -136,10 +149,14 @@ class _Stream:
             self.conn.call(lambda h2c, p=piece: h2c.send_data(self.stream_id, bytes(p)))
             await self.conn.drain()
 
-    async def end(self) -> None:
+    async def end(self, trailers: Headers = ()) -> None:
         if self.reset:
             raise DownstreamGone("client reset the stream")
-        self.conn.call(lambda h2c: h2c.end_stream(self.stream_id))
+        if trailers:
+            fields = list(trailers)
+            self.conn.call(lambda h2c: h2c.send_headers(self.stream_id, fields, end_stream=True))
+        else:
+            self.conn.call(lambda h2c: h2c.end_stream(self.stream_id))
 
     def abort(self) -> None:
         if not self.reset:
@@ -202,10 +219,13 @@ class _Connection:
 
     def _die(self) -> None:
         self.dead = True
+        current = asyncio.current_task()
         for s in self.streams.values():
             s.reset = True
             s.wake()
             s.wake_sender()
+            if s.task is not None and s.task is not current and not s.task.done():
+                s.task.cancel()  # the client is gone: so is the upstream work for it
 
     async def run(self, initial: bytes) -> None:
         self.h2.initiate_connection()
@@ -257,6 +277,12 @@ class _Connection:
                     continue
                 s.chunks.append((event.data, event.flow_controlled_length))
                 s.wake()
+            elif isinstance(event, h2.events.TrailersReceived):
+                s = self.streams.get(event.stream_id)
+                if s is not None:
+                    s.trailers = tuple(
+                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers
+                    )
             elif isinstance(event, h2.events.StreamEnded):
                 s = self.streams.get(event.stream_id)
                 if s is not None:
@@ -268,6 +294,8 @@ class _Connection:
                     s.reset = True
                     s.wake()
                     s.wake_sender()
+                    if s.task is not None and not s.task.done():
+                        s.task.cancel()  # the upstream exchange is cancelled with it
             elif isinstance(event, h2.events.WindowUpdated):
                 if event.stream_id == 0:
                     for s in self.streams.values():
@@ -311,6 +339,7 @@ class _Connection:
             path=pseudo.get(":path", "/"),
             headers=tuple(headers),
             scheme=pseudo.get(":scheme", "http"),
+            version=PROTOCOL,
         )
         task = asyncio.ensure_future(self._serve(s, head))
         s.task = task

@@ -4,7 +4,13 @@ A request or response body is a :class:`Body`: ``read()`` returns the next
 chunk, ``b""`` at the end, and raises :class:`BodyAborted` when the sender
 went away mid-body. Reading is what returns flow-control credit to the
 sender, so a body is streamed with back-pressure and never held whole.
-A :class:`ResponseSink` is where a response goes, on the downstream side.
+Once ``read()`` returned ``b""``, ``trailers`` holds the message's trailer
+fields (HTTP/2 trailing HEADERS: gRPC's ``grpc-status``); HTTP/1.1 trailers
+are dropped, as Envoy does by default. A :class:`ResponseSink` is where a
+response goes, on the downstream side; ``end(trailers)`` finishes it.
+
+:class:`UpstreamRequest` is what the forwarder sends; ``version`` is the
+HTTP version chosen for the upstream (``proxy.protocols``).
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ __all__ = [
     "Body",
     "BodyAborted",
     "BytesBody",
+    "ConnectionSettings",
     "DownstreamGone",
     "ResponseHead",
     "ResponseSink",
+    "UpstreamFailed",
+    "UpstreamRequest",
     "strip_hop_by_hop",
 ]
 
-# Connection-specific fields (RFC 9110 7.6.1; forbidden in HTTP/2): never forwarded.
+# Connection-specific fields (RFC 9110 7.6.1; forbidden in HTTP/2): never forwarded
+# (``te: trailers`` excepted: HTTP/2 allows it and gRPC servers require it).
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -49,9 +59,45 @@ class DownstreamGone(Exception):
     """The client reset its stream or connection: nothing more can be sent to it."""
 
 
+class UpstreamFailed(Exception):
+    """The upstream exchange failed; ``flag`` is Envoy's response flag (UF, UC, UR).
+
+    ``refused``: the upstream refused the stream before processing it (HTTP/2
+    REFUSED_STREAM, or a stream above a GOAWAY's last id): safe to retry.
+    """
+
+    def __init__(self, flag: str, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.flag = flag
+        self.refused = refused
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """A cluster's connection limits (DestinationRule ``connectionPool``)."""
+
+    max_requests: int = 0  # per connection; 0: unlimited
+    idle_timeout: float | None = None  # None: the client's default
+    connect_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    target: str  # path and query
+    authority: str
+    headers: Headers  # hop-by-hop fields already removed (but ``te: trailers``); no host
+    version: str = "HTTP/1.1"  # or "HTTP/2"
+
+
 class Body(Protocol):
     length: int | None  # Content-Length when known
     empty: bool  # known to have no body at all (no framing, END_STREAM on HEADERS)
+
+    @property
+    def trailers(self) -> Headers:
+        """Trailer fields, known once ``read()`` returned ``b""`` (empty: none)."""
+        ...
 
     async def read(self) -> bytes: ...
 
@@ -66,10 +112,11 @@ class Body(Protocol):
 class BytesBody:
     """A body already in memory (direct responses, small mirrored requests)."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, trailers: Headers = ()) -> None:
         self._data = data
         self.length: int | None = len(data)
-        self.empty = not data
+        self.empty = not data and not trailers
+        self.trailers = trailers
 
     async def read(self) -> bytes:
         data, self._data = self._data, b""
@@ -102,7 +149,9 @@ class ResponseSink(Protocol):
         """Send body bytes, waiting for the client's flow control; raises DownstreamGone."""
         ...
 
-    async def end(self) -> None: ...
+    async def end(self, trailers: Headers = ()) -> None:
+        """Finish the response, with trailer fields (sent where the protocol carries them)."""
+        ...
 
     def abort(self) -> None:
         """Reset the response mid-way (the client sees a reset, not a truncated success)."""
@@ -110,15 +159,23 @@ class ResponseSink(Protocol):
 
 
 def strip_hop_by_hop(headers: Headers) -> Headers:
-    """``headers`` without connection-specific fields and those ``connection`` names."""
+    """``headers`` without connection-specific fields and those ``connection`` names.
+
+    ``te`` is kept as ``te: trailers`` when it lists ``trailers`` (as Envoy does).
+    """
     named = {
         strip_ows(token).lower()
         for name, value in headers
         if name == "connection"
         for token in value.split(",")
     }
-    return tuple(
-        (name, value)
-        for name, value in headers
-        if name not in HOP_BY_HOP and name not in named and not name.startswith(":")
-    )
+    out = []
+    trailers = False
+    for name, value in headers:
+        if name not in HOP_BY_HOP and name not in named and not name.startswith(":"):
+            out.append((name, value))
+        elif name == "te":
+            trailers = trailers or "trailers" in (t.strip().lower() for t in value.split(","))
+    if trailers:
+        out.append(("te", "trailers"))
+    return tuple(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 
+from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.messages import Body
 
 __all__ = ["RETRY_BODY_LIMIT", "ReplayableBody"]
@@ -39,6 +40,10 @@ class ReplayableBody:
             self._kept.clear()
         else:
             self._kept.append(data)
+
+    @property
+    def trailers(self) -> Headers:
+        return self._body.trailers
 
     async def read(self) -> bytes:
         if self._replay:

@@ -16,9 +16,10 @@ identity is the HBONE peer's SPIFFE id (the source ztunnel connects with the
 client's certificate); its address comes from ``forwarded: for=`` when the
 peer may speak for it (``caller``), else it is the TCP peer's.
 
-Once accepted (200), the tunnel's first bytes decide how it is served
-(``sniff``): HTTP/1.x (``http1``), HTTP/2 prior knowledge (``http2``), or
-TCP passthrough with L4 policy (``tcp``).
+Once accepted (200), a service port declared TCP or TLS (``appProtocol``
+or name, ``proxy.protocols``) is passed through with L4 policy (``tcp``);
+otherwise the tunnel's first bytes decide how it is served (``sniff``):
+HTTP/1.x (``http1``), HTTP/2 prior knowledge (``http2``), or TCP.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ambient.api.workload import GatewayAddress, IPAddress, Service, Workload
+from ambient.api.workload import AppProtocol, GatewayAddress, IPAddress, Service, Workload
 from ambient.hbone.messages import HBONE_PORT, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
@@ -60,6 +61,7 @@ from ambient.waypoint.proxy.forward import Forwarder, Policies
 from ambient.waypoint.proxy.http1 import serve_http1
 from ambient.waypoint.proxy.http2 import serve_http2
 from ambient.waypoint.proxy.metrics import WaypointMetrics
+from ambient.waypoint.proxy.protocols import passes_through
 from ambient.waypoint.proxy.tcp import pass_through
 from ambient.waypoint.proxy.upstream import UpstreamClient
 from ambient.ztunnel.state import CLUSTER_DOMAIN, ProxyState
@@ -291,19 +293,37 @@ class Waypoint:
         downstream = Downstream(caller.identity, caller.address.ip, caller.address.port)
         tunnel = Tunnel(self, stream, target, downstream, caller.workload)
         stream.respond(Status.OK)
-        protocol, initial = await sniff.sniff(stream, self.protocol_detection_timeout)
-        if protocol is sniff.Protocol.HTTP1:
-            await serve_http1(tunnel, initial)
-        elif protocol is sniff.Protocol.HTTP2:
-            await serve_http2(tunnel, initial)
-        else:
-            await pass_through(tunnel, initial)
+        await self._serve_protocol(tunnel)
         if not stream.closed and stream.at_eof:
             stream.write_eof()
         elif not stream.closed:
             # Served, but the client has not half-closed yet: give it a moment to finish.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(_until_eof(stream), 5.0)
+
+    async def _serve_protocol(self, tunnel: Tunnel) -> None:
+        """HTTP/1.x, h2c or TCP: a port declared TCP or TLS is not parsed as HTTP (Envoy's
+        TCP proxy chain); otherwise the first bytes decide (``sniff``)."""
+        if passes_through(self.declared_protocol(tunnel.target)):
+            await pass_through(tunnel, b"")
+            return
+        protocol, initial = await sniff.sniff(tunnel.stream, self.protocol_detection_timeout)
+        if protocol is sniff.Protocol.HTTP1:
+            await serve_http1(tunnel, initial)
+        elif protocol is sniff.Protocol.HTTP2:
+            await serve_http2(tunnel, initial)
+        else:
+            await pass_through(tunnel, initial)
+
+    def declared_protocol(self, target: Target) -> AppProtocol:
+        """What the addressed service port declares (UNKNOWN for a workload target)."""
+        if target.hostname is None:
+            return AppProtocol.UNKNOWN
+        service = self.state.services.get(f"{target.namespace}/{target.hostname}")
+        for port in service.ports if service is not None else ():
+            if port.service_port == target.port:
+                return port.app_protocol
+        return AppProtocol.UNKNOWN
 
     # -- certificates -------------------------------------------------------------------
 

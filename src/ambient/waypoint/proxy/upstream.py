@@ -1,4 +1,7 @@
-"""HTTP/1.1 to an endpoint over HBONE, with keep-alive connection reuse.
+"""Requests to endpoints over HBONE: HTTP/1.1 with keep-alive reuse here, HTTP/2 in ``upstream_h2``.
+
+``UpstreamClient.send`` speaks the request's ``version`` (``proxy.protocols``
+chose it from the backend port's protocol and the downstream's).
 
 Each upstream HTTP/1.1 connection is one HBONE CONNECT stream from the
 waypoint (its own certificate) to ``<endpoint ip>:15008``, the endpoint's
@@ -39,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress
@@ -57,39 +59,22 @@ from ambient.waypoint.proxy.h1codec import (
     request_head_bytes,
 )
 from ambient.waypoint.proxy.h1wire import BodyReader, IncompleteMessage, MessageReader
-from ambient.waypoint.proxy.messages import Body, BodyAborted, ResponseHead, strip_hop_by_hop
+from ambient.waypoint.proxy.messages import (
+    Body,
+    BodyAborted,
+    ConnectionSettings,
+    ResponseHead,
+    UpstreamFailed,
+    UpstreamRequest,
+    strip_hop_by_hop,
+)
+from ambient.waypoint.proxy.protocols import HTTP2
+from ambient.waypoint.proxy.upstream_h2 import Http2Client
 
 __all__ = ["ConnectionSettings", "UpstreamClient", "UpstreamFailed", "UpstreamRequest"]
 
 _FAILURES = (ParseError, IncompleteMessage, HboneError)
-
-
-class UpstreamFailed(Exception):
-    """The upstream exchange failed; ``flag`` is Envoy's response flag (UF, UC)."""
-
-    def __init__(self, flag: str, message: str) -> None:
-        super().__init__(message)
-        self.flag = flag
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionSettings:
-    """A cluster's connection limits (DestinationRule ``connectionPool``)."""
-
-    max_requests: int = 0  # per connection; 0: unlimited
-    idle_timeout: float | None = None  # None: the client's default
-    connect_timeout: float | None = None
-
-
 _DEFAULT_SETTINGS = ConnectionSettings()
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    method: str
-    target: str  # path and query
-    authority: str
-    headers: Headers  # hop-by-hop fields already removed; no host
 
 
 class _Connection:
@@ -131,6 +116,8 @@ class _ResponseBody:
     """The upstream response body, read as the downstream consumes it."""
 
     __slots__ = ("_body", "_exchange", "empty", "length")
+
+    trailers: Headers = ()  # HTTP/1.1 trailers are dropped
 
     def __init__(self, exchange: _Exchange, body: BodyReader, length: int | None) -> None:
         self._exchange = exchange
@@ -241,6 +228,7 @@ class UpstreamClient:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._idle: dict[tuple[object, int], list[_Connection]] = {}
+        self.http2 = Http2Client(self._open_with, idle_timeout=idle_timeout)
 
     async def send(
         self,
@@ -252,35 +240,42 @@ class UpstreamClient:
         """Send ``request`` to ``endpoint``; the response head and a streaming body.
 
         Raises :class:`UpstreamFailed` (``UF``: could not connect; ``UC``: the
-        connection ended before a response head).
+        connection ended before a response head; ``UR``: HTTP/2 stream reset).
         """
+        if request.version == HTTP2:
+            return await self.http2.send(endpoint, request, body, settings)
         connection = self._take_idle(endpoint)
         if connection is not None:
             try:
                 return await self._exchange(endpoint, connection, request, body)
             except _Retryable:
                 pass  # the idle connection had been closed by the server: once more, fresh
-        if settings.connect_timeout:
-            try:
-                async with asyncio.timeout(settings.connect_timeout):
-                    stream = await self.open_stream(endpoint)
-            except TimeoutError:
-                raise UpstreamFailed(
-                    "UF", f"connect timeout after {settings.connect_timeout:g}s"
-                ) from None
-        else:
-            stream = await self.open_stream(endpoint)
+        stream = await self._open_with(endpoint, settings)
         connection = _Connection(stream, settings)
         try:
             return await self._exchange(endpoint, connection, request, body)
         except _Retryable as exc:
             raise UpstreamFailed("UC", str(exc)) from None
 
-    @staticmethod
-    def discard(body: Body) -> None:
-        """Drop a response body nobody will read (its connection is reset, not drained)."""
+    async def _open_with(self, endpoint: Endpoint, settings: ConnectionSettings) -> HboneStream:
+        """A new HBONE stream to ``endpoint`` within the cluster's ``connectTimeout``."""
+        if not settings.connect_timeout:
+            return await self.open_stream(endpoint)
+        try:
+            async with asyncio.timeout(settings.connect_timeout):
+                return await self.open_stream(endpoint)
+        except TimeoutError:
+            raise UpstreamFailed(
+                "UF", f"connect timeout after {settings.connect_timeout:g}s"
+            ) from None
+
+    def discard(self, body: Body) -> None:
+        """Drop a response body nobody will read (HTTP/1.1: its connection is reset, not
+        drained; HTTP/2: its stream is reset)."""
         if isinstance(body, _ResponseBody):
             body.discard()
+        else:
+            self.http2.discard(body)
 
     def put_idle(self, endpoint: Endpoint, connection: _Connection) -> None:
         idle = self._idle.setdefault((endpoint.ip, endpoint.port), [])
@@ -293,7 +288,7 @@ class UpstreamClient:
     def expire_idle(self) -> int:
         """Close connections idle longer than ``idle_timeout`` (called periodically)."""
         now = time.monotonic()
-        closed = 0
+        closed = self.http2.expire_idle()
         for key, idle in list(self._idle.items()):
             keep = [c for c in idle if now - c.idle_since < self._idle_limit(c) and c.usable]
             for c in idle:
@@ -307,6 +302,7 @@ class UpstreamClient:
         return closed
 
     def close(self) -> None:
+        self.http2.close()
         for idle in self._idle.values():
             for connection in idle:
                 connection.close(idle=True)

@@ -22,8 +22,10 @@ Conditions (Envoy's ``x-envoy-retry-on`` semantics):
   timeout fired; ``reset-before-request``: only connection failures (nothing of
   the request reached the application);
 - ``connect-failure``: the HBONE tunnel to the endpoint could not be opened
-  (``UF``); ``refused-stream``: the endpoint's ztunnel refused the stream (the
-  waypoint sees it as a connection failure, so it is honoured the same way);
+  (``UF``); ``refused-stream``: an HTTP/2 upstream refused the stream
+  (RST_STREAM REFUSED_STREAM, or a stream past a GOAWAY: nothing was
+  processed), and also a tunnel the endpoint's ztunnel refused (the waypoint
+  sees that as a connection failure, so both conditions cover it);
 - ``retriable-4xx``: 409; ``retriable-status-codes``: the listed codes;
 - gRPC (``grpc-status`` in the response head, i.e. trailers-only answers):
   ``cancelled`` 1, ``deadline-exceeded`` 4, ``resource-exhausted`` 8,
@@ -81,7 +83,8 @@ class Failure(enum.Enum):
     """Why an attempt produced no response head."""
 
     CONNECT = "connect"  # UF: the tunnel to the endpoint did not open
-    RESET = "reset"  # UC: the connection ended before a response head
+    REFUSED = "refused"  # UR: an HTTP/2 upstream refused the stream unprocessed
+    RESET = "reset"  # UC/UR: the connection or stream ended before a response head
     TIMEOUT = "timeout"  # the per-try timeout fired before a response head
 
 
@@ -179,6 +182,10 @@ class RetryPolicy:
                     "5xx",
                     "gateway-error",
                 }
+            )
+        if failure is Failure.REFUSED:
+            return bool(
+                on & {"refused-stream", "reset", "reset-before-request", "5xx", "gateway-error"}
             )
         if failure is not None:  # reset or per-try timeout
             return bool(on & {"reset", "5xx", "gateway-error"})

@@ -126,13 +126,23 @@ def test_random_is_roughly_uniform() -> None:
     assert 400 <= picks[eps[0]] <= 600
 
 
+@pytest.mark.parametrize(
+    ("te", "kept"),
+    [("trailers", True), ("gzip, Trailers", True), ("gzip", False), ("trailersx", False)],
+)
+def test_te_trailers_is_forwarded_and_nothing_else_of_te(te: str, kept: bool) -> None:
+    """gRPC servers require ``te: trailers`` (HTTP/2 allows only that value, as Envoy keeps)."""
+    out = strip_hop_by_hop((("te", te), ("x-kept", "yes")))
+    assert out == ((("x-kept", "yes"), ("te", "trailers")) if kept else (("x-kept", "yes"),))
+
+
 def test_hop_by_hop_fields_are_not_forwarded() -> None:
     headers = (
         ("connection", "keep-alive, x-private"),
         ("x-private", "1"),
         ("keep-alive", "timeout=5"),
         ("transfer-encoding", "chunked"),
-        ("te", "trailers"),
+        ("te", "gzip"),
         ("x-kept", "yes"),
     )
     assert strip_hop_by_hop(headers) == (("x-kept", "yes"),)

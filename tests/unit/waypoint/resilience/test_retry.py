@@ -17,6 +17,7 @@ from ambient.waypoint.resilience.retry import (
 UF = Attempt(failure=Failure.CONNECT)
 UC = Attempt(failure=Failure.RESET)
 TIMEOUT = Attempt(failure=Failure.TIMEOUT)
+REFUSED = Attempt(failure=Failure.REFUSED)  # HTTP/2 REFUSED_STREAM
 
 
 def on(text: str) -> RetryPolicy:
@@ -63,6 +64,31 @@ def on(text: str) -> RetryPolicy:
         ("deadline-exceeded", Attempt(200, "4"), True),
         ("unavailable", Attempt(503), False),
         ("retriable-headers", Attempt(503), False),
+        # HTTP/2 upstreams: a refused stream was not processed
+        (None, REFUSED, True),
+        ("refused-stream", REFUSED, True),
+        ("refused-stream", UC, False),
+        ("connect-failure", REFUSED, False),
+        ("reset", REFUSED, True),
+        ("reset-before-request", REFUSED, True),
+        ("5xx", REFUSED, True),
+        ("gateway-error", REFUSED, True),
+        ("unavailable", REFUSED, False),
+        # every gRPC condition, on a trailers-only answer's grpc-status, and only its own code
+        ("cancelled", Attempt(200, "1"), True),
+        ("cancelled", Attempt(200, "4"), False),
+        ("deadline-exceeded", Attempt(200, "14"), False),
+        ("resource-exhausted", Attempt(200, "13"), False),
+        ("unavailable", Attempt(200, "14"), True),
+        ("internal", Attempt(200, "14"), False),
+        ("unavailable,internal", Attempt(200, "13"), True),
+        (
+            "cancelled,deadline-exceeded,resource-exhausted,unavailable,internal",
+            Attempt(200, "0"),
+            False,
+        ),  # OK is never retried
+        ("unavailable", Attempt(200, ""), False),  # no grpc-status in the head: not trailers-only
+        ("5xx", Attempt(200, "14"), False),  # HTTP conditions do not read grpc-status
     ],
 )
 def test_retriable(retry_on: str | None, attempt: Attempt, retried: bool) -> None:
