@@ -57,7 +57,9 @@ class RequestHead:
     ``headers`` keeps every field in order with lower-case names, pseudo-headers
     excluded; ``authority`` is ``:authority`` or ``Host``; ``path`` is the
     request target as received (path and optional ``?query``); ``version`` the
-    downstream's HTTP version (``HTTP/1.1`` or ``HTTP/2``).
+    downstream's HTTP version (``HTTP/1.1`` or ``HTTP/2``); ``upgrade`` the
+    protocol an upgrade asks for (HTTP/1.1 ``Upgrade``, or HTTP/2 extended
+    CONNECT's ``:protocol``, seen as a ``GET`` as Envoy's filters see it).
     """
 
     method: str
@@ -66,6 +68,7 @@ class RequestHead:
     headers: Headers = ()
     scheme: str = "http"
     version: str = "HTTP/1.1"
+    upgrade: str | None = None
 
     def header(self, name: str) -> str | None:
         """All values of ``name`` joined with ``,`` (RFC 9110 5.3), or None when absent."""

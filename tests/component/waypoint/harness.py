@@ -10,6 +10,8 @@
   status; ``/reset`` closes the connection without an answer (also with
   ``n``/``key``/``only``); ``/hang`` never answers. Service port 80 (app
   8080) declares ``http`` (HTTP/1.1 upstream).
+- A WebSocket echo (the ``websockets`` package) on each pod's 8765 (service port
+  8765, undeclared): it first sends ``hello from <pod> <path>``, then echoes.
 - ``grpcapp.Echo`` (grpcio, ``tests/e2e/grpcapp``) on each pod's 50051: service
   port 50051 does not declare a protocol (the downstream's version goes
   upstream), port 82 declares ``grpc`` (HTTP/2 upstream).
@@ -22,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -30,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+import websockets
+import websockets.asyncio.server
 
 from ambient.api.workload import (
     AppProtocol,
@@ -60,6 +65,7 @@ TCP_PORT = 9000
 GRPC_PORT = 50051  # undeclared service port (and the app's port)
 GRPC_DECLARED = 82  # service port declaring grpc, to the app's 50051
 H2_SCRIPTED = 84  # service port declaring http2, to 50052: servers some tests start themselves
+WS_PORT = 8765
 
 
 def ip(text: str) -> ipaddress.IPv4Address:
@@ -78,6 +84,7 @@ ORDERS = Service(
         Port(GRPC_PORT, GRPC_PORT),
         Port(GRPC_DECLARED, GRPC_PORT, AppProtocol.GRPC),
         Port(H2_SCRIPTED, 50052, AppProtocol.HTTP2),
+        Port(WS_PORT, WS_PORT),
     ),
     waypoint=GatewayAddress(WAYPOINT_KEY),
 )
@@ -139,12 +146,16 @@ class App:
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     grpc_server: Any = None
+    ws_server: Any = None
     grpc_echo: echo.Echo | None = None
 
     async def start(self) -> None:
         self.servers.append(await asyncio.start_server(self._http, str(self.address), 8080))
         self.servers.append(await asyncio.start_server(self._tcp, str(self.address), TCP_PORT))
         self.grpc_server, self.grpc_echo = await echo.serve(str(self.address), GRPC_PORT, self.name)
+        self.ws_server = await websockets.asyncio.server.serve(
+            self._websocket, str(self.address), WS_PORT, max_size=None
+        )
 
     async def close(self) -> None:
         for server in self.servers:
@@ -152,6 +163,16 @@ class App:
             await server.wait_closed()
         if self.grpc_server is not None:
             await self.grpc_server.stop(0)
+        if self.ws_server is not None:
+            self.ws_server.close()
+            await self.ws_server.wait_closed()
+
+    async def _websocket(self, connection: websockets.asyncio.server.ServerConnection) -> None:
+        path = connection.request.path if connection.request else "?"
+        await connection.send(f"hello from {self.name} {path}")
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for message in connection:
+                await connection.send(message)
 
     async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

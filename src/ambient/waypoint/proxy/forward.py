@@ -57,6 +57,7 @@ attempt is one ``Forwarder._attempt`` call (a client span would wrap it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import uuid
@@ -74,8 +75,9 @@ from ambient.waypoint.model import (
     Router,
     Target,
 )
-from ambient.waypoint.proxy import grpc
+from ambient.waypoint.proxy import grpc, upgrade
 from ambient.waypoint.proxy.accesslog import RequestRecord
+from ambient.waypoint.proxy.attempt import CountingBody, Outcome, PendingRequest
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint, endpoints_of
 from ambient.waypoint.proxy.clusters import Clusters, ClusterState
 from ambient.waypoint.proxy.messages import (
@@ -83,6 +85,7 @@ from ambient.waypoint.proxy.messages import (
     BodyAborted,
     ConnectionSettings,
     DownstreamGone,
+    DownstreamPipe,
     ResponseHead,
     ResponseSink,
     UpstreamFailed,
@@ -90,7 +93,7 @@ from ambient.waypoint.proxy.messages import (
     strip_hop_by_hop,
 )
 from ambient.waypoint.proxy.mirror import Mirrors
-from ambient.waypoint.proxy.protocols import upstream_version
+from ambient.waypoint.proxy.protocols import HTTP2, upstream_version
 from ambient.waypoint.proxy.replay import ReplayableBody
 from ambient.waypoint.proxy.replies import (
     CONNECT_FAILURE,
@@ -110,31 +113,6 @@ from ambient.ztunnel.state import ProxyState
 log = logging.getLogger("ambient.waypoint")
 
 __all__ = ["Forwarder", "Policies", "add_flag"]
-
-
-class _Outcome:
-    """One attempt's result and the slots it holds (balancer in-flight, cluster request)."""
-
-    __slots__ = ("attempt", "balancer", "cluster", "endpoint", "holds_slot", "overflow",
-                 "result", "started")  # fmt: skip
-
-    def __init__(self, balancer: Balancer, endpoint: Endpoint, cluster: ClusterState | None):
-        self.balancer = balancer
-        self.endpoint = endpoint
-        self.cluster = cluster
-        self.attempt: Attempt | None = None
-        self.result: tuple[ResponseHead, Body] | UpstreamFailed | None = None
-        self.overflow: str | None = None
-        self.holds_slot = False
-        self.started = False
-
-    def release(self) -> None:
-        if self.started:
-            self.started = False
-            self.balancer.finished(self.endpoint)
-        if self.holds_slot and self.cluster is not None:
-            self.holds_slot = False
-            self.cluster.limits.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +150,11 @@ class Forwarder:
         body: Body,
         sink: ResponseSink,
         record: RequestRecord,
+        pipe: DownstreamPipe | None = None,
     ) -> None:
         """Serve one request end to end and finish its record; never raises for request errors.
 
+        ``pipe``: the client's side of an upgrade request (``proxy.upgrade``).
         Cancelled (the client reset its stream): the upstream exchange is cancelled too,
         the record is finished with ``DC``, and the cancellation propagates.
         """
@@ -183,7 +163,11 @@ class Forwarder:
         request_id = head.header("x-request-id") or str(uuid.uuid4())
         record.request_id = request_id
         try:
-            await self._handle(target, downstream, head, body, sink, record, request_id)
+            if head.upgrade is not None and head.upgrade.lower() not in upgrade.ALLOWED:
+                record.details = "upgrade_failed"  # before any filter, as Envoy
+                await local_reply(sink, record, 403, b"")
+                return
+            await self._handle(target, downstream, head, body, sink, record, request_id, pipe)
         except DownstreamGone:
             record.flags = "DC"
             sink.abort()
@@ -202,6 +186,7 @@ class Forwarder:
         sink: ResponseSink,
         record: RequestRecord,
         request_id: str,
+        pipe: DownstreamPipe | None,
     ) -> None:
         authn = await self.policies.authenticator.authenticate(target, head)
         if authn.failure is not None:
@@ -235,12 +220,22 @@ class Forwarder:
             await local_reply(sink, record, 503, b"no healthy upstream")
             return
         request = self._upstream_request(head, decision, request_id)
+        if head.upgrade is not None:
+            backend = decision.backend
+            await upgrade.forward_upgrade(
+                self.upstream, self.balancer,
+                self.clusters.get(backend) if backend is not None else None,
+                endpoint, request, head.upgrade,
+                timeout=decision.timeout, from_http2=head.version == HTTP2,
+                sink=sink, pipe=pipe, record=record,
+            )  # fmt: skip
+            return
         if decision.mirrors:
             body = await self.mirrors.start(decision.mirrors, request, body, head.version)
         timeout = decision.timeout
         if record.grpc:
             timeout = grpc.deadline(timeout, grpc.parse_timeout(head.header("grpc-timeout")))
-        exchange = _Exchange(endpoint, cluster_size, request, body, decision, sink, record)
+        exchange = PendingRequest(endpoint, cluster_size, request, body, decision, sink, record)
         try:
             if timeout:
                 exchange.expires = asyncio.get_running_loop().time() + timeout
@@ -317,13 +312,13 @@ class Forwarder:
 
     # -- the exchange, with retries ------------------------------------------------
 
-    async def _forward(self, ex: _Exchange) -> None:
+    async def _forward(self, ex: PendingRequest) -> None:
         """Attempts until one is final (see ``resilience.retry``), then stream its response."""
         decision, record = ex.decision, ex.record
         retry = decision.retry
         backend = decision.backend
         cluster = self.clusters.get(backend) if backend is not None else None
-        counted = _CountingBody(ex.body, record)
+        counted = CountingBody(ex.body, record)
         replay = ReplayableBody(counted) if retry is not None and not ex.body.empty else None
         sent: Body = replay if replay is not None else counted
         endpoint = ex.endpoint
@@ -399,9 +394,9 @@ class Forwarder:
         body: Body,
         decision: RouteDecision,
         cluster: ClusterState | None,
-    ) -> _Outcome:
+    ) -> Outcome:
         """One try, until its response head; the outcome holds the request's slots."""
-        outcome = _Outcome(self.balancer, endpoint, cluster)
+        outcome = Outcome(self.balancer, endpoint, cluster)
         if cluster is not None:
             try:
                 await cluster.limits.acquire()
@@ -442,7 +437,7 @@ class Forwarder:
 
     async def _deliver(
         self,
-        outcome: _Outcome,
+        outcome: Outcome,
         decision: RouteDecision,
         sink: ResponseSink,
         record: RequestRecord,
@@ -456,7 +451,7 @@ class Forwarder:
 
     async def _send_outcome(
         self,
-        outcome: _Outcome,
+        outcome: Outcome,
         decision: RouteDecision,
         sink: ResponseSink,
         record: RequestRecord,
@@ -516,64 +511,8 @@ class Forwarder:
         await self.mirrors.close()
 
 
-@dataclass(slots=True)
-class _Exchange:
-    """One request on its way upstream: what every attempt needs."""
-
-    endpoint: Endpoint
-    cluster_size: int
-    request: UpstreamRequest
-    body: Body
-    decision: RouteDecision
-    sink: ResponseSink
-    record: RequestRecord
-    expires: float | None = None  # loop time of the request's deadline (gRPC: grpc-timeout)
-
-    def attempt_request(self) -> UpstreamRequest:
-        """The request for the next attempt: a gRPC one carries the time left as grpc-timeout."""
-        if self.expires is None or not self.record.grpc:
-            return self.request
-        left = self.expires - asyncio.get_running_loop().time()
-        request = self.request
-        headers = [(k, v) for k, v in request.headers if k != "grpc-timeout"]
-        headers.append(("grpc-timeout", grpc.format_timeout(max(left, 0.0))))
-        return UpstreamRequest(
-            request.method, request.target, request.authority, tuple(headers), request.version
-        )
-
-
-class _CountingBody:
-    """Counts request body bytes into the record and notes a client that went away."""
-
-    def __init__(self, body: Body, record: RequestRecord) -> None:
-        self._body = body
-        self.trailers: Headers = ()
-        self._record = record
-        self.length = body.length
-        self.empty = body.empty
-        self.aborted = False
-
-    async def read(self) -> bytes:
-        try:
-            chunk = await self._body.read()
-        except BodyAborted:
-            self.aborted = True
-            raise
-        if not chunk:
-            self.trailers = self._body.trailers
-        self._record.request_bytes += len(chunk)
-        return chunk
-
-    def ready(self) -> bytes | None:
-        data = self._body.ready()
-        if data is not None:
-            self.trailers = self._body.trailers
-            self._record.request_bytes += len(data)
-        return data
-
-
 def _with_headers(head: RequestHead, headers: Headers) -> RequestHead:
-    return RequestHead(head.method, head.authority, head.path, headers, head.scheme, head.version)
+    return dataclasses.replace(head, headers=headers)
 
 
 def _usable(workload: Workload) -> bool:

@@ -37,9 +37,13 @@ defaults for a proxy:
 - malformed chunk sizes, chunk extensions with controls, data not followed by
   CRLF, oversized chunk-size or trailer sections: 400.
 
-The decoder marks what it does not handle itself: HTTP/1.0 requests,
-``Expect`` and ``Upgrade`` (:attr:`ParsedRequest.unusual`); the HTTP/1.1 server
-hands those connections to h11.
+The decoder marks what it does not handle itself: HTTP/1.0 requests and
+``Expect`` (:attr:`ParsedRequest.unusual`); the HTTP/1.1 server hands those
+connections to h11. An upgrade request (``Upgrade`` listed in ``Connection``,
+RFC 9110 7.8) is parsed here: :attr:`ParsedRequest.upgrade` is the protocol
+asked for (``websocket``), except ``h2c``, which is ignored as Envoy does (the
+request is served as HTTP/1.1; its ``Upgrade`` and ``HTTP2-Settings`` are
+hop-by-hop and dropped).
 """
 
 from __future__ import annotations
@@ -113,8 +117,9 @@ class ParsedRequest:
     framing: Framing
     length: int  # Content-Length (0 unless LENGTH)
     keep_alive: bool  # HTTP/1.1 without "Connection: close"
-    unusual: bool  # HTTP/1.0, Expect or Upgrade: left to h11
+    unusual: bool  # HTTP/1.0 or Expect: left to h11
     size: int  # bytes of the head, CRLF CRLF included
+    upgrade: str | None = None  # the protocol of an upgrade request (not h2c)
 
 
 @dataclass(slots=True)
@@ -136,14 +141,16 @@ def find_head_end(buffer: bytes, start: int = 0) -> int:
 
 def _framing(
     headers: Headers, *, request: bool
-) -> tuple[Framing, int, bool, str | None, int, bool]:
-    """(framing, length, connection close, host, host count, expect/upgrade seen)."""
+) -> tuple[Framing, int, bool, str | None, int, bool, str | None]:
+    """(framing, length, connection close, host, host count, expect seen, upgrade asked for)."""
     length: str | None = None
     chunked = False
     close = False
     host: str | None = None
     hosts = 0
     unusual = False
+    upgrade: str | None = None
+    connection_upgrade = False
     for name, value in headers:
         if name == "content-length":
             values = {strip_ows(v) for v in value.split(",")}
@@ -167,17 +174,22 @@ def _framing(
         elif name == "connection":
             tokens = [strip_ows(t).lower() for t in value.split(",")]
             close = close or "close" in tokens
-            unusual = unusual or "upgrade" in tokens
-        elif name in ("expect", "upgrade") and request:
+            connection_upgrade = connection_upgrade or "upgrade" in tokens
+        elif name == "expect" and request:
             unusual = True
+        elif name == "upgrade" and request:
+            upgrade = value.strip()
     if chunked and length is not None:
         raise ParseError("both Transfer-Encoding and Content-Length (request smuggling)")
+    if not connection_upgrade or (upgrade is not None and upgrade.lower() == "h2c"):
+        upgrade = None
     if chunked:
-        return Framing.CHUNKED, 0, close, host, hosts, unusual
+        return Framing.CHUNKED, 0, close, host, hosts, unusual, upgrade
     if length is not None:
         size = int(length)
-        return (Framing.LENGTH if size else Framing.NONE), size, close, host, hosts, unusual
-    return Framing.NONE, 0, close, host, hosts, unusual
+        framing = Framing.LENGTH if size else Framing.NONE
+        return framing, size, close, host, hosts, unusual, upgrade
+    return Framing.NONE, 0, close, host, hosts, unusual, upgrade
 
 
 def parse_request_head(buffer: bytes, end: int) -> ParsedRequest:
@@ -189,7 +201,7 @@ def parse_request_head(buffer: bytes, end: int) -> ParsedRequest:
     method, target, minor = match.group(1, 2, 3)
     line_end = text.index("\r\n") + 2
     headers = tuple((name.lower(), value) for name, value in _FIELDS.findall(text, line_end))
-    framing, length, close, host, hosts, unusual = _framing(headers, request=True)
+    framing, length, close, host, hosts, unusual, upgrade = _framing(headers, request=True)
     version = "1." + minor
     if version == "1.1" and hosts != 1:
         raise ParseError("missing Host header" if not hosts else "multiple Host headers")
@@ -204,6 +216,7 @@ def parse_request_head(buffer: bytes, end: int) -> ParsedRequest:
         keep_alive=version == "1.1" and not close,
         unusual=unusual or version != "1.1",
         size=end,
+        upgrade=upgrade or None,
     )
 
 
@@ -220,7 +233,7 @@ def parse_response_head(buffer: bytes, end: int, method: str) -> ParsedResponse:
     line_end = text.index("\r\n") + 2
     headers = tuple((name.lower(), value) for name, value in _FIELDS.findall(text, line_end))
     try:
-        framing, length, close, _, _, _ = _framing(headers, request=False)
+        framing, length, close, _, _, _, _ = _framing(headers, request=False)
     except ParseError as exc:
         raise ParseError(str(exc), 502) from None
     keep_alive = minor == "1" and not close

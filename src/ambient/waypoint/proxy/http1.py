@@ -5,10 +5,13 @@ requests wait their turn in the buffer). The request body is read only as
 the upstream takes it, so a slow upstream slows the client down through
 HBONE flow control; the response is written as it arrives.
 
-Two codecs: the common case (HTTP/1.1, no ``Expect``, no ``Upgrade``) runs
-on :mod:`h1codec`, a strict hand-written parser and writer; a connection
-whose request is HTTP/1.0 or carries ``Expect``/``Upgrade`` is handed, from
-that request on, to h11 (the buffered bytes go with it). Both refuse the
+Two codecs: the common case (HTTP/1.1, no ``Expect``) runs on
+:mod:`h1codec`, a strict hand-written parser and writer; a connection whose
+request is HTTP/1.0 or carries ``Expect`` is handed, from that request on, to
+h11 (the buffered bytes go with it). An upgrade request (WebSocket) is served
+on ``h1codec`` (``proxy.upgrade``): after a ``101`` the connection is a byte
+pipe and no further request is read from it; an upgrade request with a body
+is served as a plain request (the upgrade is not attempted). Both refuse the
 same malformed input; ``h1codec`` also refuses ``Content-Length`` together
 with ``Transfer-Encoding`` (request smuggling), which h11 would accept.
 
@@ -305,6 +308,49 @@ class _FastSink:
         self._stream.reset()
 
 
+class _Pipe:
+    """The client's side of an HTTP/1.1 upgrade: ``101``, then the connection's bytes."""
+
+    __slots__ = ("_reader", "_stream", "accepted")
+
+    def __init__(self, stream: HboneStream, reader: MessageReader) -> None:
+        self._stream = stream
+        self._reader = reader
+        self.accepted = False
+
+    async def accept(self, head: ResponseHead) -> int:
+        self.accepted = True
+        try:
+            self._stream.write(response_head_bytes(101, head.headers))
+            await self._stream.drain()
+        except (HboneError, ParseError) as exc:
+            raise DownstreamGone(str(exc)) from None
+        return 101
+
+    async def read(self) -> bytes:
+        reader = self._reader
+        if reader.buffer:  # bytes the client sent right after its request
+            data, reader.buffer = reader.buffer, b""
+            return data
+        try:
+            return await self._stream.read(READ_SIZE)
+        except HboneError as exc:
+            raise BodyAborted(f"client: {exc}") from None
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self._stream.write(data)
+            await self._stream.drain()
+        except HboneError as exc:
+            raise DownstreamGone(str(exc)) from None
+
+    def write_eof(self) -> None:
+        self._stream.write_eof()
+
+    def abort(self) -> None:
+        self._stream.reset()
+
+
 async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
     """Serve HTTP/1.x requests on ``tunnel`` until the client or an error ends it."""
     stream = tunnel.stream
@@ -330,13 +376,19 @@ async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
             return
         reader.consume(end)
         assert request.host is not None  # HTTP/1.1 requires exactly one
-        head = RequestHead(request.method, request.host, request.target, request.headers)
+        upgrade = request.upgrade if request.framing is Framing.NONE else None
+        head = RequestHead(
+            request.method, request.host, request.target, request.headers, upgrade=upgrade
+        )
         body = _FastBody(BodyReader(reader, request.framing, request.length), request)
         sink = _FastSink(stream, request, body)
+        pipe = _Pipe(stream, reader) if upgrade is not None else None
         record = tunnel.new_record(PROTOCOL)
-        await tunnel.forwarder.handle(tunnel.target, tunnel.downstream, head, body, sink, record)
-        if sink.aborted or stream.closed:
-            return
+        await tunnel.forwarder.handle(
+            tunnel.target, tunnel.downstream, head, body, sink, record, pipe
+        )
+        if sink.aborted or stream.closed or (pipe is not None and pipe.accepted):
+            return  # (an upgraded connection ends with its pipe)
         if sink.closing or not sink.complete or not body.complete:
             break  # Connection: close, or a request body nobody read: end the connection
     if not stream.closed:

@@ -12,6 +12,11 @@ runs in its own task. Back-pressure both ways rides on HTTP/2 flow control:
 Trailers travel both ways (a request's trailing HEADERS become its body's
 ``trailers``; ``end(trailers)`` sends the response's), so gRPC works end to end.
 
+Extended CONNECT (RFC 8441, ``:protocol websocket``; SETTINGS_ENABLE_CONNECT_PROTOCOL
+is advertised) is served as an upgrade (``proxy.upgrade``): the stream's DATA
+is the pipe once answered ``200``. A plain ``CONNECT`` is refused ``403``, as
+Envoy without a CONNECT upgrade config.
+
 A client reset (RST_STREAM) aborts that request only, and cancels its task,
 so its upstream exchange is cancelled too (RST_STREAM upstream for HTTP/2); a
 protocol error ends the tunnel with GOAWAY.
@@ -158,6 +163,23 @@ class _Stream:
         else:
             self.conn.call(lambda h2c: h2c.end_stream(self.stream_id))
 
+    # -- DownstreamPipe (extended CONNECT) -------------------------------------------------
+
+    async def accept(self, head: ResponseHead) -> int:
+        """``200`` for the upgrade (RFC 8441): no Upgrade/Connection, no Sec-WebSocket-Accept."""
+        dropped = ("connection", "upgrade", "sec-websocket-accept", "content-length",
+                   "transfer-encoding", "keep-alive")  # fmt: skip
+        kept = [(k, v) for k, v in head.headers if k not in dropped]
+        await self.send_head(ResponseHead(200, tuple(kept)), end=False)
+        return 200
+
+    async def write(self, data: bytes) -> None:
+        await self.send_data(data)
+
+    def write_eof(self) -> None:
+        with contextlib.suppress(DownstreamGone):
+            self.conn.call(lambda h2c: h2c.end_stream(self.stream_id))
+
     def abort(self) -> None:
         if not self.reset:
             self.reset = True
@@ -180,6 +202,7 @@ class _Connection:
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
         self.streams: dict[int, _Stream] = {}
@@ -325,8 +348,11 @@ class _Connection:
         self.streams[event.stream_id] = s
         authority = pseudo.get(":authority") or next((v for k, v in headers if k == "host"), "")
         method = pseudo.get(":method", "")
-        if method == "CONNECT" or not authority:
-            # Extended CONNECT / tunnelling over the waypoint is not supported: refuse the stream.
+        upgrade: str | None = None
+        if method == "CONNECT":  # extended CONNECT is an upgrade; plain CONNECT one Envoy refuses
+            upgrade = pseudo.get(":protocol", "CONNECT")
+            method = "GET" if ":protocol" in pseudo else method
+        if not authority:
             s.reset = True
             self.call(
                 lambda h2c: h2c.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
@@ -340,6 +366,7 @@ class _Connection:
             headers=tuple(headers),
             scheme=pseudo.get(":scheme", "http"),
             version=PROTOCOL,
+            upgrade=upgrade,
         )
         task = asyncio.ensure_future(self._serve(s, head))
         s.task = task
@@ -350,7 +377,10 @@ class _Connection:
         tunnel = self.tunnel
         record = tunnel.new_record(PROTOCOL)
         try:
-            await tunnel.forwarder.handle(tunnel.target, tunnel.downstream, head, s, s, record)
+            pipe = s if head.upgrade is not None else None
+            await tunnel.forwarder.handle(
+                tunnel.target, tunnel.downstream, head, s, s, record, pipe
+            )
         finally:
             self.streams.pop(s.stream_id, None)
             # Whatever the client still sends on this stream is not wanted: return its credit.

@@ -28,6 +28,7 @@ __all__ = [
     "BytesBody",
     "ConnectionSettings",
     "DownstreamGone",
+    "DownstreamPipe",
     "ResponseHead",
     "ResponseSink",
     "UpstreamFailed",
@@ -156,6 +157,31 @@ class ResponseSink(Protocol):
     def abort(self) -> None:
         """Reset the response mid-way (the client sees a reset, not a truncated success)."""
         ...
+
+
+class DownstreamPipe(Protocol):
+    """The client's side of an upgrade (WebSocket): its answer, then a byte pipe.
+
+    HTTP/1.1 answers ``101 Switching Protocols`` and the connection carries the
+    bytes; HTTP/2 (extended CONNECT) answers ``200`` and the stream's DATA does.
+    """
+
+    async def accept(self, head: ResponseHead) -> int:
+        """Answer the upgrade with the upstream's 101 ``head`` (translated as needed);
+        returns the status the client got (101, or 200 for HTTP/2)."""
+        ...
+
+    async def read(self) -> bytes:
+        """The client's next bytes; ``b""`` once it half-closed. Raises BodyAborted."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Bytes to the client, with back-pressure. Raises DownstreamGone."""
+        ...
+
+    def write_eof(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 def strip_hop_by_hop(headers: Headers) -> Headers:

@@ -228,7 +228,7 @@ class UpstreamClient:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._idle: dict[tuple[object, int], list[_Connection]] = {}
-        self.http2 = Http2Client(self._open_with, idle_timeout=idle_timeout)
+        self.http2 = Http2Client(self.open_with, idle_timeout=idle_timeout)
 
     async def send(
         self,
@@ -250,14 +250,14 @@ class UpstreamClient:
                 return await self._exchange(endpoint, connection, request, body)
             except _Retryable:
                 pass  # the idle connection had been closed by the server: once more, fresh
-        stream = await self._open_with(endpoint, settings)
+        stream = await self.open_with(endpoint, settings)
         connection = _Connection(stream, settings)
         try:
             return await self._exchange(endpoint, connection, request, body)
         except _Retryable as exc:
             raise UpstreamFailed("UC", str(exc)) from None
 
-    async def _open_with(self, endpoint: Endpoint, settings: ConnectionSettings) -> HboneStream:
+    async def open_with(self, endpoint: Endpoint, settings: ConnectionSettings) -> HboneStream:
         """A new HBONE stream to ``endpoint`` within the cluster's ``connectTimeout``."""
         if not settings.connect_timeout:
             return await self.open_stream(endpoint)

@@ -88,7 +88,28 @@ def test_keep_alive_host_and_unusual_requests() -> None:
     http10 = parse(b"GET / HTTP/1.0\r\n\r\n")
     assert http10.unusual and not http10.keep_alive and http10.host is None
     assert parse(b"POST / HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\n\r\n").unusual
-    assert parse(b"GET / HTTP/1.1\r\nhost: h\r\nconnection: upgrade\r\nupgrade: ws\r\n\r\n").unusual
+    upgrade = parse(
+        b"GET / HTTP/1.1\r\nhost: h\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
+    )
+    assert not upgrade.unusual and upgrade.upgrade == "websocket"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (b"connection: upgrade\r\nupgrade: websocket\r\n", "websocket"),
+        (b"connection: keep-alive, Upgrade\r\nupgrade: WebSocket\r\n", "WebSocket"),
+        (b"upgrade: websocket\r\n", None),  # not listed in Connection: not an upgrade
+        (b"connection: upgrade\r\n", None),
+        (
+            b"connection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n",
+            None,
+        ),  # h2c upgrade ignored, as Envoy
+    ],
+)
+def test_upgrade_requests(fields: bytes, expected: str | None) -> None:
+    parsed = parse(b"GET / HTTP/1.1\r\nhost: h\r\n" + fields + b"\r\n")
+    assert parsed.upgrade == expected and not parsed.unusual
     assert parse(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n").framing is Framing.NONE
 
 
