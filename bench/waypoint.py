@@ -1,6 +1,12 @@
 """Waypoint benchmark: 1 KiB HTTP requests through ztunnel -> waypoint -> ztunnel, against L4 only.
 
     .venv/bin/python bench/waypoint.py [--seconds 5] [--rate 1000] [--connections 16]
+    .venv/bin/python bench/waypoint.py --protocol grpc   # unary gRPC, 1 KiB each way
+
+``--protocol grpc``: the server app is a grpcio server answering a 1 KiB
+unary call with 1 KiB (service port declared ``grpc``, so the waypoint speaks
+HTTP/2 upstream), and the load generator is grpcio (one channel, i.e. one
+HTTP/2 connection, per ``--connections``); everything else is the same.
 
 Processes (real sockets on loopback): the waypoint; the destination ztunnel
 (node-2) with the server pod; the server app (HTTP/1.1 keep-alive, answers
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -33,13 +40,21 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import uvloop  # noqa: E402
 
-from ambient.api.workload import GatewayAddress, Port, Service, TunnelProtocol, Workload  # noqa: E402
+from ambient.api.workload import (  # noqa: E402
+    AppProtocol,
+    GatewayAddress,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+)
 from ambient.frozen import FrozenMap  # noqa: E402
 from ambient.hbone.messages import ConnectRequest, SocketAddress  # noqa: E402
 from ambient.hbone.pool import ConnectionPool  # noqa: E402
@@ -56,12 +71,13 @@ CLIENT_IP, SERVER_IP, VIP = f"{NET}.0.1", f"{NET}.1.1", f"{NET}.2.1"
 WAYPOINT_IP, NODE_IP = f"{NET}.3.1", f"{NET}.4.2"
 ENTRY_L7, ENTRY_L4 = 7001, 7002
 APP_PORT = 8080
+PROTOCOL = AppProtocol.HTTP11  # AppProtocol.GRPC with --protocol grpc (see configure)
 SERVICE = Service(
     name="server",
     namespace="bench",
     hostname="server.bench.svc.cluster.local",
     addresses=(ipaddress.IPv4Address(VIP),),
-    ports=(Port(80, APP_PORT),),
+    ports=(Port(80, APP_PORT, PROTOCOL),),
     waypoint=GatewayAddress("bench/waypoint.bench.svc.cluster.local"),
 )
 
@@ -83,6 +99,14 @@ def pod(name: str, address: str, node: str, services: bool = False) -> Workload:
 
 
 CLIENT, SERVER = pod("client", CLIENT_IP, "node-1"), pod("server", SERVER_IP, "node-2", True)
+
+
+def configure(protocol: str) -> None:
+    """``--protocol grpc``: the service port declares grpc (the waypoint speaks HTTP/2)."""
+    global PROTOCOL, SERVICE, SERVER
+    PROTOCOL = AppProtocol.GRPC if protocol == "grpc" else AppProtocol.HTTP11
+    SERVICE = dataclasses.replace(SERVICE, ports=(Port(80, APP_PORT, PROTOCOL),))
+    SERVER = pod("server", SERVER_IP, "node-2", True)
 
 
 def state(node: str) -> ProxyState:
@@ -153,11 +177,41 @@ class _App(asyncio.Protocol):
 
 
 async def run_server() -> None:
+    if PROTOCOL is AppProtocol.GRPC:
+        await run_grpc_server()
+        return
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_App, SERVER_IP, APP_PORT, backlog=1024)
     print("READY", flush=True)
     await wait_stdin()
     server.close()
+
+
+GRPC_METHOD = "/bench.Echo/Unary"
+GRPC_REPLY = b"y" * 1024
+
+
+async def run_grpc_server() -> None:
+    """grpcio: ``/bench.Echo/Unary`` answers 1 KiB (raw bytes, no protobuf)."""
+    import grpc
+    import grpc.aio
+
+    async def unary(request: bytes, context: object) -> bytes:
+        return GRPC_REPLY
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(unary)}
+            ),
+        )
+    )
+    server.add_insecure_port(f"{SERVER_IP}:{APP_PORT}")
+    await server.start()
+    print("READY", flush=True)
+    await wait_stdin()
+    await server.stop(0)
 
 
 async def run_source(ca_dir: Path) -> None:
@@ -252,10 +306,51 @@ async def round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     await reader.readexactly(int(lower[start + 15 :].split(b"\r\n", 1)[0]))
 
 
+class GrpcConnection:
+    """One grpcio channel (one HTTP/2 connection) with the reader/writer pair's interface."""
+
+    def __init__(self, port: int) -> None:
+        import grpc.aio
+
+        self.channel = grpc.aio.insecure_channel(f"{CLIENT_IP}:{port}")
+        self.call = self.channel.unary_unary(GRPC_METHOD)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+async def grpc_round_trip(connection: GrpcConnection, _: object = None) -> None:
+    reply = await connection.call(b"x" * 1024)
+    if len(reply) != 1024:
+        raise RuntimeError(f"unexpected reply of {len(reply)} bytes")
+
+
+async def open_pairs(port: int, conns: int) -> list[tuple[Any, Any]]:
+    """``conns`` client connections: (reader, writer) for HTTP/1.1, (channel, channel) for gRPC."""
+    if PROTOCOL is AppProtocol.GRPC:
+        channels = [GrpcConnection(port) for _ in range(conns)]
+        return [(c, c) for c in channels]
+    return [await asyncio.open_connection(CLIENT_IP, port) for _ in range(conns)]
+
+
+async def close_pairs(pairs: list[tuple[Any, Any]]) -> None:
+    for _, writer in pairs:
+        if isinstance(writer, GrpcConnection):
+            await writer.close()
+        else:
+            writer.close()
+
+
+def exchange(reader: Any, writer: Any) -> Any:
+    if PROTOCOL is AppProtocol.GRPC:
+        return grpc_round_trip(reader)
+    return round_trip(reader, writer)
+
+
 async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) -> dict[str, float]:
-    pairs = [await asyncio.open_connection(CLIENT_IP, port) for _ in range(conns)]
+    pairs = await open_pairs(port, conns)
     for reader, writer in pairs:  # warm every connection (upstream keep-alive, pools)
-        await round_trip(reader, writer)
+        await exchange(reader, writer)
     latencies: list[float] = []
     interval = conns / rate
     per_conn = int(rate * seconds / conns)
@@ -269,7 +364,7 @@ async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) ->
             if delay > 0:
                 await asyncio.sleep(delay)
             t0 = time.perf_counter()
-            await round_trip(reader, writer)
+            await exchange(reader, writer)
             latencies.append(time.perf_counter() - t0)
             next_at += interval
 
@@ -277,8 +372,7 @@ async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) ->
     await asyncio.gather(*(one(r, w, i * interval / conns) for i, (r, w) in enumerate(pairs)))
     wall = time.perf_counter() - start
     cpu = (cpu_seconds(pid) - cpu0) / wall
-    for _, writer in pairs:
-        writer.close()
+    await close_pairs(pairs)
     latencies.sort()
     return {
         "p50_ms": latencies[len(latencies) // 2] * 1000,
@@ -290,20 +384,19 @@ async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) ->
 
 
 async def max_rate(port: int, seconds: float, conns: int) -> float:
-    pairs = [await asyncio.open_connection(CLIENT_IP, port) for _ in range(conns)]
+    pairs = await open_pairs(port, conns)
     done = 0
     deadline = time.perf_counter() + seconds
 
     async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal done
         while time.perf_counter() < deadline:
-            await round_trip(reader, writer)
+            await exchange(reader, writer)
             done += 1
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(r, w) for r, w in pairs))
-    for _, writer in pairs:
-        writer.close()
+    await close_pairs(pairs)
     return done / (time.perf_counter() - start)
 
 
@@ -336,9 +429,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     parser.add_argument("--role", choices=["ztunnel", "waypoint", "server", "source"])
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    configure(args.protocol)
     roles = {
         "ztunnel": lambda: run_ztunnel(args.ca),
         "waypoint": lambda: run_waypoint(args.ca),
@@ -366,7 +461,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-waypoint-") as tmp:
         ca_dir = Path(tmp)
         CertificateAuthority.load_or_create(ca_dir)
-        procs = {role: spawn("--role", role, "--ca", str(ca_dir)) for role in roles}
+        procs = {
+            role: spawn("--role", role, "--ca", str(ca_dir), "--protocol", args.protocol)
+            for role in roles
+        }
         try:
             pids = {role: p.pid for role, p in procs.items()}
             rss_idle = rss_mb(pids["waypoint"])
@@ -378,6 +476,8 @@ def main() -> None:
             for proc in procs.values():
                 proc.wait(timeout=30)
     l4, l7 = results["l4"], results["l7"]
+    what = "unary gRPC, 1 KiB each way" if args.protocol == "grpc" else "HTTP/1.1, 1 KiB each way"
+    print(f"protocol: {what}")
     print(f"{'measure':<52} {'L4 only':>10} {'waypoint':>10} {'ratio':>8}")
     for label, key in (
         (f"1 KiB RR at {args.rate:g}/s, p50 (ms)", "p50_ms"),

@@ -1,0 +1,3 @@
+module ambient.test/h2app
+
+go 1.24

@@ -1,0 +1,286 @@
+"""``ambient up --netns`` with a waypoint in front of gRPC, HTTP/2 and WebSocket apps (root only).
+
+Namespace ``grpc`` is enrolled and uses the waypoint ``waypoint`` (node-1). The
+apps run on node-2: ``echo`` (grpcio ``grpcapp.Echo``, two versions; Service port
+named ``grpc``), ``h2app`` (Go net/http speaking h2c; Service ``appProtocol:
+kubernetes.io/h2c``) and ``ws`` (a ``websockets`` echo; port undeclared). The
+``client`` pod (node-1) runs unmodified clients -- grpcio, curl, h2load, the
+``websockets`` client -- with no proxy settings: capture sends their traffic
+through ztunnel to the waypoint, which speaks HTTP/2 to the gRPC and h2c backends.
+An AuthorizationPolicy denies the ``Sleep`` method only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import REPO, Mesh, wait_for
+from tests.e2e.test_processes import component_pid
+
+pytestmark = pytest.mark.slow
+
+GRPCAPP = REPO / "tests" / "e2e" / "grpcapp"
+H2APP = REPO / "tests" / "e2e" / "h2app"
+NS = "grpc"
+
+MESH = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: grpc
+  labels: {{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: grpc
+  labels: {{istio.io/waypoint-for: service}}
+  annotations: {{ambient.io/nodes: node-1}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners:
+  - {{name: mesh, port: 15008, protocol: HBONE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: no-sleep, namespace: grpc}}
+spec:
+  targetRefs:
+  - {{kind: Service, group: "", name: echo}}
+  action: DENY
+  rules:
+  - to:
+    - operation: {{paths: ["/grpcapp.Echo/Sleep"]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: grpc}}
+spec:
+  selector: {{app: echo}}
+  ports: [{{name: grpc, port: 50051}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo-v2, namespace: grpc}}
+spec:
+  selector: {{app: echo, version: v2}}
+  ports: [{{name: grpc, port: 50051}}]
+{echo_deployments}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: h2app, namespace: grpc}}
+spec:
+  selector: {{app: h2app}}
+  ports: [{{name: web, port: 8080, appProtocol: kubernetes.io/h2c}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: h2app, namespace: grpc, labels: {{app: h2app}}}}
+spec:
+  nodeName: node-2
+  containers:
+  - name: h2app
+    command: ["{h2app}", -port, "8080"]
+    ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ws, namespace: grpc}}
+spec:
+  selector: {{app: ws}}
+  ports: [{{name: chat, port: 8765}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: ws, namespace: grpc, labels: {{app: ws}}}}
+spec:
+  nodeName: node-2
+  containers:
+  - name: ws
+    command: ["{python}", "{grpcapp}/wsecho.py", serve, --port, "8765"]
+    ports: [{{containerPort: 8765}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: grpc}}
+spec:
+  nodeName: node-1
+  containers:
+  - name: client
+    command: ["{python}", -c, "import signal; signal.pause()"]
+"""
+
+ECHO = """---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo-{version}, namespace: grpc}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: echo, version: {version}}}}}
+  template:
+    metadata:
+      labels: {{app: echo, version: {version}}}
+    spec:
+      nodeName: node-2
+      containers:
+      - name: echo
+        command: ["{python}", "{grpcapp}/echo.py", --port, "50051"]
+        ports: [{{containerPort: 50051}}]"""
+
+
+def build_h2app(out: Path) -> Path:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("go is not installed (Debian package golang-go)")
+    binary = out / "h2app"
+    env = {"PATH": "/usr/bin:/bin:/usr/local/go/bin", "HOME": str(out), "GOPROXY": "off",
+           "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOCACHE": str(out / "gocache")}  # fmt: skip
+    built = subprocess.run(
+        [go, "build", "-o", str(binary), "."], cwd=H2APP, env=env, capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        pytest.fail(f"go build of tests/e2e/h2app failed: {built.stderr}")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    base = tmp_path_factory.mktemp("netns-grpc")
+    config = base / "config"
+    config.mkdir()
+    values = {"python": sys.executable, "grpcapp": str(GRPCAPP), "h2app": str(build_h2app(base))}
+    echo = "\n".join(ECHO.format(version=v, **values) for v in ("v1", "v2"))
+    (config / "mesh.yaml").write_text(MESH.format(echo_deployments=echo, **values))
+    running = Mesh(config, base / "state", base / "up.log", up_args=("--netns",)).start(wait=90)
+    try:
+        wait_for("every pod to be ready", lambda: all_ready(running), timeout=60)
+        yield running
+    finally:
+        running.stop()
+        running.run("down")
+
+
+def all_ready(mesh: Mesh) -> bool:
+    states = mesh.pod_states()
+    return bool(states) and all(s.ready for s in states.values())
+
+
+def grpc_call(mesh: Mesh, *args: str, timeout: float = 120) -> dict[str, Any]:
+    result = mesh.exec(
+        "client", sys.executable, str(GRPCAPP / "client.py"), "echo.grpc:50051", *args,
+        namespace=NS, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def wait_serving(mesh: Mesh) -> None:
+    wait_for(
+        "the waypoint to serve gRPC",
+        lambda: grpc_call(mesh, "unary", "ping").get("code") == "OK",
+        timeout=30,
+        every=0.5,
+    )
+
+
+def test_every_call_shape_through_the_waypoint(mesh: Mesh) -> None:
+    wait_serving(mesh)
+    unary = grpc_call(mesh, "unary", "hello", "--header", "x-client=e2e")
+    assert unary["code"] == "OK" and unary["reply"].split("|")[1] == "hello", unary
+    assert unary["reply"].startswith("echo-v") and unary["trailing"]["x-trailer"] == "done"
+    assert grpc_call(mesh, "server-stream", "100", "1000") == {
+        "code": "OK", "messages": 100, "bytes": 100_000,
+    }  # fmt: skip
+    assert grpc_call(mesh, "client-stream", "100", "1000")["bytes"] == 100_000
+    assert grpc_call(mesh, "bidi", "50") == {"code": "OK", "messages": 50}
+    lines = [line for line in mesh.log().splitlines() if "/grpcapp.Echo/Bidi" in line]
+    assert any("protocol=HTTP/2" in line and "grpc_status=0" in line for line in lines), lines
+
+
+def test_a_policy_denies_one_method(mesh: Mesh) -> None:
+    wait_serving(mesh)
+    assert grpc_call(mesh, "sleep", "10") == {
+        "code": "PERMISSION_DENIED", "details": "RBAC: access denied",
+    }  # fmt: skip
+    assert grpc_call(mesh, "unary", "still allowed")["code"] == "OK"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_100mb_stream_with_bounded_waypoint_memory(mesh: Mesh) -> None:
+    """The waypoint runs in node-1's ztunnel process: its RSS while 100 MB stream through."""
+    wait_serving(mesh)
+    pid = component_pid(mesh, "ztunnel/node-1")
+    baseline = peak = rss_mb(pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, rss_mb(pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = grpc_call(mesh, "download", str(100 * 1024 * 1024), timeout=300)
+    finally:
+        done.set()
+        sampler.join()
+    assert result["code"] == "OK" and result["bytes"] == 100 * 1024 * 1024, result
+    grew = peak - baseline
+    print(f"100 MB in {result['seconds']:.1f}s; node-1 proxy RSS {baseline:.0f} -> {peak:.0f} MB")
+    assert grew < 60, f"the waypoint's process grew {grew:.0f} MB for a 100 MB stream"
+
+
+def test_curl_h2c_and_h2load_against_an_http2_backend(mesh: Mesh) -> None:
+    if shutil.which("h2load") is None:
+        pytest.skip("needs h2load (Debian package nghttp2-client)")
+    url = "http://h2app.grpc:8080/hello"
+
+    def curl() -> str:
+        result = mesh.exec("client", "curl", "-sS", "-m", "10", "--http2-prior-knowledge", url,
+                           namespace=NS)  # fmt: skip
+        return result.stdout
+
+    body = wait_for("h2app through the waypoint", curl, timeout=30, every=0.5)
+    assert re.fullmatch(r"h2app HTTP/2\.0 /hello\n", body), body  # h2c to the backend too
+    # HTTP/1.1 from the client: the port declares h2c, so HTTP/2 upstream all the same
+    http1 = mesh.exec("client", "curl", "-sS", "-m", "10", "--http1.1", url, namespace=NS)
+    assert http1.stdout == "h2app HTTP/2.0 /hello\n", http1.stdout + http1.stderr
+    load = mesh.exec(
+        "client", "h2load", "-n", "2000", "-c", "4", "-m", "10", url, namespace=NS, timeout=120
+    )
+    assert "2000 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout + load.stderr
+    assert re.search(r"status codes: 2000 2xx", load.stdout), load.stdout
+
+
+def test_websocket_echo(mesh: Mesh) -> None:
+    def call() -> dict[str, Any] | None:
+        result = mesh.exec(
+            "client", sys.executable, str(GRPCAPP / "wsecho.py"), "call",
+            "ws://ws.grpc:8765/chat", "17", namespace=NS,
+        )  # fmt: skip
+        answer: dict[str, Any] = json.loads(result.stdout or "{}")
+        return answer if answer.get("ok") else None
+
+    answer = wait_for("a WebSocket echo through the waypoint", call, timeout=30, every=0.5)
+    assert answer["greeting"] == "hello from ws /chat" and answer["echoed"] == 17
+    assert any('path="/chat"' in line and "status=101" in line for line in mesh.log().splitlines())
