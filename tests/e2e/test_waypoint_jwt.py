@@ -25,8 +25,8 @@ with an identity provider's keys. Keys are generated and tokens signed with jose
 Clients run in the ``web`` pod through ``ambient exec`` (so through its ztunnel):
 curl over HTTP/1.1 and HTTP/2 with prior knowledge, nghttp (nghttp2's client, made to
 use the pod's SOCKS5 proxy by proxychains4, as it has no proxy support of its own) and
-a Go program on net/http (HTTP/1.1: the installed Go predates the standard library's
-unencrypted HTTP/2).
+a Go program on net/http (HTTP/1.1, and unencrypted HTTP/2 with prior knowledge
+through the standard library's ``Transport.Protocols``, Go 1.24+).
 """
 
 from __future__ import annotations
@@ -691,7 +691,7 @@ def test_nghttp_concurrent_streams_are_judged_each_on_its_own(env: Env, tmp_path
 @pytest.fixture(scope="module")
 def goclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
-        go = str(find_go((1, 19)).path)
+        go = str(find_go((1, 24)).path)  # http.Protocols (h2c in the standard library)
     except GoNotFound as err:
         pytest.skip(str(err))
     binary = tmp_path_factory.mktemp("goclient") / "goclient"
@@ -716,12 +716,14 @@ def goclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
-def test_go_net_http(env: Env, goclient: Path) -> None:
-    path = "/secure/go"
-    result = env.mesh.exec("deploy/web", str(goclient), "-H", bearer(token(RSA_KEY)), ORDERS + path)
+@pytest.mark.parametrize(("flags", "version"), [((), "1.1"), (("-h2c",), "2")])
+def test_go_net_http(env: Env, goclient: Path, flags: tuple[str, ...], version: str) -> None:
+    path = f"/secure/go-{version}"
+    auth = bearer(token(RSA_KEY))
+    result = env.mesh.exec("deploy/web", str(goclient), *flags, "-H", auth, ORDERS + path)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["proto"] == "HTTP/1.1"
-    reply = Reply("1.1", answer["status"], answer["headers"], answer["body"])
+    assert answer["proto"] == ("HTTP/1.1" if version == "1.1" else "HTTP/2.0")
+    reply = Reply(version, answer["status"], answer["headers"], answer["body"])
     assert_routed(reply, path)
-    assert waypoint_protocol(env.mesh, path) == "HTTP/1.1"
+    assert waypoint_protocol(env.mesh, path) == f"HTTP/{version}"

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs:       {cluster.dir / 'logs'}")
             print(f"stop with:  scripts/dev-cluster down {cluster.dir}")
         else:
+            if not args.dir.exists():
+                print(f"no dev cluster in {args.dir} (no such folder): nothing to do")
+                return 0
             stopped = down(args.dir)
             print(
                 f"stopped {', '.join(stopped) or 'nothing (no process was running)'}; "

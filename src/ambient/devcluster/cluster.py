@@ -177,17 +177,25 @@ def up(folder: Path, options: Options | None = None) -> DevCluster:
     options = options or Options()
     folder = folder.absolute()
     _check_folder(folder)
-    bin_dir = ensure_binaries(options.progress)
-    for sub in ("logs", "etcd", "config", "bin"):
-        if sub == "logs":
-            shutil.rmtree(folder / sub, ignore_errors=True)
-        (folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-    starter = _Starter(folder, bin_dir, options)
     try:
+        shutil.rmtree(folder / "logs", ignore_errors=True)
+        for sub in ("logs", "etcd", "config", "bin"):
+            (folder / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise DevClusterError(
+            f"cannot create the cluster folder {folder}: {err.strerror}"
+        ) from None
+    starter: _Starter | None = None
+    try:
+        bin_dir = ensure_binaries(options.progress)
+        starter = _Starter(folder, bin_dir, options)
         cluster = _start(folder, bin_dir, options, starter)
-    except BaseException:
-        _stop_all(starter.refs, starter.children)
-        _remove_owned(folder, keep_logs=True)
+    except BaseException as err:
+        if starter is not None:
+            _stop_all(starter.refs, starter.children)
+        _remove_owned(folder, keep_logs=starter is not None)
+        if isinstance(err, OSError):
+            raise DevClusterError(f"starting the dev cluster in {folder}: {err}") from None
         raise
     options.progress(f"dev cluster {cluster.version} ready: {cluster.server} (in {folder})")
     return cluster

@@ -1,3 +1,3 @@
 module ambient.test/goclient
 
-go 1.19
+go 1.24

@@ -1,11 +1,11 @@
 // Command goclient makes one HTTP request the way a Go service in a pod would: the
 // standard library's net/http, through the pod's SOCKS5 proxy (ALL_PROXY).
 //
-//	goclient [-H 'name: value']... URL
+//	goclient [-h2c] [-H 'name: value']... URL
 //
 // It prints one JSON object: proto, status, headers (lower-case names, values joined
-// with ","), body. HTTP/1.1 only: unencrypted HTTP/2 (h2c) needs Go 1.24's
-// Transport.Protocols or golang.org/x/net/http2, which is not in the standard library.
+// with ","), body. HTTP/1.1 by default; -h2c speaks unencrypted HTTP/2 with prior
+// knowledge (the standard library's Transport.Protocols, Go 1.24+).
 package main
 
 import (
@@ -33,6 +33,7 @@ func fail(format string, args ...any) {
 func main() {
 	var headers headerFlags
 	flag.Var(&headers, "H", "request header 'name: value' (repeatable)")
+	h2c := flag.Bool("h2c", false, "unencrypted HTTP/2 with prior knowledge")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fail("usage: goclient [-H 'name: value']... URL")
@@ -48,6 +49,11 @@ func main() {
 			u.Scheme = "socks5"
 		}
 		transport.Proxy = http.ProxyURL(u)
+	}
+	if *h2c {
+		protocols := new(http.Protocols)
+		protocols.SetUnencryptedHTTP2(true)
+		transport.Protocols = protocols
 	}
 	client := &http.Client{Transport: transport, Timeout: 10 * time.Second}
 	req, err := http.NewRequest(http.MethodGet, flag.Arg(0), nil)
