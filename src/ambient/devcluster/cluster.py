@@ -58,7 +58,9 @@ class Options:
     apiserver_port: int | None = None
     service_cidr: str = "10.96.0.0/16"
     first_service_ip: str = "10.96.0.1"
-    tie_to_parent: bool = False  # the kernel kills the components when the caller dies
+    # The kernel kills the components when the caller dies (PR_SET_PDEATHSIG: strictly,
+    # when the *thread* that started them ends, so call up() from a long-lived thread).
+    tie_to_parent: bool = False
     progress: Progress = print
 
 
