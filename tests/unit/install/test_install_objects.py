@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,15 +15,15 @@ from ambient.install.manifests import mesh_objects
 
 
 @pytest.fixture(scope="module")
-def crds() -> list[dict[str, object]]:
+def crds() -> list[dict[str, Any]]:
     """Fetched by `make crds` (setup time); fetched here if that did not run."""
     return load_crds(ensure_crds())
 
 
 def test_crds_are_the_three_istio_groups_and_gateway_apis_standard_channel(
-    crds: list[dict[str, object]],
+    crds: list[dict[str, Any]],
 ) -> None:
-    names = {str(c["metadata"]["name"]) for c in crds if c["kind"] == "CustomResourceDefinition"}  # type: ignore[index]
+    names = {str(c["metadata"]["name"]) for c in crds if c["kind"] == "CustomResourceDefinition"}
     for expected in (
         "authorizationpolicies.security.istio.io",
         "peerauthentications.security.istio.io",
@@ -41,15 +42,15 @@ def test_crds_are_the_three_istio_groups_and_gateway_apis_standard_channel(
         assert expected in names
     assert not [n for n in names if n.endswith("extensions.istio.io")]
     channels = {
-        c["metadata"].get("annotations", {}).get("gateway.networking.k8s.io/channel")  # type: ignore[index, union-attr]
+        c["metadata"].get("annotations", {}).get("gateway.networking.k8s.io/channel")
         for c in crds
-        if str(c["metadata"]["name"]).endswith("gateway.networking.k8s.io")  # type: ignore[index]
+        if str(c["metadata"]["name"]).endswith("gateway.networking.k8s.io")
     }
     assert channels == {"standard"}
 
 
 def test_a_copied_crd_folder_is_used_and_a_bad_one_refused(
-    crds: list[dict[str, object]], tmp_path: Path
+    crds: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     with pytest.raises(CrdError, match=r"does not hold the CRDs of istio\.io/api"):
         ensure_crds(tmp_path)
@@ -59,7 +60,7 @@ def test_a_copied_crd_folder_is_used_and_a_bad_one_refused(
     assert load_crds(ensure_crds(tmp_path)) == crds
 
 
-def _by(kind: str, name: str) -> dict[str, object]:
+def _by(kind: str, name: str) -> dict[str, Any]:
     return next(o for o in mesh_objects() if o["kind"] == kind and o["metadata"]["name"] == name)
 
 
@@ -73,7 +74,7 @@ def test_no_secrets_and_nothing_cluster_admin() -> None:
 
 
 def test_ztunnel_may_only_mint_its_own_token() -> None:
-    (rule,) = _by("Role", "ambient-ztunnel")["rules"]  # type: ignore[misc]
+    (rule,) = _by("Role", "ambient-ztunnel")["rules"]
     assert rule == {
         "apiGroups": [""],
         "resources": ["serviceaccounts/token"],
@@ -82,7 +83,7 @@ def test_ztunnel_may_only_mint_its_own_token() -> None:
     }
 
 
-def test_dry_run_prints_every_object_as_yaml(crds: list[dict[str, object]]) -> None:
+def test_dry_run_prints_every_object_as_yaml(crds: list[dict[str, Any]]) -> None:
     result = CliRunner().invoke(cli, ["install", "--dry-run"])
     assert result.exit_code == 0, result.output
     docs = list(yaml.load_all(result.stdout, Loader=yaml.CSafeLoader))
