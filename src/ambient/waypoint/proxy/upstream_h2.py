@@ -1,5 +1,8 @@
 """HTTP/2 (h2c, prior knowledge) to endpoints over HBONE: pooled connections, multiplexed streams.
 
+The protocol itself is ``h2client`` (a lean sans-io client codec); this module
+drives it over HBONE streams and pools the connections.
+
 Each upstream HTTP/2 connection is one HBONE CONNECT stream to the endpoint's
 ztunnel (opened as for HTTP/1.1, see ``upstream``), carrying h2c with prior
 knowledge; many requests share it as streams. Decisions, following Envoy's
@@ -35,17 +38,23 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
 from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.balancer import Endpoint
+from ambient.waypoint.proxy.h2client import (
+    CANCEL,
+    NO_ERROR,
+    REFUSED_STREAM,
+    ConnectionLost,
+    DataReceived,
+    Event,
+    GoAway,
+    H2Client,
+    HeadersReceived,
+    StreamReset,
+    WindowOpened,
+)
 from ambient.waypoint.proxy.messages import (
     Body,
     BodyAborted,
@@ -62,8 +71,6 @@ STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 MAX_STREAMS = 1000  # per connection, whatever the server allows
 READ_SIZE = 256 * 1024
-_REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
-_CANCEL = h2.errors.ErrorCodes.CANCEL
 _BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 Opener = Callable[[Endpoint, ConnectionSettings], Awaitable[HboneStream]]
@@ -147,7 +154,7 @@ class _Exchange:
 
 
 class _Connection:
-    """One h2c client connection inside an HBONE stream."""
+    """One h2c client connection inside an HBONE stream (the codec: ``h2client``)."""
 
     def __init__(self, client: Http2Client, key: tuple[object, int], stream: HboneStream,
                  settings: ConnectionSettings) -> None:  # fmt: skip
@@ -155,22 +162,7 @@ class _Connection:
         self.key = key
         self.stream = stream
         self.settings = settings
-        config = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config)
-        self.h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0,  # no pushed streams
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
-            },
-        )
+        self.h2 = H2Client(STREAM_WINDOW, CONNECTION_WINDOW)
         self.exchanges: dict[int, _Exchange] = {}
         self.requests = 0
         self.draining = False
@@ -179,20 +171,18 @@ class _Connection:
         self.reader: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.h2.initiate()
         self.flush()
         self.reader = asyncio.ensure_future(self._read())
 
     @property
     def has_room(self) -> bool:
-        if self.dead or self.draining:
+        if self.dead or self.draining or self.h2.streams_left < 1:
             return False
         limit = self.settings.max_requests
         if limit and self.requests >= limit:
             return False
-        allowed = min(self.h2.remote_settings.max_concurrent_streams, MAX_STREAMS)
-        return len(self.exchanges) < allowed
+        return len(self.exchanges) < min(self.h2.max_concurrent_streams, MAX_STREAMS)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -206,17 +196,17 @@ class _Connection:
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         if size and not self.dead:
-            self.h2.acknowledge_received_data(size, stream_id)
+            self.h2.acknowledge(stream_id, size)
             self.flush()
 
     def begin(self, request: UpstreamRequest, body: Body) -> _Exchange:
         """Send the request head (and a body already in memory); returns the exchange."""
-        stream_id = self.h2.get_next_available_stream_id()
+        stream_id = self.h2.open_stream()
         exchange = _Exchange(self, stream_id)
         self.exchanges[stream_id] = exchange
         self.requests += 1
         limit = self.settings.max_requests
-        if limit and self.requests >= limit:
+        if (limit and self.requests >= limit) or self.h2.streams_left < 1:
             self.draining = True
         headers = [
             (":method", request.method),
@@ -233,32 +223,23 @@ class _Connection:
             headers.append(("content-length", str(body.length)))
         trailers = body.trailers if whole is not None else ()
         empty = whole is not None and not whole and not trailers
-        try:
-            self.h2.send_headers(stream_id, headers, end_stream=empty)
-            if whole and not trailers and len(whole) <= self._window(stream_id):
-                self.h2.send_data(stream_id, whole, end_stream=True)
-                whole = b""
-                empty = True
-        except (h2.exceptions.ProtocolError, ValueError) as exc:
-            self.exchanges.pop(stream_id, None)
-            raise UpstreamFailed(
-                "UC", f"upstream request refused by the HTTP/2 codec: {exc}"
-            ) from None
+        self.h2.send_headers(stream_id, headers, end=empty)
+        if whole and not trailers and len(whole) <= self.h2.window(stream_id):
+            self.h2.send_data(stream_id, whole, end=True)
+            whole = b""
+            empty = True
         self.flush()
         if not empty:
             exchange.sending = True
             exchange.sender = asyncio.ensure_future(self._send_body(exchange, body, whole))
         return exchange
 
-    def _window(self, stream_id: int) -> int:
-        return min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-
     async def _send_data(self, exchange: _Exchange, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            if exchange.error is not None or self.dead:
+            if exchange.error is not None or self.dead or exchange.done:
                 raise _Gone()
-            window = self._window(exchange.stream_id)
+            window = self.h2.window(exchange.stream_id)
             if window <= 0:
                 exchange.window = asyncio.get_running_loop().create_future()
                 try:
@@ -283,18 +264,18 @@ class _Connection:
                     await self._send_data(exchange, data)
             elif first:
                 await self._send_data(exchange, first)
-            if exchange.error is not None or self.dead:
+            if exchange.error is not None or self.dead or exchange.done:
                 raise _Gone()
             trailers = body.trailers
             if trailers:
-                self.h2.send_headers(exchange.stream_id, list(trailers), end_stream=True)
+                self.h2.send_headers(exchange.stream_id, list(trailers), end=True)
             else:
                 self.h2.end_stream(exchange.stream_id)
             self.flush()
         except BodyAborted:
             # The client went away mid-body: the upstream must not see a complete request.
             self.reset(exchange)
-        except (_Gone, h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except _Gone:
             pass  # the upstream reset or answered early and closed: nothing more to send
         finally:
             exchange.sending = False
@@ -307,8 +288,7 @@ class _Connection:
         if exchange.done:
             return
         if not self.dead:
-            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                self.h2.reset_stream(exchange.stream_id, _CANCEL)
+            self.h2.reset(exchange.stream_id, CANCEL)
         exchange.fail("UR", "local reset")
         self._forget(exchange)
 
@@ -326,6 +306,7 @@ class _Connection:
         exchange.chunks.clear()
         if leftover:
             self.acknowledge(exchange.stream_id, leftover)
+        self.h2.forget(exchange.stream_id)
         sender = exchange.sender
         if sender is not None and not sender.done() and sender is not asyncio.current_task():
             sender.cancel()
@@ -339,11 +320,11 @@ class _Connection:
         """GOAWAY, then the tunnel's end (half-close)."""
         if self.dead:
             return
-        with contextlib.suppress(Exception):
-            self.h2.close_connection()
-            self.flush()
+        self.h2.close()
+        self.flush()
         self.dead = True
-        self.stream.write_eof()
+        with contextlib.suppress(HboneError):
+            self.stream.write_eof()
         self.client.forget(self)
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
@@ -369,89 +350,83 @@ class _Connection:
                 if not data:
                     self._die("connection termination (the upstream closed the connection)")
                     return
-                try:
-                    events = self.h2.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
-                    self.flush()
-                    self._die(f"protocol error ({exc})")
-                    return
-                for event in events:
+                for event in self.h2.receive_data(data):
                     self._on_event(event)
                 self.flush()
         except HboneError as exc:
             self._die(f"connection termination ({exc})")
 
-    def _on_event(self, event: h2.events.Event) -> None:
-        stream_id = getattr(event, "stream_id", 0)
-        exchange = self.exchanges.get(stream_id) if stream_id else None
-        if isinstance(event, h2.events.ResponseReceived):
-            if exchange is not None and not exchange.head.done():
-                head, length = _response_head(event.headers)
-                exchange.length = length
-                exchange.empty = event.stream_ended is not None
-                exchange.head.set_result(head)
-        elif isinstance(event, h2.events.DataReceived):
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, DataReceived):
+            exchange = self.exchanges.get(event.stream_id)
             if exchange is None:
-                self.acknowledge(stream_id, event.flow_controlled_length)
-            else:
-                exchange.chunks.append((event.data, event.flow_controlled_length))
-                exchange.wake()
-        elif isinstance(event, h2.events.TrailersReceived):
-            if exchange is not None:
-                exchange.trailers = _fields(event.headers)
-        elif isinstance(event, h2.events.StreamEnded):
-            if exchange is not None:
+                self.acknowledge(event.stream_id, event.flow)
+                return
+            exchange.chunks.append((event.data, event.flow))
+            if event.end_stream:
+                exchange.ended = True
+            exchange.wake()
+        elif isinstance(event, HeadersReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is None:
+                return
+            if event.trailers:
+                exchange.trailers = event.headers
                 exchange.ended = True
                 exchange.wake()
-                if exchange.head.done() and exchange.empty:
+            elif not exchange.head.done():
+                head, length = _response_head(event.status, event.headers)
+                exchange.length = length
+                exchange.empty = event.end_stream
+                exchange.ended = event.end_stream
+                exchange.head.set_result(head)
+                if event.end_stream:
                     self.finished(exchange)
-        elif isinstance(event, h2.events.StreamReset):
-            if exchange is not None:
-                refused = event.error_code == _REFUSED
+        elif isinstance(event, StreamReset):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is None:
+                return
+            refused = event.error_code == REFUSED_STREAM and not event.local
+            if event.local:
+                reason = "protocol error (a malformed response)"
+            else:
                 reason = "remote refused stream reset" if refused else "remote reset"
-                exchange.fail("UR", reason, refused=refused)
-                if not exchange.ended:
-                    self._forget(exchange)
-                elif not exchange.chunks:  # RST after a complete response: it stays readable
-                    exchange.sending = False
-                    self.finished(exchange)
-        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            targets = self.exchanges.values() if not stream_id else (exchange,) if exchange else ()
-            for waiting in list(targets):
-                waiting.wake_sender()
-        elif isinstance(event, h2.events.ConnectionTerminated):
+            exchange.fail("UR", reason, refused=refused)
+            if not exchange.ended:
+                self._forget(exchange)
+            elif not exchange.chunks:  # RST after a complete response: it stays readable
+                exchange.sending = False
+                self.finished(exchange)
+        elif isinstance(event, WindowOpened):
+            if event.stream_id == 0:
+                for waiting in list(self.exchanges.values()):
+                    waiting.wake_sender()
+            elif (exchange := self.exchanges.get(event.stream_id)) is not None:
+                exchange.wake_sender()
+        elif isinstance(event, GoAway):
             self._on_goaway(event)
+        elif isinstance(event, ConnectionLost):
+            self.flush()
+            self._die(f"protocol error ({event.reason})")
 
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+    def _on_goaway(self, event: GoAway) -> None:
         self.draining = True
-        last = event.last_stream_id if event.last_stream_id is not None else 0
         for stream_id, exchange in list(self.exchanges.items()):
-            if stream_id > last:  # never processed: safe to retry elsewhere
+            if stream_id > event.last_stream_id:  # never processed: safe to retry elsewhere
                 exchange.fail("UR", "remote refused stream reset (GOAWAY)", refused=True)
                 self._forget(exchange)
-        if event.error_code != h2.errors.ErrorCodes.NO_ERROR:
-            self._die(f"connection termination (GOAWAY {event.error_code!r})")
+        if event.error_code != NO_ERROR:
+            self._die(f"connection termination (GOAWAY error {event.error_code})")
         elif not self.exchanges:
             self.close()
 
 
-def _fields(raw: list[tuple[bytes, bytes]]) -> Headers:
-    return tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
-
-
-def _response_head(raw: list[tuple[bytes, bytes]]) -> tuple[ResponseHead, int | None]:
-    status = 0
+def _response_head(status: int, fields: Headers) -> tuple[ResponseHead, int | None]:
     length: int | None = None
-    headers = []
-    for name, value in _fields(raw):
-        if name == ":status":
-            status = int(value)
-        elif name == "content-length" and value.isdigit():
+    for name, value in fields:
+        if name == "content-length" and value.isdigit() and value.isascii():
             length = int(value)
-            headers.append((name, value))
-        else:
-            headers.append((name, value))
-    return ResponseHead(status, strip_hop_by_hop(tuple(headers))), length
+    return ResponseHead(status, strip_hop_by_hop(fields)), length
 
 
 class Http2Client:
