@@ -25,6 +25,7 @@ from ambient.controlplane.index import pod_uid
 from ambient.controlplane.plane import ControlPlane
 from ambient.runtime import PodRun, Supervisor, plan_launch
 from ambient.runtime.status import ContainerEvent, EventKind
+from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT
 from ambient.ztunnel.proxy import SOCKS_PORT
 
 __all__ = ["Kubelet", "ScheduledRun", "scheduled_runs"]
@@ -60,6 +61,7 @@ def scheduled_runs(plane: ControlPlane, config_dir: Path) -> dict[tuple[str, str
             base_dir=config_dir,
             ip=ip,
             proxy=f"socks5h://{ip}:{SOCKS_PORT}",
+            connect_proxy=f"http://{ip}:{HTTP_CONNECT_PORT}",
             extra_env={"HOST_IP": str(node_ip)} if node_ip is not None else {},
         )
         wanted[(workload.namespace, workload.name)] = ScheduledRun(
@@ -117,7 +119,10 @@ class Kubelet:
                 key: dataclasses.replace(
                     s,
                     run=dataclasses.replace(
-                        s.run, proxy=None, netns=network.pod_netns(key[0], key[1])
+                        s.run,
+                        proxy=None,
+                        connect_proxy=None,
+                        netns=network.pod_netns(key[0], key[1]),
                     ),
                 )
                 for key, s in wanted.items()

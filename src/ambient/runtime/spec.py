@@ -10,18 +10,25 @@ Environment of a container process, lowest precedence first:
    settings are the exception: the mesh decides where a pod's traffic goes,
    not the developer's corporate proxy.
 2. The pod-level variables of the local contract: ``POD_IP``, ``POD_NAME``,
-   ``POD_NAMESPACE``, ``SERVICE_ACCOUNT``, ``NODE_NAME`` and, for enrolled pods
-   (``PodRun.proxy`` set), ``ALL_PROXY`` and ``all_proxy``; then
-   ``PodRun.extra_env``, which may override them.
+   ``POD_NAMESPACE``, ``SERVICE_ACCOUNT``, ``NODE_NAME``; in local mode
+   (``PodRun.proxy`` set) ``ALL_PROXY`` and ``all_proxy`` (SOCKS5, 15080), and
+   with ``PodRun.connect_proxy`` the HTTP CONNECT port (15081) as
+   ``HTTPS_PROXY``/``https_proxy`` (Go's ``net/http`` and grpc-go for every
+   target, curl and Python for ``https://``), ``grpc_proxy`` (grpc core:
+   grpcio, for plaintext targets too), ``GRPC_PROXY_EXP`` (grpc-java's variable,
+   as ``host:port``) and ``NO_PROXY``/``no_proxy`` = ``localhost``; then
+   ``PodRun.extra_env``, which may override them. ``HTTP_PROXY`` is not set:
+   clients send absolute-form requests to it for ``http://`` URLs, which the
+   CONNECT port does not serve (they keep using ``ALL_PROXY``).
 3. The container's ``env``, in order. ``value`` is ``$(VAR)``-expanded from the
    container's earlier entries and level 2 (as kubelet does with its service
    variables); ``valueFrom.fieldRef`` is resolved and not expanded.
 
-``NO_PROXY`` is deliberately not set: pod IPs are loopback addresses
-(127.x.y.z), so a ``NO_PROXY`` of localhost/127.0.0.0/8 would let pod-to-pod
-traffic bypass the mesh. Everything goes to the node's ztunnel SOCKS5 port,
-which connects non-mesh destinations (including localhost) directly, like
-captured traffic in Istio. A container may still set ``NO_PROXY`` itself.
+``NO_PROXY`` names ``localhost`` only: pod IPs are loopback addresses
+(127.x.y.z), so a ``NO_PROXY`` of 127.0.0.0/8 would let pod-to-pod traffic
+bypass the mesh. Everything else goes to the node's ztunnel, which connects
+non-mesh destinations directly, like captured traffic in Istio. A container
+may still set ``NO_PROXY`` itself.
 
 ``command`` and ``args`` are expanded from levels 2 and 3, never from level 1,
 exactly as in Kubernetes (where the image's environment is not visible to
@@ -93,6 +100,8 @@ class PodRun:
     annotations: Mapping[str, str] = field(default_factory=FrozenMap)
     proxy: str | None = None
     """``ALL_PROXY`` for enrolled pods, e.g. ``socks5h://127.10.0.5:15080``; None otherwise."""
+    connect_proxy: str | None = None
+    """The pod's HTTP CONNECT proxy, e.g. ``http://127.10.0.5:15081`` (``HTTPS_PROXY`` ...)."""
     extra_env: Mapping[str, str] = field(default_factory=FrozenMap)
     base_dir: Path = field(default_factory=Path.cwd)
     """The folder the manifest came from: the default working directory."""
@@ -120,6 +129,7 @@ class PodRun:
         base_dir: Path,
         ip: str | None = None,
         proxy: str | None = None,
+        connect_proxy: str | None = None,
         extra_env: Mapping[str, str] | None = None,
     ) -> PodRun:
         """Build from a loaded ``Pod``; ``ip`` defaults to the manifest's ``status.podIP``."""
@@ -137,6 +147,7 @@ class PodRun:
             labels=pod.meta.labels,
             annotations=pod.meta.annotations,
             proxy=proxy,
+            connect_proxy=connect_proxy,
             extra_env=extra_env or FrozenMap(),
             base_dir=base_dir,
             host_ip=pod.status.host_ip or DEFAULT_HOST_IP,
@@ -201,6 +212,11 @@ def pod_env(pod: PodRun) -> dict[str, str]:
     if pod.proxy:
         env["ALL_PROXY"] = pod.proxy
         env["all_proxy"] = pod.proxy
+    if pod.connect_proxy:
+        connect = pod.connect_proxy
+        env["HTTPS_PROXY"] = env["https_proxy"] = env["grpc_proxy"] = connect
+        env["GRPC_PROXY_EXP"] = connect.split("://", 1)[-1]
+        env["NO_PROXY"] = env["no_proxy"] = "localhost"
     env.update(pod.extra_env)
     return env
 

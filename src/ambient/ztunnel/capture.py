@@ -484,7 +484,7 @@ class _CapturedOutbound(_Held):
         if (ip, port) == tuple(sock.getsockname()[:2]):  # dialled 15001 itself: would loop
             tcp.abort()
             return
-        self.handler.start(tcp, socks5.Socks5Request(ip, port, False), self.early, socks=False)
+        self.handler.start(tcp, socks5.Socks5Request(ip, port, False), self.early, replies=None)
 
 
 class _CapturedInbound(_Held):
@@ -542,7 +542,7 @@ class PlaintextInbound:
             client,
             socks5.Socks5Request(str(target[0]), target[1], False),
             early,
-            socks=False,
+            replies=None,
             forwarded_for=SocketAddress(ipaddress.ip_address(peer[0]), int(peer[1])),
         )
 

@@ -1,4 +1,5 @@
-"""Outbound: a local pod's connections, taken by SOCKS5 on ``<podIP>:15080``.
+"""Outbound: a local pod's connections, taken by SOCKS5 on ``<podIP>:15080`` (or by the HTTP
+CONNECT proxy on ``<podIP>:15081``, ``ztunnel.httpconnect``; the same handler serves both).
 
 The source is the pod whose address was dialled. The destination (an IP, a
 service VIP or a mesh hostname) is resolved against the pushed state: a VIP
@@ -21,6 +22,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ambient.api.workload import TunnelProtocol, Workload
 from ambient.hbone.bound import connect_from
@@ -40,6 +42,27 @@ from ambient.ztunnel.state import ProxyState, Upstream
 log = logging.getLogger("ambient.ztunnel")
 
 CertificateSource = Callable[[SpiffeId], Awaitable[WorkloadCertificate]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyReplies:
+    """What a proxy protocol answers a client: the destination is open, unknown, or refused."""
+
+    succeeded: bytes
+    unreachable: bytes
+    not_allowed: bytes
+
+
+def socks_replies(prefix: bytes = b"") -> ProxyReplies:
+    """SOCKS5 replies, after ``prefix`` (handshake bytes still owed, sent in the same write)."""
+    return ProxyReplies(
+        prefix + socks5.reply(socks5.Reply.SUCCEEDED),
+        prefix + socks5.reply(socks5.Reply.HOST_UNREACHABLE),
+        prefix + socks5.reply(socks5.Reply.NOT_ALLOWED),
+    )
+
+
+_SOCKS = socks_replies()
 HANDSHAKE_TIMEOUT = 10.0
 CONNECT_ATTEMPTS = 3  # per connection to a service: the first endpoint and two others
 
@@ -111,18 +134,14 @@ class OutboundHandler:
         request: socks5.Socks5Request,
         early: bytes | bytearray,
         *,
-        socks: bool = True,
+        replies: ProxyReplies | None = _SOCKS,
         forwarded_for: SocketAddress | None = None,
-        socks_prefix: bytes = b"",
     ) -> None:
-        """Forward ``client`` to ``request``'s destination; ``socks=False`` for a captured
-        connection (original destination known, no SOCKS reply owed). ``forwarded_for``:
-        the real client when this pod relays someone else's connection (a hair-pin).
-        ``socks_prefix``: handshake bytes still owed to the client, sent with the reply
-        (one write instead of two when the greeting and request came together)."""
-        task = asyncio.ensure_future(
-            self._connect(client, request, early, socks, forwarded_for, socks_prefix)
-        )
+        """Forward ``client`` to ``request``'s destination; ``replies``: what the client's
+        proxy protocol is answered (None for a captured connection: original destination
+        known, no reply owed). ``forwarded_for``: the real client when this pod relays
+        someone else's connection (a hair-pin)."""
+        task = asyncio.ensure_future(self._connect(client, request, early, replies, forwarded_for))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -131,9 +150,8 @@ class OutboundHandler:
         client: asyncio.Transport,
         request: socks5.Socks5Request,
         early: bytes | bytearray,
-        socks: bool,
+        replies: ProxyReplies | None,
         forwarded_for: SocketAddress | None = None,
-        socks_prefix: bytes = b"",
     ) -> None:
         source = self.state.workloads.get(self.workload_uid)
         if source is None or not source.addresses:  # the pod left while we were talking
@@ -143,10 +161,10 @@ class OutboundHandler:
             upstream = await self._resolve(request, source)
         except LookupError as exc:
             log.info("outbound: %s", exc)
-            if not socks:
+            if replies is None:
                 client.abort()
                 return
-            client.write(socks_prefix + socks5.reply(socks5.Reply.HOST_UNREACHABLE))
+            client.write(replies.unreachable)
             client.close()
             return
         final = (
@@ -159,14 +177,14 @@ class OutboundHandler:
                 upstream.ip,
                 upstream.port,
             )
-            if not socks:
+            if replies is None:
                 client.abort()
                 return
-            client.write(socks_prefix + socks5.reply(socks5.Reply.NOT_ALLOWED))
+            client.write(replies.not_allowed)
             client.close()
             return
-        if socks:
-            client.write(socks_prefix + socks5.reply(socks5.Reply.SUCCEEDED))
+        if replies is not None:
+            client.write(replies.succeeded)
         peer = client.get_extra_info("peername") or ("0.0.0.0", 0)
         source_addr = forwarded_for or SocketAddress(source.addresses[0], int(peer[1]))
         tried: list[str] = []
@@ -412,7 +430,7 @@ class SocksProtocol(asyncio.Protocol):
         self.transport = tcp
         peer = transport.get_extra_info("peername")
         here = transport.get_extra_info("sockname")
-        if not _serves(here, peer):
+        if not serves(here, peer):
             # Only the pod itself may speak through its SOCKS5 port (ambient.ztunnel.selfcall):
             # a connection the mesh relayed here from elsewhere would borrow its identity.
             log.warning(
@@ -445,7 +463,9 @@ class SocksProtocol(asyncio.Protocol):
             return
         self._cancel_timer()
         self.transport.pause_reading()
-        self.handler.start(self.transport, request, self.handshake.leftover(), socks_prefix=out)
+        self.handler.start(
+            self.transport, request, self.handshake.leftover(), replies=socks_replies(out)
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -460,8 +480,9 @@ class SocksProtocol(asyncio.Protocol):
             self._timer = None
 
 
-def _serves(here: tuple[str, int] | None, peer: tuple[str, int] | None) -> bool:
-    """Whether the SOCKS5 listener at ``here`` (the pod's address) serves ``peer``."""
+def serves(here: tuple[str, int] | None, peer: tuple[str, int] | None) -> bool:
+    """Whether a pod's proxy listener at ``here`` (the pod's address: SOCKS5 or HTTP CONNECT)
+    serves a client at ``peer`` (``selfcall.socks_peer_allowed``)."""
     if not here or not peer:
         return False
     try:

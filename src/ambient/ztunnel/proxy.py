@@ -1,10 +1,11 @@
 """One node's ztunnel: listeners per local pod, certificates, admin/metrics/readiness.
 
-For every local pod ztunnel listens on ``<podIP>:15080`` (SOCKS5 outbound);
+For every local pod ztunnel listens on ``<podIP>:15080`` (SOCKS5 outbound) and
+``<podIP>:15081`` (HTTP CONNECT outbound, ``httpconnect``: the same handler);
 for every *enrolled* local pod also on ``<podIP>:15008`` (HBONE inbound).
 Listeners follow the pushed state: enrolling a pod opens its HBONE listener,
 un-enrolling closes it without breaking connections already open (they
-drain), and its SOCKS5 listener stays so that the pod's traffic keeps
+drain), and its outbound listeners stay so that the pod's traffic keeps
 flowing, as plain TCP, while it is out of the mesh.
 
 With ``pod_networks`` (``ambient up --netns``) the per-pod listeners live
@@ -38,6 +39,7 @@ from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
 from ambient.ztunnel.authorization import authorize
 from ambient.ztunnel.capture import InPodProxy, PodNetworks
+from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT, HttpConnectProtocol
 from ambient.ztunnel.inbound import Authorizer, InboundHandler
 from ambient.ztunnel.metrics import Metrics
 from ambient.ztunnel.outbound import OutboundHandler
@@ -56,6 +58,7 @@ READINESS_PORT = 15021
 class _PodListeners:
     workload: Workload
     socks: asyncio.AbstractServer | None = None
+    connect: asyncio.AbstractServer | None = None
     hbone: HboneServer | None = None
     inbound: InboundHandler | None = None
     outbound: OutboundHandler | None = None
@@ -215,6 +218,23 @@ class Ztunnel:
                 ip,
                 SOCKS_PORT,
             )
+        if pod.connect is None and pod.outbound is not None:
+            outbound = pod.outbound
+            pod.connect = await asyncio.get_running_loop().create_server(
+                lambda: HttpConnectProtocol(outbound),
+                ip,
+                HTTP_CONNECT_PORT,
+                reuse_address=True,
+                backlog=1024,
+            )
+            log.info(
+                "ztunnel %s: HTTP CONNECT outbound for %s/%s on %s:%d",
+                self.node,
+                workload.namespace,
+                workload.name,
+                ip,
+                HTTP_CONNECT_PORT,
+            )
         enrolled = workload.tunnel_protocol is TunnelProtocol.HBONE
         if enrolled and pod.hbone is None:
             identity = workload.identity
@@ -247,8 +267,9 @@ class Ztunnel:
             )
 
     async def _close_pod(self, pod: _PodListeners, *, drain: bool) -> None:
-        if pod.socks is not None:
-            pod.socks.close()  # connections already accepted carry on until they end
+        for listener in (pod.socks, pod.connect):
+            if listener is not None:
+                listener.close()  # connections already accepted carry on until they end
         if not drain and pod.outbound is not None:
             await pod.outbound.close()
         servers = [*pod.draining, *([pod.hbone] if pod.hbone else [])]
@@ -258,6 +279,7 @@ class Ztunnel:
             else:
                 await server.close()
         pod.socks = None
+        pod.connect = None
         pod.hbone = None
 
     # -- certificates ----------------------------------------------------------------
@@ -324,7 +346,11 @@ class Ztunnel:
             "listeners": self.in_pod.listeners()
             if self.in_pod is not None
             else {
-                uid: {"socks5": p.socks is not None, "hbone": p.hbone is not None}
+                uid: {
+                    "socks5": p.socks is not None,
+                    "httpConnect": p.connect is not None,
+                    "hbone": p.hbone is not None,
+                }
                 for uid, p in sorted(self._pods.items())
             },
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,23 @@ def test_pod_env_enrolled_and_not() -> None:
         "EXTRA": "1",
     }
     assert "ALL_PROXY" not in pod_env(make_pod(proxy=None))
+
+
+def test_pod_env_with_the_connect_proxy() -> None:
+    """Local mode's HTTP CONNECT port, named where gRPC (grpc core, grpc-go, grpc-java), Go's
+    net/http and curl look for it; no HTTP_PROXY (absolute-form proxying is not served)."""
+    pod = replace(make_pod(), connect_proxy="http://127.10.0.5:15081")
+    env = pod_env(pod)
+    connect = {k: v for k, v in env.items() if "proxy" in k.lower() and "all" not in k.lower()}
+    assert connect == {
+        "HTTPS_PROXY": "http://127.10.0.5:15081",
+        "https_proxy": "http://127.10.0.5:15081",
+        "grpc_proxy": "http://127.10.0.5:15081",
+        "GRPC_PROXY_EXP": "127.10.0.5:15081",
+        "NO_PROXY": "localhost",
+        "no_proxy": "localhost",
+    }
+    assert "HTTP_PROXY" not in env and "http_proxy" not in env
 
 
 def test_container_env_layers_and_expansion() -> None:

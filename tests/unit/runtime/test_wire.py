@@ -33,6 +33,7 @@ def test_every_field_round_trips_through_json_text() -> None:
         labels={"app": "web"},
         annotations={"a/b": "c"},
         proxy="socks5h://127.10.0.7:15080",
+        connect_proxy="http://127.10.0.7:15081",
         extra_env={"HOST_IP": "127.1.0.2"},
         base_dir=Path("/tmp/x"),
         host_ip="127.1.0.2",
@@ -43,4 +44,5 @@ def test_every_field_round_trips_through_json_text() -> None:
 
 def test_a_pod_without_proxy_keeps_none() -> None:
     run = PodRun(namespace="a", name="b", uid="u", ip="127.10.0.1", containers=())
-    assert pod_run_from_json(pod_run_to_json(run)).proxy is None
+    again = pod_run_from_json(pod_run_to_json(run))
+    assert again.proxy is None and again.connect_proxy is None
