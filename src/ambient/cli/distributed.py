@@ -41,10 +41,17 @@ def parse_duration(text: str) -> timedelta:
 @click.option(
     "--config",
     "config_dir",
-    required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of Kubernetes/Istio YAML (read at start).",
 )
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Instead of --config: be the controller of this cluster (also $KUBECONFIG, "
+    "~/.kube/config or in-cluster, when --config is not given).",
+)
+@click.option("--context", "kube_context", default=None, help="Kubeconfig context.")
 @click.option(
     "--listen",
     default="127.0.0.1:15012",
@@ -93,7 +100,9 @@ def parse_duration(text: str) -> timedelta:
 @click.pass_context
 def controlplane(
     ctx: click.Context,
-    config_dir: Path,
+    config_dir: Path | None,
+    kubeconfig: Path | None,
+    kube_context: str | None,
     listen: str,
     join_listen: str,
     xds_listen: str | None,
@@ -105,8 +114,37 @@ def controlplane(
     state_dir: str | None,
     log_level: str,
 ) -> None:
-    """Run the control plane as a service (certificates, node joins, xDS) in the foreground."""
+    """Run the control plane as a service (certificates, node joins, xDS) in the foreground.
+
+    Its configuration is a folder (--config) or a Kubernetes cluster (--kubeconfig,
+    --context, or $KUBECONFIG), whose objects it watches and whose status it writes."""
     from ambient.local.distributed import ControlPlaneOptions, run_controlplane
+
+    if config_dir is None:
+        if api_socket is not None or track_health or netns_addresses or not watch:
+            raise click.UsageError(
+                "--api-socket, --track-health, --netns-addresses and --no-watch go with --config"
+            )
+        from ambient.kube.api import ClusterTarget
+        from ambient.local.clusterplane import ClusterPlaneOptions, run_cluster_controlplane
+
+        sys.exit(
+            run_cluster_controlplane(
+                ClusterTarget(kubeconfig, kube_context),
+                _state(ctx).root,
+                listen=listen,
+                join_listen=join_listen,
+                xds_listen=xds_listen,
+                log_level=log_level,
+                options=ClusterPlaneOptions(
+                    workload_cert_ttl=parse_duration(workload_cert_ttl)
+                    if workload_cert_ttl
+                    else None
+                ),
+            )
+        )
+    if kubeconfig is not None or kube_context is not None:
+        raise click.UsageError("give --config DIR or --kubeconfig, not both")
 
     options = ControlPlaneOptions(
         watch=watch,

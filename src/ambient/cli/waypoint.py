@@ -157,4 +157,41 @@ def delete(
         click.echo(f"waypoint {namespace}/{name} deleted")
 
 
+@waypoint.command(context_settings=CONTEXT)
+@click.option(
+    "--pod-ip",
+    envvar="POD_IP",
+    required=True,
+    help="The waypoint pod's address ($POD_IP, from the pod's status).",
+)
+@click.option("--interval", type=float, default=2.0, show_default=True, hidden=True)
+def hosted(pod_ip: str, interval: float) -> None:
+    """The process of a waypoint pod in a cluster (what its Deployment runs).
+
+    The node proxy of the pod's node serves the waypoint on the pod's address, as in
+    the folder mode; this process stands for it in the pod: it reports when the
+    waypoint answers POD_IP:15021/healthz/ready (and when it stops answering), and
+    exits 0 on SIGTERM."""
+    import signal
+    import threading
+    import urllib.request
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    url = f"http://{pod_ip}:15021/healthz/ready"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no $http_proxy
+    ready: bool | None = None
+    while not stop.is_set():
+        try:
+            with opener.open(url, timeout=interval) as answer:
+                now = answer.status == 200
+        except OSError:
+            now = False
+        if now != ready:
+            click.echo(f"waypoint on {pod_ip}: {'ready' if now else 'not ready'} ({url})", err=True)
+            ready = now
+        stop.wait(interval)
+
+
 cli.add_command(waypoint, "waypoint")

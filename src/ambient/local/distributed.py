@@ -206,8 +206,6 @@ async def start_controlplane(
     from ambient.controlplane.allocate import AddressAllocator
     from ambient.controlplane.plane import ControlPlane
     from ambient.identity.ca import CertificateAuthority
-    from ambient.xds.ca_service import CaService, node_claim_check
-    from ambient.xds.server import XdsServer
 
     ca = CertificateAuthority.load_or_create(
         state_root, plugin_dir=_prepare(config_dir, state_root)
@@ -220,13 +218,6 @@ async def start_controlplane(
     plane = ControlPlane(ca, allocator, config=config)
     for warning in plane.snapshot.warnings:
         log.warning("%s", warning)
-    nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
-    tokens = JoinTokens(state_root / TOKENS_DIR, nodes)
-    members = NodeMembers(state_root / TOKENS_DIR)
-    ttl_kwargs = {}
-    if options.workload_cert_ttl is not None:
-        ttl_kwargs["default_ttl"] = options.workload_cert_ttl
-    service = CaService(plane, ca, nodes=nodes, tokens=tokens, members=members, **ttl_kwargs)
     closers: list[Callable[[], Awaitable[None]]] = []
     journal = state_root / JOURNAL_FILE if options.api_socket is not None else None
     mesh_config = MeshConfig(plane, config_dir, config, journal=journal)
@@ -248,41 +239,79 @@ async def start_controlplane(
             watcher = FolderWatcher(config_dir, mesh_config.reload_logged)
             watcher.start()
             closers.append(watcher.close)
-        ca_server = await service.start(listen, join_address=join_listen)
-        closers.append(lambda: ca_server.stop(1.0))
-        xds = XdsServer(
+        addresses = await serve_nodes(
             plane,
-            credentials=service.server_credentials(mutual=True),
-            authorize_node=node_claim_check(nodes, members),
+            ca,
+            state_root,
+            closers,
+            listen=listen,
+            join_listen=join_listen,
+            xds_listen=xds_listen,
+            workload_cert_ttl=options.workload_cert_ttl,
         )
-        xds_address = xds_listen or xds_address_for(listen)
-        xds_port = await xds.start(xds_address)
-        closers.append(lambda: xds.stop(1.0))
-        watch = asyncio.ensure_future(_follow_revocations(members, xds))
-
-        async def stop_watch() -> None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
-
-        closers.append(stop_watch)
     except BaseException:
         await service_.close()
         raise
-    host = listen.rpartition(":")[0]
-    join_host = join_listen.rpartition(":")[0]
-    xds_host = xds_address.rpartition(":")[0]
     service_.info = {
         "pid": os.getpid(),
         "config_dir": str(config_dir),
-        "ca_address": f"{host}:{ca_server.port}",
-        "join_address": f"{join_host}:{ca_server.join_port}",
-        "xds_address": f"{xds_host}:{xds_port}",
-        "node_ca_root": str(node_ca_root(state_root)),
-        "trust_domain": ca.trust_domain,
+        **addresses,
         "nodes": {name: str(ip) for name, ip in sorted(plane.snapshot.nodes.items())},
     }
     return service_
+
+
+async def serve_nodes(
+    plane: Any,
+    ca: Any,
+    state_root: Path,
+    closers: list[Callable[[], Awaitable[None]]],
+    *,
+    listen: str,
+    join_listen: str,
+    xds_listen: str | None,
+    workload_cert_ttl: timedelta | None = None,
+) -> dict[str, str]:
+    """What nodes talk to, for a ``ControlPlane`` and its CA: joins and certificates
+    (``CaService``), xDS (mutual TLS, a stream may claim only its certificate's node),
+    revocations followed; each stopper is appended to ``closers``. Returns the addresses
+    (``ca_address``, ``join_address``, ``xds_address``), ``node_ca_root``, ``trust_domain``.
+    Both the folder mode and the cluster mode (``local.clusterplane``) serve nodes so."""
+    from ambient.xds.ca_service import CaService, node_claim_check
+    from ambient.xds.server import XdsServer
+
+    nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
+    tokens = JoinTokens(state_root / TOKENS_DIR, nodes)
+    members = NodeMembers(state_root / TOKENS_DIR)
+    ttl_kwargs = {}
+    if workload_cert_ttl is not None:
+        ttl_kwargs["default_ttl"] = workload_cert_ttl
+    service = CaService(plane, ca, nodes=nodes, tokens=tokens, members=members, **ttl_kwargs)
+    ca_server = await service.start(listen, join_address=join_listen)
+    closers.append(lambda: ca_server.stop(1.0))
+    xds = XdsServer(
+        plane,
+        credentials=service.server_credentials(mutual=True),
+        authorize_node=node_claim_check(nodes, members),
+    )
+    xds_address = xds_listen or xds_address_for(listen)
+    xds_port = await xds.start(xds_address)
+    closers.append(lambda: xds.stop(1.0))
+    watch = asyncio.ensure_future(_follow_revocations(members, xds))
+
+    async def stop_watch() -> None:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+    closers.append(stop_watch)
+    return {
+        "ca_address": f"{listen.rpartition(':')[0]}:{ca_server.port}",
+        "join_address": f"{join_listen.rpartition(':')[0]}:{ca_server.join_port}",
+        "xds_address": f"{xds_address.rpartition(':')[0]}:{xds_port}",
+        "node_ca_root": str(node_ca_root(state_root)),
+        "trust_domain": ca.trust_domain,
+    }
 
 
 REVOCATION_POLL = 0.25

@@ -1,0 +1,216 @@
+"""``ambient controlplane --kubeconfig K``: the control plane of a Kubernetes cluster, as a process.
+
+The same services as the folder mode's control plane (``local.distributed``): the CA
+(its root in the state folder), node joins, certificates and xDS over mutual TLS with
+node credentials, ``controlplane.json`` in the state folder. The configuration comes
+from the cluster instead of a folder: a ``KubeController`` (``ambient.kube``) watches
+it, writes waypoint objects and status, and the Lease ``istio-system/ambient-
+controlplane`` is its heartbeat. The CA and xDS ports open once every watched kind
+has been listed (a ztunnel never gets a half-listed mesh); until then the process
+logs which kinds it still waits for, and why (e.g. RBAC refusing a list).
+
+Nodes still authenticate with the node credentials of ``ambient node join``: identity
+from Kubernetes service-account tokens (TokenReview) is a later step, which will ask
+the controller's caches (``ClusterCache``, a ``PodLookup``) which pods run where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ambient.identity.certs import CertificateError
+from ambient.kube.api import ClusterTarget, KubeClient, KubeError, load_config
+from ambient.local.distributed import (
+    CONTROLPLANE_FILE,
+    DEFAULT_CA_ADDRESS,
+    DEFAULT_JOIN_ADDRESS,
+    ControlPlaneService,
+    _run_until_signal,
+    _running_pid,
+    serve_nodes,
+    setup_logging,
+)
+
+__all__ = ["ClusterPlaneOptions", "run_cluster_controlplane", "start_cluster_controlplane"]
+
+log = logging.getLogger("ambient.distributed")
+
+_WAITING_LOG_EVERY = 10.0
+
+
+@dataclass(frozen=True)
+class ClusterPlaneOptions:
+    """What ``ambient controlplane --kubeconfig`` may change."""
+
+    workload_cert_ttl: timedelta | None = None
+    heartbeat_interval: float = 10.0
+    debounce: float = 0.01
+
+
+async def _wait_synced(controller: Any) -> None:
+    while True:
+        try:
+            await controller.wait_synced(_WAITING_LOG_EVERY)
+            return
+        except TimeoutError:
+            waiting = [
+                f"{r.info}" + (f" ({r.state.error})" if r.state.error else "")
+                for r in controller.unsynced()
+            ]
+            if waiting:
+                log.warning("waiting for the first list of: %s", "; ".join(waiting))
+
+
+async def start_cluster_controlplane(
+    target: ClusterTarget,
+    state_root: Path,
+    *,
+    listen: str = DEFAULT_CA_ADDRESS,
+    join_listen: str = DEFAULT_JOIN_ADDRESS,
+    xds_listen: str | None = None,
+    options: ClusterPlaneOptions | None = None,
+) -> tuple[ControlPlaneService, Any]:
+    """Watch the cluster, then serve certificates, joins and xDS; returns the service and
+    its ``KubeController``. Raises ``KubeError`` when the kubeconfig is unusable."""
+    from ambient.controlplane.plane import ControlPlane
+    from ambient.identity.ca import CertificateAuthority
+    from ambient.kube.controller import KubeController
+    from ambient.kube.heartbeat import heartbeat
+
+    options = options or ClusterPlaneOptions()
+    client = KubeClient(load_config(target))
+    await asyncio.to_thread(state_root.mkdir, parents=True, exist_ok=True, mode=0o700)
+    ca = CertificateAuthority.load_or_create(state_root)
+    plane = ControlPlane(ca, cluster=True)
+    controller = KubeController(client, plane, debounce=options.debounce)
+    closers: list[Callable[[], Awaitable[None]]] = [client.close, controller.close]
+    service_ = ControlPlaneService({}, closers)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def stop_tasks() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        plane.close()
+
+    closers.append(stop_tasks)
+    info: dict[str, Any] = {"pid": os.getpid(), "kubernetes": client.server}
+
+    def status() -> dict[str, Any]:
+        return {**controller.status(), **info}
+
+    try:
+        controller.start()
+        tasks.append(
+            asyncio.ensure_future(
+                heartbeat(
+                    client,
+                    status,
+                    interval=options.heartbeat_interval,
+                    changed=controller.status_changed,
+                )
+            )
+        )
+        log.info("watching %s at %s", target.describe(), client.server)
+        await _wait_synced(controller)
+        addresses = await serve_nodes(
+            plane,
+            ca,
+            state_root,
+            closers,
+            listen=listen,
+            join_listen=join_listen,
+            xds_listen=xds_listen,
+            workload_cert_ttl=options.workload_cert_ttl,
+        )
+    except BaseException:
+        await service_.close()
+        raise
+    info.update(addresses)
+    service_.info = dict(info)
+    controller.status_changed.set()
+    return service_, controller
+
+
+def run_cluster_controlplane(
+    target: ClusterTarget,
+    state_root: Path,
+    *,
+    listen: str,
+    join_listen: str,
+    xds_listen: str | None,
+    log_level: str = "info",
+    options: ClusterPlaneOptions | None = None,
+) -> int:
+    """``ambient controlplane --kubeconfig``: serve until SIGINT/SIGTERM; the exit code."""
+    setup_logging(log_level)
+    try:
+        load_config(target)
+    except KubeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    info_file = state_root / CONTROLPLANE_FILE
+    running = _running_pid(info_file)
+    if running is not None:
+        print(
+            f"error: a control plane is already running for {state_root} (pid {running}); "
+            "stop it first, or use another --state-dir",
+            file=sys.stderr,
+        )
+        return 1
+
+    async def body(stop: asyncio.Event) -> int:
+        starting = asyncio.ensure_future(
+            start_cluster_controlplane(
+                target,
+                state_root,
+                listen=listen,
+                join_listen=join_listen,
+                xds_listen=xds_listen,
+                options=options,
+            )
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return 0
+        stopping.cancel()
+        try:
+            service, _ = starting.result()
+        except (OSError, CertificateError, ValueError, KubeError) as exc:
+            print(f"error: the control plane failed to start: {exc}", file=sys.stderr)
+            return 1
+        gc.collect()
+        gc.freeze()
+        try:
+            tmp = info_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(service.info, indent=2))
+            os.replace(tmp, info_file)
+            info = service.info
+            print(
+                f"controlplane ready on {info['ca_address']} (certificates, mTLS), "
+                f"{info['join_address']} (node joins), {info['xds_address']} (xDS, mTLS); "
+                f"watching {info['kubernetes']}; node CA root {info['node_ca_root']}",
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            info_file.unlink(missing_ok=True)
+            await service.close()
+        return 0
+
+    return _run_until_signal(body)
