@@ -57,6 +57,10 @@ def read_proxy_header(sock: socket.socket) -> tuple[str | None, str | None]:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of new connections (a waypoint
+    # opening many upstream connections at once) overflowed it, dropped handshakes and
+    # failed requests after a 1 s SYN retransmit.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], name: str, version: str) -> None:
         super().__init__(address, Handler)

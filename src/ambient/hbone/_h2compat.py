@@ -1,17 +1,37 @@
-"""A contained performance fix for hyperframe, applied on import of the HBONE core.
+"""Contained fixes for h2 and hyperframe, shared by the HBONE core and the waypoint.
 
-h2 formats ``repr(frame)`` for its trace log on every received frame, even
-when no logger is configured, and hyperframe's repr hex-encodes the *whole*
-payload before keeping the first 20 hex digits. For HBONE's 1 MiB DATA frames
-that was a third of all CPU time. The replacement hex-encodes only the 10
-bytes it shows, so its output is identical.
+Repr cost. h2 formats ``repr(frame)`` for its trace log on every received
+frame, even when no logger is configured, and hyperframe's repr hex-encodes
+the *whole* payload before keeping the first 20 hex digits. For HBONE's 1 MiB
+DATA frames that was a third of all CPU time. The replacement hex-encodes only
+the 10 bytes it shows, so its output is identical.
+
+Closed-stream memory. h2 remembers how each of the last 65,536 closed streams
+of a connection was closed (an ordered dict entry and an int, ~150 bytes each),
+so a long-lived connection - a pooled HBONE tunnel, a client's HTTP/2
+connection to a waypoint - grew by ~10 MiB before levelling off, per
+connection. :class:`H2Connection` keeps the last :data:`CLOSED_STREAMS_KEPT`.
+The record only matters for a frame that crossed our RST_STREAM in flight (it
+is then a stream error, ignored, rather than a connection error, RFC 9113
+§5.4.2), which arrives within one round trip; Go's x/net/http2 keeps no record
+at all, and nghttp2 keeps about as many closed streams as it allows open ones.
 """
 
 from __future__ import annotations
 
 import binascii
 
+import h2.connection
 import hyperframe.frame
+
+CLOSED_STREAMS_KEPT = 1000
+"""Closed streams h2 remembers per connection (h2's default: 65,536)."""
+
+
+class H2Connection(h2.connection.H2Connection):
+    """h2's connection, remembering at most :data:`CLOSED_STREAMS_KEPT` closed streams."""
+
+    MAX_CLOSED_STREAMS = CLOSED_STREAMS_KEPT
 
 
 def _raw_data_repr(data: bytes | None) -> str:

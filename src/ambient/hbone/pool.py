@@ -104,10 +104,16 @@ class ConnectionPool:
         conn = self._find(key)
         if conn is None:
             lock = self._locks.setdefault(key, asyncio.Lock())
-            async with lock:
-                conn = self._find(key)  # another task may have dialled meanwhile
-                if conn is None:
-                    conn = await self._dial(key, source)
+            try:
+                async with lock:
+                    conn = self._find(key)  # another task may have dialled meanwhile
+                    if conn is None:
+                        conn = await self._dial(key, source)
+            finally:
+                # A destination that could not be reached leaves nothing behind (pods come
+                # and go with new addresses: their keys must not pile up).
+                if key not in self._conns and not lock.locked() and self._locks.get(key) is lock:
+                    del self._locks[key]
         self._reserved[conn] = self._reserved.get(conn, 0) + 1
         timer = self._idle_timers.pop(conn, None)
         if timer is not None:

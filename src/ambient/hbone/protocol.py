@@ -46,7 +46,6 @@ from enum import Enum
 from typing import Any
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
@@ -138,7 +137,7 @@ class HboneConnection:
             normalize_inbound_headers=True,
             validate_outbound_headers=True,
         )
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2 = _h2compat.H2Connection(config=config)
         self._h2.encoder = _PlainEncoder()
         codes = h2.settings.SettingCodes
         initial: dict[h2.settings.SettingCodes | int, int] = {

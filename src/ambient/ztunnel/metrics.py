@@ -97,7 +97,11 @@ class Metrics:
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
 
     def children(self, labels: dict[str, str]) -> tuple[Any, Any, Any, Any]:
-        """(opened, closed, sent, received) counters for one label set."""
+        """(opened, closed, sent, received) counters for one label set.
+
+        Every label value comes from the workload/service state or a small enum, never
+        from a connection (address, port), so the label sets are as many as the
+        (source, destination) pairs that talk, not as the connections."""
         key = tuple(labels.values())
         found = self._children.get(key)
         if found is None:
@@ -170,7 +174,10 @@ class ConnectionRecord:
             "source_app": src.canonical_name if src else UNKNOWN,
             "source_version": src.canonical_revision if src else UNKNOWN,
             "source_cluster": src.cluster_id if src else UNKNOWN,
-            "destination_service": svc.hostname if svc else (self.dst_addr.rsplit(":", 1)[0]),
+            # Not the address when there is no service (passthrough to anywhere): one label
+            # set per address dialled would grow the registry for ever. Istio's ztunnel
+            # says "unknown" too; the access log still names the address.
+            "destination_service": svc.hostname if svc else UNKNOWN,
             "destination_service_namespace": svc.namespace if svc else UNKNOWN,
             "destination_service_name": svc.name if svc else UNKNOWN,
             "destination_workload": dst.workload_name if dst else UNKNOWN,

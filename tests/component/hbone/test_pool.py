@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
+import pytest
+
+from ambient.hbone.errors import HboneError
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.stream import HboneStream
@@ -113,4 +117,27 @@ async def test_busy_connection_is_not_idle(
         await asyncio.sleep(0.05)
     assert not conn.closed
     stream.reset()
+    await pool.close()
+
+
+async def test_unreachable_destinations_leave_nothing_behind(
+    client_cert: WorkloadCertificate, server_cert: WorkloadCertificate
+) -> None:
+    """Failed dials to many addresses (pods gone, their addresses never back) keep no
+    per-destination state in the pool."""
+    pool = ConnectionPool(connect_timeout=2)
+    for port in range(50):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))  # a port nobody listens on
+        address = SocketAddress.parse(f"127.0.0.1:{probe.getsockname()[1]}")
+        probe.close()
+        with pytest.raises((HboneError, OSError)):
+            await pool.open_stream(
+                source=client_cert,
+                destination=address,
+                expected=[server_cert.identity],
+                request=ConnectRequest(SocketAddress.parse(f"127.0.0.1:{8000 + port}")),
+            )
+    assert pool.connections() == []
+    assert pool._locks == {}
     await pool.close()

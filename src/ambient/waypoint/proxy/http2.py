@@ -30,12 +30,12 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
 
+from ambient.hbone._h2compat import H2Connection
 from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import Headers, RequestHead
@@ -201,7 +201,7 @@ class _Connection:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self.h2 = h2.connection.H2Connection(config)
+        self.h2 = H2Connection(config)
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
