@@ -632,10 +632,28 @@ def main() -> None:
         help="raw: simulated ztunnels (ADS streams that ACK and keep versions; default); "
         "full: XdsClient into a ProxyState each (adds the Python data plane's decode/apply)",
     )
+    parser.add_argument(
+        "--source",
+        choices=("folder", "kubernetes"),
+        default="folder",
+        help="kubernetes: objects created through a real API server, watched by the "
+        "control plane (bench/controlplane_kube.py)",
+    )
+    parser.add_argument("--kubeconfig", type=Path, help="--source kubernetes: this cluster")
+    parser.add_argument("--concurrency", type=int, default=32, help="--source kubernetes")
+    parser.add_argument("--kube-serve", help=argparse.SUPPRESS)
+    parser.add_argument("--kube-subscribers", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--kube-watch", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--inprocess", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--subscribers-of", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.source == "kubernetes":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import controlplane_kube
+
+        controlplane_kube.main(args)
+        return
     if args.serve:
         asyncio.run(serve(args.serve, args.changes))
         return
