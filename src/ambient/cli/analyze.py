@@ -23,6 +23,7 @@ import click
 import yaml
 
 from ambient.analysis import Level, Message, analyze, in_namespace, problem_message
+from ambient.cli.app import CONTEXT, call
 from ambient.config import ConfigError, ConfigSet, Origin, load_documents, load_paths
 
 __all__ = ["FAILURE_EXIT_CODE", "analyze_command"]
@@ -32,9 +33,7 @@ _LEVELS = {"Info": Level.INFO, "Warning": Level.WARNING, "Error": Level.ERROR}
 
 
 def _running_mesh(ctx: click.Context) -> ConfigSet:
-    from ambient.cli.main import _call
-
-    items: list[dict[str, Any]] = _call(ctx, "GET", "/manifests")
+    items: list[dict[str, Any]] = call(ctx, "GET", "/manifests")
     documents = [
         (
             item["manifest"],
@@ -62,7 +61,7 @@ def _print(messages: list[Message], output: str, scope: str) -> None:
             click.secho(str(message), fg=colours[message.level])
 
 
-@click.command("analyze", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("analyze", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-f", "--filename", "files", multiple=True, type=click.Path(path_type=Path),
               help="A file or folder to analyze (repeatable); like PATHS.")  # fmt: skip

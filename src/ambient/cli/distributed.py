@@ -1,7 +1,7 @@
-"""Commands of the distributed mode: ``controlplane``, ``node token create``, ``node join``, ``ztunnel``.
+"""The distributed mode's services: ``controlplane`` and ``ztunnel`` (nodes join with ``node``).
 
-The control plane runs as its own service; each node joins once with a one-time token,
-then runs its ztunnel, which follows the control plane over mutual TLS::
+The control plane runs as its own service; each node joins once with a one-time token
+(``cli.node``), then runs its ztunnel, which follows the control plane over mutual TLS::
 
     ambient controlplane --config DIR --state-dir cp
     ambient node token create node-1 --state-dir cp
@@ -13,31 +13,17 @@ then runs its ztunnel, which follows the control plane over mutual TLS::
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import click
 
-from ambient.cli.main import CONTEXT, _state, cli, fail, state_dir_option
+from ambient.cli.app import CONTEXT, log_level_option, parse_duration, state, state_dir_option
 
-_LOG_LEVEL = click.option(
-    "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
-)
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+__all__ = ["controlplane", "ztunnel_"]
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``1h``, ``2d`` (or a combination such as ``1h30m``)."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise click.BadParameter(f"{text!r}: expected a duration such as 30m, 1h or 2d")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
-
-
-@cli.command(context_settings=CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.option(
     "--config",
     "config_dir",
@@ -96,7 +82,7 @@ def parse_duration(text: str) -> timedelta:
     "as `ambient up --netns` uses.",
 )
 @state_dir_option
-@_LOG_LEVEL
+@log_level_option
 @click.pass_context
 def controlplane(
     ctx: click.Context,
@@ -131,7 +117,7 @@ def controlplane(
         sys.exit(
             run_cluster_controlplane(
                 ClusterTarget(kubeconfig, kube_context),
-                _state(ctx).root,
+                state(ctx).root,
                 listen=listen,
                 join_listen=join_listen,
                 xds_listen=xds_listen,
@@ -157,7 +143,7 @@ def controlplane(
     sys.exit(
         run_controlplane(
             config_dir,
-            _state(ctx).root,
+            state(ctx).root,
             listen=listen,
             join_listen=join_listen,
             xds_listen=xds_listen,
@@ -167,68 +153,7 @@ def controlplane(
     )
 
 
-@cli.group(context_settings=CONTEXT)
-def node() -> None:
-    """Add nodes to a distributed mesh: join tokens and joining."""
-
-
-@node.group(context_settings=CONTEXT)
-def token() -> None:
-    """One-time join tokens (kept in the control plane's state folder)."""
-
-
-@token.command("create", context_settings=CONTEXT)
-@click.argument("node_name", metavar="NODE")
-@click.option("--ttl", default="1h", show_default=True, help="How long the token is valid.")
-@state_dir_option
-@click.pass_context
-def token_create(ctx: click.Context, node_name: str, ttl: str, state_dir: str | None) -> None:
-    """Print a new token that lets NODE join once (the control plane may be running)."""
-    from ambient.identity.certs import CertificateError
-    from ambient.identity.node import TokenStoreError
-    from ambient.local.distributed import create_token
-
-    try:
-        click.echo(create_token(_state(ctx).root, node_name, parse_duration(ttl)))
-    except (ValueError, CertificateError, TokenStoreError, OSError) as exc:
-        fail(str(exc))
-
-
-@node.command("join", context_settings=CONTEXT)
-@click.option(
-    "--control-plane", "address", required=True, help="HOST:PORT of the join port (15013)."
-)
-@click.option("--token", "token_value", required=True, help="From `ambient node token create`.")
-@click.option("--node", "node_name", required=True, help="This node's name.")
-@click.option(
-    "--ca-root",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The control plane's node CA root (its STATE/node-ca/root-cert.pem).",
-)
-@state_dir_option
-@click.pass_context
-def node_join(
-    ctx: click.Context,
-    address: str,
-    token_value: str,
-    node_name: str,
-    ca_root: Path,
-    state_dir: str | None,
-) -> None:
-    """Join the mesh as NODE: store its credentials in this node's state folder."""
-    from ambient.identity.certs import CertificateError
-    from ambient.local.distributed import DistributedError, join, setup_logging
-
-    setup_logging("error")  # a refusal is reported once, below, not also as a log warning
-    try:
-        where = join(address, token_value, node_name, ca_root, _state(ctx).root)
-    except (ValueError, CertificateError, DistributedError) as exc:
-        fail(str(exc))
-    click.echo(f"node {node_name} joined; credentials in {where}")
-
-
-@cli.command("ztunnel", context_settings=CONTEXT)
+@click.command("ztunnel", context_settings=CONTEXT)
 @click.option("--node", "node_name", required=True, help="The node this ztunnel serves.")
 @click.option(
     "--control-plane",
@@ -251,7 +176,7 @@ def node_join(
     "Unix socket, inside their network namespaces.",
 )
 @state_dir_option
-@_LOG_LEVEL
+@log_level_option
 @click.pass_context
 def ztunnel_(
     ctx: click.Context,
@@ -270,7 +195,7 @@ def ztunnel_(
         run_ztunnel(
             node_name,
             node_ip,
-            _state(ctx).root,
+            state(ctx).root,
             ca_address=address,
             xds_address=xds_address or xds_address_for(address),
             log_level=log_level,

@@ -6,19 +6,17 @@ Defines the commands only; ``cli.main`` attaches them to the root group.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from ambient.cli.app import CONTEXT, fail
 from ambient.install.apply import InstallError, connect, install, render, uninstall
 from ambient.install.crds import CrdError, ensure_crds, load_crds
 from ambient.install.manifests import mesh_objects
 
 __all__ = ["install_command", "uninstall_command"]
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _cluster_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -42,11 +40,6 @@ def _cluster_options(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
-def _fail(message: str) -> NoReturn:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
-
-
 def _progress(message: str) -> None:
     click.echo(message, err=True)
 
@@ -58,7 +51,7 @@ def _objects(crds_dir: Path | None) -> tuple[Objects, Objects]:
     try:
         crds = load_crds(ensure_crds(crds_dir))
     except CrdError as err:
-        _fail(str(err))
+        fail(str(err))
     return crds, mesh_objects()
 
 
@@ -95,7 +88,7 @@ def install_command(
     try:
         asyncio.run(_run("install", kubeconfig, context, crds, mesh))
     except InstallError as err:
-        _fail(str(err))
+        fail(str(err))
     click.echo(f"installed: {len(crds)} CRD objects, {len(mesh)} mesh objects")
 
 
@@ -112,5 +105,5 @@ def uninstall_command(
     try:
         asyncio.run(_run("uninstall", kubeconfig, context, crds, mesh))
     except InstallError as err:
-        _fail(str(err))
+        fail(str(err))
     click.echo("uninstalled")

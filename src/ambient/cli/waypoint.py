@@ -7,12 +7,11 @@ from typing import Any
 import click
 import yaml
 
-from ambient.cli.main import _call, cli, state_dir_option
+from ambient.cli.app import CONTEXT, call, state_dir_option
 from ambient.cli.output import print_table
 
 __all__ = ["waypoint", "waypoint_manifest"]
 
-CONTEXT = {"help_option_names": ["-h", "--help"]}
 _FOR = click.Choice(["service", "workload", "all", "none"])
 
 
@@ -72,10 +71,10 @@ def apply_(
 ) -> None:
     """Create or update a waypoint in the running mesh."""
     text = _yaml(waypoint_manifest(namespace, name, traffic_type))
-    _call(ctx, "POST", "/apply", {"text": text, "filename": "<waypoint apply>"})
+    call(ctx, "POST", "/apply", {"text": text, "filename": "<waypoint apply>"})
     click.echo(f"waypoint {namespace}/{name} applied")
     if enroll_namespace:
-        _call(
+        call(
             ctx,
             "POST",
             "/label",
@@ -94,7 +93,7 @@ def _waypoints(ctx: click.Context, namespace: str | None) -> list[dict[str, Any]
     query = "/resources?kind=Gateway" + (f"&namespace={namespace}" if namespace else "")
     return [
         g
-        for g in _call(ctx, "GET", query)
+        for g in call(ctx, "GET", query)
         if g.get("spec", {}).get("gateway_class_name") == "istio-waypoint"
     ]
 
@@ -153,7 +152,7 @@ def delete(
         )
     for name in wanted:
         text = _yaml(waypoint_manifest(namespace, name, "service"))
-        _call(ctx, "POST", "/delete", {"text": text, "filename": "<waypoint delete>"})
+        call(ctx, "POST", "/delete", {"text": text, "filename": "<waypoint delete>"})
         click.echo(f"waypoint {namespace}/{name} deleted")
 
 
@@ -192,6 +191,3 @@ def hosted(pod_ip: str, interval: float) -> None:
             click.echo(f"waypoint on {pod_ip}: {'ready' if now else 'not ready'} ({url})", err=True)
             ready = now
         stop.wait(interval)
-
-
-cli.add_command(waypoint, "waypoint")

@@ -17,7 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ambient.cli.distributed import parse_duration
+from ambient.cli.app import parse_duration
 from ambient.cli.main import cli
 from ambient.config import load_paths
 from ambient.local.distributed import (
