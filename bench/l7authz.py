@@ -27,6 +27,11 @@ from collections.abc import Callable
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from ambient.config.requestauthn import (
+    REQUEST_AUTHENTICATION_SPEC,
+    RequestAuthentication,
+    RequestAuthenticationSpec,
+)
 from ambient.config.resources import ObjectMeta
 from ambient.config.schema import Report
 from ambient.frozen import FrozenMap
@@ -35,11 +40,6 @@ from ambient.waypoint.model import Downstream, RequestHead, RequestPrincipal, Ta
 from ambient.waypoint.policy.attributes import request_attributes
 from ambient.waypoint.policy.authorization import WaypointAuthorizer, compile_authorization_policy
 from ambient.waypoint.policy.jwt import JwtAuthenticator
-from ambient.waypoint.policy.requestauthn import (
-    REQUEST_AUTHENTICATION_SPEC,
-    RequestAuthentication,
-    RequestAuthenticationSpec,
-)
 from ambient.waypoint.policy.targets import WaypointRef
 
 WAYPOINT = WaypointRef("shop", "waypoint")

@@ -31,7 +31,10 @@ from ambient.analysis import messages as msg
 from ambient.analysis.context import AnalysisContext
 from ambient.authz.translate import PolicyError, translate_authorization_policy
 from ambient.config.configset import Ref
+from ambient.config.destinationrule import DestinationRule
 from ambient.config.frozen import FrozenMap
+from ambient.config.httproute import HTTPRoute
+from ambient.config.requestauthn import RequestAuthentication
 from ambient.config.resources import (
     LABEL_DATAPLANE_MODE,
     LABEL_USE_WAYPOINT,
@@ -45,12 +48,9 @@ from ambient.config.resources import (
     Service,
     WorkloadEntry,
 )
+from ambient.config.targetref import parse_target_refs
 from ambient.config.telemetry import BUILTIN_PROVIDERS, Telemetry
-from ambient.waypoint.policy.requestauthn import RequestAuthentication
-from ambient.waypoint.policy.targets import parse_target_refs
-from ambient.waypoint.routing.destinationrule import DestinationRule
-from ambient.waypoint.routing.httproute import HTTPRoute
-from ambient.waypoint.routing.virtualservice import VirtualService
+from ambient.config.virtualservice import VirtualService
 
 __all__ = ["ANALYZERS", "Analyzer"]
 

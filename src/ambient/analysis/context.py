@@ -22,7 +22,7 @@ from ambient.config.resources import (
     Resource,
     WorkloadEntry,
 )
-from ambient.waypoint.routing.services import CLUSTER_DOMAIN
+from ambient.config.rules import CLUSTER_DOMAIN
 
 __all__ = ["AnalysisContext", "SelectableWorkload"]
 

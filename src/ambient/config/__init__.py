@@ -7,10 +7,13 @@ one line each: ``<file>:<document>: <Kind>/<name>: <field path>: <problem>``.
 Modules: ``errors`` (Problem, ConfigError), ``schema`` (the field-checking
 toolkit), ``rules`` (name/label/address rules), ``resources`` (the typed
 objects), ``meta`` (metadata, ``resource_schema``), ``kube``/``pods``/``istio``
-(each kind's schema table), ``kinds`` (the built-in kinds), ``registry`` (kinds and
-apiVersions; ``register_kind`` for other packages), ``yamldoc`` (YAML
-reading), ``loader`` (files, folders, documents), ``references`` (checks
-across objects), ``configset`` (the result).
+(each kind's schema table), ``gateway``, ``httproute``, ``virtualservice``,
+``destinationrule``, ``requestauthn``, ``telemetry`` (one kind each; ``l7fields``,
+``regex``, ``targetref`` are their shared pieces), ``l7objects`` (which
+objects a waypoint needs, as the xDS resources that carry them), ``kinds`` (the
+built-in kinds), ``registry`` (kinds and apiVersions; ``register_kind`` for
+other packages), ``yamldoc`` (YAML reading), ``loader`` (files, folders,
+documents), ``references`` (checks across objects), ``configset`` (the result).
 """
 
 from ambient.config.configset import ConfigSet, Origin, Ref

@@ -2,9 +2,9 @@
 
 Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
 AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
-their specs checked by ``ambient.authz`` (see ``security``). HTTPRoute, VirtualService and
-DestinationRule are typed by ``ambient.waypoint.routing``, RequestAuthentication by
-``ambient.waypoint.policy``, Gateway by ``gateway``, Telemetry by ``telemetry``.
+their specs checked by ``ambient.authz`` (see ``security``). Each other kind has its own
+module: ``gateway``, ``httproute``, ``virtualservice``, ``destinationrule``,
+``requestauthn``, ``telemetry`` (the waypoint compiles the L7 ones into routes and policies).
 ``GENERIC_KINDS`` (metadata checked, spec kept as YAML) is empty: every kind is strict.
 """
 
@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ambient.config.destinationrule import DESTINATION_RULE
 from ambient.config.gateway import GATEWAY
+from ambient.config.httproute import HTTPROUTE
 from ambient.config.istio import SERVICE_ENTRY, WORKLOAD_ENTRY
 from ambient.config.kube import NAMESPACE, SERVICE, SERVICE_ACCOUNT
 from ambient.config.meta import resource_schema
 from ambient.config.pods import DEPLOYMENT, POD
+from ambient.config.requestauthn import REQUEST_AUTHENTICATION
 from ambient.config.resources import GenericResource
 from ambient.config.schema import AnyMapping, Node, Obj
 from ambient.config.security import AUTHORIZATION_POLICY, PEER_AUTHENTICATION
 from ambient.config.telemetry import TELEMETRY
-from ambient.waypoint.policy.requestauthn import REQUEST_AUTHENTICATION
-from ambient.waypoint.routing.destinationrule import DESTINATION_RULE
-from ambient.waypoint.routing.httproute import HTTPROUTE
-from ambient.waypoint.routing.virtualservice import VIRTUAL_SERVICE
+from ambient.config.virtualservice import VIRTUAL_SERVICE
 
 __all__ = ["BUILTIN_KINDS", "GENERIC_KINDS", "generic_schema"]
 

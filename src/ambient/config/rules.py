@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 
 __all__ = [
+    "CLUSTER_DOMAIN",
     "Rule",
     "cidr",
     "dns1035_label",
@@ -26,6 +27,8 @@ __all__ = [
     "not_empty",
     "workload_address",
 ]
+
+CLUSTER_DOMAIN = "cluster.local"  # a Service is <name>.<namespace>.svc.<this>
 
 Rule = Callable[[str], str | None]
 

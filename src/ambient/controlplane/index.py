@@ -44,6 +44,7 @@ from ambient.api.workload import (
 )
 from ambient.config.configset import ConfigSet, Ref
 from ambient.config.frozen import FrozenMap
+from ambient.config.l7objects import L7Manifests
 from ambient.config.resources import (
     LABEL_DATAPLANE_MODE,
     Deployment,
@@ -64,7 +65,6 @@ from ambient.controlplane.services import ServiceRegistry, entry_ports
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, Touched, diff
 from ambient.controlplane.waypoints import WaypointBinder, WaypointObjects
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
-from ambient.waypoint.resources import L7Manifests
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",

@@ -14,10 +14,9 @@ from ambient.api.workload import Address, IPAddress, Service, Workload
 from ambient.authz.model import Authorization
 from ambient.authz.peerauth import PeerAuthentication
 from ambient.config.frozen import FrozenMap
+from ambient.config.rules import CLUSTER_DOMAIN
 
-__all__ = ["CLUSTER_DOMAIN", "EMPTY", "Delta", "MeshSnapshot", "Touched", "diff"]
-
-CLUSTER_DOMAIN = "cluster.local"
+__all__ = ["EMPTY", "Delta", "MeshSnapshot", "Touched", "diff"]
 
 
 def _ip_priority(workload: Workload) -> tuple[bool, bool, str]:
@@ -73,7 +72,7 @@ class MeshSnapshot:
     authorizations: Mapping[str, Authorization] = field(default_factory=FrozenMap)
     peer_authentications: Mapping[str, PeerAuthentication] = field(default_factory=FrozenMap)
     # What waypoints enforce: xDS name ``Kind/namespace/name`` -> manifest JSON
-    # (``ambient.waypoint.resources``).
+    # (``ambient.config.l7objects``).
     l7_manifests: Mapping[str, str] = field(default_factory=FrozenMap)
     _lazy_index: list[_Index] = field(init=False, repr=False, compare=False)
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ambient.config.configset import Origin, Ref
+from ambient.config.l7objects import L7_KINDS
 from ambient.config.resources import Pod
 from ambient.controlplane.cluster import is_workload_pod
 from ambient.controlplane.plane import ControlPlane
@@ -52,7 +53,6 @@ from ambient.kube.waypoints import (
     waypoint_objects,
 )
 from ambient.kube.writer import Writer
-from ambient.waypoint.resources import L7_KINDS
 
 __all__ = ["KubeController"]
 

@@ -4,7 +4,7 @@
 DestinationRule, RequestAuthentication, AuthorizationPolicy with ``targetRefs``).
 It is fed either straight from the control plane's ``ConfigSet`` (one-process
 ``ambient up``: ``set_config``) or from xDS (``apply``), where each object travels
-as its manifest (``WaypointResource``, see ``ambient.waypoint.resources``) and is
+as its manifest (``WaypointResource``, see ``ambient.config.l7objects``) and is
 validated again here with the same loader.
 
 Until it has been fed once (``synced``), every request and connection a waypoint
@@ -28,6 +28,13 @@ from ambient.api.workload import Workload, waypoint_of
 from ambient.authz._spec import PolicyError
 from ambient.config import ConfigError, ConfigSet, load_text
 from ambient.config.configset import Origin, Ref
+from ambient.config.l7objects import (
+    L7_KINDS,
+    is_l7_object,
+    resource_name,
+    waypoint_manifests,
+)
+from ambient.config.requestauthn import RequestAuthentication
 from ambient.config.telemetry import EffectiveTelemetry, Telemetry, effective_telemetry
 from ambient.hbone.protocol import HboneSettings
 from ambient.identity.manager import CertificateManager
@@ -45,18 +52,11 @@ from ambient.waypoint.policy import (
     JwksCache,
     JwtAuthenticator,
     L7Policy,
-    RequestAuthentication,
     WaypointAuthorizer,
     WaypointRef,
     compile_authorization_policy,
 )
 from ambient.waypoint.proxy.server import Waypoint
-from ambient.waypoint.resources import (
-    L7_KINDS,
-    is_l7_object,
-    resource_name,
-    waypoint_manifests,
-)
 from ambient.waypoint.routing import build_router
 from ambient.ztunnel.state import ProxyState
 

@@ -15,18 +15,21 @@ These types are plain frozen data so each part can be tested alone.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl
 
 from ambient.api.workload import IPAddress
+from ambient.config.destinationrule import (
+    DEFAULT_POOL,
+    LoadBalancer,
+    OutlierPolicy,
+    PoolPolicy,
+)
 from ambient.frozen import FrozenMap
 from ambient.identity.spiffe import SpiffeId
 from ambient.waypoint.resilience.fault import FaultPolicy
-from ambient.waypoint.resilience.outlier import OutlierPolicy
-from ambient.waypoint.resilience.pool import DEFAULT_POOL, PoolPolicy
 from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = [
@@ -36,7 +39,6 @@ __all__ = [
     "DirectResponse",
     "Downstream",
     "HeaderOps",
-    "LoadBalancer",
     "Mirror",
     "RequestAuthenticator",
     "RequestAuthorizer",
@@ -180,14 +182,6 @@ class AuthzVerdict:
     allowed: bool
     policy: str | None = None
     reason: str = ""
-
-
-class LoadBalancer(enum.Enum):
-    """DestinationRule ``trafficPolicy.loadBalancer.simple`` values the waypoint implements."""
-
-    ROUND_ROBIN = "ROUND_ROBIN"
-    LEAST_REQUEST = "LEAST_REQUEST"
-    RANDOM = "RANDOM"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ One gRPC service, ``envoy.service.discovery.v3.AggregatedDiscoveryService``; onl
 
 Waypoint configuration (``WaypointResource``, one per L7 object: HTTPRoute,
 VirtualService, DestinationRule, RequestAuthentication, targetRef'd
-AuthorizationPolicy, named ``Kind/namespace/name``; ``ambient.waypoint.resources``)
+AuthorizationPolicy, named ``Kind/namespace/name``; ``ambient.config.l7objects``)
 is ambient's own type: a client that never subscribes to it (Istio's ztunnel) is
 sent nothing of it. Every node proxy that subscribes gets every L7 object, not only
 those of the waypoints it hosts: the simplest correct choice (as for addresses, a

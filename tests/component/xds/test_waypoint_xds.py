@@ -22,13 +22,13 @@ from google.protobuf import any_pb2
 
 from ambient.config import ConfigSet, load_text
 from ambient.config.configset import Ref
+from ambient.config.l7objects import is_l7_object
 from ambient.controlplane import ControlPlane
 from ambient.identity import CertificateAuthority
 from ambient.identity.spiffe import SpiffeId
 from ambient.waypoint.config import NOT_CONFIGURED, L7Config, LiveAuthorizer
 from ambient.waypoint.model import Downstream, RequestHead, Target
 from ambient.waypoint.policy import WaypointRef
-from ambient.waypoint.resources import is_l7_object
 from ambient.xds.client import XdsClient
 from ambient.xds.codec import ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_TYPE_URL
 from ambient.xds.proto import discovery_pb2, extensions_pb2

@@ -10,10 +10,10 @@ import pytest
 
 from ambient.config import ConfigSet, load_text
 from ambient.config.configset import Ref
+from ambient.config.l7objects import waypoint_manifests
 from ambient.controlplane import ControlPlane
 from ambient.controlplane.snapshot import Delta
 from ambient.identity import CertificateAuthority
-from ambient.waypoint.resources import waypoint_manifests
 
 ROOT = Path(__file__).resolve().parents[3]
 SHOP = (ROOT / "examples/shop/shop.yaml").read_text()

@@ -47,6 +47,7 @@ from ambient.authz._spec import (
 )
 from ambient.authz.model import ServiceAccountMatch
 from ambient.authz.translate import is_dry_run, translate_authorization_policy
+from ambient.config.targetref import TargetRef, parse_target_refs
 from ambient.waypoint.model import AuthzVerdict, Downstream, RequestHead, RequestPrincipal, Target
 from ambient.waypoint.policy import matchers as m
 from ambient.waypoint.policy.attributes import (
@@ -59,13 +60,11 @@ from ambient.waypoint.policy.paths import PathNormalization
 from ambient.waypoint.policy.targets import (
     ROOT_NAMESPACE,
     ServiceRef,
-    TargetRef,
     WaypointRef,
     attaches_to_service,
     attaches_to_waypoint,
     is_known_kind,
     kubernetes_service_of,
-    parse_target_refs,
 )
 
 __all__ = [

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import h11
 from joserfc.jwk import KeySet
 
-from ambient.waypoint.policy.requestauthn import parse_jwks
+from ambient.config.requestauthn import parse_jwks
 
 __all__ = ["JwksCache", "JwksError", "JwksSource", "fetch_jwks"]
 

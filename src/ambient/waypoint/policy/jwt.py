@@ -50,14 +50,14 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
+from ambient.config.requestauthn import JwtRule, RequestAuthentication, parse_jwks
+from ambient.config.targetref import TargetRef
 from ambient.frozen import FrozenMap
 from ambient.waypoint.model import AuthnResult, RequestHead, RequestPrincipal, Target
 from ambient.waypoint.policy.jwks import JwksCache, JwksError, JwksSource
-from ambient.waypoint.policy.requestauthn import JwtRule, RequestAuthentication, parse_jwks
 from ambient.waypoint.policy.targets import (
     ROOT_NAMESPACE,
     ServiceRef,
-    TargetRef,
     WaypointRef,
     attaches_to_service,
     attaches_to_waypoint,

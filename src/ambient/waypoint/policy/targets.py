@@ -18,39 +18,26 @@ selector and namespace-wide ones, never apply to waypoints: ztunnel enforces the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ambient.authz._spec import get_list, get_mapping, get_str, mapping
+from ambient.config.targetref import TargetRef
 from ambient.waypoint.model import Target
 
 __all__ = [
     "ROOT_NAMESPACE",
     "WAYPOINT_CLASS",
     "ServiceRef",
-    "TargetRef",
     "WaypointRef",
     "attaches_to_service",
     "attaches_to_waypoint",
     "is_known_kind",
     "kubernetes_service_of",
-    "parse_target_refs",
 ]
 
 ROOT_NAMESPACE = "istio-system"
 WAYPOINT_CLASS = "istio-waypoint"
 _GATEWAY_GROUP = "gateway.networking.k8s.io"
 _ISTIO_NETWORKING = "networking.istio.io"
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRef:
-    """One ``targetRefs`` entry; ``group`` canonical (``""`` for the core group)."""
-
-    kind: str
-    name: str
-    group: str = ""
-    namespace: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,27 +55,6 @@ class ServiceRef:
     namespace: str
     name: str
     kind: str = "Service"
-
-
-def parse_target_refs(spec: Mapping[str, object]) -> tuple[TargetRef, ...]:
-    """``targetRefs`` (or the legacy ``targetRef``) of an already validated spec."""
-    refs = list(get_list(spec, "targetRefs", "spec") or [])
-    single = get_mapping(spec, "targetRef", "spec")
-    if not refs and single is not None:
-        refs = [single]
-    out = []
-    for i, raw in enumerate(refs):
-        ref = mapping(raw, f"spec.targetRefs[{i}]")
-        group = get_str(ref, "group", "ref") or ""
-        out.append(
-            TargetRef(
-                kind=get_str(ref, "kind", "ref") or "",
-                name=get_str(ref, "name", "ref") or "",
-                group="" if group == "core" else group,
-                namespace=get_str(ref, "namespace", "ref") or "",
-            )
-        )
-    return tuple(out)
 
 
 def kubernetes_service_of(target: Target) -> ServiceRef | None:

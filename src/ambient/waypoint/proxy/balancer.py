@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ambient.api.workload import IPAddress, TunnelProtocol, Workload, WorkloadStatus
-from ambient.waypoint.model import Backend, LoadBalancer
+from ambient.config.destinationrule import LoadBalancer
+from ambient.waypoint.model import Backend
 from ambient.ztunnel.state import ProxyState
 
 __all__ = ["Balancer", "Endpoint", "endpoints_of"]

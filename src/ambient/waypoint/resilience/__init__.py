@@ -7,21 +7,20 @@ class the proxy calls at the edges of an exchange:
 - ``retry``: ``RetryPolicy`` (VirtualService ``retries``, HTTPRoute ``retry``,
   Istio's default) and the decision "is this outcome worth another attempt";
 - ``fault``: ``FaultPolicy`` (VirtualService ``fault``) and the per-request roll;
-- ``pool``: ``PoolPolicy`` (DestinationRule ``connectionPool``) and
-  ``ClusterLimits``, Envoy's circuit breakers for one cluster;
-- ``outlier``: ``OutlierPolicy`` (DestinationRule ``outlierDetection``) and
-  ``OutlierDetector``, which ejects endpoints for a time.
+- ``pool``: ``ClusterLimits`` for a ``config.destinationrule.PoolPolicy``
+  (DestinationRule ``connectionPool``),, Envoy's circuit breakers for one cluster;
+- ``outlier``: ``OutlierDetector`` for an ``OutlierPolicy`` (DestinationRule
+  ``outlierDetection``),, which ejects endpoints for a time.
 """
 
 from ambient.waypoint.resilience.fault import FaultPolicy, FaultRoll
-from ambient.waypoint.resilience.outlier import OutlierDetector, OutlierPolicy
-from ambient.waypoint.resilience.pool import ClusterLimits, Overflow, PoolPolicy
+from ambient.waypoint.resilience.outlier import OutlierDetector
+from ambient.waypoint.resilience.pool import ClusterLimits, Overflow
 from ambient.waypoint.resilience.retry import (
     DEFAULT_RETRY,
     Attempt,
     Failure,
     RetryPolicy,
-    parse_retry_on,
 )
 
 __all__ = [
@@ -32,9 +31,6 @@ __all__ = [
     "FaultPolicy",
     "FaultRoll",
     "OutlierDetector",
-    "OutlierPolicy",
     "Overflow",
-    "PoolPolicy",
     "RetryPolicy",
-    "parse_retry_on",
 ]

@@ -33,22 +33,13 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ambient.config.destinationrule import OutlierPolicy
 from ambient.waypoint.resilience.retry import Attempt, Failure
 
-__all__ = ["OutlierDetector", "OutlierPolicy"]
+__all__ = ["OutlierDetector"]
 
 E = TypeVar("E")
 MAX_EJECTION_TIME = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class OutlierPolicy:
-    consecutive_5xx: int = 5
-    consecutive_gateway: int = 0
-    interval: float = 10.0
-    base_ejection: float = 30.0
-    max_ejection_percent: int = 10
-    min_health_percent: int = 0
 
 
 @dataclass(slots=True)

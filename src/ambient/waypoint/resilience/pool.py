@@ -29,29 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import dataclass
 
-__all__ = ["UNLIMITED", "ClusterLimits", "Overflow", "PoolPolicy"]
+from ambient.config.destinationrule import PoolPolicy
 
-UNLIMITED = 2**32 - 1
+__all__ = ["ClusterLimits", "Overflow"]
 
 
 class Overflow(Exception):
     """A circuit breaker refused the request (flag ``UO``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PoolPolicy:
-    max_connections: int = UNLIMITED
-    max_pending: int = UNLIMITED
-    max_requests: int = UNLIMITED
-    max_requests_per_connection: int = 0  # 0: unlimited
-    max_retries: int = UNLIMITED
-    idle_timeout: float | None = None  # None: the waypoint's default
-    connect_timeout: float = 10.0
-
-
-DEFAULT_POOL = PoolPolicy()
 
 
 class ClusterLimits:

@@ -41,41 +41,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Protocol
 
+from ambient.config.virtualservice import GRPC_CONDITIONS, parse_retry_on
+
 __all__ = [
-    "CONDITIONS",
     "DEFAULT_RETRY",
     "Attempt",
     "Failure",
     "RetryPolicy",
-    "parse_retry_on",
 ]
 
-GRPC_CONDITIONS = {
-    "cancelled": "1",
-    "deadline-exceeded": "4",
-    "resource-exhausted": "8",
-    "internal": "13",
-    "unavailable": "14",
-}
-CONDITIONS = frozenset(
-    {
-        "5xx",
-        "gateway-error",
-        "reset",
-        "reset-before-request",
-        "connect-failure",
-        "refused-stream",
-        "retriable-4xx",
-        "retriable-status-codes",
-        "retriable-headers",
-        "envoy-ratelimited",
-        "http3-post-connect-failure",
-        *GRPC_CONDITIONS,
-    }
-)
 DEFAULT_BACKOFF = 0.025
 
 
@@ -99,33 +75,6 @@ class Attempt:
 
 class _Rng(Protocol):
     def random(self) -> float: ...
-
-
-def parse_retry_on(text: str) -> tuple[frozenset[str], frozenset[int], list[str]]:
-    """``retryOn`` -> (conditions, status codes, problems); numbers must be HTTP status codes."""
-    conditions: set[str] = set()
-    codes: set[int] = set()
-    problems: list[str] = []
-    for raw in text.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        if part.isdigit():
-            code = int(part)
-            if code not in HTTPStatus._value2member_map_ or code < 100:
-                problems.append(f"{part!r} is not an HTTP status code")
-            else:
-                codes.add(code)
-        elif part in CONDITIONS:
-            conditions.add(part)
-        else:
-            problems.append(
-                f"unknown retry condition {part!r}: expected an HTTP status code or one of "
-                + ", ".join(sorted(CONDITIONS))
-            )
-    if codes:
-        conditions.add("retriable-status-codes")
-    return frozenset(conditions), frozenset(codes), problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,10 @@
 ``waypoint.model``); ``route(target, request)`` is a pure function of the
 compiled table and the request (plus an injectable random source for weights).
 
-Modules: ``httproute``, ``virtualservice``, ``destinationrule`` (types and
-strict schemas, registered in ``ambient.config.kinds``), ``common`` (shared
-schema pieces), ``regex`` (RE2 checks), ``match`` (compiled request matchers),
+The objects' types and schemas are ``ambient.config``'s (``httproute``,
+``virtualservice``, ``destinationrule``, ``l7fields``, ``regex``); this package
+compiles them. Modules: ``context`` (services, merged DestinationRules
+``DestinationPolicy``, route conditions), ``match`` (compiled request matchers),
 ``filters`` (redirects, rewrites, header changes), ``services`` (the mesh's
 services as routing sees them), ``gateway`` / ``istio`` (compiling each API),
 ``table`` (attachment, precedence, ``route``).

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from ambient.config.destinationrule import (
+    DEFAULT_POOL,
+    DestinationRule,
+    LoadBalancer,
+    OutlierPolicy,
+    PoolPolicy,
+    Subset,
+    TrafficPolicy,
+)
 from ambient.config.resources import Resource
 from ambient.frozen import FrozenMap
 from ambient.waypoint.model import Backend
 from ambient.waypoint.routing.action import RouteAction
-from ambient.waypoint.routing.destinationrule import DestinationPolicy, Subset
 from ambient.waypoint.routing.match import Matcher
 from ambient.waypoint.routing.services import MeshService, ServiceIndex
 
-__all__ = ["CompileContext", "Entry", "RouteCondition"]
+__all__ = ["CompileContext", "DestinationPolicy", "Entry", "RouteCondition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,50 @@ class RouteCondition:
             f"{self.kind} {self.namespace}/{self.name}: {self.type}={state} "
             f"({self.reason}): {self.message}"
         )
+
+
+@dataclass(frozen=True)
+class DestinationPolicy:
+    """The merged DestinationRules of one service host."""
+
+    subsets: FrozenMap[str, Subset] = field(default_factory=FrozenMap)
+    traffic_policy: TrafficPolicy | None = None
+
+    @staticmethod
+    def merge(rules_in_order: Iterable[DestinationRule]) -> DestinationPolicy:
+        subsets: dict[str, Subset] = {}
+        policy: TrafficPolicy | None = None
+        for rule in rules_in_order:
+            for subset in rule.spec.subsets:
+                subsets.setdefault(subset.name, subset)
+            if policy is None:
+                policy = rule.spec.traffic_policy
+        return DestinationPolicy(FrozenMap(subsets), policy)
+
+    def load_balancer(self, port: int, subset: Subset | None = None) -> LoadBalancer:
+        """The load-balancing policy for ``port`` (and ``subset``), most specific first."""
+        for policy in (subset.traffic_policy if subset else None, self.traffic_policy):
+            chosen = policy.for_port(port) if policy is not None else None
+            if chosen is not None:
+                return chosen
+        return LoadBalancer.ROUND_ROBIN
+
+    def resilience(
+        self, port: int, subset: Subset | None = None
+    ) -> tuple[PoolPolicy, OutlierPolicy | None]:
+        """The circuit breakers and outlier detection of one cluster (istiod's merge)."""
+        pool: PoolPolicy | None = None
+        outlier: OutlierPolicy | None = None
+        if self.traffic_policy is not None:
+            pool, outlier = self.traffic_policy.resilience(port)
+        sub = subset.traffic_policy if subset is not None else None
+        if sub is not None:
+            if any(s.port == port for s in sub.port_level_settings):
+                pool, outlier = sub.resilience(port)
+            else:
+                pool = sub.connection_pool or pool
+                outlier = sub.outlier_detection or outlier
+        return pool or DEFAULT_POOL, outlier
 
 
 class CompileContext:

@@ -16,17 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ambient.waypoint.model import Backend, HeaderOps, Mirror
-from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
-from ambient.waypoint.routing.action import RouteAction, WeightedBackend
-from ambient.waypoint.routing.context import CompileContext, Entry
-from ambient.waypoint.routing.filters import (
-    GatewayPath,
-    GatewayRedirect,
-    GatewayRewrite,
-    merge_header_ops,
-)
-from ambient.waypoint.routing.httproute import (
+from ambient.config.httproute import (
     BackendRef,
     Filter,
     HeaderModifier,
@@ -37,8 +27,18 @@ from ambient.waypoint.routing.httproute import (
     Rule,
     ServiceRef,
 )
+from ambient.config.regex import compile_re2
+from ambient.waypoint.model import Backend, HeaderOps, Mirror
+from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
+from ambient.waypoint.routing.action import RouteAction, WeightedBackend
+from ambient.waypoint.routing.context import CompileContext, Entry
+from ambient.waypoint.routing.filters import (
+    GatewayPath,
+    GatewayRedirect,
+    GatewayRewrite,
+    merge_header_ops,
+)
 from ambient.waypoint.routing.match import Matcher, Op, PathKind, StringTest
-from ambient.waypoint.routing.regex import compile_re2
 
 __all__ = ["compile_httproute", "route_key"]
 

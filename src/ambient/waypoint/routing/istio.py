@@ -28,16 +28,9 @@ import base64
 import binascii
 import re
 
-from ambient.waypoint.model import DirectResponse, HeaderOps, Mirror
-from ambient.waypoint.resilience.fault import GRPC_CODES, FaultPolicy
-from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
-from ambient.waypoint.routing.action import RouteAction, WeightedBackend
-from ambient.waypoint.routing.context import CompileContext, Entry
-from ambient.waypoint.routing.filters import IstioRedirect, IstioRewrite
-from ambient.waypoint.routing.match import Matcher, Op, PathKind, StringTest
-from ambient.waypoint.routing.regex import compile_re2
-from ambient.waypoint.routing.services import MeshService
-from ambient.waypoint.routing.virtualservice import (
+from ambient.config.regex import compile_re2
+from ambient.config.virtualservice import (
+    GRPC_CODES,
     Destination,
     HeaderOperations,
     HTTPFaultInjection,
@@ -47,6 +40,14 @@ from ambient.waypoint.routing.virtualservice import (
     StringMatch,
     VirtualService,
 )
+from ambient.waypoint.model import DirectResponse, HeaderOps, Mirror
+from ambient.waypoint.resilience.fault import FaultPolicy
+from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
+from ambient.waypoint.routing.action import RouteAction, WeightedBackend
+from ambient.waypoint.routing.context import CompileContext, Entry
+from ambient.waypoint.routing.filters import IstioRedirect, IstioRewrite
+from ambient.waypoint.routing.match import Matcher, Op, PathKind, StringTest
+from ambient.waypoint.routing.services import MeshService
 
 __all__ = ["compile_virtual_service", "vs_key"]
 

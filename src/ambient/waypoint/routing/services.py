@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from ambient.api import workload
 from ambient.config.resources import Service as ConfigService
+from ambient.config.rules import CLUSTER_DOMAIN
 
-__all__ = ["CLUSTER_DOMAIN", "MeshService", "ServiceIndex", "ServiceLike"]
-
-CLUSTER_DOMAIN = "cluster.local"
+__all__ = ["MeshService", "ServiceIndex", "ServiceLike"]
 
 
 @dataclass(frozen=True, slots=True)

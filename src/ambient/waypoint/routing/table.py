@@ -31,16 +31,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ambient.config.configset import ConfigSet
+from ambient.config.destinationrule import DestinationRule
+from ambient.config.httproute import HTTPRoute
+from ambient.config.rules import CLUSTER_DOMAIN
+from ambient.config.virtualservice import VirtualService
 from ambient.waypoint.model import Backend, RequestHead, RouteDecision, Target
 from ambient.waypoint.routing.action import Rng, error_decision
-from ambient.waypoint.routing.context import CompileContext, Entry, RouteCondition
-from ambient.waypoint.routing.destinationrule import DestinationPolicy, DestinationRule
+from ambient.waypoint.routing.context import (
+    CompileContext,
+    DestinationPolicy,
+    Entry,
+    RouteCondition,
+)
 from ambient.waypoint.routing.gateway import compile_httproute, route_key
-from ambient.waypoint.routing.httproute import HTTPRoute
 from ambient.waypoint.routing.istio import compile_virtual_service, vs_key
 from ambient.waypoint.routing.match import RequestView
-from ambient.waypoint.routing.services import CLUSTER_DOMAIN, ServiceIndex, ServiceLike
-from ambient.waypoint.routing.virtualservice import VirtualService
+from ambient.waypoint.routing.services import ServiceIndex, ServiceLike
 
 __all__ = ["RouteTable", "ServiceRoutes", "build_router"]
 

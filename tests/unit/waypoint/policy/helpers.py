@@ -10,15 +10,15 @@ from collections.abc import Mapping
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from ambient.config.requestauthn import (
+    REQUEST_AUTHENTICATION_SPEC,
+    RequestAuthentication,
+)
 from ambient.config.resources import ObjectMeta
 from ambient.config.schema import INVALID, Report
 from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.spiffe import SpiffeId
 from ambient.waypoint.model import Downstream, RequestHead, Target
-from ambient.waypoint.policy.requestauthn import (
-    REQUEST_AUTHENTICATION_SPEC,
-    RequestAuthentication,
-)
 
 ISSUER = "https://issuer.example.com"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ambient.waypoint.resilience.outlier import OutlierDetector, OutlierPolicy
+from ambient.config.destinationrule import OutlierPolicy
+from ambient.waypoint.resilience.outlier import OutlierDetector
 from ambient.waypoint.resilience.retry import Attempt, Failure
 
 OK, E500, E503 = Attempt(200), Attempt(500), Attempt(503)

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from ambient.waypoint.resilience.pool import ClusterLimits, Overflow, PoolPolicy
+from ambient.config.destinationrule import PoolPolicy
+from ambient.waypoint.resilience.pool import ClusterLimits, Overflow
 
 
 async def test_max_connections_queue_then_overflow() -> None:

@@ -6,12 +6,12 @@ import random
 
 import pytest
 
+from ambient.config.virtualservice import parse_retry_on
 from ambient.waypoint.resilience.retry import (
     DEFAULT_RETRY,
     Attempt,
     Failure,
     RetryPolicy,
-    parse_retry_on,
 )
 
 UF = Attempt(failure=Failure.CONNECT)

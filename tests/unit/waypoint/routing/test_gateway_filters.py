@@ -15,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-from ambient.waypoint.model import HeaderOps, LoadBalancer
+from ambient.config.destinationrule import LoadBalancer
+from ambient.waypoint.model import HeaderOps
 from ambient.waypoint.routing.filters import replace_prefix
 from tests.unit.waypoint.routing.helpers import (
     ScriptedRng,

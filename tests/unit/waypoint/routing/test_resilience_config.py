@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ambient.config import ConfigError, load_text
-from ambient.waypoint.resilience.outlier import OutlierPolicy
-from ambient.waypoint.resilience.pool import UNLIMITED, PoolPolicy
+from ambient.config.destinationrule import UNLIMITED, OutlierPolicy, PoolPolicy
 from ambient.waypoint.resilience.retry import DEFAULT_RETRY
+from tests.unit.config.test_l7_load_errors import DR, HTTPROUTE, VS
 from tests.unit.waypoint.routing.helpers import request, router, target
-from tests.unit.waypoint.routing.test_load_errors import DR, HTTPROUTE, VS
 
 ROUTE = "\n    route: [{destination: {host: orders}}]"
 

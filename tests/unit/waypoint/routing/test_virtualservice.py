@@ -6,8 +6,9 @@ from collections import Counter
 
 import pytest
 
+from ambient.config.destinationrule import LoadBalancer
 from ambient.frozen import FrozenMap
-from ambient.waypoint.model import HeaderOps, LoadBalancer
+from ambient.waypoint.model import HeaderOps
 from tests.unit.waypoint.routing.helpers import (
     ScriptedRng,
     backend_name,

@@ -1,4 +1,5 @@
-"""Istio ``DestinationRule``: types, schema, and the per-backend policy it gives the router.
+"""Istio ``DestinationRule``: types and schema (the router merges them per host:
+``waypoint.routing.context.DestinationPolicy``).
 
 The waypoint applies ``subsets`` (the labels an endpoint must carry) and
 ``trafficPolicy.loadBalancer.simple``: ``ROUND_ROBIN`` (default),
@@ -7,8 +8,8 @@ one backend, most specific first: the subset's ``portLevelSettings`` for the
 port, the subset's ``loadBalancer``, the rule's ``portLevelSettings``, the
 rule's ``loadBalancer``.
 
-``connectionPool`` and ``outlierDetection`` are applied
-(``waypoint.resilience.pool`` / ``.outlier``) and merged as istiod merges a
+``connectionPool`` and ``outlierDetection`` load as ``PoolPolicy`` /
+``OutlierPolicy`` (applied by ``waypoint.resilience.pool`` / ``.outlier``) and merged as istiod merges a
 subset's policy into the rule's (``MergeTrafficPolicy``): the rule's
 port-level setting for the port replaces the rule-wide fields *all together*
 (unset ones fall back to defaults: port-level settings do not inherit); a
@@ -36,11 +37,12 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import enum
 from dataclasses import dataclass, field
 
 from ambient.config import rules
 from ambient.config.frozen import FrozenMap
+from ambient.config.l7fields import GoDuration, Ignored
 from ambient.config.meta import LABELS, PORT, resource_schema
 from ambient.config.resources import ObjectMeta
 from ambient.config.schema import (
@@ -56,19 +58,58 @@ from ambient.config.schema import (
     Str,
     req,
 )
-from ambient.waypoint.model import LoadBalancer
-from ambient.waypoint.resilience.outlier import OutlierPolicy
-from ambient.waypoint.resilience.pool import DEFAULT_POOL, UNLIMITED, PoolPolicy
-from ambient.waypoint.routing.common import GoDuration, Ignored
 
 __all__ = [
+    "DEFAULT_POOL",
     "DESTINATION_RULE",
-    "DestinationPolicy",
+    "UNLIMITED",
     "DestinationRule",
     "DestinationRuleSpec",
+    "LoadBalancer",
+    "OutlierPolicy",
+    "PoolPolicy",
     "Subset",
     "TrafficPolicy",
 ]
+
+UNLIMITED = 2**32 - 1  # Istio's default for every connectionPool limit
+
+
+class LoadBalancer(enum.Enum):
+    """DestinationRule ``trafficPolicy.loadBalancer.simple`` values the waypoint implements."""
+
+    ROUND_ROBIN = "ROUND_ROBIN"
+    LEAST_REQUEST = "LEAST_REQUEST"
+    RANDOM = "RANDOM"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """``connectionPool``, with Istio's defaults (``waypoint.resilience.pool``)."""
+
+    max_connections: int = UNLIMITED
+    max_pending: int = UNLIMITED
+    max_requests: int = UNLIMITED
+    max_requests_per_connection: int = 0  # 0: unlimited
+    max_retries: int = UNLIMITED
+    idle_timeout: float | None = None  # None: the waypoint's default
+    connect_timeout: float = 10.0
+
+
+DEFAULT_POOL = PoolPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierPolicy:
+    """``outlierDetection``, with Istio's defaults (``waypoint.resilience.outlier``)."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway: int = 0
+    interval: float = 10.0
+    base_ejection: float = 30.0
+    max_ejection_percent: int = 10
+    min_health_percent: int = 0
+
 
 _IGNORED_POLICY = {
     "tls": "the waypoint always reaches backends over HBONE mutual TLS",
@@ -130,50 +171,6 @@ class DestinationRule:
     api_version: str
     spec: DestinationRuleSpec
     kind: str = field(default="DestinationRule", init=False)
-
-
-@dataclass(frozen=True)
-class DestinationPolicy:
-    """The merged DestinationRules of one service host."""
-
-    subsets: FrozenMap[str, Subset] = field(default_factory=FrozenMap)
-    traffic_policy: TrafficPolicy | None = None
-
-    @staticmethod
-    def merge(rules_in_order: Iterable[DestinationRule]) -> DestinationPolicy:
-        subsets: dict[str, Subset] = {}
-        policy: TrafficPolicy | None = None
-        for rule in rules_in_order:
-            for subset in rule.spec.subsets:
-                subsets.setdefault(subset.name, subset)
-            if policy is None:
-                policy = rule.spec.traffic_policy
-        return DestinationPolicy(FrozenMap(subsets), policy)
-
-    def load_balancer(self, port: int, subset: Subset | None = None) -> LoadBalancer:
-        """The load-balancing policy for ``port`` (and ``subset``), most specific first."""
-        for policy in (subset.traffic_policy if subset else None, self.traffic_policy):
-            chosen = policy.for_port(port) if policy is not None else None
-            if chosen is not None:
-                return chosen
-        return LoadBalancer.ROUND_ROBIN
-
-    def resilience(
-        self, port: int, subset: Subset | None = None
-    ) -> tuple[PoolPolicy, OutlierPolicy | None]:
-        """The circuit breakers and outlier detection of one cluster (istiod's merge)."""
-        pool: PoolPolicy | None = None
-        outlier: OutlierPolicy | None = None
-        if self.traffic_policy is not None:
-            pool, outlier = self.traffic_policy.resilience(port)
-        sub = subset.traffic_policy if subset is not None else None
-        if sub is not None:
-            if any(s.port == port for s in sub.port_level_settings):
-                pool, outlier = sub.resilience(port)
-            else:
-                pool = sub.connection_pool or pool
-                outlier = sub.outlier_detection or outlier
-        return pool or DEFAULT_POOL, outlier
 
 
 # --- schema ------------------------------------------------------------------------------

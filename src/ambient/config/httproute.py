@@ -33,6 +33,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ambient.config import rules
+from ambient.config.l7fields import (
+    HTTP_METHODS,
+    REDIRECT_CODES,
+    FilterType,
+    GatewayDuration,
+    Ignored,
+    IntChoice,
+    MatchList,
+    Regex,
+    header_name,
+)
 from ambient.config.meta import PORT, resource_schema
 from ambient.config.resources import ObjectMeta
 from ambient.config.schema import (
@@ -44,17 +55,6 @@ from ambient.config.schema import (
     Report,
     Str,
     req,
-)
-from ambient.waypoint.routing.common import (
-    HTTP_METHODS,
-    REDIRECT_CODES,
-    FilterType,
-    GatewayDuration,
-    Ignored,
-    IntChoice,
-    MatchList,
-    Regex,
-    header_name,
 )
 
 __all__ = [

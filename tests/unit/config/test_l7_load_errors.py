@@ -175,9 +175,9 @@ def test_ignored_fields_load_with_warnings() -> None:
 
 
 def test_strict_kinds_replace_generic_ones() -> None:
-    from ambient.waypoint.routing.destinationrule import DestinationRule
-    from ambient.waypoint.routing.httproute import HTTPRoute
-    from ambient.waypoint.routing.virtualservice import VirtualService
+    from ambient.config.destinationrule import DestinationRule
+    from ambient.config.httproute import HTTPRoute
+    from ambient.config.virtualservice import VirtualService
 
     config = load_text(
         HTTPROUTE.format(rule="backendRefs: [{name: orders, port: 80}]")

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
+from ambient.config.regex import RegexError, compile_re2
 from ambient.config.schema import (
     INVALID,
     AnyValue,
@@ -22,7 +23,6 @@ from ambient.config.schema import (
     Report,
     show,
 )
-from ambient.waypoint.routing.regex import RegexError, compile_re2
 
 T = TypeVar("T")
 

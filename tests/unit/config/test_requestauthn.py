@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import ambient.waypoint.policy  # noqa: F401 - registers RequestAuthentication
 from ambient.config import ConfigError, load_text
-from ambient.waypoint.policy.requestauthn import RequestAuthentication, parse_duration
+from ambient.config.requestauthn import RequestAuthentication, parse_duration
 from tests.unit.waypoint.policy.helpers import ec_key, jwks_json
 
 HEAD = """apiVersion: security.istio.io/v1

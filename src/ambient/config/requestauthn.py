@@ -1,8 +1,7 @@
-"""``RequestAuthentication`` (security.istio.io): a strict schema, registered with the loader.
+"""``RequestAuthentication`` (security.istio.io): types and a strict schema.
 
-Importing this module registers the kind (``ambient.config.register_kind``), so
-a bad RequestAuthentication is refused at load with its field path. Checks, as
-Istio's ``ValidateRequestAuthentication`` plus what the waypoint needs:
+A built-in kind (``config.kinds``): a bad one is refused at load with its field
+path. Checks, as Istio's ``ValidateRequestAuthentication`` plus what the waypoint needs:
 
 - at most one of ``selector``, ``targetRef``, ``targetRefs`` (max 16);
 - each rule has ``issuer`` or ``jwksUri``; ``jwksUri`` is an ``http(s)`` URL
@@ -35,7 +34,7 @@ from ambient.config.schema import (
     Str,
     req,
 )
-from ambient.waypoint.policy.targets import TargetRef
+from ambient.config.targetref import TargetRef
 
 __all__ = [
     "REQUEST_AUTHENTICATION",
@@ -234,4 +233,3 @@ REQUEST_AUTHENTICATION_SPEC = Obj(
     checks=[_check_spec],
 )
 REQUEST_AUTHENTICATION = resource_schema(RequestAuthentication, REQUEST_AUTHENTICATION_SPEC)
-# Registered as a built-in kind by ambient.config.kinds.

@@ -7,8 +7,7 @@ the objects themselves, one ``WaypointResource`` each, named
 ``<Kind>/<namespace>/<name>`` and carrying the manifest the user wrote (as
 JSON); the node proxy hosting a waypoint validates each one again with the same
 loader (``ambient.waypoint.config.L7Config``). This module is the shared
-vocabulary of both ends and imports nothing of the proxy, so the control plane
-can use it.
+vocabulary of both ends (the control plane's index and the waypoint).
 """
 
 from __future__ import annotations
