@@ -150,7 +150,11 @@ def _port_level(spec: Mapping[str, object], has_selector: bool) -> tuple[tuple[i
     for raw, value in ports.items():
         path = f"spec.portLevelMtls[{raw}]"
         text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
-        if not isinstance(text, str) or not text.isdigit() or not 1 <= int(text) <= 65535:
+        if (
+            not isinstance(text, str)
+            or not (text.isascii() and text.isdigit() and len(text) <= 5)
+            or not 1 <= int(text) <= 65535
+        ):
             fail(path, f"invalid port {raw!r}: must be a number in 1..65535")
         if int(text) in out:
             fail(path, f"port {int(text)} is listed twice")

@@ -144,7 +144,7 @@ def parse_retry_on(text: str) -> tuple[frozenset[str], frozenset[int], list[str]
         part = raw.strip()
         if not part:
             continue
-        if part.isdigit():
+        if part.isascii() and part.isdigit() and len(part) <= 9:
             code = int(part)
             if code not in HTTPStatus._value2member_map_ or code < 100:
                 problems.append(f"{part!r} is not an HTTP status code")

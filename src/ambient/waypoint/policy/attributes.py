@@ -52,7 +52,7 @@ def strip_port(authority: str) -> str:
         end = authority.find("]")
         return authority[: end + 1] if end > 0 else authority
     host, colon, port = authority.rpartition(":")
-    return host if colon and port.isdigit() else authority
+    return host if colon and port.isascii() and port.isdigit() else authority
 
 
 def _principal(peer: SpiffeId | None) -> str | None:

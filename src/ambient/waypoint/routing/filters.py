@@ -42,7 +42,7 @@ def split_host_port(authority: str) -> tuple[str, int | None]:
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port = authority.partition(":")
-    return host, int(port) if port.isdigit() else None
+    return host, int(port) if port.isascii() and port.isdigit() and len(port) <= 5 else None
 
 
 def _location(scheme: str, host: str, port: int | None, path: str) -> str:

@@ -33,3 +33,34 @@ def test_framing_fields_with_unicode_whitespace_or_digits_are_refused(value: byt
     head = b"POST / HTTP/1.1\r\nhost: x\r\n" + name + b": " + value + b"\r\n\r\n"
     with pytest.raises(ParseError):
         parse_request_head(head, find_head_end(head))
+
+
+# -- the same slip outside the codec: a clear refusal, never a ValueError from int() ----------
+
+
+def test_a_unicode_digit_port_in_a_host_is_no_port() -> None:
+    from ambient.waypoint.policy.attributes import strip_port
+    from ambient.waypoint.routing.filters import split_host_port
+
+    assert split_host_port("orders:\xb2") == ("orders", None)
+    assert strip_port("orders:\xb2") == "orders:\xb2"
+    assert split_host_port("orders:8080") == ("orders", 8080)
+
+
+def test_a_unicode_digit_in_retry_on_is_a_problem() -> None:
+    from ambient.config.virtualservice import parse_retry_on
+
+    _, codes, problems = parse_retry_on("5xx,\xb2,503")
+    assert codes == {503} and any("'\xb2'" in p for p in problems)
+
+
+def test_a_unicode_digit_port_level_mtls_key_is_refused() -> None:
+    from ambient.authz import PolicyError
+    from ambient.authz.peerauth import translate_peer_authentication
+
+    spec = {
+        "selector": {"matchLabels": {"app": "a"}},
+        "portLevelMtls": {"\xb2": {"mode": "STRICT"}},
+    }
+    with pytest.raises(PolicyError, match="invalid port"):
+        translate_peer_authentication("p", "shop", spec)
