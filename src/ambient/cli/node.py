@@ -1,8 +1,10 @@
-"""``ambient node``: join tokens and joining a node to a distributed mesh.
+"""``ambient node``: join tokens, joining a node to a distributed mesh, and revoking one.
 
 ``ambient node token create NODE`` (on the control plane's state folder) prints a
 one-time token; ``ambient node join`` on the node exchanges it for the node's
-credentials (see ``cli.distributed`` for the services that use them).
+credentials (see ``cli.distributed`` for the services that use them);
+``ambient node revoke NODE`` takes a node out of the mesh
+(``ambient.identity.members``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ __all__ = ["node"]
 
 @click.group(context_settings=CONTEXT)
 def node() -> None:
-    """Add nodes to a distributed mesh: join tokens and joining."""
+    """Add nodes to a distributed mesh (join tokens, joining) and remove them (revoke)."""
 
 
 @node.group(context_settings=CONTEXT)
@@ -75,3 +77,28 @@ def node_join(
     except (ValueError, CertificateError, DistributedError) as exc:
         fail(str(exc))
     click.echo(f"node {node_name} joined; credentials in {where}")
+
+
+@node.command("revoke", context_settings=CONTEXT)
+@click.argument("node_name", metavar="NODE")
+@state_dir_option
+@click.pass_context
+def node_revoke(ctx: click.Context, node_name: str, state_dir: str | None) -> None:
+    """Take NODE out of the mesh: its node certificates are refused from now on and a
+    running control plane ends its xDS stream at once. A new token and join bring it back.
+
+    The state folder is the control plane's (``ambient controlplane``) or an
+    ``ambient up`` mesh's."""
+    from ambient.identity.node import TokenStoreError
+    from ambient.local.distributed import control_plane_root, revoke_node
+
+    try:
+        revoked = revoke_node(control_plane_root(state(ctx).root), node_name)
+    except (ValueError, TokenStoreError, OSError) as exc:
+        fail(str(exc))
+    if not revoked:
+        fail(f"node {node_name} is not in the mesh (it never joined, or was already revoked)")
+    click.echo(
+        f"node {node_name} revoked: its certificates are refused and its xDS stream ends; "
+        f"`ambient node token create {node_name}` and a new join bring it back"
+    )

@@ -317,6 +317,13 @@ async def serve_nodes(
 REVOCATION_POLL = 0.25
 
 
+def control_plane_root(state_root: Path) -> Path:
+    """The control plane's state folder: ``state_root`` itself (``ambient controlplane``),
+    or its ``controlplane`` folder when ``state_root`` is an ``ambient up`` mesh's."""
+    nested = state_root / "controlplane"
+    return nested if (nested / NODE_CA_DIR).is_dir() else state_root
+
+
 def revoke_node(state_root: Path, node: str) -> bool:
     """Remove ``node`` from the mesh (``ambient node revoke``); False if it was not in it.
 
