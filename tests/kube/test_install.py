@@ -11,6 +11,7 @@ import pytest
 
 from ambient.devcluster import DevCluster
 from ambient.install.crds import ensure_crds, load_crds
+from ambient.install.manifests import mesh_objects
 from tests.kube.conftest import Kubectl
 
 pytestmark = [pytest.mark.slow, pytest.mark.kube]
@@ -36,26 +37,45 @@ def crd_names() -> list[str]:
     return [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"]
 
 
-def versions(kubectl: Kubectl) -> dict[str, tuple[str, int | None]]:
-    """resourceVersion and generation of what install applied (and of the cluster's others).
+def _key(kind: str, namespace: str, name: str) -> str:
+    return f"{kind}/{namespace}/{name}"
 
-    The GatewayClass's resourceVersion moves on every apply even when nothing changed:
-    its CRD defaults ``status`` (read-time defaulting, so the stored object differs
-    from the defaulted one and the API server writes); its generation must not move.
+
+def applied_keys() -> set[str]:
+    """kind/namespace/name of every object install applies."""
+    objects = [*load_crds(ensure_crds()), *mesh_objects()]
+    return {
+        _key(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects
+    }
+
+
+def versions(kubectl: Kubectl) -> dict[str, tuple[str, int | None]]:
+    """resourceVersion and generation of each object install applied.
+
+    Only those: the cluster's controllers keep writing their own objects meanwhile.
+    Two resourceVersions move without any change of ours, so only their generation
+    (which counts spec changes) is compared: the GatewayClass's on every apply (its
+    CRD defaults ``status`` at read time, so the stored object differs from the
+    defaulted one and the API server writes) and the ValidatingAdmissionPolicy's
+    (the controller-manager writes its type-checking ``status`` when it gets to it).
     """
     listed = kubectl(
         "get",
-        "crd,clusterrole,clusterrolebinding,gatewayclass,namespace,sa,role,rolebinding",
+        "crd,clusterrole,clusterrolebinding,gatewayclass,namespace,sa,role,rolebinding,"
+        "validatingadmissionpolicy,validatingadmissionpolicybinding",
         "-A",
         "-o",
         "json",
     )
+    wanted = applied_keys()
     found = {}
     for item in json.loads(listed.stdout)["items"]:
         meta = item["metadata"]
-        key = f"{item['kind']}/{meta.get('namespace', '')}/{meta['name']}"
-        rv = "(moves)" if item["kind"] == "GatewayClass" else meta["resourceVersion"]
-        found[key] = (rv, meta.get("generation"))
+        key = _key(item["kind"], meta.get("namespace", ""), meta["name"])
+        if key in wanted:
+            moves = item["kind"] in ("GatewayClass", "ValidatingAdmissionPolicy")
+            rv = "(moves)" if moves else meta["resourceVersion"]
+            found[key] = (rv, meta.get("generation"))
     return found
 
 
