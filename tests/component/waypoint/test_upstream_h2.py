@@ -213,3 +213,14 @@ async def test_100mb_grpc_streams_both_ways_with_bounded_memory(mesh: WaypointMe
     grew = peak - baseline
     print(f"2 x 100 MB over gRPC in {time.monotonic() - started:.1f}s: RSS +{grew:.0f} MB")
     assert grew < 80, f"RSS grew {grew:.0f} MB while streaming 2 x 100 MB"
+
+
+async def test_nothing_is_kept_for_an_endpoint_once_its_connections_are_gone(
+    mesh: WaypointMesh,
+) -> None:
+    async with Channel(mesh) as channel:
+        assert (await channel.unary_unary(method("Unary"))(b"x")).endswith(b"|x")
+    client = mesh.waypoint.upstream.http2
+    assert client.connections()
+    client.close()
+    assert not client.connections() and not client._pools and not client._dialing

@@ -476,6 +476,9 @@ class Http2Client:
             pool.remove(conn)
             if not pool:
                 del self._pools[conn.key]
+                lock = self._dialing.get(conn.key)
+                if lock is not None and not lock.locked():
+                    del self._dialing[conn.key]  # endpoints come and go: keep nothing for them
 
     def expire_idle(self) -> int:
         """Close connections without streams for longer than their idle timeout."""
