@@ -7,7 +7,8 @@ kubernetes.io/h2c``) and ``ws`` (a ``websockets`` echo; port undeclared). The
 ``client`` pod (node-1) runs unmodified clients -- grpcio, curl, h2load, the
 ``websockets`` client -- with no proxy settings: capture sends their traffic
 through ztunnel to the waypoint, which speaks HTTP/2 to the gRPC and h2c backends.
-An AuthorizationPolicy denies the ``Sleep`` method only.
+An AuthorizationPolicy denies the ``Sleep`` method only; a GRPCRoute sends calls
+with ``x-version: v2`` to ``echo-v2`` only.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ spec:
   selector: {{app: echo, version: v2}}
   ports: [{{name: grpc, port: 50051}}]
 {echo_deployments}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: echo-versions, namespace: grpc}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: echo, port: 50051}}]
+  rules:
+  - matches: [{{headers: [{{name: x-version, value: v2}}]}}]
+    backendRefs: [{{name: echo-v2, port: 50051}}]
+  - backendRefs: [{{name: echo, port: 50051}}]
 ---
 apiVersion: v1
 kind: Service
@@ -208,6 +219,17 @@ def test_every_call_shape_through_the_waypoint(mesh: Mesh) -> None:
     assert grpc_call(mesh, "bidi", "50") == {"code": "OK", "messages": 50}
     lines = [line for line in mesh.log().splitlines() if "/grpcapp.Echo/Bidi" in line]
     assert any("protocol=HTTP/2" in line and "grpc_status=0" in line for line in lines), lines
+
+
+def test_a_header_matched_grpcroute(mesh: Mesh) -> None:
+    wait_serving(mesh)
+    versions = {
+        grpc_call(mesh, "unary", f"m{i}", "--header", "x-version=v2")["reply"].split("-")[1]
+        for i in range(6)
+    }
+    assert versions == {"v2"}
+    unrouted = {grpc_call(mesh, "unary", f"m{i}")["reply"].split("-")[1] for i in range(10)}
+    assert unrouted == {"v1", "v2"}  # the Service's endpoints, round robin
 
 
 def test_a_policy_denies_one_method(mesh: Mesh) -> None:

@@ -33,6 +33,7 @@ from ambient.authz.translate import PolicyError, translate_authorization_policy
 from ambient.config.configset import Ref
 from ambient.config.destinationrule import DestinationRule
 from ambient.config.frozen import FrozenMap
+from ambient.config.grpcroute import GRPCRoute
 from ambient.config.httproute import HTTPRoute
 from ambient.config.requestauthn import RequestAuthentication
 from ambient.config.resources import (
@@ -210,8 +211,10 @@ def target_refs(ctx: AnalysisContext) -> None:
 
 
 def http_routes(ctx: AnalysisContext) -> None:
-    """HTTPRoute parentRefs and backendRefs naming objects that do not exist."""
-    for route in ctx.config.of_type(HTTPRoute):
+    """HTTPRoute and GRPCRoute parentRefs and backendRefs naming objects that do not exist."""
+    routes: list[HTTPRoute | GRPCRoute] = [*ctx.config.of_type(HTTPRoute)]
+    routes += ctx.config.of_type(GRPCRoute)
+    for route in routes:
         ns = route.meta.namespace
         for i, parent in enumerate(route.spec.parent_refs):
             pns = parent.namespace or ns
@@ -225,8 +228,9 @@ def http_routes(ctx: AnalysisContext) -> None:
                     f'Referenced {parent.kind.lower()} not found: "{pns}/{parent.name}"',
                     f"spec.parentRefs[{i}]",
                 )
-        for r, rule in enumerate(route.spec.rules):
-            for b, backend in enumerate(rule.backend_refs):
+        refs = [rule.backend_refs for rule in route.spec.rules]
+        for r, backend_refs in enumerate(refs):
+            for b, backend in enumerate(backend_refs):
                 bns = backend.namespace or ns
                 if (
                     backend.kind == "Service"
@@ -238,6 +242,35 @@ def http_routes(ctx: AnalysisContext) -> None:
                         f'Referenced service not found: "{bns}/{backend.name}"',
                         f"spec.rules[{r}].backendRefs[{b}]",
                     )
+
+
+def route_kinds(ctx: AnalysisContext) -> None:
+    """An HTTPRoute and a GRPCRoute on one Service port: they are not merged, one kind is
+    ignored there (the waypoint applies the kind of the first route by namespace/name)."""
+    attached: dict[tuple[str, str, int | None], list[HTTPRoute | GRPCRoute]] = {}
+    routes: list[HTTPRoute | GRPCRoute] = [*ctx.config.of_type(HTTPRoute)]
+    routes += ctx.config.of_type(GRPCRoute)
+    for route in sorted(routes, key=lambda r: (r.meta.namespace, r.meta.name)):
+        for parent in route.spec.parent_refs:
+            if parent.is_service:
+                key = (parent.namespace or route.meta.namespace, parent.name, parent.port)
+                attached.setdefault(key, []).append(route)
+    for (ns, name, port), found in sorted(attached.items(), key=lambda kv: str(kv[0])):
+        kinds = {r.kind for r in found}
+        if len(kinds) < 2:
+            continue
+        winner = found[0]
+        where = f"Service {ns}/{name}" + (f" port {port}" if port is not None else "")
+        for route in found:
+            if route.kind != winner.kind:
+                ctx.report(
+                    msg.AMB_ROUTE_KINDS_CONFLICT,
+                    route,
+                    f"{winner.kind} {winner.meta.namespace}/{winner.meta.name} also attaches to "
+                    f"{where}; HTTPRoutes and GRPCRoutes are not merged, so this "
+                    f"{route.kind} is ignored there",
+                    "spec.parentRefs",
+                )
 
 
 def _subsets(ctx: AnalysisContext) -> dict[str, set[str]]:
@@ -536,6 +569,7 @@ ANALYZERS: tuple[Analyzer, ...] = (
     waypoint_bindings,
     target_refs,
     http_routes,
+    route_kinds,
     virtual_services,
     destination_rules,
     selectors,

@@ -16,6 +16,7 @@ from ambient.config.configset import Origin, Ref
 __all__ = [
     "AMB_L7_POLICY_AT_ZTUNNEL",
     "AMB_NAMESPACE_NOT_ENROLLED",
+    "AMB_ROUTE_KINDS_CONFLICT",
     "AMB_STRICT_WITH_OUTSIDE_CLIENTS",
     "AMB_WAYPOINT_FOR_MISMATCH",
     "CONFLICTING_MESH_VS_HOSTS",
@@ -80,6 +81,7 @@ AMB_L7_POLICY_AT_ZTUNNEL = MessageType("AMB0003", "L7PolicyEnforcedByZtunnel", L
 AMB_STRICT_WITH_OUTSIDE_CLIENTS = MessageType(
     "AMB0004", "StrictMTLSWithUnenrolledWorkloads", Level.WARNING
 )
+AMB_ROUTE_KINDS_CONFLICT = MessageType("AMB0005", "HTTPRouteAndGRPCRouteConflict", Level.WARNING)
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,8 @@ _GET_KINDS = {
     "gtw": "Gateway",
     "httproutes": "HTTPRoute",
     "httproute": "HTTPRoute",
+    "grpcroutes": "GRPCRoute",
+    "grpcroute": "GRPCRoute",
     "virtualservices": "VirtualService",
     "virtualservice": "VirtualService",
     "vs": "VirtualService",

@@ -575,3 +575,17 @@ HTTPROUTE_SPEC = Obj(
     },
 )
 HTTPROUTE = resource_schema(HTTPRoute, HTTPROUTE_SPEC, spec_required=True)
+
+
+# --- shared with GRPCRoute (config.grpcroute) ---------------------------------------------
+
+NAME = _NAME
+HEADER_MATCH = _HEADER_MATCH
+HEADER_MODIFIER = _MODIFIER
+MIRROR = _MIRROR
+PARENT_REF = _PARENT_REF
+UNSUPPORTED_FILTERS = _UNSUPPORTED_FILTERS
+check_filter = _check_filter
+check_filters = _check_filters
+check_service_ref = _check_service_ref
+unique_names = _unique_names

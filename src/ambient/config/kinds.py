@@ -3,7 +3,7 @@
 Typed kinds are parsed by the tables in ``kube``, ``pods`` and ``istio``.
 AuthorizationPolicy and PeerAuthentication load as ``GenericResource`` with
 their specs checked by ``ambient.authz`` (see ``security``). Each other kind has its own
-module: ``gateway``, ``httproute``, ``virtualservice``, ``destinationrule``,
+module: ``gateway``, ``httproute``, ``grpcroute``, ``virtualservice``, ``destinationrule``,
 ``requestauthn``, ``telemetry`` (the waypoint compiles the L7 ones into routes and policies).
 ``GENERIC_KINDS`` (metadata checked, spec kept as YAML) is empty: every kind is strict.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from ambient.config.destinationrule import DESTINATION_RULE
 from ambient.config.gateway import GATEWAY
+from ambient.config.grpcroute import GRPCROUTE
 from ambient.config.httproute import HTTPROUTE
 from ambient.config.istio import SERVICE_ENTRY, WORKLOAD_ENTRY
 from ambient.config.kube import NAMESPACE, SERVICE, SERVICE_ACCOUNT
@@ -41,6 +42,7 @@ ISTIO_NETWORKING = (
 )
 ISTIO_SECURITY = ("security.istio.io/v1", "security.istio.io/v1beta1")
 GATEWAY_API = ("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1")
+GATEWAY_API_GRPC = ("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2")
 ISTIO_TELEMETRY = ("telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1")
 
 BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
@@ -56,6 +58,7 @@ BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
     (ISTIO_SECURITY, "RequestAuthentication", REQUEST_AUTHENTICATION),
     (GATEWAY_API, "Gateway", GATEWAY),
     (GATEWAY_API, "HTTPRoute", HTTPROUTE),
+    (GATEWAY_API_GRPC, "GRPCRoute", GRPCROUTE),
     (ISTIO_NETWORKING, "VirtualService", VIRTUAL_SERVICE),
     (ISTIO_NETWORKING, "DestinationRule", DESTINATION_RULE),
     (ISTIO_TELEMETRY, "Telemetry", TELEMETRY),

@@ -32,6 +32,7 @@ __all__ = [
 L7_KINDS = frozenset(
     {
         "HTTPRoute",
+        "GRPCRoute",
         "VirtualService",
         "DestinationRule",
         "RequestAuthentication",

@@ -88,6 +88,22 @@ CASES = [
         ["IST0101 VirtualService", "IST0101 VirtualService"],
     ),
     (
+        "GRPCRoute parent and backend not found",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g, "
+        "namespace: shop}\nspec:\n  parentRefs: [{group: '', kind: Service, name: ghost}, "
+        "{kind: Gateway, name: nowaypoint}]\n  rules:\n  - backendRefs: [{name: orders, "
+        "port: 8080}, {name: missing, port: 8080}]\n",
+        ["IST0101 GRPCRoute", "IST0101 GRPCRoute", "IST0101 GRPCRoute"],
+    ),
+    (
+        "a GRPCRoute on a Service port an HTTPRoute takes first",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: a, "
+        "namespace: shop}\nspec:\n  parentRefs: [{group: '', kind: Service, name: orders}]\n---\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: b, "
+        "namespace: shop}\nspec:\n  parentRefs: [{group: '', kind: Service, name: orders}]\n",
+        ["AMB0005 GRPCRoute"],
+    ),
+    (
         "DestinationRule subset selecting no pod",
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: dr, "
         "namespace: shop}\nspec:\n  host: orders\n  subsets: [{name: v1, labels: {version: v1}}, "

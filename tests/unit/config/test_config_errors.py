@@ -59,7 +59,7 @@ CASES: list[tuple[str, str, list[str]]] = [
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n",
         [
             "bad.yaml:1: ConfigMap/settings: kind: unknown kind 'ConfigMap'; supported kinds: "
-            "AuthorizationPolicy, Deployment, DestinationRule, Gateway, HTTPRoute, Namespace, "
+            "AuthorizationPolicy, Deployment, DestinationRule, GRPCRoute, Gateway, HTTPRoute, Namespace, "
             "PeerAuthentication, Pod, RequestAuthentication, Service, ServiceAccount, ServiceEntry, "
             "Telemetry, VirtualService, WorkloadEntry, List"
         ],

@@ -103,3 +103,27 @@ def test_incremental_equals_a_fresh_build(plane: ControlPlane) -> None:
         assert dict(plane.snapshot.l7_manifests) == dict(fresh.snapshot.l7_manifests)
         assert dict(plane.snapshot.l7_manifests) == waypoint_manifests(step)
     assert Ref("DestinationRule", "shop", "orders") not in plane.config.objects
+
+
+GRPC_ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: web-grpc, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules:
+  - matches: [{method: {service: shop.Web}, headers: [{name: x-version, value: v2}]}]
+    backendRefs: [{name: web, port: 8080}]
+"""
+
+
+def test_a_grpcroute_is_delivered_like_an_httproute(plane: ControlPlane) -> None:
+    """GRPCRoute travels to waypoints as a WaypointResource of its own, validated again there."""
+    delta = plane.update(config(GRPC_ROUTE))
+    assert delta and only_l7(delta)
+    assert [name for name, _ in delta.l7_upserted] == ["GRPCRoute/shop/web-grpc"]
+    manifest = json.loads(dict(delta.l7_upserted)["GRPCRoute/shop/web-grpc"])
+    assert manifest["spec"]["rules"][0]["matches"][0]["method"] == {"service": "shop.Web"}
+    reloaded = load_text(json.dumps(manifest), "xds.json")
+    assert [o.kind for o in reloaded] == ["GRPCRoute"]
+    assert plane.update(config()).l7_removed == ("GRPCRoute/shop/web-grpc",)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ambient.config.grpcroute import GRPCRoute
 from ambient.config.httproute import (
     BackendRef,
     Filter,
@@ -40,12 +41,22 @@ from ambient.waypoint.routing.filters import (
 )
 from ambient.waypoint.routing.match import Matcher, Op, PathKind, StringTest
 
-__all__ = ["compile_httproute", "route_key"]
+__all__ = [
+    "GatewayRoute",
+    "compile_httproute",
+    "header_ops",
+    "mirrors",
+    "route_key",
+    "string_test",
+    "weighted",
+]
+
+GatewayRoute = HTTPRoute | GRPCRoute
 
 _PATH_RANK = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}
 
 
-def route_key(route: HTTPRoute) -> str:
+def route_key(route: GatewayRoute) -> str:
     return f"{route.meta.namespace}/{route.meta.name}"
 
 
@@ -74,19 +85,19 @@ def _matcher(match: Match) -> Matcher:
         kind, value, pattern = PathKind.ANY, "", None
     else:
         kind, value, pattern = PathKind.SEGMENT_PREFIX, path.value.rstrip("/"), None
-    headers = tuple((h.name.lower(), _string_test(h.type, h.value)) for h in match.headers)
-    query = tuple((q.name, _string_test(q.type, q.value)) for q in match.query_params)
+    headers = tuple((h.name.lower(), string_test(h.type, h.value)) for h in match.headers)
+    query = tuple((q.name, string_test(q.type, q.value)) for q in match.query_params)
     method = StringTest(Op.EXACT, match.method) if match.method else None
     return Matcher(kind, value, pattern, method=method, headers=headers, query=query)
 
 
-def _string_test(kind: str, value: str) -> StringTest:
+def string_test(kind: str, value: str) -> StringTest:
     if kind == "RegularExpression":
         return StringTest(Op.REGEX, value, compile_re2(value))
     return StringTest(Op.EXACT, value)
 
 
-def _header_ops(mod: HeaderModifier | None) -> HeaderOps:
+def header_ops(mod: HeaderModifier | None) -> HeaderOps:
     if mod is None:
         return HeaderOps()
     return HeaderOps(
@@ -105,7 +116,7 @@ def _path(mod: PathModifier | None, match: Match) -> GatewayPath | None:
 
 
 def _service_backend(
-    ref: ServiceRef | BackendRef, route: HTTPRoute, ctx: CompileContext
+    ref: ServiceRef | BackendRef, route: GatewayRoute, ctx: CompileContext
 ) -> tuple[Backend | None, str, str]:
     """The backend a ref names, or None with the condition reason and message."""
     namespace = ref.namespace or route.meta.namespace
@@ -127,24 +138,28 @@ def _service_backend(
     return ctx.backend(service, ref.port), "", ""
 
 
-def _weighted(ref: BackendRef, route: HTTPRoute, ctx: CompileContext) -> WeightedBackend:
+def weighted(
+    ref: BackendRef, route: GatewayRoute, ctx: CompileContext, error_status: int = 500
+) -> WeightedBackend:
+    """A backendRef with its filters; unresolved: answered ``error_status`` (HTTPRoute 500,
+    GRPCRoute 503 so that gRPC clients get UNAVAILABLE, as the spec asks)."""
     backend, reason, problem = _service_backend(ref, route, ctx)
     if backend is None:
         ctx.condition(route, "ResolvedRefs", False, reason, problem)
-    request_ops = [_header_ops(f.request_header_modifier) for f in ref.filters]
-    response_ops = [_header_ops(f.response_header_modifier) for f in ref.filters]
+    request_ops = [header_ops(f.request_header_modifier) for f in ref.filters]
+    response_ops = [header_ops(f.response_header_modifier) for f in ref.filters]
     return WeightedBackend(
         backend,
         ref.weight,
-        500,
+        error_status,
         problem,
         merge_header_ops(request_ops),
         merge_header_ops(response_ops),
     )
 
 
-def _mirrors(
-    filters: tuple[Filter, ...], route: HTTPRoute, ctx: CompileContext
+def mirrors(
+    filters: tuple[Filter, ...], route: GatewayRoute, ctx: CompileContext
 ) -> tuple[Mirror, ...]:
     out = []
     for flt in filters:
@@ -194,18 +209,18 @@ def _action(rule: Rule, match: Match, route: HTTPRoute, ctx: CompileContext) -> 
             timeout = per_try
     return RouteAction(
         route_key(route),
-        tuple(_weighted(ref, route, ctx) for ref in rule.backend_refs),
-        request_headers=_header_ops(
+        tuple(weighted(ref, route, ctx) for ref in rule.backend_refs),
+        request_headers=header_ops(
             by_type["RequestHeaderModifier"].request_header_modifier
             if "RequestHeaderModifier" in by_type
             else None
         ),
-        response_headers=_header_ops(
+        response_headers=header_ops(
             by_type["ResponseHeaderModifier"].response_header_modifier
             if "ResponseHeaderModifier" in by_type
             else None
         ),
-        mirrors=_mirrors(rule.filters, route, ctx),
+        mirrors=mirrors(rule.filters, route, ctx),
         timeout=timeout,
         retry=retry,
         redirect=compiled_redirect,

@@ -2,7 +2,7 @@
 
 Attachment:
 
-- An HTTPRoute attaches to a Service through a ``parentRefs`` entry with
+- An HTTPRoute or a GRPCRoute attaches to a Service through a ``parentRefs`` entry with
   ``kind: Service`` and group ``""``/``core`` (GAMMA); ``port`` narrows it to
   that service port. Only producer routes apply at the waypoint: a parentRef to
   a Service in another namespace (a consumer route, which depends on the
@@ -14,8 +14,12 @@ Attachment:
   ``namespace/name`` applies alone — as Istio at a waypoint, VirtualServices
   for one host are not merged — and the others report ``Accepted=False``.
 - **HTTPRoute and VirtualService on one service**: Istio calls the mix
-  unsupported. We decide: HTTPRoutes win (the Gateway API is ambient's primary
-  routing API), and the VirtualService reports ``Accepted=False`` naming them.
+  unsupported. We decide: HTTPRoutes (and GRPCRoutes) win (the Gateway API is
+  ambient's primary routing API), and the VirtualService reports
+  ``Accepted=False`` naming them.
+- **HTTPRoute and GRPCRoute on one service port**: never merged (the spec);
+  the kind of the first route by ``namespace/name`` applies, the others report
+  ``Accepted=False`` (``Conflicted``).
 
 Routing: with nothing attached, a request goes to the addressed service and
 port (route ``default``; a workload-addressed request goes to the workload:
@@ -27,11 +31,12 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ambient.config.configset import ConfigSet
 from ambient.config.destinationrule import DestinationRule
+from ambient.config.grpcroute import GRPCRoute
 from ambient.config.httproute import HTTPRoute
 from ambient.config.rules import CLUSTER_DOMAIN
 from ambient.config.virtualservice import VirtualService
@@ -43,7 +48,8 @@ from ambient.waypoint.routing.context import (
     Entry,
     RouteCondition,
 )
-from ambient.waypoint.routing.gateway import compile_httproute, route_key
+from ambient.waypoint.routing.gateway import GatewayRoute, compile_httproute, route_key
+from ambient.waypoint.routing.grpcroute import compile_grpcroute
 from ambient.waypoint.routing.istio import compile_virtual_service, vs_key
 from ambient.waypoint.routing.match import RequestView
 from ambient.waypoint.routing.services import ServiceIndex, ServiceLike
@@ -120,8 +126,8 @@ def _policies(
     return out
 
 
-def _attach_httproutes(
-    routes: list[HTTPRoute], ctx: CompileContext
+def _attach_gateway_routes(
+    routes: Sequence[GatewayRoute], ctx: CompileContext
 ) -> dict[tuple[str, int], list[Entry]]:
     attached: dict[tuple[str, int], list[Entry]] = defaultdict(list)
     for rank, route in enumerate(sorted(routes, key=route_key)):
@@ -159,10 +165,49 @@ def _attach_httproutes(
                     f"parent Service {namespace}/{parent.name} has no port {parent.port}",
                 )
                 continue
-            entries_of = {port: compile_httproute(route, rank, ctx) for port in ports}
+            entries_of = {port: _compile(route, rank, ctx) for port in ports}
             for port, entries in entries_of.items():
                 attached[(service.hostname, port)].extend(entries)
     return attached
+
+
+def _compile(route: GatewayRoute, rank: int, ctx: CompileContext) -> list[Entry]:
+    if isinstance(route, GRPCRoute):
+        return compile_grpcroute(route, rank, ctx)
+    return compile_httproute(route, rank, ctx)
+
+
+def _one_kind_per_port(
+    http: dict[tuple[str, int], list[Entry]],
+    grpc: dict[tuple[str, int], list[Entry]],
+    routes: dict[str, GatewayRoute],
+    ctx: CompileContext,
+) -> dict[tuple[str, int], list[Entry]]:
+    """HTTPRoutes and GRPCRoutes are never merged: where both attach to a service port, the
+    kind of the first route by ``namespace/name`` (the spec's tie-break after age) applies
+    and the routes of the other kind report ``Accepted=False`` (reason ``Conflicted``)."""
+    merged = dict(http)
+    for key, entries in grpc.items():
+        if key not in merged:
+            merged[key] = entries
+            continue
+        first_http = min(e.action.route for e in merged[key])
+        first_grpc = min(e.action.route for e in entries)
+        winner, loser = (
+            (merged[key], entries) if first_http < first_grpc else (entries, merged[key])
+        )
+        kept = min(e.action.route for e in winner)
+        for name in sorted({e.action.route for e in loser}):
+            ctx.condition(
+                routes[name],
+                "Accepted",
+                False,
+                "Conflicted",
+                f"{routes[kept].kind} {kept} attaches to {key[0]}:{key[1]} too; "
+                "HTTPRoutes and GRPCRoutes are not merged, the first by namespace/name applies",
+            )
+        merged[key] = winner
+    return merged
 
 
 def _attach_virtual_services(
@@ -222,7 +267,7 @@ def build_router(
     rng: Rng | None = None,
     domain: str = CLUSTER_DOMAIN,
 ) -> RouteTable:
-    """Compile the HTTPRoutes, VirtualServices and DestinationRules of ``config``.
+    """Compile the HTTPRoutes, GRPCRoutes, VirtualServices and DestinationRules of ``config``.
 
     ``services`` is the mesh's services (``MeshService``, the workload API's
     ``Service`` or the configuration's); by default the Services of ``config``.
@@ -231,7 +276,15 @@ def build_router(
     rules = [o for o in config.by_kind("DestinationRule") if isinstance(o, DestinationRule)]
     ctx = CompileContext(index, _policies(rules, index))
     httproutes = [o for o in config.by_kind("HTTPRoute") if isinstance(o, HTTPRoute)]
-    gateway = _attach_httproutes(httproutes, ctx)
+    grpcroutes = [o for o in config.by_kind("GRPCRoute") if isinstance(o, GRPCRoute)]
+    by_key: dict[str, GatewayRoute] = {route_key(r): r for r in httproutes}
+    by_key.update((route_key(r), r) for r in grpcroutes)
+    gateway = _one_kind_per_port(
+        _attach_gateway_routes(httproutes, ctx),
+        _attach_gateway_routes(grpcroutes, ctx),
+        by_key,
+        ctx,
+    )
     taken = {hostname for hostname, _ in gateway}
     vss = sorted(
         (o for o in config.by_kind("VirtualService") if isinstance(o, VirtualService)),
