@@ -8,6 +8,10 @@ Decisions:
 - Output as istioctl's: one line per message, ``Level [CODE] (Kind name.namespace
   file:line) text``; ``-o json``/``yaml`` give a list of messages.
 - All namespaces are analyzed unless ``-n`` names one (``-A`` says so explicitly).
+- With ``--kubeconfig``/``--context`` (or ``$KUBECONFIG``, see ``cli.app.target``) the
+  cluster's objects, read from the API server and converted as the control plane
+  converts them (``kube.analyze``); there, as istioctl, the default is the kubeconfig
+  context's namespace and ``-A`` means all.
 - Exit code 79 (istioctl's) when a message is at or above ``--failure-threshold``
   (default Error); 0 otherwise. A configuration that does not load reports each
   problem as IST0106 and fails: the analyzers need a loaded configuration.
@@ -23,7 +27,7 @@ import click
 import yaml
 
 from ambient.analysis import Level, Message, analyze, in_namespace, problem_message
-from ambient.cli.app import CONTEXT, call
+from ambient.cli.app import CONTEXT, call, target, target_options
 from ambient.config import ConfigError, ConfigSet, Origin, load_documents, load_paths
 
 __all__ = ["FAILURE_EXIT_CODE", "analyze_command"]
@@ -82,8 +86,7 @@ def _print(messages: list[Message], output: str, scope: str) -> None:
     show_default=True,
     help="The lowest level printed.",
 )
-@click.option("--state-dir", envvar="AMBIENT_STATE_DIR", type=click.Path(file_okay=False),
-              help="State folder of the running mesh (without PATHS).")  # fmt: skip
+@target_options
 @click.pass_context
 def analyze_command(
     ctx: click.Context,
@@ -102,12 +105,20 @@ def analyze_command(
 
     Example: ambient analyze examples/shop examples/waypoint
     """
-    if state_dir is not None:
-        ctx.find_root().meta["state_dir"] = state_dir
     if namespace and all_namespaces:
         raise click.UsageError("-n and -A exclude each other")
     sources = [*paths, *files]
     messages: list[Message]
+    cluster_target = None if sources else target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        messages, scope = cluster.analyze_cluster(cluster_target, namespace, all_namespaces)
+        shown = [m for m in messages if m.level >= _LEVELS[output_threshold]]
+        _print(shown, output, scope)
+        if any(m.level >= _LEVELS[failure_threshold] for m in messages):
+            sys.exit(FAILURE_EXIT_CODE)
+        return
     try:
         config = load_paths(sources) if sources else _running_mesh(ctx)
     except ConfigError as exc:

@@ -4,6 +4,13 @@ Every command finds the running mesh through its state folder: ``--state-dir``
 (anywhere among the options, before or after the command name) or
 ``$AMBIENT_STATE_DIR``, default ``./.ambient``.
 
+The commands that read or change a mesh (``status``, ``get``, ``apply``, ``delete``,
+``label``, ``zc``, ``waypoint``, ``analyze``; ``target_options``) work on a Kubernetes
+cluster instead when one is named (``target``): ``--kubeconfig``/``--context``, or
+``$KUBECONFIG`` when no state folder is named and ``./.ambient`` does not exist (so a
+local mesh keeps working in a shell that has ``$KUBECONFIG`` set). Naming both a
+state folder and a kubeconfig on the command line is an error.
+
 Command modules (``mesh``, ``objects``, ``ztunnel_config``, ``waypoint``,
 ``analyze``, ``node``, ``distributed``) define their commands with the helpers
 here and register nothing themselves; ``cli.main`` attaches them to ``cli``.
@@ -11,16 +18,21 @@ here and register nothing themselves; ``cli.main`` attaches them to ``cli``.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from datetime import timedelta
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ambient import __version__
 from ambient.cli.client import ApiError, MeshClient
-from ambient.local.statedir import ENV_VAR, MeshNotRunning, StateDir
+from ambient.local.statedir import DEFAULT_STATE_DIR, ENV_VAR, MeshNotRunning, StateDir
+
+if TYPE_CHECKING:
+    from ambient.kube.api import ClusterTarget
 
 __all__ = [
     "CONTEXT",
@@ -32,6 +44,8 @@ __all__ = [
     "parse_duration",
     "state",
     "state_dir_option",
+    "target",
+    "target_options",
 ]
 
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -51,6 +65,51 @@ def state_dir_option(f: Any) -> Any:
         is_eager=False,
         callback=_remember_state_dir,
     )(f)
+
+
+def _remember(key: str) -> Any:
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            ctx.find_root().meta[key] = value
+        return value
+
+    return callback
+
+
+def target_options(f: Any) -> Any:
+    """``--state-dir``, ``--kubeconfig`` and ``--context`` (see ``target``)."""
+    f = click.option(
+        "--context",
+        expose_value=False,
+        callback=_remember("kube_context"),
+        help="Kubeconfig context of the cluster (with --kubeconfig or $KUBECONFIG).",
+    )(f)
+    f = click.option(
+        "--kubeconfig",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=_remember("kubeconfig"),
+        help="Work on this Kubernetes cluster instead of a state folder "
+        "($KUBECONFIG when no state folder is named and ./.ambient does not exist).",
+    )(f)
+    return state_dir_option(f)
+
+
+def target(ctx: click.Context) -> ClusterTarget | None:
+    """The cluster the command line names, or None for a state folder (see the module
+    docstring)."""
+    from ambient.kube.api import ClusterTarget
+
+    meta = ctx.find_root().meta
+    kubeconfig, context = meta.get("kubeconfig"), meta.get("kube_context")
+    named_state = meta.get("state_dir") or os.environ.get(ENV_VAR)
+    if kubeconfig is not None or context is not None:
+        if meta.get("state_dir"):
+            raise click.UsageError("give --state-dir or --kubeconfig/--context, not both")
+        return ClusterTarget(Path(kubeconfig) if kubeconfig else None, context)
+    if named_state or not os.environ.get("KUBECONFIG") or Path(DEFAULT_STATE_DIR).exists():
+        return None
+    return ClusterTarget()
 
 
 def log_level_option(f: Any) -> Any:
@@ -107,7 +166,7 @@ def parse_duration(text: str) -> timedelta:
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="ambient")
-@state_dir_option
+@target_options
 def cli(state_dir: str | None) -> None:
     """ambient: a sidecar-less, zero-trust service mesh (Istio's ambient mode).
 

@@ -106,6 +106,10 @@ def controlplane(
     --context, or $KUBECONFIG), whose objects it watches and whose status it writes."""
     from ambient.local.distributed import ControlPlaneOptions, run_controlplane
 
+    root = ctx.find_root().meta
+    if kubeconfig is None and root.get("kubeconfig"):  # ambient --kubeconfig K controlplane
+        kubeconfig = Path(root["kubeconfig"])
+    kube_context = kube_context or root.get("kube_context")
     if config_dir is None:
         if api_socket is not None or track_health or netns_addresses or not watch:
             raise click.UsageError(

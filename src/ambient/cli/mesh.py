@@ -18,6 +18,8 @@ from ambient.cli.app import (
     parse_duration,
     state,
     state_dir_option,
+    target,
+    target_options,
 )
 from ambient.cli.client import ApiError, MeshClient
 from ambient.cli.output import print_json, print_table
@@ -99,7 +101,7 @@ def down(ctx: click.Context, state_dir: str | None) -> None:
 
 
 @click.command(context_settings=CONTEXT)
-@state_dir_option
+@target_options
 @click.option(
     "--wait",
     "wait",
@@ -111,7 +113,15 @@ def down(ctx: click.Context, state_dir: str | None) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 def status(ctx: click.Context, state_dir: str | None, wait: float | None, output: str) -> None:
-    """Show whether the control plane, every ztunnel and every pod are ready."""
+    """Show whether the control plane, every ztunnel and every pod are ready.
+
+    On a cluster: the control plane's readiness and what it watches (from its heartbeat)."""
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        cluster.status(cluster_target, wait, output)
+        return
     deadline = time.monotonic() + (wait or 0)
     where = state(ctx)
     while True:

@@ -10,7 +10,7 @@ import click
 import yaml
 
 from ambient.cli import jsonpath
-from ambient.cli.app import CONTEXT, call, fail, state_dir_option
+from ambient.cli.app import CONTEXT, call, fail, target, target_options
 from ambient.cli.output import print_json, print_table
 
 __all__ = ["apply", "delete", "get", "label"]
@@ -29,11 +29,25 @@ def _read_manifest(path: str) -> tuple[str, str]:
 @click.option(
     "-f", "--filename", "files", multiple=True, required=True, help="YAML file, or - for stdin."
 )
-@state_dir_option
+@click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="A cluster: for objects that name none (default: the context's).",
+)
+@target_options
 @click.pass_context
-def apply(ctx: click.Context, files: tuple[str, ...], state_dir: str | None) -> None:
-    """Create or update objects in the running mesh."""
+def apply(
+    ctx: click.Context, files: tuple[str, ...], namespace: str | None, state_dir: str | None
+) -> None:
+    """Create or update objects in the running mesh (a cluster: server-side apply)."""
+    cluster_target = target(ctx)
     for path in files:
+        if cluster_target is not None:
+            from ambient.cli import cluster
+
+            cluster.apply(cluster_target, _read_manifest(path)[0], namespace)
+            continue
         text, name = _read_manifest(path)
         answer = call(ctx, "POST", "/apply", {"text": text, "filename": name})
         for line in answer["result"]:
@@ -46,11 +60,25 @@ def apply(ctx: click.Context, files: tuple[str, ...], state_dir: str | None) -> 
 @click.option(
     "-f", "--filename", "files", multiple=True, required=True, help="YAML file, or - for stdin."
 )
-@state_dir_option
+@click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="A cluster: for objects that name none (default: the context's).",
+)
+@target_options
 @click.pass_context
-def delete(ctx: click.Context, files: tuple[str, ...], state_dir: str | None) -> None:
+def delete(
+    ctx: click.Context, files: tuple[str, ...], namespace: str | None, state_dir: str | None
+) -> None:
     """Delete the objects a YAML file names from the running mesh."""
+    cluster_target = target(ctx)
     for path in files:
+        if cluster_target is not None:
+            from ambient.cli import cluster
+
+            cluster.delete(cluster_target, _read_manifest(path)[0], namespace)
+            continue
         text, name = _read_manifest(path)
         for line in call(ctx, "POST", "/delete", {"text": text, "filename": name})["result"]:
             click.echo(line)
@@ -76,32 +104,43 @@ def delete(ctx: click.Context, files: tuple[str, ...], state_dir: str | None) ->
 )
 @click.argument("name")
 @click.argument("labels", nargs=-1, required=True)
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option(
+    "-n", "--namespace", default=None, help="[default: default; a cluster: the context's]"
+)
 @click.option("--overwrite", is_flag=True, help="Accepted for kubectl compatibility (always on).")
-@state_dir_option
+@target_options
 @click.pass_context
 def label(
     ctx: click.Context,
     kind: str,
     name: str,
     labels: tuple[str, ...],
-    namespace: str,
+    namespace: str | None,
     overwrite: bool,
     state_dir: str | None,
 ) -> None:
     """Set (key=value) or remove (key-) labels, e.g. istio.io/dataplane-mode=ambient."""
+    changes: dict[str, str | None] = {}
     for item in labels:
         if item.endswith("-") and "=" not in item:
-            key, value = item[:-1], None
+            changes[item[:-1]] = None
         elif "=" in item:
-            key, value = item.split("=", 1)
+            changes[item.split("=", 1)[0]] = item.split("=", 1)[1]
         else:
             fail(f"bad label {item!r}: use key=value to set or key- to remove")
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        click.echo(cluster.label(cluster_target, kind, name, namespace, changes))
+        return
+    namespace = namespace or "default"
+    for key, change in changes.items():
         call(
             ctx,
             "POST",
             "/label",
-            {"kind": kind, "namespace": namespace, "name": name, "key": key, "value": value},
+            {"kind": kind, "namespace": namespace, "name": name, "key": key, "value": change},
         )
     click.echo(f"{_kind_word(kind)}/{name} labeled")
 
@@ -177,7 +216,8 @@ _GET_KINDS = {
     default="table",
     help="table, wide, json, yaml, or jsonpath=TEMPLATE (kubectl's subset).",
 )
-@state_dir_option
+@click.option("-l", "--selector", default=None, help="A cluster: a label selector.")
+@target_options
 @click.pass_context
 def get(
     ctx: click.Context,
@@ -186,9 +226,19 @@ def get(
     namespace: str | None,
     all_namespaces: bool,
     output: str,
+    selector: str | None,
     state_dir: str | None,
 ) -> None:
-    """List objects of KIND (pods, services, namespaces, deployments, gateways, ...)."""
+    """List objects of KIND (pods, services, namespaces, deployments, gateways, ...).
+
+    On a cluster: every kind the mesh reads, from the API server, with kubectl's columns
+    (the context's namespace unless -n or -A)."""
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        cluster.get(cluster_target, kind, name, namespace, all_namespaces, output, selector)
+        return
     real = _GET_KINDS.get(kind.lower().split(".")[0])
     if real is None:
         fail(f"unknown kind {kind!r}; known: {', '.join(sorted(set(_GET_KINDS.values())))}")

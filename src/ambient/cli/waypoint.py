@@ -1,4 +1,5 @@
-"""``ambient waypoint``: generate, apply, list and delete waypoints (as ``istioctl waypoint``)."""
+"""``ambient waypoint``: generate, apply, list, status and delete waypoints (as ``istioctl
+waypoint``), in the running mesh or, with ``--kubeconfig``, as Gateways of a cluster."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import click
 import yaml
 
-from ambient.cli.app import CONTEXT, call, state_dir_option
+from ambient.cli.app import CONTEXT, call, target, target_options
 from ambient.cli.output import print_table
 
 __all__ = ["waypoint", "waypoint_manifest"]
@@ -51,7 +52,7 @@ def generate(namespace: str, name: str, traffic_type: str) -> None:
 
 
 @waypoint.command("apply", context_settings=CONTEXT)
-@state_dir_option
+@target_options
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--name", default="waypoint", show_default=True)
 @click.option("--for", "traffic_type", type=_FOR, default="service", show_default=True)
@@ -60,6 +61,13 @@ def generate(namespace: str, name: str, traffic_type: str) -> None:
     is_flag=True,
     help="Also label the namespace istio.io/use-waypoint=NAME, so its services use it.",
 )
+@click.option(
+    "--wait",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="A cluster: wait up to SECONDS until the waypoint is programmed; exit 1 if not.",
+)
 @click.pass_context
 def apply_(
     ctx: click.Context,
@@ -67,9 +75,17 @@ def apply_(
     name: str,
     traffic_type: str,
     enroll_namespace: bool,
+    wait: float | None,
     state_dir: str | None,
 ) -> None:
     """Create or update a waypoint in the running mesh."""
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        manifest = waypoint_manifest(namespace, name, traffic_type)
+        cluster.waypoint_apply(cluster_target, manifest, enroll_namespace, wait)
+        return
     text = _yaml(waypoint_manifest(namespace, name, traffic_type))
     call(ctx, "POST", "/apply", {"text": text, "filename": "<waypoint apply>"})
     click.echo(f"waypoint {namespace}/{name} applied")
@@ -99,19 +115,29 @@ def _waypoints(ctx: click.Context, namespace: str | None) -> list[dict[str, Any]
 
 
 def _programmed(gateway: dict[str, Any]) -> str:
+    return str(_condition(gateway).get("status", "Unknown"))
+
+
+def _condition(gateway: dict[str, Any]) -> dict[str, Any]:
     for condition in gateway.get("status", {}).get("conditions", []):
         if condition.get("type") == "Programmed":
-            return str(condition.get("status"))
-    return "Unknown"
+            return dict(condition)
+    return {"status": "Unknown"}
 
 
 @waypoint.command("list", context_settings=CONTEXT)
-@state_dir_option
+@target_options
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True, help="Waypoints of every namespace.")
 @click.pass_context
 def list_(ctx: click.Context, namespace: str, all_namespaces: bool, state_dir: str | None) -> None:
     """List waypoints and whether they are programmed (ready)."""
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        cluster.waypoint_list(cluster_target, None if all_namespaces else namespace)
+        return
     gateways = _waypoints(ctx, None if all_namespaces else namespace)
     if not gateways:
         where = "any namespace" if all_namespaces else f"namespace {namespace}"
@@ -127,8 +153,47 @@ def list_(ctx: click.Context, namespace: str, all_namespaces: bool, state_dir: s
     print_table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
 
 
+@waypoint.command("status", context_settings=CONTEXT)
+@target_options
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Waypoints of every namespace.")
+@click.pass_context
+def status_(
+    ctx: click.Context,
+    name: str | None,
+    namespace: str,
+    all_namespaces: bool,
+    state_dir: str | None,
+) -> None:
+    """Show whether waypoints are programmed, and why not (their Programmed condition)."""
+    scope = None if all_namespaces else namespace
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        cluster.waypoint_status(cluster_target, scope, name)
+        return
+    gateways = [g for g in _waypoints(ctx, scope) if name is None or g["meta"]["name"] == name]
+    if name is not None and not gateways:
+        raise click.ClickException(f"no waypoint named {name} in namespace {namespace}")
+    rows = []
+    for g in gateways:
+        condition = _condition(g)
+        rows.append(
+            [
+                g["meta"]["namespace"],
+                g["meta"]["name"],
+                str(condition.get("status")),
+                str(condition.get("reason", "")),
+                str(condition.get("message", "")),
+            ]
+        )
+    print_table(["NAMESPACE", "NAME", "PROGRAMMED", "REASON", "MESSAGE"], rows)
+
+
 @waypoint.command(context_settings=CONTEXT)
-@state_dir_option
+@target_options
 @click.argument("names", nargs=-1)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--all", "delete_all", is_flag=True, help="Every waypoint of the namespace.")
@@ -143,6 +208,14 @@ def delete(
     """Delete waypoints by name (default: `waypoint`), or all of a namespace."""
     if delete_all and names:
         raise click.UsageError("give waypoint names or --all, not both")
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        wanted = None if delete_all else list(names or ("waypoint",))
+        for deleted in cluster.waypoint_delete(cluster_target, namespace, wanted):
+            click.echo(f"waypoint {namespace}/{deleted} deleted")
+        return
     existing = {g["meta"]["name"] for g in _waypoints(ctx, namespace)}
     wanted = sorted(existing) if delete_all else list(names or ("waypoint",))
     missing = [n for n in wanted if n not in existing]

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ambient.cli.app import CONTEXT, call, fail, state_dir_option
+from ambient.cli.app import CONTEXT, call, fail, target, target_options
 from ambient.cli.output import print_json, print_table
 
 __all__ = ["ztunnel_config"]
@@ -40,7 +40,7 @@ __all__ = ["ztunnel_config"]
 )
 @click.option("--node", default=None, help="Which node's ztunnel to ask (default: the first).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-@state_dir_option
+@target_options
 @click.pass_context
 def ztunnel_config(
     ctx: click.Context,
@@ -54,7 +54,13 @@ def ztunnel_config(
 
     `waypoints` (every node) lists the waypoints node proxies run and the L7 objects
     they hold (`-o json` names each one)."""
-    dumps = call(ctx, "GET", "/config_dump" + (f"?node={node}" if node else ""))
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        dumps = cluster.config_dumps(cluster_target, node)
+    else:
+        dumps = call(ctx, "GET", "/config_dump" + (f"?node={node}" if node else ""))
     if not dumps:
         fail("no ztunnel is running")
     dump = dumps[0]

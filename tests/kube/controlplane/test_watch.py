@@ -227,6 +227,13 @@ _L7 = {
             "rules": [{"backendRefs": [{"name": "web", "port": 80}]}],
         },
     ),
+    "GRPCRoute": (
+        "gateway.networking.k8s.io/v1",
+        {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "web"}],
+            "rules": [{"backendRefs": [{"name": "web", "port": 80}]}],
+        },
+    ),
     "VirtualService": (
         "networking.istio.io/v1",
         {"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]},

@@ -1,0 +1,364 @@
+"""The commands against a Kubernetes cluster (``--kubeconfig``/``--context``/``$KUBECONFIG``).
+
+Each command module asks ``app.target(ctx)`` which mesh the command line names, and
+for a cluster calls the function here: everything goes through the API server (the
+objects, the control plane's heartbeat Lease for ``status``, the Nodes and ztunnel
+pods for ``zc``), so the commands work from anywhere the kubeconfig works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import click
+import yaml
+
+from ambient.cli import jsonpath
+from ambient.cli.output import print_json, print_table
+from ambient.kube.api import ClusterTarget, KubeClient, KubeError, load_config
+
+__all__ = [
+    "analyze_cluster",
+    "apply",
+    "config_dumps",
+    "context_namespace",
+    "delete",
+    "get",
+    "label",
+    "run",
+    "status",
+    "waypoint_apply",
+    "waypoint_delete",
+    "waypoint_list",
+    "waypoint_status",
+]
+
+T = TypeVar("T")
+_WAYPOINT_CLASS = "istio-waypoint"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def run(target: ClusterTarget, body: Callable[[KubeClient], Awaitable[T]]) -> T:
+    """``body(client)`` against the cluster; a ``KubeError`` ends the command with its message."""
+    try:
+        config = load_config(target)
+    except KubeError as err:
+        _fail(str(err))
+
+    async def main() -> T:
+        client = KubeClient(config)
+        try:
+            return await body(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(main())
+    except KubeError as err:
+        _fail(str(err))
+
+
+def context_namespace(target: ClusterTarget) -> str:
+    """The kubeconfig context's namespace (``default`` when it names none)."""
+    try:
+        return load_config(target).namespace
+    except KubeError as err:
+        _fail(str(err))
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def _status_rows(status: Mapping[str, Any]) -> list[list[str]]:
+    alive = bool(status.get("alive"))
+    ready = alive and bool(status.get("ready"))
+    age = status.get("renewed")
+    detail = (
+        f"{status.get('holder', '?')}, heartbeat {age:.0f}s ago; "
+        f"{status.get('workloads', 0)} workloads, {status.get('services', 0)} services, "
+        f"{status.get('subscribers', 0)} subscribers"
+        if age is not None
+        else "no heartbeat"
+    )
+    if not alive:
+        detail = f"not running (last heartbeat {age:.0f}s ago)" if age is not None else detail
+    rows = [["controlplane", "Ready" if ready else "NotReady", detail]]
+    if not alive:
+        return rows  # what it watched is stale
+    for watch in status.get("watches") or []:
+        state = "Synced" if watch.get("synced") else "NotSynced"
+        text = f"{watch.get('objects', 0)} objects"
+        if not watch.get("served", True):
+            state, text = "NotServed", "the API server does not serve it (CRD missing?)"
+        if watch.get("error") and watch.get("served", True):
+            text += f"; {watch['error']}"
+        rows.append([f"watch/{watch.get('kind')}", state, text])
+    invalid = status.get("invalidCount", 0)
+    if invalid:
+        names = ", ".join(
+            f"{i['kind']} {i['namespace']}/{i['name']}".replace(" /", " ")
+            for i in (status.get("invalid") or [])[:5]
+        )
+        rows.append(["invalid objects", str(invalid), f"{names} (ambient analyze shows why)"])
+    return rows
+
+
+def status(target: ClusterTarget, wait: float | None, output: str) -> None:
+    """``ambient status``: the control plane's readiness and what it watches, from its
+    heartbeat Lease (``kube.heartbeat``)."""
+    from ambient.kube.heartbeat import read_status
+
+    deadline = time.monotonic() + (wait or 0)
+    while True:
+        found = run(target, read_status)
+        ready = bool(found and found.get("alive") and found.get("ready"))
+        if ready or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    if found is None:
+        _fail(
+            "no control plane has run for this cluster (no Lease istio-system/ambient-controlplane): "
+            "start one with `ambient controlplane --kubeconfig ...`"
+        )
+    if output == "json":
+        print_json(found)
+    else:
+        print_table(["COMPONENT", "STATUS", "DETAIL"], _status_rows(found))
+    if not found.get("alive"):
+        _fail("the control plane is not running (its heartbeat Lease is stale)")
+    if wait is not None and not ready:
+        _fail(f"not ready after {wait:g}s")
+
+
+# -- objects -------------------------------------------------------------------------------
+
+
+def get(
+    target: ClusterTarget,
+    kind: str,
+    name: str | None,
+    namespace: str | None,
+    all_namespaces: bool,
+    output: str,
+    selector: str | None = None,
+) -> None:
+    """``ambient get``: kubectl's columns, or the objects in their API form."""
+    from ambient.kube.objects import get_objects, kind_of, table
+
+    try:
+        info = kind_of(kind)
+    except KubeError as err:
+        _fail(str(err))
+    scope = None if all_namespaces else namespace or context_namespace(target)
+    items = run(
+        target,
+        lambda c: get_objects(c, info, namespace=scope, name=name, selector=selector),
+    )
+    if output in ("json", "yaml") or output.startswith("jsonpath="):
+        data: Any = items[0] if name else {"apiVersion": "v1", "kind": "List", "items": items}
+        if output == "json":
+            print_json(data)
+        elif output == "yaml":
+            click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+        else:
+            try:
+                click.echo(jsonpath.render(output.removeprefix("jsonpath="), data), nl=False)
+            except jsonpath.JsonPathError as exc:
+                _fail(f"bad jsonpath template: {exc}")
+        return
+    if not items:
+        where = "" if scope is None or not info.namespaced else f" in {scope} namespace"
+        click.echo(f"No resources found{where}.", err=True)
+        return
+    headers, rows = table(info, items, wide=output == "wide", all_namespaces=scope is None)
+    print_table(headers, rows)
+
+
+def apply(target: ClusterTarget, text: str, namespace: str | None) -> None:
+    from ambient.kube.objects import apply_documents
+
+    default = namespace or context_namespace(target)
+    lines, warnings = run(target, lambda c: apply_documents(c, text, default))
+    for line in lines:
+        click.echo(line)
+    for warning in warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+def delete(target: ClusterTarget, text: str, namespace: str | None) -> None:
+    from ambient.kube.objects import delete_documents
+
+    default = namespace or context_namespace(target)
+    for line in run(target, lambda c: delete_documents(c, text, default)):
+        click.echo(line)
+
+
+def label(
+    target: ClusterTarget,
+    kind: str,
+    name: str,
+    namespace: str | None,
+    labels: Mapping[str, str | None],
+) -> str:
+    from ambient.kube.objects import kind_of, label_object
+
+    try:
+        info = kind_of(kind)
+    except KubeError as err:
+        _fail(str(err))
+    scope = namespace or context_namespace(target)
+    run(target, lambda c: label_object(c, info, scope, name, labels))
+    return f"{info.kind.lower()}/{name} labeled"
+
+
+# -- ztunnel-config --------------------------------------------------------------------------
+
+
+def config_dumps(target: ClusterTarget, node: str | None) -> list[dict[str, Any]]:
+    """The ``/config_dump`` of ``node``'s ztunnel (None: every node's), found through the
+    cluster (``kube.ztunnels``)."""
+    from ambient.kube import ztunnels
+
+    async def body(client: KubeClient) -> list[dict[str, Any]]:
+        endpoints = await ztunnels.ztunnel_endpoints(client, node)
+        if not endpoints:
+            raise KubeError(
+                f"no ztunnel found: no running pod labelled {ztunnels.ZTUNNEL_LABEL} in istio-system "
+                f"and no Node annotated {ztunnels.ADMIN_ANNOTATION}"
+            )
+        return await ztunnels.config_dumps(endpoints)
+
+    return run(target, body)
+
+
+# -- waypoints -------------------------------------------------------------------------------
+
+
+async def _waypoints(client: KubeClient, namespace: str | None) -> list[dict[str, Any]]:
+    from ambient.kube.kinds import GATEWAY
+
+    items, _ = await client.list(GATEWAY.path(namespace))
+    return [g for g in items if (g.get("spec") or {}).get("gatewayClassName") == _WAYPOINT_CLASS]
+
+
+def _condition(gateway: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for item in (gateway.get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return {"status": "Unknown", "reason": "", "message": ""}
+
+
+def waypoint_apply(
+    target: ClusterTarget, manifest: dict[str, Any], enroll_namespace: bool, wait: float | None
+) -> None:
+    from ambient.kube.kinds import GATEWAY, NAMESPACE
+    from ambient.kube.objects import APPLY_MANAGER
+
+    meta = manifest["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+
+    async def body(client: KubeClient) -> bool:
+        await client.request(
+            "PATCH",
+            GATEWAY.path(ns, name),
+            params={"fieldManager": APPLY_MANAGER, "force": "true"},
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+        )
+        if enroll_namespace:
+            labels = {"metadata": {"labels": {"istio.io/use-waypoint": name}}}
+            await client.patch(NAMESPACE.path(None, ns), labels)
+        if wait is None:
+            return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            gateway = await client.get(GATEWAY.path(ns, name))
+            if _condition(gateway, "Programmed").get("status") == "True":
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+    programmed = run(target, body)
+    click.echo(f"waypoint {ns}/{name} applied")
+    if enroll_namespace:
+        click.echo(f'namespace {ns} labeled with "istio.io/use-waypoint={name}"')
+    if not programmed:
+        _fail(f"waypoint {ns}/{name} is not programmed after {wait:g}s (ambient waypoint status)")
+
+
+def waypoint_list(target: ClusterTarget, namespace: str | None) -> None:
+    gateways = run(target, lambda c: _waypoints(c, namespace))
+    if not gateways:
+        click.echo(
+            f"No waypoints found in {'any namespace' if namespace is None else 'namespace ' + namespace}."
+        )
+        return
+    rows = []
+    for g in gateways:
+        meta = g["metadata"]
+        serves = (meta.get("labels") or {}).get("istio.io/waypoint-for", "service")
+        row = [meta["name"], serves, str(_condition(g, "Programmed").get("status"))]
+        rows.append([meta["namespace"], *row] if namespace is None else row)
+    headers = ["NAME", "TRAFFIC TYPE", "PROGRAMMED"]
+    print_table(["NAMESPACE", *headers] if namespace is None else headers, rows)
+
+
+def waypoint_status(target: ClusterTarget, namespace: str | None, name: str | None) -> None:
+    gateways = run(target, lambda c: _waypoints(c, namespace))
+    if name is not None:
+        gateways = [g for g in gateways if g["metadata"]["name"] == name]
+        if not gateways:
+            _fail(f"no waypoint named {name} in namespace {namespace}")
+    rows = []
+    for g in gateways:
+        meta, programmed = g["metadata"], _condition(g, "Programmed")
+        rows.append(
+            [
+                meta["namespace"],
+                meta["name"],
+                str(programmed.get("status")),
+                str(programmed.get("reason", "")),
+                str(programmed.get("message", "")),
+            ]
+        )
+    print_table(["NAMESPACE", "NAME", "PROGRAMMED", "REASON", "MESSAGE"], rows)
+
+
+def waypoint_delete(target: ClusterTarget, namespace: str, names: list[str] | None) -> list[str]:
+    """Delete waypoints by name (None: all of ``namespace``); the names deleted."""
+    from ambient.kube.kinds import GATEWAY
+
+    async def body(client: KubeClient) -> list[str]:
+        existing = sorted(g["metadata"]["name"] for g in await _waypoints(client, namespace))
+        wanted = existing if names is None else names
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            raise KubeError(f"no waypoint named {', '.join(missing)} in namespace {namespace}")
+        for name in wanted:
+            await client.delete(GATEWAY.path(namespace, name))
+        return wanted
+
+    return run(target, body)
+
+
+# -- analyze ---------------------------------------------------------------------------------
+
+
+def analyze_cluster(
+    target: ClusterTarget, namespace: str | None, all_namespaces: bool
+) -> tuple[list[Any], str]:
+    """(messages, scope) as istioctl analyze: ``-A`` every namespace, ``-n`` one, by default
+    the kubeconfig context's."""
+    from ambient.kube.analyze import analyze_cluster as analyze
+
+    scope = None if all_namespaces else namespace or context_namespace(target)
+    messages = run(target, lambda c: analyze(c, scope))
+    return messages, "all namespaces" if scope is None else f"namespace: {scope}"
