@@ -988,8 +988,11 @@ async def test_respond_after_connection_failure_raises_no_h2_error(mesh: Mesh) -
 
     async def handler(stream: HboneStream) -> None:
         started.set()
-        with contextlib.suppress(StreamReset):
-            await stream.read()  # raises once the connection is torn down
+        # Raises once the connection is torn down: the handler of a CONNECT not answered
+        # yet is cancelled then (hbone.server); it may still try to answer, as
+        # HboneServer itself does (503) on the way out.
+        with contextlib.suppress(StreamReset, asyncio.CancelledError):
+            await stream.read()
         try:
             stream.respond(Status.OK)
         except BaseException as exc:

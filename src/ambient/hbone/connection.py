@@ -3,6 +3,14 @@
 All protocol decisions live in the sans-io core (``protocol.py``); this module
 only moves bytes, wakes waiting streams, sends keep-alive PINGs and tears every
 stream down when the connection dies.
+
+Reading stops while the transport cannot write and the peer keeps asking for
+replies: once ``MAX_REPLIES_WHILE_PAUSED`` control replies (PING and SETTINGS
+ACKs) were queued since writing paused, nothing more is read until the
+transport drains, so a peer that floods without reading cannot grow our
+output. Reading goes on otherwise: HTTP/2 flow control already bounds DATA,
+and two peers that both stopped reading whenever their output backed up could
+deadlock on a busy tunnel in each direction.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ from ambient.hbone.stream import WRITE_HIGH_WATER, HboneStream
 from ambient.hbone.tls import PeerInfo
 
 log = logging.getLogger("ambient.hbone")
+
+# Control replies queued while writing is paused before reading stops too: a legitimate
+# peer sends a PING every few seconds at most, never this many while we cannot write.
+MAX_REPLIES_WHILE_PAUSED = 16
 
 
 class HboneTransport(asyncio.Protocol):
@@ -48,6 +60,8 @@ class HboneTransport(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._held_input: list[bytes] = []
         self._write_paused = False
+        self._read_paused = False
+        self._replies_at_pause = 0
         self._flush_scheduled = False
         self._drain_waiting: set[HboneStream] = set()
         self._responses: dict[int, asyncio.Future[int]] = {}
@@ -104,6 +118,15 @@ class HboneTransport(asyncio.Protocol):
             return
         self._process(data)
         self._flush()
+        if (
+            self._write_paused
+            and not self._read_paused
+            and self.conn.replies - self._replies_at_pause >= MAX_REPLIES_WHILE_PAUSED
+            and self._transport is not None
+            and not self.closed
+        ):
+            self._read_paused = True
+            self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: HTTP/2 has no half-closed connections
@@ -114,10 +137,20 @@ class HboneTransport(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._replies_at_pause = self.conn.replies
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._read_paused:
+            self._read_paused = False
+            if self._transport is not None and not self.closed:
+                self._transport.resume_reading()
         self._wake_drainers()
+
+    @property
+    def reading(self) -> bool:
+        """False while reading is stopped because the peer does not read our replies."""
+        return not self._read_paused
 
     # -- streams: called by HboneStream -------------------------------------------------
 
@@ -229,7 +262,7 @@ class HboneTransport(asyncio.Protocol):
                 log.warning(
                     "HBONE: closing connection with %s: %s", self._peer_text(), event.reason
                 )
-                self._flush()
+                self._flush_now()  # the GOAWAY, before the transport starts closing
                 if self._transport is not None:
                     self._transport.close()
                 self._teardown(event.reason)

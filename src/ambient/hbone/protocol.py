@@ -56,6 +56,7 @@ from h2.stream import StreamState
 
 from ambient.hbone import _h2compat
 from ambient.hbone import events as ev
+from ambient.hbone.guard import DEFAULT_LIMITS, RST_STREAM, Abuse, FloodGuard, FloodLimits
 from ambient.hbone.messages import BadRequest, ConnectRequest, Status
 
 MiB = 1024 * 1024
@@ -74,6 +75,7 @@ class HboneSettings:
     max_concurrent_streams: int = 1000  # inbound, server side
     ping_interval: float = 10.0
     ping_timeout: float = 20.0
+    limits: FloodLimits = DEFAULT_LIMITS  # abuse budgets per connection (``hbone.guard``)
 
 
 class Side(Enum):
@@ -153,6 +155,7 @@ class HboneConnection:
         # the client preface still to pass to h2, and a fast-path DATA frame's payload
         # still to arrive. h2 is only ever given whole frames.
         self._inbuf = bytearray()
+        self._head_checked = False  # the frame at the start of _inbuf passed the guard
         self._preface_left = _CLIENT_PREFACE_LENGTH if side is Side.SERVER else 0
         self._data_left = 0
         self._data_stream = 0
@@ -161,6 +164,9 @@ class HboneConnection:
         self._outbound: dict[int, _Outbound] = {}
         self._open: set[int] = set()  # streams not yet fully closed or reset
         self._remote_ended: set[int] = set()  # the peer sent END_STREAM
+        self._unanswered: set[int] = set()  # server side: CONNECTs not yet answered
+        self._guard = FloodGuard(self.settings.limits, self.settings.max_header_list_size)
+        self.replies = 0  # control replies queued so far (PING and SETTINGS ACKs)
         self.failed: str | None = None
         self.goaway_received = False
 
@@ -254,6 +260,7 @@ class HboneConnection:
         assert self.side is Side.SERVER, "only servers respond"
         if stream_id not in self._open:
             return
+        self._unanswered.discard(stream_id)
         end = status != Status.OK
         try:
             self._h2.send_headers(stream_id, [(":status", str(status))], end_stream=end)
@@ -314,11 +321,21 @@ class HboneConnection:
             self._receive(data, out)
         except _FrameTooLarge as exc:
             out.append(self._fail(str(exc), h2.errors.ErrorCodes.FRAME_SIZE_ERROR))
+        except Abuse as exc:
+            out.append(self._fail(str(exc), exc.error_code))
         except h2.exceptions.ProtocolError as exc:
             out.append(self._fail(f"HTTP/2 protocol error: {exc}", exc.error_code))
         except Exception as exc:  # hostile input must never escape as a crash
             out.append(self._fail(f"malformed HTTP/2 input: {type(exc).__name__}: {exc}", 1))
+        if self._early_reset_in(out):
+            out = _without_stillborn(out)
         return out
+
+    def _early_reset_in(self, out: list[ev.Event]) -> bool:
+        """Whether a CONNECT in ``out`` was also reset in ``out`` (server side)."""
+        return self.side is Side.SERVER and any(
+            isinstance(e, ev.StreamReset) and e.remote for e in out
+        )
 
     def _receive(self, data: bytes, out: list[ev.Event]) -> None:
         """Split the input into frames: fast-path DATA payloads become events here,
@@ -342,6 +359,8 @@ class HboneConnection:
         if self._preface_left:  # server side: the client preface goes to h2 as is
             pos = min(self._preface_left, size)
             self._preface_left -= pos
+        checked = self._head_checked and buf is self._inbuf  # the first frame's header was
+        self._head_checked = False
         while size - pos >= _FRAME_HEADER:
             length = int.from_bytes(buf[pos : pos + 3], "big")
             if length > self.settings.max_frame_size:
@@ -349,6 +368,13 @@ class HboneConnection:
                 raise _FrameTooLarge(
                     f"frame of {length} bytes exceeds the {self.settings.max_frame_size}-byte maximum"
                 )
+            if checked:
+                checked = False
+            else:  # budgets, once per frame, on its header (before its payload is buffered)
+                ftype = buf[pos + 3]
+                self._guard.frame(ftype, buf[pos + 4], length)
+                if ftype == RST_STREAM and self.side is Side.SERVER:
+                    self._check_early_reset(int.from_bytes(buf[pos + 5 : pos + 9], "big"))
             if buf[pos + 3] == _DATA and not buf[pos + 4] & _END_STREAM_OR_PADDED:
                 if given < pos:  # let h2 see everything before this frame first
                     self._to_h2(bytes(buf[given:pos]), out)
@@ -367,6 +393,7 @@ class HboneConnection:
                         break
                     continue
             if size - pos - _FRAME_HEADER < length:
+                self._head_checked = True
                 break  # incomplete: wait for the rest
             pos += _FRAME_HEADER + length
         if given < pos and self.failed is None:
@@ -375,6 +402,13 @@ class HboneConnection:
             del self._inbuf[:pos]
         elif pos < size:
             self._inbuf = bytearray(buf[pos:])
+
+    def _check_early_reset(self, stream_id: int) -> None:
+        """An RST_STREAM is about to be read: is it for a CONNECT not answered yet (or
+        not even seen yet, further on in this read)?"""
+        stream_id &= 0x7FFFFFFF
+        if stream_id in self._unanswered or stream_id > self._h2.highest_inbound_stream_id:
+            self._guard.early_reset()
 
     def _to_h2(self, frames: bytes, out: list[ev.Event]) -> None:
         for event in self._h2.receive_data(frames):
@@ -432,20 +466,24 @@ class HboneConnection:
         elif isinstance(event, h2.events.WindowUpdated):
             self._on_window(event.stream_id)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self.replies += 1  # h2 queued the ACK
             if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self._on_window(0)
+        elif isinstance(event, h2.events.PingReceived):
+            self.replies += 1  # h2 queued the ACK
         elif isinstance(event, h2.events.PingAckReceived):
             out.append(ev.PingAcknowledged(bytes(event.ping_data)))
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event, out)
-        # Other events (SettingsAcknowledged, PingReceived - h2 answers it -,
-        # PriorityUpdated, UnknownFrameReceived, informational responses) need nothing.
+        # Other events (SettingsAcknowledged, PriorityUpdated, UnknownFrameReceived,
+        # informational responses) need nothing.
 
     def _on_request(self, event: h2.events.RequestReceived, out: list[ev.Event]) -> None:
         stream_id = event.stream_id
         if self.side is not Side.SERVER:
             return
         self._open.add(stream_id)
+        self._unanswered.add(stream_id)
         self._outbound[stream_id] = _Outbound(deque())
         try:
             request = ConnectRequest.from_headers(list(event.headers))
@@ -570,5 +608,24 @@ class HboneConnection:
 
     def _forget(self, stream_id: int) -> None:
         self._open.discard(stream_id)
+        self._unanswered.discard(stream_id)
         self._remote_ended.discard(stream_id)
         self._outbound.pop(stream_id, None)
+
+
+def _without_stillborn(out: list[ev.Event]) -> list[ev.Event]:
+    """Drop each CONNECT reset by the peer in the same read, and its reset: nobody
+    has seen it yet, so no work starts for it at all."""
+    connects = {e.stream_id for e in out if isinstance(e, ev.ConnectReceived)}
+    dead = {
+        e.stream_id
+        for e in out
+        if isinstance(e, ev.StreamReset) and e.remote and e.stream_id in connects
+    }
+    if not dead:
+        return out
+    return [
+        e
+        for e in out
+        if not (isinstance(e, ev.ConnectReceived | ev.StreamReset) and e.stream_id in dead)
+    ]

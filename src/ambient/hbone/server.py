@@ -1,14 +1,23 @@
-"""The HBONE server: TLS listener, peer verification, one handler task per CONNECT."""
+"""The HBONE server: TLS listener, peer verification, one handler task per CONNECT.
+
+Connections still in their TLS handshake are bounded (``hbone.admission``) and
+must finish it within ``HANDSHAKE_TIMEOUT`` (5 s: a TLS 1.3 handshake is one
+round trip, and a client that cannot finish in 5 s holds a descriptor for
+nothing). A CONNECT reset by its client before it was answered cancels its
+handler, so a rapid reset costs no work upstream.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
+from ambient.hbone.admission import Pending, PendingHandshakes
 from ambient.hbone.connection import HboneTransport
 from ambient.hbone.messages import Status
 from ambient.hbone.protocol import HboneSettings, Side
@@ -20,6 +29,7 @@ log = logging.getLogger("ambient.hbone")
 
 StreamHandler = Callable[[HboneStream], Awaitable[None]]
 CertificateSource = Callable[[], WorkloadCertificate]
+HANDSHAKE_TIMEOUT = 5.0
 
 
 class HboneServer:
@@ -39,13 +49,17 @@ class HboneServer:
         *,
         trust_domain: str | None = None,
         settings: HboneSettings | None = None,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        pending: PendingHandshakes | None = None,
     ) -> None:
+        """``pending``: shared with other listeners of the process to bound their
+        unauthenticated connections together (default: this listener's own)."""
         self._certificate = certificate
         self._handler = handler
         self._trust_domain = trust_domain
         self.settings = settings or HboneSettings()
         self._handshake_timeout = handshake_timeout
+        self.pending = pending if pending is not None else PendingHandshakes()
         self._contexts = ContextCache(server_side=True)
         self._listener: socket.socket | None = None
         self._acceptor: asyncio.Task[None] | None = None
@@ -97,10 +111,11 @@ class HboneServer:
 
     # -- internals -----------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         # Raw accept + connect_accepted_socket(ssl=...): TLS is set up before any
@@ -114,17 +129,31 @@ class HboneServer:
                 log.warning("HBONE: accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            self._spawn(self._handshake(conn, address))
+            entry = Pending(conn)
+            entry.task = self._spawn(self._handshake(entry, address))
+            entry.task.add_done_callback(functools.partial(self._handshake_done, entry))
+            self.pending.admit(entry)
 
-    async def _handshake(self, sock: socket.socket, address: tuple[str, int]) -> None:
+    def _handshake_done(self, entry: Pending, _: object) -> None:
+        self.pending.finished(entry)
+        if not entry.owned:  # never handed to a transport (cancelled early, or failed)
+            entry.sock.close()
+
+    async def _handshake(self, entry: Pending, address: tuple[str, int]) -> None:
+        sock = entry.sock
         where = f"{address[0]}:{address[1]}"
         cert = self._certificate()
         trust_domain = self._trust_domain or cert.identity.trust_domain
         conn = HboneTransport(Side.SERVER, self.settings, on_stream=self._on_stream)
         loop = asyncio.get_running_loop()
+
+        def protocol() -> HboneTransport:
+            entry.owned = True  # the transport closes the socket from now on
+            return conn
+
         try:
             tls_transport, _ = await loop.connect_accepted_socket(
-                lambda: conn,
+                protocol,
                 sock,
                 ssl=self._contexts.get(cert),
                 ssl_handshake_timeout=self._handshake_timeout,
@@ -147,7 +176,9 @@ class HboneServer:
         conn.attach(tls_transport, PeerInfo(identity, (str(address[0]), int(address[1]))))
 
     def _on_stream(self, stream: HboneStream) -> None:
-        self._spawn(self._serve(stream))
+        # A CONNECT reset before its answer cancels its handler, and with it the dial
+        # to the application (the socket is closed): a rapid reset costs no upstream work.
+        stream.on_abandoned(self._spawn(self._serve(stream)).cancel)
 
     async def _serve(self, stream: HboneStream) -> None:
         try:

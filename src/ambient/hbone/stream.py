@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ambient.hbone.errors import StreamClosed, StreamReset
@@ -26,6 +27,7 @@ class HboneStream:
     """
 
     __slots__ = (
+        "_abandoned",
         "_buffer",
         "_buffered",
         "_conn",
@@ -59,6 +61,7 @@ class HboneStream:
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._sink: StreamSink | None = None
+        self._abandoned: Callable[[], object] | None = None
 
     def __repr__(self) -> str:
         return f"<HboneStream {self.stream_id} {self.request.authority} peer={self.peer.identity}>"
@@ -71,6 +74,12 @@ class HboneStream:
             return
         self.status = status
         self._conn.respond(self, status)
+
+    def on_abandoned(self, callback: Callable[[], object]) -> None:
+        """Server side: call ``callback`` (once) if the stream is reset, by the peer or
+        by the end of its connection, before it was answered: whatever was started
+        for it (an upstream dial) is no longer wanted."""
+        self._abandoned = callback
 
     # -- reading -------------------------------------------------------------------
 
@@ -142,6 +151,7 @@ class HboneStream:
 
     def reset(self) -> None:
         """Abort the stream (RST_STREAM CANCEL)."""
+        self._abandoned = None  # our own decision: the caller knows
         if self._error is None:
             self._conn.reset(self)
             self._on_reset(StreamReset(f"stream {self.stream_id} reset locally"))
@@ -204,6 +214,9 @@ class HboneStream:
         first = self._error is None
         if first:
             self._error = error
+        abandoned, self._abandoned = self._abandoned, None
+        if abandoned is not None and self.status is None:
+            abandoned()
         if self._sink is not None and first:
             self._sink.on_reset(error)
         self._wake_reader()

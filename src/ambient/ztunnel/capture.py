@@ -317,7 +317,10 @@ class InPodProxy:
                 ),
             )
             pod.hbone = HboneServer(
-                lambda: z.current_certificate(identity), pod.inbound, settings=z.settings
+                lambda: z.current_certificate(identity),
+                pod.inbound,
+                settings=z.settings,
+                pending=z.handshakes,
             )
             pod.hbone.start_on(await netns.listen_tcp(ip, HBONE_PORT))
         if pod.capture_in is None:

@@ -29,6 +29,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ambient.api.workload import Service, TunnelProtocol, Workload, waypoint_of
+from ambient.hbone.admission import PendingHandshakes
 from ambient.hbone.messages import HBONE_PORT
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
@@ -37,6 +38,7 @@ from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.rlimit import raise_open_files_limit
 from ambient.ztunnel.authorization import authorize
 from ambient.ztunnel.capture import InPodProxy, PodNetworks
 from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT, HttpConnectProtocol
@@ -89,6 +91,8 @@ class Ztunnel:
         self.authorizer = authorizer or (lambda: functools.partial(authorize, state))
         self.settings = settings or HboneSettings()
         self.metrics = Metrics()
+        # Connections still in their TLS handshake, bounded across every pod's listener.
+        self.handshakes = PendingHandshakes()
         # In-pod mode (--netns): listeners and upstream sockets inside pods' namespaces.
         self.in_pod = InPodProxy(self, pod_networks) if pod_networks is not None else None
         self.pool = ConnectionPool(
@@ -112,6 +116,7 @@ class Ztunnel:
 
     async def start(self) -> None:
         """Open the node endpoints and the listeners for the current state."""
+        raise_open_files_limit()
         admin, metrics, ready = self._ports
         servers = {
             "admin": (AdminServer({"/config_dump": self._config_dump}), admin),
@@ -243,7 +248,10 @@ class Ztunnel:
                 self.state, workload.uid, self.metrics, lambda: self.authorizer()
             )
             pod.hbone = HboneServer(
-                lambda: self._certs[identity], pod.inbound, settings=self.settings
+                lambda: self._certs[identity],
+                pod.inbound,
+                settings=self.settings,
+                pending=self.handshakes,
             )
             await pod.hbone.start(ip, HBONE_PORT)
             log.info(

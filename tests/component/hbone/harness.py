@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
+from ambient.hbone.protocol import HboneSettings
 from ambient.hbone.server import HboneServer
 from ambient.hbone.splice import connect_relay
 from ambient.hbone.stream import HboneStream
@@ -67,9 +68,10 @@ class ForwardingServer:
     seen: list[ConnectRequest] = field(default_factory=list)
     server: HboneServer | None = None
     address: SocketAddress | None = None
+    settings: HboneSettings | None = None
 
     async def start(self) -> SocketAddress:
-        self.server = HboneServer(self.certificate, self._handle)
+        self.server = HboneServer(self.certificate, self._handle, settings=self.settings)
         host, port = await self.server.start("127.0.0.1", 0)
         self.address = SocketAddress.parse(f"{host}:{port}")
         return self.address

@@ -148,6 +148,8 @@ class App:
     grpc_server: Any = None
     ws_server: Any = None
     grpc_echo: echo.Echo | None = None
+    hanging: asyncio.Event = field(default_factory=asyncio.Event)  # a /hang request came
+    hung_up: asyncio.Event = field(default_factory=asyncio.Event)  # and its caller went away
 
     async def start(self) -> None:
         self.servers.append(await asyncio.start_server(self._http, str(self.address), 8080))
@@ -208,8 +210,12 @@ class App:
                 headers = {k.decode(): v.decode() for k, v in request.headers}
                 self.requests.append({"path": path, "headers": headers, "peer": peer})
                 if path.startswith("/hang"):  # until the caller goes away
-                    while await reader.read(65536):
-                        pass
+                    self.hanging.set()
+                    try:
+                        while await reader.read(65536):
+                            pass
+                    finally:
+                        self.hung_up.set()
                     break
                 if path.startswith("/reset") and _should_fail(self.name, path):
                     writer.transport.abort()

@@ -18,8 +18,14 @@ is the pipe once answered ``200``. A plain ``CONNECT`` is refused ``403``, as
 Envoy without a CONNECT upgrade config.
 
 A client reset (RST_STREAM) aborts that request only, and cancels its task,
-so its upstream exchange is cancelled too (RST_STREAM upstream for HTTP/2); a
-protocol error ends the tunnel with GOAWAY.
+so its upstream exchange is cancelled too (a dial under way is closed, an
+upstream request already sent is reset: RST_STREAM upstream for HTTP/2), as
+Envoy resets the upstream stream when the downstream one is reset. A protocol
+error ends the tunnel with GOAWAY; so does abuse (``hbone.guard``: too many
+requests reset before their answer started, PING/SETTINGS or idle-frame
+floods, a header block past the advertised header list size), with
+ENHANCE_YOUR_CALM. Reading waits while the tunnel's own write queue is full,
+so replies a client does not read cannot pile up.
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ import h2.settings
 
 from ambient.hbone._h2compat import H2Connection
 from ambient.hbone.errors import HboneError
+from ambient.hbone.guard import DEFAULT_LIMITS, Abuse, FloodGuard
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import Headers, RequestHead
 from ambient.waypoint.proxy.fieldtext import decimal
 from ambient.waypoint.proxy.messages import BodyAborted, DownstreamGone, ResponseHead
 
 if TYPE_CHECKING:
+    from ambient.waypoint.proxy.accesslog import RequestRecord
     from ambient.waypoint.proxy.server import Tunnel
 
 __all__ = ["serve_http2"]
@@ -51,6 +59,7 @@ PROTOCOL = "HTTP/2"
 STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 MAX_CONCURRENT_STREAMS = 1000
+MAX_HEADER_LIST_SIZE = 64 * 1024
 READ_SIZE = 256 * 1024
 
 
@@ -63,6 +72,7 @@ class _Stream:
         "empty",
         "ended",
         "length",
+        "record",
         "reset",
         "sent_head",
         "stream_id",
@@ -82,6 +92,7 @@ class _Stream:
         self.reset = False
         self.sent_head = False
         self.trailers: Headers = ()
+        self.record: RequestRecord | None = None
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None  # body reader waiting for DATA
         self.window: asyncio.Future[None] | None = None  # sender waiting for WINDOW_UPDATE
@@ -207,10 +218,11 @@ class _Connection:
             initial_values={
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
                 h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
+        self.guard = FloodGuard(DEFAULT_LIMITS, MAX_HEADER_LIST_SIZE, preface=True)
         self.streams: dict[int, _Stream] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.dead = False
@@ -264,11 +276,14 @@ class _Connection:
         try:
             while data:
                 try:
-                    events = self.h2.receive_data(data)
+                    self.guard.scan(data)
+                    self._dispatch(self.h2.receive_data(data))
                 except h2.exceptions.ProtocolError as exc:
                     self._protocol_error(str(exc))
                     break
-                self._dispatch(events)
+                except Abuse as exc:
+                    self._protocol_error(str(exc), exc.error_code)
+                    break
                 self.flush()
                 if self.dead:
                     break
@@ -284,12 +299,12 @@ class _Connection:
                 self.flush()
                 self.stream.write_eof()
 
-    def _protocol_error(self, reason: str) -> None:
+    def _protocol_error(self, reason: str, code: int = h2.errors.ErrorCodes.PROTOCOL_ERROR) -> None:
         record = self.tunnel.new_record(PROTOCOL)
         record.status, record.flags, record.details = 0, "DPE", reason
         record.finish()
         with contextlib.suppress(Exception):
-            self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.h2.close_connection(code, additional_data=reason.encode()[:256])
             self.flush()
         self._die()
         with contextlib.suppress(HboneError):
@@ -320,11 +335,7 @@ class _Connection:
             elif isinstance(event, h2.events.StreamReset):
                 s = self.streams.get(event.stream_id)
                 if s is not None:
-                    s.reset = True
-                    s.wake()
-                    s.wake_sender()
-                    if s.task is not None and not s.task.done():
-                        s.task.cancel()  # the upstream exchange is cancelled with it
+                    self._on_reset(s)
             elif isinstance(event, h2.events.WindowUpdated):
                 if event.stream_id == 0:
                     for s in self.streams.values():
@@ -338,6 +349,19 @@ class _Connection:
                     s.wake_sender()
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.dead = event.error_code != h2.errors.ErrorCodes.NO_ERROR
+
+    def _on_reset(self, s: _Stream) -> None:
+        """The client reset a request: cancel its work; count it if nothing was answered."""
+        s.reset = True
+        s.wake()
+        s.wake_sender()
+        if s.task is None or s.task.done():
+            return
+        if s.record is not None:
+            s.record.flags = "DC"
+        s.task.cancel()
+        if not s.sent_head:
+            self.guard.early_reset()
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         pseudo: dict[str, str] = {}
@@ -381,7 +405,7 @@ class _Connection:
 
     async def _serve(self, s: _Stream, head: RequestHead) -> None:
         tunnel = self.tunnel
-        record = tunnel.new_record(PROTOCOL)
+        record = s.record = tunnel.new_record(PROTOCOL)
         try:
             pipe = s if head.upgrade is not None else None
             await tunnel.forwarder.handle(

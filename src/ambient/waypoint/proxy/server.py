@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ambient.api.workload import AppProtocol, GatewayAddress, IPAddress, Service, Workload
+from ambient.hbone.admission import PendingHandshakes
 from ambient.hbone.messages import HBONE_PORT, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
@@ -45,6 +46,7 @@ from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.rlimit import raise_open_files_limit
 from ambient.waypoint.model import (
     Downstream,
     RequestAuthenticator,
@@ -171,9 +173,13 @@ class Waypoint:
 
     async def start(self) -> None:
         """Get the certificate, then open the HBONE listeners and the admin endpoints."""
+        raise_open_files_limit()
         self._on_certificate(await self.certificates.get(self.identity))
+        handshakes = PendingHandshakes()  # bounded across this waypoint's addresses
         for address in self.addresses:
-            server = HboneServer(self._current_certificate, self._serve, settings=self.settings)
+            server = HboneServer(
+                self._current_certificate, self._serve, settings=self.settings, pending=handshakes
+            )
             if self.netns is not None:
                 listener = await self.netns.listen_tcp(str(address), self._hbone_port)
                 self.hbone_addresses.append(server.start_on(listener))
