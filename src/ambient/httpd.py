@@ -3,6 +3,13 @@
 Routes map ``(method, path)`` to a handler that takes a :class:`Request` and
 returns a :class:`Response` (or an awaitable of one). It listens on TCP or on
 a Unix socket. Request bodies are capped (1 MiB by default).
+
+Open connections are capped too (``max_connections``, 64): anyone on the host
+can reach a node's admin and metrics ports, and idle connections would
+otherwise hold the proxy's file descriptors for 30 s each. A new connection
+beyond the cap closes the oldest one that is waiting for a request (a
+scraper's request in progress is never cut); when every one is busy, the
+newcomer is closed.
 """
 
 from __future__ import annotations
@@ -54,12 +61,21 @@ Handler = Callable[[Request], Response | Awaitable[Response]]
 class AdminServer:
     """Serves ``routes``; a route is a path (GET) or ``"METHOD /path"``."""
 
-    def __init__(self, routes: Mapping[str, Handler], *, max_body: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Handler],
+        *,
+        max_body: int = 1024 * 1024,
+        max_connections: int = 64,
+    ) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
         for key, handler in routes.items():
             method, _, path = key.partition(" ") if " " in key else ("GET", "", key)
             self.routes[(method, path)] = handler
         self.max_body = max_body
+        self.max_connections = max_connections
+        # Open connections, oldest first: True while waiting for (more of) a request.
+        self.connections: dict[asyncio.StreamWriter, bool] = {}
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -81,7 +97,27 @@ class AdminServer:
             self._server.close()
             await self._server.wait_closed()
 
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Make room for ``writer``; False if every open connection is busy."""
+        if len(self.connections) >= self.max_connections:
+            waiting = next((w for w, idle in self.connections.items() if idle), None)
+            if waiting is None:
+                return False
+            del self.connections[waiting]
+            waiting.transport.abort()
+        self.connections[writer] = True
+        return True
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit(writer):
+            writer.transport.abort()
+            return
+        try:
+            await self._converse(reader, writer)
+        finally:
+            self.connections.pop(writer, None)
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         request: h11.Request | None = None
         body = bytearray()
@@ -89,8 +125,12 @@ class AdminServer:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
+                    if request is None and writer in self.connections:
+                        self.connections[writer] = True  # between requests (or before one)
                     conn.receive_data(await asyncio.wait_for(reader.read(65536), 30))
                 elif isinstance(event, h11.Request):
+                    if writer in self.connections:
+                        self.connections[writer] = False
                     request, body = event, bytearray()
                 elif isinstance(event, h11.Data):
                     body += event.data

@@ -32,6 +32,7 @@ log = logging.getLogger("ambient.hbone")
 # Control replies queued while writing is paused before reading stops too: a legitimate
 # peer sends a PING every few seconds at most, never this many while we cannot write.
 MAX_REPLIES_WHILE_PAUSED = 16
+CLOSE_GRACE = 1.0  # seconds a failed connection has to read our GOAWAY before it is dropped
 
 
 class HboneTransport(asyncio.Protocol):
@@ -262,12 +263,22 @@ class HboneTransport(asyncio.Protocol):
                 log.warning(
                     "HBONE: closing connection with %s: %s", self._peer_text(), event.reason
                 )
-                self._flush_now()  # the GOAWAY, before the transport starts closing
-                if self._transport is not None:
-                    self._transport.close()
+                self._close_failed()
                 self._teardown(event.reason)
                 return
         self._wake_drainers()
+
+    def _close_failed(self) -> None:
+        """After a protocol error or abuse: write the GOAWAY, read (and decrypt) nothing
+        more, and drop the connection ``CLOSE_GRACE`` seconds later if the peer has not
+        read it by then (Envoy's delayed close: 1 s)."""
+        self._flush_now()
+        transport = self._transport
+        if transport is None:
+            return
+        transport.pause_reading()
+        transport.close()
+        self._loop.call_later(CLOSE_GRACE, transport.abort)
 
     def _on_connect(self, event: ev.ConnectReceived) -> None:
         assert self.peer is not None
