@@ -7,12 +7,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import hpack
 import pytest
 from hyperframe.frame import HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
+from ambient.hbone.messages import SocketAddress
+from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.stream import HboneStream
-from tests.component.waypoint.harness import WEB, WaypointMesh
+from tests.component.waypoint.harness import H2_SCRIPTED, ORDERS, WEB, WaypointMesh
+from tests.component.waypoint.test_waypoint import open_tunnel
 from tests.h2attack import ENHANCE_YOUR_CALM, GOAWAY, PREFACE
 
 AUTHORITY = "orders.shop.svc.cluster.local"
@@ -111,3 +118,64 @@ async def test_header_block_past_the_limit_is_refused(
     async with asyncio.timeout(20):
         frames = await client.frames()
     assert goaway_code(frames) == ENHANCE_YOUR_CALM
+
+
+class FloodingUpstream:
+    """An h2c app on the pods' port 50052 (service port 84, ``http2``) that answers the
+    waypoint's first request with a PING flood instead of a response."""
+
+    def __init__(self) -> None:
+        self.goaway_codes: list[int] = []
+        self.closed = asyncio.Event()
+        self.servers: list[asyncio.AbstractServer] = []
+
+    async def start(self, mesh: WaypointMesh) -> None:
+        for app in mesh.apps:
+            self.servers.append(await asyncio.start_server(self._serve, str(app.address), 50052))
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        writer.write(PingFrame(0, opaque_data=b"12345678").serialize() * 5000)
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        self.goaway_codes.append(int(event.error_code or 0))
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        except (ConnectionError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            writer.close()
+            self.closed.set()
+
+
+async def test_an_upstream_flooding_the_waypoint_gets_goaway(mesh: WaypointMesh) -> None:
+    """The waypoint's HTTP/2 client has the same budgets: a malicious upstream that floods
+    PINGs is answered GOAWAY ENHANCE_YOUR_CALM and dropped; the client gets a 503."""
+    server = FloodingUpstream()
+    await server.start(mesh)
+    pool = ConnectionPool()
+    try:
+        stream = await open_tunnel(mesh, SocketAddress(ORDERS.addresses[0], H2_SCRIPTED), pool)
+        client = H2cOverTunnel(stream)
+        client.stream.write(PREFACE + SettingsFrame(0).serialize() + client.request(1, "/"))
+        async with asyncio.timeout(20):
+            await server.closed.wait()
+        assert ENHANCE_YOUR_CALM in server.goaway_codes, server.goaway_codes
+        stream.write_eof()
+        async with asyncio.timeout(20):
+            frames = await client.frames()
+        statuses = [hpack.Decoder().decode(p) for t, _, sid, p in frames if t == 0x1 and sid == 1]
+        assert statuses and (":status", "503") in statuses[0], statuses
+    finally:
+        await pool.close()
+        await server.close()

@@ -39,11 +39,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ambient.hbone.errors import HboneError
+from ambient.hbone.guard import DEFAULT_LIMITS, Abuse, FloodGuard
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.balancer import Endpoint
 from ambient.waypoint.proxy.h2client import (
     CANCEL,
+    MAX_HEADER_LIST,
     NO_ERROR,
     REFUSED_STREAM,
     ConnectionLost,
@@ -163,6 +165,8 @@ class _Connection:
         self.stream = stream
         self.settings = settings
         self.h2 = H2Client(STREAM_WINDOW, CONNECTION_WINDOW)
+        # A malicious upstream gets the budgets our servers give clients (``hbone.guard``).
+        self.guard = FloodGuard(DEFAULT_LIMITS, MAX_HEADER_LIST)
         self.exchanges: dict[int, _Exchange] = {}
         self.requests = 0
         self.draining = False
@@ -349,6 +353,13 @@ class _Connection:
                 data = await self.stream.read(READ_SIZE)
                 if not data:
                     self._die("connection termination (the upstream closed the connection)")
+                    return
+                try:
+                    self.guard.scan(data)
+                except Abuse as exc:
+                    self.h2.close(exc.error_code)
+                    self.flush()
+                    self._die(f"upstream abuse ({exc})")
                     return
                 for event in self.h2.receive_data(data):
                     self._on_event(event)
