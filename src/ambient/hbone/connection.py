@@ -5,10 +5,10 @@ only moves bytes, wakes waiting streams, sends keep-alive PINGs and tears every
 stream down when the connection dies.
 
 Reading stops while the transport cannot write and the peer keeps asking for
-replies: once ``MAX_REPLIES_WHILE_PAUSED`` control replies (PING and SETTINGS
-ACKs) were queued since writing paused, nothing more is read until the
-transport drains, so a peer that floods without reading cannot grow our
-output. Reading goes on otherwise: HTTP/2 flow control already bounds DATA,
+replies: once ``MAX_REPLY_BYTES_WHILE_PAUSED`` bytes of replies (PING and
+SETTINGS ACKs, RST_STREAM for frames on closed streams) were queued since
+writing paused, nothing more is read until the transport drains, so a peer
+that floods without reading cannot grow our output. Reading goes on otherwise: HTTP/2 flow control already bounds DATA,
 and two peers that both stopped reading whenever their output backed up could
 deadlock on a busy tunnel in each direction.
 """
@@ -29,9 +29,10 @@ from ambient.hbone.tls import PeerInfo
 
 log = logging.getLogger("ambient.hbone")
 
-# Control replies queued while writing is paused before reading stops too: a legitimate
-# peer sends a PING every few seconds at most, never this many while we cannot write.
-MAX_REPLIES_WHILE_PAUSED = 16
+# Replies queued while writing is paused before reading stops too: sixteen PING ACKs. A
+# legitimate peer sends a PING every few seconds at most, never this many while we
+# cannot write.
+MAX_REPLY_BYTES_WHILE_PAUSED = 16 * 17
 CLOSE_GRACE = 1.0  # seconds a failed connection has to read our GOAWAY before it is dropped
 
 
@@ -122,7 +123,7 @@ class HboneTransport(asyncio.Protocol):
         if (
             self._write_paused
             and not self._read_paused
-            and self.conn.replies - self._replies_at_pause >= MAX_REPLIES_WHILE_PAUSED
+            and self.conn.reply_bytes - self._replies_at_pause >= MAX_REPLY_BYTES_WHILE_PAUSED
             and self._transport is not None
             and not self.closed
         ):
@@ -138,7 +139,7 @@ class HboneTransport(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._replies_at_pause = self.conn.replies
+        self._replies_at_pause = self.conn.reply_bytes
 
     def resume_writing(self) -> None:
         self._write_paused = False

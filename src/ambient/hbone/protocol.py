@@ -166,7 +166,9 @@ class HboneConnection:
         self._remote_ended: set[int] = set()  # the peer sent END_STREAM
         self._unanswered: set[int] = set()  # server side: CONNECTs not yet answered
         self._guard = FloodGuard(self.settings.limits, self.settings.max_header_list_size)
-        self.replies = 0  # control replies queued so far (PING and SETTINGS ACKs)
+        # Bytes h2 queued on its own in answer to what it read (PING and SETTINGS ACKs,
+        # RST_STREAM for frames on closed streams), so far: replies the peer owes reading.
+        self.reply_bytes = 0
         self.failed: str | None = None
         self.goaway_received = False
 
@@ -411,7 +413,10 @@ class HboneConnection:
             self._guard.early_reset()
 
     def _to_h2(self, frames: bytes, out: list[ev.Event]) -> None:
-        for event in self._h2.receive_data(frames):
+        before = len(self._h2._data_to_send)
+        events = self._h2.receive_data(frames)
+        self.reply_bytes += len(self._h2._data_to_send) - before
+        for event in events:
             self._translate(event, out)
 
     def _take_data(self, stream_id: int, length: int) -> bool:
@@ -466,17 +471,14 @@ class HboneConnection:
         elif isinstance(event, h2.events.WindowUpdated):
             self._on_window(event.stream_id)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self.replies += 1  # h2 queued the ACK
             if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self._on_window(0)
-        elif isinstance(event, h2.events.PingReceived):
-            self.replies += 1  # h2 queued the ACK
         elif isinstance(event, h2.events.PingAckReceived):
             out.append(ev.PingAcknowledged(bytes(event.ping_data)))
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._on_goaway(event, out)
-        # Other events (SettingsAcknowledged, PriorityUpdated, UnknownFrameReceived,
-        # informational responses) need nothing.
+        # Other events (SettingsAcknowledged, PingReceived - h2 answers it -, PriorityUpdated,
+        # UnknownFrameReceived, informational responses) need nothing.
 
     def _on_request(self, event: h2.events.RequestReceived, out: list[ev.Event]) -> None:
         stream_id = event.stream_id

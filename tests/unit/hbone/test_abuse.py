@@ -120,7 +120,7 @@ def test_control_budget_counts_each_frame_once_when_fed_byte_by_byte() -> None:
     wire = PingFrame(0, opaque_data=b"12345678").serialize() * 9
     for i in range(len(wire)):
         assert conn.receive_data(wire[i : i + 1]) == []
-    assert conn.replies == 10
+    assert conn.reply_bytes == 9 + 9 * 17  # the SETTINGS ACK, then nine PING ACKs
     assert conn.failed is None
     conn.receive_data(PingFrame(0, opaque_data=b"12345678").serialize())
     assert conn.failed is not None
