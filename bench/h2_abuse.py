@@ -10,6 +10,7 @@ legitimate client opens tunnels one after another (CONNECT, 200, one byte
 echoed) on a connection it opened before the attack, and fresh connections
 (TLS handshake included). Scenarios, each on a fresh ztunnel:
 
+- no attack: the reference for the tunnels' latency on this machine;
 - rapid reset: ``--pairs`` HEADERS(CONNECT)+RST_STREAM pairs in one write;
 - SETTINGS flood and PING flood: frames written for ``--flood-seconds`` by a
   peer that never reads (a 4 KiB receive buffer);
@@ -374,11 +375,9 @@ async def flood(cert: Any, zt: Child, kind: str, seconds: float) -> str:
         raw.ping() if kind == "ping" else raw.settings()
     batch = raw.take()
     end = time.monotonic() + seconds
-    sent = 0
     blocked = False
     while time.monotonic() < end and not raw.writer.transport.is_closing():
         raw.writer.write(batch)
-        sent += 1000
         try:
             async with asyncio.timeout(max(0.0, end - time.monotonic())):
                 await raw.writer.drain()
@@ -387,10 +386,26 @@ async def flood(cert: Any, zt: Child, kind: str, seconds: float) -> str:
             break
         except (ConnectionError, OSError):
             break
-    closed = raw.writer.transport.is_closing() or raw.reader.at_eof()
+    # The replies the attacker did not read, up to a GOAWAY (our 4 KiB receive buffer
+    # holds a few hundred of them; the server's send buffer the rest).
+    try:
+        async with asyncio.timeout(3):
+            frame = await raw.goaway()
+    except TimeoutError:  # still open: only replies in the buffers
+        raw.close()
+        return "no GOAWAY; the server stopped reading" if blocked else "no GOAWAY"
     raw.close()
-    state = "connection closed" if closed else ("server stopped reading" if blocked else "open")
-    return f"{sent:,} frames offered, {state}"
+    if frame is not None:
+        return f"GOAWAY {frame.goaway_code:#x}"
+    # Reset before the attacker read that far: its unread replies (and the GOAWAY after
+    # them) are discarded by its own kernel.
+    return "connection dropped (GOAWAY unread)"
+
+
+async def quiet(cert: Any, zt: Child) -> str:
+    """No attack: the reference for the legitimate tunnels' latency on this machine."""
+    await asyncio.sleep(1.0)
+    return "-"
 
 
 async def continuation(cert: Any, zt: Child, connections: int) -> str:
@@ -492,6 +507,7 @@ async def run(args: argparse.Namespace) -> None:
         CertificateAuthority.load_or_create(ca_dir, trust_domain="cluster.local")
         app = Child.start("--app")
         scenarios: dict[str, Attack] = {
+            "no attack (reference)": quiet,
             f"rapid reset ({args.pairs:,} pairs)": lambda c, z: rapid_reset(c, z, args.pairs),
             f"SETTINGS flood ({args.flood_seconds:g} s)": lambda c, z: flood(
                 c, z, "settings", args.flood_seconds
