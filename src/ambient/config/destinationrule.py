@@ -2,11 +2,13 @@
 ``waypoint.routing.context.DestinationPolicy``).
 
 The waypoint applies ``subsets`` (the labels an endpoint must carry) and
-``trafficPolicy.loadBalancer.simple``: ``ROUND_ROBIN`` (default),
-``LEAST_REQUEST`` (``LEAST_CONN`` is its old name), ``RANDOM``. Precedence for
-one backend, most specific first: the subset's ``portLevelSettings`` for the
-port, the subset's ``loadBalancer``, the rule's ``portLevelSettings``, the
-rule's ``loadBalancer``.
+``trafficPolicy.loadBalancer``: ``simple`` ``ROUND_ROBIN`` (default),
+``LEAST_REQUEST`` (``LEAST_CONN`` is its old name), ``RANDOM``, or
+``consistentHash`` (``config.consistenthash``). Precedence for one backend,
+most specific first: the subset's ``portLevelSettings`` for the port, the
+subset's ``loadBalancer``, the rule's ``portLevelSettings``, the rule's
+``loadBalancer``; the first of them that sets ``simple`` or ``consistentHash``
+wins whole (they are one oneof in Istio's API).
 
 ``connectionPool`` and ``outlierDetection`` load as ``PoolPolicy`` /
 ``OutlierPolicy`` (applied by ``waypoint.resilience.pool`` / ``.outlier``) and merged as istiod merges a
@@ -24,9 +26,7 @@ Decisions:
   ``connectionPool.tcp.tcpKeepalive`` / ``maxConnectionDuration`` /
   ``idleTimeout``, ``connectionPool.http.h2UpgradePolicy`` /
   ``useClientProtocol`` / ``maxConcurrentStreams`` (the waypoint speaks
-  HTTP/1.1 upstream inside HBONE), ``outlierDetection``
-  ``splitExternalLocalOriginErrors`` / ``consecutiveLocalOriginFailures``,
-  ``loadBalancer.consistentHash`` / ``localityLbSetting`` /
+  HTTP/1.1 upstream inside HBONE), ``loadBalancer.localityLbSetting`` /
   ``warmupDurationSecs``, ``simple: PASSTHROUGH`` (round robin is used),
   ``exportTo``. ``workloadSelector`` is refused (it scopes a rule to sidecars).
 - Several rules for one host merge as Istio merges them: subsets are the
@@ -41,12 +41,14 @@ import enum
 from dataclasses import dataclass, field
 
 from ambient.config import rules
+from ambient.config.consistenthash import CONSISTENT_HASH, ConsistentHash
 from ambient.config.frozen import FrozenMap
 from ambient.config.l7fields import GoDuration, Ignored
 from ambient.config.meta import LABELS, PORT, resource_schema
 from ambient.config.resources import ObjectMeta
 from ambient.config.schema import (
     INVALID,
+    Bool,
     Choice,
     FieldPath,
     Int,
@@ -66,6 +68,7 @@ __all__ = [
     "DestinationRule",
     "DestinationRuleSpec",
     "LoadBalancer",
+    "LoadBalancerSetting",
     "OutlierPolicy",
     "PoolPolicy",
     "Subset",
@@ -109,6 +112,12 @@ class OutlierPolicy:
     base_ejection: float = 30.0
     max_ejection_percent: int = 10
     min_health_percent: int = 0
+    split_local_origin: bool = False  # splitExternalLocalOriginErrors
+    consecutive_local_origin: int = 5  # consecutiveLocalOriginFailures (with the split)
+    error_codes: frozenset[int] = frozenset()  # outlierDetectionHttpErrorCodes (empty: 5xx)
+
+
+LoadBalancerSetting = LoadBalancer | ConsistentHash
 
 
 _IGNORED_POLICY = {
@@ -123,14 +132,14 @@ class PortLoadBalancer:
     """One ``portLevelSettings`` entry."""
 
     port: int
-    load_balancer: LoadBalancer | None = None
+    load_balancer: LoadBalancerSetting | None = None
     connection_pool: PoolPolicy | None = None
     outlier_detection: OutlierPolicy | None = None
 
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    load_balancer: LoadBalancer | None = None
+    load_balancer: LoadBalancerSetting | None = None
     port_level_settings: tuple[PortLoadBalancer, ...] = ()
     connection_pool: PoolPolicy | None = None
     outlier_detection: OutlierPolicy | None = None
@@ -142,7 +151,7 @@ class TrafficPolicy:
                 return setting.connection_pool, setting.outlier_detection
         return self.connection_pool, self.outlier_detection
 
-    def for_port(self, port: int) -> LoadBalancer | None:
+    def for_port(self, port: int) -> LoadBalancerSetting | None:
         """The policy for ``port``: its port-level setting, else the rule-wide one."""
         for setting in self.port_level_settings:
             if setting.port == port and setting.load_balancer is not None:
@@ -198,25 +207,41 @@ class _Simple(Node["LoadBalancer | None"]):
         return LoadBalancer.LEAST_REQUEST if choice == "LEAST_CONN" else LoadBalancer(choice)
 
 
-def _simple(
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    simple: LoadBalancer | None
+    consistent_hash: ConsistentHash | None
+    both: bool
+
+    @property
+    def setting(self) -> LoadBalancerSetting | None:
+        return self.consistent_hash or self.simple
+
+
+def _load_balancer(
     simple: LoadBalancer | None = None,
-    consistent_hash: object = None,
-    locality_lb_setting: object = None,
-    warmup_duration_secs: object = None,
-    warmup: object = None,
-) -> LoadBalancer | None:
-    return simple
+    consistent_hash: ConsistentHash | None = None,
+    **_ignored: object,
+) -> _Choice:
+    return _Choice(simple, consistent_hash, simple is not None and consistent_hash is not None)
+
+
+def _check_load_balancer(choice: _Choice, at: FieldPath, report: Report) -> None:
+    if choice.both:
+        report.error(at, "only one of simple or consistentHash may be set")
 
 
 _LOAD_BALANCER = Obj(
-    _simple,
+    _load_balancer,
     {
         "simple": _Simple(),
-        "consistentHash": Ignored("consistent hashing is not implemented by the waypoint"),
+        "consistentHash": CONSISTENT_HASH,
         "localityLbSetting": Ignored("there is a single locality here"),
         "warmupDurationSecs": Ignored("slow start is not implemented by the waypoint"),
         "warmup": Ignored("slow start is not implemented by the waypoint"),
+        "backendUtilization": Ignored("backends report no ORCA load here"),
     },
+    checks=[_check_load_balancer],
 )
 
 
@@ -290,6 +315,9 @@ def _outlier(
     base_ejection_time: float | None = None,
     max_ejection_percent: int | None = None,
     min_health_percent: int | None = None,
+    split_external_local_origin_errors: bool = False,
+    consecutive_local_origin_failures: int | None = None,
+    outlier_detection_http_error_codes: tuple[int, ...] = (),
     **_ignored: object,
 ) -> OutlierPolicy:
     defaults = OutlierPolicy()
@@ -309,6 +337,13 @@ def _outlier(
             defaults.max_ejection_percent if max_ejection_percent is None else max_ejection_percent
         ),
         min_health_percent=min_health_percent or 0,
+        split_local_origin=split_external_local_origin_errors,
+        consecutive_local_origin=(
+            defaults.consecutive_local_origin
+            if consecutive_local_origin_failures is None
+            else consecutive_local_origin_failures
+        ),
+        error_codes=frozenset(outlier_detection_http_error_codes),
     )
 
 
@@ -322,11 +357,12 @@ _OUTLIER = Obj(
         "baseEjectionTime": GoDuration(allow_zero=False),
         "maxEjectionPercent": Int(0, 100),
         "minHealthPercent": Int(0, 100),
-        "splitExternalLocalOriginErrors": Ignored(
-            "the waypoint counts its own failures with the application's errors"
-        ),
-        "consecutiveLocalOriginFailures": Ignored(
-            "the waypoint counts its own failures with the application's errors"
+        "splitExternalLocalOriginErrors": Bool(),
+        "consecutiveLocalOriginFailures": Int(0, 2**32 - 1),
+        "outlierDetectionHttpErrorCodes": ListOf(Int(100, 599)),
+        "failurePercentageThreshold": Ignored(
+            "failure-percentage ejection is not implemented by the waypoint (consecutive "
+            "errors are)"
         ),
     },
 )
@@ -334,12 +370,13 @@ _OUTLIER = Obj(
 
 def _port_settings(
     port: int,
-    load_balancer: LoadBalancer | None = None,
+    load_balancer: _Choice | None = None,
     connection_pool: PoolPolicy | None = None,
     outlier_detection: OutlierPolicy | None = None,
     **_ignored: object,
 ) -> PortLoadBalancer:
-    return PortLoadBalancer(port, load_balancer, connection_pool, outlier_detection)
+    setting = load_balancer.setting if load_balancer else None
+    return PortLoadBalancer(port, setting, connection_pool, outlier_detection)
 
 
 def _port_number(number: int) -> int:
@@ -359,13 +396,14 @@ _PORT_LEVEL = Obj(
 
 
 def _traffic_policy(
-    load_balancer: LoadBalancer | None = None,
+    load_balancer: _Choice | None = None,
     port_level_settings: tuple[PortLoadBalancer, ...] = (),
     connection_pool: PoolPolicy | None = None,
     outlier_detection: OutlierPolicy | None = None,
     **_ignored: object,
 ) -> TrafficPolicy:
-    return TrafficPolicy(load_balancer, port_level_settings, connection_pool, outlier_detection)
+    setting = load_balancer.setting if load_balancer else None
+    return TrafficPolicy(setting, port_level_settings, connection_pool, outlier_detection)
 
 
 _TRAFFIC_POLICY = Obj(

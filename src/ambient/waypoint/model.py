@@ -21,6 +21,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl
 
 from ambient.api.workload import IPAddress
+from ambient.config.consistenthash import ConsistentHash
 from ambient.config.destinationrule import (
     DEFAULT_POOL,
     LoadBalancer,
@@ -196,6 +197,7 @@ class Backend:
     load_balancer: LoadBalancer = LoadBalancer.ROUND_ROBIN
     pool: PoolPolicy = DEFAULT_POOL  # DestinationRule connectionPool (circuit breakers)
     outlier: OutlierPolicy | None = None  # DestinationRule outlierDetection
+    consistent_hash: ConsistentHash | None = None  # loadBalancer.consistentHash (else simple)
 
     @property
     def service_key(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ambient.config.consistenthash import ConsistentHash, HashCookie
 from ambient.hbone.errors import StreamRefused
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
@@ -426,5 +427,56 @@ async def test_telemetry_turns_off_access_logs_and_metrics(
             assert counted(await mesh.scrape(), "istio_requests_total") == 1
             assert [r for r in caplog.records if "/loud" in r.getMessage()]
             stream.write_eof()
+        finally:
+            await pool.close()
+
+
+class Hashing:
+    """Every request to the service, consistent-hashed by ``policy``."""
+
+    def __init__(self, policy: ConsistentHash) -> None:
+        self.policy = policy
+
+    def route(self, target: Target, request: RequestHead) -> RouteDecision:
+        assert target.hostname is not None
+        backend = Backend(
+            target.namespace, target.hostname, target.port, consistent_hash=self.policy
+        )
+        return RouteDecision("shop/orders", backend=backend)
+
+
+async def test_consistent_hash_by_header_and_generated_cookie(tmp_path: Path) -> None:
+    policy = ConsistentHash(cookie=HashCookie("sid", "/", 60.0))
+    async for mesh in start_mesh(make_ca(tmp_path), router=Hashing(policy)):
+        pool = ConnectionPool()
+        try:
+            stream = await open_tunnel(mesh, SocketAddress(ORDERS.addresses[0], 80), pool)
+            stream.write(b"GET /hello HTTP/1.1\r\nhost: orders\r\n\r\n")
+            head, body = await read_response(stream)
+            cookie = next(
+                line.split(b":", 1)[1].strip().decode()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"set-cookie:")
+            )
+            assert cookie.startswith('sid="') and cookie.endswith("; Max-Age=60; Path=/; HttpOnly")
+            first = json.loads(body)["name"]
+            value = cookie.split(";", 1)[0]
+            names = set()
+            for _ in range(12):  # the client sends the cookie back: always the same endpoint
+                stream.write(
+                    f"GET /hello HTTP/1.1\r\nhost: orders\r\ncookie: {value}\r\n\r\n".encode()
+                )
+                head, body = await read_response(stream)
+                assert b"set-cookie" not in head.lower()
+                names.add(json.loads(body)["name"])
+            assert names == {first}
+            # Other keys reach both endpoints.
+            seen = set()
+            for i in range(24):
+                stream.write(
+                    f"GET /hello HTTP/1.1\r\nhost: orders\r\ncookie: sid={i}\r\n\r\n".encode()
+                )
+                seen.add(json.loads((await read_response(stream))[1])["name"])
+            assert len(seen) == 2, seen
         finally:
             await pool.close()

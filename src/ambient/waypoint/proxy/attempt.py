@@ -17,6 +17,7 @@ from ambient.waypoint.proxy import grpc
 from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint
 from ambient.waypoint.proxy.clusters import ClusterState
+from ambient.waypoint.proxy.hashing import Affinity
 from ambient.waypoint.proxy.messages import (
     Body,
     BodyAborted,
@@ -67,6 +68,7 @@ class PendingRequest:
     sink: ResponseSink
     record: RequestRecord
     expires: float | None = None  # loop time of the request's deadline (gRPC: grpc-timeout)
+    affinity: Affinity | None = None  # the consistent-hash key (and a cookie to set)
 
     def attempt_request(self) -> UpstreamRequest:
         """The request for the next attempt: a gRPC one carries the time left as grpc-timeout."""

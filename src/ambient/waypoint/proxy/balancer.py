@@ -12,6 +12,9 @@ Pickers (DestinationRule ``loadBalancer.simple``):
   random, the one with fewer requests in flight wins (ties: the first);
 - ``RANDOM``: uniform.
 
+``loadBalancer.consistentHash``: the request's hash key (``proxy.hashing``)
+picks the endpoint; without a key, uniform.
+
 In-flight counts are kept by :class:`Balancer` itself: ``started`` when a
 request is sent to an endpoint, ``finished`` when its response is done.
 """
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from ambient.api.workload import IPAddress, TunnelProtocol, Workload, WorkloadStatus
 from ambient.config.destinationrule import LoadBalancer
 from ambient.waypoint.model import Backend
+from ambient.waypoint.proxy.hashing import HashTables
 from ambient.ztunnel.state import ProxyState
 
 __all__ = ["Balancer", "Endpoint", "endpoints_of"]
@@ -71,12 +75,22 @@ class Balancer:
         self._rng = rng or random.Random()
         self._rotation: dict[tuple[str, int, str | None], itertools.count[int]] = {}
         self.in_flight: dict[tuple[IPAddress, int], int] = {}
+        self.tables = HashTables()
 
-    def pick(self, backend: Backend, endpoints: Sequence[Endpoint]) -> Endpoint | None:
+    def pick(
+        self, backend: Backend, endpoints: Sequence[Endpoint], key: int | None = None
+    ) -> Endpoint | None:
+        """One of ``endpoints`` by the backend's policy (``key``: the consistent hash's)."""
         if not endpoints:
             return None
         if len(endpoints) == 1:
             return endpoints[0]
+        hashing = backend.consistent_hash
+        if hashing is not None:
+            if key is None:
+                return self._rng.choice(endpoints)
+            ids = [e.address for e in endpoints]
+            return self.tables.pick(hashing, endpoints, ids, key)
         policy = backend.load_balancer
         if policy is LoadBalancer.RANDOM:
             return self._rng.choice(endpoints)
@@ -84,10 +98,10 @@ class Balancer:
             first, second = self._rng.sample(range(len(endpoints)), 2)
             a, b = endpoints[first], endpoints[second]
             return b if self._load(b) < self._load(a) else a
-        key = (backend.service_key, backend.port, backend.subset)
-        counter = self._rotation.get(key)
+        cluster = (backend.service_key, backend.port, backend.subset)
+        counter = self._rotation.get(cluster)
         if counter is None:
-            counter = self._rotation[key] = itertools.count()
+            counter = self._rotation[cluster] = itertools.count()
         return endpoints[next(counter) % len(endpoints)]
 
     def started(self, endpoint: Endpoint) -> None:

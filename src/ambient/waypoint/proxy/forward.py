@@ -80,6 +80,7 @@ from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.attempt import CountingBody, Outcome, PendingRequest
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint, endpoints_of
 from ambient.waypoint.proxy.clusters import Clusters, ClusterState
+from ambient.waypoint.proxy.hashing import Affinity, request_affinity
 from ambient.waypoint.proxy.messages import (
     Body,
     BodyAborted,
@@ -202,7 +203,7 @@ class Forwarder:
             record.details = f"rbac_access_denied_matched_policy[{verdict.policy or 'none'}]"
             await local_reply(sink, record, 403, RBAC_DENIED)
             return
-        decision, endpoint, cluster_size = self._route(target, head, record)
+        decision, endpoint, cluster_size, affinity = self._route(target, downstream, head, record)
         if decision.response is not None:
             await direct(sink, record, decision.response, decision.response_headers)
             return
@@ -236,6 +237,7 @@ class Forwarder:
         if record.grpc:
             timeout = grpc.deadline(timeout, grpc.parse_timeout(head.header("grpc-timeout")))
         exchange = PendingRequest(endpoint, cluster_size, request, body, decision, sink, record)
+        exchange.affinity = affinity
         try:
             if timeout:
                 exchange.expires = asyncio.get_running_loop().time() + timeout
@@ -254,26 +256,32 @@ class Forwarder:
     # -- routing -------------------------------------------------------------------
 
     def _route(
-        self, target: Target, head: RequestHead, record: RequestRecord
-    ) -> tuple[RouteDecision, Endpoint | None, int]:
-        """The decision, the first endpoint, and how many endpoints the cluster has."""
+        self, target: Target, downstream: Downstream, head: RequestHead, record: RequestRecord
+    ) -> tuple[RouteDecision, Endpoint | None, int, Affinity | None]:
+        """The decision, the first endpoint, how many endpoints the cluster has, and the
+        request's consistent-hash key (None unless the backend hashes)."""
         if target.hostname is None:
             record.route = "default"
             workload = self.state.workload_by_ip(target.address)
             record.destination = workload
             if workload is None or not _usable(workload):
-                return RouteDecision(route="default"), None, 0
+                return RouteDecision(route="default"), None, 0, None
             endpoint = Endpoint(workload, target.address, target.port)
-            return RouteDecision(route="default"), endpoint, 1
+            return RouteDecision(route="default"), endpoint, 1, None
         decision = self.policies.router.route(target, head)
         record.route = decision.route
         backend = decision.backend
         if backend is None:
-            return decision, None, 0
+            return decision, None, 0, None
         record.service = self.state.services.get(backend.service_key)
         endpoints = endpoints_of(self.state, backend)
         candidates = self.clusters.get(backend).select(endpoints) if endpoints else endpoints
-        return decision, self.balancer.pick(backend, candidates), len(endpoints)
+        affinity = None
+        if backend.consistent_hash is not None:
+            local = f"{target.address}:{target.port}"
+            affinity = request_affinity(backend.consistent_hash, head, downstream, local)
+        key = affinity.key if affinity is not None else None
+        return decision, self.balancer.pick(backend, candidates, key), len(endpoints), affinity
 
     def _upstream_request(
         self, head: RequestHead, decision: RouteDecision, request_id: str
@@ -348,7 +356,8 @@ class Forwarder:
             if not again:
                 if replay is not None:
                     replay.stop_keeping()
-                await self._deliver(outcome, decision, ex.sink, record, counted.aborted)
+                cookie = ex.affinity.set_cookie if ex.affinity is not None else None
+                await self._deliver(outcome, decision, ex.sink, record, counted.aborted, cookie)
                 return
             assert retry is not None
             if isinstance(result, tuple):
@@ -357,7 +366,10 @@ class Forwarder:
             retries += 1
             try:
                 await asyncio.sleep(retry.backoff_delay(retries, self.rng))
-                next_endpoint = self._retry_endpoint(decision, endpoint, tried, retry.other_hosts)
+                key = ex.affinity.key if ex.affinity is not None else None
+                next_endpoint = self._retry_endpoint(
+                    decision, endpoint, tried, retry.other_hosts, key
+                )
             finally:
                 if cluster is not None:
                     cluster.limits.retry_done()
@@ -372,7 +384,12 @@ class Forwarder:
                       endpoint.address)  # fmt: skip
 
     def _retry_endpoint(
-        self, decision: RouteDecision, last: Endpoint, tried: list[Endpoint], other_hosts: bool
+        self,
+        decision: RouteDecision,
+        last: Endpoint,
+        tried: list[Endpoint],
+        other_hosts: bool,
+        key: int | None = None,
     ) -> Endpoint | None:
         """Where a retry goes: preferably an endpoint not tried yet (Istio's default)."""
         backend = decision.backend
@@ -385,7 +402,7 @@ class Forwarder:
         if other_hosts:
             fresh = [e for e in candidates if e not in tried]
             candidates = fresh or candidates
-        return self.balancer.pick(backend, candidates)
+        return self.balancer.pick(backend, candidates, key)
 
     async def _attempt(
         self,
@@ -442,10 +459,11 @@ class Forwarder:
         sink: ResponseSink,
         record: RequestRecord,
         client_gone: bool,
+        set_cookie: str | None = None,
     ) -> None:
         """Send the final attempt's answer downstream, then free its slots."""
         try:
-            await self._send_outcome(outcome, decision, sink, record, client_gone)
+            await self._send_outcome(outcome, decision, sink, record, client_gone, set_cookie)
         finally:
             outcome.release()
 
@@ -456,6 +474,7 @@ class Forwarder:
         sink: ResponseSink,
         record: RequestRecord,
         client_gone: bool,
+        set_cookie: str | None,
     ) -> None:
         result = outcome.result
         if outcome.overflow is not None:
@@ -487,6 +506,8 @@ class Forwarder:
         record.status = response.status
         record.grpc_status = next((v for k, v in response.headers if k == "grpc-status"), "")
         headers = decision.response_headers.apply(response.headers)
+        if set_cookie is not None:  # consistentHash made the client a cookie (Envoy's)
+            headers = (*headers, ("set-cookie", set_cookie))
         try:
             await sink.send_head(ResponseHead(response.status, headers), end=response_body.empty)
             if response_body.empty:

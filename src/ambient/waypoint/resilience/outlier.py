@@ -1,14 +1,23 @@
 """DestinationRule ``outlierDetection``: eject endpoints that keep failing, for a while.
 
-Envoy's consecutive-errors detection, as Istio configures it (errors of the
-waypoint's own making are not split from the application's:
-``splitExternalLocalOriginErrors`` false):
+Envoy's consecutive-errors detection, as Istio configures it:
 
-- an attempt that got a 5xx, or no response (connection failure: counted as
-  503; reset: 503; timeout: 504) is an error; anything else resets the
-  counts. ``consecutive5xxErrors`` (default 5, 0 disables) counts every 5xx;
+- by default (``splitExternalLocalOriginErrors`` false) an attempt that got a
+  5xx, or no response (connection failure: counted as 503; reset: 503;
+  timeout: 504) is an error; anything else resets the counts.
+  ``consecutive5xxErrors`` (default 5, 0 disables) counts every 5xx;
   ``consecutiveGatewayErrors`` (default 0: off) counts 502, 503 and 504 (a
-  500 resets it).
+  500 resets it). ``outlierDetectionHttpErrorCodes``, when set, replaces "5xx"
+  by exactly those codes (a gateway error is then one of them that is 502, 503
+  or 504).
+- ``splitExternalLocalOriginErrors: true`` keeps the waypoint's own failures
+  apart, as Envoy's split mode: a *locally originated* failure (the endpoint
+  could not be reached, the stream was reset or refused, the per-try timeout
+  fired before a response) counts only toward ``consecutiveLocalOriginFailures``
+  (default 5: istiod leaves Envoy's default in place for 0 or unset), and
+  never toward the 5xx and gateway counts, which then see only the answers the
+  application sent. Any response head from the endpoint is a local-origin
+  success (it resets that count); a non-error response resets the other two.
 - reaching a threshold ejects the endpoint at once for ``baseEjectionTime``
   x the number of times it has been ejected (capped at 300 s, Envoy's
   ``max_ejection_time``); each ``interval`` it spends back in service
@@ -46,6 +55,7 @@ MAX_EJECTION_TIME = 300.0
 class _Host:
     errors_5xx: int = 0
     errors_gateway: int = 0
+    errors_local: int = 0
     ejected_until: float = 0.0
     multiplier: int = 0
     back_since: float = 0.0  # when it last returned to service
@@ -60,6 +70,9 @@ def _status_of(attempt: Attempt) -> int:
     return attempt.status
 
 
+_GATEWAY = (502, 503, 504)
+
+
 class OutlierDetector:
     """Error counts and ejections for the endpoints of one cluster."""
 
@@ -70,9 +83,19 @@ class OutlierDetector:
 
     def record(self, key: Hashable, attempt: Attempt, cluster_size: int) -> bool:
         """Account one attempt's outcome on endpoint ``key``; True when it was ejected now."""
+        policy = self.policy
         host = self._hosts.get(key)
+        split = policy.split_local_origin
+        local_failure = attempt.failure is not None
+        if split and not local_failure and host is not None:
+            host.errors_local = 0  # the endpoint answered: a local-origin success
         status = _status_of(attempt)
-        if status < 500:
+        error = (
+            status in policy.error_codes
+            if policy.error_codes and attempt.failure is None
+            else status >= 500
+        )
+        if not error:
             if host is not None:
                 host.errors_5xx = host.errors_gateway = 0
             return False
@@ -81,18 +104,25 @@ class OutlierDetector:
         now = self.clock()
         if host.ejected_until > now:
             return False  # an attempt that started before the ejection
-        policy = self.policy
-        host.errors_5xx += 1
-        if status in (502, 503, 504):
-            host.errors_gateway += 1
+        if split and local_failure:
+            host.errors_local += 1
+            threshold = policy.consecutive_local_origin or 5
+            if host.errors_local < threshold:
+                return False
         else:
-            host.errors_gateway = 0
-        tripped = (policy.consecutive_5xx > 0 and host.errors_5xx >= policy.consecutive_5xx) or (
-            policy.consecutive_gateway > 0 and host.errors_gateway >= policy.consecutive_gateway
-        )
-        if not tripped:
-            return False
-        host.errors_5xx = host.errors_gateway = 0
+            host.errors_5xx += 1
+            if status in _GATEWAY:
+                host.errors_gateway += 1
+            else:
+                host.errors_gateway = 0
+            tripped = (
+                policy.consecutive_5xx > 0 and host.errors_5xx >= policy.consecutive_5xx
+            ) or (
+                policy.consecutive_gateway > 0 and host.errors_gateway >= policy.consecutive_gateway
+            )
+            if not tripped:
+                return False
+        host.errors_5xx = host.errors_gateway = host.errors_local = 0
         ejected = sum(1 for h in self._hosts.values() if h.ejected_until > now)
         if cluster_size <= 0 or 100 * ejected / cluster_size >= policy.max_ejection_percent:
             return False

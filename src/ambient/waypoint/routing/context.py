@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ambient.config.consistenthash import ConsistentHash
 from ambient.config.destinationrule import (
     DEFAULT_POOL,
     DestinationRule,
     LoadBalancer,
+    LoadBalancerSetting,
     OutlierPolicy,
     PoolPolicy,
     Subset,
@@ -72,8 +74,9 @@ class DestinationPolicy:
                 policy = rule.spec.traffic_policy
         return DestinationPolicy(FrozenMap(subsets), policy)
 
-    def load_balancer(self, port: int, subset: Subset | None = None) -> LoadBalancer:
-        """The load-balancing policy for ``port`` (and ``subset``), most specific first."""
+    def load_balancer(self, port: int, subset: Subset | None = None) -> LoadBalancerSetting:
+        """The load-balancing policy for ``port`` (and ``subset``), most specific first:
+        a simple policy or a consistent hash."""
         for policy in (subset.traffic_policy if subset else None, self.traffic_policy):
             chosen = policy.for_port(port) if policy is not None else None
             if chosen is not None:
@@ -123,13 +126,15 @@ class CompileContext:
         merged = policy or DestinationPolicy()
         lb = merged.load_balancer(port, subset)
         pool, outlier = merged.resilience(port, subset)
+        hashing = lb if isinstance(lb, ConsistentHash) else None
         return Backend(
             service.namespace,
             service.hostname,
             port,
             subset.name if subset else None,
             subset.labels if subset else FrozenMap(),
-            lb,
+            lb if isinstance(lb, LoadBalancer) else LoadBalancer.ROUND_ROBIN,
             pool,
             outlier,
+            hashing,
         )

@@ -88,3 +88,50 @@ def test_all_ejected_without_panic_threshold_leaves_nothing() -> None:
     d.record("a", E500, 2)
     d.record("b", E500, 2)
     assert list(d.select(["a", "b"], str)) == []
+
+
+LOCAL = [Attempt(failure=f) for f in (Failure.CONNECT, Failure.RESET, Failure.TIMEOUT)]
+
+
+def test_local_origin_split_counts_the_waypoints_failures_apart() -> None:
+    d, _ = detector(consecutive_5xx=2, max_ejection_percent=100)
+    d.policy = OutlierPolicy(
+        consecutive_5xx=2, max_ejection_percent=100, split_local_origin=True,
+        consecutive_local_origin=3,
+    )  # fmt: skip
+    # Local failures do not count as 5xx: two of them plus a 503 is no ejection.
+    assert not d.record("a", LOCAL[0], 4)
+    assert not d.record("a", LOCAL[1], 4)
+    assert not d.record("a", E503, 4)  # an answer: resets the local count, 1 external error
+    assert not d.record("a", LOCAL[2], 4)
+    assert not d.record("a", LOCAL[0], 4)
+    assert d.record("a", LOCAL[1], 4)  # third local failure in a row
+    # The application's errors alone eject by consecutive5xxErrors, whatever came between.
+    assert not d.record("b", E500, 4)
+    assert not d.record("b", LOCAL[0], 4)  # not an external success: the 5xx count stays
+    assert d.record("b", E500, 4)
+
+
+def test_without_split_local_failures_are_5xx() -> None:
+    d, _ = detector(consecutive_5xx=3, max_ejection_percent=100)
+    assert not d.record("a", LOCAL[0], 4)
+    assert not d.record("a", LOCAL[1], 4)
+    assert d.record("a", LOCAL[2], 4)
+
+
+def test_local_origin_failures_default_to_five() -> None:
+    d, _ = detector()
+    d.policy = OutlierPolicy(consecutive_5xx=0, max_ejection_percent=100, split_local_origin=True,
+                             consecutive_local_origin=0)  # fmt: skip
+    assert [d.record("a", LOCAL[0], 4) for _ in range(5)] == [False] * 4 + [True]
+
+
+def test_http_error_codes_replace_5xx() -> None:
+    d, _ = detector()
+    d.policy = OutlierPolicy(consecutive_5xx=2, max_ejection_percent=100,
+                             error_codes=frozenset({429, 503}))  # fmt: skip
+    assert not d.record("a", E500, 4)  # not listed: a success
+    assert not d.record("a", Attempt(429), 4)
+    assert not d.record("a", E500, 4)  # resets
+    assert not d.record("a", Attempt(429), 4)
+    assert d.record("a", E503, 4)
