@@ -98,11 +98,14 @@ class RunningPlane:
 
 
 def spawn_plane(kubeconfig: Path, state: Path, log: Path) -> RunningPlane:
-    """``ambient controlplane --kubeconfig`` as a process (not waiting for it)."""
+    """``ambient controlplane --kubeconfig`` as a process (not waiting for it). It gets
+    SIGTERM if pytest dies (``setpriv --pdeathsig``: no Python between fork and exec in
+    this gRPC-using process)."""
     state.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ambient", "controlplane", "--kubeconfig", str(kubeconfig),
+            ["setpriv", "--pdeathsig", "TERM", "--",
+             sys.executable, "-m", "ambient", "controlplane", "--kubeconfig", str(kubeconfig),
              "--state-dir", str(state), "--listen", "127.0.0.1:0",
              "--join-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
