@@ -17,7 +17,8 @@ change at a time. What differs from the folder mode's index, and why:
   stands for no generated objects: ``ambient.kube`` creates its Deployment, Service
   and ServiceAccount in the cluster, and they come back as ordinary objects.
 - A pod's health is its ``Ready`` condition (``PodStatus.ready``).
-- A node's address is the ``status.hostIP`` of its pods (the first one seen).
+- A node's address is the ``status.hostIP`` most of its pods report (the lowest
+  address on a tie), so the incremental and the full build agree.
 - Pods are not kept sorted: nothing is allocated in their order, and re-sorting
   10,000 keys for each new pod is what an incremental index must avoid.
 """
@@ -61,7 +62,7 @@ class ClusterIndex(MeshIndex):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._hosts: dict[tuple[str, str], tuple[str, IPAddress]] = {}  # pod -> node, hostIP
-        self._on_node: dict[str, dict[tuple[str, str], IPAddress]] = {}
+        self._on_node: dict[str, dict[IPAddress, int]] = {}  # node -> hostIP -> pods reporting it
 
     def _expand(self, config: ConfigSet) -> tuple[ConfigSet, tuple[str, ...]]:
         return config, ()
@@ -123,16 +124,22 @@ class ClusterIndex(MeshIndex):
             touched = True
             before = self._hosts.pop(key, None)
             if before is not None:
-                members = self._on_node[before[0]]
-                del members[key]
-                if not members:
+                counts = self._on_node[before[0]]
+                counts[before[1]] -= 1
+                if not counts[before[1]]:
+                    del counts[before[1]]
+                if not counts:
                     del self._on_node[before[0]]
             if now is not None:
                 self._hosts[key] = now
-                self._on_node.setdefault(now[0], {})[key] = now[1]
+                counts = self._on_node.setdefault(now[0], {})
+                counts[now[1]] = counts.get(now[1], 0) + 1
         if dirty is not None and not touched:
             return self.snapshot.nodes
-        return {node: next(iter(m.values())) for node, m in sorted(self._on_node.items())}
+        return {
+            node: min(counts, key=lambda ip: (-counts[ip], ip.version, ip))
+            for node, counts in sorted(self._on_node.items())
+        }
 
     def _sorted_pods(
         self, pods: dict[tuple[str, str], ScheduledPod]
