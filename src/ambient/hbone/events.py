@@ -89,3 +89,21 @@ Event = (
     | GoAwayReceived
     | ConnectionFailed
 )
+
+
+def without_stillborn(out: list[Event]) -> list[Event]:
+    """Drop each CONNECT reset by the peer in the same read, and its reset: nobody
+    has seen it yet, so no work starts for it at all."""
+    if not any(isinstance(e, StreamReset) and e.remote for e in out):
+        return out
+    connects = {e.stream_id for e in out if isinstance(e, ConnectReceived)}
+    dead = {
+        e.stream_id
+        for e in out
+        if isinstance(e, StreamReset) and e.remote and e.stream_id in connects
+    }
+    if not dead:
+        return out
+    return [
+        e for e in out if not (isinstance(e, ConnectReceived | StreamReset) and e.stream_id in dead)
+    ]

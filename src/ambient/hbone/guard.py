@@ -50,6 +50,7 @@ ACK = 0x1
 END_STREAM = 0x1
 END_HEADERS = 0x4
 
+FRAME_SIZE_ERROR = 0x6
 ENHANCE_YOUR_CALM = 0xB
 HEADER_BLOCK_SLACK = (
     256 + 5
@@ -109,7 +110,7 @@ class FloodGuard:
     """The budgets of one HTTP/2 connection, fed with the frame headers the peer sends."""
 
     __slots__ = ("_block", "_control", "_early", "_idle", "_scan_head", "_scan_skip",
-                 "max_header_block")  # fmt: skip
+                 "max_frame_size", "max_header_block")  # fmt: skip
 
     def __init__(
         self,
@@ -118,8 +119,12 @@ class FloodGuard:
         *,
         clock: Callable[[], float] = time.monotonic,
         preface: bool = False,
+        max_frame_size: int | None = None,
     ) -> None:
-        """``preface``: :meth:`scan` starts with the client connection preface (server side)."""
+        """``preface``: :meth:`scan` starts with the client connection preface (server side);
+        ``max_frame_size``: refuse larger frames on their header (FRAME_SIZE_ERROR), before
+        a buffer waits for the whole frame."""
+        self.max_frame_size = max_frame_size
         self._early = TokenBucket(limits.early_reset_burst, limits.early_reset_rate, clock)
         self._control = TokenBucket(limits.control_burst, limits.control_rate, clock)
         self._idle = TokenBucket(limits.idle_burst, limits.idle_rate, clock)
@@ -131,6 +136,11 @@ class FloodGuard:
 
     def frame(self, ftype: int, flags: int, length: int) -> None:
         """Account for one frame from its header; raises :class:`Abuse`."""
+        if self.max_frame_size is not None and length > self.max_frame_size:
+            raise Abuse(
+                f"frame of {length} bytes exceeds the {self.max_frame_size}-byte maximum",
+                FRAME_SIZE_ERROR,
+            )
         if ftype == DATA:
             if length == 0 and not flags & END_STREAM and not self._idle.take():
                 raise Abuse("flood of empty DATA frames")

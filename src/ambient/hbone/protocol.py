@@ -116,10 +116,6 @@ class _PlainEncoder(hpack.Encoder):
         return super().encode(headers, huffman=False)
 
 
-class _FrameTooLarge(Exception):
-    """A frame header announced more than our maximum frame size."""
-
-
 _CLIENT_PREFACE_LENGTH = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -165,7 +161,11 @@ class HboneConnection:
         self._open: set[int] = set()  # streams not yet fully closed or reset
         self._remote_ended: set[int] = set()  # the peer sent END_STREAM
         self._unanswered: set[int] = set()  # server side: CONNECTs not yet answered
-        self._guard = FloodGuard(self.settings.limits, self.settings.max_header_list_size)
+        self._guard = FloodGuard(
+            self.settings.limits,
+            self.settings.max_header_list_size,
+            max_frame_size=self.settings.max_frame_size,
+        )
         # Bytes h2 queued on its own in answer to what it read (PING and SETTINGS ACKs,
         # RST_STREAM for frames on closed streams), so far: replies the peer owes reading.
         self.reply_bytes = 0
@@ -321,23 +321,13 @@ class HboneConnection:
         out: list[ev.Event] = []
         try:
             self._receive(data, out)
-        except _FrameTooLarge as exc:
-            out.append(self._fail(str(exc), h2.errors.ErrorCodes.FRAME_SIZE_ERROR))
-        except Abuse as exc:
+        except Abuse as exc:  # also a frame over our maximum size, refused on its header
             out.append(self._fail(str(exc), exc.error_code))
         except h2.exceptions.ProtocolError as exc:
             out.append(self._fail(f"HTTP/2 protocol error: {exc}", exc.error_code))
         except Exception as exc:  # hostile input must never escape as a crash
             out.append(self._fail(f"malformed HTTP/2 input: {type(exc).__name__}: {exc}", 1))
-        if self._early_reset_in(out):
-            out = _without_stillborn(out)
-        return out
-
-    def _early_reset_in(self, out: list[ev.Event]) -> bool:
-        """Whether a CONNECT in ``out`` was also reset in ``out`` (server side)."""
-        return self.side is Side.SERVER and any(
-            isinstance(e, ev.StreamReset) and e.remote for e in out
-        )
+        return ev.without_stillborn(out) if self.side is Side.SERVER else out
 
     def _receive(self, data: bytes, out: list[ev.Event]) -> None:
         """Split the input into frames: fast-path DATA payloads become events here,
@@ -365,11 +355,6 @@ class HboneConnection:
         self._head_checked = False
         while size - pos >= _FRAME_HEADER:
             length = int.from_bytes(buf[pos : pos + 3], "big")
-            if length > self.settings.max_frame_size:
-                # Refused on its header: h2 would buffer the whole frame first.
-                raise _FrameTooLarge(
-                    f"frame of {length} bytes exceeds the {self.settings.max_frame_size}-byte maximum"
-                )
             if checked:
                 checked = False
             else:  # budgets, once per frame, on its header (before its payload is buffered)
@@ -613,21 +598,3 @@ class HboneConnection:
         self._unanswered.discard(stream_id)
         self._remote_ended.discard(stream_id)
         self._outbound.pop(stream_id, None)
-
-
-def _without_stillborn(out: list[ev.Event]) -> list[ev.Event]:
-    """Drop each CONNECT reset by the peer in the same read, and its reset: nobody
-    has seen it yet, so no work starts for it at all."""
-    connects = {e.stream_id for e in out if isinstance(e, ev.ConnectReceived)}
-    dead = {
-        e.stream_id
-        for e in out
-        if isinstance(e, ev.StreamReset) and e.remote and e.stream_id in connects
-    }
-    if not dead:
-        return out
-    return [
-        e
-        for e in out
-        if not (isinstance(e, ev.ConnectReceived | ev.StreamReset) and e.stream_id in dead)
-    ]
