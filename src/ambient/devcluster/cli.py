@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("dir", type=Path, metavar="DIR")
     start.add_argument("--etcd-port", type=int, help="etcd client port (default: a free one)")
     start.add_argument("--apiserver-port", type=int, help="API server port (default: a free one)")
+    start.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="serve the API server on this address of the host (default: 127.0.0.1)",
+    )
     stop = sub.add_parser("down", help="stop the cluster in DIR and remove its data")
     stop.add_argument("dir", type=Path, metavar="DIR")
     sub.add_parser("build", help="only build the binaries into the cache; print their folder")
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             options = Options(
                 etcd_port=args.etcd_port,
                 apiserver_port=args.apiserver_port,
+                address=args.address,
                 progress=progress,
             )
             cluster = up(args.dir, options)

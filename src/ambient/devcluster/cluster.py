@@ -13,7 +13,13 @@ the API server advertises 127.0.0.1 with ``--endpoint-reconciler-type=none``
 Service has no endpoints: in-cluster clients must be pointed at the server
 explicitly); Services get VIPs from ``10.96.0.0/16``; authorization
 ``Node,RBAC``; the controller-manager runs every default controller with
-per-controller service-account credentials; nothing leader-elects. ``up``
+per-controller service-account credentials, and allocates each Node a
+``/24`` of ``10.244.0.0/16`` as its ``spec.podCIDR`` (kubeadm's
+``--pod-network-cidr``: the node IPAM a kubelet of ours takes its pods'
+addresses from); nothing leader-elects. ``Options.address`` serves the API
+server on another address of this host (in its certificate, and in every
+kubeconfig) instead of 127.0.0.1, for clients in other network namespaces
+(the other components still talk over loopback). ``up``
 returns once ``/readyz`` is ok, the controller-manager and scheduler answer
 ``/healthz`` and the ``default`` ServiceAccount exists in ``default``. A
 component that fails stops the rest: processes are stopped, data removed, the
@@ -58,6 +64,11 @@ class Options:
     apiserver_port: int | None = None
     service_cidr: str = "10.96.0.0/16"
     first_service_ip: str = "10.96.0.1"
+    cluster_cidr: str = "10.244.0.0/16"
+    """Pod addresses: each Node gets a ``/node_cidr_mask`` of it as ``spec.podCIDR``."""
+    node_cidr_mask: int = 24
+    address: str = HOST
+    """Where the API server listens and is reached (kubeconfigs, certificate)."""
     # The kernel kills the components when the caller dies (PR_SET_PDEATHSIG: strictly,
     # when the *thread* that started them ends, so call up() from a long-lived thread).
     tie_to_parent: bool = False
@@ -204,12 +215,13 @@ def up(folder: Path, options: Options | None = None) -> DevCluster:
 
 
 def _start(folder: Path, bin_dir: Path, options: Options, starter: _Starter) -> DevCluster:
-    pki = make_pki(folder / "pki", options.first_service_ip)
+    address = options.address
+    pki = make_pki(folder / "pki", options.first_service_ip, extra_ips=(address,))
     etcd_port = options.etcd_port or probes.free_port()
     peer_port = probes.free_port()
-    api_port = options.apiserver_port or probes.free_port()
+    api_port = options.apiserver_port or probes.free_port(address)
     kcm_port, sched_port = probes.free_port(), probes.free_port()
-    server = f"https://{HOST}:{api_port}"
+    server = f"https://{_host_port(address, api_port)}"
     starter.server = server
     starter.ports = {"etcd": etcd_port, "etcd-peer": peer_port, "kube-apiserver": api_port}
     starter.ports |= {"kube-controller-manager": kcm_port, "kube-scheduler": sched_port}
@@ -225,11 +237,11 @@ def _start(folder: Path, bin_dir: Path, options: Options, starter: _Starter) -> 
     admin_tls = probes.mutual_tls(pki.ca_cert, pki.admin.cert, pki.admin.key)
     starter.wait(
         ["kube-apiserver"],
-        lambda: probes.get(HOST, api_port, "/readyz", admin_tls) == (200, "ok"),
+        lambda: probes.get(address, api_port, "/readyz", admin_tls) == (200, "ok"),
         "/readyz",
         START_TIMEOUT["kube-apiserver"],
     )
-    starter.launch("kube-controller-manager", _kcm_args(pki, configs["kcm"], kcm_port))
+    starter.launch("kube-controller-manager", _kcm_args(pki, configs["kcm"], kcm_port, options))
     starter.launch("kube-scheduler", _scheduler_args(configs, sched_port))
     healthz = probes.insecure_tls()
     for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
@@ -242,13 +254,17 @@ def _start(folder: Path, bin_dir: Path, options: Options, starter: _Starter) -> 
     default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
     starter.wait(
         ["kube-controller-manager", "kube-apiserver"],
-        lambda: (probes.get(HOST, api_port, default_sa, admin_tls) or (0, ""))[0] == 200,
+        lambda: (probes.get(address, api_port, default_sa, admin_tls) or (0, ""))[0] == 200,
         "the default ServiceAccount",
         START_TIMEOUT["controllers"],
     )
     version = Pins.load().kubernetes
     _write_kubectl(folder, bin_dir)
     return DevCluster(folder, server, version, list(starter.refs), dict(starter.children))
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _answers_ok(port: int, path: str, tls: ssl.SSLContext) -> Callable[[], bool]:
@@ -315,9 +331,9 @@ def _etcd_args(folder: Path, port: int, peer_port: int) -> list[str]:
 def _apiserver_args(pki: ClusterPKI, etcd_port: int, port: int, options: Options) -> list[str]:
     return [
         f"--etcd-servers=http://{HOST}:{etcd_port}",
-        f"--bind-address={HOST}",
+        f"--bind-address={options.address}",
         f"--secure-port={port}",
-        f"--advertise-address={HOST}",
+        f"--advertise-address={options.address}",
         "--endpoint-reconciler-type=none",
         f"--tls-cert-file={pki.serving.cert}",
         f"--tls-private-key-file={pki.serving.key}",
@@ -332,7 +348,7 @@ def _apiserver_args(pki: ClusterPKI, etcd_port: int, port: int, options: Options
     ]
 
 
-def _kcm_args(pki: ClusterPKI, kubeconfig: Path, port: int) -> list[str]:
+def _kcm_args(pki: ClusterPKI, kubeconfig: Path, port: int, options: Options) -> list[str]:
     return [
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
@@ -345,6 +361,10 @@ def _kcm_args(pki: ClusterPKI, kubeconfig: Path, port: int) -> list[str]:
         f"--cluster-signing-key-file={pki.ca_key}",
         "--use-service-account-credentials=true",
         "--controllers=*",
+        "--allocate-node-cidrs=true",
+        f"--cluster-cidr={options.cluster_cidr}",
+        f"--node-cidr-mask-size={options.node_cidr_mask}",
+        f"--service-cluster-ip-range={options.service_cidr}",
         "--leader-elect=false",
         "--profiling=false",
     ]

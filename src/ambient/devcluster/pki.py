@@ -94,8 +94,14 @@ def _save(
     return ClientCert(cert_path, key_path)
 
 
-def make_pki(folder: Path, first_service_ip: str, dns_domain: str = "cluster.local") -> ClusterPKI:
-    """Create the CA, serving and client certificates and the SA key pair in ``folder``."""
+def make_pki(
+    folder: Path,
+    first_service_ip: str,
+    dns_domain: str = "cluster.local",
+    extra_ips: tuple[str, ...] = (),
+) -> ClusterPKI:
+    """Create the CA, serving and client certificates and the SA key pair in ``folder``
+    (``extra_ips``: more addresses the API server is reached at, in its certificate)."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_cert, ca_key = make_self_signed_root(
         "ambient dev cluster", utc_now(), VALIDITY, common_name="kubernetes-ca"
@@ -104,7 +110,7 @@ def make_pki(folder: Path, first_service_ip: str, dns_domain: str = "cluster.loc
     names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     names.append(f"kubernetes.default.svc.{dns_domain}")
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
-    for ip in ("127.0.0.1", "::1", first_service_ip):
+    for ip in dict.fromkeys(("127.0.0.1", "::1", first_service_ip, *extra_ips)):
         sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
     serving = _save(
         folder, "apiserver", _issue(ca_cert, ca_key, common_name="kube-apiserver", server_sans=sans)

@@ -86,6 +86,7 @@ class Reflector:
         sink: WatchSink,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         page_size: int = 500,
         watch_seconds: tuple[int, int] = WATCH_SECONDS,
     ) -> None:
@@ -93,6 +94,7 @@ class Reflector:
         self.info = info
         self.sink = sink
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.page_size = page_size
         self.watch_seconds = watch_seconds
         self.state = WatchState(info.kind)
@@ -100,7 +102,10 @@ class Reflector:
         self._logged: str | None = None
 
     def _params(self) -> dict[str, str]:
-        return {"labelSelector": self.label_selector} if self.label_selector else {}
+        params = {"labelSelector": self.label_selector} if self.label_selector else {}
+        if self.field_selector:
+            params["fieldSelector"] = self.field_selector
+        return params
 
     async def run(self) -> None:
         delay = BACKOFF_FIRST

@@ -110,8 +110,11 @@ class ContainerRunner:
         self._wake.set()
         self._notify(None)
 
-    async def stop(self) -> None:
-        """Stop for good: SIGTERM, SIGKILL after the grace period; returns once the group is gone."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop for good: SIGTERM, SIGKILL after the grace period (``grace`` if given);
+        returns once the group is gone."""
+        if grace is not None:
+            self._grace = max(0.0, grace)
         self._stopping.set()
         self._terminate.set()
         self._wake.set()

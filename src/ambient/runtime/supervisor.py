@@ -133,8 +133,9 @@ class Supervisor:
             self._notify(None)
             await asyncio.gather(*(r.stop() for r in removed))
 
-    async def stop_pod(self, namespace: str, name: str) -> bool:
-        """Stop a pod's containers (SIGTERM, then SIGKILL); False if it was not running."""
+    async def stop_pod(self, namespace: str, name: str, *, grace: float | None = None) -> bool:
+        """Stop a pod's containers (SIGTERM, then SIGKILL after ``grace`` seconds, the
+        supervisor's grace period if None); False if it was not running."""
         key = (namespace, name)
         async with self._lock(key):
             entry = self._pods.get(key)
@@ -142,7 +143,7 @@ class Supervisor:
                 return False
             entry.stopping = True
             try:
-                await asyncio.gather(*(r.stop() for r in entry.runners.values()))
+                await asyncio.gather(*(r.stop(grace) for r in entry.runners.values()))
             finally:
                 del self._pods[key]
                 self._notify(None)
