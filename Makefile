@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := nghttp2-client nghttp2-proxy protobuf-compiler curl iproute2 nftables tcpdump proxychains4 bind9-dnsutils
 
-.PHONY: setup system-deps go-check crds kube-bins demo test lint typecheck unit bench clean
+.PHONY: setup system-deps go-check crds kube-bins jaeger-bin demo test lint typecheck unit bench clean
 
 $(BIN)/ambient: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ crds: setup go-check
 kube-bins: setup go-check
 	@scripts/dev-cluster build
 
+# Jaeger (the tracing tests' backend) built once from its pinned Go module into
+# ~/.cache/ambient/jaeger-*: about 15 minutes the first time, instant afterwards.
+jaeger-bin: setup go-check
+	@$(BIN)/python -m ambient.devcluster.jaeger
+
 demo: setup
 	$(BIN)/ambient up examples/shop
 
@@ -45,7 +50,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: lint typecheck crds $(if $(FAST),,kube-bins)
+test: lint typecheck crds $(if $(FAST),,kube-bins jaeger-bin)
 	$(BIN)/pytest $(if $(FAST),-m 'not slow',) $(PYTEST_ARGS)
 
 bench: setup

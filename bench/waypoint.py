@@ -139,13 +139,37 @@ async def run_ztunnel(ca_dir: Path) -> None:
     await ztunnel.close()
 
 
+def bench_tracer() -> Any:
+    """``BENCH_TRACING=<percent>`` (``bench/waypoint_tracing.py``): a tracer sampling that
+    share, exporting OTLP/HTTP to ``127.0.0.1:$BENCH_OTLP``; unset: no tracing."""
+    sampling = os.environ.get("BENCH_TRACING")
+    if sampling is None:
+        return None
+    from ambient.waypoint.tracing.otlp import ExportTarget, SpanExporter
+    from ambient.waypoint.tracing.tracer import ProxyInfo, Tracer
+
+    target = ExportTarget("127.0.0.1", int(os.environ["BENCH_OTLP"]), "http")
+    exporter = SpanExporter(target, (("service.name", "waypoint.bench"),))
+    info = ProxyInfo("waypoint~10.0.0.1~waypoint-0.bench~bench.svc.cluster.local",
+                     "waypoint.bench", "bench", "waypoint")  # fmt: skip
+    return Tracer(info, exporter.submit, float(sampling)), exporter
+
+
 async def run_waypoint(ca_dir: Path) -> None:
     manager = CertificateManager(signer(ca_dir))  # type: ignore[arg-type]
-    waypoint = Waypoint("waypoint", "bench", [WAYPOINT_IP], state("waypoint"), manager)
+    traced = bench_tracer()
+    tracing = (lambda: traced[0]) if traced is not None else None
+    waypoint = Waypoint(
+        "waypoint", "bench", [WAYPOINT_IP], state("waypoint"), manager, tracing=tracing
+    )
     await waypoint.start()
     print("READY", flush=True)
     await wait_stdin()
     await waypoint.close()
+    if traced is not None:
+        await traced[1].aclose()
+        print(f"spans exported={traced[1].exported} dropped={traced[1].dropped} "
+              f"failed={traced[1].failed}", file=sys.stderr, flush=True)  # fmt: skip
 
 
 class _App(asyncio.Protocol):

@@ -18,6 +18,7 @@ from ambient.config.grpcroute import GRPCROUTE
 from ambient.config.httproute import HTTPROUTE
 from ambient.config.istio import SERVICE_ENTRY, WORKLOAD_ENTRY
 from ambient.config.kube import NAMESPACE, SERVICE, SERVICE_ACCOUNT
+from ambient.config.meshconfig import CONFIG_MAP
 from ambient.config.meta import resource_schema
 from ambient.config.pods import DEPLOYMENT, POD
 from ambient.config.requestauthn import REQUEST_AUTHENTICATION
@@ -48,6 +49,7 @@ ISTIO_TELEMETRY = ("telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1")
 BUILTIN_KINDS: tuple[tuple[tuple[str, ...], str, Node[Any]], ...] = (
     (("v1",), "Namespace", NAMESPACE),
     (("v1",), "ServiceAccount", SERVICE_ACCOUNT),
+    (("v1",), "ConfigMap", CONFIG_MAP),  # istio-system/istio: the mesh config
     (("v1",), "Service", SERVICE),
     (("v1",), "Pod", POD),
     (("apps/v1",), "Deployment", DEPLOYMENT),

@@ -19,6 +19,7 @@ from typing import Any
 from ambient.config import ConfigSet
 from ambient.config.configset import Ref
 from ambient.config.frozen import FrozenMap
+from ambient.config.meshconfig import is_mesh_config
 
 __all__ = [
     "L7_KINDS",
@@ -37,7 +38,8 @@ L7_KINDS = frozenset(
         "DestinationRule",
         "RequestAuthentication",
         "AuthorizationPolicy",
-        "Telemetry",  # access logging and metrics at the waypoint (ztunnel ignores it)
+        "Telemetry",  # access logging, metrics and tracing at the waypoint (ztunnel ignores it)
+        "ConfigMap",  # only istio-system/istio, the mesh config (tracing providers)
     }
 )
 
@@ -46,6 +48,8 @@ def is_l7_object(obj: Any) -> bool:
     """Whether a waypoint needs ``obj``: an L7 kind (AuthorizationPolicy only with targetRefs)."""
     if obj.kind not in L7_KINDS:
         return False
+    if obj.kind == "ConfigMap":
+        return is_mesh_config(obj)
     if obj.kind == "AuthorizationPolicy":
         spec = getattr(obj, "spec", None)
         refs = (

@@ -13,10 +13,10 @@ does with a Telemetry, and the decisions where it differs from Istio:
   here the first by name wins).
 - **Who honours it.** Only waypoints would apply Telemetry (access logging and
   request metrics), as in Istio's ambient mode, where ztunnel ignores the Telemetry
-  API entirely: its metrics and access-log lines are fixed. NOT YET WIRED: the
-  waypoint proxy does not receive Telemetry yet; ``effective_telemetry`` computes
-  what a waypoint is to apply (tested), and ``ambient analyze`` reports on it. A
-  Telemetry covers a waypoint when it is mesh-wide, in the waypoint's namespace without selector,
+  API entirely: its metrics and access-log lines are fixed. Telemetries reach
+  waypoints with the other L7 objects; ``effective_telemetry`` computes what a
+  waypoint applies (``waypoint.config.LiveTelemetry``), and ``ambient analyze``
+  reports on it. A Telemetry covers a waypoint when it is mesh-wide, in the waypoint's namespace without selector,
   selects the waypoint's pods (``gateway.networking.k8s.io/gateway-name``), or
   names the waypoint's Gateway in ``targetRefs``. ``targetRefs`` naming a
   ``Service`` is accepted but not applied per service (a warning says so).
@@ -35,8 +35,13 @@ does with a Telemetry, and the decisions where it differs from Istio:
   value (``"'canary'"``) and applied as a constant; other value expressions load
   with a warning and are ignored. ``match.mode`` ``CLIENT`` never applies to a
   waypoint (it reports as the server side of the request).
-- **Tracing** is validated (``randomSamplingPercentage`` 0..100) and not
-  applied: the mesh does not export spans.
+- **Tracing** (``waypoint.tracing``) merges as istiod's ``Tracing()`` for the
+  server side: each ``tracing`` entry of the covering Telemetries, least specific
+  first, may set the provider (its first ``providers`` name, an extension
+  provider of the mesh config, ``config.meshconfig``), ``randomSamplingPercentage``,
+  ``disableSpanReporting``, ``useRequestIdForTraceSampling`` and
+  ``enableIstioTags``; unset fields are inherited. ``customTags`` load with a
+  warning and are not applied.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ __all__ = [
     "Metrics",
     "Telemetry",
     "TelemetrySpec",
+    "TracingSpec",
     "effective_telemetry",
     "parse_code_filter",
 ]
@@ -334,11 +340,10 @@ def _check_spec(spec: TelemetrySpec, at: FieldPath, report: Report) -> None:
                 "ignored (target the waypoint's Gateway instead)",
             )
     for index, tracing in enumerate(spec.tracing):
-        _check_providers(tracing.providers, (*at, "tracing", index), report)
-        report.warn(
-            (*at, "tracing", index),
-            "tracing is not implemented: the waypoint emits no spans (trace headers pass through)",
-        )
+        if tracing.custom_tags is not None:
+            report.warn(
+                (*at, "tracing", index, "customTags"), "custom tags are not applied: ignored"
+            )
 
 
 _PROVIDERS = ListOf(Obj(Provider, {"name": req(Str())}))
@@ -418,6 +423,17 @@ TELEMETRY: Obj[Telemetry] = resource_schema(Telemetry, _SPEC)
 
 
 @dataclass(frozen=True)
+class TracingSpec:
+    """The merged ``tracing`` settings of a waypoint (None fields: not set by any)."""
+
+    provider: str | None = None  # None: the mesh config's defaultProviders.tracing
+    sampling: float | None = None  # percent; None: the mesh config's default
+    disabled: bool = False
+    use_request_id: bool = True
+    istio_tags: bool = True
+
+
+@dataclass(frozen=True)
 class EffectiveTelemetry:
     """What one waypoint does: access log on/off and its filter, dropped metrics and labels."""
 
@@ -428,6 +444,7 @@ class EffectiveTelemetry:
     removed_tags: FrozenMap[str, frozenset[str]] = field(default_factory=FrozenMap)
     set_tags: FrozenMap[str, FrozenMap[str, str]] = field(default_factory=FrozenMap)
     sources: tuple[str, ...] = ()  # ``namespace/name`` of the Telemetries that applied
+    tracing: TracingSpec | None = None  # None: no Telemetry says anything about tracing
 
     def logs(self, code: int) -> bool:
         """Whether a request answered ``code`` gets an access-log line."""
@@ -475,9 +492,13 @@ def effective_telemetry(
     removed: dict[str, set[str]] = {}
     tags: dict[str, dict[str, str]] = {}
     sources = []
+    tracing: TracingSpec | None = None
     # Least specific first, so more specific settings overwrite.
     for _, ns, tname, telemetry in ranked:
         sources.append(f"{ns}/{tname}")
+        for trace_entry in telemetry.spec.tracing:
+            if _applies_server_side(trace_entry.match.mode):
+                tracing = _merge_tracing(tracing or TracingSpec(), trace_entry)
         logging_entries = [
             e for e in telemetry.spec.access_logging if _applies_server_side(e.match.mode)
         ]
@@ -522,4 +543,26 @@ def effective_telemetry(
         FrozenMap({m: frozenset(t) for m, t in sorted(removed.items()) if t}),
         FrozenMap({m: FrozenMap(t) for m, t in sorted(tags.items()) if t}),
         tuple(sources),
+        tracing,
+    )
+
+
+def _merge_tracing(spec: TracingSpec, entry: Tracing) -> TracingSpec:
+    """``entry`` over ``spec``: what it sets replaces, what it leaves unset is inherited."""
+    return TracingSpec(
+        provider=entry.providers[0].name if entry.providers else spec.provider,
+        sampling=(
+            spec.sampling
+            if entry.random_sampling_percentage is None
+            else entry.random_sampling_percentage
+        ),
+        disabled=(
+            spec.disabled if entry.disable_span_reporting is None else entry.disable_span_reporting
+        ),
+        use_request_id=(
+            spec.use_request_id
+            if entry.use_request_id_for_trace_sampling is None
+            else entry.use_request_id_for_trace_sampling
+        ),
+        istio_tags=spec.istio_tags if entry.enable_istio_tags is None else entry.enable_istio_tags,
     )

@@ -34,7 +34,7 @@ async def analyze_cluster(client: KubeClient, namespace: str | None) -> list[Mes
         if not convertible(info.kind):
             continue
         try:
-            items, _ = await client.list(info.path())
+            items, _ = await client.list(info.path(info.scope))
         except NotFound:  # the kind is not served (its CRD is not installed)
             continue
         for raw in items:

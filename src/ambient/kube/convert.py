@@ -156,6 +156,10 @@ def view(info: KindInfo, raw: Mapping[str, Any]) -> dict[str, Any]:
         _service(raw, doc)
     elif info.kind == "Node":
         _node(raw, doc)
+    elif info.kind == "ConfigMap":  # only the mesh config's YAML matters
+        data = raw.get("data") or {}
+        if isinstance(data, Mapping) and isinstance(data.get("mesh"), str):
+            doc["data"] = {"mesh": data["mesh"]}
     elif info.kind not in ("Namespace", "ServiceAccount") and raw.get("spec") is not None:
         doc["spec"] = raw["spec"]
     return doc

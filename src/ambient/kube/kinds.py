@@ -32,6 +32,7 @@ class KindInfo:
     version: str
     plural: str
     namespaced: bool = True
+    scope: str | None = None  # watched in this namespace only (RBAC grants no more)
 
     @property
     def api_version(self) -> str:
@@ -88,6 +89,9 @@ WATCHED: tuple[KindInfo, ...] = (
     KindInfo("VirtualService", _NETWORKING, "v1", "virtualservices"),
     KindInfo("DestinationRule", _NETWORKING, "v1", "destinationrules"),
     KindInfo("Telemetry", "telemetry.istio.io", "v1", "telemetries"),
+    # The mesh config (istio-system/istio, config.meshconfig): the control plane's Role in
+    # istio-system lets it read ConfigMaps there, nowhere else.
+    KindInfo("ConfigMap", "", "v1", "configmaps", scope="istio-system"),
 )
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 _BY_KIND = {info.kind: info for info in (*WATCHED, DEPLOYMENT, LEASE)}

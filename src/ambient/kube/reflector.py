@@ -110,7 +110,7 @@ class Reflector:
     async def run(self) -> None:
         delay = BACKOFF_FIRST
         version: str | None = None
-        path = self.info.path()
+        path = self.info.path(self.info.scope)
         while True:
             try:
                 if version is None:

@@ -58,6 +58,8 @@ from ambient.waypoint.policy import (
 )
 from ambient.waypoint.proxy.server import Waypoint
 from ambient.waypoint.routing import build_router
+from ambient.waypoint.tracing.live import LiveTracing
+from ambient.waypoint.tracing.tracer import ProxyInfo
 from ambient.ztunnel.state import ProxyState
 
 if TYPE_CHECKING:
@@ -344,6 +346,15 @@ def waypoint_factory(
         name = waypoint_of(workload) or workload.name
         ref = WaypointRef(workload.namespace, name)
         authenticator = LiveAuthenticator(l7, ref)
+        telemetry = LiveTelemetry(l7, ref, workload.labels)
+        address = str(workload.addresses[0]) if workload.addresses else "-"
+        proxy = ProxyInfo(
+            node_id=f"waypoint~{address}~{workload.name}.{workload.namespace}~"
+            f"{workload.namespace}.svc.{workload.trust_domain}",
+            service_name=f"{name}.{workload.namespace}",
+            namespace=workload.namespace,
+            canonical_service=workload.canonical_name or name,
+        )
         waypoint = Waypoint(
             name,
             workload.namespace,
@@ -357,7 +368,8 @@ def waypoint_factory(
             router=LiveRouter(l7, state),
             settings=settings,
             netns=netns,
-            telemetry=LiveTelemetry(l7, ref, workload.labels),
+            telemetry=telemetry,
+            tracing=LiveTracing(l7, telemetry, state, proxy),
         )
         return _HostedWaypoint(waypoint, authenticator, l7)
 

@@ -56,10 +56,10 @@ def problems(text: str) -> list[str]:
 CASES: list[tuple[str, str, list[str]]] = [
     (
         "unknown-kind",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n",
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: settings}\n",
         [
-            "bad.yaml:1: ConfigMap/settings: kind: unknown kind 'ConfigMap'; supported kinds: "
-            "AuthorizationPolicy, Deployment, DestinationRule, GRPCRoute, Gateway, HTTPRoute, Namespace, "
+            "bad.yaml:1: LimitRange/settings: kind: unknown kind 'LimitRange'; supported kinds: "
+            "AuthorizationPolicy, ConfigMap, Deployment, DestinationRule, GRPCRoute, Gateway, HTTPRoute, Namespace, "
             "PeerAuthentication, Pod, RequestAuthentication, Service, ServiceAccount, ServiceEntry, "
             "Telemetry, VirtualService, WorkloadEntry, List"
         ],

@@ -182,3 +182,22 @@ def test_an_invalid_peer_authentication_is_strict_and_audit_has_no_standin() -> 
 def test_which_kinds_convert() -> None:
     assert convertible("HTTPRoute") and convertible("Pod")
     assert not convertible("Node")
+
+
+def test_the_mesh_config_map_is_watched_in_istio_system_and_converted() -> None:
+    info = by_kind("ConfigMap")
+    assert info.scope == "istio-system"
+    assert info.path(info.scope) == "/api/v1/namespaces/istio-system/configmaps"
+    raw = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "istio-system", "resourceVersion": "7"},
+        "data": {
+            "mesh": "extensionProviders:\n- name: otel\n  opentelemetry: {service: c, port: 4317}\n",
+            "meshNetworks": "networks: {}",
+        },
+    }
+    doc = view(info, raw)
+    assert doc["data"] == {"mesh": raw["data"]["mesh"]}  # type: ignore[index]
+    mesh = convert(doc).obj.mesh  # type: ignore[union-attr]
+    assert mesh is not None and mesh.provider("OTEL") is not None

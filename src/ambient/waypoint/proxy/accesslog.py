@@ -72,6 +72,7 @@ class RequestRecord:
     request_id: str = ""
     grpc: bool = False
     route: str = ""
+    cluster: str = "-"  # Envoy's upstream cluster: outbound|port|subset|host
     service: Service | None = None
     destination: Workload | None = None
     upstream_addr: str = ""

@@ -27,6 +27,7 @@ from ambient.waypoint.proxy.messages import (
     UpstreamRequest,
 )
 from ambient.waypoint.resilience.retry import Attempt
+from ambient.waypoint.tracing.tracer import Span, Trace
 
 __all__ = ["CountingBody", "Outcome", "PendingRequest"]
 
@@ -35,7 +36,7 @@ class Outcome:
     """One attempt's result and the slots it holds (balancer in-flight, cluster request)."""
 
     __slots__ = ("attempt", "balancer", "cluster", "endpoint", "holds_slot", "overflow",
-                 "result", "started")  # fmt: skip
+                 "result", "span", "started")  # fmt: skip
 
     def __init__(self, balancer: Balancer, endpoint: Endpoint, cluster: ClusterState | None):
         self.balancer = balancer
@@ -46,6 +47,7 @@ class Outcome:
         self.overflow: str | None = None
         self.holds_slot = False
         self.started = False
+        self.span: Span | None = None  # the attempt's client span, when traced
 
     def release(self) -> None:
         if self.started:
@@ -69,6 +71,7 @@ class PendingRequest:
     record: RequestRecord
     expires: float | None = None  # loop time of the request's deadline (gRPC: grpc-timeout)
     affinity: Affinity | None = None  # the consistent-hash key (and a cookie to set)
+    trace: Trace | None = None  # the request's trace (client spans per attempt)
 
     def attempt_request(self) -> UpstreamRequest:
         """The request for the next attempt: a gRPC one carries the time left as grpc-timeout."""

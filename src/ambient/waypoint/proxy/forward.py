@@ -49,9 +49,11 @@ Decisions (following Envoy's defaults in Istio's waypoint):
   this task, or a failed write) ends the upstream exchange too (HTTP/2:
   RST_STREAM CANCEL upstream), flag ``DC``.
 
-Tracing hooks (not implemented here): one downstream request is one
-``Forwarder.handle`` call (a server span would wrap it), one upstream
-attempt is one ``Forwarder._attempt`` call (a client span would wrap it).
+- Tracing (``waypoint.tracing``): ``Forwarder.tracing`` gives the tracer in
+  force; a request's ``Trace`` (its server span) spans ``handle``, each
+  ``_attempt`` gets a client span whose id goes upstream as the
+  ``traceparent`` parent, and the spans go to the exporter once the record is
+  finished.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ import dataclasses
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ambient.api.workload import AppProtocol, TunnelProtocol, Workload, WorkloadStatus
@@ -109,6 +112,7 @@ from ambient.waypoint.proxy.replies import (
 from ambient.waypoint.proxy.upstream import UpstreamClient
 from ambient.waypoint.resilience.pool import Overflow
 from ambient.waypoint.resilience.retry import Attempt, Failure
+from ambient.waypoint.tracing.tracer import Trace, Tracer
 from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.waypoint")
@@ -142,6 +146,7 @@ class Forwarder:
         self.clusters = Clusters()
         self.rng = random.Random()
         self.mirrors = Mirrors(state, upstream, self.balancer, self.version_to)
+        self.tracing: Callable[[], Tracer | None] | None = None  # set by the waypoint
 
     async def handle(
         self,
@@ -163,12 +168,16 @@ class Forwarder:
         record.grpc = grpc.is_grpc(head.header("content-type"))
         request_id = head.header("x-request-id") or str(uuid.uuid4())
         record.request_id = request_id
+        tracer = self.tracing() if self.tracing is not None else None
+        trace = tracer.begin(head, request_id) if tracer is not None else None
         try:
             if head.upgrade is not None and head.upgrade.lower() not in upgrade.ALLOWED:
                 record.details = "upgrade_failed"  # before any filter, as Envoy
                 await local_reply(sink, record, 403, b"")
                 return
-            await self._handle(target, downstream, head, body, sink, record, request_id, pipe)
+            await self._handle(
+                target, downstream, head, body, sink, record, request_id, pipe, trace
+            )
         except DownstreamGone:
             record.flags = "DC"
             sink.abort()
@@ -177,6 +186,8 @@ class Forwarder:
             raise
         finally:
             record.finish()
+            if trace is not None and trace.sampled:
+                trace.finish(record, record.cluster, target.port)
 
     async def _handle(
         self,
@@ -188,6 +199,7 @@ class Forwarder:
         record: RequestRecord,
         request_id: str,
         pipe: DownstreamPipe | None,
+        trace: Trace | None = None,
     ) -> None:
         authn = await self.policies.authenticator.authenticate(target, head)
         if authn.failure is not None:
@@ -221,6 +233,8 @@ class Forwarder:
             await local_reply(sink, record, 503, b"no healthy upstream")
             return
         request = self._upstream_request(head, decision, request_id)
+        if trace is not None:
+            request = dataclasses.replace(request, headers=trace.upstream_headers(request.headers))
         if head.upgrade is not None:
             backend = decision.backend
             await upgrade.forward_upgrade(
@@ -238,6 +252,7 @@ class Forwarder:
             timeout = grpc.deadline(timeout, grpc.parse_timeout(head.header("grpc-timeout")))
         exchange = PendingRequest(endpoint, cluster_size, request, body, decision, sink, record)
         exchange.affinity = affinity
+        exchange.trace = trace
         try:
             if timeout:
                 exchange.expires = asyncio.get_running_loop().time() + timeout
@@ -274,6 +289,7 @@ class Forwarder:
         if backend is None:
             return decision, None, 0, None
         record.service = self.state.services.get(backend.service_key)
+        record.cluster = f"outbound|{backend.port}|{backend.subset or ''}|{backend.hostname}"
         endpoints = endpoints_of(self.state, backend)
         candidates = self.clusters.get(backend).select(endpoints) if endpoints else endpoints
         affinity = None
@@ -336,7 +352,9 @@ class Forwarder:
             tried.append(endpoint)
             record.destination = endpoint.workload
             record.upstream_addr = endpoint.address
-            outcome = await self._attempt(endpoint, ex.attempt_request(), sent, decision, cluster)
+            outcome = await self._attempt(
+                endpoint, ex.attempt_request(), sent, decision, cluster, ex.trace, record.cluster
+            )
             attempt, result = outcome.attempt, outcome.result
             if cluster is not None and attempt is not None:
                 cluster.record(endpoint, attempt, ex.cluster_size)
@@ -362,6 +380,8 @@ class Forwarder:
             assert retry is not None
             if isinstance(result, tuple):
                 self.upstream.discard(result[1])
+            if outcome.span is not None:
+                outcome.span.finish()
             outcome.release()
             retries += 1
             try:
@@ -411,9 +431,18 @@ class Forwarder:
         body: Body,
         decision: RouteDecision,
         cluster: ClusterState | None,
+        trace: Trace | None = None,
+        cluster_name: str = "",
     ) -> Outcome:
         """One try, until its response head; the outcome holds the request's slots."""
         outcome = Outcome(self.balancer, endpoint, cluster)
+        span = None
+        if trace is not None and trace.sampled:
+            span = trace.attempt(cluster_name or "-", endpoint.address, request.version)
+            if span is not None:
+                headers = trace.upstream_headers(request.headers, span.span_id)
+                request = dataclasses.replace(request, headers=headers)
+                outcome.span = span
         if cluster is not None:
             try:
                 await cluster.limits.acquire()
@@ -439,9 +468,15 @@ class Forwarder:
                 failure = Failure.REFUSED if exc.refused else Failure.RESET
             outcome.attempt = Attempt(failure=failure)
             outcome.result = exc
+            if span is not None:
+                Trace.attempt_result(span, 0, exc.flag)
+                span.finish()
             return outcome
         except TimeoutError:
             outcome.attempt = Attempt(failure=Failure.TIMEOUT)
+            if span is not None:
+                Trace.attempt_result(span, 0, "UT")
+                span.finish()
             return outcome
         except BaseException:
             outcome.release()
@@ -450,6 +485,8 @@ class Forwarder:
         grpc_status = next((v for k, v in response.headers if k == "grpc-status"), "")
         outcome.attempt = Attempt(response.status, grpc_status)
         outcome.result = result
+        if span is not None:
+            Trace.attempt_result(span, response.status)
         return outcome
 
     async def _deliver(

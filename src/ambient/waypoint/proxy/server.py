@@ -71,6 +71,7 @@ from ambient.ztunnel.state import CLUSTER_DOMAIN, ProxyState
 if TYPE_CHECKING:
     from ambient.config.telemetry import EffectiveTelemetry
     from ambient.nodeagent.netns import NetnsThread
+    from ambient.waypoint.tracing.tracer import Tracer
 
 log = logging.getLogger("ambient.waypoint")
 
@@ -131,6 +132,7 @@ class Waypoint:
         protocol_detection_timeout: float = sniff.DEFAULT_TIMEOUT,
         netns: NetnsThread | None = None,
         telemetry: Callable[[], EffectiveTelemetry] | None = None,
+        tracing: Callable[[], Tracer | None] | None = None,
     ) -> None:
         if not addresses:
             raise ValueError(f"waypoint {namespace}/{name}: at least one address is required")
@@ -157,6 +159,8 @@ class Waypoint:
         self.pool = ConnectionPool(settings=self.settings, dialer=dialer)
         self.upstream = UpstreamClient(self.pool, source_ip=str(self.addresses[0]))
         self.forwarder = Forwarder(state, self.policies, self.upstream, balancer)
+        self.forwarder.tracing = tracing  # spans per request and attempt (``waypoint.tracing``)
+        self.tracing = tracing
         self.protocol_detection_timeout = protocol_detection_timeout
         self._hbone_port = hbone_port
         self._ports = ports
@@ -222,6 +226,9 @@ class Waypoint:
         for server in self._servers:
             await server.close()
         await self.forwarder.close()
+        aclose = getattr(self.tracing, "aclose", None)
+        if aclose is not None:  # flush the spans still queued
+            await aclose()
         self.upstream.close()
         await self.pool.close()
         for admin in self._admin:
