@@ -4,8 +4,8 @@
 queue (at most ``max_queue`` spans; beyond that spans are dropped and counted in
 ``dropped``, never waited for). A background task wakes when ``batch_size`` spans
 are waiting or every ``interval`` seconds, encodes a batch as an
-``ExportTraceServiceRequest`` (the ``opentelemetry-proto`` messages: the
-protocol's own definitions, no SDK) and sends it:
+``ExportTraceServiceRequest`` (protobuf written directly, ``tracing.wire``; no
+SDK) and sends it:
 
 - OTLP/gRPC (``TraceService/Export`` over h2c, grpcio's asyncio channel), the
   default of Istio's ``opentelemetry`` provider;
@@ -27,20 +27,15 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1 import common_pb2
-from opentelemetry.proto.resource.v1 import resource_pb2
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 from ambient.waypoint.tracing.tracer import Span
+from ambient.waypoint.tracing.wire import encode_request
 
-__all__ = ["ExportTarget", "SpanExporter", "encode"]
+__all__ = ["EXPORT_METHOD", "SCOPE", "ExportTarget", "SpanExporter"]
 
 log = logging.getLogger("ambient.waypoint.tracing")
 SCOPE = "ambient.waypoint"
-_STATUS_ERROR = trace_pb2.Status.STATUS_CODE_ERROR
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,46 +52,6 @@ class ExportTarget:
     @property
     def authority(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def _attribute(key: str, value: str) -> Any:
-    return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=value))
-
-
-def encode(
-    spans: Sequence[Span], resource: Sequence[tuple[str, str]]
-) -> trace_service_pb2.ExportTraceServiceRequest:
-    """The OTLP request carrying ``spans`` for a process described by ``resource``."""
-    out = []
-    for span in spans:
-        message = trace_pb2.Span(
-            trace_id=bytes.fromhex(span.trace_id),
-            span_id=bytes.fromhex(span.span_id),
-            trace_state=span.tracestate,
-            name=span.name,
-            kind=span.kind,  # type: ignore[arg-type]
-            start_time_unix_nano=span.start,
-            end_time_unix_nano=span.end or span.start,
-            attributes=[_attribute(k, v) for k, v in span.attributes],
-            flags=0x301,  # sampled, and the has-is-remote bit with is-remote (its parent)
-        )
-        if span.parent_id:
-            message.parent_span_id = bytes.fromhex(span.parent_id)
-        if span.error:
-            message.status.code = _STATUS_ERROR
-        out.append(message)
-    return trace_service_pb2.ExportTraceServiceRequest(
-        resource_spans=[
-            trace_pb2.ResourceSpans(
-                resource=resource_pb2.Resource(attributes=[_attribute(k, v) for k, v in resource]),
-                scope_spans=[
-                    trace_pb2.ScopeSpans(
-                        scope=common_pb2.InstrumentationScope(name=SCOPE), spans=out
-                    )
-                ],
-            )
-        ]
-    )
 
 
 class _HttpSender:
@@ -156,12 +111,11 @@ class _GrpcSender:
 
         self.target = target
         self._channel = grpc.aio.insecure_channel(target.authority)
-        self._stub = trace_service_pb2_grpc.TraceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        # Bytes in (already serialized), the response's bytes ignored.
+        self._export = self._channel.unary_unary(EXPORT_METHOD)
 
-    async def send(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
-        await self._stub.Export(
-            request, timeout=self.target.timeout, metadata=self.target.headers or None
-        )
+    async def send(self, body: bytes) -> None:
+        await self._export(body, timeout=self.target.timeout, metadata=self.target.headers or None)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -222,17 +176,16 @@ class SpanExporter:
     async def _send(self, batch: list[Span]) -> None:
         target = self.target
         try:
-            request = encode(batch, self.resource)
+            body = encode_request(batch, self.resource, SCOPE)
             if self._sender is None:
                 self._sender = (
                     _HttpSender(target) if target.protocol == "http" else _GrpcSender(target)
                 )
             if isinstance(self._sender, _HttpSender):
-                payload = request.SerializeToString()
                 async with asyncio.timeout(target.timeout):
-                    await self._sender.send(payload)
+                    await self._sender.send(body)
             else:
-                await self._sender.send(request)
+                await self._sender.send(body)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure: drop the batch, say so once per streak
