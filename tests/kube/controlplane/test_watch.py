@@ -279,3 +279,34 @@ async def test_l7_kinds_reach_waypoints(
         for kind in _L7:
             await admin.delete(by_kind(kind).path(namespace, "x"))
         await ztunnel.wait(lambda: not names & set(ztunnel.l7.names), what="L7 objects gone")
+
+
+async def test_the_mesh_config_reaches_waypoints(
+    controlplane: RunningPlane, admin: KubeClient
+) -> None:
+    info = by_kind("ConfigMap")
+    mesh = "extensionProviders:\n- name: otel\n  opentelemetry: {service: collector, port: 4317}\n"
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "istio-system"},
+        "data": {"mesh": mesh},
+    }
+    async with Subscriber(controlplane, "node-4") as ztunnel:
+        await admin.create(info.path("istio-system"), body)
+        try:
+            name = "ConfigMap/istio-system/istio"
+            await ztunnel.wait(lambda: name in ztunnel.l7.names, what=name)
+            await admin.patch(
+                info.path("istio-system", "istio"), {"data": {"mesh": mesh.replace("4317", "4318")}}
+            )
+
+            def port() -> int | None:
+                found = [o for o in ztunnel.l7.config.by_kind("ConfigMap")]
+                provider = found[0].mesh.provider("otel") if found else None  # type: ignore[attr-defined]
+                return provider.port if provider is not None else None
+
+            await ztunnel.wait(lambda: port() == 4318, what="the edited mesh config")
+        finally:
+            await admin.delete(info.path("istio-system", "istio"))
+        await ztunnel.wait(lambda: name not in ztunnel.l7.names, what="mesh config gone")
