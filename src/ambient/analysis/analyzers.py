@@ -511,6 +511,12 @@ def api_versions(ctx: AnalysisContext) -> None:
 def telemetries(ctx: AnalysisContext) -> None:
     """Ambiguous Telemetries, unknown providers, and Telemetries only ztunnel would see."""
     items = ctx.config.of_type(Telemetry)
+    extension = {
+        name.lower()
+        for obj in ctx.config.by_kind("ConfigMap")
+        if (mesh := getattr(obj, "mesh", None)) is not None
+        for name in mesh.providers
+    }
     namespace_wide: dict[str, list[Telemetry]] = {}
     by_workload: dict[Ref, list[Telemetry]] = {}
     for t in items:
@@ -535,12 +541,16 @@ def telemetries(ctx: AnalysisContext) -> None:
             for e in entries
             for p in e.providers
         ]
-        if any(name not in BUILTIN_PROVIDERS for name in providers):
+        unknown = sorted(
+            {n for n in providers if n not in BUILTIN_PROVIDERS and n.lower() not in extension}
+        )
+        if unknown:
             ctx.report(
                 msg.INVALID_TELEMETRY_PROVIDER,
                 t,
                 f"The Telemetry {t.meta.name} in namespace {t.meta.namespace!r} names providers "
-                "this mesh does not have (only envoy and prometheus); they are ignored",
+                f"this mesh does not have ({', '.join(unknown)}: neither envoy, prometheus nor "
+                "an opentelemetry extensionProvider of the mesh config); they are ignored",
             )
     for ns, group in sorted(namespace_wide.items()):
         if len(group) > 1:

@@ -172,6 +172,22 @@ CASES = [
         "spec: {accessLogging: [{providers: [{name: otel}]}]}\n",
         ["IST0133 Telemetry", "IST0157 Telemetry"],
     ),
+    (
+        "Telemetry tracing to a provider of the mesh config",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+        "data: {mesh: 'extensionProviders: [{name: otel, opentelemetry: {service: c, port: 4317}}]'}\n"
+        "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+        "metadata: {name: a, namespace: shop}\n"
+        "spec: {tracing: [{providers: [{name: otel}], randomSamplingPercentage: 10}]}\n",
+        [],
+    ),
+    (
+        "Telemetry tracing to a provider nobody defines",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a, namespace: shop}\n"
+        "spec: {tracing: [{providers: [{name: jaeger}]}]}\n",
+        ["IST0157 Telemetry"],
+    ),
 ]
 
 

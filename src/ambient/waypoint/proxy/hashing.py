@@ -15,8 +15,8 @@ The request's key, as Envoy's hash policies take it:
 No key (header, cookie or parameter missing): the endpoint is picked at random,
 as Envoy's ring hash does without a hash.
 
-Algorithms: a ring hash (each endpoint gets ``minimumRingSize`` points, hashed
-from ``<address>_<i>``; a key goes to the first point at or after its hash) or
+Algorithms: a ring hash (each endpoint gets ``minimumRingSize`` points, drawn from
+a generator seeded by a hash of its address; a key goes to the first point at or after its hash) or
 Maglev (the lookup table of Eisenbud et al., ``tableSize`` entries,
 each endpoint's permutation from two hashes of its address). Endpoints are
 identified by address, so every waypoint replica and restart maps a key to the
@@ -30,14 +30,16 @@ endpoint's share and moves about 1.6/n of the keys at n = 10; here each
 endpoint keeps its own points whatever n is, so exactly the removed endpoint's
 keys move (the ring is then n x minimumRingSize, "at least" the minimum the API
 asks for). Tables are built when an endpoint set is first seen and cached (the
-last 16 sets): a ring of 10 x 1024 points or a Maglev table of 65537 entries
-takes a few tens of milliseconds to build.
+last 16 sets), in the event loop: about 15 ms for a ring of 10 x 1024 points and
+30-85 ms for a Maglev table of 65537 entries over 3-10 endpoints on the reference
+machine, paid again for each new endpoint set (an ejection makes one).
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import random
 from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -126,11 +128,13 @@ class Ring:
 
     def __init__(self, ids: Sequence[str], minimum_size: int) -> None:
         per_endpoint = max(1, min(minimum_size, MAX_RING_SIZE // max(1, len(ids))))
-        points = sorted(
-            (hash64(f"{name}_{i}".encode()), index)
-            for index, name in enumerate(ids)
-            for i in range(per_endpoint)
-        )
+        points = []
+        for index, name in enumerate(ids):
+            # The endpoint's points: a stable generator seeded by its address (fast, and the
+            # same in every process), so each keeps its points whatever the others are.
+            draw = random.Random(hash64(name.encode())).getrandbits
+            points += [(draw(64), index) for _ in range(per_endpoint)]
+        points.sort()
         self._hashes = array("Q", [h for h, _ in points])
         self._owners = array("I", [owner for _, owner in points])
 
