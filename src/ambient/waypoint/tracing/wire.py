@@ -51,11 +51,17 @@ def _attribute(key: str, value: str) -> bytes:
     return _field(b"\x0a", key.encode()) + _field(b"\x12", any_value)
 
 
+# Values new with every request: encoded each time, never cached (they would only churn it).
+_UNIQUE = frozenset({"guid:x-request-id", "http.url", "request_size", "response_size"})
+
+
 def _span_attribute(key: str, value: str) -> bytes:
     """A span's attribute field (number 9), cached by (key, value)."""
     encoded = _cache.get((key, value))
     if encoded is None:
         encoded = _field(b"\x4a", _attribute(key, value))
+        if key in _UNIQUE:
+            return encoded
         if len(_cache) >= _CACHE_LIMIT:
             _cache.clear()
         _cache[(key, value)] = encoded
