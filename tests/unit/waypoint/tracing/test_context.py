@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ambient.waypoint.tracing.context import Incoming, extract, inject
 
@@ -68,3 +70,23 @@ def test_inject_replaces_every_trace_header() -> None:
     multi = dict(inject((), T, S, True, "", "multi"))
     assert multi["x-b3-traceid"] == T and multi["x-b3-spanid"] == S
     assert multi["x-b3-sampled"] == "1" and "x-b3-parentspanid" not in multi
+
+
+NAMES = ["traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled",
+         "x-b3-flags", "user-agent"]  # fmt: skip
+HEXISH = st.text(alphabet="0123456789abcdefABCDEF-xyz ", max_size=70)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.one_of(HEXISH, st.text(max_size=70)))))
+def test_any_header_values_give_a_valid_context_or_none(headers: list[tuple[str, str]]) -> None:
+    incoming = extract(headers)
+    if incoming is None:
+        return
+    if incoming.trace_id:
+        assert len(incoming.trace_id) == 32 and int(incoming.trace_id, 16) != 0
+        assert len(incoming.span_id) == 16 and int(incoming.span_id, 16) != 0
+        out = dict(inject(headers, incoming.trace_id, S, True, "", incoming.b3))
+        assert extract(out.items()) is not None
+    else:
+        assert incoming.sampled is not None and incoming.b3
