@@ -247,15 +247,52 @@ def test_least_privilege_rbac(installed: DevCluster, kubectl: Kubectl) -> None:
     assert wrong == []
 
 
-def test_ztunnel_gets_a_ca_token_for_itself(installed: DevCluster, kubectl: Kubectl) -> None:
-    token = kubectl(
-        "create", "token", "ztunnel", "-n", "istio-system", "--audience=istio-ca", f"--as={ZTUNNEL}"
-    )
-    assert token.stdout.count(".") == 2  # a JWT
-    refused = kubectl(
-        "create", "token", "istiod", "-n", "istio-system", f"--as={ZTUNNEL}", check=False
-    )
-    assert refused.returncode != 0 and "forbidden" in refused.stderr
+ZTUNNEL_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: ztunnel-install-test, namespace: istio-system}
+spec:
+  nodeName: node-install-test
+  serviceAccountName: ztunnel
+  containers: [{name: istio-proxy, image: ztunnel}]
+"""
+
+
+def test_ztunnel_gets_a_ca_token_for_its_own_pod(installed: DevCluster, kubectl: Kubectl) -> None:
+    """As its pod (credentials bound to it: the user extras a pod-bound token carries,
+    impersonated here), the ztunnel may request a CA token bound to that pod; not one
+    bound to nothing, nor another account's."""
+    kubectl("apply", "-f", "-", stdin=ZTUNNEL_POD)
+    try:
+        uid = kubectl(
+            "get", "pod", "-n", "istio-system", "ztunnel-install-test", "-o",
+            "jsonpath={.metadata.uid}",
+        ).stdout  # fmt: skip
+        as_pod = [
+            f"--as={ZTUNNEL}",
+            "--as-user-extra=authentication.kubernetes.io/pod-name=ztunnel-install-test",
+            f"--as-user-extra=authentication.kubernetes.io/pod-uid={uid}",
+        ]
+        bound = ["--bound-object-kind=Pod", "--bound-object-name=ztunnel-install-test"]
+        token = kubectl(
+            "create", "token", "ztunnel", "-n", "istio-system", "--audience=istio-ca",
+            *as_pod, *bound,
+        )  # fmt: skip
+        assert token.stdout.count(".") == 2  # a JWT
+        unbound = kubectl(
+            "create", "token", "ztunnel", "-n", "istio-system", "--audience=istio-ca", *as_pod,
+            check=False,
+        )  # fmt: skip
+        assert unbound.returncode != 0
+        assert "may only request tokens bound to its own pod" in unbound.stderr
+        refused = kubectl(
+            "create", "token", "istiod", "-n", "istio-system", *as_pod, *bound, check=False
+        )
+        assert refused.returncode != 0 and "forbidden" in refused.stderr
+    finally:
+        kubectl(
+            "delete", "-f", "-", "--grace-period=0", "--force", "--wait=false", stdin=ZTUNNEL_POD
+        )
 
 
 def test_dry_run_yaml_is_accepted_by_the_server(installed: DevCluster, kubectl: Kubectl) -> None:

@@ -9,12 +9,19 @@ The control plane runs as its own service; each node joins once with a one-time 
         --ca-root cp/node-ca/root-cert.pem --state-dir n1
     ambient ztunnel --node node-1 --node-ip 127.1.0.1 --control-plane 127.0.0.1:15012 \\
         --state-dir n1
+
+In a Kubernetes cluster (``controlplane --kubeconfig``) there are no joins: a ztunnel
+authenticates with its service-account token, bound to its pod::
+
+    ambient ztunnel --node node-1 --control-plane 127.0.0.1:15012 --ca-root ROOT.pem \\
+        --kubeconfig K --pod-name ztunnel-node-1      # or --in-cluster, or --token-file F
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,10 +49,14 @@ __all__ = ["controlplane", "ztunnel_"]
     "--listen",
     default="127.0.0.1:15012",
     show_default=True,
-    help="Certificate service (mutual TLS with node certificates).",
+    help="Certificate service (mutual TLS with node certificates; with --kubeconfig, TLS "
+    "with ztunnels' service-account tokens).",
 )
 @click.option(
-    "--join-listen", default="127.0.0.1:15013", show_default=True, help="Node joins (TLS)."
+    "--join-listen",
+    default=None,
+    help="Node joins (TLS) [default: 127.0.0.1:15013]; --config only (in a cluster ztunnels "
+    "authenticate with service-account tokens).",
 )
 @click.option(
     "--xds-listen",
@@ -90,7 +101,7 @@ def controlplane(
     kubeconfig: Path | None,
     kube_context: str | None,
     listen: str,
-    join_listen: str,
+    join_listen: str | None,
     xds_listen: str | None,
     watch: bool,
     api_socket: Path | None,
@@ -115,6 +126,11 @@ def controlplane(
             raise click.UsageError(
                 "--api-socket, --track-health, --netns-addresses and --no-watch go with --config"
             )
+        if join_listen is not None:
+            raise click.UsageError(
+                "--join-listen goes with --config: in a cluster ztunnels authenticate with "
+                "their service-account tokens, not join tokens"
+            )
         from ambient.kube.api import ClusterTarget
         from ambient.local.clusterplane import ClusterPlaneOptions, run_cluster_controlplane
 
@@ -123,7 +139,6 @@ def controlplane(
                 ClusterTarget(kubeconfig, kube_context),
                 state(ctx).root,
                 listen=listen,
-                join_listen=join_listen,
                 xds_listen=xds_listen,
                 log_level=log_level,
                 options=ClusterPlaneOptions(
@@ -149,7 +164,7 @@ def controlplane(
             config_dir,
             state(ctx).root,
             listen=listen,
-            join_listen=join_listen,
+            join_listen=join_listen or "127.0.0.1:15013",
             xds_listen=xds_listen,
             log_level=log_level,
             options=options,
@@ -179,6 +194,48 @@ def controlplane(
     help="In-pod mode (`ambient up --netns`): serve the pods the node agent lists on this "
     "Unix socket, inside their network namespaces.",
 )
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="In a cluster: request this ztunnel's token (TokenRequest, bound to its pod, "
+    "audience istio-ca) with this kubeconfig's credentials.",
+)
+@click.option("--context", "kube_context", default=None, help="Kubeconfig context.")
+@click.option(
+    "--in-cluster",
+    is_flag=True,
+    help="In a cluster: request the token with the pod's own service account.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="In a cluster: a projected token file to send as is, re-read on every call "
+    "(Istio mounts it at /var/run/secrets/tokens/istio-token).",
+)
+@click.option(
+    "--ca-root",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="In a cluster: the control plane's server CA (node_ca_root in its controlplane.json).",
+)
+@click.option("--pod-name", envvar="POD_NAME", default="", help="This ztunnel's pod [$POD_NAME].")
+@click.option(
+    "--pod-namespace",
+    envvar="POD_NAMESPACE",
+    default="istio-system",
+    show_default=True,
+    help="Its namespace [$POD_NAMESPACE].",
+)
+@click.option("--pod-uid", envvar="POD_UID", default=None, help="Its uid, if known [$POD_UID].")
+@click.option(
+    "--service-account",
+    envvar="SERVICE_ACCOUNT",
+    default="ztunnel",
+    show_default=True,
+    help="Its ServiceAccount [$SERVICE_ACCOUNT].",
+)
 @state_dir_option
 @log_level_option
 @click.pass_context
@@ -189,20 +246,92 @@ def ztunnel_(
     xds_address: str | None,
     node_ip: str,
     node_agent_socket: Path | None,
+    kubeconfig: Path | None,
+    kube_context: str | None,
+    in_cluster: bool,
+    token_file: Path | None,
+    ca_root: Path | None,
+    pod_name: str,
+    pod_namespace: str,
+    pod_uid: str | None,
+    service_account: str,
     state_dir: str | None,
     log_level: str,
 ) -> None:
-    """Run NODE's ztunnel in the foreground, following the control plane."""
+    """Run NODE's ztunnel in the foreground, following the control plane.
+
+    It authenticates with the node credentials of `ambient node join`, or, in a
+    Kubernetes cluster (--kubeconfig/--context, --in-cluster or --token-file, with
+    --ca-root), with its service-account token bound to its pod."""
     from ambient.local.distributed import run_ztunnel, xds_address_for
 
+    identity = _cluster_identity(
+        kubeconfig,
+        kube_context,
+        in_cluster,
+        token_file,
+        ca_root,
+        pod_name,
+        pod_namespace,
+        pod_uid,
+        service_account,
+    )
     sys.exit(
         run_ztunnel(
             node_name,
             node_ip,
-            state(ctx).root,
+            state(ctx).root if identity is None else Path("."),
             ca_address=address,
             xds_address=xds_address or xds_address_for(address),
             log_level=log_level,
             node_agent_socket=node_agent_socket,
+            token_auth=identity.session if identity is not None else None,
         )
+    )
+
+
+def _cluster_identity(
+    kubeconfig: Path | None,
+    kube_context: str | None,
+    in_cluster: bool,
+    token_file: Path | None,
+    ca_root: Path | None,
+    pod_name: str,
+    pod_namespace: str,
+    pod_uid: str | None,
+    service_account: str,
+) -> Any:
+    """The ztunnel's ``ClusterIdentity`` if a cluster option was given, else None."""
+    from ambient.kube.api import ClusterTarget
+    from ambient.local.nodeclients import ClusterIdentity
+
+    kube = kubeconfig is not None or kube_context is not None
+    chosen = sum((kube, in_cluster, token_file is not None))
+    if chosen == 0:
+        if ca_root is not None:
+            raise click.UsageError("--ca-root goes with --kubeconfig, --in-cluster or --token-file")
+        return None
+    if chosen > 1:
+        raise click.UsageError("give one of --kubeconfig/--context, --in-cluster, --token-file")
+    if ca_root is None:
+        raise click.UsageError(
+            "--ca-root is needed in a cluster: the control plane's server CA "
+            "(node_ca_root in its controlplane.json)"
+        )
+    if token_file is None and not pod_name:
+        raise click.UsageError(
+            "--pod-name (or $POD_NAME) is needed to bind the token to this ztunnel's pod"
+        )
+    try:
+        roots = ca_root.read_bytes()
+    except OSError as err:
+        raise click.UsageError(f"cannot read --ca-root {ca_root}: {err.strerror}") from None
+    return ClusterIdentity(
+        roots,
+        pod_name,
+        pod_uid,
+        pod_namespace,
+        service_account,
+        ClusterTarget(kubeconfig, kube_context, in_cluster),
+        token_file,
     )

@@ -15,7 +15,14 @@ account is ``istio-system/ztunnel``, as istiod's ``CA_TRUSTED_NODE_ACCOUNTS``):
 - ServiceAccount ``istio-system/ztunnel`` — the node proxies. Role ``ambient-ztunnel``
   in ``istio-system``: create a token for the ``ztunnel`` ServiceAccount only
   (``serviceaccounts/token`` with that resourceName), which it presents to the CA;
-  nothing else (it learns the mesh over xDS).
+  nothing else (it learns the mesh over xDS). RBAC cannot say *which pod* such a
+  token may be bound to, and the CA takes the node from that pod: so the
+  ValidatingAdmissionPolicy ``ambient-ztunnel-token-binding`` (with its binding) lets
+  the ``ztunnel`` account request tokens only bound to the pod its own credentials are
+  bound to (``request.userInfo.extra`` pod-name/pod-uid) — a compromised node's
+  ztunnel cannot mint a token for another node's ztunnel pod. (The kubelet's node
+  authorizer gives the same guarantee for projected tokens; Istio's ztunnel uses
+  those and needs no ``serviceaccounts/token`` at all.)
 - GatewayClass ``istio-waypoint`` with Istio's controllerName
   ``istio.io/mesh-controller``.
 
@@ -31,6 +38,7 @@ __all__ = [
     "CONTROL_PLANE_SA",
     "MANAGED_BY",
     "NAMESPACE",
+    "TOKEN_BINDING_POLICY",
     "WAYPOINT_CLASS",
     "WAYPOINT_CONTROLLER",
     "ZTUNNEL_SA",
@@ -42,6 +50,7 @@ CONTROL_PLANE_SA = "istiod"
 ZTUNNEL_SA = "ztunnel"
 WAYPOINT_CLASS = "istio-waypoint"
 WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
+TOKEN_BINDING_POLICY = "ambient-ztunnel-token-binding"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ambient", "app.kubernetes.io/part-of": "ambient"}
 
 _READ = ["get", "list", "watch"]
@@ -74,6 +83,78 @@ def _control_plane_rules() -> list[dict[str, Any]]:
         _rule([_GATEWAY_GROUP], status, ["get", "update", "patch"]),
         _rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
         _rule(["", "events.k8s.io"], ["events"], ["create", "update", "patch"]),
+    ]
+
+
+_POD_NAME = "'authentication.kubernetes.io/pod-name'"
+_POD_UID = "'authentication.kubernetes.io/pod-uid'"
+
+
+def _token_binding_policy() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy that binds a ztunnel's tokens to its own pod, and its
+    binding (see the module docstring)."""
+    user = f"system:serviceaccount:{NAMESPACE}:{ZTUNNEL_SA}"
+    own_pod = (
+        "variables.ref != null && has(variables.ref.kind) && variables.ref.kind == 'Pod' && "
+        f"has(variables.ref.name) && variables.ref.name == variables.extra[{_POD_NAME}][0] && "
+        "(!has(variables.ref.uid) || variables.ref.uid == '' || "
+        f"variables.ref.uid == variables.extra[{_POD_UID}][0])"
+    )
+    api = "admissionregistration.k8s.io/v1"
+    return [
+        {
+            "apiVersion": api,
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": _meta(TOKEN_BINDING_POLICY),
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["serviceaccounts/token"],
+                        }
+                    ]
+                },
+                "matchConditions": [
+                    {
+                        "name": "ztunnel-account",
+                        "expression": f"request.userInfo.username == '{user}'",
+                    }
+                ],
+                "variables": [
+                    {
+                        "name": "ref",
+                        "expression": "has(object.spec.boundObjectRef) ? "
+                        "object.spec.boundObjectRef : null",
+                    },
+                    {
+                        "name": "extra",
+                        "expression": "has(request.userInfo.extra) ? request.userInfo.extra : {}",
+                    },
+                ],
+                "validations": [
+                    {
+                        "expression": f"{_POD_NAME} in variables.extra && {_POD_UID} in "
+                        "variables.extra",
+                        "message": "a ztunnel must request its token with credentials bound to "
+                        "its own pod",
+                    },
+                    {
+                        "expression": own_pod,
+                        "message": "a ztunnel may only request tokens bound to its own pod",
+                    },
+                ],
+            },
+        },
+        {
+            "apiVersion": api,
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": _meta(TOKEN_BINDING_POLICY),
+            "spec": {"policyName": TOKEN_BINDING_POLICY, "validationActions": ["Deny"]},
+        },
     ]
 
 
@@ -128,6 +209,7 @@ def mesh_objects() -> list[dict[str, Any]]:
             ],
         },
         _binding("Role", "ambient-ztunnel", ZTUNNEL_SA, NAMESPACE),
+        *_token_binding_policy(),
         {
             "apiVersion": f"{_GATEWAY_GROUP}/v1",
             "kind": "GatewayClass",

@@ -101,12 +101,16 @@ def status_error(status: Mapping[str, Any], what: str) -> KubeError:
 
 @dataclass(frozen=True)
 class ClusterTarget:
-    """Which cluster: a kubeconfig file (None: kubectl's defaults) and a context."""
+    """Which cluster: a kubeconfig file (None: kubectl's defaults) and a context, or
+    ``in_cluster``: the pod's own service account only."""
 
     kubeconfig: Path | None = None
     context: str | None = None
+    in_cluster: bool = False
 
     def describe(self) -> str:
+        if self.in_cluster:
+            return f"the in-cluster service account ({IN_CLUSTER_ACCOUNT})"
         where = str(self.kubeconfig) if self.kubeconfig else "the default kubeconfig"
         return f"{where} (context {self.context})" if self.context else where
 
@@ -123,9 +127,11 @@ def _kubeconfig_file(target: ClusterTarget) -> Path | None:
 
 def load_config(target: ClusterTarget) -> SingleConfig:
     """The kubeconfig context to use (see the module docstring); ``KubeError`` if none."""
-    path = _kubeconfig_file(target)
+    path = None if target.in_cluster else _kubeconfig_file(target)
     try:
-        if path is not None:
+        if target.in_cluster:
+            config = KubeConfig.from_service_account(IN_CLUSTER_ACCOUNT)
+        elif path is not None:
             config = KubeConfig.from_file(path)
         elif (IN_CLUSTER_ACCOUNT / "token").is_file():
             config = KubeConfig.from_service_account(IN_CLUSTER_ACCOUNT)

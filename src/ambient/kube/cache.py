@@ -21,7 +21,7 @@ from ambient.config.configset import Ref
 from ambient.kube.convert import Converted, convert, convertible, view
 from ambient.kube.kinds import KindInfo
 
-__all__ = ["ClusterCache", "Entry", "PodInfo", "PodLookup"]
+__all__ = ["ClusterCache", "Entry", "PodInfo", "PodLookup", "pod_info"]
 
 _STATUS_KINDS = frozenset({"Gateway", "HTTPRoute", "GRPCRoute"})
 
@@ -81,7 +81,8 @@ class PodLookup(Protocol):
         ...
 
 
-def _pod_info(raw: Mapping[str, Any]) -> PodInfo:
+def pod_info(raw: Mapping[str, Any]) -> PodInfo:
+    """What the CA asks about a pod, from its JSON (a watch event or a GET)."""
     meta = raw.get("metadata") or {}
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
@@ -123,7 +124,7 @@ class ClusterCache:
         key = (meta.get("namespace", "") if info.namespaced else "", meta.get("name", ""))
         store = self.stores.setdefault(info.kind, {})
         if info.kind == "Pod":
-            self._index_pod(key, _pod_info(raw))
+            self._index_pod(key, pod_info(raw))
         doc = view(info, raw)
         old = store.get(key)
         changed = old is None or old.view != doc or old.uid != meta.get("uid", "")

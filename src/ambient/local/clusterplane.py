@@ -1,17 +1,20 @@
 """``ambient controlplane --kubeconfig K``: the control plane of a Kubernetes cluster, as a process.
 
 The same services as the folder mode's control plane (``local.distributed``): the CA
-(its root in the state folder), node joins, certificates and xDS over mutual TLS with
-node credentials, ``controlplane.json`` in the state folder. The configuration comes
-from the cluster instead of a folder: a ``KubeController`` (``ambient.kube``) watches
-it, writes waypoint objects and status, and the Lease ``istio-system/ambient-
-controlplane`` is its heartbeat. The CA and xDS ports open once every watched kind
-has been listed (a ztunnel never gets a half-listed mesh); until then the process
-logs which kinds it still waits for, and why (e.g. RBAC refusing a list).
+(its root in the state folder), certificates and xDS, ``controlplane.json`` in the
+state folder. The configuration comes from the cluster instead of a folder: a
+``KubeController`` (``ambient.kube``) watches it, writes waypoint objects and status,
+and the Lease ``istio-system/ambient-controlplane`` is its heartbeat. The CA and xDS
+ports open once every watched kind has been listed (a ztunnel never gets a half-listed
+mesh); until then the process logs which kinds it still waits for, and why (e.g. RBAC
+refusing a list).
 
-Nodes still authenticate with the node credentials of ``ambient node join``: identity
-from Kubernetes service-account tokens (TokenReview) is a later step, which will ask
-the controller's caches (``ClusterCache``, a ``PodLookup``) which pods run where.
+Identity comes from Kubernetes (:func:`serve_cluster_nodes`): a ztunnel authenticates
+to the CA and to xDS with its service-account token (``authorization: Bearer``, over
+TLS that authenticates the server only), checked by TokenReview and against the
+token's pod in the controller's caches (``ambient.kube.nodeauth``); there are no join
+tokens and no node certificates in this mode. The server certificate still comes from
+the node PKI in the state folder: ztunnels trust its root (``node_ca_root``).
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ from ambient.kube.api import ClusterTarget, KubeClient, KubeError, load_config
 from ambient.local.distributed import (
     CONTROLPLANE_FILE,
     DEFAULT_CA_ADDRESS,
-    DEFAULT_JOIN_ADDRESS,
     ControlPlaneService,
     _run_until_signal,
     _running_pid,
-    serve_nodes,
+    node_ca_root,
     setup_logging,
+    xds_address_for,
 )
 
 __all__ = ["ClusterPlaneOptions", "run_cluster_controlplane", "start_cluster_controlplane"]
@@ -71,17 +74,66 @@ async def _wait_synced(controller: Any) -> None:
                 log.warning("waiting for the first list of: %s", "; ".join(waiting))
 
 
+async def serve_cluster_nodes(
+    plane: Any,
+    ca: Any,
+    controller: Any,
+    state_root: Path,
+    closers: list[Callable[[], Awaitable[None]]],
+    *,
+    listen: str,
+    xds_listen: str | None,
+    workload_cert_ttl: timedelta | None = None,
+) -> dict[str, str]:
+    """The CA and xDS for a cluster's ztunnels, authenticated by their service-account
+    tokens (``KubeNodeAuth`` over ``controller``'s client and pod caches); each stopper
+    is appended to ``closers``. Returns the addresses, ``node_ca_root``, ``trust_domain``
+    and ``node_auth`` ("kubernetes"). ``$CA_TRUSTED_NODE_ACCOUNTS`` names the accounts
+    that may speak for nodes (istiod's; default ``istio-system/ztunnel``)."""
+    from ambient.identity.node import NodeAuthority
+    from ambient.kube.nodeauth import KubeNodeAuth, trusted_node_accounts
+    from ambient.xds.ca_service import MAX_TTL, CaService
+    from ambient.xds.callers import BearerTokens, caller_claim_check
+    from ambient.xds.server import XdsServer
+
+    trusted = trusted_node_accounts()
+    nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
+    auth = KubeNodeAuth(
+        controller.client, controller.cache, trust_domain=ca.trust_domain, trusted=trusted
+    )
+    callers = BearerTokens(auth.verify, auth.describe())
+    ttl = workload_cert_ttl or MAX_TTL
+    service = CaService(auth, ca, nodes=nodes, authenticator=callers, default_ttl=ttl)
+    ca_server = await service.start(listen)
+    closers.append(lambda: ca_server.stop(1.0))
+    xds = XdsServer(
+        plane,
+        credentials=service.server_credentials(mutual=False),
+        authorize_node=caller_claim_check(callers),
+    )
+    xds_address = xds_listen or xds_address_for(listen)
+    xds_port = await xds.start(xds_address)
+    closers.append(lambda: xds.stop(1.0))
+    return {
+        "ca_address": f"{listen.rpartition(':')[0]}:{ca_server.port}",
+        "xds_address": f"{xds_address.rpartition(':')[0]}:{xds_port}",
+        "node_ca_root": str(node_ca_root(state_root)),
+        "trust_domain": ca.trust_domain,
+        "node_auth": "kubernetes",
+    }
+
+
 async def start_cluster_controlplane(
     target: ClusterTarget,
     state_root: Path,
     *,
     listen: str = DEFAULT_CA_ADDRESS,
-    join_listen: str = DEFAULT_JOIN_ADDRESS,
     xds_listen: str | None = None,
     options: ClusterPlaneOptions | None = None,
 ) -> tuple[ControlPlaneService, Any]:
-    """Watch the cluster, then serve certificates, joins and xDS; returns the service and
-    its ``KubeController``. Raises ``KubeError`` when the kubeconfig is unusable."""
+    """Watch the cluster, then serve certificates and xDS to its ztunnels; returns the
+    service and its ``KubeController``. Raises ``KubeError`` when the kubeconfig is
+    unusable, ValueError when ``$CA_TRUSTED_NODE_ACCOUNTS`` is."""
     from ambient.controlplane.plane import ControlPlane
     from ambient.identity.ca import CertificateAuthority
     from ambient.kube.controller import KubeController
@@ -123,13 +175,13 @@ async def start_cluster_controlplane(
         )
         log.info("watching %s at %s", target.describe(), client.server)
         await _wait_synced(controller)
-        addresses = await serve_nodes(
+        addresses = await serve_cluster_nodes(
             plane,
             ca,
+            controller,
             state_root,
             closers,
             listen=listen,
-            join_listen=join_listen,
             xds_listen=xds_listen,
             workload_cert_ttl=options.workload_cert_ttl,
         )
@@ -147,7 +199,6 @@ def run_cluster_controlplane(
     state_root: Path,
     *,
     listen: str,
-    join_listen: str,
     xds_listen: str | None,
     log_level: str = "info",
     options: ClusterPlaneOptions | None = None,
@@ -175,7 +226,6 @@ def run_cluster_controlplane(
                 target,
                 state_root,
                 listen=listen,
-                join_listen=join_listen,
                 xds_listen=xds_listen,
                 options=options,
             )
@@ -200,9 +250,9 @@ def run_cluster_controlplane(
             os.replace(tmp, info_file)
             info = service.info
             print(
-                f"controlplane ready on {info['ca_address']} (certificates, mTLS), "
-                f"{info['join_address']} (node joins), {info['xds_address']} (xDS, mTLS); "
-                f"watching {info['kubernetes']}; node CA root {info['node_ca_root']}",
+                f"controlplane ready on {info['ca_address']} (certificates), "
+                f"{info['xds_address']} (xDS), TLS with ztunnels' service-account tokens; "
+                f"watching {info['kubernetes']}; server CA root {info['node_ca_root']}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -34,23 +34,28 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from ambient.config import ConfigError, ConfigSet, load_paths
 from ambient.identity.certs import CertificateError
 from ambient.identity.members import NodeMembers
 from ambient.identity.node import (
-    CONTROL_PLANE_HOSTNAME,
     NODE_CA_DIR,
     ROOT_CERT_FILE,
     JoinTokens,
     NodeAuthority,
     NodeCredentials,
+)
+from ambient.identity.tokensource import TokenError
+from ambient.local.nodeclients import (
+    TokenAuth,
+    channel_credentials,
+    node_xds_client,
+    token_xds_client,
 )
 
 log = logging.getLogger("ambient.distributed")
@@ -277,16 +282,14 @@ async def serve_nodes(
     revocations followed; each stopper is appended to ``closers``. Returns the addresses
     (``ca_address``, ``join_address``, ``xds_address``), ``node_ca_root``, ``trust_domain``.
     Both the folder mode and the cluster mode (``local.clusterplane``) serve nodes so."""
-    from ambient.xds.ca_service import CaService, node_claim_check
+    from ambient.xds.ca_service import MAX_TTL, CaService, node_claim_check
     from ambient.xds.server import XdsServer
 
     nodes = NodeAuthority.load_or_create(state_root, trust_domain=ca.trust_domain)
     tokens = JoinTokens(state_root / TOKENS_DIR, nodes)
     members = NodeMembers(state_root / TOKENS_DIR)
-    ttl_kwargs = {}
-    if workload_cert_ttl is not None:
-        ttl_kwargs["default_ttl"] = workload_cert_ttl
-    service = CaService(plane, ca, nodes=nodes, tokens=tokens, members=members, **ttl_kwargs)
+    ttl = workload_cert_ttl or MAX_TTL
+    service = CaService(plane, ca, nodes=nodes, tokens=tokens, members=members, default_ttl=ttl)
     ca_server = await service.start(listen, join_address=join_listen)
     closers.append(lambda: ca_server.stop(1.0))
     xds = XdsServer(
@@ -465,9 +468,12 @@ async def start_ztunnel(
     sync_timeout: float | None = None,
     ports: tuple[int, int, int] | None = None,
     node_agent_socket: Path | None = None,
+    token_auth: TokenAuth | None = None,
 ) -> NodeProxy:
     """Load ``node``'s credentials, follow the control plane, start the ztunnel once synced.
 
+    With ``token_auth`` (a cluster's ztunnel) there are no node credentials: the CA and
+    xDS clients authenticate with its tokens (``ambient.local.nodeclients``).
     With ``node_agent_socket`` (``ambient up --netns``) the ztunnel serves its pods in-pod,
     inside the network namespaces the node agent lists on that socket
     (``ambient.nodeagent.podsocket``), and hosts its waypoints in their own namespaces.
@@ -478,22 +484,26 @@ async def start_ztunnel(
     from ambient.ztunnel.proxy import ADMIN_PORT, METRICS_PORT, READINESS_PORT, Ztunnel
     from ambient.ztunnel.state import ProxyState
 
-    directory = node_credentials_dir(node_state)
-    if not directory.is_dir():
-        raise DistributedError(
-            f"node {node} has no credentials in {directory}: run `ambient node join` first"
-        )
-    credentials = NodeCredentials.load(directory, node)
-
-    def renewed(fresh: NodeCredentials) -> None:
-        fresh.save(directory)
-        xds.credentials = _channel_credentials(fresh)  # the next xDS stream presents it
-
-    ca_client = CaClient(ca_address, credentials, on_node_renewed=renewed)
-    certificates = CertificateManager(ca_client.issue)
     state = ProxyState(node)
     l7 = L7Config()
-    xds = node_xds_client(xds_address, node, state, credentials, l7=l7)
+    if token_auth is not None:
+        ca_client = CaClient.with_token(ca_address, node, token_auth.source, token_auth.roots_pem)
+        xds = token_xds_client(xds_address, node, state, token_auth, l7=l7)
+    else:
+        directory = node_credentials_dir(node_state)
+        if not directory.is_dir():
+            raise DistributedError(
+                f"node {node} has no credentials in {directory}: run `ambient node join` first"
+            )
+        credentials = NodeCredentials.load(directory, node)
+
+        def renewed(fresh: NodeCredentials) -> None:
+            fresh.save(directory)
+            xds.credentials = channel_credentials(fresh)  # the next xDS stream presents it
+
+        ca_client = CaClient(ca_address, credentials, on_node_renewed=renewed)
+        xds = node_xds_client(xds_address, node, state, credentials, l7=l7)
+    certificates = CertificateManager(ca_client.issue)
     waypoints = waypoint_factory(state, certificates, l7)
     agent = None
     if node_agent_socket is not None:
@@ -524,34 +534,6 @@ async def start_ztunnel(
     return proxy
 
 
-def node_xds_client(
-    xds_address: str, node: str, state: Any, credentials: NodeCredentials, *, l7: Any = None
-) -> Any:
-    """An ``XdsClient`` that follows the control plane as ``node`` into ``state`` (a
-    ``ProxyState``), authenticated with the node's credentials (not started)."""
-    from ambient.xds.client import XdsClient
-
-    return XdsClient(
-        xds_address,
-        node,
-        state,
-        credentials=_channel_credentials(credentials),
-        channel_options=[
-            ("grpc.ssl_target_name_override", CONTROL_PLANE_HOSTNAME),
-            ("grpc.default_authority", CONTROL_PLANE_HOSTNAME),
-        ],
-        l7=l7,
-    )
-
-
-def _channel_credentials(credentials: NodeCredentials) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        root_certificates=credentials.roots_pem,
-        private_key=credentials.private_key_pem,
-        certificate_chain=credentials.chain_pem,
-    )
-
-
 def run_ztunnel(
     node: str,
     node_ip: str,
@@ -561,11 +543,22 @@ def run_ztunnel(
     xds_address: str,
     log_level: str = "info",
     node_agent_socket: Path | None = None,
+    token_auth: Callable[[], AbstractAsyncContextManager[TokenAuth]] | None = None,
 ) -> int:
-    """``ambient ztunnel``: run one node's proxy until SIGINT/SIGTERM."""
+    """``ambient ztunnel``: run one node's proxy until SIGINT/SIGTERM (a cluster's ztunnel:
+    ``token_auth`` is its ``ClusterIdentity.session``, failing fast without a token)."""
     setup_logging(log_level)
 
     async def body(stop: asyncio.Event) -> int:
+        session = token_auth() if token_auth is not None else contextlib.nullcontext(None)
+        try:
+            async with session as auth:
+                return await serve(stop, auth)
+        except TokenError as exc:
+            print(f"error: ztunnel {node} cannot authenticate: {exc}", file=sys.stderr)
+            return 1
+
+    async def serve(stop: asyncio.Event, auth: TokenAuth | None) -> int:
         starting = asyncio.ensure_future(
             start_ztunnel(
                 node,
@@ -574,6 +567,7 @@ def run_ztunnel(
                 ca_address=ca_address,
                 xds_address=xds_address,
                 node_agent_socket=node_agent_socket,
+                token_auth=auth,
             )
         )
         stopping = asyncio.ensure_future(stop.wait())

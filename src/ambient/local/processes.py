@@ -305,7 +305,7 @@ class DistributedMesh:
 
     async def _start_node_agent(self, node: str, ip: str, credentials: Any) -> Path:
         """The node's namespace, DNS and service rules, and its ztunnel's socket (--netns)."""
-        from ambient.local.distributed import node_xds_client
+        from ambient.local.nodeclients import node_xds_client
         from ambient.ztunnel.state import ProxyState
 
         assert self.agent is not None

@@ -1,10 +1,17 @@
 """A node's client of the control plane's certificate service (ztunnel's ``caclient.rs``).
 
 :meth:`CaClient.issue` is a ``CertificateManager`` issuer. As Istio's ztunnel does, it
-authenticates as the node (mutual TLS with the node certificate), asks for another
-workload's identity with ``ImpersonatedIdentity``, and checks that the returned leaf names
-exactly that identity. Once past half-life the node certificate is renewed through the
-control plane before the next request (``on_node_renewed`` may persist it).
+authenticates as the node, asks for another workload's identity with
+``ImpersonatedIdentity``, and checks that the returned leaf names exactly that identity.
+The node authenticates in one of two ways, by mode:
+
+- node certificate (``CaClient(address, credentials)``; folder and node-join modes):
+  mutual TLS; once past half-life the node certificate is renewed through the control
+  plane before the next request (``on_node_renewed`` may persist it);
+- service-account token (``CaClient.with_token(address, node, token_source, roots)``;
+  cluster mode): TLS that authenticates the server only, and ``authorization: Bearer
+  <token>`` on every call, the token asked of the ``TokenSource`` each time (so a
+  renewed token is used at once), as Istio's ztunnel sends its projected token.
 
 Server check: gRPC Python verifies the chain against ``roots`` (the node PKI root) and the
 DNS name ``istiod.istio-system.svc`` (``grpc.ssl_target_name_override``). It can check
@@ -39,6 +46,7 @@ from ambient.identity.node import (
     validate_node_name,
 )
 from ambient.identity.spiffe import SpiffeId
+from ambient.identity.tokensource import TokenError, TokenSource, bearer_metadata
 from ambient.xds.ca_service import (
     CREATE_CERTIFICATE_METHOD,
     IMPERSONATED_IDENTITY,
@@ -70,24 +78,36 @@ class CaClient:
     def __init__(
         self,
         address: str,
-        credentials: NodeCredentials,
+        credentials: NodeCredentials | None,
         roots: bytes | None = None,
         *,
+        token_source: TokenSource | None = None,
+        node: str | None = None,
         ttl: timedelta | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         server_name: str = CONTROL_PLANE_HOSTNAME,
         on_node_renewed: Callable[[NodeCredentials], None] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        """Call ``address`` (host:port of the mTLS port) trusting ``roots`` for the server.
+        """Call ``address`` (host:port of the certificate port) trusting ``roots`` for the server.
 
-        ``roots`` defaults to the credentials' own (the node PKI root). ``ttl`` is sent as
-        ``validity_duration`` (None: the control plane's default).
+        With ``credentials`` (mutual TLS), ``roots`` defaults to the credentials' own (the
+        node PKI root). Without, ``token_source``, ``node`` and ``roots`` are required (see
+        :meth:`with_token`). ``ttl`` is sent as ``validity_duration`` (None: the control
+        plane's default).
         """
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if (credentials is None) == (token_source is None):
+            raise ValueError("give node credentials or a token source, not both or neither")
+        if credentials is not None:
+            node = credentials.node
+        elif node is None or not roots:
+            raise ValueError("a CA client with a token needs the node's name and the roots")
         self._address = address
         self._credentials = credentials
+        self._node = validate_node_name(node)
+        self._token_source = token_source
         self._roots = roots
         self._ttl = ttl
         self._timeout = timeout
@@ -98,18 +118,53 @@ class CaClient:
         self._renew_lock = asyncio.Lock()
         self._closed = False
 
+    @classmethod
+    def with_token(
+        cls,
+        address: str,
+        node: str,
+        token_source: TokenSource,
+        roots: bytes,
+        *,
+        ttl: timedelta | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        server_name: str = CONTROL_PLANE_HOSTNAME,
+    ) -> CaClient:
+        """A client for node ``node`` that authenticates with ``token_source``'s tokens.
+
+        ``roots`` (PEM) are what the control plane's server certificate must chain to (its
+        node PKI root, ``node_ca_root`` in its ``controlplane.json``).
+        """
+        return cls(
+            address,
+            None,
+            roots,
+            token_source=token_source,
+            node=node,
+            ttl=ttl,
+            timeout=timeout,
+            server_name=server_name,
+        )
+
     @property
     def address(self) -> str:
         return self._address
 
     @property
     def node(self) -> str:
-        return self._credentials.node
+        return self._node
 
     @property
     def credentials(self) -> NodeCredentials:
-        """The node credentials in use (replaced on renewal)."""
+        """The node credentials in use (replaced on renewal); RuntimeError with a token."""
+        if self._credentials is None:
+            raise RuntimeError(f"the CA client of node {self._node} authenticates with a token")
         return self._credentials
+
+    @property
+    def token_source(self) -> TokenSource | None:
+        """Where the tokens come from (None: node certificate mode)."""
+        return self._token_source
 
     async def issue(self, identity: SpiffeId, csr_pem: bytes) -> tuple[bytes, bytes]:
         """``(chain_pem, roots_pem)`` for ``identity``; CaClientError if refused (an Issuer)."""
@@ -151,7 +206,7 @@ class CaClient:
 
     async def _renew_node_if_due(self) -> None:
         current = self._credentials
-        if self._clock() < current.refresh_at():
+        if current is None or self._clock() < current.refresh_at():
             return
         async with self._renew_lock:
             if self._credentials is not current:
@@ -174,6 +229,8 @@ class CaClient:
                 )
 
     async def _renew(self, ttl: timedelta | None) -> NodeCredentials:
+        if self._credentials is None:
+            raise CaClientError(f"node {self._node} has no node certificate to renew")
         node = self.node
         key_pem, csr_pem = generate_node_key_and_csr()
         what = f"renewal of the node certificate of {node}"
@@ -200,16 +257,27 @@ class CaClient:
     ) -> IstioCertificateResponse:
         if self._closed:
             raise CaClientError(f"{what}: the CA client is closed")
+        metadata: tuple[tuple[str, str], ...] = ()
+        if self._token_source is not None:
+            try:
+                metadata = bearer_metadata(await self._token_source.token())
+            except TokenError as err:
+                raise CaClientError(f"{what}: no token to authenticate with: {err}") from None
         if self._channel is None:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=self._roots or self._credentials.roots_pem,
-                private_key=self._credentials.private_key_pem,
-                certificate_chain=self._credentials.chain_pem,
-            )
+            if self._credentials is not None:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=self._roots or self._credentials.roots_pem,
+                    private_key=self._credentials.private_key_pem,
+                    certificate_chain=self._credentials.chain_pem,
+                )
+            else:
+                credentials = grpc.ssl_channel_credentials(root_certificates=self._roots)
             self._channel = grpc.aio.secure_channel(
                 self._address, credentials, options=_options(self._server_name)
             )
-        return await _unary(self._channel, method, request, what, self._address, self._timeout)
+        return await _unary(
+            self._channel, method, request, what, self._address, self._timeout, metadata
+        )
 
 
 async def join_node(

@@ -1,5 +1,11 @@
 """The control plane's certificate service over gRPC: Istio's CreateCertificate, bound to nodes.
 
+Who calls is decided by a ``CallerAuthenticator`` (``ambient.xds.callers``), picked by
+mode: node certificates over mutual TLS (the folder and node-join modes, described
+below), or Kubernetes service-account tokens over TLS that authenticates the server
+only (the cluster mode: ``authorization: Bearer <token>``, ``KubeNodeAuth``; no join,
+no node certificates to renew — those RPCs answer UNIMPLEMENTED).
+
 One ``grpc.aio`` server, two ports (gRPC Python cannot make a client certificate optional:
 without ``require_client_auth`` it never asks for one):
 
@@ -7,9 +13,11 @@ without ``require_client_auth`` it never asks for one):
   (TLS checks it against the node PKI root; :func:`authenticated_node` checks it again and
   reads the node name). ``IstioCertificateService/CreateCertificate`` signs for the identity
   in the request metadata's ``ImpersonatedIdentity`` (else the CSR's URI SAN) only if
-  ``authorize(node, identity)`` passes: a pod with that identity is scheduled on that node.
-  ``validity_duration`` is honoured up to ``max_ttl`` (24 h). Refusals are
-  PERMISSION_DENIED, naming node and identity, and a WARNING here.
+  ``authorize(node, identity)`` passes (it may be a coroutine): a pod with that identity
+  is scheduled on that node. ``validity_duration`` is honoured up to ``max_ttl`` (24 h). Refusals are
+  PERMISSION_DENIED, naming node and identity, and a WARNING here; a caller that is not
+  authenticated is UNAUTHENTICATED, one whose credential cannot be checked now
+  (the API server is unreachable) UNAVAILABLE.
   ``ambient.node.v1.NodeService/Renew`` gives the caller's node a new node certificate.
   A node certificate is honoured only while the node is in the mesh (``members``:
   recorded at join and renewal, removed by ``ambient node revoke``); a revoked node's
@@ -30,9 +38,10 @@ The server certificate is the control plane's own, from the node PKI (see
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -43,6 +52,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ambient.controlplane.source import NotAuthorized
 from ambient.identity.ca import CertificateAuthority
+from ambient.identity.callers import AuthUnavailable, Caller, Unauthenticated
 from ambient.identity.certs import CertificateError, WorkloadCertificate, load_pem_chain
 from ambient.identity.members import NodeMembers
 from ambient.identity.node import (
@@ -51,11 +61,16 @@ from ambient.identity.node import (
     JoinTokenError,
     JoinTokens,
     NodeAuthority,
-    NodeCredentialError,
-    TokenStoreError,
     validate_node_name,
 )
 from ambient.identity.spiffe import InvalidSpiffeId, SpiffeId
+from ambient.xds.callers import (
+    CallerAuthenticator,
+    NodeCertificates,
+    authenticated_node,
+    bearer_token,
+    node_claim_check,
+)
 from ambient.xds.proto.ca_pb2 import IstioCertificateRequest, IstioCertificateResponse
 
 __all__ = [
@@ -92,14 +107,14 @@ MAX_MESSAGE_BYTES = 64 * 1024  # a CSR is ~1 KiB; the join port is open to anyon
 
 @runtime_checkable
 class Authorizer(Protocol):
-    """What decides whether a node may hold an identity (``ControlPlane`` is one)."""
+    """What decides whether a node may hold an identity (``ControlPlane``, ``KubeNodeAuth``)."""
 
-    def authorize(self, node: str, identity: SpiffeId) -> None:
+    def authorize(self, node: str, identity: SpiffeId) -> Awaitable[None] | None:
         """Raise ``NotAuthorized`` unless ``node`` may obtain a certificate for ``identity``."""
         ...
 
 
-AuthorizeFunction = Callable[[str, SpiffeId], None]
+AuthorizeFunction = Callable[[str, SpiffeId], Awaitable[None] | None]
 
 
 class _Refused(Exception):
@@ -107,50 +122,6 @@ class _Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def authenticated_node(
-    context: Any, nodes: NodeAuthority, members: NodeMembers | None = None
-) -> str:
-    """The node whose certificate the caller of ``context`` presented; NodeCredentialError if none.
-
-    For any servicer on the mutual-TLS port (e.g. xDS) that needs the caller's node.
-    With ``members``, the certificate must also be one the node still holds in the mesh
-    (not revoked: ``ambient.identity.members``).
-    """
-    pems = context.auth_context().get("x509_pem_cert") or []
-    if not pems:
-        raise NodeCredentialError(
-            "the caller presented no client certificate: join with a token on the join port, "
-            "then call this port with the node certificate"
-        )
-    node = nodes.verify_node_certificate(bytes(pems[0]))
-    if members is not None:
-        members.check(node, bytes(pems[0]))
-    return node
-
-
-def node_claim_check(
-    nodes: NodeAuthority, members: NodeMembers | None = None
-) -> Callable[[Any, str], None]:
-    """A check for ``XdsServer(authorize_node=...)``: a stream's claimed node must be its cert's
-    (and, with ``members``, a node still in the mesh).
-
-    Raises ``NotAuthorized`` naming the claimed node (and the certificate's, if any).
-    """
-
-    def check(context: Any, claimed: str) -> None:
-        try:
-            node = authenticated_node(context, nodes, members)
-        except (NodeCredentialError, TokenStoreError) as err:
-            raise NotAuthorized(f"node {claimed!r} may not open an xDS stream: {err}") from None
-        if node != claimed:
-            raise NotAuthorized(
-                f"the xDS stream claims node {claimed!r}, but its client certificate is "
-                f"for node {node!r}"
-            )
-
-    return check
 
 
 @dataclass
@@ -177,6 +148,7 @@ class CaService:
         nodes: NodeAuthority,
         tokens: JoinTokens | None = None,
         members: NodeMembers | None = None,
+        authenticator: CallerAuthenticator | None = None,
         default_ttl: timedelta = MAX_TTL,
         max_ttl: timedelta = MAX_TTL,
         node_ttl: timedelta = DEFAULT_NODE_TTL,
@@ -188,6 +160,8 @@ class CaService:
         or such a function. Without ``tokens`` the Join RPC is refused. With ``members``
         (the control plane always has them), joins and renewals are recorded there and a
         node certificate is honoured only while recorded (``ambient node revoke``).
+        ``authenticator`` says who calls (default: node certificates of ``nodes``); the
+        node PKI still issues the control plane's server certificate either way.
         """
         if not timedelta(seconds=1) <= default_ttl <= max_ttl:
             raise ValueError(f"need 1 s <= default_ttl <= max_ttl, got {default_ttl}, {max_ttl}")
@@ -205,12 +179,18 @@ class CaService:
         self._nodes = nodes
         self._tokens = tokens
         self._members = members
+        self._authenticator: CallerAuthenticator = authenticator or NodeCertificates(nodes, members)
         self._default_ttl = default_ttl
         self._max_ttl = max_ttl
         self._node_ttl = node_ttl
         self._server_ttl = server_ttl
         self._server_lock = threading.Lock()
         self._server_cert = nodes.issue_server_certificate(server_ttl)
+
+    @property
+    def authenticator(self) -> CallerAuthenticator:
+        """Who may call, and how they prove it (see ``ambient.xds.callers``)."""
+        return self._authenticator
 
     # -- serving --------------------------------------------------------------------------
 
@@ -279,7 +259,8 @@ class CaService:
         )
 
     async def start(self, address: str, *, join_address: str | None = None) -> CaServer:
-        """Serve mutual TLS on ``address`` and, if given, joins on ``join_address``."""
+        """Serve on ``address`` (mutual TLS if the authenticator asks for client certificates,
+        else TLS) and, if given, joins on ``join_address``."""
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -287,15 +268,18 @@ class CaService:
             ]
         )
         self.register(server)
-        port = _bind(server, address, self.server_credentials(mutual=True))
+        mutual = self._authenticator.mutual_tls
+        port = _bind(server, address, self.server_credentials(mutual=mutual))
         join_port = None
         if join_address is not None:
             join_port = _bind(server, join_address, self.server_credentials(mutual=False))
         await server.start()
         _log.info(
-            "certificate service on %s, port %d (mTLS)%s",
+            "certificate service on %s, port %d (%s; callers: %s)%s",
             address,
             port,
+            "mTLS" if mutual else "TLS",
+            self._authenticator.describe(),
             f"; node joins on {join_address}, port {join_port}" if join_address else "",
         )
         return CaServer(server, port, join_port)
@@ -306,27 +290,37 @@ class CaService:
         self, request: IstioCertificateRequest, context: Any
     ) -> IstioCertificateResponse:
         """Istio's CreateCertificate, for identities of pods on the caller's node."""
-        return await _answer("CreateCertificate", context, lambda: self._create(request, context))
+        return await _answer("CreateCertificate", context, self._create(request, context))
 
     async def join(
         self, request: IstioCertificateRequest, context: Any
     ) -> IstioCertificateResponse:
         """Redeem a join token: the token's node gets its node certificate."""
-        return await _answer("Join", context, lambda: self._join(request, context))
+        return await _answer("Join", context, self._join(request, context))
 
     async def renew(
         self, request: IstioCertificateRequest, context: Any
     ) -> IstioCertificateResponse:
         """A new node certificate for the node that presented its current one."""
-        return await _answer("Renew", context, lambda: self._renew(request, context))
+        return await _answer("Renew", context, self._renew(request, context))
 
-    def _create(self, request: IstioCertificateRequest, context: Any) -> IstioCertificateResponse:
-        node = self._caller(context)
+    async def _create(
+        self, request: IstioCertificateRequest, context: Any
+    ) -> IstioCertificateResponse:
+        caller = await self._caller(context)
+        node = caller.node
         csr = _csr(request, f"node {node}")
         identity = _requested_identity(request, csr, node)
         ttl = _ttl(request.validity_duration, self._default_ttl, self._max_ttl, f"node {node}")
         try:
-            self._authorize(node, identity)
+            verdict = self._authorize(node, identity)
+            if inspect.isawaitable(verdict):
+                await verdict
+        except AuthUnavailable as err:
+            raise _Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"cannot decide whether node {node} may obtain a certificate for {identity}: {err}",
+            ) from None
         except NotAuthorized as err:
             reason = str(err)
             if node not in reason or identity.uri not in reason:
@@ -339,10 +333,12 @@ class CaService:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"cannot sign the certificate for {identity} requested by node {node}: {err}",
             ) from None
-        _log.info("issued a certificate for %s to node %s (valid for %s)", identity, node, ttl)
+        _log.info("issued a certificate for %s to %s (valid for %s)", identity, caller, ttl)
         return _response(chain, self._ca.roots_pem())
 
-    def _join(self, request: IstioCertificateRequest, context: Any) -> IstioCertificateResponse:
+    async def _join(
+        self, request: IstioCertificateRequest, context: Any
+    ) -> IstioCertificateResponse:
         claimed = _claimed_node(request)
         who = f"node {claimed}" if claimed else "a node that did not give its name"
         if self._tokens is None:
@@ -350,7 +346,10 @@ class CaService:
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"{who} may not join: this control plane has no join tokens configured",
             )
-        token = _bearer_token(context, who)
+        try:
+            token = bearer_token(context, "the join token")
+        except Unauthenticated as err:
+            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"{who} may not join: {err}") from None
         csr = _csr(request, who)
         ttl = _ttl(request.validity_duration, self._node_ttl, self._node_ttl, who)
         try:
@@ -363,8 +362,16 @@ class CaService:
         _log.info("node %s joined (node certificate valid for %s)", node, ttl)
         return _response(chain, self._nodes.roots_pem())
 
-    def _renew(self, request: IstioCertificateRequest, context: Any) -> IstioCertificateResponse:
-        node = self._caller(context)
+    async def _renew(
+        self, request: IstioCertificateRequest, context: Any
+    ) -> IstioCertificateResponse:
+        if not isinstance(self._authenticator, NodeCertificates):
+            raise _Refused(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this control plane has no node certificates to renew: nodes authenticate with "
+                f"{self._authenticator.describe()}",
+            )
+        node = (await self._caller(context)).node
         csr = _csr(request, f"node {node}")
         ttl = _ttl(request.validity_duration, self._node_ttl, self._node_ttl, f"node {node}")
         try:
@@ -379,22 +386,26 @@ class CaService:
         _log.info("renewed the node certificate of %s (valid for %s)", node, ttl)
         return _response(chain, self._nodes.roots_pem())
 
-    def _caller(self, context: Any) -> str:
+    async def _caller(self, context: Any) -> Caller:
         try:
-            return authenticated_node(context, self._nodes, self._members)
-        except NodeCredentialError as err:
+            return await self._authenticator.authenticate(context)
+        except Unauthenticated as err:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, str(err)) from None
+        except NotAuthorized as err:
+            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, str(err)) from None
+        except AuthUnavailable as err:
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, str(err)) from None
 
 
 # -- helpers --------------------------------------------------------------------------------
 
 
 async def _answer(
-    method: str, context: Any, work: Callable[[], IstioCertificateResponse]
+    method: str, context: Any, work: Awaitable[IstioCertificateResponse]
 ) -> IstioCertificateResponse:
-    """Run ``work``; a refusal or failure aborts the call with a clear status (fails closed)."""
+    """Await ``work``; a refusal or failure aborts the call with a clear status (fails closed)."""
     try:
-        return work()
+        return await work
     except _Refused as refusal:
         code, message = refusal.code, refusal.message
         _log.warning("refused %s from %s (%s): %s", method, context.peer(), code.name, message)
@@ -476,17 +487,6 @@ def _claimed_node(request: IstioCertificateRequest) -> str | None:
         return validate_node_name(name)
     except ValueError as err:
         raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
-
-
-def _bearer_token(context: Any, who: str) -> str:
-    values = [m.value for m in context.invocation_metadata() or () if m.key == "authorization"]
-    scheme, _, token = (values[0] if len(values) == 1 else "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _Refused(
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"{who} may not join: send the join token as 'authorization: Bearer <token>'",
-        )
-    return token.strip()
 
 
 def _ttl(seconds: int, default: timedelta, maximum: timedelta, who: str) -> timedelta:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -49,6 +49,7 @@ from google.protobuf.message import Message
 from ambient.api.workload import Service, Workload
 from ambient.authz.model import Authorization
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
+from ambient.identity.tokensource import TokenError
 from ambient.xds.attached import ByNamePolicyStore
 from ambient.xds.codec import (
     ADDRESS_TYPE_URL,
@@ -161,6 +162,9 @@ class XdsClient:
     for the control plane's DNS SAN when dialling it by IP address.
     ``l7``: where waypoint configuration goes; with it the client also subscribes to
     ``WaypointResource`` (see the module docstring).
+    ``call_metadata``: called before each stream opens, the gRPC metadata to send with
+    it (e.g. ``authorization: Bearer <token>`` of a ztunnel in a cluster, fetched anew
+    at every reconnect so a renewed token is used).
     ``synced`` is set once every subscribed type's first response is applied;
     ``connected`` is true while a stream is delivering.
     """
@@ -175,6 +179,7 @@ class XdsClient:
         backoff: tuple[float, float] = (0.5, 30.0),
         channel_options: Sequence[tuple[str, Any]] = (),
         l7: L7Sink | None = None,
+        call_metadata: Callable[[], Awaitable[Sequence[tuple[str, str]]]] | None = None,
     ) -> None:
         first, longest = backoff
         if not 0 < first <= longest:
@@ -188,6 +193,7 @@ class XdsClient:
         self.channel_options = tuple(channel_options)  # extra gRPC channel options
         self.backoff = (float(first), float(longest))
         self.l7 = l7
+        self.call_metadata = call_metadata
         # The waypoint type first: its first response arrives before the addresses'.
         self.type_urls = (WAYPOINT_TYPE_URL, *TYPE_URLS) if l7 is not None else TYPE_URLS
         self.synced = asyncio.Event()
@@ -265,6 +271,8 @@ class XdsClient:
                 reason = f"{getattr(code, 'name', code)}: {details}"
             except asyncio.InvalidStateError:  # writing the ACK after the call ended
                 reason = "the control plane ended the stream"
+            except TokenError as exc:  # nothing to authenticate with yet: retry
+                reason = str(exc)
             except Exception as exc:  # a bug of ours: report it, keep trying
                 log.exception("xDS client error (node %s)", self.node)
                 reason = f"{type(exc).__name__}: {exc}"
@@ -299,13 +307,14 @@ class XdsClient:
         return grpc.aio.secure_channel(self.address, self.credentials, options=options)
 
     async def _stream(self) -> None:
+        metadata = tuple(await self.call_metadata()) if self.call_metadata is not None else None
         channel = self._channel()
         try:
             call = channel.stream_stream(
                 METHOD,
                 request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
                 response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
-            )()
+            )(metadata=metadata)
             for type_url in self.type_urls:
                 await call.write(self._initial_request(type_url))
             while True:

@@ -53,10 +53,11 @@ import collections
 import dataclasses
 import functools
 import hashlib
+import inspect
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -71,6 +72,7 @@ from ambient.controlplane.plane import ControlPlane
 from ambient.controlplane.policies import ROOT_NAMESPACE
 from ambient.controlplane.snapshot import EMPTY, Delta
 from ambient.controlplane.source import NotAuthorized
+from ambient.identity.callers import Unauthenticated
 from ambient.xds.codec import (
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,
@@ -99,10 +101,12 @@ KEEPALIVE_POLICY = (
 _PENDING_NONCES = 64  # per stream: older unanswered nonces are forgotten (stale)
 _LOG_LENGTH = 1024  # changes a stream may fall behind before it is asked to reconnect
 _FULL_WRITES = 8
+_RECHECKS: set[asyncio.Future[None]] = set()  # asynchronous re-checks in flight
 
-# Called with the stream's context and the node the client claims; raises
-# NotAuthorized to refuse the stream (the hook for TLS node credentials).
-NodeAuthorizer = Callable[[Any, str], None]
+# Called with the stream's context and the node the client claims (it may be a
+# coroutine); raises NotAuthorized (PERMISSION_DENIED) or Unauthenticated
+# (UNAUTHENTICATED) to refuse the stream: node certificates, or a node's token.
+NodeAuthorizer = Callable[[Any, str], Awaitable[None] | None]
 
 
 def resource_version(packed: any_pb2.Any) -> str:
@@ -387,10 +391,15 @@ class _Stream:
             )
         if self._server.authorize_node is not None:
             try:
-                self._server.authorize_node(self._context, self.node)
-            except NotAuthorized as exc:
+                verdict = self._server.authorize_node(self._context, self.node)
+                if inspect.isawaitable(verdict):
+                    await verdict
+            except (NotAuthorized, Unauthenticated) as exc:
                 log.warning("xDS stream refused for node %s: %s", self.node, exc)
-                await self._context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                code = grpc.StatusCode.PERMISSION_DENIED
+                if isinstance(exc, Unauthenticated):
+                    code = grpc.StatusCode.UNAUTHENTICATED
+                await self._context.abort(code, str(exc))
         # The subscription wakes the stream on changes (and ends it when the plane
         # closes); what to send comes from the published view, shared by all streams.
         subscription = self._server.plane.subscribe(self.node)
@@ -438,12 +447,23 @@ class _Stream:
         if check is None or not self.node or self._closed.is_set():
             return True
         try:
-            check(self._context, self.node)
+            verdict = check(self._context, self.node)
         except NotAuthorized as exc:
             log.warning("xDS stream of node %s ended: %s", self.node, exc)
             self.close(str(exc))
             return False
+        if inspect.isawaitable(verdict):  # decided later: the stream ends then if refused
+            task = asyncio.ensure_future(self._recheck(verdict))
+            _RECHECKS.add(task)
+            task.add_done_callback(_RECHECKS.discard)
         return True
+
+    async def _recheck(self, verdict: Awaitable[None]) -> None:
+        try:
+            await verdict
+        except (NotAuthorized, Unauthenticated) as exc:
+            log.warning("xDS stream of node %s ended: %s", self.node, exc)
+            self.close(str(exc))
 
     async def _read(self) -> discovery_pb2.DeltaDiscoveryRequest | None:
         request = await self._context.read()

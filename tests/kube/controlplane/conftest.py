@@ -2,8 +2,8 @@
 
 ``controlplane`` (one per test module) is a real ``ambient controlplane --kubeconfig``
 process authenticated as ``istio-system/istiod`` (the RBAC ``ambient install``
-creates; not admin). Tests subscribe to it as ztunnels do (``Subscriber``: node
-credentials from a join token, an ``XdsClient`` into a ``ProxyState`` and an
+creates; not admin). Tests subscribe to it as ztunnels do (``Subscriber``: a
+ztunnel pod's service-account token, an ``XdsClient`` into a ``ProxyState`` and an
 ``L7Config``) and act on the cluster with the admin kubeconfig (``admin`` client,
 ``KubeletStandIn`` for the kubelet's part).
 """
@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,12 @@ import yaml
 from ambient.devcluster import DevCluster
 from ambient.kube.api import ClusterTarget, KubeClient, load_config
 from ambient.kube.kinds import NAMESPACE
-from ambient.local.distributed import create_token, node_xds_client
+from ambient.local.nodeclients import TokenAuth, token_xds_client
 from ambient.waypoint.config import L7Config
-from ambient.xds.ca_client import join_node
 from ambient.ztunnel.state import ProxyState
 from tests.kube.conftest import Kubectl
 from tests.kube.kubelet import KubeletStandIn
+from tests.kube.ztunnel_pods import ZtunnelPods
 
 START_TIMEOUT = 60.0
 
@@ -92,6 +91,7 @@ class RunningPlane:
     state: Path
     log: Path
     info: dict[str, Any]
+    admin_kubeconfig: Path | None = None  # what Subscribers make their ztunnel pods with
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -107,7 +107,7 @@ def spawn_plane(kubeconfig: Path, state: Path, log: Path) -> RunningPlane:
             ["setpriv", "--pdeathsig", "TERM", "--",
              sys.executable, "-m", "ambient", "controlplane", "--kubeconfig", str(kubeconfig),
              "--state-dir", str(state), "--listen", "127.0.0.1:0",
-             "--join-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0"],
+             "--xds-listen", "127.0.0.1:0"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     return RunningPlane(process, state, log, {})
@@ -152,10 +152,11 @@ def sa_kubeconfig(
 
 @pytest.fixture(scope="module")
 def controlplane(
-    sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+    installed: DevCluster, sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningPlane]:
     folder = tmp_path_factory.mktemp("cp")
     plane = start_plane(sa_kubeconfig, folder / "state", folder / "controlplane.log")
+    plane.admin_kubeconfig = installed.kubeconfig
     yield plane
     stop_plane(plane)
 
@@ -191,7 +192,9 @@ async def namespace(admin: KubeClient, request: pytest.FixtureRequest) -> AsyncI
 
 
 class Subscriber:
-    """A ztunnel's view of the control plane: node credentials, an XdsClient, a ProxyState."""
+    """A ztunnel's view of the control plane: an XdsClient into a ProxyState, authenticated
+    as a cluster's ztunnel is — its service-account token bound to its pod on ``node``
+    (made by the kubelet stand-in, ``ZtunnelPods``), over TLS to the control plane."""
 
     def __init__(self, plane: RunningPlane, node: str) -> None:
         self.plane, self.node = plane, node
@@ -199,18 +202,21 @@ class Subscriber:
         self.l7 = L7Config()
         self.client: Any = None
         self._changed: Any = None
+        self._admin: KubeClient | None = None
+        self._pods: ZtunnelPods | None = None
 
     async def __aenter__(self) -> Subscriber:
-        info = self.plane.info
-        token = create_token(self.plane.state, self.node, timedelta(minutes=10))
+        info, admin_kubeconfig = self.plane.info, self.plane.admin_kubeconfig
+        assert admin_kubeconfig is not None, "the RunningPlane needs its admin_kubeconfig"
+        self._admin = KubeClient(load_config(ClusterTarget(admin_kubeconfig)))
+        self._pods = ZtunnelPods(self._admin, admin_kubeconfig, self.plane.state.parent)
+        pod = await self._pods.start(self.node)
         roots = await asyncio.to_thread(Path(info["node_ca_root"]).read_bytes)
-        credentials = await join_node(info["join_address"], token, self.node, roots)
         self._changed = asyncio.Event()
         self.state.on_change(lambda _: self._changed.set())
         self.l7.on_change(lambda _: self._changed.set())
-        self.client = node_xds_client(
-            info["xds_address"], self.node, self.state, credentials, l7=self.l7
-        )
+        auth = TokenAuth(pod.token_source(), roots)
+        self.client = token_xds_client(info["xds_address"], self.node, self.state, auth, l7=self.l7)
         self.client.start()
         async with asyncio.timeout(20):
             await self.client.synced.wait()
@@ -218,6 +224,10 @@ class Subscriber:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.close()
+        if self._pods is not None:
+            await self._pods.close()
+        if self._admin is not None:
+            await self._admin.close()
 
     async def wait(self, check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
         """Until ``check()`` is truthy, re-checked on every change pushed to this node."""

@@ -162,6 +162,7 @@ def own_plane(
         own_cluster, Kubectl(own_cluster.kubectl), folder / "kubeconfig"
     )
     plane = start_plane(kubeconfig, folder / "state", folder / "controlplane.log")
+    plane.admin_kubeconfig = own_cluster.kubeconfig
     yield plane
     stop_plane(plane)
 
