@@ -9,7 +9,6 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,14 @@ import yaml
 from ambient.devcluster import DevCluster
 from ambient.kube.api import KubeClient
 from ambient.kube.kinds import GATEWAY, NAMESPACE, NODE, SERVICE
-from ambient.local.distributed import NodeProxy, create_token, node_credentials_dir, start_ztunnel
-from ambient.xds.ca_client import join_node
+from ambient.local.distributed import NodeProxy, start_ztunnel
+from ambient.local.nodeclients import TokenAuth
 from tests.kube.controlplane.conftest import RunningPlane
 from tests.kube.controlplane.test_resilience import BAD_ROUTE
 from tests.kube.controlplane.test_status import programmed
 from tests.kube.controlplane.test_watch import create, pod
 from tests.kube.kubelet import KubeletStandIn, watch_until
+from tests.kube.ztunnel_pods import ZtunnelPods
 
 pytestmark = [pytest.mark.slow, pytest.mark.kube]
 
@@ -208,19 +208,25 @@ async def test_analyze_reports_the_cluster(
 
 
 @pytest.fixture
-async def ztunnel(controlplane: RunningPlane, tmp_path: Path) -> AsyncIterator[Any]:
-    """A real ztunnel of node ``node-z`` joined to the control plane (admin on a free port)."""
+async def ztunnel(
+    controlplane: RunningPlane, installed: DevCluster, admin: KubeClient, tmp_path: Path
+) -> AsyncIterator[Any]:
+    """Real ztunnels (admin on a given port), each authenticated to the control plane with
+    its pod's service-account token (the pod made by the kubelet stand-in's ``ZtunnelPods``;
+    ``pod_ip`` gives it an IP, as a DaemonSet's pod has)."""
     proxies: list[NodeProxy] = []
+    pods = ZtunnelPods(admin, installed.kubeconfig, tmp_path)
 
-    async def start(node: str, ip: str, admin_port: int) -> NodeProxy:
+    async def start(
+        node: str, ip: str, admin_port: int, pod_name: str | None = None, pod_ip: str | None = None
+    ) -> NodeProxy:
         info = controlplane.info
-        token = create_token(controlplane.state, node, timedelta(minutes=10))
+        own = await pods.start(node, name=pod_name, ip=pod_ip)
         roots = await asyncio.to_thread(Path(info["node_ca_root"]).read_bytes)
-        credentials = await join_node(info["join_address"], token, node, roots)
-        await asyncio.to_thread(credentials.save, node_credentials_dir(tmp_path / node))
         proxy = await start_ztunnel(
             node, ip, tmp_path / node, ca_address=info["ca_address"], xds_address=info["xds_address"],
             sync_timeout=20, ports=(admin_port, 0, 0),
+            token_auth=TokenAuth(own.token_source(), roots),
         )  # fmt: skip
         proxies.append(proxy)
         return proxy
@@ -228,6 +234,7 @@ async def ztunnel(controlplane: RunningPlane, tmp_path: Path) -> AsyncIterator[A
     yield start
     for proxy in proxies:
         await proxy.close()
+    await pods.close()
 
 
 async def test_zc_finds_a_nodes_ztunnel_through_the_cluster(
@@ -268,22 +275,12 @@ async def test_zc_finds_a_nodes_ztunnel_through_the_cluster(
 
     # A node whose ztunnel is a pod (the DaemonSet's): its pod IP, port 15000.
     await kubelet.register("node-p", "192.168.96.3")
-    await ztunnel("node-p", "127.0.0.88", 15000)
-    ztunnel_pod = pod(
-        "istio-system", "ztunnel-node-p", {"app": "ztunnel"}, node="node-p", sa="ztunnel"
+    await ztunnel("node-p", "127.0.0.88", 15000, pod_name="ztunnel-node-p", pod_ip="127.0.0.88")
+    code, out, err = await ambient(
+        "zc", "services", "--node", "node-p", "-o", "json", "--kubeconfig", kubeconfig
     )
-    await create(admin, ztunnel_pod)
-    try:
-        await kubelet.run("istio-system", "ztunnel-node-p", "127.0.0.88")
-        code, out, err = await ambient(
-            "zc", "services", "--node", "node-p", "-o", "json", "--kubeconfig", kubeconfig
-        )
-        assert code == 0, err
-        assert any(
-            s["namespace"] == "default" and s["name"] == "kubernetes" for s in json.loads(out)
-        )
-    finally:
-        await kubelet.delete("istio-system", "ztunnel-node-p")
+    assert code == 0, err
+    assert any(s["namespace"] == "default" and s["name"] == "kubernetes" for s in json.loads(out))
 
     # A node with neither: a clear error.
     code, _, err = await ambient("zc", "workloads", "--node", "node-w1", "--kubeconfig", kubeconfig)
