@@ -38,6 +38,7 @@ from tests.kube.ztunnel_pods import ZtunnelPods, request_token
 pytestmark = [pytest.mark.slow, pytest.mark.kube]
 
 TD = "cluster.local"
+SELF_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
 @pytest.fixture
@@ -249,6 +250,11 @@ async def test_ambient_ztunnel_with_its_own_credentials(
     await kubelet.run(namespace, "web", "127.74.0.2")
     z1, z2 = await ztunnels.start("zp-1"), await ztunnels.start("zp-2")
     info = controlplane.info
+    # What the process is given: the ztunnel pod's own credentials, not admin's.
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    me = (await z1.client.create(SELF_REVIEWS, review))["status"]["userInfo"]
+    assert me["username"] == "system:serviceaccount:istio-system:ztunnel"
+    assert me["extra"]["authentication.kubernetes.io/pod-name"] == [z1.name]
 
     def ztunnel(z_name: str, log: Path) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
