@@ -189,6 +189,10 @@ class Mesh:
     args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     up_args: tuple[str, ...] = ()  # e.g. ("--netns",)
+    runner: tuple[str, ...] = ()
+    """How to run ``ambient`` for ``up`` (default: the console script), e.g. as another user."""
+    env: dict[str, str] | None = None
+    """``up``'s environment (default: :func:`clean_env`)."""
     _log: Any = field(default=None, repr=False)
     _locked: bool = field(default=False, repr=False)
 
@@ -199,7 +203,7 @@ class Mesh:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
-                AMBIENT,
+                *(self.runner or (AMBIENT,)),
                 "up",
                 str(self.config_dir),
                 "--state-dir",
@@ -211,7 +215,7 @@ class Mesh:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=clean_env(),
+            env=self.env if self.env is not None else clean_env(),
             cwd=REPO,
             start_new_session=True,
         )

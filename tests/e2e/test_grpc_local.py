@@ -72,6 +72,7 @@ spec:
       containers:
       - name: echo
         command: ["{python}", "{grpcapp}/echo.py", --port, "50051"]
+        securityContext: {{privileged: true}}  # the test runner's files: root's
         ports: [{{containerPort: 50051}}]
 ---
 apiVersion: v1
@@ -81,6 +82,7 @@ spec:
   containers:
   - name: client
     command: ["{python}", -c, "import signal; signal.pause()"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
 """
 
 

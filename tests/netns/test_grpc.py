@@ -104,6 +104,7 @@ spec:
   containers:
   - name: h2app
     command: ["{h2app}", -port, "8080"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
     ports: [{{containerPort: 8080}}]
 ---
 apiVersion: v1
@@ -121,6 +122,7 @@ spec:
   containers:
   - name: ws
     command: ["{python}", "{grpcapp}/wsecho.py", serve, --port, "8765"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
     ports: [{{containerPort: 8765}}]
 ---
 apiVersion: v1
@@ -131,6 +133,7 @@ spec:
   containers:
   - name: client
     command: ["{python}", -c, "import signal; signal.pause()"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
 """
 
 ECHO = """---
@@ -148,6 +151,7 @@ spec:
       containers:
       - name: echo
         command: ["{python}", "{grpcapp}/echo.py", --port, "50051"]
+        securityContext: {{privileged: true}}  # the test runner's files: root's
         ports: [{{containerPort: 50051}}]"""
 
 

@@ -143,6 +143,8 @@ def status(ctx: click.Context, state_dir: str | None, wait: float | None, output
             for c in result["components"]
         ]
         print_table(["COMPONENT", "STATUS", "DETAIL"], rows)
+        for warning in result.get("warnings", ()):
+            click.secho(f"WARNING: {warning}", fg="red", bold=True, err=True)
     if wait is not None and not result["ready"]:
         fail(f"not ready after {wait:g}s")
 
@@ -156,7 +158,8 @@ def status(ctx: click.Context, state_dir: str | None, wait: float | None, output
 def exec_(
     ctx: click.Context, namespace: str, state_dir: str | None, target: str, command: tuple[str, ...]
 ) -> None:
-    """Run COMMAND as pod TARGET (or deploy/NAME): its environment, its working folder.
+    """Run COMMAND in pod TARGET (or deploy/NAME): its environment, its working folder and,
+    with --netns, its network namespace; as you, not as the pod's user (an operator's tool).
 
     Example: ambient exec -n shop deploy/web -- curl -s http://orders:8080/
     """

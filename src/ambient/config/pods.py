@@ -1,8 +1,11 @@
 """Schema tables for Pod and Deployment.
 
 Decisions: Kubernetes fields with no local meaning (``resources``, probes,
-``securityContext``, ``volumes``, ``nodeSelector``, ``strategy``...) are
-accepted and ignored; fields whose loss would change behaviour silently
+``volumes``, ``nodeSelector``, ``strategy``...) are accepted and ignored;
+of ``securityContext`` (pod and container) the user fields are read
+(``runAsUser``, ``runAsGroup``, ``runAsNonRoot``, the pod's
+``supplementalGroups``, the container's ``privileged``), the rest
+(capabilities, seccomp...) is ignored; fields whose loss would change behaviour silently
 (``envFrom``, ``secretKeyRef``, ``initContainers``...) are errors. Of
 ``Pod.status`` only ``podIP``, ``hostIP`` and ``phase`` are read; the other
 fields ``kubectl get -o yaml`` prints are ignored, anything else is unknown.
@@ -36,6 +39,7 @@ from ambient.config.resources import (
     PodSpec,
     PodStatus,
     PodTemplate,
+    SecurityContext,
     TemplateMeta,
 )
 from ambient.config.schema import (
@@ -120,6 +124,42 @@ CONTAINER_PORT = Obj(
     {"containerPort": req(PORT), "name": PORT_NAME, "protocol": Choice("TCP", "UDP", "SCTP")},
     ignore=["hostPort", "hostIP"],
 )
+ID = Int(0, 2**31 - 1)
+"""A uid or gid, as Kubernetes validates them."""
+CONTAINER_SECURITY_CONTEXT = Obj(
+    SecurityContext,
+    {"runAsUser": ID, "runAsGroup": ID, "runAsNonRoot": Bool(), "privileged": Bool()},
+    ignore=[
+        "capabilities",
+        "seLinuxOptions",
+        "windowsOptions",
+        "readOnlyRootFilesystem",
+        "allowPrivilegeEscalation",
+        "procMount",
+        "seccompProfile",
+        "appArmorProfile",
+    ],
+)
+POD_SECURITY_CONTEXT = Obj(
+    SecurityContext,
+    {
+        "runAsUser": ID,
+        "runAsGroup": ID,
+        "runAsNonRoot": Bool(),
+        "supplementalGroups": ListOf(ID),
+    },
+    ignore=[
+        "seLinuxOptions",
+        "windowsOptions",
+        "fsGroup",
+        "fsGroupChangePolicy",
+        "sysctls",
+        "seccompProfile",
+        "appArmorProfile",
+        "supplementalGroupsPolicy",
+        "seLinuxChangePolicy",
+    ],
+)
 CONTAINER = Obj(
     Container,
     {
@@ -130,12 +170,12 @@ CONTAINER = Obj(
         "env": ListOf(ENV_VAR),
         "ports": ListOf(CONTAINER_PORT),
         "workingDir": Str(),
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
     },
     ignore=[
         "imagePullPolicy",
         "resources",
         "resizePolicy",
-        "securityContext",
         "volumeMounts",
         "volumeDevices",
         "readinessProbe",
@@ -181,9 +221,10 @@ def _pod_spec(
     service_account_name: str | None = None,
     service_account: str | None = None,
     node_name: str = DEFAULT_NODE_NAME,
+    security_context: SecurityContext | None = None,
 ) -> PodSpec:
     account = service_account_name or service_account or DEFAULT_SERVICE_ACCOUNT
-    return PodSpec(containers, account, node_name)
+    return PodSpec(containers, account, node_name, security_context=security_context)
 
 
 POD_SPEC = Obj(
@@ -193,6 +234,7 @@ POD_SPEC = Obj(
         "serviceAccountName": Str(rules.dns1123_subdomain),
         "serviceAccount": Str(rules.dns1123_subdomain),
         "nodeName": Str(rules.dns1123_subdomain),
+        "securityContext": POD_SECURITY_CONTEXT,
     },
     ignore=[
         "restartPolicy",
@@ -209,7 +251,6 @@ POD_SPEC = Obj(
         "priorityClassName",
         "preemptionPolicy",
         "runtimeClassName",
-        "securityContext",
         "imagePullSecrets",
         "automountServiceAccountToken",
         "enableServiceLinks",

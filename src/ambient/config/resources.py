@@ -41,6 +41,7 @@ __all__ = [
     "PodStatus",
     "PodTemplate",
     "Resource",
+    "SecurityContext",
     "Service",
     "ServiceAccount",
     "ServiceEntry",
@@ -161,6 +162,23 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class SecurityContext:
+    """The user part of a ``securityContext`` (pod level, or a container's own).
+
+    A container's values win over its pod's, field by field, as kubelet merges
+    them; ``supplemental_groups`` exists at the pod level only. The other fields
+    Kubernetes has (capabilities, seccomp...) are ignored locally.
+    """
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    privileged: bool | None = None
+    """Container level only: it runs as the mesh itself (root under a root ``up``)."""
+
+
+@dataclass(frozen=True)
 class Container:
     """A container; locally, ``command`` + ``args`` run as a process (``image`` is ignored)."""
 
@@ -171,6 +189,7 @@ class Container:
     env: tuple[EnvVar, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
     working_dir: str | None = None
+    security_context: SecurityContext | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +200,7 @@ class PodSpec:
     service_account_name: str = DEFAULT_SERVICE_ACCOUNT
     node_name: str = DEFAULT_NODE_NAME
     host_network: bool = False  # read from an API server only (the folder mode ignores it)
+    security_context: SecurityContext | None = None
 
 
 @dataclass(frozen=True)

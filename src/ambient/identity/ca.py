@@ -42,6 +42,7 @@ from ambient.identity.x509util import (
     CLOCK_SKEW,
     ceil_second,
     leaf_key_usage,
+    make_private_dir,
     make_self_signed_root,
     read_file,
     write_atomic,
@@ -402,7 +403,7 @@ def _write_root(directory: Path, cert: x509.Certificate, key: SigningKey) -> Non
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(directory)
         os.chmod(directory, 0o700)
         write_atomic(directory / ROOT_KEY_FILE, key_pem, 0o600)
         write_atomic(directory / ROOT_CERT_FILE, cert_pem, 0o644)

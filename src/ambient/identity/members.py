@@ -41,7 +41,7 @@ from cryptography import x509
 
 from ambient.identity.certs import CertificateError, load_pem_chain, utc_now
 from ambient.identity.node import NodeCredentialError, TokenStoreError, validate_node_name
-from ambient.identity.x509util import write_atomic
+from ambient.identity.x509util import make_private_dir, write_atomic
 
 __all__ = ["MEMBERS_FILE", "NodeMembers"]
 
@@ -125,7 +125,7 @@ class NodeMembers:
     def _locked(self) -> Iterator[_Records]:
         """The records under an exclusive file lock; written back if the block succeeds."""
         try:
-            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dir(self._dir)
             fd = os.open(self._dir / MEMBERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as err:
             raise TokenStoreError(

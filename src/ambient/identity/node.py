@@ -65,6 +65,7 @@ from ambient.identity.x509util import (
     CLOCK_SKEW,
     ceil_second,
     leaf_key_usage,
+    make_private_dir,
     make_self_signed_root,
     read_file,
     write_atomic,
@@ -779,5 +780,5 @@ def _read_private(path: Path) -> bytes:
 
 
 def _make_private_dir(directory: Path) -> None:
-    """Create ``directory`` (0700) if missing; an existing one is left as is (files are 0600)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``directory`` and its missing parents (0700); an existing one is left as is."""
+    make_private_dir(directory)

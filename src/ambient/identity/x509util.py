@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,19 @@ def read_file(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as err:
         raise CertificateError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` and each missing parent with mode 0700 (``Path.mkdir`` would make
+    the parents 0755); an existing folder is left as it is."""
+    missing = []
+    folder = Path(directory)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:

@@ -31,6 +31,9 @@ def run(
     netns: bool = False,
 ) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
+    from ambient.launcher.sandbox import make_undumpable
+
+    make_undumpable()  # pods of an unprivileged mesh share its uid: no ptrace, no /proc/PID/*
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),
         format="%(asctime)s %(levelname)-5s %(name)s  %(message)s",

@@ -139,6 +139,10 @@ def join(address: str, token: str, node: str, ca_root: Path, node_state: Path) -
 
 
 def _run_until_signal(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    from ambient.launcher.sandbox import make_undumpable
+
+    make_undumpable()  # it holds keys; a pod of an unprivileged mesh has the same uid
+
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 from ambient.controlplane.expand import scheduled_pods
 from ambient.controlplane.index import pod_uid
 from ambient.controlplane.plane import ControlPlane
-from ambient.runtime import PodRun, Supervisor, plan_launch
+from ambient.runtime import PodRun, PodSpecError, Supervisor
+from ambient.runtime.security import ContainerConfigError, Isolation, isolation_report
 from ambient.runtime.status import ContainerEvent, EventKind
 from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT
 from ambient.ztunnel.proxy import SOCKS_PORT
@@ -87,6 +88,9 @@ class Kubelet:
 
     With a ``network`` (``--netns``), each pod gets its network namespace before its
     processes start (and they run inside it), and loses it after they stop.
+
+    Pods never see ``hide`` (the mesh's state folder, its private socket folder, the
+    plug-in CA folder): ``ambient.runtime.security`` says how, and as whom they run.
     """
 
     def __init__(
@@ -95,11 +99,17 @@ class Kubelet:
         config_dir: Path,
         report: Callable[[str, bool], object],
         network: PodNetwork | None = None,
+        hide: tuple[Path, ...] = (),
     ) -> None:
         self.config_dir = config_dir
         self.report = report
         self.network = network
-        self.supervisor = Supervisor(state_root, on_event=self._on_event)
+        cacerts = config_dir / "cacerts"  # Istio's plug-in CA files, key included
+        self.supervisor = Supervisor(
+            state_root,
+            on_event=self._on_event,
+            isolation=Isolation.of(state_root, *hide, *([cacerts] if cacerts.is_dir() else [])),
+        )
         self.pods: dict[tuple[str, str], ScheduledRun] = {}
         self.ready: set[str] = set()  # uids reported ready
         self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -135,6 +145,16 @@ class Kubelet:
                 await self.network.remove_pod(stopped.ip)
             log.info("pod %s/%s stopped", *key)
         new = [s.run for key, s in wanted.items() if key not in self.pods]
+        for run in new:
+            for container in run.containers:
+                if container.security_context and container.security_context.privileged:
+                    log.warning(
+                        "pod %s/%s container %s is privileged: it runs as the mesh itself "
+                        "and can read its keys",
+                        run.namespace,
+                        run.name,
+                        container.name,
+                    )
         if new and self.network is not None:
             for run in new:
                 await self.network.add_pod(run.namespace, run.name, run.node, run.ip)
@@ -149,6 +169,26 @@ class Kubelet:
                 log.info("pod %s/%s started on %s with IP %s", key[0], key[1], run.node, run.ip)
             elif previous.run != run:
                 await self.supervisor.update_pod(run)
+
+    async def check_isolation(self) -> dict[str, Any]:
+        """Start the pod launcher and say (in the log, loudly if not) whether pods are
+        kept from the mesh's keys here; what ``ambient status`` shows about it."""
+        host = await self.supervisor.host()
+        secure, detail = isolation_report(host)
+        if secure:
+            log.info("pod isolation: %s", detail)
+        else:
+            log.warning("WARNING: %s", detail)
+        return {"secure": secure, "detail": detail}
+
+    def isolation(self) -> dict[str, Any]:
+        """:meth:`check_isolation`'s answer, once the launcher runs."""
+        try:
+            host = self.supervisor.launcher.host
+        except RuntimeError:
+            return {"secure": False, "detail": "the pod launcher is not running"}
+        secure, detail = isolation_report(host)
+        return {"secure": secure, "detail": detail}
 
     def resend(self) -> None:
         """Report every pod's readiness again (the control plane restarted)."""
@@ -221,7 +261,13 @@ class Kubelet:
         result = []
         for (namespace, name), scheduled in sorted(self.pods.items()):
             run = scheduled.run
-            launch = plan_launch(run, run.containers[0]) if run.containers else None
+            launch, error = None, ""
+            if run.containers:
+                try:
+                    host = self.supervisor.launcher.host
+                    launch = self.supervisor.plan_with(host, run, run.containers[0])
+                except (ContainerConfigError, PodSpecError, RuntimeError) as exc:
+                    error = str(exc)
             result.append(
                 {
                     "namespace": namespace,
@@ -233,6 +279,7 @@ class Kubelet:
                     "env": dict(launch.env) if launch else {},
                     "cwd": str(launch.cwd) if launch else str(self.config_dir),
                     "netns": run.netns,
+                    "error": error,
                 }
             )
         return result

@@ -139,7 +139,9 @@ class LocalMesh:
             self.config_dir,
             lambda uid, ready: plane.set_health(uid, ready),
             network=self.agent,
+            hide=self.state.secret_paths(),
         )
+        await self.kubelet.check_isolation()
         await self._sync()
         self._follow = asyncio.ensure_future(self._follow_plane())
         if self.watch:
@@ -260,14 +262,18 @@ class LocalMesh:
                     "detail": f"{node.ip} admin:15000 metrics:15020 ready:15021",
                 }
             )
+        isolation: dict[str, Any] = {}
         if self.kubelet is not None:
             components += self.kubelet.components()
+            isolation = self.kubelet.isolation()
         return {
             "ready": all(c["ready"] for c in components) and len(components) > 1,
             "components": components,
             "pid": os.getpid(),
             "config_dir": str(self.config_dir),
             "mode": "single-process",
+            "isolation": isolation,
+            "warnings": [] if isolation.get("secure", True) else [isolation["detail"]],
         }
 
     async def pods(self) -> list[dict[str, Any]]:

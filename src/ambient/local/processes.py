@@ -103,7 +103,13 @@ class DistributedMesh:
         self.system = Supervisor(
             state.root, backoff_initial=0.5, backoff_max=10.0, on_event=self._on_system_event
         )
-        self.kubelet = Kubelet(state.root, self.config_dir, self._queue_health, network=self.agent)
+        self.kubelet = Kubelet(
+            state.root,
+            self.config_dir,
+            self._queue_health,
+            network=self.agent,
+            hide=state.secret_paths(),
+        )
         self.nodes: dict[str, str] = {}  # ztunnels started: name -> IP
         self._health: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,6 +130,7 @@ class DistributedMesh:
         itself, so that it can reload it.)
         """
         self.state.create()
+        await self.kubelet.check_isolation()  # its launcher starts before any gRPC channel
         self.cp_state.mkdir(mode=0o700, exist_ok=True)
         (self.cp_state / JOURNAL_FILE).unlink(missing_ok=True)  # a new `up` starts from DIR
         if self.agent is not None:
@@ -404,12 +411,15 @@ class DistributedMesh:
                 }
             )
         components += self.kubelet.components()
+        isolation = self.kubelet.isolation()
         return {
             "ready": all(c["ready"] for c in components) and len(components) > 1,
             "components": components,
             "pid": os.getpid(),
             "config_dir": str(self.config_dir),
             "mode": "processes" + (" (netns)" if self.agent is not None else ""),
+            "isolation": isolation,
+            "warnings": [] if isolation["secure"] else [isolation["detail"]],
         }
 
     async def pods(self) -> list[dict[str, Any]]:

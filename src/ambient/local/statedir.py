@@ -93,6 +93,12 @@ class StateDir:
             return path
         return folder / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.sock"
 
+    def secret_paths(self) -> tuple[Path, ...]:
+        """The folders pods must not see: this one and, if socket paths are too long for
+        it, the private socket folder (made now, so that it can be hidden)."""
+        self.extra_socket("control")
+        return (self.root, *self._private)
+
     @property
     def private_socket_dirs(self) -> tuple[Path, ...]:
         """The private socket folder if this process made one (pods must not see it)."""

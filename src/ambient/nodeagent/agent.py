@@ -17,8 +17,8 @@ It does what istio-cni and the cluster's network plugin do on Kubernetes:
   namespace DNATs VIP:port to a random healthy endpoint (nftables
   ``table ip ambient_services``); each node answers DNS (UDP and TCP) on
   ``169.254.1.1:53`` with the mesh's names, and every pod's ``resolv.conf``
-  (``/etc/netns/<pod namespace>/resolv.conf``, which ``ip netns exec``
-  mounts) points there with Kubernetes' search list. Enrolled pods never use
+  (``/etc/netns/<pod namespace>/resolv.conf``, which the pod launcher mounts
+  as ``ip netns exec`` does) points there with Kubernetes' search list. Enrolled pods never use
   either: ztunnel captures their connections and DNS in the pod.
 - **Redirection** (istio-cni's job): every pod namespace has
   ``table inet ambient`` with its NAT chains from the start, without

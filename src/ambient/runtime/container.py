@@ -16,11 +16,12 @@ import contextlib
 import logging
 import shlex
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ambient.config.resources import Container
+from ambient.launcher.client import Launched, Launcher
 from ambient.runtime.process import (
     append_note,
     describe_exit,
@@ -30,7 +31,8 @@ from ambient.runtime.process import (
     spawn,
     wait_group_gone,
 )
-from ambient.runtime.spec import PodRun, PodSpecError, plan_launch
+from ambient.runtime.security import ContainerConfigError
+from ambient.runtime.spec import ContainerLaunch, PodRun, PodSpecError
 from ambient.runtime.status import (
     BackOff,
     ContainerEvent,
@@ -61,7 +63,11 @@ class ContainerRunner:
         backoff: BackOff,
         grace_period: float,
         notify: Callable[[ContainerEvent | None], None],
+        launcher: Launcher,
+        plan: Callable[[PodRun, Container], Awaitable[ContainerLaunch]],
     ) -> None:
+        """``plan`` makes each start's launch (``Supervisor.plan``): it may raise
+        PodSpecError (a start failure) or ContainerConfigError (not started at all)."""
         self.pod = pod
         """The pod as last updated; read at every start."""
         self.spec = spec
@@ -69,6 +75,9 @@ class ContainerRunner:
         self._backoff = backoff
         self._grace = grace_period
         self._notify = notify
+        self._launcher = launcher
+        self._plan = plan
+        self._reason = ""
         self._state = ContainerState.WAITING
         self._pid: int | None = None
         self._restarts = 0
@@ -92,6 +101,7 @@ class ContainerRunner:
             last_exit_code=self._last_exit_code,
             started_at=self._started_at,
             message=self._message,
+            reason=self._reason,
         )
 
     def start(self) -> None:
@@ -146,7 +156,8 @@ class ContainerRunner:
                     self._backoff.reset()
                     continue
                 delay = self._backoff.next_delay(loop.time() - began)
-                self._state = ContainerState.BACK_OFF
+                if not self._reason:  # a config error stays Waiting with its reason
+                    self._state = ContainerState.BACK_OFF
                 self._emit(
                     EventKind.RESTARTING,
                     delay=delay,
@@ -166,15 +177,25 @@ class ContainerRunner:
 
     async def _run_once(self) -> None:
         self._state = ContainerState.WAITING
-        if self._started:
+        launch: ContainerLaunch | PodSpecError
+        try:
+            launch = await self._plan(self.pod, self.spec)
+        except ContainerConfigError as exc:
+            self._not_created(exc.reason, str(exc))
+            return
+        except PodSpecError as exc:
+            launch = exc
+        self._reason = ""
+        if self._started:  # counts start attempts, not configuration errors (as kubelet)
             self._restarts += 1
         self._started = True
         try:
-            launch = plan_launch(self.pod, self.spec)
+            if isinstance(launch, PodSpecError):
+                raise launch
             restart = f" (restart {self._restarts})" if self._restarts else ""
             command = shlex.join(launch.argv).replace("\n", "\\n")  # one line per note
             append_note(self.log_path, f"starting {command}{restart}")
-            process = await spawn(launch, self.log_path)
+            process = await spawn(self._launcher, launch, self.log_path)
         except (PodSpecError, OSError) as exc:
             self._exited(None, START_FAILED_EXIT_CODE, f"failed to start: {exc}")
             return
@@ -187,7 +208,7 @@ class ContainerRunner:
         returncode = await self._wait(process)
         self._exited(pid, exit_code(returncode), describe_exit(returncode))
 
-    async def _wait(self, process: asyncio.subprocess.Process) -> int:
+    async def _wait(self, process: Launched) -> int:
         """Wait for the process or a stop request; leave no member of its group alive."""
         pgid = process.pid
         waiter = asyncio.ensure_future(process.wait())
@@ -217,6 +238,18 @@ class ContainerRunner:
                 await self._wake.wait()
 
     # --- reporting ----------------------------------------------------------------------------
+
+    def _not_created(self, reason: str, message: str) -> None:
+        """Kubelet's Waiting state with a reason: nothing ran, nothing to count."""
+        first = self._reason != reason or self._message != message
+        self._reason = reason
+        self._message = message
+        self._pid = None
+        if first:
+            with contextlib.suppress(OSError):
+                append_note(self.log_path, f"{reason}: {message}")
+            logger.warning("container %s/%s %s: %s: %s", *self._names(), reason, message)
+        self._emit(EventKind.NOT_CREATED, message=f"{reason}: {message}")
 
     def _exited(self, pid: int | None, code: int, message: str) -> None:
         self._pid = None

@@ -1,37 +1,30 @@
 """Container processes: spawn each in its own process group, signal and reap the group.
 
-Every container runs in a new session (``start_new_session``), so its process
-id is also the id of a process group holding everything it forks; stopping
-signals the group, never one pid. Processes that leave the group on purpose
-(``setsid``, daemons) are out of reach, as with any supervisor without cgroups.
+Every container runs in a new session, so its process id is also the id of a
+process group holding everything it forks; stopping signals the group, never
+one pid. Processes that leave the group on purpose (``setsid``, daemons) are
+out of reach, as with any supervisor without cgroups.
 
-If the supervisor dies abruptly (SIGKILL, a crash), Linux's
-``PR_SET_PDEATHSIG`` kills each container's main process with it. It is set by
-a ``preexec_fn`` between fork and exec. Python warns that ``preexec_fn`` is
-unsafe with threads (asyncio's child watcher uses some): the function here
-only calls a ``prctl`` already looked up through ctypes, takes no locks and
-imports nothing, which is what makes it safe. The alternative, a wrapper
-program that calls prctl and then execs the container, would cost an
-interpreter start per container. Two caveats: the signal fires when the
-*thread* that forked exits, so run the supervisor on a long-lived event loop
-thread; and it reaches the main process only, its own children are left to
-notice (most servers' workers do; the others are what ``close()`` is for).
+Processes are started by the pod launcher (``ambient.launcher``), never forked
+from this process: it may run gRPC, and a process that runs gRPC must not fork.
+The launcher sets ``PR_SET_PDEATHSIG`` in each child (SIGKILL when the launcher
+dies) and the launcher dies with this process, so if the supervisor dies
+abruptly (SIGKILL, a crash) its containers' main processes die too; their own
+children are left to notice (most servers' workers do; the others are what
+``close()`` is for).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from ambient.launcher.client import Launched, Launcher
 from ambient.runtime.spec import ContainerLaunch
 
 __all__ = [
@@ -40,66 +33,40 @@ __all__ = [
     "exit_code",
     "group_alive",
     "kill_group_now",
+    "launch_spec",
     "signal_group",
     "spawn",
     "wait_group_gone",
 ]
 
-_PR_SET_PDEATHSIG = 1
 _SIGKILL = int(signal.SIGKILL)
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if sys.platform != "linux":
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - every Linux libc has prctl
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    fn: Callable[..., int] = prctl
-    return fn
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when ``parent`` dies (Linux)."""
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: nobody will signal us
-            os.kill(os.getpid(), _SIGKILL)
-
-    return preexec
-
-
 def _open_log(path: Path) -> BinaryIO:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path.open("ab")
 
 
-async def spawn(launch: ContainerLaunch, log_path: Path) -> asyncio.subprocess.Process:
+def launch_spec(launch: ContainerLaunch) -> dict[str, Any]:
+    """What the launcher needs for ``launch`` (``ambient.launcher.sandbox.enter``)."""
+    spec: dict[str, Any] = {
+        "argv": list(launch.argv),
+        "env": dict(launch.env),
+        "cwd": str(launch.cwd),
+    }
+    if launch.netns:
+        spec["netns"] = launch.netns
+    if launch.hide:
+        spec["hide"] = [str(path) for path in launch.hide]
+    if launch.user is not None:
+        spec["user"] = launch.user.to_json()
+    return spec
+
+
+async def spawn(launcher: Launcher, launch: ContainerLaunch, log_path: Path) -> Launched:
     """Start ``launch`` as a new process group, stdout and stderr appended to ``log_path``."""
-    log = _open_log(log_path)
-    try:
-        return await asyncio.create_subprocess_exec(
-            *launch.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=launch.cwd,
-            env=dict(launch.env),
-            start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
-        )
-    finally:
-        log.close()  # the child has its own copy
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return await launcher.spawn(launch_spec(launch), log_path)
 
 
 def append_note(log_path: Path, text: str) -> None:

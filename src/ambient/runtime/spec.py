@@ -2,13 +2,16 @@
 
 Environment of a container process, lowest precedence first:
 
-1. The supervisor's own environment (``PATH``, ``HOME``, ``VIRTUAL_ENV``,
-   ``PYTHONPATH``...), minus every variable whose name ends in ``_PROXY`` in
-   any case (``ALL_PROXY``, ``https_proxy``, ``NO_PROXY``...). Locally there is
-   no image to supply a base environment; the user's own is what makes
-   ``python`` or ``./server`` resolve the way it does in their shell. Proxy
-   settings are the exception: the mesh decides where a pod's traffic goes,
-   not the developer's corporate proxy.
+1. A pod's container (``plan_launch`` with ``run_as``) starts from only
+   ``PATH`` (the supervisor's, so ``python3`` or ``./server`` resolve as in the
+   user's shell; a standard one if unset), ``HOME`` (the home of the user it
+   runs as, ``/`` if none) and ``HOSTNAME`` (the pod's name), as a container
+   starts from its image's few variables: nothing of the mesh's own
+   environment (credentials, ``SSH_AUTH_SOCK``, proxies...) reaches a pod.
+   No ``KUBERNETES_SERVICE_*``: there is no API server to point at. The mesh's
+   own processes (``run_as`` None) inherit the supervisor's environment minus
+   every variable whose name ends in ``_PROXY`` in any case (``ALL_PROXY``,
+   ``https_proxy``, ``NO_PROXY``...): the mesh decides where traffic goes.
 2. The pod-level variables of the local contract: ``POD_IP``, ``POD_NAME``,
    ``POD_NAMESPACE``, ``SERVICE_ACCOUNT``, ``NODE_NAME``; in local mode
    (``PodRun.proxy`` set) ``ALL_PROXY`` and ``all_proxy`` (SOCKS5, 15080), and
@@ -47,6 +50,7 @@ from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ambient.config.frozen import FrozenMap
 from ambient.config.resources import (
@@ -54,13 +58,17 @@ from ambient.config.resources import (
     DEFAULT_SERVICE_ACCOUNT,
     Container,
     Pod,
+    SecurityContext,
 )
 from ambient.runtime.expansion import expand
 
 __all__ = [
+    "DEFAULT_PATH",
     "ContainerLaunch",
     "PodRun",
     "PodSpecError",
+    "RunAs",
+    "base_env",
     "container_argv",
     "container_env",
     "inherited_env",
@@ -108,6 +116,8 @@ class PodRun:
     host_ip: str = DEFAULT_HOST_IP
     netns: str | None = None
     """``ambient up --netns``: the pod's network namespace; its processes run inside it."""
+    security_context: SecurityContext | None = None
+    """``spec.securityContext``: the pod-level user settings its containers inherit."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "containers", tuple(self.containers))
@@ -151,7 +161,30 @@ class PodRun:
             extra_env=extra_env or FrozenMap(),
             base_dir=base_dir,
             host_ip=pod.status.host_ip or DEFAULT_HOST_IP,
+            security_context=pod.spec.security_context,
         )
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The ids a container sees (``uid``, ``gid``, ``groups``) and has on the host."""
+
+    uid: int
+    gid: int
+    host_uid: int
+    host_gid: int
+    groups: tuple[int, ...] = ()
+    home: str = "/"
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``ambient.launcher.sandbox.enter`` takes it."""
+        return {
+            "uid": self.uid,
+            "gid": self.gid,
+            "hostUid": self.host_uid,
+            "hostGid": self.host_gid,
+            "groups": list(self.groups),
+        }
 
 
 @dataclass(frozen=True)
@@ -161,6 +194,12 @@ class ContainerLaunch:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     cwd: Path
+    netns: str | None = None
+    """The network namespace it runs in (entered as ``ip netns exec`` would)."""
+    user: RunAs | None = None
+    """Who it runs as (``ambient.runtime.security``); None: as the mesh (its own processes)."""
+    hide: tuple[Path, ...] = ()
+    """Folders covered by an empty tmpfs in its mount namespace (the mesh's state...)."""
 
 
 def resolve_field_path(pod: PodRun, path: str) -> str:
@@ -192,6 +231,15 @@ def resolve_field_path(pod: PodRun, path: str) -> str:
 def _format_map(values: Mapping[str, str]) -> str:
     # kubelet: one key="value" per line, keys sorted, values Go-quoted (JSON is close enough).
     return "\n".join(f"{k}={json.dumps(values[k], ensure_ascii=False)}" for k in sorted(values))
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def base_env(pod: PodRun, home: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Level 1 for a pod's container: ``PATH``, ``HOME``, ``HOSTNAME`` (see the module docs)."""
+    source = os.environ if environ is None else environ
+    return {"PATH": source.get("PATH") or DEFAULT_PATH, "HOME": home, "HOSTNAME": pod.name}
 
 
 def inherited_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -238,10 +286,16 @@ def _declared_env(pod: PodRun, container: Container) -> dict[str, str]:
 
 
 def container_env(
-    pod: PodRun, container: Container, *, inherited: Mapping[str, str] | None = None
+    pod: PodRun,
+    container: Container,
+    *,
+    inherited: Mapping[str, str] | None = None,
+    run_as: RunAs | None = None,
 ) -> dict[str, str]:
-    """The full environment of ``container``'s process (see the module docs)."""
-    return {**inherited_env(inherited), **_declared_env(pod, container)}
+    """The full environment of ``container``'s process (see the module docs): a pod's
+    (``run_as`` given) or one of the mesh's own processes."""
+    base = inherited_env(inherited) if run_as is None else base_env(pod, run_as.home, inherited)
+    return {**base, **_declared_env(pod, container)}
 
 
 def container_argv(pod: PodRun, container: Container) -> tuple[str, ...]:
@@ -258,16 +312,31 @@ def container_argv(pod: PodRun, container: Container) -> tuple[str, ...]:
 
 
 def plan_launch(
-    pod: PodRun, container: Container, *, inherited: Mapping[str, str] | None = None
+    pod: PodRun,
+    container: Container,
+    *,
+    inherited: Mapping[str, str] | None = None,
+    run_as: RunAs | None = None,
+    hide: tuple[Path, ...] = (),
 ) -> ContainerLaunch:
-    """Argv, env and folder for ``container``, checking the folder and executable exist."""
+    """Argv, env and folder for ``container``, checking the folder and executable exist,
+    and that the folder is not one ``hide`` takes away from it."""
     argv = container_argv(pod, container)
-    env = container_env(pod, container, inherited=inherited)
+    env = container_env(pod, container, inherited=inherited, run_as=run_as)
     cwd = pod.base_dir
     if container.working_dir:
         cwd = pod.base_dir / container.working_dir
     if not cwd.is_dir():
         raise PodSpecError(pod, container.name, f"working directory {cwd} does not exist")
+    resolved = cwd.resolve()
+    for hidden in hide:
+        if resolved == hidden or hidden in resolved.parents:
+            raise PodSpecError(
+                pod,
+                container.name,
+                f"working directory {cwd} is inside {hidden}, a folder of the mesh that "
+                "pods do not see (its state); move the manifests or the --state-dir",
+            )
     program = argv[0]
     if "/" in program:
         path = cwd / program
@@ -277,6 +346,6 @@ def plan_launch(
             )
     elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
         raise PodSpecError(pod, container.name, f"command {program!r} not found on PATH")
-    if pod.netns:  # `ip netns exec` execs the command: same PID, the pod's resolv.conf mounted
-        argv = (shutil.which("ip") or "ip", "netns", "exec", pod.netns, *argv)
-    return ContainerLaunch(argv=argv, env=FrozenMap(env), cwd=cwd)
+    return ContainerLaunch(
+        argv=argv, env=FrozenMap(env), cwd=cwd, netns=pod.netns, user=run_as, hide=hide
+    )

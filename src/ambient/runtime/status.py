@@ -53,10 +53,14 @@ class ContainerStatus:
     started_at: datetime | None
     message: str = ""
     """Why the last run ended, when it did ("exited with code 1", "failed to start: ...")."""
+    reason: str = ""
+    """Why it is waiting, as kubelet says it (``CreateContainerConfigError``), if it is."""
 
     def describe(self) -> str:
         """One line for errors and the CLI."""
         text = f"{self.name}: {self.state}"
+        if self.reason:
+            text += f" ({self.reason})"
         if self.pid is not None:
             text += f" (pid {self.pid})"
         extra = [f"restarts {self.restarts}"]
@@ -102,6 +106,8 @@ class EventKind(StrEnum):
     """It will start again after ``delay`` seconds."""
     STOPPED = "stopped"
     """The supervisor stopped it for good."""
+    NOT_CREATED = "not-created"
+    """It was not started: its configuration cannot run here (``message`` says why)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,8 @@ class ContainerEvent:
             return f"{prefix}: started (pid {self.pid}, restarts {self.restarts})"
         if self.kind is EventKind.EXITED:
             return f"{prefix}: {self.message or 'exited'}"
+        if self.kind is EventKind.NOT_CREATED:
+            return f"{prefix}: not started: {self.message}"
         if self.kind is EventKind.RESTARTING:
             return f"{prefix}: restarting in {self.delay or 0:g}s"
         return f"{prefix}: stopped" + (f" ({self.message})" if self.message else "")

@@ -23,8 +23,10 @@ from pathlib import Path
 from types import TracebackType
 
 from ambient.config.resources import Container
+from ambient.launcher.client import HostInfo, Launcher
 from ambient.runtime.container import ContainerRunner
-from ambient.runtime.spec import PodRun, PodSpecError, plan_launch
+from ambient.runtime.security import Isolation, run_as
+from ambient.runtime.spec import ContainerLaunch, PodRun, PodSpecError, plan_launch
 from ambient.runtime.status import (
     BackOff,
     ContainerEvent,
@@ -65,8 +67,18 @@ class Supervisor:
         backoff_reset: float | None = None,
         grace_period: float = 5.0,
         on_event: EventHandler | None = None,
+        launcher: Launcher | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
-        """``backoff_reset`` (default 2 x ``backoff_max``): a run this long forgets past crashes."""
+        """``backoff_reset`` (default 2 x ``backoff_max``): a run this long forgets past crashes.
+
+        ``launcher``: the pod launcher to start processes with (``ambient.launcher``);
+        by default the supervisor starts its own and closes it with itself.
+
+        ``isolation``: this supervisor runs *pods* (the kubelet's): each container as
+        its user (``ambient.runtime.security``), with a minimal environment, and the
+        folders of ``isolation.hide`` hidden from it. Without it, processes run as the
+        mesh itself with its environment (the mesh's own components)."""
         self.state_dir = Path(state_dir)
         self.logs_dir = self.state_dir / "logs"
         self.on_event = on_event
@@ -83,6 +95,9 @@ class Supervisor:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._changed = asyncio.Event()
         self._closed = False
+        self.launcher = launcher or Launcher()
+        self._own_launcher = launcher is None
+        self.isolation = isolation
 
     def log_path(self, namespace: str, pod: str, container: str) -> Path:
         """Where a container's stdout and stderr go."""
@@ -115,7 +130,7 @@ class Supervisor:
             new = {c.name: c for c in pod.containers}
             for container in pod.containers:
                 if container.name not in old or old[container.name].spec != container:
-                    plan_launch(pod, container)
+                    self._check(pod, container)
             entry.pod = pod
             removed = [r for name, r in old.items() if name not in new]
             runners: dict[str, ContainerRunner] = {}
@@ -149,11 +164,34 @@ class Supervisor:
                 self._notify(None)
             return True
 
+    async def host(self) -> HostInfo:
+        """What the launcher can do on this host (starts it if needed)."""
+        return await self.launcher.start()
+
+    async def plan(self, pod: PodRun, container: Container) -> ContainerLaunch:
+        """The launch of ``container`` now (PodSpecError, ContainerConfigError)."""
+        if self.isolation is None:
+            return plan_launch(pod, container)
+        return self.plan_with(await self.host(), pod, container)
+
+    def plan_with(self, host: HostInfo, pod: PodRun, container: Container) -> ContainerLaunch:
+        """:meth:`plan` for a known ``host`` (synchronous; ``ambient exec`` uses it)."""
+        if self.isolation is None:
+            return plan_launch(pod, container)
+        hide = self.isolation.existing() if host.privileged or host.userns else ()
+        return plan_launch(pod, container, run_as=run_as(pod, container, host), hide=hide)
+
+    def _check(self, pod: PodRun, container: Container) -> None:
+        """What can be checked before anything starts (PodSpecError)."""
+        plan_launch(pod, container, hide=self.isolation.hide if self.isolation else ())
+
     async def close(self) -> None:
         """Stop every pod; no new pod may start afterwards. Safe to call twice."""
         self._closed = True
         while self._pods:
             await asyncio.gather(*(self.stop_pod(ns, name) for ns, name in list(self._pods)))
+        if self._own_launcher:
+            await self.launcher.close()
 
     def kill_all(self) -> None:
         """Last resort (no event loop needed): SIGKILL every container now, without waiting."""
@@ -161,6 +199,8 @@ class Supervisor:
         for entry in self._pods.values():
             for runner in entry.runners.values():
                 runner.kill_now()
+        if self._own_launcher:
+            self.launcher.kill()
 
     async def __aenter__(self) -> Supervisor:
         return self
@@ -215,7 +255,7 @@ class Supervisor:
             raise RuntimeError("the supervisor is closed")
         _check_containers(pod)
         for container in pod.containers:
-            plan_launch(pod, container)
+            self._check(pod, container)
         entry = _Pod(pod, {c.name: self._runner(pod, c) for c in pod.containers})
         self._pods[pod.key] = entry
         for runner in entry.runners.values():
@@ -230,6 +270,8 @@ class Supervisor:
             backoff=BackOff(*self._backoff),
             grace_period=self._grace,
             notify=self._notify,
+            launcher=self.launcher,
+            plan=self.plan,
         )
 
     def _notify(self, event: ContainerEvent | None) -> None:

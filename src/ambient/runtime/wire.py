@@ -9,10 +9,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ambient.config.resources import Container, ContainerPort, EnvVar
+from ambient.config.resources import Container, ContainerPort, EnvVar, SecurityContext
 from ambient.runtime.spec import PodRun
 
 __all__ = ["pod_run_from_json", "pod_run_to_json"]
+
+
+def _security_to_json(sc: SecurityContext | None) -> dict[str, Any] | None:
+    if sc is None:
+        return None
+    return {
+        "runAsUser": sc.run_as_user,
+        "runAsGroup": sc.run_as_group,
+        "runAsNonRoot": sc.run_as_non_root,
+        "supplementalGroups": list(sc.supplemental_groups),
+        "privileged": sc.privileged,
+    }
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _security_from_json(data: dict[str, Any] | None) -> SecurityContext | None:
+    if data is None:
+        return None
+    non_root, privileged = data.get("runAsNonRoot"), data.get("privileged")
+    return SecurityContext(
+        run_as_user=_optional_int(data.get("runAsUser")),
+        run_as_group=_optional_int(data.get("runAsGroup")),
+        run_as_non_root=None if non_root is None else bool(non_root),
+        supplemental_groups=tuple(int(g) for g in data.get("supplementalGroups", ())),
+        privileged=None if privileged is None else bool(privileged),
+    )
 
 
 def _container_to_json(c: Container) -> dict[str, Any]:
@@ -27,6 +56,7 @@ def _container_to_json(c: Container) -> dict[str, Any]:
             for p in c.ports
         ],
         "workingDir": c.working_dir,
+        "securityContext": _security_to_json(c.security_context),
     }
 
 
@@ -45,6 +75,7 @@ def _container_from_json(data: dict[str, Any]) -> Container:
             for p in data.get("ports", ())
         ),
         working_dir=data.get("workingDir"),
+        security_context=_security_from_json(data.get("securityContext")),
     )
 
 
@@ -64,6 +95,7 @@ def pod_run_to_json(run: PodRun) -> dict[str, Any]:
         "extraEnv": dict(run.extra_env),
         "baseDir": str(run.base_dir),
         "hostIP": run.host_ip,
+        "securityContext": _security_to_json(run.security_context),
     }
 
 
@@ -84,4 +116,5 @@ def pod_run_from_json(data: dict[str, Any]) -> PodRun:
         extra_env={str(k): str(v) for k, v in data["extraEnv"].items()},
         base_dir=Path(data["baseDir"]),
         host_ip=str(data["hostIP"]),
+        security_context=_security_from_json(data.get("securityContext")),
     )

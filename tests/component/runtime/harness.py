@@ -97,10 +97,14 @@ class Events:
         ]
 
     async def wait_for(
-        self, kind: EventKind, container: str | None = None, count: int = 1
+        self,
+        kind: EventKind,
+        container: str | None = None,
+        count: int = 1,
+        timeout: float = TIMEOUT,
     ) -> list[ContainerEvent]:
         """Wait until ``count`` events of ``kind`` were seen; return them all."""
-        async with asyncio.timeout(TIMEOUT):
+        async with asyncio.timeout(timeout):
             while len(self.of(kind, container)) < count:
                 await self._changed.wait()
         return self.of(kind, container)

@@ -91,3 +91,13 @@ def test_write_pem_files(tmp_path: Path) -> None:
         cert.identity, key.read_bytes(), chain.read_bytes(), roots.read_bytes()
     )
     assert again.not_after == cert.not_after
+
+
+def test_private_dirs_are_0700_all_the_way_down(tmp_path: Path) -> None:
+    from ambient.identity.x509util import make_private_dir
+
+    target = tmp_path / "nodes" / "node-1" / "credentials"
+    make_private_dir(target)
+    for folder in (tmp_path / "nodes", tmp_path / "nodes" / "node-1", target):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    make_private_dir(target)  # an existing folder is fine

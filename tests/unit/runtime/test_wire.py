@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ambient.config.resources import Container, ContainerPort, EnvVar
+from ambient.config.resources import Container, ContainerPort, EnvVar, SecurityContext
 from ambient.runtime import PodRun
 from ambient.runtime.wire import pod_run_from_json, pod_run_to_json
 
@@ -25,6 +25,7 @@ def test_every_field_round_trips_through_json_text() -> None:
                 env=(EnvVar("A", "1"), EnvVar("IP", field_path="status.podIP")),
                 ports=(ContainerPort(8080, "http", "TCP"), ContainerPort(53, "dns", "UDP")),
                 working_dir="/srv",
+                security_context=SecurityContext(run_as_user=1000, run_as_non_root=True),
             ),
             Container(name="sidecar"),
         ),
@@ -37,6 +38,9 @@ def test_every_field_round_trips_through_json_text() -> None:
         extra_env={"HOST_IP": "127.1.0.2"},
         base_dir=Path("/tmp/x"),
         host_ip="127.1.0.2",
+        security_context=SecurityContext(
+            run_as_user=0, run_as_group=5, run_as_non_root=False, supplemental_groups=(7, 8)
+        ),
     )
     again = pod_run_from_json(json.loads(json.dumps(pod_run_to_json(run))))
     assert again == run
