@@ -5,24 +5,22 @@ under the state folder (and the plug-in CA key), every control socket, and the
 ``/proc/PID/{environ,mem,root}`` of every process of the mesh; all must fail.
 As root, pods run as 65534 unless their ``securityContext`` says otherwise,
 ``runAsUser: 0`` is root only in a user namespace, ``runAsNonRoot`` refuses
-uid 0 with kubelet's message, and ``ambient exec`` enters a pod as its user.
-An unprivileged ``up`` (run here as ``nobody``) hides its state folder from its
-pods with user and mount namespaces.
+uid 0 with kubelet's message, and the state folder is 0700 with 0600 keys. The
+unprivileged ``up``: ``test_isolation_unprivileged.py``; ``--netns``:
+``tests/netns/test_isolation.py``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import REPO, Mesh, clean_env, wait_for
+from tests.e2e.harness import Mesh, wait_for
 from tests.e2e.isolation import assert_refused, pod_says, run_probe, secret_targets
 from tests.pki import write_plugin_ca
 
@@ -164,72 +162,3 @@ def test_run_as_non_root_refuses_uid_0_with_kubelets_reason(mesh: Mesh) -> None:
     assert "container's runAsUser breaks non-root policy" in text
     assert "container: app)" in text
     mesh.ok("delete", "-f", str(manifest))
-
-
-# -- an unprivileged `up` -------------------------------------------------------------------
-
-NOBODY_PYTHON = Path("/usr/bin/python3")
-AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
-
-
-def _unprivileged_unavailable() -> str | None:
-    if not NOBODY_PYTHON.exists():
-        return f"needs {NOBODY_PYTHON} (a Python other users can run) to run `up` as nobody"
-    probe = subprocess.run(
-        [*AS_NOBODY, "unshare", "--user", "--map-current-user", "--mount", "true"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        return f"unprivileged user namespaces are refused here: {probe.stderr.strip()}"
-    return None
-
-
-def test_an_unprivileged_up_hides_its_state_from_its_pods() -> None:
-    reason = _unprivileged_unavailable()
-    if reason:
-        pytest.skip(reason)
-    folder = open_folder()
-    try:
-        config = write_config(folder)
-        state = folder / "state"
-        state.mkdir(mode=0o700)
-        os.chown(state, 65534, 65534)
-        site = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
-        env = {
-            **clean_env(),
-            "PYTHONPATH": f"{REPO / 'src'}:{site}",
-            "HOME": str(folder),
-        }
-        mesh = Mesh(
-            config,
-            state,
-            folder / "up.log",
-            runner=(*AS_NOBODY, str(NOBODY_PYTHON), "-m", "ambient"),
-            env=env,
-        ).start(wait=90)
-        try:
-            status = mesh.status()
-            assert status["isolation"]["secure"], status["isolation"]
-            assert status["warnings"] == []
-            targets = secret_targets(mesh)
-            report = run_probe(mesh, folder, "probe", targets)
-            # The ids it asked for, seen inside its user namespace (the host's are nobody).
-            assert (report["uid"], report["gid"]) == (65534, 65534)
-            assert_refused(report)
-            rooted = run_probe(mesh, folder, "probe-root", targets, security={"runAsUser": 0})
-            assert rooted["uid"] == 0
-            assert_refused(rooted)
-            ids = pod_says(
-                mesh,
-                folder,
-                "ids",
-                ["sh", "-c", 'echo "IDS $(id -u) $(id -g)"; exec sleep infinity'],
-                "IDS ",
-                security={"runAsUser": 4321, "runAsGroup": 4322},
-            )
-            assert ids == "4321 4322"  # inside its user namespace; nobody on the host
-        finally:
-            mesh.stop()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

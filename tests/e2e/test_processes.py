@@ -147,7 +147,10 @@ def test_control_plane_and_ztunnels_are_child_processes(mesh: Mesh) -> None:
     }
     assert len(set(pids.values())) == 3 and mesh.pid not in pids.values()
     for name, pid in pids.items():
-        assert parent_of(pid) == mesh.pid, name
+        # started by up's pod launcher (ambient.launcher): up never forks itself
+        launcher = parent_of(pid)
+        assert parent_of(launcher) == mesh.pid, name
+        assert b"ambient.launcher.server" in Path(f"/proc/{launcher}/cmdline").read_bytes()
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert name.split("/")[0].encode() in argv, argv
     # `zc` reads each ztunnel process's own view over its admin port
