@@ -237,6 +237,12 @@ def test_a_request_through_the_waypoint_twice_is_one_trace_in_jaeger(
     # The untraced request left no spans (it was sent before, so it would be there by now).
     untraced_id = decided.split("-")[1]
     assert jaeger.trace(untraced_id) is None
+    # The node proxy shows the waypoint's tracer and its exporter's counts.
+    (hosted,) = mesh.json("zc", "waypoints", "-n", "trace")
+    tracing = hosted["tracing"]
+    assert tracing["collector"] == f"grpc://127.0.0.1:{jaeger.ports.otlp_grpc}"
+    assert tracing["sampling"] == 0.0 and tracing["exported"] >= 4
+    assert tracing["dropped"] == tracing["failed"] == 0
 
 
 def test_ztunnel_passes_trace_headers_unchanged_and_adds_none(mesh: Mesh) -> None:

@@ -313,7 +313,25 @@ class _HostedWaypoint:
                     f"{ref.kind}/{ref.namespace}/{ref.name}"
                     for ref in sorted(self.l7.config.objects, key=str)
                 ],
-            }
+            },
+            "tracing": self._tracing(),
+        }
+
+    def _tracing(self) -> dict[str, Any] | None:
+        """The tracer in force and its exporter's counts (None: no spans)."""
+        tracing = self.waypoint.tracing
+        if not isinstance(tracing, LiveTracing):
+            return None
+        tracer, exporter = tracing(), tracing.exporter
+        if tracer is None or exporter is None:
+            return None
+        target = exporter.target
+        return {
+            "sampling": tracer.sampling,
+            "collector": f"{target.protocol}://{target.authority}",
+            "exported": exporter.exported,
+            "dropped": exporter.dropped,
+            "failed": exporter.failed,
         }
 
     async def start(self) -> None:
