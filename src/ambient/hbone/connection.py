@@ -70,6 +70,7 @@ class HboneTransport(asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._ping_outstanding: bytes | None = None
         self._ping_sent_at = 0.0
+        self.pings_acknowledged = 0  # keep-alive PINGs the peer answered
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self._loop.create_future()
 
@@ -254,6 +255,7 @@ class HboneTransport(asyncio.Protocol):
             elif isinstance(event, ev.PingAcknowledged):
                 if event.payload == self._ping_outstanding:
                     self._ping_outstanding = None
+                    self.pings_acknowledged += 1
             elif isinstance(event, ev.ConnectRejected):
                 log.warning(
                     "HBONE: refused CONNECT from %s: %s (400)", self._peer_text(), event.reason
