@@ -12,6 +12,7 @@ from ambient.cli import (
     install,
     mesh,
     node,
+    nodeagent,
     objects,
     waypoint,
     ztunnel_config,
@@ -37,6 +38,8 @@ for _command in (
     distributed.ztunnel_,
     install.install_command,
     install.uninstall_command,
+    nodeagent.node_agent,
+    nodeagent.cni_install,
 ):
     cli.add_command(_command)
 cli.add_command(ztunnel_config.ztunnel_config, "zc")

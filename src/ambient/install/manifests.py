@@ -23,6 +23,11 @@ account is ``istio-system/ztunnel``, as istiod's ``CA_TRUSTED_NODE_ACCOUNTS``):
   ztunnel cannot mint a token for another node's ztunnel pod. (The kubelet's node
   authorizer gives the same guarantee for projected tokens; Istio's ztunnel uses
   those and needs no ``serviceaccounts/token`` at all.)
+- ServiceAccount ``istio-system/istio-cni`` — the node agents (Istio's name for
+  them). ClusterRole ``ambient-istio-cni``: get Pods and Namespaces (which pods the
+  CNI plugin reports are enrolled: ``ambient.nodeagent.enrollment``); Role
+  ``ambient-istio-cni`` in ``istio-system``: get DaemonSets (on exit an agent tells its
+  DaemonSet's upgrade from its deletion, and removes the plugin only for the latter).
 - GatewayClass ``istio-waypoint`` with Istio's controllerName
   ``istio.io/mesh-controller``.
 
@@ -38,6 +43,7 @@ __all__ = [
     "CONTROL_PLANE_SA",
     "MANAGED_BY",
     "NAMESPACE",
+    "NODE_AGENT_SA",
     "TOKEN_BINDING_POLICY",
     "WAYPOINT_CLASS",
     "WAYPOINT_CONTROLLER",
@@ -48,6 +54,7 @@ __all__ = [
 NAMESPACE = "istio-system"
 CONTROL_PLANE_SA = "istiod"
 ZTUNNEL_SA = "ztunnel"
+NODE_AGENT_SA = "istio-cni"
 WAYPOINT_CLASS = "istio-waypoint"
 WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
 TOKEN_BINDING_POLICY = "ambient-ztunnel-token-binding"
@@ -210,6 +217,21 @@ def mesh_objects() -> list[dict[str, Any]]:
         },
         _binding("Role", "ambient-ztunnel", ZTUNNEL_SA, NAMESPACE),
         *_token_binding_policy(),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NODE_AGENT_SA, NAMESPACE)},
+        {
+            "apiVersion": _RBAC,
+            "kind": "ClusterRole",
+            "metadata": _meta("ambient-istio-cni"),
+            "rules": [_rule([""], ["pods", "namespaces"], ["get"])],
+        },
+        _binding("ClusterRole", "ambient-istio-cni", NODE_AGENT_SA),
+        {
+            "apiVersion": _RBAC,
+            "kind": "Role",
+            "metadata": _meta("ambient-istio-cni", NAMESPACE),
+            "rules": [_rule(["apps"], ["daemonsets"], ["get"])],
+        },
+        _binding("Role", "ambient-istio-cni", NODE_AGENT_SA, NAMESPACE),
         {
             "apiVersion": f"{_GATEWAY_GROUP}/v1",
             "kind": "GatewayClass",

@@ -97,6 +97,10 @@ class PodNet:
     host_if: str
     thread: NetnsThread
     inode: int
+    adopted: bool = False
+    """Its namespace is a container runtime's (the CNI plugin's pods): never deleted here."""
+    uid: str = ""
+    redirected: bool = False
 
 
 class NodeAgent:
@@ -245,24 +249,9 @@ class NodeAgent:
         ns.ip("link", "set", "eth0", "up", netns=netns)
         ns.ip("route", "add", GATEWAY, "dev", "eth0", "scope", "link", netns=netns)
         ns.ip("route", "add", "default", "via", GATEWAY, "dev", "eth0", netns=netns)
-        # ztunnel connects to the application as the caller: replies marked 0x111 are
-        # delivered to ztunnel's socket, not routed to the caller (ambient.ztunnel.capture)
-        ns.ip("rule", "add", "fwmark", f"{ns.SPOOF_MARK:#x}/0xfff", "lookup", str(ns.SPOOF_TABLE),
-              netns=netns)  # fmt: skip
-        ns.ip("route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", str(ns.SPOOF_TABLE),
-              netns=netns)  # fmt: skip
-        ns.sysctl(
-            netns,
-            net__ipv4__conf__all__rp_filter="0",
-            net__ipv4__conf__default__rp_filter="0",
-            net__ipv4__conf__lo__rp_filter="0",
-        )
+        prepare_pod_netns(netns, redirect=False)
         for other in others:
             ns.ip("route", "replace", f"{ip}/32", "via", owner.fabric_ip, netns=other.netns)
-        # The NAT chains exist, redirecting nothing yet, before the pod's first connection:
-        # conntrack then tracks every connection from its start, and enrolling later never
-        # mistakes a packet of an open connection for a new one to redirect.
-        ns.nft(redirection_rules(False), netns=netns)
         etc = ns.NETNS_ETC_DIR / netns
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text(
@@ -272,12 +261,62 @@ class NodeAgent:
             "options ndots:5 timeout:2 attempts:2\n"
         )
 
-    async def remove_pod(self, ip: str) -> None:
+    async def adopt_pod(
+        self,
+        node: str,
+        namespace: str,
+        name: str,
+        uid: str,
+        ip: str,
+        netns: str,
+        inode: int,
+        redirect: bool,
+    ) -> None:
+        """Serve a pod whose namespace (the path ``netns``) a container runtime made: its
+        policy routing and NAT chains, the redirection too if ``redirect`` (an enrolled
+        pod, before its first packet), then its node's ztunnel is told (CNI ``ADD``)."""
+        old = self._pods.get(ip)
+        if old is not None and (old.netns, old.inode) != (netns, inode):
+            # The address's previous pod is gone (a new sandbox got it).
+            if old.adopted:
+                self.forget_pod(ip)
+            else:
+                await self.remove_pod(ip)
+        await asyncio.to_thread(prepare_pod_netns, netns, redirect=redirect)
+        self._pods[ip] = PodNet(
+            namespace, name, node, ip, netns, "", NetnsThread(netns, inode=inode), inode,
+            adopted=True, uid=uid, redirected=redirect,
+        )  # fmt: skip
+        self._pods_changed(node)
+        log.info(
+            "%s/%s (%s) on %s: namespace %s adopted%s",
+            namespace,
+            name,
+            ip,
+            node,
+            netns,
+            ", redirection installed" if redirect else "",
+        )
+
+    def pod(self, ip: str) -> PodNet | None:
+        return self._pods.get(ip)
+
+    def forget_pod(self, ip: str) -> PodNet | None:
+        """Stop serving the pod at ``ip`` (its node's ztunnel is told); its namespace stays."""
         pod = self._pods.pop(ip, None)
-        if pod is None:
+        if pod is not None:
+            pod.thread.close()
+            self._pods_changed(pod.node)
+        return pod
+
+    async def remove_pod(self, ip: str) -> None:
+        """Remove the pod at ``ip`` with its namespace and routes, if this agent made them.
+        An adopted pod is left alone: its namespace is the runtime's, and it is forgotten
+        when that goes (``ambient.nodeagent.cnipods``)."""
+        pod = self._pods.get(ip)
+        if pod is None or pod.adopted:
             return
-        pod.thread.close()
-        self._pods_changed(pod.node)
+        self.forget_pod(ip)
         nodes = list(self.nodes.values())
 
         def remove() -> None:
@@ -338,9 +377,10 @@ class NodeAgent:
     async def set_redirection_ip(self, ip: str, enabled: bool) -> None:
         """Install or remove the redirection of the pod at ``ip`` (a no-op if none is)."""
         pod = self._pods.get(ip)
-        if pod is None:
+        if pod is None or pod.redirected == enabled:
             return
         await asyncio.to_thread(ns.nft, redirection_rules(enabled), netns=pod.netns)
+        pod.redirected = enabled
         log.info(
             "%s/%s: redirection %s (table inet ambient in %s)",
             pod.namespace,
@@ -373,6 +413,28 @@ class NodeAgent:
                     log.error("node %s: service rules failed: %s", name, exc)
             if name not in self._resync:
                 return
+
+
+def prepare_pod_netns(netns: str, *, redirect: bool) -> None:
+    """What every pod's namespace needs before its first connection (links and addresses
+    aside): the policy route that hands replies marked ``0x111`` to ztunnel (it connects
+    to the application as the caller, ``ambient.ztunnel.capture``), ``rp_filter`` off,
+    and ``table inet ambient`` with its NAT chains — redirecting only if ``redirect``.
+
+    The chains exist from the start so that conntrack tracks every connection from its
+    first packet, and enrolling later never mistakes a packet of an open connection for a
+    new one to redirect. Idempotent: an agent that restarts applies it again."""
+    mark, table = f"{ns.SPOOF_MARK:#x}/0xfff", str(ns.SPOOF_TABLE)
+    ns.ip("rule", "del", "fwmark", mark, "lookup", table, netns=netns, check=False)
+    ns.ip("rule", "add", "fwmark", mark, "lookup", table, netns=netns)
+    ns.ip("route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", table, netns=netns)
+    ns.sysctl(
+        netns,
+        net__ipv4__conf__all__rp_filter="0",
+        net__ipv4__conf__default__rp_filter="0",
+        net__ipv4__conf__lo__rp_filter="0",
+    )
+    ns.nft(redirection_rules(redirect), netns=netns)
 
 
 def service_rules(services: Iterable[Service], state: ProxyState) -> str:

@@ -18,6 +18,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -62,9 +63,19 @@ def missing_capability() -> str | None:
     return None
 
 
+def is_path(netns: str) -> bool:
+    """Whether ``netns`` is a path (a namespace a container runtime made, e.g.
+    ``/var/run/netns/cni-...``) rather than the name of one of ours in ``/run/netns``."""
+    return netns.startswith("/")
+
+
 def run(*argv: str, netns: str | None = None, stdin: str | None = None, check: bool = True) -> str:
-    """Run ``argv`` (inside ``netns`` via ``ip netns exec`` when given); returns stdout."""
-    full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    """Run ``argv`` (inside ``netns`` when given: ``ip netns exec`` for a name, which also
+    mounts its ``/etc/netns`` files, ``nsenter --net`` for a path); returns stdout."""
+    if netns and is_path(netns):
+        full = ["nsenter", f"--net={netns}", "--", *argv]
+    else:
+        full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
     result = subprocess.run(full, input=stdin, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise NetnsError(f"`{' '.join(full)}` failed: {result.stderr.strip() or result.returncode}")
@@ -72,7 +83,9 @@ def run(*argv: str, netns: str | None = None, stdin: str | None = None, check: b
 
 
 def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
-    """``ip [-n NETNS] ARGS``."""
+    """``ip [-n NETNS] ARGS`` (a namespace given by path: run inside it)."""
+    if netns and is_path(netns):
+        return run("ip", *args, netns=netns, check=check)
     where = ("-n", netns) if netns else ()
     return run("ip", *where, *args, check=check)
 
@@ -128,19 +141,52 @@ def _setns(path: Path, inode: int | None = None) -> None:
         os.close(fd)
 
 
+def netns_path(netns: str) -> Path:
+    """The file of a namespace given by name (``/run/netns/<name>``) or by path."""
+    return Path(netns) if is_path(netns) else NETNS_RUN_DIR / netns
+
+
 def netns_inode(name: str) -> int:
-    """The inode of the named namespace: it identifies that namespace for its whole life."""
-    return (NETNS_RUN_DIR / name).stat().st_ino
+    """The inode of the namespace: it identifies that namespace for its whole life."""
+    return netns_path(name).stat().st_ino
+
+
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
+
+
+def check_network_namespace(path: Path) -> int:
+    """``path``'s inode if it is a network namespace other than this process's own; else
+    :class:`NetnsError` saying what it is. (Redirection rules meant for a pod must never
+    land in the host's namespace, which is where a node agent runs.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise NetnsError(f"{path}: cannot open: {exc.strerror}") from None
+    try:
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            raise NetnsError(f"{path} is not a namespace file") from None
+        if kind != CLONE_NEWNET:
+            raise NetnsError(f"{path} is a namespace, but not a network namespace")
+        found = os.fstat(fd)
+        own = os.stat("/proc/self/ns/net")
+        if (found.st_dev, found.st_ino) == (own.st_dev, own.st_ino):
+            raise NetnsError(f"{path} is the node agent's own (the host's) network namespace")
+        return found.st_ino
+    finally:
+        os.close(fd)
 
 
 class NetnsThread:
-    """One thread inside a named network namespace; makes sockets there for the event loop."""
+    """One thread inside a network namespace; makes sockets there for the event loop."""
 
     def __init__(self, name: str, *, inode: int | None = None) -> None:
-        """``inode``: the namespace must be this one (see :func:`netns_inode`), not a
-        namespace made later under the same name."""
+        """``name``: a namespace of ``/run/netns``, or a path (:func:`is_path`). ``inode``: the
+        namespace must be this one (see :func:`netns_inode`), not one made later under the
+        same name."""
         self.name = name
-        self.path = NETNS_RUN_DIR / name
+        self.path = netns_path(name)
         try:
             found = self.path.stat().st_ino
         except FileNotFoundError:

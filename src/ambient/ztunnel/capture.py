@@ -235,7 +235,9 @@ class _InPod:
     inbound: InboundHandler | None = None
     dns: asyncio.DatagramTransport | None = None
     dns_tcp: asyncio.Server | None = None
-    redirected: bool = False
+    redirected: bool | None = None
+    """Whether its redirection is on; None until ztunnel first decides (the node agent may
+    have installed it already, as for a pod the CNI plugin reported enrolled)."""
     draining: list[HboneServer] = field(default_factory=list)
     grace: asyncio.TimerHandle | None = None
 
@@ -359,9 +361,11 @@ class InPodProxy:
         )
 
     async def _unenrol(self, pod: _InPod) -> None:
-        if pod.redirected:
+        was_on = pod.redirected
+        if pod.redirected is not False:
             await self.networks.set_redirection(pod.workload, False)
             pod.redirected = False
+        if was_on:
             log.info(
                 "ztunnel %s: %s/%s left the mesh; redirection removed",
                 self.ztunnel.node,
@@ -439,7 +443,7 @@ class InPodProxy:
         return {
             uid: {
                 "netns": p.netns.name,
-                "redirected": p.redirected,
+                "redirected": bool(p.redirected),
                 "outbound15001": p.capture_out is not None,
                 "inbound15006": p.capture_in is not None,
                 "hbone15008": p.hbone is not None,
