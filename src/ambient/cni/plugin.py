@@ -179,6 +179,7 @@ def agent_timeout(conf: dict[str, Any]) -> float:
 def post_event(socket_path: str, event: dict[str, Any], timeout: float) -> tuple[int, Any]:
     """``POST /cmdadd`` over the agent's Unix socket; (status, decoded JSON answer)."""
     import socket  # only this path needs it
+
     body = json.dumps(event).encode()
     head = (
         f"POST {ADD_PATH} HTTP/1.1\r\nHost: node-agent\r\nConnection: close\r\n"
