@@ -1,8 +1,9 @@
 """ambient-cni called as a container runtime calls it, with a real node agent and API server.
 
 ``ambient node-agent`` runs as a process with the ``istio-system/istio-cni`` account's
-token (the RBAC ``ambient install`` creates), installs the plugin into a CNI folder of
-the test's (a bridge network's ``.conflist`` already there, as on a node), and the
+token (the RBAC ``ambient install`` creates) and the command line of the node-agent
+DaemonSet of ``ambient install --profile ambient`` (its host mounts standing for the
+test's folders), installs the plugin into a CNI folder of the test's (a bridge network's ``.conflist`` already there, as on a node), and the
 test plays the runtime: it makes the sandbox's network namespace and a veth as the
 bridge plugin would (into a "node" namespace of its own, never the host's), builds
 the plugin's stdin from the chained ``.conflist`` with the bridge's ``prevResult``, and
@@ -14,6 +15,7 @@ would be told (the agent's ``nodeagent.sock``, as ``ambient ztunnel`` reads it).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,9 +28,11 @@ from typing import Any
 
 import pytest
 
-from ambient.cni.plugin import AGENT_REFUSED, TRY_AGAIN_LATER
+from ambient.cni.plugin import AGENT_REFUSED, DEFAULT_RUN_DIR, TRY_AGAIN_LATER
 from ambient.devcluster import DevCluster
+from ambient.install.workloads import NODE_AGENT, workload_objects
 from tests.cni import HOST_PYTHON, invoke_plugin, runtime_config
+from tests.containers import container_argv, only_container
 from tests.kube.conftest import Kubectl
 from tests.kube.controlplane.conftest import ambient, service_account_kubeconfig
 from tests.netns.conftest import netns_unavailable
@@ -91,17 +95,32 @@ class Node:
     def log(self) -> Path:
         return self.root / "node-agent.log"
 
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The node-agent DaemonSet's container, as a kubelet would start it on this node:
+        its command line from the manifest, the host folders it mounts standing for the
+        test's, the account's token from a kubeconfig (in a pod: the in-cluster one)."""
+        daemonset = next(o for o in workload_objects() if o["metadata"]["name"] == NODE_AGENT)
+        mounts = {
+            "/host/opt/cni/bin": self.root / "bin",
+            "/host/etc/cni/net.d": self.root / "net.d",
+            DEFAULT_RUN_DIR: self.run_dir,
+            "/var/run/ztunnel": self.ztunnel_socket.parent,
+            "/var/run/netns": Path("/var/run/netns"),
+        }
+        fields = {"spec.nodeName": NODE, "status.podIP": "127.0.0.1",
+                  "metadata.name": f"{NODE_AGENT}-abcde", "metadata.namespace": "istio-system",
+                  "spec.serviceAccountName": "istio-cni"}  # fmt: skip
+        argv, env = container_argv(only_container(daemonset), fields, mounts)
+        assert argv[0] == "ambient"
+        return [sys.executable, "-m", *argv], env | {"KUBECONFIG": str(self.kubeconfig)}
+
     def start(self) -> None:
+        argv, env = self.command()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                ["setpriv", "--pdeathsig", "TERM", "--",
-                 sys.executable, "-m", "ambient", "node-agent", "--node", NODE,
-                 "--kubeconfig", str(self.kubeconfig), "--cni-run-dir", str(self.run_dir),
-                 "--ztunnel-socket", str(self.ztunnel_socket), "--netns-dir", "/run/netns",
-                 "--install-cni", "--cni-bin-dir", str(self.root / "bin"),
-                 "--cni-conf-dir", str(self.root / "net.d"), "--plugin-python", HOST_PYTHON,
-                 "--exclude-namespace", "kube-system"],
+                ["setpriv", "--pdeathsig", "TERM", "--", *argv],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **env},
             )  # fmt: skip
 
     def wait_chained(self) -> None:
@@ -168,6 +187,7 @@ def node(
     for sub in ("bin", "net.d", "ztunnel"):
         (root / sub).mkdir()
     kubeconfig = service_account_kubeconfig(dev_cluster, kubectl, root / "kubeconfig", "istio-cni")
+    kubectl("apply", "-f", "-", stdin=json.dumps(owner_daemonset()))
     running = Node(root, kubeconfig)
     running.conflist.write_text(json.dumps(BRIDGE_LIST))
     running.start()
@@ -175,6 +195,15 @@ def node(
     yield running
     running.stop()
     kubectl("delete", "node", NODE, "--wait=false", check=False)
+    kubectl("delete", "ds", NODE_AGENT, "-n", "istio-system", "--ignore-not-found", check=False)
+
+
+def owner_daemonset() -> dict[str, Any]:
+    """The node-agent DaemonSet as installed, but for no node (the agent runs as the test's
+    process): what an agent asks on exit to tell an upgrade from an uninstall."""
+    daemonset = next(o for o in workload_objects() if o["metadata"]["name"] == NODE_AGENT)
+    daemonset["spec"]["template"]["spec"]["nodeSelector"] = {"ambient.test/no-such-node": "true"}
+    return daemonset
 
 
 @dataclass
@@ -268,7 +297,7 @@ def test_the_agent_chains_the_plugin_into_the_nodes_conflist(node: Node) -> None
         {
             "type": "ambient-cni",
             "agent_run_dir": str(node.run_dir),
-            "exclude_namespaces": ["kube-system"],
+            "exclude_namespaces": ["kube-system", "istio-system"],
         },
     ]
     assert node.plugin.read_bytes().startswith(f"#!{HOST_PYTHON} -IS\n".encode())
@@ -286,7 +315,7 @@ def test_an_enrolled_pod_is_captured_before_add_returns(
     assert sandbox.redirected()  # before the runtime starts a container
     assert "fwmark 0x111/0xfff lookup 100" in sh("ip", "-n", sandbox.name, "rule")
     listed = node.ztunnel_view()["pods"][sandbox.ip]
-    assert listed["netns"] == f"/run/netns/{sandbox.name}"
+    assert listed["netns"] == sandbox.path
     assert (listed["namespace"], listed["name"]) == ("cni-mesh", "app")
     assert listed["inode"] == Path(sandbox.path).stat().st_ino
     assert node.saved()[sandbox.ip]["uid"] == uid
@@ -342,14 +371,20 @@ def test_the_hosts_own_namespace_is_never_taken_for_a_pods(
     assert "own (the host's) network namespace" in out["msg"]
 
 
-def test_del_changes_nothing_and_a_removed_namespace_is_forgotten(
+def test_check_and_del_change_nothing_and_a_removed_namespace_is_forgotten(
     node: Node, kubectl: Kubectl, sandbox: Sandbox
 ) -> None:
     uid = pod(kubectl, "cni-mesh", "leaving")
     assert add(node, sandbox, "cni-mesh", "leaving", uid)[0] == 0
-    config = runtime_config(json.loads(node.conflist.read_text()), "ambient-cni", None)
+    rules = sandbox.rules()
     env = {"CNI_CONTAINERID": "x", "CNI_NETNS": sandbox.path, "CNI_IFNAME": "eth0"}
+    checked = runtime_config(
+        json.loads(node.conflist.read_text()), "ambient-cni", sandbox.prev_result()
+    )
+    assert invoke_plugin(node.plugin, "CHECK", checked, env) == (0, None, "")
+    config = runtime_config(json.loads(node.conflist.read_text()), "ambient-cni", None)
     assert invoke_plugin(node.plugin, "DEL", config, env) == (0, None, "")
+    assert sandbox.rules() == rules
     view = node.ztunnel_view()
     assert sandbox.ip in view["pods"] and sandbox.redirected()  # the sandbox still exists
     sandbox.remove()  # the runtime deletes the namespace after DEL
@@ -386,3 +421,14 @@ def _listing_has(node: Node, ip: str) -> bool:
         return ip in node.ztunnel_view()["pods"]
     except (subprocess.CalledProcessError, ValueError):
         return False
+
+
+def test_an_agent_stopped_as_its_daemonset_goes_removes_the_plugin(
+    node: Node, kubectl: Kubectl
+) -> None:
+    """Uninstall (last: the agent stays stopped): once its DaemonSet is gone, a stopping
+    agent takes its entry out of the chain and deletes the executable."""
+    kubectl("delete", "ds", NODE_AGENT, "-n", "istio-system", "--wait=true")
+    node.stop()
+    assert [p["type"] for p in node.conflist_plugins()] == ["bridge", "portmap"]
+    assert not node.plugin.exists()

@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.kube]
 
 ISTIOD = "system:serviceaccount:istio-system:istiod"
 ZTUNNEL = "system:serviceaccount:istio-system:ztunnel"
+NODE_AGENT = "system:serviceaccount:istio-system:istio-cni"
 MESH_KINDS = ("clusterrole/ambient-istiod", "gatewayclass/istio-waypoint", "namespace/istio-system")
 
 
@@ -233,6 +234,24 @@ ZTUNNEL_MAY_NOT = [
 ]
 
 
+NODE_AGENT_MAY = [
+    ("get", "pods", "-n", "shop"),  # the pod a CNI ADD names: node, uid, labels
+    ("get", "namespaces"),  # its namespace's dataplane-mode
+    ("get", "daemonsets.apps/istio-cni-node", "-n", "istio-system"),  # upgrade or uninstall
+]
+NODE_AGENT_MAY_NOT = [
+    ("list", "pods", "-A"),
+    ("watch", "pods", "-n", "shop"),
+    ("patch", "pods", "-n", "shop"),
+    ("delete", "pods", "-n", "shop"),
+    ("get", "secrets", "-n", "istio-system"),
+    ("get", "daemonsets.apps", "-n", "kube-system"),
+    ("update", "daemonsets.apps", "-n", "istio-system"),
+    ("create", "serviceaccounts/istio-cni", "--subresource=token", "-n", "istio-system"),
+    ("create", "tokenreviews.authentication.k8s.io"),
+]
+
+
 def can_i(kubectl: Kubectl, who: str, check: tuple[str, ...]) -> bool:
     answer = kubectl("auth", "can-i", f"--as={who}", *check, check=False)
     assert answer.stdout.strip() in ("yes", "no"), answer.stderr
@@ -244,6 +263,8 @@ def test_least_privilege_rbac(installed: DevCluster, kubectl: Kubectl) -> None:
     wrong += [c for c in CONTROL_PLANE_MAY_NOT if can_i(kubectl, ISTIOD, c)]
     wrong += [c for c in ZTUNNEL_MAY if not can_i(kubectl, ZTUNNEL, c)]
     wrong += [c for c in ZTUNNEL_MAY_NOT if can_i(kubectl, ZTUNNEL, c)]
+    wrong += [c for c in NODE_AGENT_MAY if not can_i(kubectl, NODE_AGENT, c)]
+    wrong += [c for c in NODE_AGENT_MAY_NOT if can_i(kubectl, NODE_AGENT, c)]
     assert wrong == []
 
 
@@ -295,11 +316,27 @@ def test_ztunnel_gets_a_ca_token_for_its_own_pod(installed: DevCluster, kubectl:
         )
 
 
-def test_dry_run_yaml_is_accepted_by_the_server(installed: DevCluster, kubectl: Kubectl) -> None:
-    printed = ambient("install", "--dry-run")
+@pytest.mark.parametrize("profile", ["default", "ambient"])
+def test_dry_run_yaml_is_accepted_by_the_server(
+    installed: DevCluster, kubectl: Kubectl, profile: str
+) -> None:
+    """The ambient profile's Deployment, Service, claim and DaemonSets too: validated,
+    defaulted and admitted by the API server (``--dry-run=server``), nothing created."""
+    printed = ambient("install", "--dry-run", "--profile", profile)
     assert printed.returncode == 0, printed.stderr
     accepted = kubectl("apply", "--dry-run=server", "-f", "-", stdin=printed.stdout, check=False)
     assert accepted.returncode == 0, accepted.stderr
     lines = accepted.stdout.splitlines()
     assert len(lines) == printed.stdout.count("\nkind: ")  # one line per object
     assert all(line.endswith("(server dry run)") for line in lines), accepted.stdout
+    if profile == "ambient":
+        for created in (
+            "deployment.apps/istiod created",
+            "service/istiod created",
+            "persistentvolumeclaim/istiod-state created",
+            "daemonset.apps/ztunnel created",
+            "daemonset.apps/istio-cni-node created",
+        ):
+            assert f"{created} (server dry run)" in lines, accepted.stdout
+        left = kubectl("get", "deploy,ds,svc,pvc", "-n", "istio-system", "-o", "name")
+        assert left.stdout == ""  # a dry run creates nothing

@@ -15,6 +15,7 @@ from ambient.cli.app import CONTEXT, fail
 from ambient.install.apply import InstallError, connect, install, render, uninstall
 from ambient.install.crds import CrdError, ensure_crds, load_crds
 from ambient.install.manifests import mesh_objects
+from ambient.install.workloads import DEFAULT_IMAGE, PROFILES, WorkloadOptions, workload_objects
 
 __all__ = ["install_command", "uninstall_command"]
 
@@ -47,12 +48,12 @@ def _progress(message: str) -> None:
 Objects = list[dict[str, Any]]
 
 
-def _objects(crds_dir: Path | None) -> tuple[Objects, Objects]:
+def _objects(crds_dir: Path | None, workloads: Objects) -> tuple[Objects, Objects]:
     try:
         crds = load_crds(ensure_crds(crds_dir))
     except CrdError as err:
         fail(str(err))
-    return crds, mesh_objects()
+    return crds, mesh_objects() + workloads
 
 
 async def _run(
@@ -70,18 +71,55 @@ async def _run(
 
 @click.command("install", context_settings=CONTEXT)
 @_cluster_options
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILES),
+    default="default",
+    show_default=True,
+    help="ambient: also the control plane Deployment and Service, the ztunnel and node-agent "
+    "DaemonSets (a real cluster's nodes run them).",
+)
+@click.option(
+    "--image",
+    default=DEFAULT_IMAGE,
+    show_default=True,
+    help="--profile ambient: the image built from the repository's Dockerfile.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="--profile ambient: the mesh processes' log level.",
+)
 def install_command(
-    kubeconfig: Path | None, context: str | None, dry_run: bool, crds_dir: Path | None
+    kubeconfig: Path | None,
+    context: str | None,
+    dry_run: bool,
+    crds_dir: Path | None,
+    profile: str,
+    image: str,
+    log_level: str,
 ) -> None:
     """Install what the mesh needs in a Kubernetes cluster.
 
     Istio's CRDs (networking, security, telemetry) and Gateway API's standard CRDs
     from the published modules at pinned versions, the istio-system namespace, the
     istio-waypoint GatewayClass, and ServiceAccounts with least-privilege RBAC for
-    the control plane (istiod) and ztunnel. Server-side apply: running it again
+    the control plane (istiod), ztunnel and the node agent (istio-cni). With
+    --profile ambient also the mesh's processes, as a real cluster runs them: the
+    control plane's Deployment and Service, the ztunnel DaemonSet and the node-agent
+    DaemonSet that chains the ambient-cni plugin. Server-side apply: running it again
     changes nothing.
     """
-    crds, mesh = _objects(crds_dir)
+    if profile == "default" and (image != DEFAULT_IMAGE or log_level != "info"):
+        raise click.UsageError("--image and --log-level go with --profile ambient")
+    workloads = (
+        workload_objects(WorkloadOptions(image=image, log_level=log_level))
+        if profile == "ambient"
+        else []
+    )
+    crds, mesh = _objects(crds_dir, workloads)
     if dry_run:
         click.echo(render(crds + mesh), nl=False)
         return
@@ -97,8 +135,9 @@ def install_command(
 def uninstall_command(
     kubeconfig: Path | None, context: str | None, dry_run: bool, crds_dir: Path | None
 ) -> None:
-    """Remove what `ambient install` applied (its CRDs delete every object of their kinds)."""
-    crds, mesh = _objects(crds_dir)
+    """Remove what `ambient install` applied, with any profile (its CRDs delete every object
+    of their kinds; the node agents remove the CNI plugin as their DaemonSet goes)."""
+    crds, mesh = _objects(crds_dir, workload_objects())
     if dry_run:
         click.echo(render(list(reversed(mesh)) + list(reversed(crds))), nl=False)
         return

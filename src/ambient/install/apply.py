@@ -6,7 +6,11 @@ ServiceAccounts, RBAC and the GatewayClass; server-side apply with ``force``
 makes a second run a no-op and takes over fields another manager set (as
 ``kubectl apply --server-side --force-conflicts``). ``uninstall`` deletes the same
 objects in reverse order and waits until the CRDs (with every object of their
-kinds) and the namespace are gone; objects already absent are skipped.
+kinds) and the namespace are gone; objects already absent are skipped. The mesh's
+workloads (``--profile ambient``) go first and in the foreground (their pods deleted
+before them), each waited for: a node agent that stops must still be allowed to see
+its DaemonSet go — it removes the CNI plugin only then — so the RBAC that lets it
+look is deleted after its pods.
 
 The client is lightkube (async, typed models, server-side apply, watches with
 resourceVersion): :func:`connect` builds it from a kubeconfig.
@@ -26,11 +30,12 @@ from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_global_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Namespace
+from lightkube.types import CascadeType
 
 __all__ = ["FIELD_MANAGER", "InstallError", "connect", "install", "render", "uninstall"]
 
 FIELD_MANAGER = "ambient"
+WORKLOAD_KINDS = ("DaemonSet", "Deployment")
 Progress = Callable[[str], None]
 _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -132,41 +137,52 @@ async def uninstall(
     progress: Progress,
     timeout: float = 120.0,
 ) -> None:
-    """Delete ``mesh`` then ``crds`` (reverse order); wait until the CRDs and namespaces are gone."""
+    """Delete ``mesh`` then ``crds`` (reverse order); wait until the CRDs and namespaces are
+    gone, and each workload before going on (see the module docstring)."""
     try:
         for obj in [*reversed(mesh), *reversed(crds)]:
-            await _delete(client, obj, progress)
+            if obj["kind"] in WORKLOAD_KINDS:
+                if await _delete(client, obj, progress, CascadeType.FOREGROUND):
+                    await _gone(client, [obj], timeout)
+            else:
+                await _delete(client, obj, progress)
         gone = [o for o in crds + mesh if o["kind"] in ("CustomResourceDefinition", "Namespace")]
         await _gone(client, gone, timeout)
     except httpx2.HTTPError as err:
         raise _unreachable(err) from None
 
 
-async def _delete(client: AsyncClient, obj: dict[str, Any], progress: Progress) -> None:
+async def _delete(
+    client: AsyncClient,
+    obj: dict[str, Any],
+    progress: Progress,
+    cascade: CascadeType | None = None,
+) -> bool:
+    """Delete ``obj``; False if it was absent."""
     kind: Any = type(codecs.from_dict(obj))
     meta = obj["metadata"]
     try:
-        if meta.get("namespace"):
-            await client.delete(kind, meta["name"], namespace=meta["namespace"])
-        else:
-            await client.delete(kind, meta["name"])
+        await client.delete(kind, meta["name"], namespace=meta.get("namespace"), cascade=cascade)
     except httpx2.HTTPStatusError as err:
         if err.response.status_code == 404:  # gone already, or its CRD is (no Status body then)
-            return
+            return False
         if isinstance(err, ApiError):
             raise _refused(obj, err, "deleting") from None
         raise
     progress(f"deleted {_label(obj)}")
+    return True
 
 
 async def _gone(client: AsyncClient, objects: list[dict[str, Any]], timeout: float) -> None:
-    """Poll until each object is absent (CRD and namespace deletion finish asynchronously)."""
+    """Poll until each object is absent (CRD and namespace deletion, and a foreground
+    deletion's dependents, finish asynchronously)."""
     deadline = time.monotonic() + timeout
     for obj in objects:
-        kind = CustomResourceDefinition if obj["kind"] == "CustomResourceDefinition" else Namespace
+        kind: Any = type(codecs.from_dict(obj))
+        meta = obj["metadata"]
         while True:
             try:
-                await client.get(kind, obj["metadata"]["name"])
+                await client.get(kind, meta["name"], namespace=meta.get("namespace"))
             except ApiError as err:
                 if err.status.code == 404:
                     break
