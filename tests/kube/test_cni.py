@@ -319,6 +319,8 @@ def test_an_enrolled_pod_is_captured_before_add_returns(
     assert (listed["namespace"], listed["name"]) == ("cni-mesh", "app")
     assert listed["inode"] == Path(sandbox.path).stat().st_ino
     assert node.saved()[sandbox.ip]["uid"] == uid
+    # captured, not yet served: the annotation waits for the ztunnel
+    assert redirection_annotation(kubectl, "cni-mesh", "app") == ""
 
 
 def test_a_pod_outside_the_mesh_is_known_and_captured_once_enrolled(
@@ -331,10 +333,19 @@ def test_a_pod_outside_the_mesh_is_known_and_captured_once_enrolled(
     assert sandbox.ip in node.ztunnel_view()["pods"]
     # `kubectl label namespace cni-plain istio.io/dataplane-mode=ambient`: the ztunnel learns
     # it over xDS, opens its in-pod listeners, then asks the agent: no restart of the pod
+    assert redirection_annotation(kubectl, "cni-plain", "app") == ""
     node.ztunnel_asks(sandbox.ip, True)
     assert sandbox.redirected()
+    # served: annotated as istio-cni does (through pods/status, its only write)
+    assert redirection_annotation(kubectl, "cni-plain", "app") == "enabled"
     node.ztunnel_asks(sandbox.ip, False)
     assert not sandbox.redirected()
+    assert redirection_annotation(kubectl, "cni-plain", "app") == ""
+
+
+def redirection_annotation(kubectl: Kubectl, namespace: str, name: str) -> str:
+    jsonpath = r"jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}"
+    return kubectl("get", "pod", name, "-n", namespace, "-o", jsonpath).stdout
 
 
 def test_add_is_refused_for_another_nodes_pod_a_stale_uid_and_a_missing_pod(

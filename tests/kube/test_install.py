@@ -238,6 +238,7 @@ NODE_AGENT_MAY = [
     ("get", "pods", "-n", "shop"),  # the pod a CNI ADD names: node, uid, labels
     ("get", "namespaces"),  # its namespace's dataplane-mode
     ("get", "daemonsets.apps/istio-cni-node", "-n", "istio-system"),  # upgrade or uninstall
+    ("patch", "pods", "--subresource=status", "-n", "shop"),  # the redirection annotation
 ]
 NODE_AGENT_MAY_NOT = [
     ("list", "pods", "-A"),
@@ -246,6 +247,7 @@ NODE_AGENT_MAY_NOT = [
     ("delete", "pods", "-n", "shop"),
     ("get", "secrets", "-n", "istio-system"),
     ("get", "daemonsets.apps", "-n", "kube-system"),
+    ("get", "daemonsets.apps/ztunnel", "-n", "istio-system"),
     ("update", "daemonsets.apps", "-n", "istio-system"),
     ("create", "serviceaccounts/istio-cni", "--subresource=token", "-n", "istio-system"),
     ("create", "tokenreviews.authentication.k8s.io"),

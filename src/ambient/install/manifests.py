@@ -25,9 +25,12 @@ account is ``istio-system/ztunnel``, as istiod's ``CA_TRUSTED_NODE_ACCOUNTS``):
   those and needs no ``serviceaccounts/token`` at all.)
 - ServiceAccount ``istio-system/istio-cni`` — the node agents (Istio's name for
   them). ClusterRole ``ambient-istio-cni``: get Pods and Namespaces (which pods the
-  CNI plugin reports are enrolled: ``ambient.nodeagent.enrollment``); Role
-  ``ambient-istio-cni`` in ``istio-system``: get DaemonSets (on exit an agent tells its
-  DaemonSet's upgrade from its deletion, and removes the plugin only for the latter).
+  CNI plugin reports are enrolled: ``ambient.nodeagent.enrollment``), patch
+  ``pods/status`` (the ``ambient.istio.io/redirection`` annotation, through the
+  subresource as istio-cni: less than ``pods``); Role ``ambient-istio-cni`` in
+  ``istio-system``: get the DaemonSet ``istio-cni-node`` only (on exit an agent tells
+  its DaemonSet's upgrade from its deletion, and removes the plugin only for the
+  latter).
 - GatewayClass ``istio-waypoint`` with Istio's controllerName
   ``istio.io/mesh-controller``.
 
@@ -43,6 +46,7 @@ __all__ = [
     "CONTROL_PLANE_SA",
     "MANAGED_BY",
     "NAMESPACE",
+    "NODE_AGENT_DAEMONSET",
     "NODE_AGENT_SA",
     "TOKEN_BINDING_POLICY",
     "WAYPOINT_CLASS",
@@ -55,6 +59,7 @@ NAMESPACE = "istio-system"
 CONTROL_PLANE_SA = "istiod"
 ZTUNNEL_SA = "ztunnel"
 NODE_AGENT_SA = "istio-cni"
+NODE_AGENT_DAEMONSET = "istio-cni-node"
 WAYPOINT_CLASS = "istio-waypoint"
 WAYPOINT_CONTROLLER = "istio.io/mesh-controller"
 TOKEN_BINDING_POLICY = "ambient-ztunnel-token-binding"
@@ -222,14 +227,24 @@ def mesh_objects() -> list[dict[str, Any]]:
             "apiVersion": _RBAC,
             "kind": "ClusterRole",
             "metadata": _meta("ambient-istio-cni"),
-            "rules": [_rule([""], ["pods", "namespaces"], ["get"])],
+            "rules": [
+                _rule([""], ["pods", "namespaces"], ["get"]),
+                _rule([""], ["pods/status"], ["patch"]),
+            ],
         },
         _binding("ClusterRole", "ambient-istio-cni", NODE_AGENT_SA),
         {
             "apiVersion": _RBAC,
             "kind": "Role",
             "metadata": _meta("ambient-istio-cni", NAMESPACE),
-            "rules": [_rule(["apps"], ["daemonsets"], ["get"])],
+            "rules": [
+                {
+                    "apiGroups": ["apps"],
+                    "resources": ["daemonsets"],
+                    "resourceNames": [NODE_AGENT_DAEMONSET],
+                    "verbs": ["get"],
+                }
+            ],
         },
         _binding("Role", "ambient-istio-cni", NODE_AGENT_SA, NAMESPACE),
         {

@@ -47,6 +47,7 @@ from ambient.install.manifests import (
     CONTROL_PLANE_SA,
     MANAGED_BY,
     NAMESPACE,
+    NODE_AGENT_DAEMONSET,
     NODE_AGENT_SA,
     ZTUNNEL_SA,
 )
@@ -71,7 +72,7 @@ PROFILES = ("default", "ambient")
 """``default``: CRDs, namespace, RBAC, GatewayClass; ``ambient``: also the workloads."""
 
 DEFAULT_IMAGE = f"ambient:{__version__}"
-CONTROL_PLANE, ZTUNNEL, NODE_AGENT = "istiod", "ztunnel", "istio-cni-node"
+CONTROL_PLANE, ZTUNNEL, NODE_AGENT = "istiod", "ztunnel", NODE_AGENT_DAEMONSET
 CA_PORT, XDS_PORT = 15012, 15010
 ADMIN_PORT, METRICS_PORT, READINESS_PORT = 15000, 15020, 15021
 CONTROL_PLANE_STATE = "istiod-state"

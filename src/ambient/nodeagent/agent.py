@@ -43,7 +43,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +117,8 @@ class NodeAgent:
         self._resync: set[str] = set()
         self._sockets: dict[str, PodSocketServer] = {}  # ztunnel processes' channels, by node
         self.pod_cidr = POD_CIDR
+        self.on_served: Callable[[PodNet, bool], Awaitable[None]] | None = None
+        """Called when a ztunnel starts or stops serving a runtime's pod (see :meth:`served`)."""
 
     # -- names -------------------------------------------------------------------------
 
@@ -388,6 +390,14 @@ class NodeAgent:
             "installed" if enabled else "removed",
             pod.netns,
         )
+
+    async def served(self, ip: str, enabled: bool) -> None:
+        """The node's ztunnel asked for the redirection of the pod at ``ip`` on (its in-pod
+        listeners are open: it serves the pod) or off: tell :attr:`on_served`, for pods a
+        container runtime made (``ambient node-agent`` annotates them, as istio-cni)."""
+        pod = self._pods.get(ip)
+        if pod is not None and pod.adopted and self.on_served is not None:
+            await self.on_served(pod, enabled)
 
     # -- services for pods outside the mesh (kube-proxy's job) --------------------------------
 

@@ -113,6 +113,7 @@ class PodSocketServer:
             await self.agent.set_redirection_ip(ip, bool(body.get("enabled")))
         except NetnsError as exc:
             return Response.json({"error": str(exc)}, 500)
+        await self.agent.served(ip, bool(body.get("enabled")))
         return Response.json({"ok": True})
 
     async def _add_pod(self, request: Request) -> Response:

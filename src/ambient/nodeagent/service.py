@@ -8,8 +8,9 @@ istio-cni's node agent for ambient mode. It runs on the node's host network as r
    adopting their namespaces (``cnipods``; the pods of a previous run are adopted
    again first, from ``<run dir>/cni-pods.json``);
 2. serves its node's ztunnel on ``--ztunnel-socket`` (``podsocket``: the pods'
-   namespaces, redirection on and off as ztunnel asks), the socket in a host folder
-   both DaemonSets mount (``/var/run/ztunnel``, as Istio's);
+   namespaces, redirection on and off as ztunnel asks, and the pod annotated
+   ``ambient.istio.io/redirection: enabled`` while ztunnel serves it: ``annotation``),
+   the socket in a host folder both DaemonSets mount (``/var/run/ztunnel``, as Istio's);
 3. with ``--install-cni``, only once 1 and 2 serve, installs the plugin into the host's
    CNI folders and keeps its entry chained (``ambient.cni.install``), checking every
    :data:`RECHAIN_INTERVAL` seconds.
@@ -32,6 +33,7 @@ from ambient.cni import install
 from ambient.cni.plugin import DEFAULT_RUN_DIR
 from ambient.kube.api import ClusterTarget, KubeClient, KubeError, NotFound, load_config
 from ambient.nodeagent.agent import NodeAgent
+from ambient.nodeagent.annotation import PodAnnotator
 from ambient.nodeagent.cnipods import STATE_FILE, CniPods
 from ambient.nodeagent.enrollment import KubeEnrollment
 from ambient.nodeagent.netns import missing_capability
@@ -84,6 +86,7 @@ class NodeAgentService:
             state_file=options.run_dir / STATE_FILE,
         )
         self.events = PluginEventServer(self.pods.add)
+        self.agent.on_served = PodAnnotator(client)
         self._rechain: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -29,6 +29,7 @@ class RecordingAgent:
             "10.244.0.3": {"netns": "amb-pod.shop.orders", "inode": 8, "node": "node-2"},
         }
         self.redirections: list[tuple[str, bool]] = []
+        self.served_calls: list[tuple[str, bool]] = []
         self.server: PodSocketServer | None = None
         self.pod_cidr = ipaddress.ip_network("10.244.0.0/16")
 
@@ -41,6 +42,9 @@ class RecordingAgent:
 
     async def set_redirection_ip(self, ip: str, enabled: bool) -> None:
         self.redirections.append((ip, enabled))
+
+    async def served(self, ip: str, enabled: bool) -> None:
+        self.served_calls.append((ip, enabled))
 
     async def add_pod(self, namespace: str, name: str, node: str, ip: str) -> str:
         netns = f"amb-pod.{namespace}.{name}"
@@ -109,6 +113,7 @@ async def test_a_ztunnel_cannot_act_on_another_nodes_pod(served: Any) -> None:
         with pytest.raises(NetnsError, match=r"not a pod on node node-1 \(403\)"):
             await client._call("/pods/delete", {"ip": "10.244.0.3"})
         assert "10.244.0.3" in agent.pods and agent.redirections == [("10.244.0.2", True)]
+        assert agent.served_calls == [("10.244.0.2", True)]  # after the redirection, own pods
     finally:
         await client.close()
 
