@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -21,7 +23,7 @@ from ambient.config.resources import (
 )
 from ambient.config.schema import FieldPath, render_path
 
-__all__ = ["ConfigSet", "Origin", "Ref"]
+__all__ = ["ConfigSet", "Origin", "Ref", "changed_refs"]
 
 R = TypeVar("R")
 
@@ -142,3 +144,20 @@ class ConfigSet:
     def service_entries(self) -> tuple[ServiceEntry, ...]:
         """ServiceEntries."""
         return self.of_type(ServiceEntry)
+
+
+def changed_refs(old: ConfigSet, new: ConfigSet) -> list[Ref]:
+    """Refs whose object differs (by identity: objects are immutable) between two configs."""
+    if old is new or old.objects is new.objects:
+        return []
+    before, after = old.objects, new.objects
+    if len(before) == len(after) and all(map(operator.is_, before.keys(), after.keys())):
+        # A relabelled config keeps its keys in place: compare position by position, by
+        # identity, in C (no hashing of refs); otherwise look each ref up.
+        return list(
+            itertools.compress(after.keys(), map(operator.is_not, before.values(), after.values()))
+        )
+    changed = [ref for ref, obj in after.items() if before.get(ref) is not obj]
+    if len(before) != len(after) - sum(1 for ref in changed if ref not in before):
+        changed += [ref for ref in before if ref not in after]
+    return changed

@@ -40,6 +40,8 @@ __all__ = [
     "ScheduledPod",
     "expand_deployment",
     "pod_name",
+    "relabel_entry",
+    "relabelled",
     "replica_nodes",
     "scheduled_pods",
     "template_hash",
@@ -160,6 +162,20 @@ def _relabel(pod: Pod, overrides: Mapping[str, str | None]) -> Pod:
     return dataclasses.replace(pod, meta=dataclasses.replace(pod.meta, labels=FrozenMap(labels)))
 
 
+def relabel_entry(entry: ScheduledPod, override: Mapping[str, str | None] | None) -> ScheduledPod:
+    """``entry`` with its pod's labels overridden (``ambient label``); None: unchanged."""
+    if override is None:
+        return entry
+    return dataclasses.replace(entry, pod=_relabel(entry.pod, override))
+
+
+def relabelled(
+    base: Mapping[tuple[str, str], ScheduledPod], overrides: LabelOverrides
+) -> dict[tuple[str, str], ScheduledPod]:
+    """Every entry of ``base`` with its override applied."""
+    return {key: relabel_entry(entry, overrides.get(key)) for key, entry in base.items()}
+
+
 def scheduled_pods(
     config: ConfigSet, overrides: LabelOverrides = NO_OVERRIDES
 ) -> tuple[tuple[ScheduledPod, ...], tuple[str, ...]]:
@@ -184,6 +200,6 @@ def scheduled_pods(
     for key in sorted(found):
         entry = found[key]
         if key in overrides:
-            entry = dataclasses.replace(entry, pod=_relabel(entry.pod, overrides[key]))
+            entry = relabel_entry(entry, overrides[key])
         result.append(entry)
     return tuple(result), tuple(warnings)

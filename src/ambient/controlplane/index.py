@@ -3,20 +3,9 @@
 ``build_snapshot`` is pure apart from the address allocator. Decisions:
 
 - Workloads: every pod (declared, or expanded from a Deployment, see
-  ``expand``), every WorkloadEntry (``local=False``), and every inline
-  ServiceEntry endpoint (``local=False``, type ``workloadentry``). uids are
-  Istio's: ``<cluster>//Pod/<ns>/<name>``, ``<cluster>//WorkloadEntry/<ns>/<name>``,
-  ``<cluster>//ServiceEntry/<ns>/<se>/<address>``.
-- Enrollment: the workload's own ``istio.io/dataplane-mode`` label decides
-  when present (``ambient`` enrolls; ``none`` or any other value does not, as
-  the config loader warns); otherwise its namespace's label does. Endpoints of
-  a ``MESH_EXTERNAL`` ServiceEntry ignore the namespace label (external hosts
-  do not speak HBONE) unless labelled themselves.
-- A WorkloadEntry's labels are ``spec.labels`` overlaid with
-  ``metadata.labels`` (so ``ambient label`` works on it); its node is its
-  ``ambient.io/node`` label, else ``""``. A WorkloadEntry or endpoint whose
-  address is a hostname gets no address (with a warning).
-- Canonical name and revision follow Istio's label precedence.
+  ``expand``), every WorkloadEntry and every inline ServiceEntry endpoint
+  (``local=False``); what each becomes (uids, enrollment, labels) is in
+  ``workloads``.
 - ``MeshSnapshot.nodes``: an address for every node that runs a pod.
 - Waypoints: Gateways of class ``istio-waypoint`` add their Deployment, Service
   and ServiceAccount, and ``istio.io/use-waypoint`` bindings are resolved as
@@ -27,30 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import itertools
-import operator
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ambient.api.workload import (
-    ANNOTATION_APPLICATION_TUNNEL,
-    ApplicationTunnel,
     IPAddress,
-    TunnelProtocol,
     Workload,
-    WorkloadStatus,
-    waypoint_of,
 )
-from ambient.config.configset import ConfigSet, Ref
-from ambient.config.frozen import FrozenMap
+from ambient.config.configset import ConfigSet, Ref, changed_refs
 from ambient.config.l7objects import L7Manifests
 from ambient.config.resources import (
-    LABEL_DATAPLANE_MODE,
     Deployment,
     Pod,
-    ServiceEntry,
-    WorkloadEntry,
 )
 from ambient.controlplane.allocate import AddressAllocator, AllocationKey
 from ambient.controlplane.expand import (
@@ -58,67 +36,27 @@ from ambient.controlplane.expand import (
     LabelOverrides,
     ScheduledPod,
     expand_deployment,
+    relabel_entry,
+    relabelled,
 )
-from ambient.controlplane.expand import _relabel as relabel
 from ambient.controlplane.policies import TranslationCache, build_policies
-from ambient.controlplane.services import ServiceRegistry, entry_ports
+from ambient.controlplane.services import ServiceRegistry
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, Touched, diff
 from ambient.controlplane.waypoints import WaypointBinder, WaypointObjects
+from ambient.controlplane.workloads import (
+    DEFAULT_CLUSTER_ID,
+    WorkloadBuilder,
+    ip_or_none,
+    pod_uid,
+    with_health,
+)
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
 
-__all__ = [
-    "DEFAULT_CLUSTER_ID",
-    "LABEL_NODE",
-    "MeshIndex",
-    "build_snapshot",
-    "canonical_name",
-    "canonical_revision",
-    "tunnel_protocol",
-]
-
-DEFAULT_CLUSTER_ID = "Kubernetes"
-
-
-def pod_uid(namespace: str, name: str, cluster_id: str = DEFAULT_CLUSTER_ID) -> str:
-    """A pod's workload uid, as Istio names it: ``<cluster>//Pod/<namespace>/<name>``."""
-    return f"{cluster_id}//Pod/{namespace}/{name}"
-
-
-LABEL_NODE = "ambient.io/node"
-_NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
-_REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
-
-
-def canonical_name(labels: Mapping[str, str], workload_name: str) -> str:
-    """Istio's canonical service name: the first label present, else the workload name."""
-    return next((labels[k] for k in _NAME_LABELS if labels.get(k)), workload_name)
-
-
-def canonical_revision(labels: Mapping[str, str]) -> str:
-    """Istio's canonical revision: the first label present, else ``latest``."""
-    return next((labels[k] for k in _REVISION_LABELS if labels.get(k)), "latest")
-
-
-def tunnel_protocol(
-    labels: Mapping[str, str], namespace_labels: Mapping[str, str]
-) -> TunnelProtocol:
-    """HBONE if the workload is enrolled in ambient mode (see the module docstring)."""
-    mode = labels.get(LABEL_DATAPLANE_MODE, namespace_labels.get(LABEL_DATAPLANE_MODE))
-    return TunnelProtocol.HBONE if mode == "ambient" else TunnelProtocol.NONE
-
-
-def _ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _we_labels(entry: WorkloadEntry) -> FrozenMap[str, str]:
-    return FrozenMap({**entry.spec.labels, **entry.meta.labels})
-
+__all__ = ["MeshIndex", "build_snapshot"]
 
 _Groups = Mapping[str, tuple[Any, ...]]
+_Key = tuple[str, str]  # a pod: (namespace, name)
+_POLICY_KINDS = frozenset({"AuthorizationPolicy", "PeerAuthentication"})
 _INDEXED_KINDS = (
     "Namespace",
     "Pod",
@@ -152,7 +90,7 @@ def _allocate(
     for entry in pods:
         pod = entry.pod
         key = AllocationKey("Pod", pod.meta.namespace, pod.meta.name)
-        ip = _ip(pod.status.pod_ip) if pod.status.pod_ip else None
+        ip = ip_or_none(pod.status.pod_ip) if pod.status.pod_ip else None
         if ip is None:
             wanted.add(key)
         else:
@@ -162,13 +100,13 @@ def _allocate(
         if svc.spec.headless:
             continue
         key = AllocationKey("Service", svc.meta.namespace, svc.meta.name)
-        ip = _ip(svc.spec.cluster_ip) if svc.spec.cluster_ip else None
+        ip = ip_or_none(svc.spec.cluster_ip) if svc.spec.cluster_ip else None
         if ip is None:
             wanted.add(key)
         else:
             explicit[key] = ip
     for we in groups["WorkloadEntry"]:
-        if (ip := _ip(we.spec.address)) is not None:
+        if (ip := ip_or_none(we.spec.address)) is not None:
             explicit[AllocationKey("WorkloadEntry", we.meta.namespace, we.meta.name)] = ip
     taken: set[IPAddress] = set()
     for se in groups["ServiceEntry"]:
@@ -176,131 +114,13 @@ def _allocate(
             network = ipaddress.ip_network(text, strict=False)
             if network.num_addresses == 1:
                 taken.add(network.network_address)
-        taken.update(ip for ep in se.spec.endpoints if (ip := _ip(ep.address)) is not None)
+        taken.update(ip for ep in se.spec.endpoints if (ip := ip_or_none(ep.address)) is not None)
     return allocator.sync(explicit, wanted, taken)
 
 
 def _alloc_input(entry: ScheduledPod) -> tuple[str | None, str]:
     """What of a pod its address allocation depends on."""
     return entry.pod.status.pod_ip, entry.pod.spec.node_name
-
-
-class _Builder:
-    """Workloads of one snapshot; collects warnings."""
-
-    def __init__(
-        self,
-        namespaces: Mapping[str, Mapping[str, str]],
-        registry: ServiceRegistry,
-        trust_domain: str,
-        cluster_id: str,
-        binder: WaypointBinder,
-    ) -> None:
-        self.registry = registry
-        self.binder = binder
-        self.trust_domain = trust_domain
-        self.cluster_id = cluster_id
-        self.namespaces = namespaces
-        self.workloads: dict[str, Workload] = {}
-        self.warnings: list[str] = []
-
-    def add(self, workload: Workload) -> None:
-        workload = self.binder.workload(workload)
-        if workload.uid in self.workloads:
-            self.warnings.append(f"workload {workload.uid} is defined twice; the first is kept")
-            return
-        self.workloads[workload.uid] = workload
-
-    def pod_workload(self, entry: ScheduledPod, address: IPAddress) -> Workload:
-        pod, ns = entry.pod, entry.pod.meta.namespace
-        labels = pod.meta.labels
-        workload = Workload(
-            uid=pod_uid(ns, pod.meta.name, self.cluster_id),
-            name=pod.meta.name,
-            namespace=ns,
-            addresses=(address,),
-            service_account=pod.spec.service_account_name,
-            node=pod.spec.node_name,
-            tunnel_protocol=tunnel_protocol(labels, self.namespaces.get(ns, {})),
-            trust_domain=self.trust_domain,
-            cluster_id=self.cluster_id,
-            workload_name=entry.workload_name,
-            workload_type=entry.workload_type,
-            canonical_name=canonical_name(labels, entry.workload_name),
-            canonical_revision=canonical_revision(labels),
-            services=self.registry.for_pod(pod),
-            labels=labels,
-            local=True,
-            application_tunnel=_application_tunnel(pod.meta.annotations),
-            # Read from an API server: the pod's Ready condition (None: the runtime reports).
-            status=WorkloadStatus.UNHEALTHY
-            if pod.status.ready is False
-            else WorkloadStatus.HEALTHY,
-        )
-        return self.binder.workload(workload)
-
-    def workload_entry(self, entry: WorkloadEntry) -> None:
-        ns, name, spec = entry.meta.namespace, entry.meta.name, entry.spec
-        labels = _we_labels(entry)
-        self.add(
-            Workload(
-                uid=f"{self.cluster_id}//WorkloadEntry/{ns}/{name}",
-                name=name,
-                namespace=ns,
-                addresses=self._addresses(spec.address, f"WorkloadEntry {ns}/{name}"),
-                service_account=spec.service_account,
-                node=labels.get(LABEL_NODE, ""),
-                tunnel_protocol=tunnel_protocol(labels, self.namespaces.get(ns, {})),
-                trust_domain=self.trust_domain,
-                cluster_id=self.cluster_id,
-                network=spec.network,
-                workload_name=name,
-                workload_type="workloadentry",
-                canonical_name=canonical_name(labels, name),
-                canonical_revision=canonical_revision(labels),
-                services=self.registry.for_workload_entry(ns, labels, spec.ports),
-                labels=labels,
-                local=False,
-            )
-        )
-
-    def service_entry(self, entry: ServiceEntry) -> None:
-        ns, name = entry.meta.namespace, entry.meta.name
-        internal = entry.spec.location == "MESH_INTERNAL"
-        namespace_labels: Mapping[str, str] = self.namespaces.get(ns, {}) if internal else {}
-        for ep in entry.spec.endpoints:
-            ports = entry_ports(entry, ep.ports)
-            self.add(
-                Workload(
-                    uid=f"{self.cluster_id}//ServiceEntry/{ns}/{name}/{ep.address}",
-                    name=name,
-                    namespace=ns,
-                    addresses=self._addresses(ep.address, f"ServiceEntry {ns}/{name} endpoint"),
-                    service_account=ep.service_account,
-                    node="",
-                    tunnel_protocol=tunnel_protocol(ep.labels, namespace_labels),
-                    trust_domain=self.trust_domain,
-                    cluster_id=self.cluster_id,
-                    network=ep.network,
-                    workload_name=name,
-                    workload_type="workloadentry",
-                    canonical_name=canonical_name(ep.labels, name),
-                    canonical_revision=canonical_revision(ep.labels),
-                    services=FrozenMap({f"{ns}/{host}": ports for host in entry.spec.hosts}),
-                    labels=ep.labels,
-                    local=False,
-                )
-            )
-
-    def _addresses(self, text: str, where: str) -> tuple[IPAddress, ...]:
-        ip = _ip(text)
-        if ip is None:
-            self.warnings.append(
-                f"{where}: address {text!r} is not an IP address; the workload gets no "
-                "address (hostname workloads are not supported yet)"
-            )
-            return ()
-        return (ip,)
 
 
 def build_snapshot(
@@ -364,7 +184,7 @@ class MeshIndex:
         self._pods: dict[tuple[str, str], ScheduledPod] = {}  # after
         self._raw: dict[str, Workload] = {}  # pod workloads before health
         self._addresses: dict[AllocationKey, IPAddress] = {}
-        self._builder: _Builder | None = None
+        self._builder: WorkloadBuilder | None = None
         self._static: dict[str, Workload] = {}  # WorkloadEntry and ServiceEntry workloads
         self._warnings: dict[str, tuple[str, ...]] = {}
         self._waypoint_objects = WaypointObjects()
@@ -397,7 +217,7 @@ class MeshIndex:
         if isinstance(previous, _Empty):
             changed = None
         elif changed is None:
-            changed = _changed_refs(previous, config)
+            changed = changed_refs(previous, config)
         else:
             changed = list(changed)
         touched: Touched | None = None
@@ -489,14 +309,14 @@ class MeshIndex:
     ) -> None:
         groups = _groups(config)
         base, warnings = self._schedule(groups)
-        pods = _relabelled(base, overrides)
+        pods = relabelled(base, overrides)
         addresses = self._addresses_of(groups, pods)
         vips = {(k.namespace, k.name): a for k, a in addresses.items() if k.kind == "Service"}
         registry = ServiceRegistry(config, vips, groups["Service"], groups["ServiceEntry"])
         namespaces = {ns.meta.name: ns.meta.labels for ns in config.namespaces()}
         binder = WaypointBinder(config)
         registry.services = {key: binder.service(svc) for key, svc in registry.services.items()}
-        builder = _Builder(namespaces, registry, self.trust_domain, self.cluster_id, binder)
+        builder = WorkloadBuilder(namespaces, registry, self.trust_domain, self.cluster_id, binder)
         raw: dict[str, Workload] = {}
         for key, entry in pods.items():
             workload = builder.pod_workload(entry, addresses[AllocationKey("Pod", *key)])
@@ -519,7 +339,7 @@ class MeshIndex:
             "policies": policies.warnings,
             "waypoints": tuple(binder.warnings),
         }
-        workloads = {uid: _with_health(w, ready) for uid, w in raw.items()}
+        workloads = {uid: with_health(w, ready) for uid, w in raw.items()}
         workloads.update(static)
         self.snapshot = MeshSnapshot(
             workloads,
@@ -589,102 +409,22 @@ class MeshIndex:
         overrides: LabelOverrides,
         ready: frozenset[str] | None,
     ) -> Touched | None:
-        """Apply a change of pods, Deployments, labels, health or policies; None: rebuild."""
-        assert self._builder is not None
-        groups = self._groups
+        """Apply a change of pods, Deployments, labels, health or policies; None: rebuild.
+
+        Each kind of change names the pods it makes dirty (``_pod_changes``,
+        ``_label_changes``); only those are placed, addressed and built again
+        (``_place``, ``_pod_workloads``); health and policies patch what they touch."""
         kinds = {ref.kind for ref in changed}
-        base, dirty = self._base, set[tuple[str, str]]()
-        pod_warnings = self._warnings["pods"]
-        if kinds == {"Pod"} and self._declared_only(changed):
-            # Only declared pods changed (the common case): patch the schedule in place;
-            # the stale "Pod" group is never read before the next full grouping.
-            base = dict(self._base)
-            for ref in changed:
-                key = (ref.namespace, ref.name)
-                obj = config.objects.get(ref)
-                if isinstance(obj, Pod) and self._admits(obj):
-                    base[key] = ScheduledPod(obj)
-                else:
-                    base.pop(key, None)
-                dirty.add(key)
-            if any((key in base) != (key in self._base) for key in dirty):
-                base = self._sorted_pods(base)
-        elif kinds & {"Pod", "Deployment"}:
-            groups = _groups(config)
-            old_base = self._base
-            old_expansions = dict(self._expansions)
-            base, pod_warnings = self._schedule(groups)
-            for ref in changed:
-                if ref.kind == "Pod":
-                    dirty.add((ref.namespace, ref.name))
-                elif ref.kind == "Deployment":
-                    for expansion in (old_expansions.get(ref), self._expansions.get(ref)):
-                        if expansion is not None:
-                            dirty.update((p.meta.namespace, p.meta.name) for p in expansion[1])
-            for key in list(dirty):
-                before, after = old_base.get(key), base.get(key)
-                same = before is not None and after is not None and before.pod is after.pod
-                if (
-                    same
-                    and before is not None
-                    and after is not None
-                    and before.owner is after.owner
-                ):
-                    dirty.discard(key)
-        elif kinds & {"AuthorizationPolicy", "PeerAuthentication"}:
-            groups = _groups(config)
-        if overrides is not self._overrides:
-            dirty.update(
-                key
-                for key in self._overrides.keys() | overrides.keys()
-                if self._overrides.get(key) != overrides.get(key)
-            )
-        pods = self._pods
-        addresses = self._addresses
-        if dirty:
-            pods = dict(self._pods)
-            for key in dirty:
-                entry = base.get(key)
-                if entry is None:
-                    pods.pop(key, None)
-                else:
-                    pods[key] = _relabel_entry(entry, overrides.get(key))
-            readdressed = self._readdress(groups, pods, dirty)
-            if readdressed is None:
-                return None
-            pods, addresses = readdressed
-        raw = self._raw
-        uids: set[str] = set()
-        if dirty:
-            raw = dict(raw)
-            for key in dirty:
-                uid = pod_uid(key[0], key[1], self.cluster_id)
-                uids.add(uid)
-                entry = pods.get(key)
-                if entry is None:
-                    raw.pop(uid, None)
-                else:
-                    address = addresses[AllocationKey("Pod", *key)]
-                    raw[uid] = self._builder.pod_workload(entry, address)
-        if ready != self._ready:
-            assert ready is not None and self._ready is not None
-            uids.update(u for u in ready ^ self._ready if u in raw)
-        workloads: Mapping[str, Workload] = self.snapshot.workloads
-        if uids:
-            patched = dict(workloads.items())
-            for uid in uids:
-                if uid in raw:
-                    patched[uid] = _with_health(raw[uid], ready)
-                else:
-                    patched.pop(uid, None)
-            workloads = patched
-        authorizations = self.snapshot.authorizations
-        peers = self.snapshot.peer_authentications
-        policy_warnings = self._warnings["policies"]
-        if kinds & {"AuthorizationPolicy", "PeerAuthentication"}:
-            policies = build_policies(config, cache=self._policy_cache, objects=groups)
-            authorizations, peers = policies.authorizations, policies.peer_authentications
-            policy_warnings = policies.warnings
+        groups, base, dirty, pod_warnings = self._pod_changes(config, changed, kinds)
+        dirty |= self._label_changes(overrides)
+        placed = self._place(groups, base, dirty, overrides)
+        if placed is None:
+            return None
+        pods, addresses = placed
+        raw, uids = self._pod_workloads(dirty, pods, addresses)
+        uids |= self._health_changes(ready, raw)
+        workloads = self._patched_workloads(uids, raw, ready)
+        authorizations, peers, policy_warnings = self._policy_changes(config, kinds, groups)
         nodes = self._nodes_of(addresses, pods, dirty)
         self._config, self._overrides, self._ready = config, overrides, ready
         self._groups, self._base, self._pods, self._raw = groups, base, pods, raw
@@ -692,12 +432,7 @@ class MeshIndex:
         self._warnings = {**self._warnings, "pods": pod_warnings, "policies": policy_warnings}
         old = self.snapshot
         self.snapshot = MeshSnapshot(
-            workloads,
-            old.services,
-            self._all_warnings(),
-            nodes,
-            authorizations,
-            peers,
+            workloads, old.services, self._all_warnings(), nodes, authorizations, peers
         )
         return Touched(
             workloads=frozenset(uids),
@@ -709,49 +444,155 @@ class MeshIndex:
             else frozenset(),
         )
 
+    def _pod_changes(
+        self, config: ConfigSet, changed: list[Ref], kinds: set[str]
+    ) -> tuple[_Groups, dict[_Key, ScheduledPod], set[_Key], tuple[str, ...]]:
+        """The grouped objects, the schedule (before label overrides), the pods whose
+        object or owner changed, and the scheduling warnings after ``changed``."""
+        if kinds == {"Pod"} and self._declared_only(changed):
+            # Only declared pods changed (the common case): patch the schedule in place;
+            # the stale "Pod" group is never read before the next full grouping.
+            base, dirty = self._patch_declared_pods(config, changed)
+            return self._groups, base, dirty, self._warnings["pods"]
+        if kinds & {"Pod", "Deployment"}:
+            groups = _groups(config)
+            base, dirty, warnings = self._reschedule(groups, changed)
+            return groups, base, dirty, warnings
+        if kinds & _POLICY_KINDS:
+            return _groups(config), self._base, set(), self._warnings["pods"]
+        return self._groups, self._base, set(), self._warnings["pods"]
 
-def _changed_refs(old: ConfigSet, new: ConfigSet) -> list[Ref]:
-    """Refs whose object differs (by identity: objects are immutable) between two configs."""
-    if old is new or old.objects is new.objects:
-        return []
-    before, after = old.objects, new.objects
-    if len(before) == len(after) and all(map(operator.is_, before.keys(), after.keys())):
-        # A relabelled config keeps its keys in place: compare position by position, by
-        # identity, in C (no hashing of refs); otherwise look each ref up.
-        return list(
-            itertools.compress(after.keys(), map(operator.is_not, before.values(), after.values()))
-        )
-    changed = [ref for ref, obj in after.items() if before.get(ref) is not obj]
-    if len(before) != len(after) - sum(1 for ref in changed if ref not in before):
-        changed += [ref for ref in before if ref not in after]
-    return changed
+    def _patch_declared_pods(
+        self, config: ConfigSet, changed: list[Ref]
+    ) -> tuple[dict[_Key, ScheduledPod], set[_Key]]:
+        base = dict(self._base)
+        dirty: set[_Key] = set()
+        for ref in changed:
+            key = (ref.namespace, ref.name)
+            obj = config.objects.get(ref)
+            if isinstance(obj, Pod) and self._admits(obj):
+                base[key] = ScheduledPod(obj)
+            else:
+                base.pop(key, None)
+            dirty.add(key)
+        if any((key in base) != (key in self._base) for key in dirty):
+            base = self._sorted_pods(base)
+        return base, dirty
 
+    def _reschedule(
+        self, groups: _Groups, changed: list[Ref]
+    ) -> tuple[dict[_Key, ScheduledPod], set[_Key], tuple[str, ...]]:
+        """Schedule again (reusing unchanged expansions); dirty: the changed Pods and the
+        replicas of changed Deployments, less those whose object and owner are the same."""
+        old_base = self._base
+        old_expansions = dict(self._expansions)
+        base, warnings = self._schedule(groups)
+        dirty: set[_Key] = set()
+        for ref in changed:
+            if ref.kind == "Pod":
+                dirty.add((ref.namespace, ref.name))
+            elif ref.kind == "Deployment":
+                for expansion in (old_expansions.get(ref), self._expansions.get(ref)):
+                    if expansion is not None:
+                        dirty.update((p.meta.namespace, p.meta.name) for p in expansion[1])
+        for key in list(dirty):
+            before, after = old_base.get(key), base.get(key)
+            if (
+                before is not None
+                and after is not None
+                and before.pod is after.pod
+                and before.owner is after.owner
+            ):
+                dirty.discard(key)
+        return base, dirty, warnings
 
-def _relabel_entry(entry: ScheduledPod, override: Mapping[str, str | None] | None) -> ScheduledPod:
-    if override is None:
-        return entry
-    return dataclasses.replace(entry, pod=relabel(entry.pod, override))
+    def _label_changes(self, overrides: LabelOverrides) -> set[_Key]:
+        """The pods whose label override (``ambient label``) changed."""
+        if overrides is self._overrides:
+            return set()
+        return {
+            key
+            for key in self._overrides.keys() | overrides.keys()
+            if self._overrides.get(key) != overrides.get(key)
+        }
 
+    def _place(
+        self,
+        groups: _Groups,
+        base: Mapping[_Key, ScheduledPod],
+        dirty: set[_Key],
+        overrides: LabelOverrides,
+    ) -> tuple[dict[_Key, ScheduledPod], dict[AllocationKey, IPAddress]] | None:
+        """The pods (relabelled) and addresses after the ``dirty`` pods changed; pods whose
+        address moved join ``dirty``. None: a Service's address moved (rebuild)."""
+        if not dirty:
+            return self._pods, self._addresses
+        pods = dict(self._pods)
+        for key in dirty:
+            entry = base.get(key)
+            if entry is None:
+                pods.pop(key, None)
+            else:
+                pods[key] = relabel_entry(entry, overrides.get(key))
+        return self._readdress(groups, pods, dirty)
 
-def _relabelled(
-    base: Mapping[tuple[str, str], ScheduledPod], overrides: LabelOverrides
-) -> dict[tuple[str, str], ScheduledPod]:
-    return {key: _relabel_entry(entry, overrides.get(key)) for key, entry in base.items()}
+    def _pod_workloads(
+        self,
+        dirty: AbstractSet[_Key],
+        pods: Mapping[_Key, ScheduledPod],
+        addresses: Mapping[AllocationKey, IPAddress],
+    ) -> tuple[dict[str, Workload], set[str]]:
+        """Pod workloads (before health) with the ``dirty`` pods built again, and their uids."""
+        assert self._builder is not None
+        if not dirty:
+            return self._raw, set()
+        raw = dict(self._raw)
+        uids: set[str] = set()
+        for key in dirty:
+            uid = pod_uid(key[0], key[1], self.cluster_id)
+            uids.add(uid)
+            entry = pods.get(key)
+            if entry is None:
+                raw.pop(uid, None)
+            else:
+                raw[uid] = self._builder.pod_workload(entry, addresses[AllocationKey("Pod", *key)])
+        return raw, uids
 
+    def _health_changes(
+        self, ready: frozenset[str] | None, raw: Mapping[str, Workload]
+    ) -> set[str]:
+        """The uids of pod workloads whose readiness changed."""
+        if ready == self._ready:
+            return set()
+        assert ready is not None and self._ready is not None
+        return {u for u in ready ^ self._ready if u in raw}
 
-def _with_health(workload: Workload, ready: AbstractSet[str] | None) -> Workload:
-    # A waypoint's pod has no processes of its own: its node proxy serves it as soon as
-    # the pod is scheduled there (see ambient.ztunnel.waypoints).
-    if ready is None or workload.uid in ready or waypoint_of(workload) is not None:
-        return workload
-    return dataclasses.replace(workload, status=WorkloadStatus.UNHEALTHY)
+    def _patched_workloads(
+        self, uids: AbstractSet[str], raw: Mapping[str, Workload], ready: frozenset[str] | None
+    ) -> Mapping[str, Workload]:
+        """The snapshot's workloads with ``uids`` replaced (health applied) or removed."""
+        workloads: Mapping[str, Workload] = self.snapshot.workloads
+        if not uids:
+            return workloads
+        patched = dict(workloads.items())
+        for uid in uids:
+            if uid in raw:
+                patched[uid] = with_health(raw[uid], ready)
+            else:
+                patched.pop(uid, None)
+        return patched
+
+    def _policy_changes(
+        self, config: ConfigSet, kinds: set[str], groups: _Groups
+    ) -> tuple[Any, Any, tuple[str, ...]]:
+        """Authorizations, PeerAuthentications and their warnings: translated again (from
+        the cache) only when a policy changed."""
+        if not kinds & _POLICY_KINDS:
+            old = self.snapshot
+            return old.authorizations, old.peer_authentications, self._warnings["policies"]
+        policies = build_policies(config, cache=self._policy_cache, objects=groups)
+        return policies.authorizations, policies.peer_authentications, policies.warnings
 
 
 def _nodes(addresses: Mapping[AllocationKey, IPAddress]) -> dict[str, IPAddress]:
     return {k.name: addresses[k] for k in sorted(k for k in addresses if k.kind == "Node")}
-
-
-def _application_tunnel(annotations: Mapping[str, str]) -> ApplicationTunnel:
-    """``ambient.io/application-tunnel: PROXY`` asks for a PROXY v2 header with the peer identity."""
-    value = annotations.get(ANNOTATION_APPLICATION_TUNNEL, "").upper()
-    return ApplicationTunnel.PROXY if value == "PROXY" else ApplicationTunnel.NONE

@@ -41,10 +41,11 @@ from ambient.config.frozen import FrozenMap
 from ambient.config.resources import Resource
 from ambient.controlplane.allocate import AddressAllocator
 from ambient.controlplane.cluster import ClusterIndex
-from ambient.controlplane.index import DEFAULT_CLUSTER_ID, MeshIndex, pod_uid
+from ambient.controlplane.index import MeshIndex
 from ambient.controlplane.labels import NotFound, check_label, kind_of, with_label
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, Touched, diff
 from ambient.controlplane.source import NotAuthorized
+from ambient.controlplane.workloads import DEFAULT_CLUSTER_ID, pod_uid
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.spiffe import SpiffeId
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ambient.controlplane.expand import scheduled_pods
-from ambient.controlplane.index import pod_uid
 from ambient.controlplane.plane import ControlPlane
+from ambient.controlplane.workloads import pod_uid
 from ambient.runtime import PodRun, PodSpecError, Supervisor
 from ambient.runtime.security import ContainerConfigError, Isolation, isolation_report
 from ambient.runtime.status import ContainerEvent, EventKind

@@ -20,7 +20,7 @@ from ambient.config import ConfigSet, Pod
 from ambient.config.configset import Ref
 from ambient.controlplane import AddressAllocator, ControlPlane, diff
 from ambient.controlplane.cluster import ClusterIndex
-from ambient.controlplane.index import pod_uid
+from ambient.controlplane.workloads import pod_uid
 from ambient.identity.ca import CertificateAuthority
 from tests.unit.controlplane.manifests import load, namespace, pod, service
 

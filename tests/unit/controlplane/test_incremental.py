@@ -19,7 +19,8 @@ from ambient.config import ConfigSet
 from ambient.config.configset import Ref
 from ambient.config.frozen import FrozenMap
 from ambient.controlplane import AddressAllocator, diff, with_label
-from ambient.controlplane.index import MeshIndex, pod_uid
+from ambient.controlplane.index import MeshIndex
+from ambient.controlplane.workloads import pod_uid
 from tests.unit.controlplane.manifests import load, namespace, pod
 
 DEPLOYMENT = """
