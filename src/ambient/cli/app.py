@@ -19,7 +19,6 @@ here and register nothing themselves; ``cli.main`` attaches them to ``cli``.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ import click
 
 from ambient import __version__
 from ambient.cli.client import ApiError, MeshClient
+from ambient.config import duration
 from ambient.local.statedir import DEFAULT_STATE_DIR, ENV_VAR, MeshNotRunning, StateDir
 
 if TYPE_CHECKING:
@@ -47,9 +47,6 @@ __all__ = [
     "target",
     "target_options",
 ]
-
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -157,11 +154,11 @@ def call(ctx: click.Context, method: str, path: str, body: dict[str, Any] | None
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``1h``, ``2d`` (or a combination such as ``1h30m``)."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise click.BadParameter(f"{text!r}: expected a duration such as 30m, 1h or 2d")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    """``90s``, ``30m``, ``1h``, ``2d`` (or a combination such as ``1h30m``): ``duration.CLI``."""
+    try:
+        return timedelta(seconds=duration.parse_duration(text, duration.CLI))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings=CONTEXT)

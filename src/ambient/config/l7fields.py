@@ -1,8 +1,7 @@
 """Schema pieces shared by HTTPRoute, VirtualService and DestinationRule.
 
-Durations: Gateway API's are ``1h``, ``30s``, ``500ms`` (1-4 integer parts of at
-most 5 digits, units h/m/s/ms); Istio's follow Go's ``time.ParseDuration``
-(``1.5s``, ``100us``). Both parse to float seconds; ``0s`` means "no timeout".
+Durations (``GatewayDuration``, ``GoDuration``) are read by ``config.duration``
+(Gateway API's and Istio's syntax) into float seconds; ``0s`` means "no timeout".
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
+from ambient.config.duration import GATEWAY, ISTIO, DurationSyntax, parse_duration
 from ambient.config.regex import RegexError, compile_re2
 from ambient.config.schema import (
     INVALID,
@@ -43,19 +43,18 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
-_GATEWAY_DURATION = re.compile(r"(?:[0-9]{1,5}(?:h|m|s|ms)){1,4}")
-_GATEWAY_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
-_GO_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:h|m|s|ms|us|µs|ns)")
-_GO_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(h|ms|m|s|us|µs|ns)")
-_UNIT_SECONDS = {
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ns": 1e-9,
-}
+
+
+def _duration(
+    value: object, syntax: DurationSyntax, at: FieldPath, report: Report
+) -> float | Invalid:
+    try:
+        if isinstance(value, str):
+            return parse_duration(value, syntax)
+    except ValueError:
+        pass
+    report.error(at, f"expected {syntax.expected}, got {show(value)}")
+    return INVALID
 
 
 def header_name(value: str) -> str | None:
@@ -68,33 +67,24 @@ def header_name(value: str) -> str | None:
 class GatewayDuration(Node[float]):
     """A Gateway API Duration (GEP-2257) such as ``10s`` or ``1h30m``, in seconds."""
 
-    expected = "a duration such as '10s', '500ms' or '1h30m'"
+    expected = GATEWAY.expected
 
     def parse(self, value: object, at: FieldPath, report: Report) -> float | Invalid:
-        if not isinstance(value, str) or _GATEWAY_DURATION.fullmatch(value) is None:
-            report.error(at, f"expected {self.expected}, got {show(value)}")
-            return INVALID
-        return sum(int(n) * _UNIT_SECONDS[u] for n, u in _GATEWAY_PART.findall(value))
+        return _duration(value, GATEWAY, at, report)
 
 
 class GoDuration(Node[float]):
     """An Istio duration such as ``2s``, ``0.5s`` or ``100ms``, in seconds (at least 1ms)."""
 
-    expected = "a duration such as '2s', '0.5s' or '100ms'"
+    expected = ISTIO.expected
 
     def __init__(self, allow_zero: bool = True) -> None:
         self.allow_zero = allow_zero
 
     def parse(self, value: object, at: FieldPath, report: Report) -> float | Invalid:
-        if (
-            not isinstance(value, str)
-            or re.fullmatch(f"(?:{_GO_DURATION.pattern})+", value) is None
-        ):
-            report.error(at, f"expected {self.expected}, got {show(value)}")
-            return INVALID
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_PART.findall(value))
-        if seconds == 0 and self.allow_zero:
-            return 0.0
+        seconds = _duration(value, ISTIO, at, report)
+        if seconds is INVALID or (seconds == 0 and self.allow_zero):
+            return seconds
         if seconds < 1e-3:
             report.error(at, f"must be at least 1ms, got {value!r}")
             return INVALID

@@ -8,7 +8,8 @@ path. Checks, as Istio's ``ValidateRequestAuthentication`` plus what the waypoin
   with a host; inline ``jwks`` must parse as a JWK Set (JSON) and wins over
   ``jwksUri`` when both are set (with a warning);
 - audiences, ``fromParams``, ``fromCookies`` and header names are non-empty;
-  header names are HTTP tokens; ``timeout`` is a duration (``5s``, ``500ms``).
+  header names are HTTP tokens; ``timeout`` is an Istio duration of at least 1ms
+  (``5s``, ``500ms``; ``config.duration``), as every other Istio duration field.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from joserfc.jwk import KeySet
 
 from ambient.config.frozen import FrozenMap
+from ambient.config.l7fields import GoDuration
 from ambient.config.meta import resource_schema
 from ambient.config.resources import ObjectMeta
 from ambient.config.schema import (
@@ -44,14 +46,11 @@ __all__ = [
     "RequestAuthentication",
     "RequestAuthenticationSpec",
     "WorkloadSelector",
-    "parse_duration",
     "parse_jwks",
 ]
 
 ISTIO_SECURITY = ("security.istio.io/v1", "security.istio.io/v1beta1")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DEFAULT_TIMEOUT = 5.0  # seconds, Istio's default JWKS fetch timeout
 
 
@@ -114,16 +113,6 @@ class RequestAuthentication:
     api_version: str = ISTIO_SECURITY[0]
     spec: RequestAuthenticationSpec = field(default_factory=RequestAuthenticationSpec)
     kind: str = field(default="RequestAuthentication", init=False)
-
-
-def parse_duration(value: object) -> float:
-    """A protobuf-style duration (``5s``, ``1.5s``, ``500ms``, ``1m``) in seconds."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected a duration string such as '5s', got {value!r}")
-    match = _DURATION.fullmatch(value)
-    if match is None or float(match.group(1)) * _UNITS[match.group(2)] <= 0:
-        raise ValueError(f"invalid duration {value!r}: expected a positive value like '5s'")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def parse_jwks(text: str) -> KeySet:
@@ -218,7 +207,7 @@ JWT_RULE = Obj(
                 {"header": req(Str(_not_empty, _header_name)), "claim": req(Str(_not_empty))},
             )
         ),
-        "timeout": Custom(parse_duration, "a duration such as '5s'"),
+        "timeout": GoDuration(allow_zero=False),
     },
     checks=[_check_rule],
 )

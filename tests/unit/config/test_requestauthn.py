@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ambient.config import ConfigError, load_text
-from ambient.config.requestauthn import RequestAuthentication, parse_duration
+from ambient.config.requestauthn import RequestAuthentication
 from tests.unit.waypoint.policy.helpers import ec_key, jwks_json
 
 HEAD = """apiVersion: security.istio.io/v1
@@ -115,17 +115,3 @@ def test_bad_specs_refused_with_field_path(spec: str, where: str, problem: str) 
     text = str(err.value)
     assert f"ra.yaml:1: RequestAuthentication/orders-jwt: {where}: " in text, text
     assert problem in text
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("5s", 5.0), ("1.5s", 1.5), ("250ms", 0.25), ("2m", 120.0), ("1h", 3600.0)],
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["0s", "5", "-1s", "5sec", ""])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(text)
