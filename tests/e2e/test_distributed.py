@@ -26,7 +26,7 @@ from typing import IO, Any
 import pytest
 
 from ambient.identity.certs import generate_key_and_csr
-from ambient.identity.node import NodeCredentials
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.identity.spiffe import SpiffeId
 from ambient.xds.ca_client import CaClient, CaClientError
 from tests.e2e.harness import (

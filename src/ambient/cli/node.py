@@ -36,7 +36,7 @@ def token() -> None:
 def token_create(ctx: click.Context, node_name: str, ttl: str, state_dir: str | None) -> None:
     """Print a new token that lets NODE join once (the control plane may be running)."""
     from ambient.identity.certs import CertificateError
-    from ambient.identity.node import TokenStoreError
+    from ambient.identity.jointokens import TokenStoreError
     from ambient.local.distributed import create_token
 
     try:
@@ -89,7 +89,7 @@ def node_revoke(ctx: click.Context, node_name: str, state_dir: str | None) -> No
 
     The state folder is the control plane's (``ambient controlplane``) or an
     ``ambient up`` mesh's."""
-    from ambient.identity.node import TokenStoreError
+    from ambient.identity.jointokens import TokenStoreError
     from ambient.local.distributed import control_plane_root, revoke_node
 
     try:

@@ -40,7 +40,8 @@ from pathlib import Path
 from cryptography import x509
 
 from ambient.identity.certs import CertificateError, load_pem_chain, utc_now
-from ambient.identity.node import NodeCredentialError, TokenStoreError, validate_node_name
+from ambient.identity.jointokens import TokenStoreError
+from ambient.identity.node import NodeCredentialError, validate_node_name
 from ambient.identity.x509util import make_private_dir, write_atomic
 
 __all__ = ["MEMBERS_FILE", "NodeMembers"]

@@ -1,4 +1,4 @@
-"""Node credentials: how a node's ztunnel proves to the control plane which node it runs on.
+"""The node PKI: how a node's ztunnel proves to the control plane which node it runs on.
 
 Istio's ztunnel authenticates to istiod as ``spiffe://<td>/ns/istio-system/sa/ztunnel`` and
 asks for its pods' certificates with ``ImpersonatedIdentity``; istiod checks that the pod
@@ -18,27 +18,19 @@ Decisions:
 - The control plane's server certificate has DNS SAN ``istiod.istio-system.svc`` (gRPC
   clients check DNS names, not URI SANs) and URI SAN ``spiffe://<td>/ns/istio-system/sa/istiod``;
   serverAuth only. Node certificates have no DNS SAN, so none can pass as the control plane.
-- :class:`JoinTokens`: one-time tokens for one node each, stored only as SHA-256 hashes in
-  ``join-tokens.json`` (0600, under a file lock so a CLI may create tokens while the control
-  plane redeems them). A token is consumed only once its node's CSR was signed.
+- Nodes join with one-time tokens (``identity.jointokens``); what a node stores is
+  ``identity.nodecreds``; which nodes are still members, ``identity.members``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
 import re
-import secrets
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -51,13 +43,11 @@ from ambient.identity.certs import (
     load_private_key,
     public_key_matches,
     signature_hash,
-    spiffe_ids_in_certificate,
     utc_now,
     verify_chain,
 )
 from ambient.identity.spiffe import (
     DEFAULT_TRUST_DOMAIN,
-    InvalidSpiffeId,
     SpiffeId,
     validate_trust_domain,
 )
@@ -68,23 +58,17 @@ from ambient.identity.x509util import (
     make_private_dir,
     make_self_signed_root,
     read_file,
+    read_private,
     write_atomic,
 )
 
 __all__ = [
     "CONTROL_PLANE_HOSTNAME",
     "DEFAULT_NODE_TTL",
-    "DEFAULT_TOKEN_TTL",
     "NODE_NAME_OID",
-    "JoinTokenError",
-    "JoinTokenInfo",
-    "JoinTokens",
     "NodeAuthority",
     "NodeCredentialError",
-    "NodeCredentials",
-    "TokenStoreError",
     "control_plane_identity",
-    "generate_node_key_and_csr",
     "node_identity",
     "node_name_of",
     "validate_node_name",
@@ -97,37 +81,20 @@ CONTROL_PLANE_SERVICE_ACCOUNT = "istiod"
 CONTROL_PLANE_HOSTNAME = "istiod.istio-system.svc"
 DEFAULT_NODE_TTL = timedelta(days=30)
 DEFAULT_SERVER_TTL = timedelta(days=30)
-DEFAULT_TOKEN_TTL = timedelta(hours=1)
-MAX_TOKEN_TTL = timedelta(days=7)
-TOKEN_PRUNE_AFTER = timedelta(days=1)  # expired/used records kept this long for clear errors
 ROOT_VALIDITY = timedelta(days=3650)
 MIN_RSA_BITS = 2048
 
 NODE_CA_DIR = "node-ca"
 ROOT_CERT_FILE = "root-cert.pem"
 ROOT_KEY_FILE = "root-key.pem"
-TOKENS_FILE = "join-tokens.json"
-TOKENS_LOCK = "join-tokens.lock"
-NODE_KEY_FILE = "node-key.pem"
-NODE_CERT_FILE = "node-cert.pem"
-NODE_ROOTS_FILE = "control-plane-roots.pem"
 
 _NODE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 _MAX_NODE_NAME = 253
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,128}")
 _UTF8_STRING = 0x0C
 
 
 class NodeCredentialError(CertificateError):
     """A node certificate that is missing, malformed or not issued by this node PKI."""
-
-
-class JoinTokenError(PermissionError):
-    """A join token that is unknown, expired, already used or for another node."""
-
-
-class TokenStoreError(RuntimeError):
-    """The join token store cannot be read or written."""
 
 
 # -- names ----------------------------------------------------------------------------------
@@ -193,24 +160,6 @@ def node_name_of(cert: x509.Certificate) -> str | None:
     return _decode_node_name(value.value)
 
 
-def generate_node_key_and_csr() -> tuple[bytes, bytes]:
-    """A fresh ECDSA P-256 key (PKCS#8 PEM) and a CSR (PEM) with an empty subject and no SAN.
-
-    The control plane decides the names: the node from the join token or the current
-    node certificate, and the identity.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([]))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
-
-
 # -- the node PKI ---------------------------------------------------------------------------
 
 
@@ -274,7 +223,7 @@ class NodeAuthority:
                 serialization.NoEncryption(),
             )
             try:
-                _make_private_dir(directory)
+                make_private_dir(directory)
                 write_atomic(key_path, key_pem, 0o600)
                 write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
             except OSError as err:
@@ -282,7 +231,7 @@ class NodeAuthority:
             return cls(cert, key, trust_domain=trust_domain, clock=clock)
         if not key_path.exists():
             raise CertificateError(f"{cert_path} exists but its key {key_path} is missing")
-        key = load_private_key(_read_private(key_path), str(key_path))
+        key = load_private_key(read_private(key_path), str(key_path))
         certs = load_pem_chain(read_file(cert_path), str(cert_path))
         if len(certs) != 1:
             raise CertificateError(f"{cert_path}: expected one certificate, found {len(certs)}")
@@ -432,268 +381,6 @@ class NodeAuthority:
         return cert.public_bytes(serialization.Encoding.PEM)
 
 
-# -- what a node holds ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeCredentials:
-    """A node's key, its node certificate, and the roots it trusts for the control plane.
-
-    The PEM fields are left out of ``repr`` so keys never end up in logs.
-    """
-
-    node: str
-    private_key_pem: bytes = field(repr=False)
-    chain_pem: bytes = field(repr=False)
-    roots_pem: bytes = field(repr=False)
-    not_before: datetime
-    not_after: datetime
-
-    @classmethod
-    def from_pem(
-        cls,
-        node: str,
-        private_key_pem: bytes,
-        chain_pem: bytes,
-        roots_pem: bytes,
-        *,
-        now: datetime | None = None,
-    ) -> NodeCredentials:
-        """Check and assemble what the control plane returned for ``node``'s CSR."""
-        validate_node_name(node)
-        what = f"node certificate of {node}"
-        key = load_private_key(private_key_pem, f"private key of node {node}")
-        chain = load_pem_chain(chain_pem, what)
-        roots = load_pem_chain(roots_pem, f"control plane roots of node {node}")
-        leaf = chain[0]
-        if not public_key_matches(key, leaf):
-            raise NodeCredentialError(f"{what} does not match its private key")
-        named = node_name_of(leaf)
-        if named != node:
-            raise NodeCredentialError(f"{what} names node {named or 'none'}")
-        ids = spiffe_ids_in_certificate(leaf)
-        try:
-            identity = SpiffeId.parse(ids[0]) if len(ids) == 1 else None
-        except InvalidSpiffeId:
-            identity = None
-        if identity is None or identity != node_identity(identity.trust_domain):
-            raise NodeCredentialError(f"{what} names {ids}, not the ztunnel identity")
-        verify_chain(chain, roots, what=what)
-        now = now or utc_now()
-        if now >= leaf.not_valid_after_utc:
-            raise NodeCredentialError(f"{what} expired at {leaf.not_valid_after_utc}")
-        return cls(
-            node,
-            private_key_pem,
-            chain_pem,
-            roots_pem,
-            leaf.not_valid_before_utc,
-            leaf.not_valid_after_utc,
-        )
-
-    @property
-    def identity(self) -> SpiffeId:
-        """The SPIFFE id in the node certificate (the ztunnel identity)."""
-        return SpiffeId.parse(
-            spiffe_ids_in_certificate(load_pem_chain(self.chain_pem, "node certificate")[0])[0]
-        )
-
-    def refresh_at(self) -> datetime:
-        """When to renew: at half-life."""
-        return self.not_before + (self.not_after - self.not_before) / 2
-
-    def is_expired(self, now: datetime | None = None) -> bool:
-        """Whether the node certificate is no longer valid at ``now``."""
-        return (now or utc_now()) >= self.not_after
-
-    def save(self, directory: Path) -> None:
-        """Write key (0600), certificate and roots into ``directory`` (0700), each atomically."""
-        directory = Path(directory)
-        try:
-            _make_private_dir(directory)
-            write_atomic(directory / NODE_KEY_FILE, self.private_key_pem, 0o600)
-            write_atomic(directory / NODE_CERT_FILE, self.chain_pem, 0o644)
-            write_atomic(directory / NODE_ROOTS_FILE, self.roots_pem, 0o644)
-        except OSError as err:
-            raise NodeCredentialError(
-                f"cannot store the credentials of node {self.node} in {directory}: {err}"
-            ) from None
-
-    @classmethod
-    def load(
-        cls, directory: Path, node: str | None = None, *, now: datetime | None = None
-    ) -> NodeCredentials:
-        """Credentials saved by :meth:`save`; if ``node`` is given, they must be that node's."""
-        directory = Path(directory)
-        key_pem = _read_private(directory / NODE_KEY_FILE)
-        chain_pem = read_file(directory / NODE_CERT_FILE)
-        named = node_name_of(load_pem_chain(chain_pem, str(directory / NODE_CERT_FILE))[0])
-        if named is None:
-            raise NodeCredentialError(f"{directory / NODE_CERT_FILE} names no node")
-        if node is not None and named != node:
-            raise NodeCredentialError(
-                f"{directory} holds the credentials of node {named}, not {node}"
-            )
-        return cls.from_pem(
-            named, key_pem, chain_pem, read_file(directory / NODE_ROOTS_FILE), now=now
-        )
-
-
-# -- join tokens ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JoinTokenInfo:
-    """What is stored about a join token (never the token itself)."""
-
-    node: str
-    created: datetime
-    expires: datetime
-    used: datetime | None
-
-
-class JoinTokens:
-    """One-time join tokens: :meth:`create` one for a node, :meth:`redeem` it exactly once."""
-
-    def __init__(
-        self,
-        directory: Path,
-        authority: NodeAuthority,
-        *,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        """Store tokens in ``directory`` (e.g. ``<state_dir>/nodes``); sign with ``authority``."""
-        self._dir = Path(directory)
-        self._authority = authority
-        self._clock = clock or authority.now
-
-    @property
-    def path(self) -> Path:
-        """The token store file."""
-        return self._dir / TOKENS_FILE
-
-    def create(self, node: str, ttl: timedelta = DEFAULT_TOKEN_TTL) -> str:
-        """A new token that lets ``node`` join once within ``ttl``; only its hash is stored."""
-        validate_node_name(node)
-        if not timedelta(seconds=1) <= ttl <= MAX_TOKEN_TTL:
-            raise ValueError(f"join token ttl must be between 1 second and 7 days, got {ttl}")
-        token = secrets.token_urlsafe(32)
-        now = self._clock()
-        with self._locked() as records:
-            records[_hash(token)] = JoinTokenInfo(node, now, now + ttl, None)
-        return token
-
-    def redeem(
-        self,
-        token: str,
-        csr_pem: bytes,
-        *,
-        node: str | None = None,
-        ttl: timedelta = DEFAULT_NODE_TTL,
-        record: Callable[[str, bytes], None] | None = None,
-    ) -> tuple[str, bytes]:
-        """``(node, certificate PEM)`` for ``csr_pem``, once per token; JoinTokenError if not.
-
-        ``node``, if given, is who the caller says it is: it must be the token's node.
-        ``record(node, chain)`` runs before the token is marked used (node membership:
-        ``ambient.identity.members``). A CSR that cannot be signed, or a failing
-        ``record``, leaves the token unused.
-        """
-        key = _hash(token) if isinstance(token, str) and _TOKEN.fullmatch(token) else None
-        now = self._clock()
-        with self._locked() as records:
-            info = records.get(key) if key is not None else None
-            if info is None:
-                raise JoinTokenError(
-                    "unknown join token: it was never issued by this control plane, or it "
-                    "expired more than a day ago"
-                )
-            if info.used is not None:
-                raise JoinTokenError(
-                    f"the join token for node {info.node} was already used at {info.used}"
-                )
-            if now >= info.expires:
-                raise JoinTokenError(
-                    f"the join token for node {info.node} expired at {info.expires}"
-                )
-            if node is not None and node != info.node:
-                raise JoinTokenError(f"the join token is for node {info.node}, not {node}")
-            chain = self._authority.sign_node_csr(info.node, csr_pem, ttl)
-            if record is not None:
-                record(info.node, chain)
-            assert key is not None
-            records[key] = JoinTokenInfo(info.node, info.created, info.expires, now)
-        return info.node, chain
-
-    def tokens(self) -> list[JoinTokenInfo]:
-        """The stored tokens (pending, used or recently expired), oldest first."""
-        with self._locked() as records:
-            return sorted(records.values(), key=lambda info: info.created)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, JoinTokenInfo]]:
-        """The records under an exclusive file lock; written back if the block succeeds."""
-        try:
-            _make_private_dir(self._dir)
-            fd = os.open(self._dir / TOKENS_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as err:
-            raise TokenStoreError(
-                f"cannot open the join token store in {self._dir}: {err}"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            records = self._load()
-            now = self._clock()
-            kept = {k: v for k, v in records.items() if now < v.expires + TOKEN_PRUNE_AFTER}
-            yield kept
-            self._store(kept)
-        finally:
-            os.close(fd)
-
-    def _load(self) -> dict[str, JoinTokenInfo]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return {}
-        except OSError as err:
-            raise TokenStoreError(f"cannot read {self.path}: {err}") from None
-        try:
-            data = json.loads(text)
-            return {
-                key: JoinTokenInfo(
-                    validate_node_name(item["node"]),
-                    datetime.fromisoformat(item["created"]),
-                    datetime.fromisoformat(item["expires"]),
-                    datetime.fromisoformat(item["used"]) if item["used"] else None,
-                )
-                for key, item in data["tokens"].items()
-            }
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise TokenStoreError(f"{self.path} is malformed ({err}); remove it") from None
-
-    def _store(self, records: dict[str, JoinTokenInfo]) -> None:
-        data = {
-            "version": 1,
-            "tokens": {
-                key: {
-                    "node": info.node,
-                    "created": info.created.isoformat(),
-                    "expires": info.expires.isoformat(),
-                    "used": info.used.isoformat() if info.used else None,
-                }
-                for key, info in records.items()
-            },
-        }
-        try:
-            write_atomic(self.path, json.dumps(data, indent=1).encode(), 0o600)
-        except OSError as err:
-            raise TokenStoreError(f"cannot write {self.path}: {err}") from None
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
-
-
 # -- helpers --------------------------------------------------------------------------------
 
 
@@ -765,20 +452,3 @@ def _load_csr(csr_pem: bytes, who: str, *, allowed_uri: str) -> x509.Certificate
             f"CSR of {who} asks for names {asked}; only {allowed_uri} is allowed"
         )
     return csr
-
-
-def _read_private(path: Path) -> bytes:
-    try:
-        mode = path.stat().st_mode & 0o777
-    except OSError as err:
-        raise CertificateError(f"cannot read {path}: {err.strerror or err}") from None
-    if mode & 0o077:
-        raise CertificateError(
-            f"{path} is accessible by group or others (mode {mode:o}); chmod 600 it"
-        )
-    return read_file(path)
-
-
-def _make_private_dir(directory: Path) -> None:
-    """Create ``directory`` and its missing parents (0700); an existing one is left as is."""
-    make_private_dir(directory)

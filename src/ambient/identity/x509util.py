@@ -55,6 +55,19 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     replace_durably(tmp, path)
 
 
+def read_private(path: Path) -> bytes:
+    """The bytes of a key file, refused if group or others may access it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as err:
+        raise CertificateError(f"cannot read {path}: {err.strerror or err}") from None
+    if mode & 0o077:
+        raise CertificateError(
+            f"{path} is accessible by group or others (mode {mode:o}); chmod 600 it"
+        )
+    return read_file(path)
+
+
 def ceil_second(when: datetime) -> datetime:
     """``when`` rounded up to a whole second (X.509 times have no fractions)."""
     whole = when.replace(microsecond=0)

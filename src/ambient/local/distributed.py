@@ -42,14 +42,10 @@ from typing import Any
 
 from ambient.config import ConfigError, ConfigSet, load_paths
 from ambient.identity.certs import CertificateError
+from ambient.identity.jointokens import JoinTokens
 from ambient.identity.members import NodeMembers
-from ambient.identity.node import (
-    NODE_CA_DIR,
-    ROOT_CERT_FILE,
-    JoinTokens,
-    NodeAuthority,
-    NodeCredentials,
-)
+from ambient.identity.node import NODE_CA_DIR, ROOT_CERT_FILE, NodeAuthority
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.identity.tokensource import TokenError
 from ambient.local.nodeclients import (
     TokenAuth,

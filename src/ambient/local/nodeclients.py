@@ -24,7 +24,8 @@ from typing import Any
 
 import grpc
 
-from ambient.identity.node import CONTROL_PLANE_HOSTNAME, NodeCredentials
+from ambient.identity.node import CONTROL_PLANE_HOSTNAME
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.identity.tokensource import (
     FileTokenSource,
     TokenError,

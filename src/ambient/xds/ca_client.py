@@ -39,12 +39,8 @@ from ambient.identity.certs import (
     spiffe_ids_in_certificate,
     utc_now,
 )
-from ambient.identity.node import (
-    CONTROL_PLANE_HOSTNAME,
-    NodeCredentials,
-    generate_node_key_and_csr,
-    validate_node_name,
-)
+from ambient.identity.node import CONTROL_PLANE_HOSTNAME, validate_node_name
+from ambient.identity.nodecreds import NodeCredentials, generate_node_key_and_csr
 from ambient.identity.spiffe import SpiffeId
 from ambient.identity.tokensource import TokenError, TokenSource, bearer_metadata
 from ambient.xds.ca_service import (

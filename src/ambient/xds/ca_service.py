@@ -54,12 +54,11 @@ from ambient.controlplane.source import NotAuthorized
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.callers import AuthUnavailable, Caller, Unauthenticated
 from ambient.identity.certs import CertificateError, WorkloadCertificate, load_pem_chain
+from ambient.identity.jointokens import JoinTokenError, JoinTokens
 from ambient.identity.members import NodeMembers
 from ambient.identity.node import (
     DEFAULT_NODE_TTL,
     DEFAULT_SERVER_TTL,
-    JoinTokenError,
-    JoinTokens,
     NodeAuthority,
     validate_node_name,
 )

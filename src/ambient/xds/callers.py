@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 from ambient.controlplane.source import NotAuthorized
 from ambient.identity.callers import AuthUnavailable, Caller, Unauthenticated
+from ambient.identity.jointokens import TokenStoreError
 from ambient.identity.members import NodeMembers
-from ambient.identity.node import NodeAuthority, NodeCredentialError, TokenStoreError
+from ambient.identity.node import NodeAuthority, NodeCredentialError
 from ambient.identity.tokensource import MAX_TOKEN_BYTES
 
 __all__ = [

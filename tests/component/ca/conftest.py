@@ -14,7 +14,9 @@ import pytest
 from ambient.controlplane import ControlPlane
 from ambient.identity import CertificateAuthority, SpiffeId
 from ambient.identity.certs import utc_now
-from ambient.identity.node import JoinTokens, NodeAuthority, NodeCredentials
+from ambient.identity.jointokens import JoinTokens
+from ambient.identity.node import NodeAuthority
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.xds.ca_client import join_node
 from ambient.xds.ca_service import CaServer, CaService
 from tests.unit.controlplane.manifests import load, namespace, pod, service_account

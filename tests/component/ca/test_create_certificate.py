@@ -28,14 +28,9 @@ from ambient.identity.certs import (
     utc_now,
     verify_chain,
 )
-from ambient.identity.node import (
-    NODE_NAME_OID,
-    JoinTokens,
-    NodeAuthority,
-    NodeCredentials,
-    generate_node_key_and_csr,
-    node_identity,
-)
+from ambient.identity.jointokens import JoinTokens
+from ambient.identity.node import NODE_NAME_OID, NodeAuthority, node_identity
+from ambient.identity.nodecreds import NodeCredentials, generate_node_key_and_csr
 from ambient.xds.ca_client import CaClient, CaClientError, join_node
 from ambient.xds.ca_service import (
     CREATE_CERTIFICATE_METHOD,

@@ -11,13 +11,9 @@ import pytest
 
 from ambient.identity import SpiffeId, load_pem_chain
 from ambient.identity.certs import spiffe_ids_in_certificate
-from ambient.identity.node import (
-    DEFAULT_NODE_TTL,
-    JoinTokens,
-    NodeAuthority,
-    NodeCredentials,
-    node_name_of,
-)
+from ambient.identity.jointokens import JoinTokens
+from ambient.identity.node import DEFAULT_NODE_TTL, NodeAuthority, node_name_of
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.xds.ca_client import CaClientError, join_node
 from tests.component.ca.conftest import SERVICE_LOG, Clock, Join, warnings_of
 

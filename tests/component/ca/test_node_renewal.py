@@ -10,7 +10,9 @@ import grpc
 import pytest
 
 from ambient.identity import CertificateAuthority, generate_key_and_csr, load_pem_chain
-from ambient.identity.node import JoinTokens, NodeAuthority, NodeCredentials, node_name_of
+from ambient.identity.jointokens import JoinTokens
+from ambient.identity.node import NodeAuthority, node_name_of
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.xds.ca_client import CaClient, CaClientError, join_node
 from ambient.xds.ca_service import CaService
 from tests.component.ca.conftest import CLIENT_LOG, WEB, Clock, Join, shop_plane, warnings_of

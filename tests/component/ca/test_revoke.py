@@ -16,8 +16,10 @@ import grpc
 import pytest
 
 from ambient.identity import CertificateAuthority, generate_key_and_csr
+from ambient.identity.jointokens import JoinTokens
 from ambient.identity.members import NodeMembers
-from ambient.identity.node import CONTROL_PLANE_HOSTNAME, JoinTokens, NodeAuthority, NodeCredentials
+from ambient.identity.node import CONTROL_PLANE_HOSTNAME, NodeAuthority
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.local.distributed import _follow_revocations, revoke_node
 from ambient.xds.ca_client import CaClient, CaClientError, join_node
 from ambient.xds.ca_service import CaService, node_claim_check

@@ -18,7 +18,8 @@ from ambient.controlplane.source import NotAuthorized
 from ambient.identity import CertificateAuthority, SpiffeId
 from ambient.identity.callers import AuthUnavailable, Caller, Unauthenticated
 from ambient.identity.certs import generate_key_and_csr, load_pem_chain, spiffe_ids_in_certificate
-from ambient.identity.node import NodeAuthority, generate_node_key_and_csr
+from ambient.identity.node import NodeAuthority
+from ambient.identity.nodecreds import generate_node_key_and_csr
 from ambient.xds.ca_client import CaClient, CaClientError
 from ambient.xds.ca_service import RENEW_METHOD, CaServer, CaService
 from ambient.xds.callers import BearerTokens

@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from ambient.identity import CertificateAuthority
-from ambient.identity.node import CONTROL_PLANE_HOSTNAME, NodeAuthority, NodeCredentials
+from ambient.identity.node import CONTROL_PLANE_HOSTNAME, NodeAuthority
+from ambient.identity.nodecreds import NodeCredentials
 from ambient.xds.ca_service import CaService, node_claim_check
 from ambient.xds.codec import ADDRESS_TYPE_URL
 from ambient.xds.proto import core_pb2, discovery_pb2

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from ambient.cli.main import cli
 from ambient.identity.members import NodeMembers
-from ambient.identity.node import NodeAuthority, generate_node_key_and_csr
+from ambient.identity.node import NodeAuthority
+from ambient.identity.nodecreds import generate_node_key_and_csr
 
 
 @pytest.mark.parametrize("layout", ["controlplane", "up"])

@@ -23,21 +23,18 @@ from ambient.identity import (
     load_pem_chain,
 )
 from ambient.identity.certs import spiffe_ids_in_certificate, utc_now
+from ambient.identity.jointokens import JoinTokenError, JoinTokens, TokenStoreError
 from ambient.identity.node import (
     CONTROL_PLANE_HOSTNAME,
     NODE_NAME_OID,
-    JoinTokenError,
-    JoinTokens,
     NodeAuthority,
     NodeCredentialError,
-    NodeCredentials,
-    TokenStoreError,
     control_plane_identity,
-    generate_node_key_and_csr,
     node_identity,
     node_name_of,
     validate_node_name,
 )
+from ambient.identity.nodecreds import NodeCredentials, generate_node_key_and_csr
 
 ZTUNNEL = "spiffe://cluster.local/ns/istio-system/sa/ztunnel"
 

@@ -19,7 +19,9 @@ from ambient.identity import (
     load_pem_chain,
 )
 from ambient.identity.certs import spiffe_ids_in_certificate
-from ambient.identity.node import JoinTokens, NodeAuthority, generate_node_key_and_csr
+from ambient.identity.jointokens import JoinTokens
+from ambient.identity.node import NodeAuthority
+from ambient.identity.nodecreds import generate_node_key_and_csr
 from ambient.xds.ca_service import (
     IMPERSONATED_IDENTITY,
     NODE_NAME,
