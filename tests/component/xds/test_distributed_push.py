@@ -20,7 +20,7 @@ import pytest
 from ambient.api.workload import Service, Workload
 from ambient.config import ConfigSet, load_text
 from ambient.controlplane import ControlPlane
-from ambient.xds import server as xds_server
+from ambient.xds import published
 from ambient.xds.client import XdsClient
 from ambient.xds.server import XdsServer
 from ambient.ztunnel.state import ProxyState
@@ -157,7 +157,7 @@ async def test_a_nacked_push_is_reported_and_none_of_it_applied(
     pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server encodes one of two new workloads under a wrong name (a control plane bug)."""
-    listing = xds_server._workload_listing
+    listing = published._workload_listing
 
     def corrupt(keys: tuple[str, ...], workload: Workload) -> Any:
         message = listing(keys, workload)
@@ -165,7 +165,7 @@ async def test_a_nacked_push_is_reported_and_none_of_it_applied(
             message.workload.uid = uid("someone-else")
         return message
 
-    monkeypatch.setattr(xds_server, "_workload_listing", corrupt)
+    monkeypatch.setattr(published, "_workload_listing", corrupt)
     before = dict(pair.client.state.workloads)
     nacked = asyncio.Event()
 
@@ -191,7 +191,7 @@ async def test_a_nacked_push_is_reported_and_none_of_it_applied(
     ]
     assert len(server_side) == 1 and "someone-else" in server_side[0], server_side
     # the next change is pushed and applied as usual
-    monkeypatch.setattr(xds_server, "_workload_listing", listing)
+    monkeypatch.setattr(published, "_workload_listing", listing)
     pair.plane.update(config(EXTRA.format(name="extra-3")))
     applied = await pair.recorder.until(1)
     assert uid("extra-3") in applied[0].upserted

@@ -32,7 +32,8 @@ from ambient.waypoint.policy import WaypointRef
 from ambient.xds.client import XdsClient
 from ambient.xds.codec import ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT_TYPE_URL
 from ambient.xds.proto import discovery_pb2, extensions_pb2
-from ambient.xds.server import XdsServer, resource_version
+from ambient.xds.published import resource_version
+from ambient.xds.server import XdsServer
 from ambient.ztunnel.state import ProxyState
 from tests.unit.xds.test_ads_client import ScriptedAds
 from tests.unit.xds.test_ads_server import Probe

@@ -28,7 +28,8 @@ from ambient.xds.codec import (
     workload_to_proto,
 )
 from ambient.xds.proto import discovery_pb2
-from ambient.xds.server import SERVICE, XdsServer, resource_version
+from ambient.xds.published import resource_version
+from ambient.xds.server import SERVICE, XdsServer
 from ambient.ztunnel.state import ProxyState
 
 ROOT = Path(__file__).resolve().parents[3]

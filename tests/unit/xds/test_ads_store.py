@@ -34,7 +34,7 @@ from ambient.xds.policies import (
     static_strict_authorization,
 )
 from ambient.xds.proto import discovery_pb2
-from ambient.xds.server import _View
+from ambient.xds.published import MeshView
 from ambient.ztunnel.state import ProxyState
 from tests.unit.authz.test_differential import (
     authorizations,
@@ -61,7 +61,7 @@ def api_workload(namespace: str, labels: dict[str, str], name: str = "w") -> Wor
 
 def over_xds(delta: Delta, state: ProxyState | None = None) -> ProxyState:
     """``delta`` through the server's view and the client's decode-and-apply path."""
-    view = _View("node-1", ROOT)
+    view = MeshView("node-1", ROOT)
     view.apply(delta)
     state = state or ProxyState("node-1")
     client = XdsClient("127.0.0.1:1", "node-1", state, credentials=None)
