@@ -287,9 +287,9 @@ async def subscribers(port: int, first: int, count: int, raw: bool) -> None:
     import grpc  # noqa: F401  (imported before READY: imports are not part of the sync)
     from google.protobuf import struct_pb2  # noqa: F401
 
+    from ambient.state.proxy import ProxyState
     from ambient.xds.client import XdsClient
     from ambient.xds.codec import address_from_proto  # noqa: F401
-    from ambient.ztunnel.state import ProxyState
 
     expect: dict[str, Any] = {"uid": None, "value": None, "seen": {}}
     clients: list[XdsClient] = []
@@ -356,7 +356,7 @@ async def subscribers(port: int, first: int, count: int, raw: bool) -> None:
 
 
 async def inprocess(config_path: Path, count: int, changes: int) -> None:
-    from ambient.ztunnel.state import ProxyState
+    from ambient.state.proxy import ProxyState
 
     plane, times = build_plane(config_path)
     rss_built = rss_mb()[0]

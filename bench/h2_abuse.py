@@ -66,7 +66,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 def workloads() -> list[Any]:
     import ipaddress
 
-    from ambient.api.workload import TunnelProtocol, Workload
+    from ambient.state.workload import TunnelProtocol, Workload
 
     def pod(name: str, addr: str, node: str) -> Workload:
         return Workload(
@@ -90,8 +90,8 @@ async def serve_ztunnel(ca_dir: Path) -> None:
     import ambient
     from ambient.identity.ca import CertificateAuthority
     from ambient.identity.manager import CertificateManager
+    from ambient.state.proxy import ProxyState
     from ambient.ztunnel.proxy import Ztunnel
-    from ambient.ztunnel.state import ProxyState
 
     ca = CertificateAuthority.load_or_create(ca_dir, trust_domain="cluster.local")
 

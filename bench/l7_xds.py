@@ -31,10 +31,10 @@ from ambient.config import ConfigSet, load_text  # noqa: E402
 from ambient.config.configset import Ref  # noqa: E402
 from ambient.controlplane import ControlPlane  # noqa: E402
 from ambient.identity import CertificateAuthority  # noqa: E402
+from ambient.state.proxy import ProxyState  # noqa: E402
 from ambient.waypoint.config import L7Config  # noqa: E402
 from ambient.xds.client import XdsClient  # noqa: E402
 from ambient.xds.server import XdsServer  # noqa: E402
-from ambient.ztunnel.state import ProxyState  # noqa: E402
 
 NS = "bench"
 

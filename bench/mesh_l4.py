@@ -48,16 +48,16 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import uvloop  # noqa: E402
 
-from ambient.api.workload import Port, Service, TunnelProtocol, Workload  # noqa: E402
+from ambient import netns as ns  # noqa: E402
 from ambient.config.frozen import FrozenMap  # noqa: E402
 from ambient.identity.ca import CertificateAuthority  # noqa: E402
 from ambient.identity.manager import CertificateManager  # noqa: E402
 from ambient.identity.spiffe import SpiffeId  # noqa: E402
-from ambient.nodeagent import netns as ns  # noqa: E402
-from ambient.nodeagent.netns import NetnsThread  # noqa: E402
-from ambient.ztunnel.capture import redirection_rules  # noqa: E402
+from ambient.netns import NetnsThread  # noqa: E402
+from ambient.nodeagent.redirection import redirection_rules  # noqa: E402
+from ambient.state.proxy import ProxyState  # noqa: E402
+from ambient.state.workload import Port, Service, TunnelProtocol, Workload  # noqa: E402
 from ambient.ztunnel.proxy import Ztunnel  # noqa: E402
-from ambient.ztunnel.state import ProxyState  # noqa: E402
 
 NET = "127.30"
 CLIENT_IP, SERVER_IP, VIP = f"{NET}.0.1", f"{NET}.1.1", f"{NET}.2.1"

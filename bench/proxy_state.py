@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from ambient.api.workload import (
+from ambient.frozen import FrozenMap
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import (
     Port,
     Service,
     TunnelProtocol,
     Workload,
     WorkloadStatus,
 )
-from ambient.frozen import FrozenMap
-from ambient.ztunnel.state import ProxyState
 
 
 def mesh(workloads: int, services: int) -> tuple[list[Service], list[Workload]]:

@@ -47,14 +47,6 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import uvloop  # noqa: E402
 
-from ambient.api.workload import (  # noqa: E402
-    AppProtocol,
-    GatewayAddress,
-    Port,
-    Service,
-    TunnelProtocol,
-    Workload,
-)
 from ambient.frozen import FrozenMap  # noqa: E402
 from ambient.hbone.messages import ConnectRequest, SocketAddress  # noqa: E402
 from ambient.hbone.pool import ConnectionPool  # noqa: E402
@@ -62,9 +54,17 @@ from ambient.hbone.splice import TcpRelay  # noqa: E402
 from ambient.identity.ca import CertificateAuthority  # noqa: E402
 from ambient.identity.manager import CertificateManager  # noqa: E402
 from ambient.identity.spiffe import SpiffeId  # noqa: E402
+from ambient.state.proxy import ProxyState  # noqa: E402
+from ambient.state.workload import (  # noqa: E402
+    AppProtocol,
+    GatewayAddress,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+)
 from ambient.waypoint.proxy import Waypoint  # noqa: E402
 from ambient.ztunnel.proxy import Ztunnel  # noqa: E402
-from ambient.ztunnel.state import ProxyState  # noqa: E402
 
 NET = "127.32"
 CLIENT_IP, SERVER_IP, VIP = f"{NET}.0.1", f"{NET}.1.1", f"{NET}.2.1"

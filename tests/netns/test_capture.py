@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ambient.nodeagent.netns import mesh_prefix
+from ambient.netns import mesh_prefix
 from tests.e2e.harness import AMBIENT, Mesh, clean_env, wait_for
 
 pytestmark = pytest.mark.slow

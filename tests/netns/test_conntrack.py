@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ambient.nodeagent import netns as ns
-from ambient.nodeagent.netns import NetnsThread
-from ambient.ztunnel.capture import redirection_rules
+from ambient import netns as ns
+from ambient.netns import NetnsThread
+from ambient.nodeagent.redirection import redirection_rules
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ambient.netns import mesh_prefix
 from ambient.nodeagent.agent import leftovers
-from ambient.nodeagent.netns import mesh_prefix
 from tests.e2e.harness import Mesh, pid_alive, wait_for
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ambient.nodeagent.netns import mesh_prefix
+from ambient.netns import mesh_prefix
 from tests.e2e.harness import Mesh, wait_for
 from tests.netns.test_capture import STRICT
 

@@ -70,7 +70,7 @@ def up(
     from ambient.local.daemon import run
 
     if netns:
-        from ambient.nodeagent.netns import missing_capability
+        from ambient.netns import missing_capability
 
         problem = missing_capability()
         if problem is not None:
@@ -94,7 +94,7 @@ def up(
 def down(ctx: click.Context, state_dir: str | None) -> None:
     """Stop the mesh of this state folder if it runs, and remove every network namespace,
     link and rule its --netns mode made (also after a crash)."""
-    from ambient.nodeagent.down import down as take_down
+    from ambient.local.down import down as take_down
 
     for line in take_down(state(ctx)):
         print(line)

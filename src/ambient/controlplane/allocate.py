@@ -27,8 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ambient.api.workload import IPAddress
 from ambient.durable import replace_durably
+from ambient.state.workload import IPAddress
 
 __all__ = [
     "DEFAULT_POOLS",

@@ -30,12 +30,12 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from ambient.api.workload import IPAddress
 from ambient.config.configset import ConfigSet
 from ambient.config.resources import Pod
 from ambient.controlplane.allocate import AllocationKey
 from ambient.controlplane.expand import ScheduledPod
 from ambient.controlplane.index import MeshIndex, _Groups
+from ambient.state.workload import IPAddress
 
 __all__ = ["ClusterIndex", "is_workload_pod"]
 

@@ -20,10 +20,6 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from ambient.api.workload import (
-    IPAddress,
-    Workload,
-)
 from ambient.config.configset import ConfigSet, Ref, changed_refs
 from ambient.config.l7objects import L7Manifests
 from ambient.config.resources import (
@@ -51,6 +47,10 @@ from ambient.controlplane.workloads import (
     with_health,
 )
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
+from ambient.state.workload import (
+    IPAddress,
+    Workload,
+)
 
 __all__ = ["MeshIndex", "build_snapshot"]
 

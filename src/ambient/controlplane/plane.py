@@ -34,7 +34,6 @@ import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
-from ambient.api.workload import Workload
 from ambient.authz.peerauth import PeerAuthentication
 from ambient.config.configset import ConfigSet, Origin, Ref
 from ambient.config.frozen import FrozenMap
@@ -48,6 +47,7 @@ from ambient.controlplane.source import NotAuthorized
 from ambient.controlplane.workloads import DEFAULT_CLUSTER_ID, pod_uid
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.workload import Workload
 
 __all__ = ["ControlPlane", "Subscription"]
 

@@ -28,7 +28,7 @@ ServiceEntry ports carry Istio's protocol name in ``protocol`` (``HTTP``,
 
 from __future__ import annotations
 
-from ambient.api.workload import AppProtocol
+from ambient.state.workload import AppProtocol
 
 __all__ = ["kube_port_protocol", "parse_protocol", "service_entry_protocol"]
 

@@ -31,12 +31,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 
-from ambient.api.workload import IPAddress, Port, Service
 from ambient.config.configset import ConfigSet
 from ambient.config.frozen import FrozenMap
 from ambient.config.resources import Pod, ServiceEntry
 from ambient.config.resources import Service as KubeService
 from ambient.controlplane.protocols import kube_port_protocol, service_entry_protocol
+from ambient.state.workload import IPAddress, Port, Service
 
 __all__ = ["ServiceRegistry", "entry_ports", "service_hostname"]
 

@@ -10,11 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ambient.api.workload import Address, IPAddress, Service, Workload
 from ambient.authz.model import Authorization
 from ambient.authz.peerauth import PeerAuthentication
 from ambient.config.frozen import FrozenMap
 from ambient.config.rules import CLUSTER_DOMAIN
+from ambient.state.workload import Address, IPAddress, Service, Workload
 
 __all__ = ["EMPTY", "Delta", "MeshSnapshot", "Touched", "diff"]
 

@@ -31,15 +31,6 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ambient.api.workload import (
-    LABEL_GATEWAY_NAME,
-    GatewayAddress,
-    Service,
-    TunnelProtocol,
-    Workload,
-    WorkloadStatus,
-    waypoint_of,
-)
 from ambient.config.configset import ConfigSet, Origin, Ref
 from ambient.config.frozen import FrozenMap
 from ambient.config.gateway import Gateway
@@ -62,6 +53,15 @@ from ambient.config.resources import (
 )
 from ambient.config.resources import Service as KubeService
 from ambient.controlplane.expand import ANNOTATION_NODES
+from ambient.state.workload import (
+    LABEL_GATEWAY_NAME,
+    GatewayAddress,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+    waypoint_of,
+)
 
 __all__ = [
     "ANNOTATION_REPLICAS",

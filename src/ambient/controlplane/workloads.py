@@ -24,7 +24,12 @@ import ipaddress
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 
-from ambient.api.workload import (
+from ambient.config.frozen import FrozenMap
+from ambient.config.resources import LABEL_DATAPLANE_MODE, ServiceEntry, WorkloadEntry
+from ambient.controlplane.expand import ScheduledPod
+from ambient.controlplane.services import ServiceRegistry, entry_ports
+from ambient.controlplane.waypoints import WaypointBinder
+from ambient.state.workload import (
     ANNOTATION_APPLICATION_TUNNEL,
     ApplicationTunnel,
     IPAddress,
@@ -33,11 +38,6 @@ from ambient.api.workload import (
     WorkloadStatus,
     waypoint_of,
 )
-from ambient.config.frozen import FrozenMap
-from ambient.config.resources import LABEL_DATAPLANE_MODE, ServiceEntry, WorkloadEntry
-from ambient.controlplane.expand import ScheduledPod
-from ambient.controlplane.services import ServiceRegistry, entry_ports
-from ambient.controlplane.waypoints import WaypointBinder
 
 __all__ = [
     "DEFAULT_CLUSTER_ID",

@@ -38,7 +38,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ambient.nodeagent import netns as ns
+from ambient import netns as ns
 
 __all__ = [
     "HostAddresses",

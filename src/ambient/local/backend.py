@@ -9,7 +9,6 @@ plane process's own socket, so both answer byte for byte alike.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from typing import Any, Protocol
@@ -31,7 +30,6 @@ __all__ = [
     "label_json",
     "manifests_json",
     "resources_json",
-    "unix_request",
 ]
 
 
@@ -173,58 +171,3 @@ def to_json(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
-
-
-# -- a JSON call to another process's control socket ------------------------------------------
-
-
-async def unix_request(
-    path: str, method: str, target: str, body: Any = None, timeout: float = 30.0
-) -> tuple[int, Any]:
-    """One HTTP/1.1 request over a Unix socket; returns (status, decoded JSON body).
-
-    Raises OSError if the socket cannot be reached or the answer is not JSON.
-    """
-
-    async def call() -> tuple[int, Any]:
-        reader, writer = await asyncio.open_unix_connection(path)
-        try:
-            payload = b"" if body is None else json.dumps(body).encode()
-            head = (
-                f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-            )
-            writer.write(head.encode() + payload)
-            await writer.drain()
-            data = await reader.read()
-        finally:
-            writer.close()
-        header, _, content = data.partition(b"\r\n\r\n")
-        try:
-            status = int(header.split(b" ", 2)[1])
-            return status, json.loads(content)
-        except (IndexError, ValueError) as exc:
-            raise OSError(f"bad answer from {path}: {data[:200]!r}") from exc
-
-    return await asyncio.wait_for(call(), timeout)
-
-
-async def http_json(host: str, port: int, target: str, timeout: float = 5.0) -> Any:
-    """GET ``http://host:port/target`` (a ztunnel's admin endpoint) as JSON; OSError if not."""
-
-    async def call() -> Any:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(
-                f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            data = await reader.read()
-        finally:
-            writer.close()
-        header, _, content = data.partition(b"\r\n\r\n")
-        if not header.startswith(b"HTTP/1.1 200"):
-            raise OSError(f"{host}:{port}{target} answered {header[:60]!r}")
-        return json.loads(content)
-
-    return await asyncio.wait_for(call(), timeout)

@@ -479,10 +479,10 @@ async def start_ztunnel(
     (``ambient.nodeagent.podsocket``), and hosts its waypoints in their own namespaces.
     """
     from ambient.identity.manager import CertificateManager
+    from ambient.state.proxy import ProxyState
     from ambient.waypoint.config import L7Config, waypoint_factory
     from ambient.xds.ca_client import CaClient
     from ambient.ztunnel.proxy import ADMIN_PORT, METRICS_PORT, READINESS_PORT, Ztunnel
-    from ambient.ztunnel.state import ProxyState
 
     state = ProxyState(node)
     l7 = L7Config()

@@ -55,9 +55,9 @@ from ambient.local.watch import FolderWatcher
 from ambient.nodeagent.agent import NodeAgent, netns_allocator
 from ambient.nodeagent.waypoints import netns_waypoints
 from ambient.runtime import PodRun
+from ambient.state.proxy import ProxyState
 from ambient.waypoint.config import L7Config, waypoint_factory
 from ambient.ztunnel.proxy import Ztunnel
-from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.up")
 

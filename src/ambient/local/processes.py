@@ -53,7 +53,8 @@ from typing import Any
 
 from ambient.config import ConfigSet
 from ambient.config.resources import Container
-from ambient.local.backend import Refused, http_json, unix_request
+from ambient.httpclient import http_json, unix_request
+from ambient.local.backend import Refused
 from ambient.local.cpapi import LONG_POLL
 from ambient.local.distributed import (
     JOURNAL_FILE,
@@ -313,7 +314,7 @@ class DistributedMesh:
     async def _start_node_agent(self, node: str, ip: str, credentials: Any) -> Path:
         """The node's namespace, DNS and service rules, and its ztunnel's socket (--netns)."""
         from ambient.local.nodeclients import node_xds_client
-        from ambient.ztunnel.state import ProxyState
+        from ambient.state.proxy import ProxyState
 
         assert self.agent is not None
         state = ProxyState(node)

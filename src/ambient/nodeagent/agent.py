@@ -25,8 +25,8 @@ It does what istio-cni and the cluster's network plugin do on Kubernetes:
   redirects but with a rule that keeps conntrack on (so it follows every
   connection from its first packet); ztunnel asks, once its in-pod listeners
   are open, and the agent adds the redirects
-  (``ambient.ztunnel.capture.redirection_rules``), or removes them again.
-- **Names** start with the mesh prefix (``ambient.nodeagent.netns.mesh_prefix``):
+  (``ambient.nodeagent.redirection``), or removes them again.
+- **Names** start with the mesh prefix (``ambient.netns.mesh_prefix``):
   ``<prefix>-fabric``, ``<prefix>-node.<node>``, ``<prefix>-pod.<ns>.<pod>``.
   Interfaces live only inside these namespaces, so deleting the namespaces
   removes every link, route and rule; :func:`cleanup` does that (and kills
@@ -47,14 +47,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ambient.api.workload import Service, Workload, WorkloadStatus
+from ambient import netns as ns
 from ambient.controlplane.allocate import AddressAllocator
-from ambient.nodeagent import netns as ns
-from ambient.nodeagent.netns import NetnsThread
+from ambient.netns import NetnsThread
 from ambient.nodeagent.podsocket import PodSocketServer
-from ambient.ztunnel.capture import redirection_rules
+from ambient.nodeagent.redirection import redirection_rules
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Service, Workload, WorkloadStatus
 from ambient.ztunnel.dns import DnsProtocol, DnsTcpProtocol, client_namespace_resolver
-from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.nodeagent")
 

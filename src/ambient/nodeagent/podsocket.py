@@ -21,7 +21,7 @@ debug. What fds buy in Istio is (a) no access to the host's ``/run/netns`` and
 (b) pinning the exact namespace, immune to a name being re-used. (a) does not apply
 to a root process on the host; (b) is kept: the agent sends each namespace's inode and
 the ztunnel's namespace thread refuses a namespace whose inode differs
-(:class:`~ambient.nodeagent.netns.NetnsThread`), so a pod deleted and re-made under
+(:class:`~ambient.netns.NetnsThread`), so a pod deleted and re-made under
 the same name is never served through the old one's answer. The socket is made
 ``0600`` in the root-only state folder, and a ztunnel can only act on pods of the
 node whose socket it was given: the agent refuses any other address (403).
@@ -38,10 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ambient.api.workload import Workload
+from ambient.httpclient import unix_request
 from ambient.httpd import AdminServer, Request, Response
-from ambient.local.backend import unix_request
-from ambient.nodeagent.netns import NetnsError, NetnsThread
+from ambient.netns import NetnsError, NetnsThread
+from ambient.state.workload import Workload
 
 log = logging.getLogger("ambient.nodeagent")
 

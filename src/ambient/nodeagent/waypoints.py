@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from ambient.api.workload import Workload, waypoint_of
-from ambient.nodeagent.netns import NetnsThread
+from ambient.netns import NetnsThread
+from ambient.state.workload import Workload, waypoint_of
 from ambient.ztunnel.waypoints import HostedWaypoint, WaypointFactory
 
 log = logging.getLogger("ambient.nodeagent")

@@ -24,7 +24,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ambient.api.workload import Workload, waypoint_of
 from ambient.authz._spec import PolicyError
 from ambient.config import ConfigError, ConfigSet, load_text
 from ambient.config.configset import Origin, Ref
@@ -38,6 +37,8 @@ from ambient.config.requestauthn import RequestAuthentication
 from ambient.config.telemetry import EffectiveTelemetry, Telemetry, effective_telemetry
 from ambient.hbone.protocol import HboneSettings
 from ambient.identity.manager import CertificateManager
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Workload, waypoint_of
 from ambient.waypoint.model import (
     AuthnResult,
     AuthzVerdict,
@@ -60,10 +61,9 @@ from ambient.waypoint.proxy.server import Waypoint
 from ambient.waypoint.routing import build_router
 from ambient.waypoint.tracing.live import LiveTracing
 from ambient.waypoint.tracing.tracer import ProxyInfo
-from ambient.ztunnel.state import ProxyState
 
 if TYPE_CHECKING:
-    from ambient.nodeagent.netns import NetnsThread
+    from ambient.netns import NetnsThread
 
 __all__ = [
     "L7_KINDS",

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl
 
-from ambient.api.workload import IPAddress
 from ambient.config.consistenthash import ConsistentHash
 from ambient.config.destinationrule import (
     DEFAULT_POOL,
@@ -30,6 +29,7 @@ from ambient.config.destinationrule import (
 )
 from ambient.frozen import FrozenMap
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.workload import IPAddress
 from ambient.waypoint.resilience.fault import FaultPolicy
 from ambient.waypoint.resilience.retry import DEFAULT_RETRY, RetryPolicy
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from ambient.api.workload import Workload as ApiWorkload
 from ambient.authz._compiled import CompiledPolicy, CompiledPolicySet
 from ambient.authz.conn import Workload
 from ambient.authz.model import (
@@ -34,6 +33,7 @@ from ambient.authz.model import (
 )
 from ambient.authz.peerauth import EffectiveMtls, PeerAuthentication, resolve_mtls
 from ambient.authz.store import PolicyStore
+from ambient.state.workload import Workload as ApiWorkload
 from ambient.xds.policies import is_peer_authentication_policy, policies_by_name
 
 __all__ = ["ByNamePolicyStore", "mtls_of_synthetic"]

@@ -46,10 +46,11 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError as ProtoDecodeError
 from google.protobuf.message import Message
 
-from ambient.api.workload import Service, Workload
 from ambient.authz.model import Authorization
 from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
 from ambient.identity.tokensource import TokenError
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Service, Workload
 from ambient.xds.attached import ByNamePolicyStore
 from ambient.xds.codec import (
     ADDRESS_TYPE_URL,
@@ -66,7 +67,6 @@ from ambient.xds.proto import (
     extensions_pb2,
     workload_pb2,
 )
-from ambient.ztunnel.state import ProxyState
 
 __all__ = ["L7Sink", "XdsClient", "XdsSubscription"]
 

@@ -46,18 +46,6 @@ from typing import TypeVar
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from ambient.api.workload import (
-    ApplicationTunnel,
-    AppProtocol,
-    GatewayAddress,
-    IPAddress,
-    LoadBalancingMode,
-    Port,
-    Service,
-    TunnelProtocol,
-    Workload,
-    WorkloadStatus,
-)
 from ambient.authz.model import (
     Action,
     Authorization,
@@ -73,6 +61,18 @@ from ambient.authz.model import (
 )
 from ambient.config.frozen import FrozenMap
 from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN
+from ambient.state.workload import (
+    ApplicationTunnel,
+    AppProtocol,
+    GatewayAddress,
+    IPAddress,
+    LoadBalancingMode,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+)
 from ambient.xds.policies import BY_NAME_SELECTOR
 from ambient.xds.proto import authorization_pb2 as authz_pb
 from ambient.xds.proto import extensions_pb2 as ext_pb

@@ -20,12 +20,12 @@ from typing import Any
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from ambient.api.workload import Service, Workload
 from ambient.authz.model import Authorization, labels_key
 from ambient.authz.peerauth import PeerAuthentication
 from ambient.authz.store import PolicyStore
 from ambient.controlplane.plane import ControlPlane
 from ambient.controlplane.snapshot import EMPTY, Delta
+from ambient.state.workload import Service, Workload
 from ambient.xds.codec import (
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 from ambient import authz
+from ambient.state.proxy import ProxyState
 from ambient.ztunnel.inbound import InboundConnection, Verdict
-from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.ztunnel")
 

@@ -16,19 +16,19 @@ ztunnel per node opens, *inside* every enrolled pod's namespace,
 - ``127.0.0.1:15053`` (UDP and TCP) the DNS proxy (``ambient.ztunnel.dns``);
   the pod's DNS queries to port 53 are redirected there.
 
-Only then does the node agent install the redirection (:func:`redirection_rules`),
+Only then does the node agent install the redirection (``nodeagent.redirection``),
 so no connection is ever redirected to a port nobody listens on. Leaving the
 mesh runs the other way: rules first, then listeners. Connections already
 open are never cut by either: conntrack keeps each one on the path it started
 on (it runs in the pod's namespace from its creation, whether redirection is
-on or off: see :func:`redirection_rules`), and accepted sockets outlive their
+on or off: see ``nodeagent.redirection``), and accepted sockets outlive their
 listener.
 
 Decisions:
 
 - ztunnel's own sockets in a pod's namespace carry mark ``0x539`` (Istio's),
   which the rules exempt; the kernel keeps a socket in the namespace it was
-  created in, so a :class:`~ambient.nodeagent.netns.NetnsThread` creates
+  created in, so a :class:`~ambient.netns.NetnsThread` creates
   them and the event loop uses them.
 - HBONE client connections start in the *source* pod's namespace (as Istio):
   their source address is the pod's, and they leave through the pod's link.
@@ -87,24 +87,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ambient import authz
-from ambient.api.workload import ApplicationTunnel, IPAddress, TunnelProtocol, Workload
 from ambient.authz.peerauth import plaintext_allowed
 from ambient.hbone.messages import HBONE_PORT, SocketAddress
 from ambient.hbone.server import HboneServer
-from ambient.nodeagent.netns import (
-    SPOOF_MARK,
-    ZTUNNEL_MARK,
+from ambient.netns import (
     NetnsError,
     NetnsThread,
     original_destination,
 )
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import ApplicationTunnel, IPAddress, TunnelProtocol, Workload
 from ambient.ztunnel import proxy_protocol, socks5
 from ambient.ztunnel.dns import DNS_PORT, DnsProtocol, DnsTcpProtocol, mesh_resolver
 from ambient.ztunnel.inbound import InboundConnection, InboundHandler
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.outbound import OutboundHandler, TcpPipe
 from ambient.ztunnel.selfcall import is_mesh_port
-from ambient.ztunnel.state import ProxyState
 
 if TYPE_CHECKING:
     from ambient.ztunnel.proxy import Ztunnel
@@ -113,65 +111,8 @@ log = logging.getLogger("ambient.ztunnel")
 
 OUTBOUND_CAPTURE_PORT = 15001
 INBOUND_CAPTURE_PORT = 15006
-REDIRECT_TABLE = "ambient"  # ``table inet ambient`` in each enrolled pod's namespace
 ENROL_RETRY = 5.0
 UNENROL_GRACE = 5.0
-
-
-def redirection_rules(enabled: bool) -> str:
-    """The nftables script that turns the pod's redirection on or off, atomically.
-
-    Both states keep conntrack running in the namespace, and that is what makes
-    switching safe. Netfilter tracks connections in a namespace only while some
-    rule needs conntrack; the redirect rules do, an empty NAT chain does not.
-    Without the ``ct`` rule kept in each chain, removing the redirects stopped
-    tracking: replies of connections redirected earlier were no longer
-    translated, and worse, connections opened while the pod was out of the mesh
-    were unknown to conntrack when the redirects came back, so their next packets
-    were taken for new connections (``nf_conntrack_tcp_loose``) and redirected
-    mid-stream: a reply sent to 15006 was answered with a reset. (The ``ct``
-    rule never matches in a NAT chain, which sees only a connection's first
-    packet; it is there for its side effect.)"""
-    mark = f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} accept\n"
-    # Replies of connections ztunnel made into the pod as their caller go back to ztunnel
-    # (see the module docstring); in both states, like conntrack.
-    spoof = (
-        "  chain spoof_pre {\n"
-        "    type filter hook prerouting priority mangle; policy accept;\n"
-        f"    meta mark & 0xfff == {ZTUNNEL_MARK:#x} ct mark set {SPOOF_MARK:#x}\n"
-        "  }\n"
-        "  chain spoof_out {\n"
-        "    type route hook output priority mangle; policy accept;\n"
-        f"    meta mark & 0xfff != {ZTUNNEL_MARK:#x} ct mark & 0xfff == {SPOOF_MARK:#x} "
-        f"meta mark set {SPOOF_MARK:#x}\n"
-        "  }\n"
-    )
-    track = "    ct state established,related accept\n"
-    prerouting = "    type nat hook prerouting priority dstnat; policy accept;\n" + track
-    output = "    type nat hook output priority -100; policy accept;\n" + track
-    if enabled:
-        prerouting += (
-            '    iifname "lo" accept\n'
-            + mark
-            + f"    tcp dport {HBONE_PORT} accept\n"
-            + f"    meta nfproto ipv4 meta l4proto tcp redirect to :{INBOUND_CAPTURE_PORT}\n"
-        )
-        output += (
-            mark
-            + f"    meta nfproto ipv4 udp dport 53 redirect to :{DNS_PORT}\n"
-            + f"    meta nfproto ipv4 tcp dport 53 redirect to :{DNS_PORT}\n"
-            + '    oifname "lo" accept\n'
-            + f"    meta nfproto ipv4 meta l4proto tcp redirect to :{OUTBOUND_CAPTURE_PORT}\n"
-        )
-    return (
-        f"table inet {REDIRECT_TABLE}\n"
-        f"flush table inet {REDIRECT_TABLE}\n"
-        f"table inet {REDIRECT_TABLE} {{\n"
-        f"  chain prerouting {{\n{prerouting}  }}\n"
-        f"  chain output {{\n{output}  }}\n"
-        f"{spoof}"
-        "}\n"
-    )
 
 
 def spoofable(source: str | None) -> str | None:

@@ -35,8 +35,8 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ambient.api.workload import IPAddress
-from ambient.ztunnel.state import ProxyState
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import IPAddress
 
 log = logging.getLogger("ambient.ztunnel.dns")
 

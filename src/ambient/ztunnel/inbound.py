@@ -21,15 +21,15 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ambient.api.workload import ApplicationTunnel, Workload
 from ambient.hbone.messages import HBONE_PORT, SocketAddress, Status
 from ambient.hbone.splice import connect_relay
 from ambient.hbone.stream import HboneStream
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import ApplicationTunnel, Workload
 from ambient.ztunnel import proxy_protocol
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
 from ambient.ztunnel.selfcall import is_mesh_port
 from ambient.ztunnel.source import caller_address
-from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.ztunnel")
 

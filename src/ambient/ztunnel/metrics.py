@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from ambient.api.workload import Service, Workload
+from ambient.state.workload import Service, Workload
 
 access_log = logging.getLogger("ambient.access")
 

@@ -24,7 +24,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ambient.api.workload import TunnelProtocol, Workload
 from ambient.hbone.bound import connect_from
 from ambient.hbone.client import Dialer
 from ambient.hbone.errors import HboneError, StreamRefused
@@ -33,11 +32,12 @@ from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.splice import TcpRelay
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.proxy import ProxyState, Upstream
+from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel import socks5
 from ambient.ztunnel.inbound import InboundConnection, Verdict
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
 from ambient.ztunnel.selfcall import mesh_listener_target, socks_peer_allowed
-from ambient.ztunnel.state import ProxyState, Upstream
 
 log = logging.getLogger("ambient.ztunnel")
 

@@ -28,7 +28,6 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ambient.api.workload import Service, TunnelProtocol, Workload, waypoint_of
 from ambient.hbone.admission import PendingHandshakes
 from ambient.hbone.messages import HBONE_PORT
 from ambient.hbone.pool import ConnectionPool
@@ -39,13 +38,14 @@ from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
 from ambient.rlimit import raise_open_files_limit
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Service, TunnelProtocol, Workload, waypoint_of
 from ambient.ztunnel.authorization import authorize
 from ambient.ztunnel.capture import InPodProxy, PodNetworks
 from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT, HttpConnectProtocol
 from ambient.ztunnel.inbound import Authorizer, InboundHandler
 from ambient.ztunnel.metrics import Metrics
 from ambient.ztunnel.outbound import OutboundHandler
-from ambient.ztunnel.state import ProxyState
 from ambient.ztunnel.waypoints import WaypointFactory, WaypointHost
 
 log = logging.getLogger("ambient.ztunnel")

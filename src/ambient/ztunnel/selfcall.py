@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ambient.api.workload import IPAddress, Workload, waypoint_of
+from ambient.state.workload import IPAddress, Workload, waypoint_of
 
 SOCKS5 = 15080
 HTTP_CONNECT = 15081

@@ -27,9 +27,9 @@ speak for) and still lets a waypoint pass its caller on.
 
 from __future__ import annotations
 
-from ambient.api.workload import GatewayAddress, Workload
 from ambient.hbone.messages import SocketAddress
-from ambient.ztunnel.state import ProxyState
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import GatewayAddress, Workload
 
 
 def caller_address(

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from ambient.api.workload import Workload
+from ambient.state.workload import Workload
 
 __all__ = ["HostedWaypoint", "WaypointFactory", "WaypointHost"]
 

@@ -36,14 +36,6 @@ import h11
 import websockets
 import websockets.asyncio.server
 
-from ambient.api.workload import (
-    AppProtocol,
-    GatewayAddress,
-    Port,
-    Service,
-    TunnelProtocol,
-    Workload,
-)
 from ambient.frozen import FrozenMap
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
@@ -53,9 +45,17 @@ from ambient.identity.ca import CertificateAuthority
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import (
+    AppProtocol,
+    GatewayAddress,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+)
 from ambient.waypoint.proxy import Waypoint
 from ambient.ztunnel.proxy import Ztunnel
-from ambient.ztunnel.state import ProxyState
 from tests.e2e.grpcapp import echo
 
 BASE = 40 + (os.getpid() % 200)

@@ -307,7 +307,7 @@ async def test_pickers_subsets_and_timeout(tmp_path: Path, lb: LoadBalancer) -> 
 
 
 async def test_no_healthy_upstream_is_503_uh(mesh: WaypointMesh) -> None:
-    from ambient.api.workload import WorkloadStatus
+    from ambient.state.workload import WorkloadStatus
     from tests.component.waypoint.harness import ORDERS_PODS
 
     mesh.state.apply([replace(w, status=WorkloadStatus.UNHEALTHY) for w in ORDERS_PODS], [])

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from ambient.api.workload import Service, Workload
 from ambient.config import ConfigSet, load_text
 from ambient.controlplane import ControlPlane
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Service, Workload
 from ambient.xds import published
 from ambient.xds.client import XdsClient
 from ambient.xds.server import XdsServer
-from ambient.ztunnel.state import ProxyState
 from tests.pki import make_ca
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from ambient import authz
-from ambient.api.workload import Workload
 from ambient.config import ConfigSet, load_paths
 from ambient.config.configset import Ref
 from ambient.controlplane import ControlPlane
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Workload
 from ambient.xds.client import XdsClient
 from ambient.xds.server import XdsServer
 from ambient.ztunnel.authorization import authorize
 from ambient.ztunnel.inbound import InboundConnection, Verdict
-from ambient.ztunnel.state import ProxyState
 from tests.pki import make_ca
 
 ROOT = Path(__file__).resolve().parents[3]

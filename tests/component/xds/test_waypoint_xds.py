@@ -26,6 +26,7 @@ from ambient.config.l7objects import is_l7_object
 from ambient.controlplane import ControlPlane
 from ambient.identity import CertificateAuthority
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.proxy import ProxyState
 from ambient.waypoint.config import NOT_CONFIGURED, L7Config, LiveAuthorizer
 from ambient.waypoint.model import Downstream, RequestHead, Target
 from ambient.waypoint.policy import WaypointRef
@@ -34,7 +35,6 @@ from ambient.xds.codec import ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WAYPOINT
 from ambient.xds.proto import discovery_pb2, extensions_pb2
 from ambient.xds.published import resource_version
 from ambient.xds.server import XdsServer
-from ambient.ztunnel.state import ProxyState
 from tests.unit.xds.test_ads_client import ScriptedAds
 from tests.unit.xds.test_ads_server import Probe
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ambient.api.workload import TunnelProtocol, Workload
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel.proxy import Ztunnel
-from ambient.ztunnel.state import ProxyState
 from tests.h2attack import ENHANCE_YOUR_CALM, RawH2
 from tests.pki import make_ca
 

@@ -16,8 +16,8 @@ from dataclasses import replace
 import grpc
 import grpc.aio
 
-from ambient.api.workload import Port, Workload
 from ambient.config.frozen import FrozenMap
+from ambient.state.workload import Port, Workload
 from tests.component.ztunnel.test_trust import OUTSIDE
 from tests.component.ztunnel.test_ztunnel import ORDERS, ORDERS_SVC, WEB, Mesh
 from tests.e2e.grpcapp import echo

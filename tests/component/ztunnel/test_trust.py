@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import pytest
 
-from ambient.api.workload import ApplicationTunnel, TunnelProtocol, Workload
 from ambient.authz.translate import translate_authorization_policy
 from ambient.hbone.errors import StreamRefused
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
 from ambient.identity.certs import WorkloadCertificate
+from ambient.state.workload import ApplicationTunnel, TunnelProtocol, Workload
 from ambient.ztunnel import proxy_protocol
 from ambient.ztunnel.selfcall import MESH_PORTS
 from tests.component.ztunnel.test_ztunnel import ORDERS, WEB, Mesh, ip, pod

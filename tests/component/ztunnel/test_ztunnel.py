@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from ambient.api.workload import Port, Service, TunnelProtocol, Workload
 from ambient.config.frozen import FrozenMap
 from ambient.identity.ca import CertificateAuthority
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Port, Service, TunnelProtocol, Workload
 from ambient.ztunnel.inbound import InboundConnection, Verdict
 from ambient.ztunnel.proxy import Ztunnel
-from ambient.ztunnel.state import ProxyState
 from tests.pki import make_ca
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

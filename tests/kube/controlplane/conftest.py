@@ -31,8 +31,8 @@ from ambient.devcluster import DevCluster
 from ambient.kube.api import ClusterTarget, KubeClient, load_config
 from ambient.kube.kinds import NAMESPACE
 from ambient.local.nodeclients import TokenAuth, token_xds_client
+from ambient.state.proxy import ProxyState
 from ambient.waypoint.config import L7Config
-from ambient.ztunnel.state import ProxyState
 from tests.kube.conftest import Kubectl
 from tests.kube.kubelet import KubeletStandIn
 from tests.kube.ztunnel_pods import ZtunnelPods

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ambient.api.workload import TunnelProtocol, WorkloadStatus
 from ambient.kube.api import KubeClient
 from ambient.kube.kinds import NAMESPACE, POD, SERVICE, by_kind
+from ambient.state.workload import TunnelProtocol, WorkloadStatus
 from tests.kube.controlplane.conftest import RunningPlane, Subscriber
 from tests.kube.kubelet import KubeletStandIn
 

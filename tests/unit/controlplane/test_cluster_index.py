@@ -15,13 +15,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ambient.api.workload import WorkloadStatus
 from ambient.config import ConfigSet, Pod
 from ambient.config.configset import Ref
 from ambient.controlplane import AddressAllocator, ControlPlane, diff
 from ambient.controlplane.cluster import ClusterIndex
 from ambient.controlplane.workloads import pod_uid
 from ambient.identity.ca import CertificateAuthority
+from ambient.state.workload import WorkloadStatus
 from tests.unit.controlplane.manifests import load, namespace, pod, service
 
 GATEWAY = """

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ambient.api.workload import AppProtocol, Port, TunnelProtocol, Workload
 from ambient.config import load_text
 from ambient.controlplane import AddressAllocator, AddressConflict, MeshSnapshot, build_snapshot
+from ambient.state.workload import AppProtocol, Port, TunnelProtocol, Workload
 from tests.unit.controlplane.manifests import (
     deployment,
     namespace,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from ambient.api.workload import Service, TunnelProtocol, Workload
 from ambient.config import ConfigSet, Namespace
 from ambient.controlplane import (
     AddressAllocator,
@@ -21,6 +20,7 @@ from ambient.controlplane import (
 )
 from ambient.identity import CertificateAuthority, SpiffeId, generate_key_and_csr, load_pem_chain
 from ambient.identity.certs import spiffe_ids_in_certificate
+from ambient.state.workload import Service, TunnelProtocol, Workload
 from tests.unit.controlplane.manifests import (
     deployment,
     load,

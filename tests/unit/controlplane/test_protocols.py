@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ambient.api.workload import AppProtocol
 from ambient.controlplane.protocols import kube_port_protocol, service_entry_protocol
+from ambient.state.workload import AppProtocol
 
 U, H1, H2, GRPC, TCP, TLS = (
     AppProtocol.UNKNOWN,

@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 
-from ambient.api.workload import Service, Workload
 from ambient.config import FrozenMap
 from ambient.controlplane import EMPTY, AddressAllocator, MeshSnapshot, build_snapshot, diff
+from ambient.state.workload import Service, Workload
 from tests.unit.controlplane.manifests import (
     deployment,
     load,

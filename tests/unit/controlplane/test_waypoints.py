@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from ambient.api.workload import GatewayAddress, TunnelProtocol, WorkloadStatus
 from ambient.config import ConfigError, load_text
 from ambient.controlplane.waypoints import gateway_status, waypoint_gateways, waypoint_of
+from ambient.state.workload import GatewayAddress, TunnelProtocol, WorkloadStatus
 from tests.unit.controlplane.manifests import pod, snapshot
 
 WAYPOINT = GatewayAddress("shop/waypoint.shop.svc.cluster.local")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from ambient.local.backend import unix_request
-from ambient.nodeagent.netns import NetnsError
+from ambient.httpclient import unix_request
+from ambient.netns import NetnsError
 from ambient.nodeagent.podsocket import PodSocketClient, PodSocketServer
 
 

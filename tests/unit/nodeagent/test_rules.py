@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ambient.netns import ZTUNNEL_MARK, mesh_prefix
 from ambient.nodeagent.agent import service_rules
-from ambient.nodeagent.netns import ZTUNNEL_MARK, mesh_prefix
-from ambient.ztunnel.capture import redirection_rules
-from ambient.ztunnel.state import ProxyState
-from tests.unit.ztunnel.test_state import SVC, pod
+from ambient.nodeagent.redirection import redirection_rules
+from ambient.state.proxy import ProxyState
+from tests.unit.state.test_proxy_state import SVC, pod
 
 
 def test_prefix_is_stable_per_state_folder_and_short(tmp_path: Path) -> None:

@@ -14,11 +14,12 @@ import grpc
 import pytest
 from google.protobuf import any_pb2
 
-from ambient.api.workload import TunnelProtocol, Workload
 from ambient.authz.model import Action, Authorization, Scope
 from ambient.config import load_text
 from ambient.controlplane import ControlPlane
 from ambient.identity import CertificateAuthority
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import TunnelProtocol, Workload
 from ambient.xds.attached import ByNamePolicyStore
 from ambient.xds.client import XdsClient
 from ambient.xds.codec import (
@@ -30,7 +31,6 @@ from ambient.xds.codec import (
 from ambient.xds.proto import discovery_pb2
 from ambient.xds.published import resource_version
 from ambient.xds.server import SERVICE, XdsServer
-from ambient.ztunnel.state import ProxyState
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 5.0

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ambient.api.workload import TunnelProtocol, Workload
 from ambient.authz.conn import Connection
 from ambient.authz.conn import Workload as Target
 from ambient.authz.evaluate import decide
@@ -25,6 +24,8 @@ from ambient.authz.peerauth import EffectiveMtls, Mode, PeerAuthentication
 from ambient.authz.store import PolicyStore
 from ambient.config.frozen import FrozenMap
 from ambient.controlplane.snapshot import Delta
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import TunnelProtocol, Workload
 from ambient.xds.attached import ByNamePolicyStore, mtls_of_synthetic
 from ambient.xds.client import XdsClient
 from ambient.xds.codec import ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL
@@ -35,7 +36,6 @@ from ambient.xds.policies import (
 )
 from ambient.xds.proto import discovery_pb2
 from ambient.xds.published import MeshView
-from ambient.ztunnel.state import ProxyState
 from tests.unit.authz.test_differential import (
     authorizations,
     connections,

@@ -15,17 +15,6 @@ from typing import Any
 import pytest
 from google.protobuf import any_pb2
 
-from ambient.api.workload import (
-    ApplicationTunnel,
-    AppProtocol,
-    GatewayAddress,
-    LoadBalancingMode,
-    Port,
-    Service,
-    TunnelProtocol,
-    Workload,
-    WorkloadStatus,
-)
 from ambient.authz.model import (
     Action,
     Authorization,
@@ -38,6 +27,17 @@ from ambient.authz.model import (
     StringMatch,
 )
 from ambient.config.frozen import FrozenMap
+from ambient.state.workload import (
+    ApplicationTunnel,
+    AppProtocol,
+    GatewayAddress,
+    LoadBalancingMode,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+)
 from ambient.xds.codec import (
     AUTHORIZATION_EXTENSION,
     BY_NAME_SELECTOR,

@@ -8,17 +8,6 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ambient.api.workload import (
-    ApplicationTunnel,
-    AppProtocol,
-    GatewayAddress,
-    LoadBalancingMode,
-    Port,
-    Service,
-    TunnelProtocol,
-    Workload,
-    WorkloadStatus,
-)
 from ambient.authz.model import (
     Action,
     Authorization,
@@ -31,6 +20,17 @@ from ambient.authz.model import (
     StringMatch,
 )
 from ambient.config.frozen import FrozenMap
+from ambient.state.workload import (
+    ApplicationTunnel,
+    AppProtocol,
+    GatewayAddress,
+    LoadBalancingMode,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+)
 from ambient.xds.codec import (
     BY_NAME_SELECTOR,
     address_from_proto,

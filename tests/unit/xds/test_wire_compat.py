@@ -16,16 +16,6 @@ import pytest
 from google.protobuf import any_pb2, descriptor_pool
 from google.protobuf.message import Message
 
-from ambient.api.workload import (
-    ApplicationTunnel,
-    GatewayAddress,
-    LoadBalancingMode,
-    Port,
-    Service,
-    TunnelProtocol,
-    Workload,
-    WorkloadStatus,
-)
 from ambient.authz.model import (
     Action,
     Authorization,
@@ -38,6 +28,16 @@ from ambient.authz.model import (
     StringMatch,
 )
 from ambient.config.frozen import FrozenMap
+from ambient.state.workload import (
+    ApplicationTunnel,
+    GatewayAddress,
+    LoadBalancingMode,
+    Port,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+)
 from ambient.xds import codec
 from ambient.xds.proto import (
     authorization_pb2,

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ambient.state.proxy import ProxyState
 from ambient.ztunnel.dns import (
     RCODE_FORMERR,
     RCODE_NXDOMAIN,
@@ -24,8 +25,7 @@ from ambient.ztunnel.dns import (
     mesh_resolver,
     tcp_frame,
 )
-from ambient.ztunnel.state import ProxyState
-from tests.unit.ztunnel.test_state import SVC, pod
+from tests.unit.state.test_proxy_state import SVC, pod
 
 
 def query(name: str, qtype: int = TYPE_A, ident: int = 0x1234, qclass: int = 1) -> bytes:

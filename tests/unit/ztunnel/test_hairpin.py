@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from ambient.api.workload import GatewayAddress, Port, Service, TunnelProtocol, Workload
 from ambient.frozen import FrozenMap
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import GatewayAddress, Port, Service, TunnelProtocol, Workload
 from ambient.ztunnel.capture import waypoint_target
-from ambient.ztunnel.state import ProxyState
 
 WAYPOINT = GatewayAddress("shop/waypoint.shop.svc.cluster.local")
 POD_IP = ipaddress.IPv4Address("10.244.0.7")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ambient.api.workload import TunnelProtocol, Workload
+from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics
 
 

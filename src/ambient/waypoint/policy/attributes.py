@@ -20,8 +20,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ambient.api.workload import IPAddress
 from ambient.identity.spiffe import SpiffeId
+from ambient.state.workload import IPAddress
 from ambient.waypoint.model import Downstream, RequestHead, RequestPrincipal, Target
 from ambient.waypoint.policy.paths import PathNormalization, normalize_path
 

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ambient.api.workload import Service, Workload
+from ambient.state.workload import Service, Workload
 from ambient.waypoint.model import Downstream, Target
 from ambient.waypoint.proxy.metrics import WaypointMetrics, label_values
 

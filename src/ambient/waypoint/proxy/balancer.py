@@ -26,11 +26,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ambient.api.workload import IPAddress, TunnelProtocol, Workload, WorkloadStatus
 from ambient.config.destinationrule import LoadBalancer
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import IPAddress, TunnelProtocol, Workload, WorkloadStatus
 from ambient.waypoint.model import Backend
 from ambient.waypoint.proxy.hashing import HashTables
-from ambient.ztunnel.state import ProxyState
 
 __all__ = ["Balancer", "Endpoint", "endpoints_of"]
 

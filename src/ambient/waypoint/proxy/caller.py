@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ambient.api.workload import Workload
 from ambient.hbone.messages import SocketAddress
 from ambient.identity.spiffe import SpiffeId
-from ambient.ztunnel.state import ProxyState
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Workload
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ambient.api.workload import AppProtocol, TunnelProtocol, Workload, WorkloadStatus
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import AppProtocol, TunnelProtocol, Workload, WorkloadStatus
 from ambient.waypoint.model import (
     Backend,
     Downstream,
@@ -113,7 +114,6 @@ from ambient.waypoint.proxy.upstream import UpstreamClient
 from ambient.waypoint.resilience.pool import Overflow
 from ambient.waypoint.resilience.retry import Attempt, Failure
 from ambient.waypoint.tracing.tracer import Trace, Tracer
-from ambient.ztunnel.state import ProxyState
 
 log = logging.getLogger("ambient.waypoint")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ambient.api.workload import Service, Workload
+from ambient.state.workload import Service, Workload
 from ambient.ztunnel.metrics import LABELS as TCP_LABELS
 
 __all__ = ["HTTP_LABELS", "REPORTER", "UNKNOWN", "WaypointMetrics", "label_values"]

@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Callable
 
+from ambient.state.proxy import ProxyState
 from ambient.waypoint.model import Backend, Mirror
 from ambient.waypoint.proxy.balancer import Balancer, endpoints_of
 from ambient.waypoint.proxy.messages import (
@@ -24,7 +25,6 @@ from ambient.waypoint.proxy.messages import (
     UpstreamRequest,
 )
 from ambient.waypoint.proxy.upstream import UpstreamClient
-from ambient.ztunnel.state import ProxyState
 
 __all__ = ["MIRROR_BODY_LIMIT", "Mirrors"]
 

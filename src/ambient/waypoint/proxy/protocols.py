@@ -1,7 +1,7 @@
 """Which HTTP version the waypoint speaks to a backend, as Envoy's waypoint clusters do.
 
 Istio gives each service port's cluster the protocol of the port
-(``api.workload.AppProtocol``, from ``appProtocol`` or the port name):
+(``state.workload.AppProtocol``, from ``appProtocol`` or the port name):
 
 - ``HTTP11``: HTTP/1.1 upstream, whatever the client spoke;
 - ``HTTP2`` and ``GRPC``: HTTP/2 (h2c, prior knowledge, inside the HBONE tunnel);
@@ -17,7 +17,7 @@ port declares (``proxy.upgrade``).
 
 from __future__ import annotations
 
-from ambient.api.workload import AppProtocol
+from ambient.state.workload import AppProtocol
 
 __all__ = ["HTTP2", "HTTP11", "passes_through", "upstream_version"]
 

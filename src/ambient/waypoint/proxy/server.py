@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ambient.api.workload import AppProtocol, GatewayAddress, IPAddress, Service, Workload
+from ambient.config.rules import CLUSTER_DOMAIN
 from ambient.hbone.admission import PendingHandshakes
 from ambient.hbone.messages import HBONE_PORT, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
@@ -47,6 +47,8 @@ from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
 from ambient.rlimit import raise_open_files_limit
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import AppProtocol, GatewayAddress, IPAddress, Service, Workload
 from ambient.waypoint.model import (
     Downstream,
     RequestAuthenticator,
@@ -66,11 +68,10 @@ from ambient.waypoint.proxy.metrics import WaypointMetrics
 from ambient.waypoint.proxy.protocols import passes_through
 from ambient.waypoint.proxy.tcp import pass_through
 from ambient.waypoint.proxy.upstream import UpstreamClient
-from ambient.ztunnel.state import CLUSTER_DOMAIN, ProxyState
 
 if TYPE_CHECKING:
     from ambient.config.telemetry import EffectiveTelemetry
-    from ambient.nodeagent.netns import NetnsThread
+    from ambient.netns import NetnsThread
     from ambient.waypoint.tracing.tracer import Tracer
 
 log = logging.getLogger("ambient.waypoint")
@@ -139,7 +140,7 @@ class Waypoint:
         self.name = name
         self.namespace = namespace
         self.addresses = tuple(ipaddress.ip_address(a) for a in addresses)
-        self.hostname = hostname or f"{name}.{namespace}.{CLUSTER_DOMAIN}"
+        self.hostname = hostname or f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"
         self.service_key = f"{namespace}/{self.hostname}"
         self.identity = SpiffeId.workload(namespace, service_account or name, trust_domain)
         self.state = state

@@ -1,7 +1,7 @@
 """The mesh's services as routing sees them: namespace, name, FQDN, port numbers.
 
 ``build_router`` takes services from the configuration (``config.Service``),
-from the xDS-fed workload API (``api.workload.Service``), or as ``MeshService``
+from the xDS-fed workload API (``state.workload.Service``), or as ``MeshService``
 directly; ``ServiceIndex`` resolves the names routes use: a short name
 (``orders``) in the referring object's namespace, or an FQDN (as Istio,
 ``orders.shop`` is not expanded).
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ambient.api import workload
 from ambient.config.resources import Service as ConfigService
 from ambient.config.rules import CLUSTER_DOMAIN
+from ambient.state import workload
 
 __all__ = ["MeshService", "ServiceIndex", "ServiceLike"]
 

@@ -34,8 +34,8 @@ from ambient.waypoint.tracing.tracer import ProxyInfo, Tracer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ambient.state.proxy import ProxyState
     from ambient.waypoint.config import L7Config
-    from ambient.ztunnel.state import ProxyState
 
 __all__ = ["LiveTracing", "mesh_config"]
 
@@ -62,7 +62,7 @@ def _resolve(provider: OpenTelemetryProvider, state: ProxyState) -> tuple[str, i
         service = next((s for s in state.services.values() if s.hostname == host), None)
     if service is None:
         return host, provider.port
-    from ambient.api.workload import WorkloadStatus
+    from ambient.state.workload import WorkloadStatus
 
     for workload in state.endpoints(service):
         if workload.status is WorkloadStatus.HEALTHY and workload.addresses:

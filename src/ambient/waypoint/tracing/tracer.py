@@ -49,7 +49,7 @@ from ambient.waypoint.model import Headers, RequestHead
 from ambient.waypoint.tracing.context import extract, inject
 
 if TYPE_CHECKING:
-    from ambient.api.workload import Workload
+    from ambient.state.workload import Workload
     from ambient.waypoint.proxy.accesslog import RequestRecord
 
 __all__ = ["CLIENT", "SERVER", "ProxyInfo", "Span", "Trace", "Tracer"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ambient.api.workload import AppProtocol
+from ambient.state.workload import AppProtocol
 from ambient.waypoint.proxy import grpc
 from ambient.waypoint.proxy.protocols import HTTP2, HTTP11, passes_through, upstream_version
 

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ambient.api.workload import Port, Service, TunnelProtocol, Workload, WorkloadStatus
 from ambient.config.destinationrule import LoadBalancer
 from ambient.frozen import FrozenMap
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Port, Service, TunnelProtocol, Workload, WorkloadStatus
 from ambient.waypoint.model import Backend, HeaderOps
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint, endpoints_of
 from ambient.waypoint.proxy.messages import strip_hop_by_hop
 from ambient.waypoint.proxy.sniff import H2_PREFACE, Protocol, classify
-from ambient.ztunnel.state import ProxyState
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ import pytest
 
 from ambient.config import ConfigError, load_text
 from ambient.config.meshconfig import MeshConfig
+from ambient.state.proxy import ProxyState
 from ambient.waypoint.config import L7Config, LiveTelemetry
 from ambient.waypoint.policy import WaypointRef
 from ambient.waypoint.tracing.live import LiveTracing, mesh_config
 from ambient.waypoint.tracing.tracer import ProxyInfo
-from ambient.ztunnel.state import ProxyState
 
 MESH = """\
 apiVersion: v1

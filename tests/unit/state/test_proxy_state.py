@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from ambient.api.workload import Port, Service, TunnelProtocol, Workload, WorkloadStatus
 from ambient.frozen import FrozenMap
-from ambient.ztunnel.state import ProxyState
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Port, Service, TunnelProtocol, Workload, WorkloadStatus
 
 SVC = Service(
     name="orders",

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ambient.api.workload import Port, Service, TunnelProtocol, Workload, WorkloadStatus
 from ambient.frozen import FrozenMap
-from ambient.ztunnel.state import ProxyState
+from ambient.state.proxy import ProxyState
+from ambient.state.workload import Port, Service, TunnelProtocol, Workload, WorkloadStatus
 
 # A ServiceEntry host may be declared in two namespaces: two keys, one hostname.
 NAMESPACES = ["shop", "other"]

@@ -22,7 +22,11 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ambient.api.workload import (
+from ambient.authz.model import Authorization
+from ambient.authz.peerauth import PeerAuthentication
+from ambient.authz.store import PolicyStore
+from ambient.config.rules import CLUSTER_DOMAIN
+from ambient.state.workload import (
     GatewayAddress,
     IPAddress,
     Port,
@@ -31,11 +35,7 @@ from ambient.api.workload import (
     Workload,
     WorkloadStatus,
 )
-from ambient.authz.model import Authorization
-from ambient.authz.peerauth import PeerAuthentication
-from ambient.authz.store import PolicyStore
 
-CLUSTER_DOMAIN = "svc.cluster.local"
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -243,9 +243,9 @@ class ProxyState:
         name = name.rstrip(".").lower()
         parts = name.split(".")
         if len(parts) == 1:
-            candidate = f"{name}.{from_namespace}.{CLUSTER_DOMAIN}"
+            candidate = f"{name}.{from_namespace}.svc.{CLUSTER_DOMAIN}"
         elif len(parts) == 2:
-            candidate = f"{name}.{CLUSTER_DOMAIN}"
+            candidate = f"{name}.svc.{CLUSTER_DOMAIN}"
         elif len(parts) == 3 and parts[2] == "svc":
             candidate = f"{name}.cluster.local"
         else:

@@ -14,8 +14,8 @@ import signal
 import time
 
 from ambient.local.statedir import MeshNotRunning, StateDir
+from ambient.netns import mesh_prefix
 from ambient.nodeagent.agent import STATE_FILE, cleanup, leftovers
-from ambient.nodeagent.netns import mesh_prefix
 
 STOP_TIMEOUT = 20.0
 
