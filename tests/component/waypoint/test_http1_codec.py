@@ -1,4 +1,5 @@
-"""HTTP/1.1 through the real waypoint with the fast codec: hostile input, chunked, pipelining, h11 fallback.
+"""HTTP/1.x through the real waypoint on its one codec: hostile input, chunked, pipelining,
+HTTP/1.0 and Expect: 100-continue.
 
 Raw bytes over a real HBONE tunnel (mTLS, HTTP/2 CONNECT) to the waypoint,
 which forwards to the app pods through their ztunnel.
@@ -83,6 +84,10 @@ SMUGGLING = b"POST /hello HTTP/1.1\r\nhost: orders\r\ncontent-length: 4\r\ntrans
     ("raw", "status"),
     [
         (SMUGGLING, 400),
+        # Expect and HTTP/1.0 are on the same strict codec (h11 used to take these)
+        (SMUGGLING.replace(b"\r\n\r\n", b"\r\nexpect: 100-continue\r\n\r\n", 1), 400),
+        (SMUGGLING.replace(b"HTTP/1.1", b"HTTP/1.0", 1), 400),
+        (b"GET /hello HTTP/1.0\r\n\r\n", 400),
         (b"GET /hello HTTP/1.1\r\nhost: orders\r\nx: a\r\n folded\r\n\r\n", 400),
         (b"GET /hello HTTP/1.1\r\nhost: orders\r\nx : a\r\n\r\n", 400),
         (b"GET /hello HTTP/1.1\r\nhost: orders\r\nx: a\rb\r\n\r\n", 400),
@@ -142,7 +147,7 @@ async def test_chunked_upload_pipelining_head_and_chunked_answer(mesh: WaypointM
     assert "content-length" not in upload["headers"]
 
 
-async def test_http10_and_expect_continue_go_through_h11(mesh: WaypointMesh) -> None:
+async def test_http10_and_expect_continue(mesh: WaypointMesh) -> None:
     pool = ConnectionPool()
     try:
         stream = await tunnel(mesh, pool)
@@ -160,5 +165,48 @@ async def test_http10_and_expect_continue_go_through_h11(mesh: WaypointMesh) -> 
         status, _, body = await responses.next()
         assert status == 200 and json.loads(body)["path"] == "/hello"
         assert await responses.closed()  # HTTP/1.0 without keep-alive: the waypoint closes
+    finally:
+        await pool.close()
+
+
+async def test_http10_gets_a_close_delimited_body_and_no_chunks(mesh: WaypointMesh) -> None:
+    """HTTP/1.0 has no chunked coding: a response without a length ends with the connection."""
+    pool = ConnectionPool()
+    try:
+        stream = await tunnel(mesh, pool)
+        stream.write(b"POST /echo HTTP/1.0\r\nhost: orders\r\ncontent-length: 5\r\n\r\nhello")
+        received = b""
+        while data := await stream.read():
+            received += data
+        head, _, body = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").lower().split("\r\n")
+        assert lines[0].startswith("http/1.1 200")
+        assert "connection: close" in lines and not any("transfer-encoding" in x for x in lines)
+        assert body == b"hello"
+    finally:
+        await pool.close()
+
+
+async def test_expect_continue_is_answered_once_and_only_when_the_body_is_wanted(
+    mesh: WaypointMesh,
+) -> None:
+    pool = ConnectionPool()
+    try:
+        stream = await tunnel(mesh, pool)
+        responses = Responses(stream)
+        # A body sent with the head: no 100 (the client is not waiting for one).
+        stream.write(
+            b"POST /hello HTTP/1.1\r\nhost: orders\r\nexpect: 100-continue\r\n"
+            b"content-length: 2\r\n\r\nhi"
+        )
+        status, _, body = await responses.next()
+        assert status == 200 and json.loads(body)["received"] == 2
+        # A request refused before its body is needed: no 100 either, a final answer.
+        stream.write(
+            b"POST /hello HTTP/1.1\r\nhost: orders\r\nexpect: 100-continue\r\n"
+            b"upgrade: bogus\r\nconnection: upgrade\r\ncontent-length: 0\r\n\r\n"
+        )
+        status, _, _ = await responses.next()
+        assert status == 403
     finally:
         await pool.close()

@@ -7,11 +7,11 @@
 - ``authorization``: ``compile_authorization_policy`` and ``WaypointAuthorizer``
   (a ``waypoint.model.RequestAuthorizer``);
 - ``jwks``: JWKS fetched over HTTP(S), cached and refreshed, failing closed;
-- ``jwt``: ``JwtAuthenticator`` (a ``waypoint.model.RequestAuthenticator``).
+- ``jwt``: ``JwtAuthenticator`` (a ``waypoint.model.RequestAuthenticator``);
+- ``gate``: ``admit``, the two in Envoy's order, as ``Forwarder.handle`` runs them.
 """
 
 from ambient.waypoint.policy.authorization import (
-    DENIED_BODY,
     CompiledPolicy,
     L7Action,
     L7Policy,
@@ -24,7 +24,6 @@ from ambient.waypoint.policy.paths import PathNormalization, normalize_path
 from ambient.waypoint.policy.targets import ServiceRef, WaypointRef
 
 __all__ = [
-    "DENIED_BODY",
     "CompiledPolicy",
     "JwksCache",
     "JwksError",

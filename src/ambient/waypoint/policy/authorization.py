@@ -68,7 +68,6 @@ from ambient.waypoint.policy.targets import (
 )
 
 __all__ = [
-    "DENIED_BODY",
     "CompiledPolicy",
     "L7Action",
     "L7Policy",
@@ -77,8 +76,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("ambient.waypoint.policy")
-
-DENIED_BODY = b"RBAC: access denied"
 
 
 class L7Action(enum.Enum):

@@ -2,6 +2,7 @@
 
 Order as in Envoy's waypoint filter chain: RequestAuthentication (invalid
 token -> 401), L7 AuthorizationPolicy (denied -> 403 ``RBAC: access denied``),
+both through ``policy.gate.admit``,
 routing (a direct response, or a backend), endpoint pick, then the upstream
 exchange with the route's header changes, rewrites and timeout; the response
 streams back as it arrives.
@@ -59,7 +60,6 @@ Decisions (following Envoy's defaults in Istio's waypoint):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import uuid
@@ -71,7 +71,6 @@ from ambient.state.workload import AppProtocol, TunnelProtocol, Workload, Worklo
 from ambient.waypoint.model import (
     Backend,
     Downstream,
-    Headers,
     RequestAuthenticator,
     RequestAuthorizer,
     RequestHead,
@@ -79,6 +78,7 @@ from ambient.waypoint.model import (
     Router,
     Target,
 )
+from ambient.waypoint.policy.gate import admit
 from ambient.waypoint.proxy import grpc, upgrade
 from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.attempt import CountingBody, Outcome, PendingRequest
@@ -103,7 +103,6 @@ from ambient.waypoint.proxy.replay import ReplayableBody
 from ambient.waypoint.proxy.replies import (
     CONNECT_FAILURE,
     OVERFLOW,
-    RBAC_DENIED,
     TERMINATION,
     add_flag,
     direct,
@@ -201,20 +200,16 @@ class Forwarder:
         pipe: DownstreamPipe | None,
         trace: Trace | None = None,
     ) -> None:
-        authn = await self.policies.authenticator.authenticate(target, head)
-        if authn.failure is not None:
-            record.details = "jwt_authn_access_denied"
-            value = f'Bearer realm="http://{head.authority}{head.path_only}", error="invalid_token"'
-            challenge = (("www-authenticate", value),)
-            await local_reply(sink, record, 401, authn.failure.encode(), challenge)
+        policies = self.policies
+        admission = await admit(
+            policies.authenticator, policies.authorizer, target, downstream, head
+        )
+        if admission.refusal is not None:
+            refusal = admission.refusal
+            record.details = refusal.details
+            await local_reply(sink, record, refusal.status, refusal.body, refusal.headers)
             return
-        if authn.headers is not None:
-            head = _with_headers(head, authn.headers)
-        verdict = self.policies.authorizer.check(target, downstream, head, authn.principal)
-        if not verdict.allowed:
-            record.details = f"rbac_access_denied_matched_policy[{verdict.policy or 'none'}]"
-            await local_reply(sink, record, 403, RBAC_DENIED)
-            return
+        head = admission.request
         decision, endpoint, cluster_size, affinity = self._route(target, downstream, head, record)
         if decision.response is not None:
             await direct(sink, record, decision.response, decision.response_headers)
@@ -269,6 +264,10 @@ class Forwarder:
                                   grpc_status=grpc.DEADLINE_EXCEEDED)  # fmt: skip
 
     # -- routing -------------------------------------------------------------------
+
+    def pick(self, backend: Backend) -> Endpoint | None:
+        """An endpoint of ``backend`` by its load balancer (L4 passthrough: ``proxy.tcp``)."""
+        return self.balancer.pick(backend, endpoints_of(self.state, backend))
 
     def _route(
         self, target: Target, downstream: Downstream, head: RequestHead, record: RequestRecord
@@ -567,10 +566,6 @@ class Forwarder:
 
     async def close(self) -> None:
         await self.mirrors.close()
-
-
-def _with_headers(head: RequestHead, headers: Headers) -> RequestHead:
-    return dataclasses.replace(head, headers=headers)
 
 
 def _usable(workload: Workload) -> bool:

@@ -1,9 +1,9 @@
-"""A strict HTTP/1.1 message codec for the waypoint's hot path (sans-io, no h11).
+"""The waypoint's one HTTP/1.x message codec: strict, sans-io (no h11).
 
-h11 costs about a third of the waypoint's CPU at 1,000 req/s (four messages
-parsed and serialized per proxied request, an event object per step). This
-module parses and writes the common case with a handful of C-level regex
-calls per head:
+Every HTTP/1.x request the waypoint serves, and every response it reads from
+an HTTP/1.1 upstream, goes through it (h11 cost about a third of the
+waypoint's CPU at 1,000 req/s, and a second codec disagreed with this one on
+what to refuse). Each head is parsed with a handful of C-level regex calls:
 
 - :func:`parse_request_head` / :func:`parse_response_head`: the whole head
   is validated with one ``fullmatch`` (request or status line, then header
@@ -33,13 +33,18 @@ defaults for a proxy:
   Envoy refuses it unless ``allow_chunked_length``): 400;
 - ``Transfer-Encoding`` other than exactly ``chunked`` (gzip, chunked, or a
   repeated field): 501, as h11;
-- HTTP/1.1 requests without exactly one ``Host``: 400;
+- requests without exactly one ``Host`` (HTTP/1.0 included: the waypoint routes
+  by it): 400;
+- ``Transfer-Encoding`` in an HTTP/1.0 request (RFC 9112 6.1: its framing is
+  faulty): 400;
 - malformed chunk sizes, chunk extensions with controls, data not followed by
   CRLF, oversized chunk-size or trailer sections: 400.
 
-The decoder marks what it does not handle itself: HTTP/1.0 requests and
-``Expect`` (:attr:`ParsedRequest.unusual`); the HTTP/1.1 server hands those
-connections to h11. An upgrade request (``Upgrade`` listed in ``Connection``,
+HTTP/1.0 requests are served, never kept alive (as h11 did; Envoy refuses them
+unless ``accept_http_10``), and answered with an HTTP/1.1 status line and no
+chunked coding. ``Expect: 100-continue`` on an HTTP/1.1 request sets
+:attr:`ParsedRequest.expect_continue` (RFC 9110 10.1.1: ignored in HTTP/1.0; other
+expectations are ignored, and ``Expect`` is never forwarded). An upgrade request (``Upgrade`` listed in ``Connection``,
 RFC 9110 7.8) is parsed here: :attr:`ParsedRequest.upgrade` is the protocol
 asked for (``websocket``), except ``h2c``, which is ignored as Envoy does (the
 request is served as HTTP/1.1; its ``Upgrade`` and ``HTTP2-Settings`` are
@@ -117,7 +122,7 @@ class ParsedRequest:
     framing: Framing
     length: int  # Content-Length (0 unless LENGTH)
     keep_alive: bool  # HTTP/1.1 without "Connection: close"
-    unusual: bool  # HTTP/1.0 or Expect: left to h11
+    expect_continue: bool  # HTTP/1.1 with "Expect: 100-continue"
     size: int  # bytes of the head, CRLF CRLF included
     upgrade: str | None = None  # the protocol of an upgrade request (not h2c)
 
@@ -142,13 +147,14 @@ def find_head_end(buffer: bytes, start: int = 0) -> int:
 def _framing(
     headers: Headers, *, request: bool
 ) -> tuple[Framing, int, bool, str | None, int, bool, str | None]:
-    """(framing, length, connection close, host, host count, expect seen, upgrade asked for)."""
+    """(framing, length, connection close, host, host count, 100-continue expected,
+    upgrade asked for)."""
     length: str | None = None
     chunked = False
     close = False
     host: str | None = None
     hosts = 0
-    unusual = False
+    expect_continue = False
     upgrade: str | None = None
     connection_upgrade = False
     for name, value in headers:
@@ -176,7 +182,7 @@ def _framing(
             close = close or "close" in tokens
             connection_upgrade = connection_upgrade or "upgrade" in tokens
         elif name == "expect" and request:
-            unusual = True
+            expect_continue = expect_continue or strip_ows(value).lower() == "100-continue"
         elif name == "upgrade" and request:
             upgrade = value.strip()
     if chunked and length is not None:
@@ -184,12 +190,12 @@ def _framing(
     if not connection_upgrade or (upgrade is not None and upgrade.lower() == "h2c"):
         upgrade = None
     if chunked:
-        return Framing.CHUNKED, 0, close, host, hosts, unusual, upgrade
+        return Framing.CHUNKED, 0, close, host, hosts, expect_continue, upgrade
     if length is not None:
         size = int(length)
         framing = Framing.LENGTH if size else Framing.NONE
-        return framing, size, close, host, hosts, unusual, upgrade
-    return Framing.NONE, 0, close, host, hosts, unusual, upgrade
+        return framing, size, close, host, hosts, expect_continue, upgrade
+    return Framing.NONE, 0, close, host, hosts, expect_continue, upgrade
 
 
 def parse_request_head(buffer: bytes, end: int) -> ParsedRequest:
@@ -201,10 +207,12 @@ def parse_request_head(buffer: bytes, end: int) -> ParsedRequest:
     method, target, minor = match.group(1, 2, 3)
     line_end = text.index("\r\n") + 2
     headers = tuple((name.lower(), value) for name, value in _FIELDS.findall(text, line_end))
-    framing, length, close, host, hosts, unusual, upgrade = _framing(headers, request=True)
+    framing, length, close, host, hosts, expect_continue, upgrade = _framing(headers, request=True)
     version = "1." + minor
-    if version == "1.1" and hosts != 1:
+    if hosts != 1:
         raise ParseError("missing Host header" if not hosts else "multiple Host headers")
+    if version == "1.0" and framing is Framing.CHUNKED:
+        raise ParseError("Transfer-Encoding in an HTTP/1.0 request")
     return ParsedRequest(
         method=method,
         target=target,
@@ -214,9 +222,9 @@ def parse_request_head(buffer: bytes, end: int) -> ParsedRequest:
         framing=framing,
         length=length,
         keep_alive=version == "1.1" and not close,
-        unusual=unusual or version != "1.1",
+        expect_continue=expect_continue and version == "1.1",
         size=end,
-        upgrade=upgrade or None,
+        upgrade=upgrade if version == "1.1" else None,
     )
 
 

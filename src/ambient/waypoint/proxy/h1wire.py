@@ -76,6 +76,11 @@ class BodyReader:
         self.complete = framing is Framing.NONE
         self._decoder = ChunkedDecoder() if framing is Framing.CHUNKED else None
 
+    @property
+    def buffered(self) -> bool:
+        """Whether bytes after the head are already buffered (the body has begun to arrive)."""
+        return bool(self._reader.buffer)
+
     def ready(self) -> bytes | None:
         """The whole rest of a Content-Length body if it is already buffered (taken), else None."""
         if self.complete:

@@ -20,7 +20,6 @@ from ambient.waypoint.resilience.fault import FaultRoll
 __all__ = [
     "CONNECT_FAILURE",
     "OVERFLOW",
-    "RBAC_DENIED",
     "TERMINATION",
     "add_flag",
     "direct",
@@ -28,7 +27,6 @@ __all__ = [
     "local_reply",
 ]
 
-RBAC_DENIED = b"RBAC: access denied"
 CONNECT_FAILURE = (
     b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
 )

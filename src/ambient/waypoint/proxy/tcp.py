@@ -20,7 +20,7 @@ from ambient.hbone.errors import HboneError
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import Backend
 from ambient.waypoint.proxy.accesslog import TunnelRecord
-from ambient.waypoint.proxy.balancer import Endpoint, endpoints_of
+from ambient.waypoint.proxy.balancer import Endpoint
 from ambient.waypoint.proxy.upstream import UpstreamFailed
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def _pick(tunnel: Tunnel, record: TunnelRecord) -> Endpoint | None:
         return Endpoint(workload, target.address, target.port)
     backend = Backend(target.namespace, target.hostname, target.port)
     record.service = waypoint.state.services.get(backend.service_key)
-    return waypoint.forwarder.balancer.pick(backend, endpoints_of(waypoint.state, backend))
+    return waypoint.forwarder.pick(backend)
 
 
 async def _pump(source: HboneStream, sink: HboneStream) -> int:

@@ -3,8 +3,8 @@
 Real parts: tokens signed by joserfc (RSA), the JWKS served over HTTP by
 ``ambient.httpd``, requests sent by curl. The HTTP front here is a few lines of
 h11 standing in for the waypoint proxy (owned by ``waypoint.proxy``); every
-decision comes from ``policy.gate.admit`` with the product's authenticator and
-authorizer.
+decision comes from ``policy.gate.admit``, which ``Forwarder.handle`` runs for
+every request, with the product's authenticator and authorizer.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ class Front:
         host = dict(event.headers)[b"host"].decode()
         head = RequestHead(event.method.decode(), host, event.target.decode(), headers)
         admission = await admit(self.authn, self.authz, target(), peer(), head)
-        if admission.response is not None:
-            status, body = admission.response.status, admission.response.body
-            extra = list(admission.response.headers)
+        if admission.refusal is not None:
+            status, body = admission.refusal.status, admission.refusal.body
+            extra = list(admission.refusal.headers)
         else:
-            self.forwarded.append(admission.headers or head.headers)
+            self.forwarded.append(admission.request.headers)
             status, body, extra = 200, b"ok", []
         out = [*extra, ("content-length", str(len(body))), ("connection", "close")]
         writer.write(conn.send(h11.Response(status_code=status, headers=out)))

@@ -78,20 +78,27 @@ def test_valid_requests_parse_as_h11_does(raw: bytes) -> None:
         assert (ours.framing, ours.length) == (Framing.LENGTH, int(lengths[0]))
     else:
         assert ours.framing is Framing.NONE
-    assert not ours.unusual
+    assert not ours.expect_continue
 
 
-def test_keep_alive_host_and_unusual_requests() -> None:
+def test_keep_alive_host_http10_and_expect() -> None:
     assert parse(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n").keep_alive
     assert not parse(b"GET / HTTP/1.1\r\nhost: h\r\nConnection: Close\r\n\r\n").keep_alive
     assert parse(b"GET / HTTP/1.1\r\nhost: h:8\r\n\r\n").host == "h:8"
-    http10 = parse(b"GET / HTTP/1.0\r\n\r\n")
-    assert http10.unusual and not http10.keep_alive and http10.host is None
-    assert parse(b"POST / HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\n\r\n").unusual
+    http10 = parse(b"GET / HTTP/1.0\r\nhost: h\r\nconnection: keep-alive\r\n\r\n")
+    assert http10.version == "1.0" and not http10.keep_alive and http10.host == "h"
+    expect = b"POST / HTTP/1.%d\r\nhost: h\r\nexpect: 100-Continue\r\ncontent-length: 1\r\n\r\n"
+    assert parse(expect % 1).expect_continue
+    assert not parse(expect % 0).expect_continue  # RFC 9110 10.1.1: ignored in HTTP/1.0
+    assert not parse(b"GET / HTTP/1.1\r\nhost: h\r\nexpect: something\r\n\r\n").expect_continue
     upgrade = parse(
         b"GET / HTTP/1.1\r\nhost: h\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
     )
-    assert not upgrade.unusual and upgrade.upgrade == "websocket"
+    assert upgrade.upgrade == "websocket"
+    upgrade10 = parse(
+        b"GET / HTTP/1.0\r\nhost: h\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
+    )
+    assert upgrade10.upgrade is None
 
 
 @pytest.mark.parametrize(
@@ -109,7 +116,7 @@ def test_keep_alive_host_and_unusual_requests() -> None:
 )
 def test_upgrade_requests(fields: bytes, expected: str | None) -> None:
     parsed = parse(b"GET / HTTP/1.1\r\nhost: h\r\n" + fields + b"\r\n")
-    assert parsed.upgrade == expected and not parsed.unusual
+    assert parsed.upgrade == expected
     assert parse(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n").framing is Framing.NONE
 
 
@@ -154,6 +161,13 @@ HOSTILE = [
     # Host
     (b"GET / HTTP/1.1\r\nx: 1\r\n\r\n", 400, "missing Host"),
     (b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 400, "multiple Host"),
+    # HTTP/1.0 and Expect on the same codec (they once went to h11, which took these)
+    (b"GET / HTTP/1.0\r\n\r\n", 400, "missing Host"),
+    (b"POST / HTTP/1.0\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n", 400, "HTTP/1.0"),
+    (b"POST / HTTP/1.0\r\nhost: a\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+     400, "smuggling"),
+    (b"POST / HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ncontent-length: 5\r\n"
+     b"transfer-encoding: chunked\r\n\r\n", 400, "smuggling"),
 ]  # fmt: skip
 
 
