@@ -160,6 +160,11 @@ def pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def pid_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (for ``wait_for``)."""
+    return not pid_alive(pid)
+
+
 # -- a running mesh -------------------------------------------------------------------------
 
 _PID = re.compile(r"\(pid (\d+)\)")

@@ -7,6 +7,7 @@ for hot reload in that model. The last test kills ``up`` itself with SIGKILL.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from tests.e2e.harness import (
     Mesh,
     clean_env,
     mesh_listeners,
-    pid_alive,
+    pid_gone,
     wait_for,
 )
 
@@ -297,7 +298,7 @@ def test_children_die_with_up(mesh: Mesh) -> None:
     os.kill(mesh.pid, signal.SIGKILL)
     for pid in [*pids, *pods]:
         assert pid is not None
-        wait_for(f"pid {pid} to exit", lambda pid=pid: not pid_alive(pid), timeout=10)
+        wait_for(f"pid {pid} to exit", functools.partial(pid_gone, pid), timeout=10)
     wait_for("the mesh's listeners to close", lambda: mesh_listeners() == [], timeout=10)
 
 

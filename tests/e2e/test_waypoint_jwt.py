@@ -85,7 +85,7 @@ Key = RSAKey | ECKey
 
 def public_set(*keys: Key) -> dict[str, Any]:
     """The JWK Set an issuer publishes: public halves only."""
-    document: dict[str, Any] = KeySet(list(keys)).as_dict(private=False)
+    document: dict[str, Any] = {**KeySet(list(keys)).as_dict(private=False)}
     assert all("d" not in key for key in document["keys"])
     return document
 
@@ -384,6 +384,11 @@ def parse_curl(output: str) -> Reply:
     return Reply(match.group(1), int(match.group(2)), headers, body)
 
 
+def _ok(reply: Reply) -> Reply | None:
+    """``reply`` if it is a 200, for ``wait_for``."""
+    return reply if reply.status == 200 else None
+
+
 def curl(mesh: Mesh, path: str, *headers: str, version: str = "--http1.1") -> Reply:
     """GET ``ORDERS + path`` with curl in the web pod (through its ztunnel's SOCKS5)."""
     args = [arg for h in headers for arg in ("-H", h)]
@@ -504,7 +509,7 @@ def test_jwks_server_down_at_first_fetch_fails_closed_then_recovers(env: Env) ->
     # the waypoint retries a failed fetch after a pause (jwks.RETRY_INTERVAL, 5 s)
     reply = wait_for(
         "the waypoint to fetch the JWKS once its server is up",
-        lambda: (r := curl(env.mesh, "/secure/orders", bearer(signed))).status == 200 and r,
+        lambda: _ok(curl(env.mesh, "/secure/orders", bearer(signed))),
         timeout=30,
         every=0.5,
     )

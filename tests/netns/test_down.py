@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from ambient.netns import mesh_prefix
 from ambient.nodeagent.agent import leftovers
-from tests.e2e.harness import Mesh, pid_alive, wait_for
+from tests.e2e.harness import Mesh, pid_gone, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def test_down_after_kill_9_removes_every_namespace_link_and_rule(
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert prefix not in listed
     for pid in pids:
-        wait_for(f"pod process {pid} to end", lambda pid=pid: not pid_alive(pid), timeout=10)
+        wait_for(f"pod process {pid} to end", functools.partial(pid_gone, pid), timeout=10)
     assert root_view() == before
     again = mesh.run("down")
     assert again.returncode == 0 and "nothing to do" in again.stdout

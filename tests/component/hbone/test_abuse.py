@@ -50,9 +50,13 @@ async def legit_echo(
         await pool.close()
 
 
-async def attacker(client_cert: WorkloadCertificate, server: ForwardingServer, **kw: int) -> RawH2:
+async def attacker(
+    client_cert: WorkloadCertificate, server: ForwardingServer, rcvbuf: int | None = None
+) -> RawH2:
     assert server.address is not None
-    raw = await RawH2.connect(str(server.address.ip), server.address.port, client_cert, **kw)
+    raw = await RawH2.connect(
+        str(server.address.ip), server.address.port, client_cert, rcvbuf=rcvbuf
+    )
     async with asyncio.timeout(10):
         first = await raw.read_frame()  # the server's SETTINGS: it has attached the connection
     assert first is not None and first.type == 0x4

@@ -142,7 +142,7 @@ class App:
 
     name: str
     version: str
-    address: ipaddress.IPv4Address
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     grpc_server: Any = None
@@ -412,10 +412,7 @@ async def start_mesh(
     zt_manager = CertificateManager(signer(ca))
     wp_manager = CertificateManager(signer(ca))
     ztunnel = Ztunnel("node-2", str(ip("0.2")), zt_state, zt_manager, ports=(0, 0, 0))
-    apps = [
-        App(w.name, w.canonical_revision, w.addresses[0])
-        for w in ORDERS_PODS  # type: ignore[arg-type]
-    ]
+    apps = [App(w.name, w.canonical_revision, w.addresses[0]) for w in ORDERS_PODS]
     for app in apps:
         await app.start()
     await ztunnel.start()

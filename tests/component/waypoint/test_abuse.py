@@ -174,7 +174,11 @@ async def test_an_upstream_flooding_the_waypoint_gets_goaway(mesh: WaypointMesh)
         stream.write_eof()
         async with asyncio.timeout(20):
             frames = await client.frames()
-        statuses = [hpack.Decoder().decode(p) for t, _, sid, p in frames if t == 0x1 and sid == 1]
+        statuses = [
+            [(str(k), str(v)) for k, v in hpack.Decoder().decode(p)]
+            for t, _, sid, p in frames
+            if t == 0x1 and sid == 1
+        ]
         assert statuses and (":status", "503") in statuses[0], statuses
     finally:
         await pool.close()

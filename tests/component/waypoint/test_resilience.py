@@ -9,6 +9,7 @@ HBONE -> destination ztunnel -> app.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import re
@@ -23,6 +24,7 @@ import pytest
 from ambient.config import load_text
 from ambient.hbone.messages import SocketAddress
 from ambient.hbone.pool import ConnectionPool
+from ambient.waypoint.proxy.clusters import Clusters
 from ambient.waypoint.routing import build_router
 from tests.component.waypoint.harness import ORDERS, WaypointMesh, start_mesh
 from tests.component.waypoint.test_waypoint import open_tunnel, read_response
@@ -269,7 +271,7 @@ async def test_connection_pool_overflow_is_503_uo(tmp_path: Path) -> None:
             first = asyncio.ensure_future(client.request("/slow?ms=400"))
             second = asyncio.ensure_future(client.request("/slow?ms=400"))
             clusters = mesh.waypoint.forwarder.clusters
-            await until(lambda c=clusters: any(s.limits.pending == 1 for s in c.states()))
+            await until(functools.partial(_holds, clusters, "pending"))
             status, body, _ = await client.request("/slow?ms=400")  # third: no room
             results = await asyncio.gather(first, second)
         finally:
@@ -310,7 +312,7 @@ async def test_retry_budget_overflow_returns_the_answer_with_uo(tmp_path: Path) 
             # the first request holds the only retry slot through its back-off ...
             first = asyncio.ensure_future(client.request(f"/fail?n=1&key={key()}"))
             clusters = mesh.waypoint.forwarder.clusters
-            await until(lambda c=clusters: any(s.limits.retries == 1 for s in c.states()))
+            await until(functools.partial(_holds, clusters, "retries"))
             status, _, _ = await client.request(f"/fail?n=1&key={key()}")  # ... so no retry here
             assert (await first)[0] == 200
         finally:
@@ -318,3 +320,8 @@ async def test_retry_budget_overflow_returns_the_answer_with_uo(tmp_path: Path) 
         assert status == 503
         found: dict[str, Any] = await flags(mesh)
         assert found.get("503 UO") == 1
+
+
+def _holds(clusters: Clusters, what: str) -> bool:
+    """Whether some cluster holds exactly one pending request (or retry), for ``until``."""
+    return any(getattr(state.limits, what) == 1 for state in clusters.states())

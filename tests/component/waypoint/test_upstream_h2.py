@@ -119,7 +119,9 @@ class ScriptedH2:
             writer.close()
 
 
-async def h2_get(mesh: WaypointMesh, pool: ConnectionPool) -> tuple[int, bytes, list[tuple]]:
+async def h2_get(
+    mesh: WaypointMesh, pool: ConnectionPool
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """One h2c GET through the waypoint to service port 84: (status, body, trailers)."""
     stream = await open_tunnel(mesh, SocketAddress(ORDERS.addresses[0], H2_SCRIPTED), pool)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -129,7 +131,8 @@ async def h2_get(mesh: WaypointMesh, pool: ConnectionPool) -> tuple[int, bytes, 
         end_stream=True,
     )  # fmt: skip
     stream.write(conn.data_to_send())
-    status, body, trailers = 0, b"", []
+    status, body = 0, b""
+    trailers: list[tuple[bytes, bytes]] = []
     while True:
         data = await stream.read()
         assert data, "the waypoint closed the tunnel before the response ended"
@@ -140,7 +143,7 @@ async def h2_get(mesh: WaypointMesh, pool: ConnectionPool) -> tuple[int, bytes, 
                 body += event.data
                 conn.acknowledge_received_data(event.flow_controlled_length, 1)
             elif isinstance(event, h2.events.TrailersReceived):
-                trailers = event.headers
+                trailers = [(bytes(k), bytes(v)) for k, v in event.headers]
             elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                 stream.write_eof()
                 return status, body, trailers

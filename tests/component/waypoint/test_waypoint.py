@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from ambient.config.consistenthash import ConsistentHash, HashCookie
+from ambient.config.destinationrule import LoadBalancer
 from ambient.hbone.errors import StreamRefused
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
@@ -27,7 +28,6 @@ from ambient.waypoint.model import (
     AuthzVerdict,
     Backend,
     Downstream,
-    LoadBalancer,
     RequestHead,
     RequestPrincipal,
     RouteDecision,

@@ -160,7 +160,7 @@ async def test_a_nacked_push_is_reported_and_none_of_it_applied(
     listing = published._workload_listing
 
     def corrupt(keys: tuple[str, ...], workload: Workload) -> Any:
-        message = listing(keys, workload)
+        message: Any = listing(keys, workload)
         if workload.name == "extra-2":
             message.workload.uid = uid("someone-else")
         return message

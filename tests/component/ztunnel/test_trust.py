@@ -13,6 +13,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -142,7 +143,7 @@ async def test_outbound_refuses_a_pods_mesh_listener(mesh: Mesh) -> None:
 # -- item 6: the client does not choose its source address -------------------------------
 
 
-def allow_only(address: ipaddress.IPv4Address) -> object:
+def allow_only(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Any:
     spec = {"rules": [{"from": [{"source": {"ipBlocks": [f"{address}/32"]}}]}]}
     return translate_authorization_policy("only-web-address", "shop", spec).policy
 
@@ -152,7 +153,7 @@ async def test_forwarded_for_another_workload_is_judged_as_the_tcp_peer(mesh: Me
     ``forwarded: for=<web's address>``; an ALLOW ipBlocks for web's address must judge
     mallory's real address and refuse it (401). web itself is allowed."""
     mesh.push(MALLORY)
-    mesh.states["node-2"].apply([], [], [allow_only(WEB.addresses[0])])  # type: ignore[list-item]
+    mesh.states["node-2"].apply([], [], [allow_only(WEB.addresses[0])])
     await mesh.settle()
     target = SocketAddress(ORDERS[0].addresses[0], 8080)
     claimed = SocketAddress(WEB.addresses[0], 40000)
@@ -176,7 +177,9 @@ async def test_forwarded_for_another_workload_is_judged_as_the_tcp_peer(mesh: Me
         await pool.close()
 
 
-async def proxy_app(address: ipaddress.IPv4Address) -> tuple[asyncio.Server, asyncio.Queue[bytes]]:
+async def proxy_app(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> tuple[asyncio.Server, asyncio.Queue[bytes]]:
     """An application that records the first bytes of each connection (its PROXY header)."""
     heads: asyncio.Queue[bytes] = asyncio.Queue()
 

@@ -57,7 +57,7 @@ def run(channel: grpc.Channel, call: str, args: list[str], metadata: list[tuple[
         stream = channel.unary_stream(_method("ServerStream"))(
             f"{args[0]},{args[1]}".encode(), metadata=metadata, timeout=timeout
         )
-        sizes = [len(m) for m in stream]
+        sizes: list[int] = [len(m) for m in stream]
         return {"code": stream.code().name, "messages": len(sizes), "bytes": sum(sizes)}
     if call == "client-stream":
         count, size = int(args[0]), int(args[1])
@@ -84,8 +84,8 @@ def run(channel: grpc.Channel, call: str, args: list[str], metadata: list[tuple[
         stream = channel.unary_stream(_method("ServerStream"))(
             f"{total // MESSAGE},{MESSAGE}".encode(), metadata=metadata, timeout=timeout
         )
-        received = sum(len(m) for m in stream)
-        return {"code": stream.code().name, "bytes": received,
+        total_bytes = sum(len(m) for m in stream)
+        return {"code": stream.code().name, "bytes": total_bytes,
                 "seconds": time.monotonic() - started}  # fmt: skip
     if call == "sleep":
         reply = channel.unary_unary(_method("Sleep"))(
@@ -108,9 +108,9 @@ def main() -> None:
     metadata = [tuple(h.split("=", 1)) for h in ns.header]
     with grpc.insecure_channel(ns.target, options=OPTIONS) as channel:
         try:
-            result = run(channel, ns.call, ns.args, metadata, ns.timeout)  # type: ignore[arg-type]
+            result = run(channel, ns.call, ns.args, metadata, ns.timeout)
         except grpc.RpcError as exc:
-            result = {"code": exc.code().name, "details": exc.details()}  # type: ignore[attr-defined]
+            result = {"code": exc.code().name, "details": exc.details()}
     json.dump(result, sys.stdout)
     print()
 

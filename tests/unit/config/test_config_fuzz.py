@@ -61,8 +61,9 @@ API_VERSIONS = sorted(
     {
         version
         for kind in DEFAULT_REGISTRY.kinds()
-        for version in DEFAULT_REGISTRY.lookup(kind).api_versions
-    }  # type: ignore[union-attr]
+        if (spec := DEFAULT_REGISTRY.lookup(kind)) is not None
+        for version in spec.api_versions
+    }
 )
 KINDS = [*DEFAULT_REGISTRY.kinds(), "List", "ServiceList", "Bogus"]
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from ambient.config import ConfigError, load_text
 from ambient.config.duration import CLI, GATEWAY, ISTIO, DurationSyntax, parse_duration
+from ambient.config.requestauthn import RequestAuthentication
 
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _OLD = {
@@ -97,7 +98,7 @@ def test_a_jwks_timeout_is_an_istio_duration_of_at_least_1ms() -> None:
         "metadata: {name: ra, namespace: shop}\nspec:\n  jwtRules:\n  - issuer: x\n    timeout: "
     )
     (obj,) = list(load_text(head + "1m30s\n", "ra.yaml"))
-    assert obj.spec.jwt_rules[0].timeout == 90.0
+    assert isinstance(obj, RequestAuthentication) and obj.spec.jwt_rules[0].timeout == 90.0
     for bad, problem in (("0s", "at least 1ms"), ("5sec", "expected a duration")):
         with pytest.raises(ConfigError, match=problem):
             load_text(head + bad + "\n", "ra.yaml")

@@ -19,6 +19,7 @@ from ambient.config import ConfigSet
 from ambient.config.configset import Ref
 from ambient.config.frozen import FrozenMap
 from ambient.controlplane import AddressAllocator, diff, with_label
+from ambient.controlplane.expand import LabelOverrides
 from ambient.controlplane.index import MeshIndex
 from ambient.controlplane.workloads import pod_uid
 from tests.unit.controlplane.manifests import load, namespace, pod
@@ -160,7 +161,7 @@ def test_incremental_equals_full_rebuild(
             config = _config(objects)
         elif what == "label" and ref is not None and ref in objects:
             config = with_label(config, ref.kind, ref.namespace, ref.name, "rev", f"r{n}")
-            objects = dict(config.objects)  # type: ignore[arg-type]
+            objects = dict(config.objects)
         elif what == "override":
             pods = sorted(
                 (w.namespace, w.name)
@@ -175,7 +176,7 @@ def test_incremental_equals_full_rebuild(
             uids = sorted(uid for uid, w in before.workloads.items() if w.local)
             if uids:
                 ready ^= {uids[n % len(uids)]}
-        frozen_overrides = FrozenMap(overrides)
+        frozen_overrides: LabelOverrides = FrozenMap(overrides)
         snapshot, delta = index.update(config, frozen_overrides, ready)
         full = MeshIndex(allocator).update(config, frozen_overrides, ready)[0]
         assert snapshot == full, f"step {step}: {what} {ref} {n}"
@@ -210,4 +211,4 @@ def test_namespace_change_rebuilds() -> None:
     )
     assert index.full_builds == 2
     (workload,) = delta.upserted
-    assert dataclasses.asdict(workload)["tunnel_protocol"].name == "HBONE"  # type: ignore[call-overload]
+    assert dataclasses.asdict(workload)["tunnel_protocol"].name == "HBONE"

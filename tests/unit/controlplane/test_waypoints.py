@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import pytest
 
@@ -141,7 +142,8 @@ def test_status_programmed_once_a_replica_is_healthy() -> None:
     (gw,) = waypoint_gateways(config)
     status = gateway_status(gw, snap.workloads, snap.services)
     assert status.programmed and status.addresses
-    conditions = {c["type"]: c["status"] for c in status.to_dict()["conditions"]}  # type: ignore[union-attr]
+    listed = cast("list[dict[str, str]]", status.to_dict()["conditions"])
+    conditions = {c["type"]: c["status"] for c in listed}
     assert conditions == {"Accepted": "True", "Programmed": "True"}
     unhealthy = {
         uid: dataclasses.replace(w, status=WorkloadStatus.UNHEALTHY)

@@ -31,7 +31,7 @@ SMALL = FloodLimits(
 
 
 def server(limits: FloodLimits = SMALL, **settings: int) -> HboneConnection:
-    conn = HboneConnection(Side.SERVER, HboneSettings(limits=limits, **settings))  # type: ignore[arg-type]
+    conn = HboneConnection(Side.SERVER, HboneSettings(limits=limits, **settings))
     conn.initiate()
     conn.data_to_send()
     assert conn.receive_data(PREFACE + SettingsFrame(0).serialize()) == []

@@ -9,6 +9,7 @@ import pytest
 
 from ambient.config import ConfigError, load_paths
 from ambient.config.configset import Ref
+from ambient.config.resources import Service
 from ambient.controlplane import ControlPlane
 from ambient.local.configops import MeshConfig
 from ambient.local.watch import FolderWatcher
@@ -43,7 +44,7 @@ def services(mc: MeshConfig) -> dict[str, int]:
     return {
         ref.name: obj.spec.ports[0].port
         for ref, obj in mc.plane.config.objects.items()
-        if ref.kind == "Service"
+        if isinstance(obj, Service)
     }
 
 

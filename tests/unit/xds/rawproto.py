@@ -124,7 +124,7 @@ def as_bytes(value: Any) -> Any:
 
 # Values are chosen so that decode_raw never mistakes them for nested messages: a
 # first byte with wire type 6 or 7 (invalid) keeps strings and packed ints as strings.
-def _scalar(field: FieldDescriptor) -> Any:
+def _scalar(field: Any) -> Any:  # a FieldDescriptor (the stubs have two kinds of it)
     t = field.type
     if t == FieldDescriptor.TYPE_STRING:
         return f"~{field.name}"
@@ -133,6 +133,7 @@ def _scalar(field: FieldDescriptor) -> Any:
     if t == FieldDescriptor.TYPE_BOOL:
         return True
     if t == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         return max(v.number for v in field.enum_type.values)
     if field.is_repeated:
         return 15  # packed: one byte 0x0f

@@ -420,6 +420,11 @@ def _policy_with(match: authz_pb.Match, **fields: Any) -> authz_pb.Authorization
     )
 
 
+def UNKNOWN_ENUM(number: int) -> Any:
+    """An enum number the proto does not define (typed as the field's enum for the stubs)."""
+    return number
+
+
 @pytest.mark.parametrize(
     ("message", "error"),
     [
@@ -431,8 +436,14 @@ def _policy_with(match: authz_pb.Match, **fields: Any) -> authz_pb.Authorization
             ),
             "unsupported tunnel protocol",
         ),
-        (wl_pb.Address(workload=wl_pb.Workload(uid="u", workload_type=7)), "workload type 7"),
-        (wl_pb.Address(workload=wl_pb.Workload(uid="u", status=5)), "workload status 5"),
+        (
+            wl_pb.Address(workload=wl_pb.Workload(uid="u", workload_type=UNKNOWN_ENUM(7))),
+            "workload type 7",
+        ),
+        (
+            wl_pb.Address(workload=wl_pb.Workload(uid="u", status=UNKNOWN_ENUM(5))),
+            "workload status 5",
+        ),
         (
             wl_pb.Address(workload=wl_pb.Workload(uid="u", application_tunnel={"protocol": 9})),
             "application tunnel protocol 9",

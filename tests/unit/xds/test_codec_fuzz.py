@@ -42,8 +42,8 @@ from ambient.xds.codec import (
 from ambient.xds.proto import authorization_pb2, workload_pb2
 
 # Any Unicode a protobuf string can hold (UTF-8: no lone surrogates).
-text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
-names = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12)
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+names = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
 ips = st.ip_addresses()
 ports = st.builds(Port, st.integers(0, 65535), st.integers(0, 65535), st.sampled_from(AppProtocol))
 port_lists = st.lists(ports, max_size=3).map(tuple)
@@ -113,21 +113,25 @@ networks = st.one_of(
         st.integers(0, 128),
     ),
 )
-small = {"max_size": 2}
+SMALL = 2
 matches = st.builds(
     Match,
-    namespaces=st.lists(string_matches(), **small).map(tuple),
-    not_namespaces=st.lists(string_matches(), **small).map(tuple),
-    service_accounts=st.lists(st.builds(ServiceAccountMatch, text, text), **small).map(tuple),
-    not_service_accounts=st.lists(st.builds(ServiceAccountMatch, text, text), **small).map(tuple),
-    principals=st.lists(string_matches(), **small).map(tuple),
-    not_principals=st.lists(string_matches(), **small).map(tuple),
-    source_ips=st.lists(networks, **small).map(tuple),
-    not_source_ips=st.lists(networks, **small).map(tuple),
-    destination_ips=st.lists(networks, **small).map(tuple),
-    not_destination_ips=st.lists(networks, **small).map(tuple),
-    destination_ports=st.lists(st.integers(0, 65535), **small).map(tuple),
-    not_destination_ports=st.lists(st.integers(0, 65535), **small).map(tuple),
+    namespaces=st.lists(string_matches(), max_size=SMALL).map(tuple),
+    not_namespaces=st.lists(string_matches(), max_size=SMALL).map(tuple),
+    service_accounts=st.lists(st.builds(ServiceAccountMatch, text, text), max_size=SMALL).map(
+        tuple
+    ),
+    not_service_accounts=st.lists(st.builds(ServiceAccountMatch, text, text), max_size=SMALL).map(
+        tuple
+    ),
+    principals=st.lists(string_matches(), max_size=SMALL).map(tuple),
+    not_principals=st.lists(string_matches(), max_size=SMALL).map(tuple),
+    source_ips=st.lists(networks, max_size=SMALL).map(tuple),
+    not_source_ips=st.lists(networks, max_size=SMALL).map(tuple),
+    destination_ips=st.lists(networks, max_size=SMALL).map(tuple),
+    not_destination_ips=st.lists(networks, max_size=SMALL).map(tuple),
+    destination_ports=st.lists(st.integers(0, 65535), max_size=SMALL).map(tuple),
+    not_destination_ports=st.lists(st.integers(0, 65535), max_size=SMALL).map(tuple),
 )
 groups = st.lists(st.lists(matches, max_size=2).map(lambda ms: Rules(tuple(ms))), max_size=2).map(
     lambda rs: Group(tuple(rs))

@@ -95,7 +95,7 @@ def test_generated_files_skip_lint_and_types() -> None:
 # --- the stubs over a real channel --------------------------------------------------
 
 
-class _CA(ca_pb2_grpc.IstioCertificateServiceServicer):  # type: ignore[misc]
+class _CA(ca_pb2_grpc.IstioCertificateServiceServicer):
     def CreateCertificate(
         self, request: ca_pb2.IstioCertificateRequest, context: grpc.ServicerContext
     ) -> ca_pb2.IstioCertificateResponse:
@@ -105,7 +105,7 @@ class _CA(ca_pb2_grpc.IstioCertificateServiceServicer):  # type: ignore[misc]
         )
 
 
-class _ADS(discovery_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+class _ADS(discovery_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def DeltaAggregatedResources(
         self,
         requests: Iterator[discovery_pb2.DeltaDiscoveryRequest],

@@ -503,7 +503,7 @@ def test_remote_ip_with_trusted_proxies() -> None:
 
 # ---- selection ----------------------------------------------------------------------------
 
-DENY_ALL = [{}]
+DENY_ALL: list[dict[str, object]] = [{}]
 
 
 @pytest.mark.parametrize(
@@ -572,7 +572,7 @@ def test_service_entry_selection_through_resolver() -> None:
 
 
 def test_policies_without_target_refs_never_apply() -> None:
-    spec = {"action": "DENY", "rules": [{}]}
+    spec: dict[str, object] = {"action": "DENY", "rules": [{}]}
     assert compile_authorization_policy("ns-wide", "shop", spec).policy is None
     spec = {"action": "DENY", "selector": {"matchLabels": {"app": "waypoint"}}, "rules": [{}]}
     assert compile_authorization_policy("sel", "shop", spec).policy is None

@@ -245,7 +245,7 @@ def decode_all(data: bytes, step: int) -> tuple[bytes, int]:
     """Feed ``data`` ``step`` bytes at a time; (decoded body, bytes of input used)."""
     decoder = ChunkedDecoder()
     buffer, out, fed, used_total = b"", [], 0, 0
-    while not decoder.done:
+    while True:
         progressed = True
         while progressed and not decoder.done:
             piece, used = decoder.decode(buffer)

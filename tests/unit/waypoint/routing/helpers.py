@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from ambient.config import load_text
 from ambient.waypoint.model import RequestHead, RouteDecision, Target
-from ambient.waypoint.routing import MeshService, RouteTable, build_router
+from ambient.waypoint.routing import MeshService, Rng, RouteTable, build_router
 
 NS = "gateway-conformance-mesh"
 
@@ -39,9 +39,7 @@ class ScriptedRng:
         return value
 
 
-def router(
-    yaml: str, services: Iterable[MeshService] = MESH, rng: ScriptedRng | None = None
-) -> RouteTable:
+def router(yaml: str, services: Iterable[MeshService] = MESH, rng: Rng | None = None) -> RouteTable:
     return build_router(load_text(yaml, "routes.yaml"), services, rng=rng or ScriptedRng())
 
 

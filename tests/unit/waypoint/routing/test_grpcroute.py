@@ -26,7 +26,7 @@ MESH = (svc("echo", 7070), svc("echo-v1", 7070), svc("echo-v2", 7070), svc("echo
 
 def call(method: str = "/grpc.testing.TestService/UnaryCall", **headers: str) -> RequestHead:
     """A gRPC request as the waypoint sees it (HTTP/2 POST, content-type application/grpc)."""
-    fields = (("content-type", "application/grpc"), ("te", "trailers"))
+    fields: tuple[tuple[str, str], ...] = (("content-type", "application/grpc"), ("te", "trailers"))
     fields += tuple((k.replace("_", "-"), v) for k, v in headers.items())
     return RequestHead("POST", "echo:7070", method, fields, "http", "HTTP/2")
 

@@ -48,7 +48,8 @@ def test_without_a_context_the_waypoint_decides_and_says_so_upstream() -> None:
 def test_sampling_uses_the_request_id_so_proxies_agree() -> None:
     ids = [str(uuid.UUID(int=random.Random(i).getrandbits(128), version=4)) for i in range(4000)]
     first = [tracer(10).begin(head(), i).sampled for i in ids]  # type: ignore[union-attr]
-    again = [Tracer(INFO, list().extend, 10).begin(head(), i).sampled for i in ids]  # type: ignore[union-attr]
+    other: list[Span] = []
+    again = [Tracer(INFO, other.extend, 10).begin(head(), i).sampled for i in ids]  # type: ignore[union-attr]
     assert first == again  # another tracer (another random generator), the same decisions
     assert 300 < sum(first) < 500  # ~10 %
     off = tracer(10, use_request_id=False)
