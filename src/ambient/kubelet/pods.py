@@ -54,7 +54,7 @@ from ambient.kubelet.statuswriter import StatusWriter
 from ambient.runtime import ContainerEvent, EventKind, PodRun, PodSpecError, Supervisor
 from ambient.runtime.spec import plan_launch
 from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT
-from ambient.ztunnel.proxy import SOCKS_PORT
+from ambient.ztunnel.listeners import SOCKS_PORT
 
 __all__ = ["NodePods", "PodNetwork", "RunningPod"]
 

@@ -27,7 +27,7 @@ from ambient.runtime import PodRun, PodSpecError, Supervisor
 from ambient.runtime.security import ContainerConfigError, Isolation, isolation_report
 from ambient.runtime.status import ContainerEvent, EventKind
 from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT
-from ambient.ztunnel.proxy import SOCKS_PORT
+from ambient.ztunnel.listeners import SOCKS_PORT
 
 __all__ = ["Kubelet", "ScheduledRun", "scheduled_runs"]
 

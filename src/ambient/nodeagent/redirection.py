@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from ambient.hbone.messages import HBONE_PORT
 from ambient.netns import SPOOF_MARK, ZTUNNEL_MARK
-from ambient.ztunnel.capture import INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT
 from ambient.ztunnel.dns import DNS_PORT
+from ambient.ztunnel.listeners import INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT
 
 __all__ = ["REDIRECT_TABLE", "redirection_rules"]
 

@@ -1,5 +1,11 @@
 """L4 authorization at the destination's ztunnel: the pushed policies, evaluated per connection.
 
+What is decided on is an :class:`InboundConnection` (the caller's identity and
+address, the destination workload, address and port); the answer is a
+:class:`Verdict`. Every handler that admits a connection asks an
+:data:`Authorizer` (``authorize`` under the pushed policies, unless a test
+injects its own), and ``ztunnel.connections`` asks it again on every push.
+
 Istio's order (``ambient.authz``): a matching DENY denies; with no ALLOW policy
 the connection is allowed; a matching ALLOW allows; anything else is denied.
 PeerAuthentication STRICT refuses connections without a peer identity. AUDIT
@@ -8,13 +14,38 @@ and dry-run policies never decide; their matches are logged.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ambient import authz
 from ambient.state.proxy import ProxyState
-from ambient.ztunnel.inbound import InboundConnection, Verdict
+from ambient.state.workload import Workload
+
+__all__ = ["Authorizer", "InboundConnection", "Verdict", "authorize"]
 
 log = logging.getLogger("ambient.ztunnel")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundConnection:
+    """What L4 authorization decides on."""
+
+    source_identity: str | None  # spiffe://... or None for plaintext
+    source_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    destination: Workload
+    destination_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    destination_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str = ""
+
+
+Authorizer = Callable[[InboundConnection], Verdict]
 
 
 def authorize(state: ProxyState, conn: InboundConnection) -> Verdict:

@@ -11,37 +11,32 @@ client's connection.
 Everything is event-driven: :class:`SocksProtocol` parses the handshake in
 ``data_received``; once the upstream is open the client's transport is handed
 to a relay protocol (``TcpRelay`` for HBONE, :class:`TcpPipe` for plain TCP).
+Plain TCP is dialled with ``ztunnel.dial`` (from the pod's namespace in in-pod
+mode, from its loopback address in local mode).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import ipaddress
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ambient.hbone.bound import connect_from
-from ambient.hbone.client import Dialer
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress, Status
-from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.splice import TcpRelay
-from ambient.identity.certs import WorkloadCertificate
-from ambient.identity.spiffe import SpiffeId
-from ambient.state.proxy import ProxyState, Upstream
+from ambient.state.proxy import Upstream
 from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel import socks5
-from ambient.ztunnel.inbound import InboundConnection, Verdict
-from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics, ResponseFlags
+from ambient.ztunnel.authorization import InboundConnection
+from ambient.ztunnel.dial import Dialer
+from ambient.ztunnel.inputs import ProxyInputs
+from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.selfcall import mesh_listener_target, socks_peer_allowed
 
 log = logging.getLogger("ambient.ztunnel")
-
-CertificateSource = Callable[[SpiffeId], Awaitable[WorkloadCertificate]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,28 +67,21 @@ class OutboundHandler:
 
     def __init__(
         self,
-        state: ProxyState,
+        inputs: ProxyInputs,
         workload_uid: str,
-        metrics: Metrics,
-        pool: ConnectionPool,
-        certificates: CertificateSource,
+        dialer: Dialer,
         *,
-        connect_timeout: float = 5.0,
-        plaintext_policy: Callable[[InboundConnection], Verdict] | None = None,
-        dialer: Dialer | None = None,
+        judge_plaintext: bool = False,
     ) -> None:
-        self.plaintext_policy = plaintext_policy
-        # With a dialer (in-pod mode) upstream connections start in the source pod's namespace.
-        self.dialer = dialer
-        self.state = state
+        self.inputs = inputs
+        self.state = inputs.state
         self.workload_uid = workload_uid
-        self.metrics = metrics
-        self.pool = pool
-        self.certificates = certificates
-        self.connect_timeout = connect_timeout
+        # With ``dialer.via`` (in-pod mode) connections start in the source pod's namespace.
+        self.dialer = dialer
+        # Local mode: nothing captures plaintext at an enrolled destination, so its policy
+        # is applied here, at the source.
+        self.judge_plaintext = judge_plaintext
         self.tasks: set[asyncio.Task[None]] = set()
-        # Plaintext connections to enrolled pods, with what their policy check was about.
-        self.checked: dict[TcpPipe, InboundConnection] = {}
 
     def protocol(self) -> SocksProtocol:
         return SocksProtocol(self)
@@ -104,29 +92,6 @@ class OutboundHandler:
             task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    def close_denied(self) -> int:
-        """Re-check open plaintext connections to enrolled pods; close the ones now denied."""
-        closed = 0
-        if self.plaintext_policy is None:
-            return closed
-        for pipe, conn in list(self.checked.items()):
-            current = self.state.workloads.get(conn.destination.uid)
-            if current is None:
-                continue
-            verdict = self.plaintext_policy(dataclasses.replace(conn, destination=current))
-            if not verdict.allowed:
-                log.info(
-                    "RBAC rejected conn=%s(no identity)->%s:%d: closing established connection: %s",
-                    conn.source_ip,
-                    conn.destination_ip,
-                    conn.destination_port,
-                    verdict.reason,
-                )
-                del self.checked[pipe]
-                pipe.abort()
-                closed += 1
-        return closed
 
     def start(
         self,
@@ -222,7 +187,7 @@ class OutboundHandler:
         another (the client is left as it was)."""
         hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
         record = ConnectionRecord(
-            self.metrics,
+            self.inputs.metrics,
             Direction.OUTBOUND,
             src_addr=str(source_addr),
             dst_addr=str(
@@ -290,8 +255,8 @@ class OutboundHandler:
             forwarded_host=upstream.service.hostname if upstream.service else None,
         )
         try:
-            cert = await self.certificates(source.identity)
-            stream = await self.pool.open_stream(
+            cert = await self.inputs.certificate(source.identity)
+            stream = await self.inputs.pool.open_stream(
                 source=cert,
                 destination=SocketAddress(upstream.tunnel_ip, HBONE_PORT),
                 expected=[upstream.workload.identity],
@@ -299,7 +264,7 @@ class OutboundHandler:
                 # Bound to the pod's address (in its namespace, or on loopback in local mode):
                 # the destination judges the TCP peer, not what ``forwarded`` claims.
                 source_ip=str(source.addresses[0])
-                if self.dialer is not None or source.addresses[0].is_loopback
+                if self.dialer.via is not None or source.addresses[0].is_loopback
                 else None,
             )
         except StreamRefused as exc:
@@ -348,7 +313,7 @@ class OutboundHandler:
         destination = upstream.workload
         checked: InboundConnection | None = None
         if (
-            self.plaintext_policy is not None
+            self.judge_plaintext
             and destination is not None
             and destination.tunnel_protocol is TunnelProtocol.HBONE
         ):
@@ -357,7 +322,7 @@ class OutboundHandler:
             checked = InboundConnection(
                 None, source.addresses[0], destination, upstream.ip, upstream.port
             )
-            verdict = self.plaintext_policy(checked)
+            verdict = self.inputs.authorizer()(checked)
             if not verdict.allowed:
                 log.info(
                     "RBAC rejected conn=%s(no identity)->%s:%d: %s",
@@ -370,25 +335,11 @@ class OutboundHandler:
                 record.error = "connection closed due to policy rejection"
                 client.abort()
                 return True
-        local = (str(source.addresses[0]), 0) if source.addresses[0].is_loopback else None
-        loop = asyncio.get_running_loop()
         pipe = TcpPipe(client)
         try:
-            if self.dialer is not None:
-                sock = await asyncio.wait_for(
-                    self.dialer(str(upstream.ip), upstream.port, str(source.addresses[0])),
-                    self.connect_timeout,
-                )
-                await loop.create_connection(lambda: pipe.upstream, sock=sock)
-            elif local is not None:
-                async with asyncio.timeout(self.connect_timeout):
-                    sock = await connect_from(str(upstream.ip), upstream.port, local)
-                    await loop.create_connection(lambda: pipe.upstream, sock=sock)
-            else:
-                await asyncio.wait_for(
-                    loop.create_connection(lambda: pipe.upstream, str(upstream.ip), upstream.port),
-                    self.connect_timeout,
-                )
+            await self.dialer.connect(
+                str(upstream.ip), upstream.port, str(source.addresses[0]), lambda: pipe.upstream
+            )
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT
             record.error = f"connect to {upstream.ip}:{upstream.port} failed: {exc or 'timeout'}"
@@ -406,12 +357,12 @@ class OutboundHandler:
         if early:
             pipe.downstream.data_received(bytes(early))
         client.resume_reading()
-        if checked is not None:
-            self.checked[pipe] = checked
-        try:
+        if checked is None:
             counts = await pipe.done
-        finally:
-            self.checked.pop(pipe, None)
+        else:
+            source_ip = str(source.addresses[0])
+            with self.inputs.connections.tracking(pipe, checked, pipe.abort, source_ip):
+                counts = await pipe.done
         record.bytes_received, record.bytes_sent = counts
         return True
 

@@ -23,7 +23,6 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,7 +31,6 @@ from ambient.hbone.admission import PendingHandshakes
 from ambient.hbone.messages import HBONE_PORT
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
-from ambient.hbone.server import HboneServer
 from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
@@ -40,31 +38,23 @@ from ambient.identity.spiffe import SpiffeId
 from ambient.rlimit import raise_open_files_limit
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import Service, TunnelProtocol, Workload, waypoint_of
-from ambient.ztunnel.authorization import authorize
-from ambient.ztunnel.capture import InPodProxy, PodNetworks
-from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT, HttpConnectProtocol
-from ambient.ztunnel.inbound import Authorizer, InboundHandler
+from ambient.ztunnel.authorization import Authorizer, authorize
+from ambient.ztunnel.capture import InPodProxy, PodNamespaces, PodNetworks
+from ambient.ztunnel.connections import ConnectionTracker
+from ambient.ztunnel.dial import Dialer
+from ambient.ztunnel.inputs import ProxyInputs
+from ambient.ztunnel.listeners import HostSockets, PodListeners
 from ambient.ztunnel.metrics import Metrics
 from ambient.ztunnel.outbound import OutboundHandler
 from ambient.ztunnel.waypoints import WaypointFactory, WaypointHost
 
 log = logging.getLogger("ambient.ztunnel")
 
-SOCKS_PORT = 15080
+__all__ = ["ADMIN_PORT", "METRICS_PORT", "READINESS_PORT", "Ztunnel"]
+
 ADMIN_PORT = 15000
 METRICS_PORT = 15020
 READINESS_PORT = 15021
-
-
-@dataclass
-class _PodListeners:
-    workload: Workload
-    socks: asyncio.AbstractServer | None = None
-    connect: asyncio.AbstractServer | None = None
-    hbone: HboneServer | None = None
-    inbound: InboundHandler | None = None
-    outbound: OutboundHandler | None = None
-    draining: list[HboneServer] = field(default_factory=list)
 
 
 class Ztunnel:
@@ -91,15 +81,32 @@ class Ztunnel:
         self.authorizer = authorizer or (lambda: functools.partial(authorize, state))
         self.settings = settings or HboneSettings()
         self.metrics = Metrics()
-        # Connections still in their TLS handshake, bounded across every pod's listener.
-        self.handshakes = PendingHandshakes()
         # In-pod mode (--netns): listeners and upstream sockets inside pods' namespaces.
-        self.in_pod = InPodProxy(self, pod_networks) if pod_networks is not None else None
+        namespaces = PodNamespaces() if pod_networks is not None else None
         self.pool = ConnectionPool(
-            settings=self.settings, dialer=self.in_pod.dial if self.in_pod else None
+            settings=self.settings, dialer=namespaces.dial if namespaces else None
+        )
+        self.connections = ConnectionTracker(state, lambda: self.authorizer())
+        self.inputs = ProxyInputs(
+            node=node,
+            state=state,
+            metrics=self.metrics,
+            pool=self.pool,
+            settings=self.settings,
+            certificate=self.certificate,
+            current_certificate=self.current_certificate,
+            authorizer=lambda: self.authorizer(),
+            connections=self.connections,
+            # Connections still in their TLS handshake, bounded across every pod's listener.
+            handshakes=PendingHandshakes(),
+        )
+        self.in_pod = (
+            InPodProxy(self.inputs, pod_networks, namespaces)
+            if pod_networks is not None and namespaces is not None
+            else None
         )
         self._ports = ports
-        self._pods: dict[str, _PodListeners] = {}
+        self._pods: dict[str, PodListeners] = {}
         self.waypoints = WaypointHost(node, waypoints)
         self._certs: dict[SpiffeId, WorkloadCertificate] = {}
         self._reconcile_lock = asyncio.Lock()
@@ -139,7 +146,7 @@ class Ztunnel:
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
         for pod in list(self._pods.values()):
-            await self._close_pod(pod, drain=False)
+            await pod.close(drain=False)
         self._pods.clear()
         await self.waypoints.close()
         if self.in_pod is not None:
@@ -177,118 +184,56 @@ class Ztunnel:
         wanted = {w.uid: w for w in local if waypoint_of(w) is None}
         if self.in_pod is not None:
             await self.in_pod.reconcile(wanted)
-            return
+        else:
+            await self._reconcile_local(wanted)
+        self.connections.close_denied()
+
+    async def _reconcile_local(self, wanted: dict[str, Workload]) -> None:
+        """Local mode: listeners on each pod's own address in the host's namespace."""
         for uid in list(self._pods):
             if uid not in wanted:
-                await self._close_pod(self._pods.pop(uid), drain=True)
+                await self._pods.pop(uid).close(drain=True)
         for uid, workload in wanted.items():
             pod = self._pods.get(uid)
+            if pod is not None and pod.workload.addresses != workload.addresses:
+                await self._pods.pop(uid).close(drain=True)
+                pod = None
             if pod is None:
-                pod = self._pods[uid] = _PodListeners(workload)
-            elif pod.workload.addresses != workload.addresses:
-                await self._close_pod(pod, drain=True)
-                pod = self._pods[uid] = _PodListeners(workload)
+                # Plaintext to an enrolled pod is judged here, at the source: nothing
+                # captures it at the destination without network namespaces.
+                outbound = OutboundHandler(self.inputs, uid, Dialer(), judge_plaintext=True)
+                pod = self._pods[uid] = PodListeners(
+                    self.inputs, workload, HostSockets(), outbound, Dialer()
+                )
             pod.workload = workload
             try:
                 await self._ensure_listeners(pod)
             except OSError as exc:
                 log.error("ztunnel %s: cannot listen for pod %s: %s", self.node, workload.name, exc)
-        for pod in self._pods.values():
-            if pod.inbound is not None:
-                pod.inbound.close_denied()
-            if pod.outbound is not None:
-                pod.outbound.close_denied()
 
-    async def _ensure_listeners(self, pod: _PodListeners) -> None:
+    async def _ensure_listeners(self, pod: PodListeners) -> None:
         workload = pod.workload
-        ip = str(workload.addresses[0])
-        if pod.socks is None:
-            pod.outbound = OutboundHandler(
-                self.state,
-                workload.uid,
-                self.metrics,
-                self.pool,
-                self._certificate,
-                plaintext_policy=lambda conn: self.authorizer()(conn),
-            )
-            loop = asyncio.get_running_loop()
-            pod.socks = await loop.create_server(
-                pod.outbound.protocol, ip, SOCKS_PORT, reuse_address=True, backlog=1024
-            )
-            log.info(
-                "ztunnel %s: SOCKS5 outbound for %s/%s on %s:%d",
-                self.node,
-                workload.namespace,
-                workload.name,
-                ip,
-                SOCKS_PORT,
-            )
-        if pod.connect is None and pod.outbound is not None:
-            outbound = pod.outbound
-            pod.connect = await asyncio.get_running_loop().create_server(
-                lambda: HttpConnectProtocol(outbound),
-                ip,
-                HTTP_CONNECT_PORT,
-                reuse_address=True,
-                backlog=1024,
-            )
-            log.info(
-                "ztunnel %s: HTTP CONNECT outbound for %s/%s on %s:%d",
-                self.node,
-                workload.namespace,
-                workload.name,
-                ip,
-                HTTP_CONNECT_PORT,
-            )
+        await pod.open_proxies()
         enrolled = workload.tunnel_protocol is TunnelProtocol.HBONE
         if enrolled and pod.hbone is None:
-            identity = workload.identity
-            self._certs[identity] = await self.certificates.get(identity)
-            pod.inbound = InboundHandler(
-                self.state, workload.uid, self.metrics, lambda: self.authorizer()
-            )
-            pod.hbone = HboneServer(
-                lambda: self._certs[identity],
-                pod.inbound,
-                settings=self.settings,
-                pending=self.handshakes,
-            )
-            await pod.hbone.start(ip, HBONE_PORT)
+            await pod.open_hbone()
             log.info(
                 "ztunnel %s: HBONE inbound for %s/%s (%s) on %s:%d",
                 self.node,
                 workload.namespace,
                 workload.name,
-                identity,
-                ip,
+                workload.identity,
+                pod.ip,
                 HBONE_PORT,
             )
         elif not enrolled and pod.hbone is not None:
-            await pod.hbone.stop_listening()  # open tunnels drain on their own
-            pod.draining.append(pod.hbone)
-            pod.hbone = None
+            await pod.close_hbone()  # open tunnels drain on their own
             log.info(
                 "ztunnel %s: %s/%s left the mesh; HBONE inbound closed",
                 self.node,
                 workload.namespace,
                 workload.name,
             )
-
-    async def _close_pod(self, pod: _PodListeners, *, drain: bool) -> None:
-        for listener in (pod.socks, pod.connect):
-            if listener is not None:
-                listener.close()  # connections already accepted carry on until they end
-        if not drain and pod.outbound is not None:
-            await pod.outbound.close()
-        servers = [*pod.draining, *([pod.hbone] if pod.hbone else [])]
-        for server in servers:
-            if drain:
-                await server.stop_listening()
-            else:
-                await server.close()
-        pod.socks = None
-        pod.connect = None
-        pod.hbone = None
 
     # -- certificates ----------------------------------------------------------------
 

@@ -25,8 +25,7 @@ from ambient.state.proxy import ProxyState
 from ambient.state.workload import Workload
 from ambient.xds.client import XdsClient
 from ambient.xds.server import XdsServer
-from ambient.ztunnel.authorization import authorize
-from ambient.ztunnel.inbound import InboundConnection, Verdict
+from ambient.ztunnel.authorization import InboundConnection, Verdict, authorize
 from tests.pki import make_ca
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,7 +18,7 @@ from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import Port, Service, TunnelProtocol, Workload
-from ambient.ztunnel.inbound import InboundConnection, Verdict
+from ambient.ztunnel.authorization import InboundConnection, Verdict
 from ambient.ztunnel.proxy import Ztunnel
 from tests.pki import make_ca
 

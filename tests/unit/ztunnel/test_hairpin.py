@@ -10,7 +10,7 @@ import pytest
 from ambient.frozen import FrozenMap
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import GatewayAddress, Port, Service, TunnelProtocol, Workload
-from ambient.ztunnel.capture import waypoint_target
+from ambient.ztunnel.plaintext import waypoint_target
 
 WAYPOINT = GatewayAddress("shop/waypoint.shop.svc.cluster.local")
 POD_IP = ipaddress.IPv4Address("10.244.0.7")

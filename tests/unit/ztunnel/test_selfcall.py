@@ -5,23 +5,23 @@ from __future__ import annotations
 import ipaddress
 
 from ambient.hbone.messages import HBONE_PORT
-from ambient.ztunnel import capture, dns, proxy
+from ambient.ztunnel import dns, listeners, proxy
 from ambient.ztunnel.selfcall import MESH_PORTS, socks_peer_allowed
 
 
 def test_every_listener_of_the_mesh_is_a_mesh_port() -> None:
-    listeners = {
-        proxy.SOCKS_PORT,
+    ports = {
+        listeners.SOCKS_PORT,
         proxy.ADMIN_PORT,
         proxy.METRICS_PORT,
         proxy.READINESS_PORT,
-        capture.OUTBOUND_CAPTURE_PORT,
-        capture.INBOUND_CAPTURE_PORT,
+        listeners.OUTBOUND_CAPTURE_PORT,
+        listeners.INBOUND_CAPTURE_PORT,
         dns.DNS_PORT,
         HBONE_PORT,
         15081,  # the HTTP CONNECT outbound port
     }
-    assert listeners == MESH_PORTS
+    assert ports == MESH_PORTS
 
 
 def test_socks_peers() -> None:

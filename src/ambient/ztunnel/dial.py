@@ -1,0 +1,73 @@
+"""How ztunnel opens a plain TCP connection: the one place that picks where it starts from.
+
+Three handlers connect upstream over plain TCP: inbound (to the application,
+after an HBONE tunnel), captured plaintext (to the application, in-pod mode)
+and outbound (to a destination outside the mesh, or any destination of a pod
+outside the mesh). Each connects *as* someone: the caller (inbound, so the
+application sees who called) or the source pod (outbound). Where that is
+possible:
+
+- in-pod mode: from inside a pod's network namespace (``via``, given by
+  ``ztunnel.capture``), which binds the source address itself where it can;
+- local mode, a loopback source (pods get ``127.10.x.y``): bound to it
+  (``hbone.bound.connect_from``, without exhausting source ports);
+- otherwise from the host's own address.
+
+The whole connect, socket and protocol, is bounded by ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ambient.hbone.bound import connect_from
+
+__all__ = ["CONNECT_TIMEOUT", "Dialer", "SocketDialer"]
+
+CONNECT_TIMEOUT = 5.0
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+# (host, port, source address or None) -> a socket connected to host:port
+SocketDialer = Callable[[str, int, str | None], Awaitable[socket.socket]]
+
+
+class Dialer:
+    """Plain TCP connections for one handler (see the module docstring)."""
+
+    def __init__(self, via: SocketDialer | None = None, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.via = via
+        self.timeout = timeout
+
+    async def connect(
+        self, host: str, port: int, source: str | None, factory: Callable[[], P]
+    ) -> P:
+        """Connect to ``host:port`` (IP literals) as ``source``; the protocol ``factory``
+        made. Raises ``OSError``, or ``TimeoutError`` after :attr:`timeout`."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.timeout):
+            sock = await self.socket(host, port, source)
+            try:
+                _, protocol = await loop.create_connection(factory, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        return protocol
+
+    async def socket(self, host: str, port: int, source: str | None) -> socket.socket:
+        """A non-blocking socket connected to ``host:port`` as ``source`` where possible."""
+        if self.via is not None:
+            return await self.via(host, port, source)
+        if source is not None and ipaddress.ip_address(source).is_loopback:
+            return await connect_from(host, port, (source, 0))
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
