@@ -150,17 +150,11 @@ async def _bounded(limit: int, jobs: list[Any]) -> float:
     return time.perf_counter() - t0
 
 
-async def drive(kubeconfig: str, args: Any, pids: dict[str, int]) -> dict[str, Any]:
-    from tests.kube.kubelet import KubeletStandIn
+async def _create_namespaces(client: Any, mesh: Mesh) -> None:
+    """The mesh's namespaces (enrolled), once their default ServiceAccounts exist: pods
+    need them, and the controller-manager makes them."""
+    from ambient.kube.kinds import NAMESPACE, SERVICE_ACCOUNT
 
-    from ambient.kube.kinds import NAMESPACE, POD, SERVICE, SERVICE_ACCOUNT
-
-    client = client_for(kubeconfig)
-    mesh = Mesh(args.scale, args.nodes)
-    kubelet = KubeletStandIn(client)
-    for node in mesh.nodes:
-        await kubelet.register(node, mesh.node_ip(node))
-    kubelet.heartbeats()
     for ns in mesh.namespaces:
         body = {
             "apiVersion": "v1",
@@ -169,17 +163,29 @@ async def drive(kubeconfig: str, args: Any, pids: dict[str, int]) -> dict[str, A
         }
         await client.create(NAMESPACE.path(), body)
     deadline = time.monotonic() + 120
-    while (
-        True
-    ):  # pods need their namespace's default ServiceAccount (the controller-manager makes it)
+    while True:
         accounts, _ = await client.list(
             SERVICE_ACCOUNT.path(), {"fieldSelector": "metadata.name=default"}
         )
         if {a["metadata"]["namespace"] for a in accounts} >= set(mesh.namespaces):
-            break
+            return
         if time.monotonic() > deadline:
             raise RuntimeError("default ServiceAccounts did not appear")
         await asyncio.sleep(0.5)
+
+
+async def drive(kubeconfig: str, args: Any, pids: dict[str, int]) -> dict[str, Any]:
+    from tests.kube.kubelet import KubeletStandIn
+
+    from ambient.kube.kinds import POD, SERVICE
+
+    client = client_for(kubeconfig)
+    mesh = Mesh(args.scale, args.nodes)
+    kubelet = KubeletStandIn(client)
+    for node in mesh.nodes:
+        await kubelet.register(node, mesh.node_ip(node))
+    kubelet.heartbeats()
+    await _create_namespaces(client, mesh)
     existing, _ = await client.list(SERVICE.path())
 
     control = _spawn("--kube-serve", kubeconfig)

@@ -31,17 +31,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from http import HTTPStatus
 
 from ambient.config import rules
 from ambient.config.frozen import FrozenMap
 from ambient.config.l7fields import (
+    GRPC_CODES,
     REDIRECT_CODES,
     GoDuration,
     Ignored,
     IntChoice,
     Regex,
     header_name,
+    parse_retry_on,
 )
 from ambient.config.meta import PORT, resource_schema
 from ambient.config.regex import compile_re2
@@ -64,9 +65,6 @@ from ambient.config.schema import (
 )
 
 __all__ = [
-    "CONDITIONS",
-    "GRPC_CODES",
-    "GRPC_CONDITIONS",
     "VIRTUAL_SERVICE",
     "Destination",
     "DirectResponseSpec",
@@ -85,81 +83,7 @@ __all__ = [
     "StringMatch",
     "VirtualService",
     "VirtualServiceSpec",
-    "parse_retry_on",
 ]
-
-# gRPC status names Istio accepts for ``grpcStatus`` (with their numbers).
-GRPC_CODES = {
-    "OK": 0,
-    "CANCELLED": 1,
-    "UNKNOWN": 2,
-    "INVALID_ARGUMENT": 3,
-    "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6,
-    "PERMISSION_DENIED": 7,
-    "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9,
-    "ABORTED": 10,
-    "OUT_OF_RANGE": 11,
-    "UNIMPLEMENTED": 12,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "DATA_LOSS": 15,
-    "UNAUTHENTICATED": 16,
-}
-# Envoy's ``retryOn`` conditions (meaning: ``waypoint.resilience.retry``); the gRPC ones
-# match a response's ``grpc-status``.
-GRPC_CONDITIONS = {
-    "cancelled": "1",
-    "deadline-exceeded": "4",
-    "resource-exhausted": "8",
-    "internal": "13",
-    "unavailable": "14",
-}
-CONDITIONS = frozenset(
-    {
-        "5xx",
-        "gateway-error",
-        "reset",
-        "reset-before-request",
-        "connect-failure",
-        "refused-stream",
-        "retriable-4xx",
-        "retriable-status-codes",
-        "retriable-headers",
-        "envoy-ratelimited",
-        "http3-post-connect-failure",
-        *GRPC_CONDITIONS,
-    }
-)
-
-
-def parse_retry_on(text: str) -> tuple[frozenset[str], frozenset[int], list[str]]:
-    """``retryOn`` -> (conditions, status codes, problems); numbers must be HTTP status codes."""
-    conditions: set[str] = set()
-    codes: set[int] = set()
-    problems: list[str] = []
-    for raw in text.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        if part.isascii() and part.isdigit() and len(part) <= 9:
-            code = int(part)
-            if code not in HTTPStatus._value2member_map_ or code < 100:
-                problems.append(f"{part!r} is not an HTTP status code")
-            else:
-                codes.add(code)
-        elif part in CONDITIONS:
-            conditions.add(part)
-        else:
-            problems.append(
-                f"unknown retry condition {part!r}: expected an HTTP status code or one of "
-                + ", ".join(sorted(CONDITIONS))
-            )
-    if codes:
-        conditions.add("retriable-status-codes")
-    return frozenset(conditions), frozenset(codes), problems
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ with the same strictness where it matters:
   (PROTOCOL_ERROR) and reports :class:`StreamReset`. :meth:`H2Client.receive_data`
   never raises for bad input.
 
-Events are plain objects returned by ``receive_data``; ``data_to_send`` gives
+Events (``h2events``) are plain objects returned by ``receive_data``; ``data_to_send`` gives
 the bytes to write.
 """
 
@@ -41,22 +41,23 @@ import hpack
 import hpack.exceptions
 from hpack.table import HeaderTable
 
-from ambient.waypoint.model import Headers
+from ambient.waypoint.proxy.h2events import (
+    ConnectionLost,
+    DataReceived,
+    Event,
+    GoAway,
+    HeadersReceived,
+    SettingsChanged,
+    StreamReset,
+    WindowOpened,
+)
 
 __all__ = [
     "CANCEL",
     "NO_ERROR",
     "PROTOCOL_ERROR",
     "REFUSED_STREAM",
-    "ConnectionLost",
-    "DataReceived",
-    "Event",
-    "GoAway",
     "H2Client",
-    "HeadersReceived",
-    "SettingsChanged",
-    "StreamReset",
-    "WindowOpened",
 ]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -80,74 +81,6 @@ _CONNECTION_SPECIFIC = frozenset(
 )
 _NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
-
-
-# -- events --------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class HeadersReceived:
-    """A response head (``status`` >= 100), or trailers (``trailers``; ``status`` 0)."""
-
-    stream_id: int
-    status: int
-    headers: Headers
-    end_stream: bool
-    trailers: bool = False
-
-
-@dataclass(slots=True)
-class DataReceived:
-    stream_id: int
-    data: bytes
-    flow: int  # flow-controlled length (padding included): what to acknowledge
-    end_stream: bool
-
-
-@dataclass(slots=True)
-class StreamReset:
-    """The server reset the stream, or we did because its response was malformed."""
-
-    stream_id: int
-    error_code: int
-    local: bool = False
-
-
-@dataclass(slots=True)
-class WindowOpened:
-    """More may be sent on ``stream_id`` (0: on every stream)."""
-
-    stream_id: int
-
-
-@dataclass(slots=True)
-class SettingsChanged:
-    max_concurrent_streams: int
-
-
-@dataclass(slots=True)
-class GoAway:
-    last_stream_id: int
-    error_code: int
-
-
-@dataclass(slots=True)
-class ConnectionLost:
-    """A connection error: GOAWAY is queued, nothing more is read."""
-
-    error_code: int
-    reason: str
-
-
-Event = (
-    HeadersReceived
-    | DataReceived
-    | StreamReset
-    | WindowOpened
-    | SettingsChanged
-    | GoAway
-    | ConnectionLost
-)
 
 
 class _Error(Exception):

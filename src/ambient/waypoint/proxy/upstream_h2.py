@@ -48,11 +48,13 @@ from ambient.waypoint.proxy.h2client import (
     MAX_HEADER_LIST,
     NO_ERROR,
     REFUSED_STREAM,
+    H2Client,
+)
+from ambient.waypoint.proxy.h2events import (
     ConnectionLost,
     DataReceived,
     Event,
     GoAway,
-    H2Client,
     HeadersReceived,
     StreamReset,
     WindowOpened,

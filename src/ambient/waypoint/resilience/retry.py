@@ -43,7 +43,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from ambient.config.virtualservice import GRPC_CONDITIONS, parse_retry_on
+from ambient.config.l7fields import GRPC_CONDITIONS, parse_retry_on
 
 __all__ = [
     "DEFAULT_RETRY",

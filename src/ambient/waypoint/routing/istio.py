@@ -28,9 +28,9 @@ import base64
 import binascii
 import re
 
+from ambient.config.l7fields import GRPC_CODES
 from ambient.config.regex import compile_re2
 from ambient.config.virtualservice import (
-    GRPC_CODES,
     Destination,
     HeaderOperations,
     HTTPFaultInjection,

@@ -48,7 +48,7 @@ def test_a_unicode_digit_port_in_a_host_is_no_port() -> None:
 
 
 def test_a_unicode_digit_in_retry_on_is_a_problem() -> None:
-    from ambient.config.virtualservice import parse_retry_on
+    from ambient.config.l7fields import parse_retry_on
 
     _, codes, problems = parse_retry_on("5xx,\xb2,503")
     assert codes == {503} and any("'\xb2'" in p for p in problems)

@@ -25,13 +25,15 @@ from ambient.waypoint.proxy.h2client import (
     FRAME_SIZE_ERROR,
     PROTOCOL_ERROR,
     REFUSED_STREAM,
+    H2Client,
+    encode_headers,
+)
+from ambient.waypoint.proxy.h2events import (
     ConnectionLost,
     DataReceived,
     GoAway,
-    H2Client,
     HeadersReceived,
     StreamReset,
-    encode_headers,
 )
 
 STREAM_WINDOW = 1024 * 1024

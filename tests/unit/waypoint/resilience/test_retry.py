@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ambient.config.virtualservice import parse_retry_on
+from ambient.config.l7fields import parse_retry_on
 from ambient.waypoint.resilience.retry import (
     DEFAULT_RETRY,
     Attempt,
