@@ -266,6 +266,7 @@ def up_expecting_refusal(config: Path, state: Path) -> tuple[int, str, float]:
     return process.returncode, log_path.read_text(errors="replace"), took
 
 
+@pytest.mark.usefixtures("no_other_mesh")
 @pytest.mark.parametrize(("policies", "where", "problem"), BAD)
 def test_up_refuses_a_bad_policy_and_nothing_starts(
     tmp_path: Path, policies: str, where: str, problem: str

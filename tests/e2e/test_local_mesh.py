@@ -266,6 +266,7 @@ BAD = [
 ]
 
 
+@pytest.mark.usefixtures("no_other_mesh")
 @pytest.mark.parametrize(("files", "location", "where", "problem"), BAD)
 def test_bad_manifest_is_refused_and_nothing_starts(
     tmp_path: Path, files: dict[str, str], location: str, where: str, problem: str
