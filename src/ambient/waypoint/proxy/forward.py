@@ -60,6 +60,7 @@ Decisions (following Envoy's defaults in Istio's waypoint):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import uuid
