@@ -40,10 +40,11 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ambient.nodeagent import netns as ns
+from ambient import netns as ns
 from ambient.nodeagent.enrollment import Enrollment
 from ambient.nodeagent.pluginevents import PodEvent, Refused
-from ambient.ztunnel.capture import OUTBOUND_CAPTURE_PORT, REDIRECT_TABLE
+from ambient.nodeagent.redirection import REDIRECT_TABLE
+from ambient.ztunnel.listeners import OUTBOUND_CAPTURE_PORT
 
 __all__ = ["LIVENESS_INTERVAL", "RUNTIME_NETNS_DIRS", "STATE_FILE", "CniPods"]
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from ambient.api.workload import TunnelProtocol
-from ambient.controlplane.index import tunnel_protocol
+from ambient.controlplane.workloads import tunnel_protocol
 from ambient.kube.api import Forbidden, KubeClient, KubeError, NotFound, Unreachable
 from ambient.nodeagent.pluginevents import PodEvent, Refused
+from ambient.state.workload import TunnelProtocol
 
 __all__ = ["Enrollment", "KubeEnrollment", "Verdict"]
 

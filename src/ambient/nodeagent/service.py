@@ -32,11 +32,11 @@ from pathlib import Path
 from ambient.cni import install
 from ambient.cni.plugin import DEFAULT_RUN_DIR
 from ambient.kube.api import ClusterTarget, KubeClient, KubeError, NotFound, load_config
+from ambient.netns import missing_capability
 from ambient.nodeagent.agent import NodeAgent
 from ambient.nodeagent.annotation import PodAnnotator
 from ambient.nodeagent.cnipods import STATE_FILE, CniPods
 from ambient.nodeagent.enrollment import KubeEnrollment
-from ambient.nodeagent.netns import missing_capability
 from ambient.nodeagent.pluginevents import PluginEventServer
 
 __all__ = ["CniInstallOptions", "NodeAgentOptions", "NodeAgentService", "run_node_agent"]

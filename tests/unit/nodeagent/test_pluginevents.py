@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ambient.local.backend import unix_request
+from ambient.httpclient import unix_request
 from ambient.nodeagent.pluginevents import (
     MAX_EVENT,
     EventError,
@@ -38,7 +38,7 @@ def test_a_good_event_parses() -> None:
         "eth0",
         "web-7d9f.x",
         "shop",
-        GOOD["podUid"],
+        "8a7c2e1f-0000-4000-8000-000000000001",
         ("10.244.1.7", "fd00::7"),
     )
 
