@@ -5,14 +5,22 @@ Defines the commands only; ``cli.main`` attaches them to the root group.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ambient.cli.app import CONTEXT, fail, log_level_option
 from ambient.cni import install
 from ambient.cni.plugin import DEFAULT_RUN_DIR
+
+if TYPE_CHECKING:
+    from ambient.nodeagent.service import NodeAgentOptions
+
+log = logging.getLogger("ambient.nodeagent")
 
 __all__ = ["cni_install", "node_agent"]
 
@@ -149,7 +157,7 @@ def node_agent(
     enrolled is asked of the API server; enrolled pods get their redirection before
     they start) and this node's ztunnel on --ztunnel-socket. Root, on the host network."""
     from ambient.kube.api import ClusterTarget
-    from ambient.nodeagent.service import CniInstallOptions, NodeAgentOptions, run_node_agent
+    from ambient.nodeagent.service import CniInstallOptions, NodeAgentOptions
 
     if owner_daemonset is not None and "/" not in owner_daemonset:
         raise click.UsageError("--owner-daemonset: NAMESPACE/NAME")
@@ -174,3 +182,34 @@ def node_agent(
         owner_daemonset=owner_daemonset,
     )
     sys.exit(run_node_agent(options, log_level))
+
+
+def run_node_agent(options: NodeAgentOptions, log_level: str = "info") -> int:
+    """Run until SIGINT/SIGTERM; the exit status."""
+    from ambient.kube.api import KubeClient, KubeError, load_config
+    from ambient.local.distributed import _run_until_signal, setup_logging
+    from ambient.nodeagent.service import NodeAgentService
+
+    setup_logging(log_level)
+
+    async def body(stop: asyncio.Event) -> int:
+        try:
+            client = KubeClient(load_config(options.target), field_manager="ambient-node-agent")
+        except KubeError as err:
+            log.error("%s", err)
+            return 1
+        service = NodeAgentService(options, client)
+        try:
+            await service.start()
+        except OSError as err:
+            log.error("node agent for %s cannot start: %s", options.node, err)
+            await service.close()
+            await client.close()
+            return 1
+        log.info("node agent for %s ready", options.node)
+        await stop.wait()
+        await service.close()
+        await client.close()
+        return 0
+
+    return _run_until_signal(body)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ambient.cni import install
 from ambient.cni.plugin import DEFAULT_RUN_DIR
-from ambient.kube.api import ClusterTarget, KubeClient, KubeError, NotFound, load_config
+from ambient.kube.api import ClusterTarget, KubeClient, KubeError, NotFound
 from ambient.netns import missing_capability
 from ambient.nodeagent.agent import NodeAgent
 from ambient.nodeagent.annotation import PodAnnotator
@@ -39,7 +39,7 @@ from ambient.nodeagent.cnipods import STATE_FILE, CniPods
 from ambient.nodeagent.enrollment import KubeEnrollment
 from ambient.nodeagent.pluginevents import PluginEventServer
 
-__all__ = ["CniInstallOptions", "NodeAgentOptions", "NodeAgentService", "run_node_agent"]
+__all__ = ["CniInstallOptions", "NodeAgentOptions", "NodeAgentService"]
 
 log = logging.getLogger("ambient.nodeagent")
 
@@ -142,32 +142,3 @@ class NodeAgentService:
         await self.events.close()
         await self.pods.close()
         await self.agent.close()
-
-
-def run_node_agent(options: NodeAgentOptions, log_level: str = "info") -> int:
-    """Run until SIGINT/SIGTERM; the exit status."""
-    from ambient.local.distributed import _run_until_signal, setup_logging
-
-    setup_logging(log_level)
-
-    async def body(stop: asyncio.Event) -> int:
-        try:
-            client = KubeClient(load_config(options.target), field_manager="ambient-node-agent")
-        except KubeError as err:
-            log.error("%s", err)
-            return 1
-        service = NodeAgentService(options, client)
-        try:
-            await service.start()
-        except OSError as err:
-            log.error("node agent for %s cannot start: %s", options.node, err)
-            await service.close()
-            await client.close()
-            return 1
-        log.info("node agent for %s ready", options.node)
-        await stop.wait()
-        await service.close()
-        await client.close()
-        return 0
-
-    return _run_until_signal(body)
