@@ -92,6 +92,7 @@ spec:
   containers:
   - name: a
     command: ["{python}", "{relay}", "8080"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
     env: [{{name: NEXT, value: "b.trace:8080"}}]
     ports: [{{containerPort: 8080}}]
 ---
@@ -102,6 +103,7 @@ spec:
   containers:
   - name: b
     command: ["{python}", "{app}", --name, b, --port, "8080"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
     ports: [{{containerPort: 8080}}]
 ---
 apiVersion: v1
@@ -118,6 +120,7 @@ spec:
   containers:
   - name: c
     command: ["{python}", "{app}", --name, c, --port, "8080"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
     ports: [{{containerPort: 8080}}]
 ---
 apiVersion: v1
@@ -127,6 +130,7 @@ spec:
   containers:
   - name: web
     command: ["{python}", -c, "import signal; signal.pause()"]
+    securityContext: {{privileged: true}}  # the test runner's files: root's
 """
 
 

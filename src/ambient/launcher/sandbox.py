@@ -297,9 +297,22 @@ def enter(spec: dict[str, Any], *, log_fd: int, report_fd: int, parent: int) -> 
         os.execvpe(argv[0], argv, {str(k): str(v) for k, v in spec["env"].items()})
     except SandboxError as exc:
         _report(report_fd, str(exc))
+    except PermissionError as exc:
+        _report(report_fd, f"{step}: {_reason(exc)}{_access_hint(step)}")
     except BaseException as exc:
         _report(report_fd, f"{step}: {_reason(exc)}")
     os._exit(127)
+
+
+def _access_hint(step: str) -> str:
+    """Why exec may be refused to a pod that runs as another user than the mesh's."""
+    if step != "exec":
+        return ""
+    return (
+        f" (the container runs as uid {os.getuid()} gid {os.getgid()}: it needs search"
+        " permission on every folder of the command's path, and its interpreter's;"
+        " grant that, or set the container's securityContext.runAsUser)"
+    )
 
 
 def make_undumpable() -> None:

@@ -272,3 +272,24 @@ async def test_a_working_folder_under_a_private_parent_is_reachable_alone(
     assert exited[0].exit_code == 0, log
     line = next(line for line in log.splitlines() if line.startswith("APP "))
     assert line == f"APP {work} {work / 'app.py'} ['config'] False"
+
+
+async def test_a_command_the_pods_user_cannot_reach_says_why(tmp_path: Path) -> None:
+    """A pod without runAsUser runs as nobody: a command under a 0700 folder is refused by
+    exec, and the reason names the uid and what to change (CI's checkout was such a folder)."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    tool = private / "tool"
+    tool.write_text("#!/bin/sh\necho ran\n")
+    tool.chmod(0o755)
+    events = Events()
+    container = Container("probe", command=(str(tool),))
+    async with Supervisor(
+        tmp_path / "state", on_event=events, isolation=Isolation.of(tmp_path / "state")
+    ) as supervisor:
+        await supervisor.start_pod(pod(tmp_path, container))
+        exited = await events.wait_for(EventKind.EXITED)
+    assert exited[0].exit_code != 0
+    reason = exited[0].message
+    assert f"exec: Permission denied '{tool}'" in reason, reason
+    assert "runs as uid 65534" in reason and "securityContext.runAsUser" in reason, reason
