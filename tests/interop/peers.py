@@ -69,9 +69,9 @@ def _cache_root() -> Path:
     return root
 
 
-def _source_digest() -> str:
+def _source_digest(src: Path = GOPEER_SRC) -> str:
     h = hashlib.sha256()
-    for path in sorted(GOPEER_SRC.iterdir()):
+    for path in sorted(src.iterdir()):
         if path.suffix == ".go" or path.name == "go.mod":
             h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
@@ -101,15 +101,47 @@ def require_nghttpx() -> str:
 def build_gopeer(cache_dir: Path | None = None) -> Path:
     """Build the Go peer (std lib only, no network) unless a build of the same
     sources is cached; skip the calling test if ``go`` is not installed."""
+    return build_go_program(GOPEER_SRC, "gopeer", cache_dir)
+
+
+def build_go_program(src: Path, name: str, cache_dir: Path | None = None) -> Path:
+    """Build the standard-library-only Go program in ``src`` unless a build of the same
+    sources is cached (Go's build cache kept there too, so the first build of one
+    program is the only slow one); skip the calling test if ``go`` is not installed."""
     go = go_tool()
     if go is None:
         pytest.skip(
             "no Go >= 1.19 installed (the Makefile expects the machine's Go in /usr/local/go)"
         )
     root = cache_dir or _cache_root()
-    binary = root / f"gopeer-{_source_digest()}"
+    binary = root / f"{name}-{_source_digest(src)}"
     if binary.exists():
         return binary
+    env = {
+        **os.environ,
+        "GOFLAGS": "-mod=mod",
+        "GOCACHE": str(root / "gocache"),
+        "GOPATH": str(root / "gopath"),
+        "GOPROXY": "off",
+        "GOTOOLCHAIN": "local",
+        "CGO_ENABLED": "0",
+    }
+    tmp = root / f".{binary.name}.{os.getpid()}.tmp"
+    proc = subprocess.run(
+        [go, "build", "-o", str(tmp), "."],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise PeerError(
+            f"go build of {src} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+    os.replace(tmp, binary)  # atomic: concurrent builders are harmless
+    return binary
     env = {
         **os.environ,
         "GOFLAGS": "-mod=mod",

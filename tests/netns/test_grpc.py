@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import pytest
 
 from tests.e2e.harness import REPO, Mesh, wait_for
 from tests.e2e.test_processes import component_pid
+from tests.interop.peers import build_go_program
 
 pytestmark = pytest.mark.slow
 
@@ -155,19 +155,9 @@ spec:
         ports: [{{containerPort: 50051}}]"""
 
 
-def build_h2app(out: Path) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("go is not installed (Debian package golang-go)")
-    binary = out / "h2app"
-    env = {"PATH": "/usr/bin:/bin:/usr/local/go/bin", "HOME": str(out), "GOPROXY": "off",
-           "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOCACHE": str(out / "gocache")}  # fmt: skip
-    built = subprocess.run(
-        [go, "build", "-o", str(binary), "."], cwd=H2APP, env=env, capture_output=True, text=True
-    )
-    if built.returncode != 0:
-        pytest.fail(f"go build of tests/e2e/h2app failed: {built.stderr}")
-    return binary
+def build_h2app() -> Path:
+    """tests/e2e/h2app, built once per source (cached with the interop peers' builds)."""
+    return build_go_program(H2APP, "h2app")
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +165,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     base = tmp_path_factory.mktemp("netns-grpc")
     config = base / "config"
     config.mkdir()
-    values = {"python": sys.executable, "grpcapp": str(GRPCAPP), "h2app": str(build_h2app(base))}
+    values = {"python": sys.executable, "grpcapp": str(GRPCAPP), "h2app": str(build_h2app())}
     echo = "\n".join(ECHO.format(version=v, **values) for v in ("v1", "v2"))
     (config / "mesh.yaml").write_text(MESH.format(echo_deployments=echo, **values))
     running = Mesh(config, base / "state", base / "up.log", up_args=("--netns",)).start(wait=90)
