@@ -142,29 +142,6 @@ def build_go_program(src: Path, name: str, cache_dir: Path | None = None) -> Pat
         )
     os.replace(tmp, binary)  # atomic: concurrent builders are harmless
     return binary
-    env = {
-        **os.environ,
-        "GOFLAGS": "-mod=mod",
-        "GOCACHE": str(root / "gocache"),
-        "GOPATH": str(root / "gopath"),
-        "GOPROXY": "off",
-        "GOTOOLCHAIN": "local",
-        "CGO_ENABLED": "0",
-    }
-    tmp = root / f".{binary.name}.{os.getpid()}.tmp"
-    proc = subprocess.run(
-        [go, "build", "-o", str(tmp), "."],
-        cwd=GOPEER_SRC,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise PeerError(f"go build failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    os.replace(tmp, binary)  # atomic: concurrent builders are harmless
-    return binary
 
 
 # ---------------------------------------------------------------- processes
