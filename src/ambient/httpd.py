@@ -114,6 +114,11 @@ class AdminServer:
             return
         try:
             await self._converse(reader, writer)
+        except asyncio.CancelledError:
+            # The loop is shutting down with a request still being answered (a long
+            # poll): the connection goes with it. Not re-raised: asyncio's stream callback
+            # asks a cancelled task for its exception and logs a traceback (3.11).
+            writer.transport.abort()
         finally:
             self.connections.pop(writer, None)
 
