@@ -129,9 +129,10 @@ class Container:
         url = f"http://{host}:{get['port']}{get['path']}"
         try:
             with urllib.request.urlopen(url, timeout=2) as answer:
-                return 200 <= answer.status < 400
+                status: int = answer.status
         except OSError:
             return False
+        return 200 <= status < 400
 
     def _path(self, arg: str) -> str:
         for point, local in self.mounts.items():
