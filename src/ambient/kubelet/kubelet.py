@@ -24,6 +24,7 @@ from ambient.kubelet.network import HostPodNetwork, NetnsPodNetwork
 from ambient.kubelet.node import SOCKET_ANNOTATION, NodeRegistration
 from ambient.kubelet.pods import NodePods, PodNetwork
 from ambient.kubelet.podspec import KubePod
+from ambient.launcher.client import Launcher
 
 __all__ = ["NodeKubelet", "NodeOptions"]
 
@@ -51,6 +52,10 @@ class NodeOptions:
     """Taints the Node is registered with (``--register-with-taints``)."""
     renew_interval: float = 10.0
     """How often the node's Lease is renewed."""
+    launcher: Launcher | None = None
+    """The pod launcher to share with the host's other nodes (default: the node's own)."""
+    hide: tuple[Path, ...] = ()
+    """Folders besides ``state_root`` that pods must not see (the private socket folder)."""
 
 
 class NodeKubelet:
@@ -65,7 +70,10 @@ class NodeKubelet:
         before_start: Callable[[KubePod, str], Awaitable[None]] | None = None,
         extra_env: Callable[[KubePod], Mapping[str, str]] | None = None,
         no_proxy: Callable[[KubePod], bool] | None = None,
+        system: Callable[[KubePod], bool] | None = None,
     ) -> None:
+        """``system``: the node's pods that are the mesh's own (its ztunnel), run as the
+        mesh; the others are isolated (``NodePods``)."""
         self.client = client
         self.name = name
         self.options = options
@@ -80,7 +88,7 @@ class NodeKubelet:
             taints=options.taints,
             renew_interval=options.renew_interval,
         )
-        self._hooks = (before_start, extra_env, no_proxy)
+        self._hooks = (before_start, extra_env, no_proxy, system)
         self.addresses: HostAddresses | None = None
         self.pods: NodePods | None = None
 
@@ -108,7 +116,7 @@ class NodeKubelet:
         if self.options.agent is not None:
             netns = NetnsPodNetwork(self.options.agent, self.name)
         cidr = PodCidr(self.registration.pod_cidr, loopback=not self.options.host_addresses)
-        before_start, extra_env, no_proxy = self._hooks
+        before_start, extra_env, no_proxy, system = self._hooks
         self.pods = NodePods(
             self.client,
             self.name,
@@ -120,6 +128,9 @@ class NodeKubelet:
             before_start=before_start,
             extra_env=extra_env,
             no_proxy=no_proxy,
+            system=system,
+            hide=self.options.hide,
+            launcher=self.options.launcher,
         )
         await self.pods.start()
         self.registration.start_heartbeat()

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
-import shutil
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,11 +48,23 @@ from ambient.kube.kinds import POD, KindInfo
 from ambient.kube.reflector import Reflector
 from ambient.kubelet.addresses import PodCidr
 from ambient.kubelet.podspec import KubeContainer, KubePod, parse_pod
-from ambient.kubelet.podstatus import ContainerRecord, pod_status, timestamp
+from ambient.kubelet.podstatus import (
+    ContainerRecord,
+    container_record,
+    image_id,
+    pod_status,
+    timestamp,
+)
 from ambient.kubelet.probes import ContainerProbes, Dialer, ProbeCallbacks
 from ambient.kubelet.statuswriter import StatusWriter
+from ambient.launcher.client import Launcher
 from ambient.runtime import ContainerEvent, EventKind, PodRun, PodSpecError, Supervisor
-from ambient.runtime.spec import plan_launch
+from ambient.runtime.process import kill_group_now, spawn
+from ambient.runtime.security import (
+    ContainerConfigError,
+    Isolation,
+    effective_security_context,
+)
 from ambient.ztunnel.httpconnect import HTTP_CONNECT_PORT
 from ambient.ztunnel.listeners import SOCKS_PORT
 
@@ -112,7 +124,16 @@ class NodePods:
         before_start: Callable[[KubePod, str], Awaitable[None]] | None = None,
         extra_env: Callable[[KubePod], Mapping[str, str]] | None = None,
         no_proxy: Callable[[KubePod], bool] | None = None,
+        system: Callable[[KubePod], bool] | None = None,
+        hide: tuple[Path, ...] = (),
+        launcher: Launcher | None = None,
     ) -> None:
+        """``system``: pods that are the mesh's own components (the node's ztunnel), run
+        as the mesh itself; every other pod is isolated as the folder mode's pods are
+        (``ambient.runtime.security``: its ``securityContext`` user, 65534 by default
+        under a root ``ambient up``) and never sees ``state_root`` nor ``hide`` (the
+        mesh's private socket folder). ``launcher``: the pod launcher to share (by
+        default the node starts its own)."""
         self.client = client
         self.node = node
         self.host_ip = host_ip
@@ -122,13 +143,26 @@ class NodePods:
         self.before_start = before_start
         self.extra_env = extra_env
         self.no_proxy = no_proxy
+        self.system = system
         self.supervisor = Supervisor(
             state_root,
             backoff_initial=BACKOFF[0],
             backoff_max=BACKOFF[1],
             backoff_reset=BACKOFF[2],
             on_event=self._on_event,
+            launcher=launcher,
+            isolation=Isolation.of(state_root, *hide),
         )
+        """The pods' runtime: each container as its user, the mesh's folders hidden."""
+        self.system_supervisor = Supervisor(
+            state_root,
+            backoff_initial=BACKOFF[0],
+            backoff_max=BACKOFF[1],
+            backoff_reset=BACKOFF[2],
+            on_event=self._on_event,
+            launcher=self.supervisor.launcher,
+        )
+        """The ``system`` pods' runtime: as the mesh itself."""
         self.status = StatusWriter(client, self._compute)
         self.pods: dict[tuple[str, str], RunningPod] = {}
         self._wanted: dict[tuple[str, str], KubePod] = {}
@@ -163,6 +197,7 @@ class NodePods:
         for r in running:
             await self.status.flush(r.pod.key, timeout=5.0)
         await self.status.close()
+        await self.system_supervisor.close()
         await self.supervisor.close()
         for r in running:
             if not r.pod.host_network:
@@ -247,7 +282,7 @@ class NodePods:
     async def _start(self, pod: KubePod) -> None:
         ip = self.host_ip if pod.host_network else self.cidr.allocate(pod.uid, pod.pod_ip)
         netns = None if pod.host_network else await self.network(pod).add_pod(pod, ip)
-        records = {c.name: _record(pod, c) for c in pod.containers}
+        records = {c.name: container_record(pod, c) for c in pod.containers}
         start_time = str(pod.status.get("startTime") or timestamp())
         running = RunningPod(pod, ip, netns, start_time, records, network_ready=True)
         self.pods[pod.key] = running
@@ -256,6 +291,12 @@ class NodePods:
         if self.before_start is not None:
             await self.before_start(pod, ip)
         await self._launch(running)
+
+    def runtime(self, pod: KubePod) -> Supervisor:
+        """The supervisor that runs ``pod``: the mesh's own for ``system`` pods."""
+        if self.system is not None and self.system(pod):
+            return self.system_supervisor
+        return self.supervisor
 
     def _pod_run(self, running: RunningPod) -> PodRun:
         pod, ip = running.pod, running.ip
@@ -279,6 +320,7 @@ class NodePods:
             base_dir=self.base_dir,
             host_ip=self.host_ip,
             netns=running.netns,
+            security_context=pod.security_context,
         )
 
     async def _launch(self, running: RunningPod) -> None:
@@ -287,15 +329,25 @@ class NodePods:
         problem = self._check(running)
         if problem is None:
             run = self._pod_run(running)
+            if self.runtime(pod) is self.supervisor:
+                for c in pod.containers:
+                    if effective_security_context(run, c.spec).privileged:
+                        log.warning(
+                            "pod %s/%s container %s is privileged: it runs as the mesh itself "
+                            "and can read its keys",
+                            pod.namespace,
+                            pod.name,
+                            c.name,
+                        )
             try:
-                await self.supervisor.start_pod(run)
+                await self.runtime(pod).start_pod(run)
             except PodSpecError as err:
                 problem = (err.container, "CreateContainerError", str(err))
             else:
                 running.run = run
                 running.failures = 0
                 for c in pod.containers:
-                    running.records[c.name].image_id = _image_id(run, c)
+                    running.records[c.name].image_id = image_id(run, c.spec)
                 log.info("pod %s/%s started on %s", pod.namespace, pod.name, self.node)
         if problem is not None:
             name, reason, message = problem
@@ -333,7 +385,7 @@ class NodePods:
         if changed and running.run is not None:
             run = self._pod_run(running)
             with contextlib.suppress(PodSpecError):
-                await self.supervisor.update_pod(run)
+                await self.runtime(pod).update_pod(run)
                 running.run = run
         self.status.mark(pod.key)
 
@@ -342,7 +394,7 @@ class NodePods:
             await probes.stop()
         running.probes.clear()
         pod = running.pod
-        await self.supervisor.stop_pod(pod.namespace, pod.name, grace=pod.stop_grace())
+        await self.runtime(pod).stop_pod(pod.namespace, pod.name, grace=pod.stop_grace())
         running.run = None
 
     async def _terminate(self, running: RunningPod, *, delete: bool) -> None:
@@ -383,13 +435,18 @@ class NodePods:
         if record is None:
             return
         if event.kind is EventKind.STARTED:
-            record.on_started(event.at, record_restarts(running, event))
+            record.on_started(event.at, record.base_restarts + event.restarts)
             self._probe(running, event.container)
         elif event.kind is EventKind.EXITED:
             self._unprobe(running, event.container)
             record.on_exited(
                 event.at, event.exit_code or 0, event.message, started=event.pid is not None
             )
+        elif event.kind is EventKind.NOT_CREATED:
+            reason, _, message = event.message.partition(": ")
+            record.on_error(reason, message)
+        elif event.kind is EventKind.RESTARTING and record.reason.startswith("CreateContainer"):
+            pass  # not created: it waits with its reason, not in a crash loop
         elif event.kind is EventKind.RESTARTING:
             record.on_backoff(
                 event.delay or 0.0, f"{running.pod.name}_{running.pod.namespace}({running.pod.uid})"
@@ -441,7 +498,7 @@ class NodePods:
             task.add_done_callback(self._stopping.discard)
 
     def _kill(self, running: RunningPod, name: str) -> None:
-        status = self.supervisor.pod_status(running.pod.namespace, running.pod.name)
+        status = self.runtime(running.pod).pod_status(running.pod.namespace, running.pod.name)
         pid = next((c.pid for c in status.containers if c.name == name), None) if status else None
         if pid is None:
             return
@@ -461,24 +518,17 @@ class NodePods:
         command: tuple[str, ...],
         timeout: float,
     ) -> int:
-        """An exec probe: ``command`` as the container (env, folder, network namespace)."""
+        """An exec probe: ``command`` as the container runs (its user, environment,
+        folder, network namespace and hidden folders), started by the pod launcher."""
         run = running.run or self._pod_run(running)
+        runtime = self.runtime(running.pod)
         try:
-            launch = plan_launch(run, container.spec)
-        except PodSpecError:
+            launch = await runtime.plan(run, container.spec)
+        except (PodSpecError, ContainerConfigError):
             return -1
-        argv = list(command)
-        if running.netns:
-            argv = ["ip", "netns", "exec", running.netns, *argv]
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                env=dict(launch.env),
-                cwd=launch.cwd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
+            process = await spawn(
+                runtime.launcher, dataclasses.replace(launch, argv=command), Path(os.devnull)
             )
         except OSError:
             return -1
@@ -486,8 +536,7 @@ class NodePods:
             async with asyncio.timeout(timeout):
                 return await process.wait()
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            kill_group_now(process.pid)
             await process.wait()
             return -1
 
@@ -519,11 +568,14 @@ class NodePods:
         if running is None or not running.pod.containers:
             return None
         run = running.run or self._pod_run(running)
+        runtime = self.runtime(running.pod)
+        env, cwd, error = {}, str(self.base_dir), ""
         try:
-            launch = plan_launch(run, running.pod.containers[0].spec)
+            host = runtime.launcher.host
+            launch = runtime.plan_with(host, run, running.pod.containers[0].spec)
             env, cwd = dict(launch.env), str(launch.cwd)
-        except PodSpecError:
-            env, cwd = {}, str(self.base_dir)
+        except (PodSpecError, ContainerConfigError, RuntimeError) as err:
+            error = str(err)
         return {
             "namespace": namespace,
             "name": name,
@@ -533,30 +585,5 @@ class NodePods:
             "env": env,
             "cwd": cwd,
             "netns": running.netns,
+            "error": error,
         }
-
-
-def _record(pod: KubePod, container: KubeContainer) -> ContainerRecord:
-    """A container's record, counting on from the restarts its status already shows."""
-    record = ContainerRecord(container.name, container.image, pod.uid)
-    for status in pod.status.get("containerStatuses") or []:
-        if isinstance(status, Mapping) and status.get("name") == container.name:
-            before = int(status.get("restartCount") or 0)
-            ran = bool(status.get("containerID"))
-            record.base_restarts = before + (1 if ran else 0)
-    return record
-
-
-def record_restarts(running: RunningPod, event: ContainerEvent) -> int:
-    record = running.records[event.container]
-    return record.base_restarts + event.restarts
-
-
-def _image_id(run: PodRun, container: KubeContainer) -> str:
-    """``host://<path>``: the program that runs (there is no image digest: nothing is pulled)."""
-    argv0 = (container.spec.command or container.spec.args or ("",))[0]
-    if "/" in argv0:
-        path = (run.base_dir / (container.spec.working_dir or "") / argv0).resolve()
-        return f"host://{path}"
-    found = shutil.which(argv0)
-    return f"host://{Path(found).resolve()}" if found else ""

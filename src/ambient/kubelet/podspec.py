@@ -15,7 +15,10 @@ container does not start instead of running it wrong:
   ``httpGet`` or ``exec`` (named ports resolved against the container's ports);
   ``grpc`` probes are reported unsupported and count as passing;
 - ``terminationGracePeriodSeconds`` (default 30), ``restartPolicy``,
-  ``hostNetwork``, ``readinessGates``, the deletion timestamp and grace period.
+  ``hostNetwork``, ``readinessGates``, the deletion timestamp and grace period;
+- the user parts of ``securityContext`` (pod: ``runAsUser``, ``runAsGroup``,
+  ``runAsNonRoot``, ``supplementalGroups``; container: those and ``privileged``),
+  which the runtime applies as ``ambient.runtime.security`` says.
 
 Init containers and volumes are not run or mounted: a pod with ``initContainers``
 stays Pending with the reason in its ``Initialized`` condition; volumes are ignored
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ambient.config.frozen import FrozenMap
-from ambient.config.resources import Container, ContainerPort, EnvVar
+from ambient.config.resources import Container, ContainerPort, EnvVar, SecurityContext
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -114,6 +117,8 @@ class KubePod:
     deletion_grace: float | None = None
     status: Mapping[str, Any] = field(default_factory=dict)
     """The status as last read (conditions, IPs, start time, container statuses)."""
+    security_context: SecurityContext | None = None
+    """``spec.securityContext``'s user settings."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -237,6 +242,25 @@ def _probe(raw: Any, ports: tuple[ContainerPort, ...]) -> Probe | None:
     return replace(timing, problem=f"{handler} probes are not run here")
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _security(raw: Any, *, pod: bool) -> SecurityContext | None:
+    if not isinstance(raw, Mapping):
+        return None
+    non_root = raw.get("runAsNonRoot")
+    privileged = raw.get("privileged")
+    groups = raw.get("supplementalGroups") if pod else None
+    return SecurityContext(
+        run_as_user=_int(raw.get("runAsUser")),
+        run_as_group=_int(raw.get("runAsGroup")),
+        run_as_non_root=non_root if isinstance(non_root, bool) else None,
+        supplemental_groups=tuple(g for g in groups or [] if _int(g) is not None),
+        privileged=privileged if isinstance(privileged, bool) and not pod else None,
+    )
+
+
 def _container(raw: Mapping[str, Any]) -> KubeContainer:
     problems: list[str] = []
     ports = _ports(raw.get("ports"))
@@ -251,6 +275,7 @@ def _container(raw: Mapping[str, Any]) -> KubeContainer:
         env=env,
         ports=ports,
         working_dir=str(raw["workingDir"]) if raw.get("workingDir") else None,
+        security_context=_security(raw.get("securityContext"), pod=False),
     )
     return KubeContainer(
         spec=spec,
@@ -291,4 +316,5 @@ def parse_pod(raw: Mapping[str, Any]) -> KubePod:
         deleting=bool(meta.get("deletionTimestamp")),
         deletion_grace=None if deletion_grace is None else _number(deletion_grace, DEFAULT_GRACE),
         status=dict(status) if isinstance(status, Mapping) else {},
+        security_context=_security(spec.get("securityContext"), pod=True),
     )

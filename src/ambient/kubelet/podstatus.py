@@ -25,14 +25,25 @@ pod into the ``status`` a kubelet writes through ``/status``:
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from ambient.kubelet.podspec import KubePod
+from ambient.config.resources import Container
+from ambient.kubelet.podspec import KubeContainer, KubePod
+from ambient.runtime import PodRun
 
-__all__ = ["ContainerRecord", "Terminated", "pod_status", "timestamp"]
+__all__ = [
+    "ContainerRecord",
+    "Terminated",
+    "container_record",
+    "image_id",
+    "pod_status",
+    "timestamp",
+]
 
 CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
 
@@ -248,3 +259,24 @@ def pod_status(
         status["podIP"] = ip
         status["podIPs"] = [{"ip": ip}]
     return status
+
+
+def container_record(pod: KubePod, container: KubeContainer) -> ContainerRecord:
+    """A container's record, counting on from the restarts its status already shows."""
+    record = ContainerRecord(container.name, container.image, pod.uid)
+    for status in pod.status.get("containerStatuses") or []:
+        if isinstance(status, Mapping) and status.get("name") == container.name:
+            before = int(status.get("restartCount") or 0)
+            ran = bool(status.get("containerID"))
+            record.base_restarts = before + (1 if ran else 0)
+    return record
+
+
+def image_id(run: PodRun, container: Container) -> str:
+    """``host://<path>``: the program that runs (there is no image digest: nothing is pulled)."""
+    argv0 = (container.command or container.args or ("",))[0]
+    if "/" in argv0:
+        path = (run.base_dir / (container.working_dir or "") / argv0).resolve()
+        return f"host://{path}"
+    found = shutil.which(argv0)
+    return f"host://{Path(found).resolve()}" if found else ""

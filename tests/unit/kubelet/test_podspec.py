@@ -83,3 +83,26 @@ def test_same_run_ignores_metadata() -> None:
     assert a.same_run(parse_pod(relabelled))
     other = _pod(containers=[{"name": "app", "image": "x", "command": ["true"]}])
     assert not a.same_run(parse_pod(other))
+
+
+def test_security_context_user_fields() -> None:
+    containers = [
+        {
+            "name": "c",
+            "command": ["sleep"],
+            "securityContext": {"runAsUser": 1000, "privileged": True, "runAsNonRoot": "yes"},
+        }
+    ]
+    pod = parse_pod(
+        _pod(
+            containers=containers,
+            securityContext={"runAsUser": 7, "runAsGroup": 8, "supplementalGroups": [9, "x", True]},
+        )
+    )
+    assert pod.security_context is not None and pod.containers[0].spec.security_context
+    assert (pod.security_context.run_as_user, pod.security_context.run_as_group) == (7, 8)
+    assert pod.security_context.supplemental_groups == (9,)  # not numbers: left out
+    assert pod.security_context.privileged is None  # a container field only
+    own = pod.containers[0].spec.security_context
+    assert (own.run_as_user, own.privileged, own.run_as_non_root) == (1000, True, None)
+    assert parse_pod(_pod()).security_context is None
