@@ -27,6 +27,7 @@ __all__ = [
     "config_dumps",
     "context_namespace",
     "delete",
+    "exec_info",
     "get",
     "label",
     "run",
@@ -72,6 +73,13 @@ def context_namespace(target: ClusterTarget) -> str:
         return load_config(target).namespace
     except KubeError as err:
         _fail(str(err))
+
+
+def exec_info(target: ClusterTarget, namespace: str, name: str) -> dict[str, Any]:
+    """How pod ``name`` (or ``deploy/NAME``) runs on its node, from its kubelet."""
+    from ambient.kube.podexec import exec_target
+
+    return run(target, lambda client: exec_target(client, namespace, name))
 
 
 # -- status --------------------------------------------------------------------------------

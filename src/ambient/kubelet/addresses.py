@@ -8,11 +8,13 @@ status (this kubelet restarted) keeps it if it is free. Nothing is stored on the
 host: the pods' statuses are the record.
 
 **Without network namespaces** (``HostAddresses``), every pod address is a ``/32`` on
-a dummy interface of its node (``ak-<hash>``, one per node, named from the cluster
-and the node and recorded in the node's state folder for ``ambient down``): the
-addresses are local to the host, so the pods' processes bind them and the node's
-ztunnel listens on them, and they are neither loopback nor link-local (the API
-server refuses both in EndpointSlices). That takes ``CAP_NET_ADMIN`` (root).
+the host's ``lo`` device, labelled per node (``lo:ak<hash>``, from the cluster and
+the node, recorded in the node's state folder so that ``ambient down`` removes what
+a crashed run left): the addresses are local to the host, so the pods' processes
+bind them and the node's ztunnel listens on them, and they are neither loopback
+(127/8) nor link-local addresses (the API server refuses both in EndpointSlices).
+(A ``dummy`` interface per node would do as well; ``lo`` needs no kernel module.)
+That takes ``CAP_NET_ADMIN`` (root).
 Without it a pod gets the loopback twin of its address (``10.244.1.7`` →
 ``127.244.1.7``: 127 in place of the first octet): the mesh works (it routes by
 the pods' addresses from their statuses), but the API server refuses EndpointSlices
@@ -130,8 +132,17 @@ def can_add_addresses() -> bool:
 
 
 def interface_name(cluster: str, node: str) -> str:
-    """The dummy interface of ``node`` of ``cluster`` (15 characters at most)."""
-    return "ak-" + hashlib.sha256(f"{cluster}\0{node}".encode()).hexdigest()[:10]
+    """The label of ``node``'s addresses on ``lo`` (``lo:`` + 12: 15 characters at most)."""
+    return "lo:ak" + hashlib.sha256(f"{cluster}\0{node}".encode()).hexdigest()[:10]
+
+
+def _remove_labelled(label: str) -> None:
+    out = ns.ip("-o", "-4", "addr", "show", "dev", "lo", "label", label, check=False)
+    for line in out.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            address = fields[fields.index("inet") + 1]
+            ns.ip("addr", "del", address, "dev", "lo", check=False)
 
 
 def is_local_address(address: str) -> bool:
@@ -146,58 +157,56 @@ def is_local_address(address: str) -> bool:
 
 
 class HostAddresses:
-    """A node's pod addresses on its dummy interface (see the module docstring)."""
+    """A node's pod addresses on ``lo``, under its label (see the module docstring)."""
 
     def __init__(self, cluster: str, node: str, node_state: Path) -> None:
         self.node = node
-        self.interface = interface_name(cluster, node)
+        self.label = interface_name(cluster, node)
         self.record = node_state / NETWORK_FILE
         self._addresses: set[str] = set()
 
     async def start(self) -> None:
-        """(Re)make the interface, empty, and record it."""
+        """Remove what a previous run left under the label, and record the label."""
         await asyncio.to_thread(self._make)
 
     def _make(self) -> None:
-        ns.ip("link", "del", self.interface, check=False)
-        ns.ip("link", "add", self.interface, "type", "dummy")
-        ns.ip("link", "set", self.interface, "alias", f"ambient pods of node {self.node}")
-        ns.ip("link", "set", self.interface, "up")
+        _remove_labelled(self.label)
+        ns.ip("link", "set", "lo", "up")
         self.record.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.record.write_text(json.dumps({"interface": self.interface}) + "\n")
+        self.record.write_text(json.dumps({"label": self.label}) + "\n")
 
     async def add(self, address: str) -> None:
         if address in self._addresses:
             return
-        await asyncio.to_thread(ns.ip, "addr", "replace", f"{address}/32", "dev", self.interface)
+        await asyncio.to_thread(
+            ns.ip, "addr", "replace", f"{address}/32", "dev", "lo", "label", self.label
+        )
         self._addresses.add(address)
 
     async def remove(self, address: str) -> None:
         if address not in self._addresses:
             return
         self._addresses.discard(address)
-        await asyncio.to_thread(
-            ns.ip, "addr", "del", f"{address}/32", "dev", self.interface, check=False
-        )
+        await asyncio.to_thread(ns.ip, "addr", "del", f"{address}/32", "dev", "lo", check=False)
 
     async def close(self) -> None:
-        """Remove the interface, and with it every pod address."""
-        await asyncio.to_thread(ns.ip, "link", "del", self.interface, check=False)
+        """Remove every pod address of the node."""
+        await asyncio.to_thread(_remove_labelled, self.label)
         self.record.unlink(missing_ok=True)
         self._addresses.clear()
 
 
 def remove_recorded(node_state: Path) -> str | None:
-    """Delete the interface a crashed kubelet left for a node (``ambient down``); its name."""
+    """Remove the addresses a crashed kubelet left for a node (``ambient down``); their label."""
     record = node_state / NETWORK_FILE
     try:
-        name = str(json.loads(record.read_text())["interface"])
+        label = str(json.loads(record.read_text())["label"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if os.geteuid() == 0:
-        ns.ip("link", "del", name, check=False)
+        _remove_labelled(label)
     record.unlink(missing_ok=True)
-    return name
+    return label
 
 
 class PodRoutes:

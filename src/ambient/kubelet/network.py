@@ -56,7 +56,19 @@ class HostPodNetwork:
 
 
 class NetnsPodNetwork:
-    """Pods in network namespaces of the node agent (``NodeAgent``) on node ``node``."""
+    """Pods in network namespaces of the node agent (``NodeAgent``) on node ``node``.
+
+    The seam for a chained CNI plugin (issue 15, section 4): here the kubelet plays
+    both the container runtime and the network plugin, asking the node agent for the
+    namespace, its link and address (``add_pod``) and leaving redirection to the
+    ztunnel's request. With the plugin, ``add_pod`` would make the namespace and its
+    address (the primary plugin's part), then run the plugin as a runtime does —
+    ``CNI_COMMAND=ADD``, ``CNI_NETNS=/run/netns/<name>``, ``CNI_CONTAINERID``,
+    ``CNI_IFNAME=eth0``, ``CNI_ARGS=K8S_POD_NAMESPACE=..;K8S_POD_NAME=..;K8S_POD_UID=..``
+    and the network configuration with ``prevResult`` (the pod's IP) on stdin — and
+    the node agent would learn the pod from the plugin's socket instead of this call;
+    ``remove_pod`` would run it with ``CNI_COMMAND=DEL`` before the namespace goes.
+    """
 
     proxies = False
 
@@ -78,7 +90,7 @@ class NetnsPodNetwork:
             thread = agent.pod_thread(ip)
             if thread is None:
                 raise OSError(f"pod {pod.namespace}/{pod.name} has no network namespace")
-            sock: socket.socket = await thread.dial(host, port, mark=0)
+            sock: socket.socket = await thread.dial(host, port)  # marked: never captured
             return sock
 
         return dial

@@ -14,7 +14,10 @@ to the CA and to xDS with its service-account token (``authorization: Bearer``, 
 TLS that authenticates the server only), checked by TokenReview and against the
 token's pod in the controller's caches (``ambient.kube.nodeauth``); there are no join
 tokens and no node certificates in this mode. The server certificate still comes from
-the node PKI in the state folder: ztunnels trust its root (``node_ca_root``).
+the node PKI in the state folder: ztunnels trust its root (``node_ca_root``), which
+the control plane publishes as istiod publishes its root, in the ConfigMap
+``istio-system/istio-ca-root-cert`` (``ambient.kube.rootcert``), so that a kubelet on
+another host can give it to its ztunnels.
 """
 
 from __future__ import annotations
@@ -138,6 +141,7 @@ async def start_cluster_controlplane(
     from ambient.identity.ca import CertificateAuthority
     from ambient.kube.controller import KubeController
     from ambient.kube.heartbeat import heartbeat
+    from ambient.kube.rootcert import publish_root
 
     options = options or ClusterPlaneOptions()
     client = KubeClient(load_config(target))
@@ -185,6 +189,8 @@ async def start_cluster_controlplane(
             xds_listen=xds_listen,
             workload_cert_ttl=options.workload_cert_ttl,
         )
+        root = await asyncio.to_thread(node_ca_root(state_root).read_bytes)
+        await publish_root(client, root)  # for kubelets on other hosts (kube.rootcert)
     except BaseException:
         await service_.close()
         raise

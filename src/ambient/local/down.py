@@ -1,4 +1,5 @@
-"""``ambient down``: stop the mesh of a state folder and remove what ``--netns`` made.
+"""``ambient down``: stop the mesh of a state folder and remove what ``--netns`` made
+(and the pod addresses ``ambient up --kubeconfig`` left on ``lo`` if it was killed).
 
 The namespaces are found by the mesh's name prefix, which is derived from the
 state folder's path alone, so this works after ``kill -9`` of ``ambient up``
@@ -33,6 +34,13 @@ def down(state: StateDir) -> list[str]:
         _stop(pid)
         state.clear_mesh_file()
     prefix = mesh_prefix(state.root)
+    nodes = state.root / "nodes"
+    for record in sorted(nodes.glob("*/network.json")) if nodes.is_dir() else []:
+        from ambient.kubelet.addresses import remove_recorded
+
+        label = remove_recorded(record.parent)
+        if label is not None:
+            lines.append(f"addresses of node {record.parent.name} ({label}) removed")
     if os.geteuid() != 0:
         if leftovers(prefix)["netns"]:
             lines.append("network namespaces of this mesh remain: run `ambient down` as root")

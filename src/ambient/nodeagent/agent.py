@@ -347,6 +347,11 @@ class NodeAgent:
         if server is not None:
             server.pods_changed()
 
+    def pod_thread(self, ip: str) -> NetnsThread | None:
+        """The thread inside the namespace of the pod at ``ip`` (sockets made there)."""
+        pod = self._pods.get(ip)
+        return pod.thread if pod else None
+
     def netns_name(self, ip: str) -> str | None:
         pod = self._pods.get(ip)
         return pod.netns if pod else None

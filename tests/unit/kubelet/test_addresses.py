@@ -43,7 +43,7 @@ def test_loopback_twins() -> None:
 
 def test_interface_names_fit_and_differ() -> None:
     a = interface_name("https://10.0.0.1:6443", "node-1")
-    assert len(a) <= 15 and a.startswith("ak-")
+    assert len(a) <= 15 and a.startswith("lo:ak")
     assert a != interface_name("https://10.0.0.1:6443", "node-2")
     assert a != interface_name("https://10.0.0.2:6443", "node-1")
 
