@@ -13,7 +13,8 @@ When labels change (the namespace watch, the node's pod events), the ztunnel is 
 until what it serves matches what is expected (the control plane needs a moment to
 push the change), with back-off, for at most :data:`SETTLE` seconds; a read every
 :data:`RESYNC` seconds catches anything else. Writes are JSON merge patches of the
-annotation alone (``null`` removes it).
+annotation alone (``null`` removes it) with the pod's uid, through ``pods/status`` as
+istio-cni writes them (and ``ambient node-agent``: ``nodeagent.annotation``).
 """
 
 from __future__ import annotations
@@ -192,11 +193,13 @@ class Redirection:
         return settled
 
     async def _annotate(self, pod: KubePod, enabled: bool) -> None:
-        body = {"metadata": {"annotations": {ANNOTATION: "enabled" if enabled else None}}}
+        meta: dict[str, Any] = {"annotations": {ANNOTATION: "enabled" if enabled else None}}
+        if pod.uid:
+            meta["uid"] = pod.uid  # a pod re-made under the same name is refused (409)
         try:
-            await self.client.patch(POD.path(pod.namespace, pod.name), body)
+            await self.client.patch(POD.path(pod.namespace, pod.name, "status"), {"metadata": meta})
         except KubeError as err:
-            if err.code != 404:
+            if err.code not in (404, 409):
                 log.warning(
                     "pod %s/%s: %s not written: %s", pod.namespace, pod.name, ANNOTATION, err
                 )
