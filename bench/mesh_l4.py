@@ -251,6 +251,7 @@ async def request_response(
     latencies: list[float] = []
     interval = 1.0 / rate
     cpu_before = [cpu_seconds(p) for p in pids]
+    sys_before = [sys_seconds(p) for p in pids]
     start = time.perf_counter()
     next_at = start
     count = int(rate * seconds)
@@ -265,6 +266,7 @@ async def request_response(
         next_at += interval
     wall = time.perf_counter() - start
     cpu = [(cpu_seconds(p) - b) / wall for p, b in zip(pids, cpu_before, strict=True)]
+    kernel = [(sys_seconds(p) - b) / wall for p, b in zip(pids, sys_before, strict=True)]
     writer.close()
     latencies.sort()
     return {
@@ -272,6 +274,7 @@ async def request_response(
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "achieved_rate": count / wall,
         **{f"cpu_{i}": c for i, c in enumerate(cpu)},
+        **{f"sys_{i}": c for i, c in enumerate(kernel)},
     }
 
 
@@ -298,6 +301,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sys_seconds(pid: int) -> float:
+    """A process's CPU time in the kernel so far (system time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -318,7 +327,9 @@ def profiled(args: argparse.Namespace, pids: list[int], via: bool, phase: str) -
             [
                 str(Path(sys.executable).parent / "py-spy"),
                 "record",
-                *("--pid", str(pid), "--format", "raw", "--rate", "500", "--nonblocking"),
+                # Blocking mode: --nonblocking drops the samples whose stack is unstable (running
+                # Python), over-weighting frames that sit in a syscall.
+                *("--pid", str(pid), "--format", "raw", "--rate", "200"),
                 *("--output", str(args.profile / f"{phase}-{pid}.txt")),
             ],
             stdout=subprocess.DEVNULL,
@@ -558,6 +569,10 @@ def report(
     print(
         f"{'ztunnel CPU at that rate, node-1 / node-2 (cores)':<50} {mesh['cpu_0']:>10.3f} {mesh['cpu_1']:>10.3f}"
     )
+    if "sys_0" in mesh:
+        print(
+            f"{'  of which in the kernel (cores)':<50} {mesh['sys_0']:>10.3f} {mesh['sys_1']:>10.3f}"
+        )
     print(
         f"{f'ztunnel RSS, node-1 ({args.pods} pods) / node-2 (MB)':<50} {rss[0]:>10.1f} {rss[1]:>10.1f}"
     )

@@ -34,6 +34,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -371,7 +372,9 @@ def exchange(reader: Any, writer: Any) -> Any:
     return round_trip(reader, writer)
 
 
-async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) -> dict[str, float]:
+async def paced(
+    port: int, rate: float, seconds: float, conns: int, pid: int, profile: Path | None = None
+) -> dict[str, float]:
     pairs = await open_pairs(port, conns)
     for reader, writer in pairs:  # warm every connection (upstream keep-alive, pools)
         await exchange(reader, writer)
@@ -392,10 +395,15 @@ async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) ->
             latencies.append(time.perf_counter() - t0)
             next_at += interval
 
-    cpu0, start = cpu_seconds(pid), time.perf_counter()
+    spy = py_spy(pid, profile) if profile is not None else None
+    (user0, sys0), start = cpu_split(pid), time.perf_counter()
     await asyncio.gather(*(one(r, w, i * interval / conns) for i, (r, w) in enumerate(pairs)))
     wall = time.perf_counter() - start
-    cpu = (cpu_seconds(pid) - cpu0) / wall
+    user1, sys1 = cpu_split(pid)
+    cpu = (user1 - user0 + sys1 - sys0) / wall
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
     await close_pairs(pairs)
     latencies.sort()
     return {
@@ -403,6 +411,7 @@ async def paced(port: int, rate: float, seconds: float, conns: int, pid: int) ->
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "rate": len(latencies) / wall,
         "cpu": cpu,
+        "sys_share": (sys1 - sys0) / max(user1 - user0 + sys1 - sys0, 1e-9),
         "rss": rss_mb(pid),
     }
 
@@ -424,9 +433,38 @@ async def max_rate(port: int, seconds: float, conns: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """A process's user and system CPU seconds so far (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample ``pid`` with py-spy into ``out`` (collapsed stacks) until sent SIGINT.
+
+    Blocking mode (the process is paused per sample): the non-blocking mode's samples
+    are biased towards frames that sit in one C call (syscalls), as unstable stacks
+    of running Python code are dropped."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # py-spy attaches
+    return spy
 
 
 def rss_mb(pid: int) -> float:
@@ -439,7 +477,10 @@ def rss_mb(pid: int) -> float:
 async def measure(args: argparse.Namespace, pids: dict[str, int]) -> dict[str, dict[str, float]]:
     results = {}
     for label, port in (("l4", ENTRY_L4), ("l7", ENTRY_L7)):
-        result = await paced(port, args.rate, args.seconds, args.connections, pids["waypoint"])
+        profile = args.profile / f"{args.protocol}-{label}.txt" if args.profile else None
+        result = await paced(
+            port, args.rate, args.seconds, args.connections, pids["waypoint"], profile
+        )
         result["ztunnel_cpu"] = 0.0
         result["max_rate"] = await max_rate(port, args.seconds, args.connections)
         results[label] = result
@@ -454,6 +495,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the waypoint during the paced runs, into DIR"
+    )
     parser.add_argument("--role", choices=["ztunnel", "waypoint", "server", "source"])
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -517,6 +561,9 @@ def main() -> None:
     print(f"{f'waypoint CPU at {args.rate:g} req/s (cores)':<52} {'':>10} {l7['cpu']:>10.3f}")
     per_request = l7["cpu"] / l7["rate"] * 1e6
     print(f"{'waypoint CPU per request at that rate (us)':<52} {'':>10} {per_request:>10.0f}")
+    print(
+        f"{'  of which in the kernel (system time, %)':<52} {'':>10} {l7['sys_share'] * 100:>10.0f}"
+    )
     print(f"{'waypoint RSS idle / after the runs (MB)':<52} {rss_idle:>10.1f} {l7['rss']:>10.1f}")
     print(f"load average after the runs: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
