@@ -37,9 +37,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-import hpack
 import hpack.exceptions
-from hpack.table import HeaderTable
 
 from ambient.waypoint.proxy.h2events import (
     ConnectionLost,
@@ -51,6 +49,8 @@ from ambient.waypoint.proxy.h2events import (
     StreamReset,
     WindowOpened,
 )
+from ambient.waypoint.proxy.hpackmemo import MemoDecoder
+from ambient.waypoint.proxy.hpackmemo import encode_fields as encode_headers
 
 __all__ = [
     "CANCEL",
@@ -58,6 +58,7 @@ __all__ = [
     "PROTOCOL_ERROR",
     "REFUSED_STREAM",
     "H2Client",
+    "encode_headers",
 ]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -100,54 +101,6 @@ class _Stream:
     local_closed: bool = False
 
 
-# -- HPACK without a dynamic table ---------------------------------------------------------
-
-_STATIC: dict[tuple[bytes, bytes], int] = {}
-_STATIC_NAMES: dict[bytes, int] = {}
-for _i, (_n, _v) in enumerate(HeaderTable.STATIC_TABLE, 1):
-    _STATIC.setdefault((_n, _v), _i)
-    _STATIC_NAMES.setdefault(_n, _i)
-
-
-def _integer(value: int, prefix: int, first: int) -> bytes:
-    limit = (1 << prefix) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _bytes(text: str) -> bytes:
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
-
-def encode_headers(headers: list[tuple[str, str]]) -> bytes:
-    """An HPACK block: static-table indexes and literals without indexing, no Huffman."""
-    out = bytearray()
-    for name, value in headers:
-        n, v = _bytes(name), _bytes(value)
-        index = _STATIC.get((n, v))
-        if index is not None:
-            out += _integer(index, 7, 0x80)
-            continue
-        index = _STATIC_NAMES.get(n, 0)
-        out += _integer(index, 4, 0x00)
-        if not index:
-            out += _integer(len(n), 7, 0x00)
-            out += n
-        out += _integer(len(v), 7, 0x00)
-        out += v
-    return bytes(out)
-
-
 # -- the connection --------------------------------------------------------------------------
 
 
@@ -170,7 +123,7 @@ class H2Client:
     _block: bytearray | None = None  # a header block awaiting CONTINUATION
     _block_stream: int = 0
     _block_end: bool = False
-    _decoder: hpack.Decoder = field(default_factory=lambda: hpack.Decoder(MAX_HEADER_LIST))
+    _decoder: MemoDecoder = field(default_factory=lambda: MemoDecoder(MAX_HEADER_LIST))
     dead: bool = False
     _table_update: bool = False
 
@@ -441,7 +394,7 @@ class H2Client:
 
     def _on_block(self, stream_id: int, block: bytes, end: bool, events: list[Event]) -> None:
         try:  # decoded even for a stream we dropped: the decoder's table must stay in step
-            raw = self._decoder.decode(block, raw=True)
+            fields = list(self._decoder.decode(block))
         except (hpack.exceptions.HPACKError, ValueError, IndexError) as exc:
             raise _Error(COMPRESSION_ERROR, f"bad header block: {exc}") from None
         stream = self._streams.get(stream_id)
@@ -449,7 +402,6 @@ class H2Client:
             return
         if stream.remote_closed:
             raise _Error(STREAM_CLOSED, "HEADERS after the end of the stream", stream_id)
-        fields = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
         if stream.head:  # trailers
             if not end:
                 raise _Error(PROTOCOL_ERROR, "trailers without END_STREAM", stream_id)

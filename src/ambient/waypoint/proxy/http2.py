@@ -1,7 +1,8 @@
 """HTTP/2 clients inside a tunnel (h2c with prior knowledge): many concurrent streams, flow control.
 
-The h2 state machine is driven by one reader loop per tunnel; each request
-runs in its own task. Back-pressure both ways rides on HTTP/2 flow control:
+The protocol is ``h2server.H2Server`` (sans-io; it replaced h2 here, which
+cost about a quarter of a gRPC call's CPU), driven by one reader loop per
+tunnel; each request runs in its own task. Back-pressure both ways rides on HTTP/2 flow control:
 
 - request bodies: received DATA is acknowledged (the window reopened) only
   when the upstream has taken it, so a stream holds at most its window
@@ -32,21 +33,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import h2.config
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
-from ambient.hbone._h2compat import H2Connection
 from ambient.hbone.errors import HboneError
 from ambient.hbone.guard import DEFAULT_LIMITS, Abuse, FloodGuard
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import Headers, RequestHead
+from ambient.waypoint.proxy import h2server as h2s
 from ambient.waypoint.proxy.fieldtext import decimal
+from ambient.waypoint.proxy.h2events import (
+    ConnectionLost,
+    DataReceived,
+    GoAway,
+    HeadersReceived,
+    StreamReset,
+    WindowOpened,
+)
 from ambient.waypoint.proxy.messages import BodyAborted, DownstreamGone, ResponseHead
 
 if TYPE_CHECKING:
@@ -144,7 +149,7 @@ class _Stream:
         self.sent_head = True
         headers = [(":status", str(head.status))]
         headers.extend(head.headers)
-        self.conn.call(lambda h2c: h2c.send_headers(self.stream_id, headers, end_stream=end))
+        self.conn.call(lambda codec: codec.send_headers(self.stream_id, headers, end))
         await self.conn.drain()
 
     async def send_data(self, data: bytes) -> None:
@@ -152,8 +157,10 @@ class _Stream:
         while view:
             if self.reset or self.conn.dead:
                 raise DownstreamGone("client reset the stream")
-            h2c = self.conn.h2
-            window = min(h2c.local_flow_control_window(self.stream_id), h2c.max_outbound_frame_size)
+            try:
+                window = self.conn.codec.window(self.stream_id)
+            except h2s.StreamGone:
+                raise DownstreamGone("HTTP/2 stream closed") from None
             if window <= 0:
                 self.window = asyncio.get_running_loop().create_future()
                 try:
@@ -161,8 +168,8 @@ class _Stream:
                 finally:
                     self.window = None
                 continue
-            piece, view = view[:window], view[window:]
-            self.conn.call(lambda h2c, p=piece: h2c.send_data(self.stream_id, bytes(p)))
+            piece, view = bytes(view[:window]), view[window:]
+            self.conn.call(functools.partial(_send_data, stream_id=self.stream_id, data=piece))
             await self.conn.drain()
 
     async def end(self, trailers: Headers = ()) -> None:
@@ -170,9 +177,9 @@ class _Stream:
             raise DownstreamGone("client reset the stream")
         if trailers:
             fields = list(trailers)
-            self.conn.call(lambda h2c: h2c.send_headers(self.stream_id, fields, end_stream=True))
+            self.conn.call(lambda codec: codec.send_headers(self.stream_id, fields, True))
         else:
-            self.conn.call(lambda h2c: h2c.end_stream(self.stream_id))
+            self.conn.call(lambda codec: codec.end_stream(self.stream_id))
 
     # -- DownstreamPipe (extended CONNECT) -------------------------------------------------
 
@@ -189,14 +196,16 @@ class _Stream:
 
     def write_eof(self) -> None:
         with contextlib.suppress(DownstreamGone):
-            self.conn.call(lambda h2c: h2c.end_stream(self.stream_id))
+            self.conn.call(lambda codec: codec.end_stream(self.stream_id))
 
     def abort(self) -> None:
         if not self.reset:
             self.reset = True
-            self.conn.call(
-                lambda h2c: h2c.reset_stream(self.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            )
+            self.conn.call(lambda codec: codec.reset(self.stream_id, h2s.INTERNAL_ERROR))
+
+
+def _send_data(codec: h2s.H2Server, *, stream_id: int, data: bytes) -> None:
+    codec.send_data(stream_id, data)
 
 
 class _Connection:
@@ -204,41 +213,31 @@ class _Connection:
         self.tunnel = tunnel
         self.stream: HboneStream = tunnel.stream
         # What we send comes validated (the upstream codecs check responses; local answers
-        # are ours), so h2's outbound checks (a third of its header cost) are skipped.
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=True,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
+        # are ours); what we receive the codec validates.
+        self.guard = FloodGuard(DEFAULT_LIMITS, MAX_HEADER_LIST_SIZE)
+        self.codec = h2s.H2Server(
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+            max_streams=MAX_CONCURRENT_STREAMS,
+            max_header_list=MAX_HEADER_LIST_SIZE,
+            guard=self.guard,
         )
-        self.h2 = H2Connection(config)
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            },
-        )
-        self.guard = FloodGuard(DEFAULT_LIMITS, MAX_HEADER_LIST_SIZE, preface=True)
         self.streams: dict[int, _Stream] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.dead = False
 
-    def call(self, action: object) -> None:
-        """Run an h2 action and send what it produced (a dead tunnel raises DownstreamGone)."""
+    def call(self, action: Callable[[h2s.H2Server], None]) -> None:
+        """Run a codec action and send what it produced (a dead tunnel raises DownstreamGone)."""
         if self.dead:
             raise DownstreamGone("tunnel closed")
         try:
-            action(self.h2)  # type: ignore[operator]
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-            raise DownstreamGone(f"HTTP/2 stream closed: {exc}") from None
+            action(self.codec)
+        except h2s.StreamGone as exc:
+            raise DownstreamGone(str(exc)) from None
         self.flush()
 
     def flush(self) -> None:
-        data = self.h2.data_to_send()
+        data = self.codec.data_to_send()
         if data and not self.dead:
             try:
                 self.stream.write(data)
@@ -254,8 +253,7 @@ class _Connection:
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         if size and not self.dead:
-            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                self.h2.acknowledge_received_data(size, stream_id)
+            self.codec.acknowledge(stream_id, size)
             self.flush()
 
     def _die(self) -> None:
@@ -269,19 +267,14 @@ class _Connection:
                 s.task.cancel()  # the client is gone: so is the upstream work for it
 
     async def run(self, initial: bytes) -> None:
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.codec.initiate()
         self.flush()
         data = initial
         try:
             while data:
                 try:
-                    self.guard.scan(data)
-                    self._dispatch(self.h2.receive_data(data))
-                except h2.exceptions.ProtocolError as exc:
-                    self._protocol_error(str(exc))
-                    break
-                except Abuse as exc:
+                    self._dispatch(self.codec.receive_data(data))
+                except Abuse as exc:  # too many early resets (counted as they are dispatched)
                     self._protocol_error(str(exc), exc.error_code)
                     break
                 self.flush()
@@ -295,48 +288,47 @@ class _Connection:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         if not self.dead:
             with contextlib.suppress(Exception):
-                self.h2.close_connection()
+                self.codec.close()
                 self.flush()
                 self.stream.write_eof()
 
-    def _protocol_error(self, reason: str, code: int = h2.errors.ErrorCodes.PROTOCOL_ERROR) -> None:
+    def _protocol_error(self, reason: str, code: int = h2s.PROTOCOL_ERROR) -> None:
         record = self.tunnel.new_record(PROTOCOL)
         record.status, record.flags, record.details = 0, "DPE", reason
         record.finish()
-        with contextlib.suppress(Exception):
-            self.h2.close_connection(code, additional_data=reason.encode()[:256])
-            self.flush()
+        self.codec.close(code, reason.encode()[:256])  # nothing if the codec already did
+        self.flush()
         self._die()
         with contextlib.suppress(HboneError):
             self.stream.write_eof()
 
-    def _dispatch(self, events: list[h2.events.Event]) -> None:
+    def _dispatch(self, events: list[h2s.ServerEvent]) -> None:
         for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._on_request(event)
-            elif isinstance(event, h2.events.DataReceived):
+            if isinstance(event, DataReceived):
                 s = self.streams.get(event.stream_id)
                 if s is None:
-                    self.acknowledge(event.stream_id, event.flow_controlled_length)
+                    self.acknowledge(event.stream_id, event.flow)
                     continue
-                s.chunks.append((event.data, event.flow_controlled_length))
+                if event.data:
+                    s.chunks.append((event.data, event.flow))
+                elif event.flow:
+                    self.acknowledge(event.stream_id, event.flow)  # padding only
+                if event.end_stream:
+                    s.ended = True
                 s.wake()
-            elif isinstance(event, h2.events.TrailersReceived):
+            elif isinstance(event, h2s.RequestReceived):
+                self._on_request(event)
+            elif isinstance(event, HeadersReceived):  # trailers (they end the stream)
                 s = self.streams.get(event.stream_id)
                 if s is not None:
-                    s.trailers = tuple(
-                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers
-                    )
-            elif isinstance(event, h2.events.StreamEnded):
-                s = self.streams.get(event.stream_id)
-                if s is not None:
+                    s.trailers = event.headers
                     s.ended = True
                     s.wake()
-            elif isinstance(event, h2.events.StreamReset):
+            elif isinstance(event, StreamReset):
                 s = self.streams.get(event.stream_id)
                 if s is not None:
-                    self._on_reset(s)
-            elif isinstance(event, h2.events.WindowUpdated):
+                    self._on_reset(s, counted=not event.local)
+            elif isinstance(event, WindowOpened):
                 if event.stream_id == 0:
                     for s in self.streams.values():
                         s.wake_sender()
@@ -344,14 +336,14 @@ class _Connection:
                     s = self.streams.get(event.stream_id)
                     if s is not None:
                         s.wake_sender()
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                for s in self.streams.values():  # a larger initial window opens every stream
-                    s.wake_sender()
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.dead = event.error_code != h2.errors.ErrorCodes.NO_ERROR
+            elif isinstance(event, GoAway):
+                self.dead = self.dead or event.error_code != h2s.NO_ERROR
+            elif isinstance(event, ConnectionLost):
+                self._protocol_error(event.reason, event.error_code)
 
-    def _on_reset(self, s: _Stream) -> None:
-        """The client reset a request: cancel its work; count it if nothing was answered."""
+    def _on_reset(self, s: _Stream, counted: bool = True) -> None:
+        """A request was reset (by the client, or by the codec for a stream error): cancel
+        its work; count a client's reset if nothing was answered."""
         s.reset = True
         s.wake()
         s.wake_sender()
@@ -360,21 +352,13 @@ class _Connection:
         if s.record is not None:
             s.record.flags = "DC"
         s.task.cancel()
-        if not s.sent_head:
+        if counted and not s.sent_head:
             self.guard.early_reset()
 
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
-        pseudo: dict[str, str] = {}
-        headers: list[tuple[str, str]] = []
-        for raw_name, raw_value in event.headers:
-            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-            if name.startswith(":"):
-                pseudo[name] = value
-            else:
-                headers.append((name, value))
+    def _on_request(self, event: h2s.RequestReceived) -> None:
+        pseudo, headers = event.pseudo, event.headers
         length = next((decimal(v) for k, v in headers if k == "content-length"), None)
-        ended = event.stream_ended is not None
-        s = _Stream(self, event.stream_id, length, ended)
+        s = _Stream(self, event.stream_id, length, event.end_stream)
         self.streams[event.stream_id] = s
         authority = pseudo.get(":authority") or next((v for k, v in headers if k == "host"), "")
         method = pseudo.get(":method", "")
@@ -384,16 +368,14 @@ class _Connection:
             method = "GET" if ":protocol" in pseudo else method
         if not authority:
             s.reset = True
-            self.call(
-                lambda h2c: h2c.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-            )
+            self.call(lambda codec: codec.reset(event.stream_id, h2s.REFUSED_STREAM))
             del self.streams[event.stream_id]
             return
         head = RequestHead(
             method=method,
             authority=authority,
             path=pseudo.get(":path", "/"),
-            headers=tuple(headers),
+            headers=headers,
             scheme=pseudo.get(":scheme", "http"),
             version=PROTOCOL,
             upgrade=upgrade,
@@ -417,14 +399,12 @@ class _Connection:
             leftover = sum(flow for _, flow in s.chunks)
             s.chunks.clear()
             if leftover and not self.dead:
-                with contextlib.suppress(Exception):
-                    self.h2.acknowledge_received_data(leftover, s.stream_id)
+                self.codec.acknowledge(s.stream_id, leftover)
                 self.flush()
             if not s.ended and not s.reset and not self.dead:
                 # Response complete but the request body is still coming: stop it (RFC 9113 8.1).
-                with contextlib.suppress(Exception):
-                    self.h2.reset_stream(s.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-                    self.flush()
+                self.codec.reset(s.stream_id, h2s.NO_ERROR)
+                self.flush()
 
 
 async def serve_http2(tunnel: Tunnel, initial: bytes) -> None:

@@ -1,0 +1,135 @@
+"""HPACK for the waypoint's HTTP/2 codecs, memoised where header blocks repeat.
+
+A client's requests (and a server's responses) repeat the same header block
+byte for byte once HPACK's dynamic table holds their fields: gRPC sends
+``:path``, ``content-type``, ``te`` and ``user-agent`` as indexes into it on
+every call. Decoding such a block gives the same fields for as long as the
+table is unchanged, so :class:`MemoDecoder` keeps the decoded fields of recent
+blocks and forgets them all whenever the table changes (an insertion or a
+size update: the table counts them). A block that changes the table is
+decoded, never remembered. The ``hpack`` package does the decoding (Huffman,
+dynamic table, limits); only its results are reused.
+
+:func:`encode_fields` writes HPACK without a dynamic table or Huffman coding
+(indexed static entries, else literals without indexing): valid for any
+decoder and stateless, so each field's encoding is kept (bounded) and a block
+is their concatenation.
+"""
+
+from __future__ import annotations
+
+import hpack
+from hpack.table import HeaderTable
+
+__all__ = ["MemoDecoder", "encode_fields"]
+
+MEMO_BLOCKS = 64  # decoded blocks kept per connection (between table changes)
+MEMO_FIELDS = 4096  # encoded fields kept per process
+MEMO_VALUE = 128  # longer values are encoded each time
+# Credentials are encoded each time, never kept beyond their request.
+_SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+class _CountingTable(HeaderTable):
+    """hpack's dynamic table, counting its changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.changes += 1
+        super().add(name, value)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.changes += 1
+        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
+
+
+class MemoDecoder:
+    """An HPACK decoder (one per connection direction) that remembers recent blocks."""
+
+    __slots__ = ("_decoder", "_memo", "_seen", "_table")
+
+    def __init__(self, max_header_list: int) -> None:
+        self._decoder = hpack.Decoder(max_header_list)
+        self._table = _CountingTable()
+        self._decoder.header_table = self._table
+        self._memo: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        self._seen = 0
+
+    def decode(self, block: bytes) -> tuple[tuple[str, str], ...]:
+        """The block's fields as latin-1 text; raises hpack's errors (and ValueError,
+        IndexError) for a bad block."""
+        table = self._table
+        if table.changes != self._seen:
+            self._memo.clear()
+            self._seen = table.changes
+        fields = self._memo.get(block)
+        if fields is not None:
+            return fields
+        raw = self._decoder.decode(block, raw=True)
+        fields = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw)
+        if table.changes == self._seen and len(self._memo) < MEMO_BLOCKS:
+            self._memo[block] = fields
+        return fields
+
+
+_STATIC: dict[tuple[bytes, bytes], int] = {}
+_STATIC_NAMES: dict[bytes, int] = {}
+for _i, (_n, _v) in enumerate(HeaderTable.STATIC_TABLE, 1):
+    _STATIC.setdefault((_n, _v), _i)
+    _STATIC_NAMES.setdefault(_n, _i)
+_FIELDS: dict[tuple[str, str], bytes] = {}
+
+
+def _integer(value: int, prefix: int, first: int) -> bytes:
+    limit = (1 << prefix) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _field(name: str, value: str) -> bytes:
+    n, v = _bytes(name), _bytes(value)
+    index = _STATIC.get((n, v))
+    if index is not None:
+        return _integer(index, 7, 0x80)
+    index = _STATIC_NAMES.get(n, 0)
+    head = _integer(index, 4, 0x00)
+    if not index:
+        head += _integer(len(n), 7, 0x00) + n
+    return head + _integer(len(v), 7, 0x00) + v
+
+
+def encode_fields(headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
+    """An HPACK block: static-table indexes and literals without indexing, no Huffman."""
+    memo = _FIELDS
+    parts = []
+    for pair in headers:
+        encoded = memo.get(pair)
+        if encoded is None:
+            name, value = pair
+            encoded = _field(name, value)
+            if len(memo) < MEMO_FIELDS and len(value) <= MEMO_VALUE and name not in _SECRET:
+                memo[pair] = encoded
+        parts.append(encoded)
+    return b"".join(parts)

@@ -1,0 +1,66 @@
+"""The memoised HPACK of the waypoint's HTTP/2 codecs against the ``hpack`` package itself.
+
+A memoised decoder must give what a plain decoder gives for every block of a
+connection, including blocks whose bytes repeat after the dynamic table
+changed (the same index then names another field); the stateless encoder's
+blocks must decode to the fields given, and credentials are never kept.
+"""
+
+from __future__ import annotations
+
+import hpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ambient.waypoint.proxy import hpackmemo
+from ambient.waypoint.proxy.hpackmemo import MemoDecoder, encode_fields
+
+_FIELD = st.tuples(
+    st.sampled_from([":path", "content-type", "te", "x-id", "grpc-status", "user-agent"]),
+    st.sampled_from(["/a", "/b", "application/grpc", "trailers", "0", "1", "é", "v" * 40]),
+)
+
+
+def plain(decoder: hpack.Decoder, block: bytes) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (n.decode("latin-1"), v.decode("latin-1")) for n, v in decoder.decode(block, raw=True)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_FIELD, min_size=1, max_size=5), max_size=12), st.data())
+def test_memo_decoding_equals_hpack_for_every_block(
+    heads: list[list[tuple[str, str]]], data: st.DataObject
+) -> None:
+    encoder = hpack.Encoder()
+    memo, reference = MemoDecoder(65536), hpack.Decoder(65536)
+    for head in heads:
+        if data.draw(st.booleans()):  # an encoder table resize now and then
+            encoder.header_table_size = data.draw(st.sampled_from([0, 64, 4096]))
+        block = encoder.encode(head)
+        assert memo.decode(block) == plain(reference, block)
+
+
+def test_a_repeated_block_after_a_table_change_is_decoded_again() -> None:
+    encoder = hpack.Encoder()
+    memo, reference = MemoDecoder(65536), hpack.Decoder(65536)
+    first = encoder.encode([("x-id", "1")])  # inserts x-id: 1 at index 62
+    again = encoder.encode([("x-id", "1")])  # b"\xbe": index 62
+    assert memo.decode(first) == plain(reference, first)
+    assert memo.decode(again) == plain(reference, again) == (("x-id", "1"),)
+    other = encoder.encode([("x-id", "2")])  # inserts x-id: 2, which is now index 62
+    assert memo.decode(other) == plain(reference, other)
+    assert memo.decode(again) == plain(reference, again) == (("x-id", "2"),)
+
+
+def test_encoded_fields_decode_to_themselves_and_secrets_are_not_kept() -> None:
+    fields = [(":status", "200"), ("content-type", "application/grpc"), ("x-new", "é"),
+              ("authorization", "Bearer secret")]  # fmt: skip
+    block = encode_fields(fields)
+    assert plain(hpack.Decoder(), block) == (
+        (":status", "200"), ("content-type", "application/grpc"), ("x-new", "é"),
+        ("authorization", "Bearer secret"),
+    )  # fmt: skip
+    assert (("x-new", "é")) in hpackmemo._FIELDS
+    assert ("authorization", "Bearer secret") not in hpackmemo._FIELDS
+    assert encode_fields(fields) == block  # from the memo, the same bytes
