@@ -58,16 +58,13 @@ class HostPodNetwork:
 class NetnsPodNetwork:
     """Pods in network namespaces of the node agent (``NodeAgent``) on node ``node``.
 
-    The seam for a chained CNI plugin (issue 15, section 4): here the kubelet plays
-    both the container runtime and the network plugin, asking the node agent for the
-    namespace, its link and address (``add_pod``) and leaving redirection to the
-    ztunnel's request. With the plugin, ``add_pod`` would make the namespace and its
-    address (the primary plugin's part), then run the plugin as a runtime does —
-    ``CNI_COMMAND=ADD``, ``CNI_NETNS=/run/netns/<name>``, ``CNI_CONTAINERID``,
-    ``CNI_IFNAME=eth0``, ``CNI_ARGS=K8S_POD_NAMESPACE=..;K8S_POD_NAME=..;K8S_POD_UID=..``
-    and the network configuration with ``prevResult`` (the pod's IP) on stdin — and
-    the node agent would learn the pod from the plugin's socket instead of this call;
-    ``remove_pod`` would run it with ``CNI_COMMAND=DEL`` before the namespace goes.
+    Here the kubelet plays both the container runtime and the network plugin: it asks
+    the node agent for the namespace, its link and address (``add_pod``), and the
+    redirection follows the ztunnel's request. On a real node the runtime makes the
+    sandbox, the cluster's network plugin its address, and the chained ``ambient-cni``
+    plugin (``ambient.cni``) hands it to ``ambient node-agent`` (``CNI_COMMAND=ADD``
+    with ``CNI_NETNS`` and ``prevResult``), which adopts it; that path is tested on
+    its own (``tests/kube/test_cni.py``), not through this kubelet.
     """
 
     proxies = False

@@ -133,10 +133,12 @@ async def start_cluster_controlplane(
     listen: str = DEFAULT_CA_ADDRESS,
     xds_listen: str | None = None,
     options: ClusterPlaneOptions | None = None,
+    on_serving: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[ControlPlaneService, Any]:
     """Watch the cluster, then serve certificates and xDS to its ztunnels; returns the
     service and its ``KubeController``. Raises ``KubeError`` when the kubeconfig is
-    unusable, ValueError when ``$CA_TRUSTED_NODE_ACCOUNTS`` is."""
+    unusable, ValueError when ``$CA_TRUSTED_NODE_ACCOUNTS`` is. ``on_serving(info)``
+    runs once it serves, before its heartbeat can say so (``controlplane.json``)."""
     from ambient.controlplane.plane import ControlPlane
     from ambient.identity.ca import CertificateAuthority
     from ambient.kube.controller import KubeController
@@ -194,6 +196,8 @@ async def start_cluster_controlplane(
     except BaseException:
         await service_.close()
         raise
+    if on_serving is not None:
+        on_serving({**info, **addresses})
     info.update(addresses)
     service_.info = dict(info)
     controller.status_changed.set()
@@ -226,6 +230,11 @@ def run_cluster_controlplane(
         )
         return 1
 
+    def serving(info: dict[str, Any]) -> None:  # before the heartbeat says so
+        tmp = info_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, info_file)
+
     async def body(stop: asyncio.Event) -> int:
         starting = asyncio.ensure_future(
             start_cluster_controlplane(
@@ -234,6 +243,7 @@ def run_cluster_controlplane(
                 listen=listen,
                 xds_listen=xds_listen,
                 options=options,
+                on_serving=serving,
             )
         )
         stopping = asyncio.ensure_future(stop.wait())
@@ -251,9 +261,6 @@ def run_cluster_controlplane(
         gc.collect()
         gc.freeze()
         try:
-            tmp = info_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(service.info, indent=2))
-            os.replace(tmp, info_file)
             info = service.info
             print(
                 f"controlplane ready on {info['ca_address']} (certificates), "
