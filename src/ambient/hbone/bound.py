@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
+
+from ambient.ipparse import parse_ip
 
 # Not named in Python's socket module before 3.12; the value is Linux's.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -25,7 +26,7 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 async def connect_from(host: str, port: int, local: tuple[str, int]) -> socket.socket:
     """A non-blocking TCP socket bound to ``local`` and connected to ``host:port``
     (both IP literals); raises ``OSError`` as ``connect`` would."""
-    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    family = socket.AF_INET6 if parse_ip(host).version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)

@@ -10,6 +10,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from ambient.ipparse import parse_ip
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 HBONE_PORT = 15008
@@ -54,7 +56,7 @@ class SocketAddress:
             if ":" in host:
                 raise BadRequest(f"address {text!r}: an IPv6 address must be in brackets")
         try:
-            ip = ipaddress.ip_address(host)
+            ip = parse_ip(host)
         except ValueError:
             raise BadRequest(f"address {text!r}: {host!r} is not an IP address") from None
         if ip.version == 6 and ip.scope_id is not None:

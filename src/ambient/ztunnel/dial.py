@@ -19,12 +19,12 @@ The whole connect, socket and protocol, is bounded by ``timeout``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ambient.hbone.bound import connect_from
+from ambient.ipparse import parse_ip
 
 __all__ = ["CONNECT_TIMEOUT", "Dialer", "SocketDialer"]
 
@@ -60,9 +60,9 @@ class Dialer:
         """A non-blocking socket connected to ``host:port`` as ``source`` where possible."""
         if self.via is not None:
             return await self.via(host, port, source)
-        if source is not None and ipaddress.ip_address(source).is_loopback:
+        if source is not None and parse_ip(source).is_loopback:
             return await connect_from(host, port, (source, 0))
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        family = socket.AF_INET6 if parse_ip(host).version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)

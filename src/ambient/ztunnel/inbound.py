@@ -16,12 +16,12 @@ line), closed whatever ends the tunnel.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 from ambient.hbone.messages import HBONE_PORT, SocketAddress, Status
 from ambient.hbone.splice import TcpRelay
 from ambient.hbone.stream import HboneStream
+from ambient.ipparse import parse_ip
 from ambient.state.workload import ApplicationTunnel, Workload
 from ambient.ztunnel import proxy_protocol
 from ambient.ztunnel.authorization import InboundConnection
@@ -47,7 +47,7 @@ class InboundHandler:
         request = stream.request
         target = request.authority
         peer_identity = str(stream.peer.identity)
-        peer = SocketAddress(ipaddress.ip_address(stream.peer.address[0]), stream.peer.address[1])
+        peer = SocketAddress(parse_ip(stream.peer.address[0]), stream.peer.address[1])
         destination = state.workload_by_ip(target.ip)
         if destination is None or destination.uid != self.workload_uid:
             log.warning(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress, Status
 from ambient.hbone.splice import TcpRelay
+from ambient.ipparse import parse_ip
 from ambient.state.proxy import Upstream
 from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel import socks5
@@ -232,7 +233,7 @@ class OutboundHandler:
                 return upstream
             ip = await _lookup(request.host)
         else:
-            ip = ipaddress.ip_address(request.host)
+            ip = parse_ip(request.host)
         upstream = self.state.resolve(ip, request.port, enrolled)
         if upstream is None:
             raise LookupError(f"no healthy endpoint for {request.host}:{request.port}")
@@ -437,7 +438,7 @@ def serves(here: tuple[str, int] | None, peer: tuple[str, int] | None) -> bool:
     if not here or not peer:
         return False
     try:
-        return socks_peer_allowed(ipaddress.ip_address(here[0]), ipaddress.ip_address(peer[0]))
+        return socks_peer_allowed(parse_ip(here[0]), parse_ip(peer[0]))
     except ValueError:
         return False
 

@@ -13,12 +13,12 @@ whatever ends it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 
 from ambient import authz
 from ambient.authz.peerauth import plaintext_allowed
 from ambient.hbone.messages import SocketAddress
+from ambient.ipparse import parse_ip
 from ambient.netns import NetnsError, original_destination
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import ApplicationTunnel, IPAddress, Workload
@@ -111,7 +111,7 @@ class PlaintextInbound:
             socks5.Socks5Request(str(target[0]), target[1], False),
             early,
             replies=None,
-            forwarded_for=SocketAddress(ipaddress.ip_address(peer[0]), int(peer[1])),
+            forwarded_for=SocketAddress(parse_ip(peer[0]), int(peer[1])),
         )
 
     async def _serve(self, client: asyncio.Transport, early: bytearray) -> None:
@@ -123,13 +123,13 @@ class PlaintextInbound:
         except (OSError, NetnsError):
             client.abort()
             return
-        destination = state.workload_by_ip(ipaddress.ip_address(dst_ip))
+        destination = state.workload_by_ip(parse_ip(dst_ip))
         record = ConnectionRecord(
             self.inputs.metrics,
             Direction.INBOUND,
             src_addr=f"{peer[0]}:{peer[1]}",
             dst_addr=f"{dst_ip}:{dst_port}",
-            source=state.workload_by_ip(ipaddress.ip_address(peer[0])),
+            source=state.workload_by_ip(parse_ip(peer[0])),
             destination=destination,
             destination_identity=str(destination.identity) if destination else None,
         )
@@ -176,14 +176,12 @@ class PlaintextInbound:
             record.error = f"port {dst_port} is a mesh listener, not an application port"
             client.abort()
             return False
-        hairpin = waypoint_target(state, destination, ipaddress.ip_address(dst_ip), dst_port)
+        hairpin = waypoint_target(state, destination, parse_ip(dst_ip), dst_port)
         policy_target = authz.Workload(destination.namespace, destination.labels)
         if hairpin is not None and plaintext_allowed(state.policies, policy_target, dst_port):
             self.hairpin(client, early, destination, hairpin, peer)
             return True
-        conn = InboundConnection(
-            None, ipaddress.ip_address(peer[0]), destination, ipaddress.ip_address(dst_ip), dst_port
-        )
+        conn = InboundConnection(None, parse_ip(peer[0]), destination, parse_ip(dst_ip), dst_port)
         verdict = self.inputs.authorizer()(conn)
         if not verdict.allowed:
             log.info(
@@ -213,8 +211,8 @@ class PlaintextInbound:
             assert pipe.upstream.transport is not None
             pipe.upstream.transport.write(
                 proxy_protocol.header(
-                    (ipaddress.ip_address(peer[0]), peer[1]),
-                    (ipaddress.ip_address(dst_ip), dst_port),
+                    (parse_ip(peer[0]), peer[1]),
+                    (parse_ip(dst_ip), dst_port),
                     None,
                 )
             )

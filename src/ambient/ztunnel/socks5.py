@@ -13,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ambient.ipparse import parse_ip
+
 VERSION = 5
 MAX_HANDSHAKE = 4 + 2 + 255 + 2 + 257  # greeting + request with the longest hostname
 
@@ -137,7 +139,7 @@ class Socks5Handshake:
             raise Socks5Error("destination port 0", Reply.CONNECTION_REFUSED)
         if hostname:
             try:  # "socks5h" clients may still send IP literals as hostnames
-                host = str(ipaddress.ip_address(host))
+                host = str(parse_ip(host))
                 hostname = False
             except ValueError:
                 pass
@@ -146,6 +148,6 @@ class Socks5Handshake:
 
 def reply(code: Reply, bound: tuple[str, int] = ("0.0.0.0", 0)) -> bytes:
     """The server's reply to a CONNECT: ``code`` and the bound address."""
-    ip = ipaddress.ip_address(bound[0])
+    ip = parse_ip(bound[0])
     atyp = 1 if ip.version == 4 else 4
     return bytes([VERSION, int(code), 0, atyp]) + ip.packed + bound[1].to_bytes(2, "big")
