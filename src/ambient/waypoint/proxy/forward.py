@@ -63,7 +63,6 @@ import asyncio
 import dataclasses
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +84,7 @@ from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.attempt import CountingBody, Outcome, PendingRequest
 from ambient.waypoint.proxy.balancer import Balancer, Endpoint, endpoints_of
 from ambient.waypoint.proxy.clusters import Clusters, ClusterState
+from ambient.waypoint.proxy.fieldtext import request_uuid
 from ambient.waypoint.proxy.hashing import Affinity, request_affinity
 from ambient.waypoint.proxy.messages import (
     Body,
@@ -166,7 +166,7 @@ class Forwarder:
         """
         record.method, record.path, record.authority = head.method, head.path, head.authority
         record.grpc = grpc.is_grpc(head.header("content-type"))
-        request_id = head.header("x-request-id") or str(uuid.uuid4())
+        request_id = head.header("x-request-id") or request_uuid()
         record.request_id = request_id
         tracer = self.tracing() if self.tracing is not None else None
         trace = tracer.begin(head, request_id) if tracer is not None else None

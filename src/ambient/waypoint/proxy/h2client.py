@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import hpack.exceptions
 
+from ambient.hbone.guard import Abuse, FloodGuard
 from ambient.waypoint.proxy.h2events import (
     ConnectionLost,
     DataReceived,
@@ -126,6 +127,7 @@ class H2Client:
     _decoder: MemoDecoder = field(default_factory=lambda: MemoDecoder(MAX_HEADER_LIST))
     dead: bool = False
     _table_update: bool = False
+    guard: FloodGuard | None = None  # the upstream gets our servers' budgets (hbone.guard)
 
     def initiate(self) -> None:
         """The preface, our SETTINGS and the connection window: call once, first."""
@@ -268,6 +270,8 @@ class H2Client:
                 word, flags, stream_id = _HEADER.unpack_from(buffer, offset)
                 length, kind = word >> 8, word & 0xFF
                 stream_id &= MAX_WINDOW
+                if self.guard is not None:
+                    self.guard.frame(kind, flags, length)
                 if length > FRAME_SIZE:
                     raise _Error(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
                 if len(buffer) - offset - 9 < length:
@@ -285,6 +289,11 @@ class H2Client:
             self.close(exc.code)
             self._in = b""
             events.append(ConnectionLost(exc.code, str(exc)))
+            return events
+        except Abuse as exc:
+            self.close(exc.error_code)
+            self._in = b""
+            events.append(ConnectionLost(exc.error_code, f"upstream abuse: {exc}"))
             return events
         self._in = buffer[offset:]
         return events

@@ -154,6 +154,7 @@ class H2Server:
         self._block_end = False
         self._decoder = MemoDecoder(max_header_list)
         self._table_update = False
+        self._last_head: tuple[Fields, dict[str, str], Fields, int | None] | None = None
 
     def initiate(self) -> None:
         """Our SETTINGS and the connection window: call once, first."""
@@ -478,11 +479,10 @@ class H2Server:
             events.append(HeadersReceived(stream_id, 0, fields, True, trailers=True))
             return
         self._highest = stream_id
-        pseudo, regular = _fields(request, fields)
+        pseudo, regular, expected = self._validated(fields)
         if len(self._streams) >= self.max_streams:
             self._frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM))
             return
-        expected = _fields(content_length, regular)
         if end and expected:
             raise _Error(PROTOCOL_ERROR, "a body that does not match its content-length")
         stream = _Stream(self._peer_initial_window, self.stream_window, expected)
@@ -490,6 +490,17 @@ class H2Server:
         if end:
             stream.remote_closed = True
         events.append(RequestReceived(stream_id, pseudo, regular, end))
+
+    def _validated(self, fields: Fields) -> tuple[dict[str, str], Fields, int | None]:
+        """The request head's parts, checked; a repeated head (the decoder hands back the
+        same tuple for a repeated block) is checked once."""
+        last = self._last_head
+        if last is not None and last[0] is fields:
+            return dict(last[1]), last[2], last[3]
+        pseudo, regular = _fields(request, fields)
+        expected = _fields(content_length, regular)
+        self._last_head = (fields, pseudo, regular, expected)
+        return dict(pseudo), regular, expected
 
     def _close_remote(self, stream_id: int, stream: _Stream) -> None:
         stream.remote_closed = True

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ambient.hbone.errors import HboneError
-from ambient.hbone.guard import DEFAULT_LIMITS, Abuse, FloodGuard
+from ambient.hbone.guard import DEFAULT_LIMITS, FloodGuard
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.balancer import Endpoint
@@ -166,9 +166,9 @@ class _Connection:
         self.key = key
         self.stream = stream
         self.settings = settings
-        self.h2 = H2Client(STREAM_WINDOW, CONNECTION_WINDOW)
         # A malicious upstream gets the budgets our servers give clients (``hbone.guard``).
         self.guard = FloodGuard(DEFAULT_LIMITS, MAX_HEADER_LIST)
+        self.h2 = H2Client(STREAM_WINDOW, CONNECTION_WINDOW, guard=self.guard)
         self.exchanges: dict[int, _Exchange] = {}
         self.requests = 0
         self.draining = False
@@ -355,13 +355,6 @@ class _Connection:
                 data = await self.stream.read(READ_SIZE)
                 if not data:
                     self._die("connection termination (the upstream closed the connection)")
-                    return
-                try:
-                    self.guard.scan(data)
-                except Abuse as exc:
-                    self.h2.close(exc.error_code)
-                    self.flush()
-                    self._die(f"upstream abuse ({exc})")
                     return
                 for event in self.h2.receive_data(data):
                     self._on_event(event)
