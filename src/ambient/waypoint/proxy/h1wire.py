@@ -38,6 +38,16 @@ class MessageReader:
         self.buffer = self.buffer + data if self.buffer else data
         return True
 
+    def buffered_head_end(self) -> int | None:
+        """The offset just past a whole head already buffered, else None (no read);
+        raises :class:`ParseError` (431) for a head over ``MAX_HEAD``."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > MAX_HEAD:
+            if end >= 0 or len(self.buffer) > MAX_HEAD:
+                raise ParseError("header section too large", 431)
+            return None
+        return end + 4
+
     async def head_end(self) -> int | None:
         """Read until a whole head is buffered; the offset just past its blank line.
 

@@ -290,6 +290,9 @@ async def _next_head(reader: MessageReader) -> int | None:
                     return None
         except TimeoutError:
             raise _Idle() from None
+    end = reader.buffered_head_end()  # the usual case: the whole head came in one read
+    if end is not None:
+        return end
     try:
         async with asyncio.timeout(REQUEST_HEADERS_TIMEOUT):
             return await reader.head_end()
