@@ -35,6 +35,8 @@ class Request:
     path: str
     query: Mapping[str, str]
     body: bytes
+    peer: str = ""
+    """The client's address (empty on a Unix socket)."""
 
     def json(self) -> Any:
         """The body as JSON; raises ``ValueError`` with a clear message."""
@@ -145,7 +147,7 @@ class AdminServer:
                         )
                         break
                 elif isinstance(event, h11.EndOfMessage) and request is not None:
-                    response = await self._respond(request, bytes(body))
+                    response = await self._respond(request, bytes(body), _peer(writer))
                     await self._send(conn, writer, response, request.method == b"HEAD")
                     if conn.our_state is h11.MUST_CLOSE:
                         break
@@ -171,20 +173,25 @@ class AdminServer:
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 
-    async def _respond(self, event: h11.Request, body: bytes) -> Response:
+    async def _respond(self, event: h11.Request, body: bytes, peer: str = "") -> Response:
         method = event.method.decode()
         target = event.target.decode("ascii", "replace")
         path, _, query_text = target.partition("?")
-        query = {k: v[-1] for k, v in parse_qs(query_text).items()}
+        query = {k: v[-1] for k, v in parse_qs(query_text, keep_blank_values=True).items()}
         handler = self.routes.get(("GET" if method == "HEAD" else method, path))
         if handler is None:
             known = "\n".join(sorted(f"{m} {p}" for m, p in self.routes))
             return Response(404, f"no such endpoint {method} {path}; try:\n{known}\n".encode())
         try:
-            result = handler(Request(method, path, query, body))
+            result = handler(Request(method, path, query, body, peer))
             if inspect.isawaitable(result):
                 result = await result
             return result
         except Exception as exc:  # an admin page must never take the process down
             log.warning("endpoint %s %s failed: %s: %s", method, path, type(exc).__name__, exc)
             return Response(500, f"{type(exc).__name__}: {exc}\n".encode())
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    name = writer.get_extra_info("peername")
+    return str(name[0]) if isinstance(name, tuple) and name else ""

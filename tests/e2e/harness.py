@@ -295,6 +295,24 @@ class Mesh:
             )
         return pods
 
+    def pods(self, namespace: str = "shop") -> list[dict[str, Any]]:
+        """``ambient get pods -o json`` as {name, namespace, ip, node, workload} (a
+        Deployment's pods name it in ``ownerReferences``)."""
+        out = []
+        for pod in self.json("get", "pods", "-n", namespace)["items"]:
+            meta = pod["metadata"]
+            owners = [o["name"] for o in meta.get("ownerReferences", [])]
+            out.append(
+                {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "ip": pod["status"]["podIP"],
+                    "node": pod["spec"]["nodeName"],
+                    "workload": owners[0] if owners else meta["name"],
+                }
+            )
+        return out
+
     def workloads(self, namespace: str = "shop") -> dict[str, dict[str, Any]]:
         """``ambient ztunnel-config workloads -o json`` by pod name."""
         items = self.json("zc", "workloads", "--workload-namespace", namespace)

@@ -339,17 +339,13 @@ class LogCursor:
 
 def pod_ip(mesh: Mesh, name: str) -> str:
     """The address of pod ``name``, or of the (first) pod of workload ``name``."""
-    pods = mesh.json("get", "pods", "-n", "shop")
+    pods = mesh.pods("shop")
     ip: str = next(p["ip"] for p in pods if name in (p["name"], p["workload"]))
     return ip
 
 
 def orders_pod_names(mesh: Mesh) -> set[str]:
-    return {
-        p["name"]
-        for p in mesh.json("get", "pods", "-n", "shop")
-        if p["workload"].startswith("orders-")
-    }
+    return {p["name"] for p in mesh.pods("shop") if p["workload"].startswith("orders-")}
 
 
 def apply_text(mesh: Mesh, tmp_path: Path, name: str, text: str, verb: str = "apply") -> str:

@@ -333,7 +333,7 @@ def test_commands_without_a_mesh_fail_clearly(tmp_path: Path) -> None:
 
 
 def orders_pods(mesh: Mesh) -> list[dict[str, Any]]:
-    pods: list[dict[str, Any]] = mesh.json("get", "pods", "-n", "shop")
+    pods: list[dict[str, Any]] = mesh.pods("shop")
     return sorted((p for p in pods if p["name"].startswith("orders-")), key=lambda p: p["name"])
 
 
@@ -376,7 +376,7 @@ class TestShop:
 
         workloads = mesh.workloads()  # `zc ... -o json`
         assert sorted(workloads) == names
-        pods = {p["name"]: p for p in mesh.json("get", "pods", "-n", "shop")}
+        pods = {p["name"]: p for p in mesh.pods("shop")}
         for name, w in workloads.items():
             assert w["protocol"] == "HBONE"
             assert w["workloadIps"] == [pods[name]["ip"]]
@@ -390,7 +390,7 @@ class TestShop:
 
     @pytest.mark.parametrize("host", ["orders", "orders.shop", "orders.shop.svc.cluster.local"])
     def test_web_calls_orders_over_hbone(self, mesh: Mesh, host: str) -> None:
-        web = next(p for p in mesh.json("get", "pods", "-n", "shop") if p["workload"] == "web")
+        web = next(p for p in mesh.pods("shop") if p["workload"] == "web")
         answer = mesh.curl(f"http://{host}:8080/hello?x=1")
         assert answer["app"] == "orders"
         assert answer["path"] == "/hello?x=1"
@@ -630,7 +630,7 @@ def test_up_twice_is_refused_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         before = mesh.pod_states()
         app_pids = [p.pid for p in before.values()]
         assert len(app_pids) == 6 and all(app_pids)
-        pods = mesh.json("get", "pods", "-n", "shop")
+        pods = mesh.pods("shop")
 
         started = time.monotonic()
         second = ambient("up", str(SHOP), state_dir=state, timeout=30)

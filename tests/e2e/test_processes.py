@@ -283,7 +283,7 @@ def test_killed_control_plane_comes_back_with_applied_changes(mesh: Mesh, tmp_pa
         return c["ready"] and f"(pid {old})" not in c["detail"]
 
     wait_for("the control plane to come back", back, timeout=30)
-    names = {i["meta"]["name"] for i in mesh.json("get", "services", "-n", "shop")}
+    names = {i["metadata"]["name"] for i in mesh.json("get", "services", "-n", "shop")["items"]}
     assert names == {"orders", "kept"}  # replayed from its journal
     mesh.ok("status", "--wait", "20")
     mesh.ok("delete", "-f", str(manifest))

@@ -18,6 +18,12 @@ Decisions (where Istio's istioctl analyze is silent on ambient, as an operator e
   too; istiod only logs it).
 - A STRICT PeerAuthentication while some workloads it could be called by are not
   enrolled is AMB0004: their plaintext connections are refused.
+- A VirtualService HTTP route with ``fault`` and ``retries`` or ``timeout`` is AMB0006
+  (istioctl has no analyzer for it; Istio's VirtualService reference says fault
+  injection cannot be combined with retry or timeout configuration on the same
+  route: Envoy's fault filter answers an injected abort before the router, so it is
+  never retried, and an injected delay is spent before the route timeout starts).
+  ``retries: {attempts: 0}`` is no retry configuration and is not reported.
 - Telemetry: ztunnel ignores the Telemetry API (as Istio's), so a Telemetry that
   selects only non-waypoint workloads is IST0167.
 """
@@ -332,6 +338,26 @@ def virtual_services(ctx: AnalysisContext) -> None:
                 )
 
 
+def faults_with_resilience(ctx: AnalysisContext) -> None:
+    """HTTP routes combining ``fault`` with ``retries`` or ``timeout`` (see the module docstring)."""
+    for vs in ctx.config.of_type(VirtualService):
+        for r, rule in enumerate(vs.spec.http):
+            if rule.fault is None:
+                continue
+            retries = rule.retries is not None and rule.retries.attempts != 0
+            fields = [n for n, on in (("retries", retries), ("timeout", rule.timeout)) if on]
+            if fields:
+                what = " and ".join(fields)
+                ctx.report(
+                    msg.AMB_FAULT_WITH_RETRIES_OR_TIMEOUT,
+                    vs,
+                    f"fault injection is combined with {what} on the same route, which Istio "
+                    f"does not support: an injected abort is never retried and an injected "
+                    f"delay does not count against the timeout; test {what} without the fault",
+                    f"spec.http[{r}].fault",
+                )
+
+
 def destination_rules(ctx: AnalysisContext) -> None:
     """Subset labels that select none of the host's pods."""
     services = {
@@ -581,6 +607,7 @@ ANALYZERS: tuple[Analyzer, ...] = (
     http_routes,
     route_kinds,
     virtual_services,
+    faults_with_resilience,
     destination_rules,
     selectors,
     ztunnel_authorization,

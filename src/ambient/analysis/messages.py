@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ambient.config.configset import Origin, Ref
 
 __all__ = [
+    "AMB_FAULT_WITH_RETRIES_OR_TIMEOUT",
     "AMB_L7_POLICY_AT_ZTUNNEL",
     "AMB_NAMESPACE_NOT_ENROLLED",
     "AMB_ROUTE_KINDS_CONFLICT",
@@ -82,6 +83,9 @@ AMB_STRICT_WITH_OUTSIDE_CLIENTS = MessageType(
     "AMB0004", "StrictMTLSWithUnenrolledWorkloads", Level.WARNING
 )
 AMB_ROUTE_KINDS_CONFLICT = MessageType("AMB0005", "HTTPRouteAndGRPCRouteConflict", Level.WARNING)
+AMB_FAULT_WITH_RETRIES_OR_TIMEOUT = MessageType(
+    "AMB0006", "FaultInjectionWithRetriesOrTimeout", Level.WARNING
+)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import click
-import yaml
 
-from ambient.cli import jsonpath
 from ambient.cli.output import print_json, print_table
 from ambient.kube.api import ClusterTarget, KubeClient, KubeError, load_config
 
@@ -30,7 +28,9 @@ __all__ = [
     "exec_info",
     "get",
     "label",
+    "objects",
     "run",
+    "scale",
     "status",
     "waypoint_apply",
     "waypoint_delete",
@@ -158,36 +158,45 @@ def get(
     output: str,
     selector: str | None = None,
 ) -> None:
-    """``ambient get``: kubectl's columns, or the objects in their API form."""
-    from ambient.kube.objects import get_objects, kind_of, table
+    """``ambient get``: the API server's table (what kubectl prints), or the objects in
+    their API form."""
+    from ambient.cli.get import print_objects
+    from ambient.cli.output import print_kube_table
+    from ambient.kube.objects import get_objects, kind_of, server_table
 
     try:
         info = kind_of(kind)
     except KubeError as err:
         _fail(str(err))
     scope = None if all_namespaces else namespace or context_namespace(target)
+    if output in ("table", "wide"):
+        headers, rows = run(
+            target,
+            lambda c: server_table(
+                c, info, namespace=scope, name=name, selector=selector, wide=output == "wide"
+            ),
+        )
+        if not rows:
+            where = "" if scope is None or not info.namespaced else f" in {scope} namespace"
+            click.echo(f"No resources found{where}.", err=True)
+            return
+        print_kube_table(headers, rows)
+        return
     items = run(
         target,
         lambda c: get_objects(c, info, namespace=scope, name=name, selector=selector),
     )
-    if output in ("json", "yaml") or output.startswith("jsonpath="):
-        data: Any = items[0] if name else {"apiVersion": "v1", "kind": "List", "items": items}
-        if output == "json":
-            print_json(data)
-        elif output == "yaml":
-            click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
-        else:
-            try:
-                click.echo(jsonpath.render(output.removeprefix("jsonpath="), data), nl=False)
-            except jsonpath.JsonPathError as exc:
-                _fail(f"bad jsonpath template: {exc}")
-        return
-    if not items:
-        where = "" if scope is None or not info.namespaced else f" in {scope} namespace"
-        click.echo(f"No resources found{where}.", err=True)
-        return
-    headers, rows = table(info, items, wide=output == "wide", all_namespaces=scope is None)
-    print_table(headers, rows)
+    data: Any = (
+        items[0]
+        if name
+        else {
+            "apiVersion": "v1",
+            "items": items,
+            "kind": "List",
+            "metadata": {"resourceVersion": ""},
+        }
+    )
+    print_objects(data, output)
 
 
 def apply(target: ClusterTarget, text: str, namespace: str | None) -> None:
@@ -370,3 +379,38 @@ def analyze_cluster(
     scope = None if all_namespaces else namespace or context_namespace(target)
     messages = run(target, lambda c: analyze(c, scope))
     return messages, "all namespaces" if scope is None else f"namespace: {scope}"
+
+
+# -- scale and wait --------------------------------------------------------------------------
+
+
+def scale(target: ClusterTarget, namespace: str | None, name: str, replicas: int) -> None:
+    """Patch a Deployment's ``scale`` subresource (what ``kubectl scale`` does)."""
+    from ambient.kube.kinds import DEPLOYMENT
+
+    scope = namespace or context_namespace(target)
+
+    async def body(client: KubeClient) -> None:
+        try:
+            await client.patch(
+                DEPLOYMENT.path(scope, name) + "/scale", {"spec": {"replicas": replicas}}
+            )
+        except KubeError as err:
+            if err.code == 404:
+                raise KubeError(f'deployments.apps "{name}" not found', 404) from None
+            raise
+
+    run(target, body)
+
+
+def objects(
+    target: ClusterTarget, kind: str, namespace: str, selector: str | None
+) -> list[dict[str, Any]]:
+    """Every object of ``kind`` in ``namespace`` (``ambient wait``)."""
+    from ambient.kube.objects import get_objects, kind_of
+
+    try:
+        info = kind_of(kind)
+    except KubeError as err:
+        _fail(str(err))
+    return run(target, lambda c: get_objects(c, info, namespace=namespace, selector=selector))

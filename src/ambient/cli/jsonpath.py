@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["JsonPathError", "render"]
+__all__ = ["JsonPathError", "find", "render"]
 
 
 class JsonPathError(ValueError):
@@ -215,3 +215,8 @@ def _render(parts: tuple[_Part, ...], root: object, current: object) -> str:
 def render(template: str, data: object) -> str:
     """``data`` rendered through a kubectl jsonpath ``template``."""
     return _render(_parse(template), data, _NOTHING)
+
+
+def find(expr: str, data: object) -> list[object]:
+    """Every value one expression (without braces, e.g. ``.spec.hosts``) finds in ``data``."""
+    return _evaluate(expr, data, _NOTHING)

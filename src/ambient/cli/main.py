@@ -9,12 +9,14 @@ from __future__ import annotations
 from ambient.cli import (
     analyze,
     distributed,
+    get,
     install,
     mesh,
     node,
     nodeagent,
     objects,
     waypoint,
+    workloads,
     ztunnel_config,
 )
 from ambient.cli.app import cli
@@ -29,7 +31,10 @@ for _command in (
     objects.apply,
     objects.delete,
     objects.label,
-    objects.get,
+    get.get,
+    workloads.logs,
+    workloads.scale,
+    workloads.wait,
     ztunnel_config.ztunnel_config,
     waypoint.waypoint,
     analyze.analyze_command,

@@ -69,7 +69,8 @@ def node_join(
 ) -> None:
     """Join the mesh as NODE: store its credentials in this node's state folder."""
     from ambient.identity.certs import CertificateError
-    from ambient.local.distributed import DistributedError, join, setup_logging
+    from ambient.local.distributed import DistributedError, join
+    from ambient.logconfig import setup_logging
 
     setup_logging("error")  # a refusal is reported once, below, not also as a log warning
     try:

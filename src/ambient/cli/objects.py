@@ -1,19 +1,16 @@
-"""kubectl's verbs on the running mesh: ``apply``, ``delete``, ``label``, ``get``."""
+"""kubectl's verbs on the running mesh: ``apply``, ``delete``, ``label`` (``get``: ``cli.get``)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import yaml
 
-from ambient.cli import jsonpath
 from ambient.cli.app import CONTEXT, call, fail, target, target_options
-from ambient.cli.output import print_json, print_table
 
-__all__ = ["apply", "delete", "get", "label"]
+__all__ = ["apply", "delete", "label"]
 
 
 def _read_manifest(path: str) -> tuple[str, str]:
@@ -23,6 +20,47 @@ def _read_manifest(path: str) -> tuple[str, str]:
         return Path(path).read_text(), path
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
+
+
+def _without_owned_pods(ctx: click.Context, text: str) -> str:
+    """``text`` without the Pods a Deployment owns (``ambient get pods -o yaml`` prints
+    them with ``ownerReferences``): each running one is ``unchanged``, as kubectl says
+    of an unchanged pod; one that no longer runs is refused (its Deployment makes its
+    pods). ``text`` is returned as is when it holds none."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError:
+        return text  # the mesh reports where
+    items = [
+        i
+        for d in documents
+        for i in (d.get("items") or [] if d.get("kind") == "List" else [d])
+        if isinstance(d, dict)
+    ]
+    owned = [
+        i
+        for i in items
+        if isinstance(i, dict)
+        and i.get("kind") == "Pod"
+        and any(
+            o.get("kind") == "Deployment"
+            for o in (i.get("metadata") or {}).get("ownerReferences") or []
+        )
+    ]
+    if not owned:
+        return text
+    running = {(p["namespace"], p["name"]) for p in call(ctx, "GET", "/pods")}
+    for pod in owned:
+        meta = pod["metadata"]
+        key = (meta.get("namespace", "default"), meta.get("name"))
+        if key not in running:
+            owner = next(o for o in meta["ownerReferences"] if o.get("kind") == "Deployment")
+            fail(
+                f"pod {key[0]}/{key[1]} is made by deployment {owner.get('name')}: change the deployment"
+            )
+        click.echo(f"pod/{key[1]} unchanged")
+    rest = [i for i in items if i not in owned]
+    return yaml.safe_dump_all(rest, sort_keys=False) if rest else ""
 
 
 @click.command(context_settings=CONTEXT)
@@ -49,6 +87,9 @@ def apply(
             cluster.apply(cluster_target, _read_manifest(path)[0], namespace)
             continue
         text, name = _read_manifest(path)
+        text = _without_owned_pods(ctx, text)
+        if not text.strip():
+            continue
         answer = call(ctx, "POST", "/apply", {"text": text, "filename": name})
         for line in answer["result"]:
             click.echo(line)
@@ -153,171 +194,3 @@ def _kind_word(kind: str) -> str:
         "svc": "service",
         "deploy": "deployment",
     }.get(kind, kind)
-
-
-_GET_KINDS = {
-    "pods": "Pod",
-    "pod": "Pod",
-    "po": "Pod",
-    "services": "Service",
-    "service": "Service",
-    "svc": "Service",
-    "namespaces": "Namespace",
-    "namespace": "Namespace",
-    "ns": "Namespace",
-    "deployments": "Deployment",
-    "deployment": "Deployment",
-    "deploy": "Deployment",
-    "serviceaccounts": "ServiceAccount",
-    "serviceaccount": "ServiceAccount",
-    "sa": "ServiceAccount",
-    "workloadentries": "WorkloadEntry",
-    "workloadentry": "WorkloadEntry",
-    "we": "WorkloadEntry",
-    "serviceentries": "ServiceEntry",
-    "serviceentry": "ServiceEntry",
-    "se": "ServiceEntry",
-    "authorizationpolicies": "AuthorizationPolicy",
-    "authorizationpolicy": "AuthorizationPolicy",
-    "ap": "AuthorizationPolicy",
-    "peerauthentications": "PeerAuthentication",
-    "peerauthentication": "PeerAuthentication",
-    "pa": "PeerAuthentication",
-    "gateways": "Gateway",
-    "gateway": "Gateway",
-    "gtw": "Gateway",
-    "httproutes": "HTTPRoute",
-    "httproute": "HTTPRoute",
-    "grpcroutes": "GRPCRoute",
-    "grpcroute": "GRPCRoute",
-    "virtualservices": "VirtualService",
-    "virtualservice": "VirtualService",
-    "vs": "VirtualService",
-    "destinationrules": "DestinationRule",
-    "destinationrule": "DestinationRule",
-    "dr": "DestinationRule",
-    "requestauthentications": "RequestAuthentication",
-    "requestauthentication": "RequestAuthentication",
-    "telemetries": "Telemetry",
-    "telemetry": "Telemetry",
-}
-
-
-@click.command(context_settings=CONTEXT)
-@click.argument("kind")
-@click.argument("name", required=False)
-@click.option("-n", "--namespace", default=None, help="Only this namespace.")
-@click.option(
-    "-A", "--all-namespaces", is_flag=True, help="Every namespace (the default without -n)."
-)
-@click.option(
-    "-o",
-    "--output",
-    default="table",
-    help="table, wide, json, yaml, or jsonpath=TEMPLATE (kubectl's subset).",
-)
-@click.option("-l", "--selector", default=None, help="A cluster: a label selector.")
-@target_options
-@click.pass_context
-def get(
-    ctx: click.Context,
-    kind: str,
-    name: str | None,
-    namespace: str | None,
-    all_namespaces: bool,
-    output: str,
-    selector: str | None,
-    state_dir: str | None,
-) -> None:
-    """List objects of KIND (pods, services, namespaces, deployments, gateways, ...).
-
-    On a cluster: every kind the mesh reads, from the API server, with kubectl's columns
-    (the context's namespace unless -n or -A)."""
-    cluster_target = target(ctx)
-    if cluster_target is not None:
-        from ambient.cli import cluster
-
-        cluster.get(cluster_target, kind, name, namespace, all_namespaces, output, selector)
-        return
-    real = _GET_KINDS.get(kind.lower().split(".")[0])
-    if real is None:
-        fail(f"unknown kind {kind!r}; known: {', '.join(sorted(set(_GET_KINDS.values())))}")
-    if output not in ("table", "wide", "json", "yaml") and not output.startswith("jsonpath="):
-        fail(f"unknown output format {output!r}: use table, wide, json, yaml or jsonpath=...")
-    if real == "Pod":
-        _get_pods(ctx, name, namespace, output)
-        return
-    query = f"/resources?kind={real}" + (f"&namespace={namespace}" if namespace else "")
-    items = [i for i in call(ctx, "GET", query) if name is None or i["meta"]["name"] == name]
-    if name is not None and not items:
-        fail(f"{real.lower()} {name!r} not found")
-    if output in ("json", "yaml") or output.startswith("jsonpath="):
-        _print_objects(items, name is not None, output)
-        return
-    rows = []
-    for item in items:
-        meta = item["meta"]
-        labels = ",".join(f"{k}={v}" for k, v in sorted(meta.get("labels", {}).items()))
-        row = [meta["name"]] if real == "Namespace" else [meta["namespace"], meta["name"]]
-        rows.append([*row, labels or "<none>"])
-    headers = ["NAME", "LABELS"] if real == "Namespace" else ["NAMESPACE", "NAME", "LABELS"]
-    print_table(headers, rows)
-
-
-def _print_objects(items: list[dict[str, Any]], single: bool, output: str) -> None:
-    """``-o json``: the JSON list the control API returns (scripts rely on it);
-    ``-o yaml`` / ``jsonpath``: as kubectl, one object when named, else a ``List``."""
-    if output == "json":
-        print_json(items)
-        return
-    objects = [_kube_shape(i) for i in items]
-    data: Any = objects[0] if single else {"apiVersion": "v1", "kind": "List", "items": objects}
-    if output == "yaml":
-        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
-    else:
-        try:
-            click.echo(jsonpath.render(output.removeprefix("jsonpath="), data), nl=False)
-        except jsonpath.JsonPathError as exc:
-            fail(f"bad jsonpath template: {exc}")
-
-
-def _kube_shape(item: dict[str, Any]) -> dict[str, Any]:
-    meta = item.get("meta", {})
-    metadata = {k: v for k, v in meta.items() if v not in ({}, None, "")}
-    shaped: dict[str, Any] = {
-        "apiVersion": item.get("api_version"),
-        "kind": item.get("kind"),
-        "metadata": metadata,
-    }
-    for key, value in item.items():
-        if key not in ("meta", "api_version", "kind"):
-            shaped[key] = value
-    return shaped
-
-
-def _get_pods(ctx: click.Context, name: str | None, namespace: str | None, output: str) -> None:
-    pods = call(ctx, "GET", "/pods")
-    status = {c["name"]: c for c in call(ctx, "GET", "/status")["components"]}
-    rows = []
-    selected = []
-    for pod in pods:
-        if (namespace and pod["namespace"] != namespace) or (name and pod["name"] != name):
-            continue
-        selected.append(pod)
-        component = status.get(f"pod/{pod['namespace']}/{pod['name']}", {})
-        rows.append(
-            [
-                pod["namespace"],
-                pod["name"],
-                "Running" if component.get("ready") else "NotReady",
-                component.get("detail", ""),
-                pod["ip"],
-                pod["node"],
-            ]
-        )
-    if output != "table" and output != "wide":
-        _print_objects(
-            [{k: v for k, v in p.items() if k != "env"} for p in selected], False, output
-        )
-        return
-    print_table(["NAMESPACE", "NAME", "STATUS", "CONTAINERS", "IP", "NODE"], rows)

@@ -37,3 +37,13 @@ def _cell(value: Any) -> str:
     if value is None or value == "":
         return "None"
     return str(value)
+
+
+def print_kube_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """As kubectl's printers write tables (Go's tabwriter: minimal width 6, padding 3,
+    the last column unpadded; no colours, empty cells left empty)."""
+    cells = [list(headers)] + [list(row) for row in rows]
+    widths = [max(6, max(len(r[i]) for r in cells) + 3) for i in range(len(headers) - 1)]
+    for row in cells:
+        line = "".join(value.ljust(widths[i]) for i, value in enumerate(row[:-1])) + row[-1]
+        sys.stdout.write(line + "\n")

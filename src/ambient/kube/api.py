@@ -178,10 +178,11 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         body: object = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Any:
         """One request; the decoded JSON answer (None if empty)."""
         what = f"{method} {path}"
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         content = None
         if body is not None:
             content = _encode(body)

@@ -2,9 +2,8 @@
 
 Objects are read from and written to the API server (nothing goes through the
 control plane), in their API form: ``get -o yaml`` drops ``managedFields`` as kubectl
-does, so the output applies back unchanged. Tables have kubectl's columns for the
-kinds kubectl knows (Pods, Services, Namespaces, Nodes, Deployments) and Gateway
-API's printer columns for Gateways; other kinds show NAMESPACE, NAME, AGE.
+does, so the output applies back unchanged. Tables are the API server's own
+(``server_table``: what kubectl prints).
 
 ``apply`` is server-side apply with field manager ``ambient`` (``kubectl apply
 --server-side`` prints ``serverside-applied``); each object is also run through the
@@ -15,9 +14,7 @@ policies fails closed on, what its validation refuses).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -33,7 +30,7 @@ __all__ = [
     "get_objects",
     "kind_of",
     "label_object",
-    "table",
+    "server_table",
 ]
 
 APPLY_MANAGER = "ambient"
@@ -107,123 +104,57 @@ async def get_objects(
 
 # -- tables --------------------------------------------------------------------------------
 
-
-def _age(meta: Mapping[str, Any], now: float) -> str:
-    text = meta.get("creationTimestamp")
-    if not text:
-        return "<unknown>"
-    created = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    seconds = max(0, int(now - created))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+_TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 
 
-def _pod_row(obj: Mapping[str, Any], wide: bool) -> list[str]:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    containers = spec.get("containers") or []
-    statuses = status.get("containerStatuses") or []
-    ready = sum(1 for s in statuses if s.get("ready"))
-    restarts = sum(int(s.get("restartCount") or 0) for s in statuses)
-    phase = status.get("phase") or "Pending"
-    if (obj.get("metadata") or {}).get("deletionTimestamp"):
-        phase = "Terminating"
-    row = [f"{ready}/{len(containers)}", phase, str(restarts)]
-    if wide:
-        row += [status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
-    return row
+def _cell_text(value: object) -> str:
+    """A table cell as kubectl prints it (Go's fmt.Print of the decoded JSON value)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
-def _ports(spec: Mapping[str, Any]) -> str:
-    parts = []
-    for port in spec.get("ports") or []:
-        text = str(port.get("port"))
-        if port.get("nodePort"):
-            text += f":{port['nodePort']}"
-        parts.append(f"{text}/{port.get('protocol', 'TCP')}")
-    return ",".join(parts) or "<none>"
-
-
-def _condition(obj: Mapping[str, Any], kind: str) -> str:
-    for item in (obj.get("status") or {}).get("conditions") or []:
-        if item.get("type") == kind:
-            return str(item.get("status"))
-    return "Unknown"
-
-
-def _columns(info: KindInfo, wide: bool) -> list[str]:
-    if info.kind == "Pod":
-        return ["READY", "STATUS", "RESTARTS", "AGE", *(["IP", "NODE"] if wide else [])]
-    if info.kind == "Service":
-        return ["TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
-    if info.kind == "Namespace":
-        return ["STATUS", "AGE"]
-    if info.kind == "Node":
-        return ["STATUS", "AGE", *(["INTERNAL-IP"] if wide else [])]
-    if info.kind == "Deployment":
-        return ["READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-    if info.kind == "Gateway":
-        return ["CLASS", "ADDRESS", "PROGRAMMED", "AGE"]
-    return ["AGE"]
-
-
-def _cells(info: KindInfo, obj: Mapping[str, Any], wide: bool, now: float) -> list[str]:
-    meta = obj.get("metadata") or {}
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    age = _age(meta, now)
-    if info.kind == "Pod":
-        row = _pod_row(obj, wide)
-        return [*row[:3], age, *row[3:]]
-    if info.kind == "Service":
-        return [
-            spec.get("type", "ClusterIP"),
-            spec.get("clusterIP") or "<none>",
-            ",".join(spec.get("externalIPs") or []) or "<none>",
-            _ports(spec),
-            age,
-        ]
-    if info.kind == "Namespace":
-        return [status.get("phase", "Active"), age]
-    if info.kind == "Node":
-        ready = "Ready" if _condition(obj, "Ready") == "True" else "NotReady"
-        addresses = status.get("addresses") or []
-        internal = next((a.get("address") for a in addresses if a.get("type") == "InternalIP"), "")
-        return [ready, age, *([internal or "<none>"] if wide else [])]
-    if info.kind == "Deployment":
-        want = spec.get("replicas", 1)
-        return [
-            f"{status.get('readyReplicas', 0)}/{want}",
-            str(status.get("updatedReplicas", 0)),
-            str(status.get("availableReplicas", 0)),
-            age,
-        ]
-    if info.kind == "Gateway":
-        addresses = status.get("addresses") or []
-        return [
-            spec.get("gatewayClassName", ""),
-            addresses[0].get("value", "") if addresses else "",
-            _condition(obj, "Programmed"),
-            age,
-        ]
-    return [age]
-
-
-def table(
-    info: KindInfo, items: Iterable[Mapping[str, Any]], *, wide: bool, all_namespaces: bool
+async def server_table(
+    client: KubeClient,
+    info: KindInfo,
+    *,
+    namespace: str | None,
+    name: str | None = None,
+    selector: str | None = None,
+    wide: bool = False,
 ) -> tuple[list[str], list[list[str]]]:
-    """kubectl's headers and rows for ``items`` (NAMESPACE first with ``all_namespaces``)."""
-    now = time.time()
-    headers = ["NAME", *_columns(info, wide)]
-    if all_namespaces and info.namespaced:
+    """The API server's own table (``meta.k8s.io/v1 Table``, what kubectl prints): the
+    built-in printers for core kinds, the CRD's printer columns for the others. Columns
+    of priority > 0 only with ``wide``; NAMESPACE first when listing every namespace."""
+    params = {"includeObject": "Metadata"}
+    if selector and name is None:
+        params["labelSelector"] = selector
+    try:
+        answer = await client.request(
+            "GET", info.path(namespace, name), params=params, accept=_TABLE
+        )
+    except KubeError as err:
+        if err.code == 404 and name is not None:
+            raise KubeError(f'{info.plural} "{name}" not found', 404) from None
+        raise
+    columns = answer.get("columnDefinitions") or []
+    keep = [i for i, c in enumerate(columns) if wide or not c.get("priority")]
+    headers = [str(columns[i]["name"]).upper() for i in keep]
+    all_namespaces = namespace is None and info.namespaced
+    if all_namespaces:
         headers.insert(0, "NAMESPACE")
     rows = []
-    for obj in items:
-        meta = obj.get("metadata") or {}
-        row = [meta.get("name", ""), *_cells(info, obj, wide, now)]
-        if all_namespaces and info.namespaced:
-            row.insert(0, meta.get("namespace", ""))
-        rows.append(row)
+    for row in answer.get("rows") or []:
+        cells = row.get("cells") or []
+        out = [_cell_text(cells[i]) if i < len(cells) else "" for i in keep]
+        if all_namespaces:
+            meta = (row.get("object") or {}).get("metadata") or {}
+            out.insert(0, str(meta.get("namespace", "")))
+        rows.append(out)
     return headers, rows
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ambient.config import ConfigError
+from ambient.config.configset import Ref
 from ambient.config.frozen import FrozenMap
 from ambient.config.gateway import Gateway
 from ambient.controlplane.labels import NotFound
@@ -105,20 +107,35 @@ def _with_live_labels(obj: Any, source: Any) -> dict[str, Any]:
     return dict(manifest)
 
 
+def _stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def manifests_json(config: MeshConfig) -> list[dict[str, Any]]:
     """Every object of the running configuration as its manifest and where it was read
-    (``ambient analyze`` without files loads and analyzes these)."""
+    (``ambient analyze`` without files loads and analyzes these; ``ambient get`` shows
+    them), with ``metadata.creationTimestamp`` and, for Gateways, the ``status`` istiod
+    would write."""
     current = config.plane.config
+    snapshot = config.plane.snapshot
     items = []
     for obj in current:
         origin = current.origin(obj)
+        manifest = _with_live_labels(obj, origin.source if origin else None)
+        metadata = manifest.setdefault("metadata", {})
+        if isinstance(metadata, dict):
+            metadata["creationTimestamp"] = _stamp(config.created(Ref.of(obj)))
+        if isinstance(obj, Gateway):
+            manifest["status"] = gateway_status(
+                obj, snapshot.workloads, snapshot.services
+            ).to_dict()
         items.append(
             {
                 "file": origin.file if origin else "<live>",
                 "document": origin.document if origin else 0,
                 "item": origin.item if origin else None,
                 "line": origin.line if origin else None,
-                "manifest": _with_live_labels(obj, origin.source if origin else None),
+                "manifest": manifest,
             }
         )
     return items

@@ -43,9 +43,9 @@ from ambient.local.distributed import (
     _run_until_signal,
     _running_pid,
     node_ca_root,
-    setup_logging,
     xds_address_for,
 )
+from ambient.logconfig import setup_logging
 
 __all__ = ["ClusterPlaneOptions", "run_cluster_controlplane", "start_cluster_controlplane"]
 

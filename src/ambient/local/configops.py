@@ -23,17 +23,29 @@ Decisions (as an operator of ``kubectl apply`` expects):
   and be restarted by ``ambient up``; the folder alone would lose them). A journal
   damaged before its last record stops the start (``JournalError``); an entry that no
   longer applies (the folder changed under it) is skipped with a warning.
+- ``apply`` of an object equal to the running one is ``unchanged`` (kubectl's word) and
+  keeps its origin, so ``ambient get -o yaml | ambient apply -f -`` changes nothing. A
+  Pod whose ``status`` is only what the mesh observes (its address, node address and
+  phase, as ``get -o yaml`` shows them) is the same Pod: a user-written
+  ``status.podIP`` pins an address, the observed one does not.
+- Each object's creation time (``metadata.creationTimestamp`` in ``ambient get``) is when
+  this control plane first held it: the start for the folder's objects, the ``apply``
+  that created one later; replacing an object keeps it, deleting forgets it. A
+  restarted control plane starts its clock again (the journal records no times).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from ambient.config import ConfigError, ConfigSet, load_paths, load_text
 from ambient.config.configset import Origin, Ref
 from ambient.config.references import check_references
+from ambient.controlplane.index import pod_uid
 from ambient.controlplane.plane import ControlPlane
 from ambient.local.journal import Journal
 
@@ -58,15 +70,41 @@ class MeshConfig:
         self.config_dir = config_dir
         self.journal = journal
         self._folder = folder
+        self._started = time.time()
+        self._created: dict[Ref, float] = {}
+
+    def created(self, ref: Ref) -> float:
+        """When the running configuration first held ``ref`` (see the module docstring)."""
+        return self._created.get(ref, self._started)
+
+    def _note_created(self, before: ConfigSet, after: ConfigSet) -> None:
+        now = time.time()
+        for ref in after.objects:
+            if ref not in before.objects:
+                self._created[ref] = now
+        for ref in list(self._created):
+            if ref not in after.objects:
+                del self._created[ref]
 
     # -- the CLI's operations ---------------------------------------------------------------
 
     def apply(self, config: ConfigSet) -> tuple[list[str], list[str]]:
         """Add or replace objects; returns (``kind/name configured|created`` lines, new warnings)."""
         current = self.plane.config
+        same = {
+            r for r, obj in config.objects.items() if self._same(r, obj, current.objects.get(r))
+        }
+        config = ConfigSet(
+            objects={r: current.objects[r] if r in same else o for r, o in config.objects.items()},
+            origins=config.origins,
+            warnings=config.warnings,
+        )
         merged = ConfigSet(
             objects={**current.objects, **config.objects},
-            origins={**current.origins, **config.origins},
+            origins={
+                **current.origins,
+                **{r: o for r, o in config.origins.items() if r not in same},
+            },
             warnings=config.warnings,
         )
         problems = check_references(merged)
@@ -74,14 +112,33 @@ class MeshConfig:
             raise ConfigError(problems)
         before = set(self.plane.snapshot.warnings)
         self.plane.update(merged)
+        self._note_created(current, merged)
         warnings = [w for w in self.plane.snapshot.warnings if w not in before]
         for warning in warnings:
             log.warning("%s", warning)
         lines = [
-            f"{ref.kind.lower()}/{ref.name} {'configured' if ref in current.objects else 'created'}"
+            f"{ref.kind.lower()}/{ref.name} "
+            + (
+                "unchanged"
+                if ref in same
+                else "configured"
+                if ref in current.objects
+                else "created"
+            )
             for ref in sorted(config.objects)
         ]
         return lines, warnings
+
+    def _same(self, ref: Ref, new: Any, old: Any) -> bool:
+        """Whether applying ``new`` over ``old`` changes nothing: equal, or a Pod whose
+        ``status`` is what the mesh observes of it (``ambient get pod -o yaml``)."""
+        if old is None or new == old:
+            return bool(new == old)
+        if ref.kind != "Pod" or dataclasses.replace(new, status=old.status) != old:
+            return False
+        workload = self.plane.snapshot.workloads.get(pod_uid(ref.namespace, ref.name))
+        live = {str(a) for a in workload.addresses} if workload is not None else set()
+        return bool(new.status.pod_ip in (None, old.status.pod_ip) or new.status.pod_ip in live)
 
     def delete(self, config: ConfigSet) -> list[str]:
         """Remove the objects named in ``config``; returns ``kind/name deleted`` lines."""
@@ -95,7 +152,9 @@ class MeshConfig:
             else:
                 origins.pop(ref, None)
                 lines.append(f"{ref.kind.lower()}/{ref.name} deleted")
-        self.plane.update(ConfigSet(objects=objects, origins=origins))
+        after = ConfigSet(objects=objects, origins=origins)
+        self.plane.update(after)
+        self._note_created(current, after)
         return lines
 
     def label(self, kind: str, namespace: str, name: str, key: str, value: str | None) -> None:
@@ -181,6 +240,7 @@ class MeshConfig:
         if merged.objects == current.objects:
             return False
         self.plane.update(merged)
+        self._note_created(current, merged)
         return True
 
     def reload_logged(self) -> None:

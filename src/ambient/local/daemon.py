@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ambient.config import ConfigError
 from ambient.local.statedir import MeshNotRunning, StateDir
+from ambient.logconfig import setup_logging
 
 log = logging.getLogger("ambient.up")
 
@@ -34,12 +35,7 @@ def run(
     from ambient.launcher.sandbox import make_undumpable
 
     make_undumpable()  # pods of an unprivileged mesh share its uid: no ptrace, no /proc/PID/*
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)-5s %(name)s  %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    setup_logging(log_level)
     try:
         info = state.read_mesh_file()
     except MeshNotRunning:

@@ -53,6 +53,7 @@ from ambient.local.nodeclients import (
     node_xds_client,
     token_xds_client,
 )
+from ambient.logconfig import setup_logging
 
 log = logging.getLogger("ambient.distributed")
 
@@ -67,15 +68,6 @@ NODE_CREDENTIALS_DIR = "node"  # <node state>/node/{node-key,node-cert,control-p
 
 class DistributedError(Exception):
     """A problem the command reports as ``error: ...`` and exits 1."""
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-5s %(name)s  %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
 
 
 def xds_address_for(ca_address: str, port: int = DEFAULT_XDS_PORT) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,7 @@ class Kubelet:
         )
         self.pods: dict[tuple[str, str], ScheduledRun] = {}
         self.ready: set[str] = set()  # uids reported ready
+        self.created: dict[tuple[str, str], float] = {}  # when each pod was first started
         self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def sync(
@@ -140,6 +142,7 @@ class Kubelet:
         for key in [k for k in self.pods if k not in wanted]:
             await self.supervisor.stop_pod(*key)
             stopped = self.pods.pop(key).run
+            self.created.pop(key, None)
             self.ready.discard(stopped.uid)
             if self.network is not None:
                 await self.network.remove_pod(stopped.ip)
@@ -165,6 +168,7 @@ class Kubelet:
             self.pods[key] = scheduled  # before starting: container events look the pod up
             run = scheduled.run
             if previous is None:
+                self.created[key] = time.time()
                 await self.supervisor.start_pod(run)
                 log.info("pod %s/%s started on %s with IP %s", key[0], key[1], run.node, run.ip)
             elif previous.run != run:
@@ -257,7 +261,8 @@ class Kubelet:
         return rows
 
     def describe_pods(self) -> list[dict[str, Any]]:
-        """Running pods with what ``ambient exec`` needs."""
+        """Running pods with what ``ambient exec`` needs, and their state for ``ambient get``
+        (``containers``: each one's state, restarts, readiness and start time)."""
         result = []
         for (namespace, name), scheduled in sorted(self.pods.items()):
             run = scheduled.run
@@ -268,6 +273,20 @@ class Kubelet:
                     launch = self.supervisor.plan_with(host, run, run.containers[0])
                 except (ContainerConfigError, PodSpecError, RuntimeError) as exc:
                     error = str(exc)
+            status = self.supervisor.pod_status(namespace, name)
+            ready = run.uid in self.ready
+            containers = [
+                {
+                    "name": c.name,
+                    "state": c.state.value,
+                    "restarts": c.restarts,
+                    "ready": ready and c.state.value == "running",
+                    "startedAt": c.started_at.timestamp() if c.started_at else None,
+                    "lastExitCode": c.last_exit_code,
+                    "message": c.message,
+                }
+                for c in (status.containers if status is not None else ())
+            ]
             result.append(
                 {
                     "namespace": namespace,
@@ -280,6 +299,13 @@ class Kubelet:
                     "cwd": str(launch.cwd) if launch else str(self.config_dir),
                     "netns": run.netns,
                     "error": error,
+                    "uid": run.uid,
+                    "labels": dict(run.labels),
+                    "serviceAccount": run.service_account,
+                    "hostIP": run.extra_env.get("HOST_IP", run.host_ip),
+                    "ready": ready,
+                    "created": self.created.get((namespace, name)),
+                    "containers": containers,
                 }
             )
         return result

@@ -38,6 +38,8 @@ from ambient.identity.spiffe import SpiffeId
 from ambient.rlimit import raise_open_files_limit
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import Service, TunnelProtocol, Workload, waypoint_of
+from ambient.ztunnel.admin import index as admin_index
+from ambient.ztunnel.admin import logging_endpoint
 from ambient.ztunnel.authorization import Authorizer, authorize
 from ambient.ztunnel.capture import InPodProxy, PodNamespaces, PodNetworks
 from ambient.ztunnel.connections import ConnectionTracker
@@ -125,8 +127,30 @@ class Ztunnel:
         """Open the node endpoints and the listeners for the current state."""
         raise_open_files_limit()
         admin, metrics, ready = self._ports
+        endpoints = {
+            f"admin :{admin}": [
+                ("/", "this list"),
+                ("/config_dump", "the current configuration (JSON)"),
+                ("POST /logging", "query or change log levels (?level=info,access=debug)"),
+            ],
+            f"metrics :{metrics}": [
+                ("/metrics", "Prometheus metrics"),
+                ("/stats/prometheus", "the same (Istio's path)"),
+            ],
+            f"readiness :{ready}": [("/healthz/ready", "200 once the first push is in")],
+        }
         servers = {
-            "admin": (AdminServer({"/config_dump": self._config_dump}), admin),
+            "admin": (
+                AdminServer(
+                    {
+                        "/": lambda _r: admin_index(endpoints),
+                        "/config_dump": self._config_dump,
+                        "/logging": logging_endpoint,
+                        "POST /logging": logging_endpoint,
+                    }
+                ),
+                admin,
+            ),
             "metrics": (
                 AdminServer({"/metrics": self._metrics, "/stats/prometheus": self._metrics}),
                 metrics,

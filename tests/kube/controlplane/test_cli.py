@@ -120,11 +120,14 @@ async def test_get_apply_label_delete(
     )
     assert code == 0, err
     header, row = out.splitlines()
-    assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert header.split() == [
+        "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE",
+        "READINESS", "GATES",
+    ]  # fmt: skip
     assert (
         row.split()[0] == "api-1"
         and row.split()[2] == "Running"
-        and row.split()[5:] == ["10.244.95.1", "node-c"]
+        and row.split()[5:7] == ["10.244.95.1", "node-c"]
     )
     code, out, _ = await ambient(
         "get", "svc", "api", "-n", namespace, "-o", "yaml", "--kubeconfig", kubeconfig

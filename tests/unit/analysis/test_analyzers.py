@@ -188,6 +188,29 @@ CASES = [
         "spec: {tracing: [{providers: [{name: jaeger}]}]}\n",
         ["IST0157 Telemetry"],
     ),
+    (
+        "fault with retries and timeout",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: f, namespace: shop}\n"
+        "spec:\n  hosts: [orders]\n  http:\n  - route: [{destination: {host: orders}}]\n"
+        "    fault: {abort: {httpStatus: 503, percentage: {value: 50}}}\n"
+        "    retries: {attempts: 3}\n    timeout: 2s\n",
+        ["AMB0006 VirtualService"],
+    ),
+    (
+        "fault with retries turned off",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: f, namespace: shop}\n"
+        "spec:\n  hosts: [orders]\n  http:\n  - route: [{destination: {host: orders}}]\n"
+        "    fault: {abort: {httpStatus: 503, percentage: {value: 50}}}\n"
+        "    retries: {attempts: 0}\n",
+        [],
+    ),
+    (
+        "retries and timeout without a fault",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: f, namespace: shop}\n"
+        "spec:\n  hosts: [orders]\n  http:\n  - route: [{destination: {host: orders}}]\n"
+        "    retries: {attempts: 3}\n    timeout: 2s\n",
+        [],
+    ),
 ]
 
 
@@ -211,3 +234,16 @@ def test_message_line_names_kind_name_namespace_file_and_line() -> None:
     )
     assert message.to_dict()["code"] == "IST0101"
     assert in_namespace(message, "shop") and not in_namespace(message, "other")
+
+
+def test_fault_with_timeout_names_the_field_and_what_is_combined() -> None:
+    extra = (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: f, "
+        "namespace: shop}\nspec:\n  hosts: [orders]\n  http:\n"
+        "  - route: [{destination: {host: orders}}]\n"
+        "    fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}}\n    timeout: 2s\n"
+    )
+    (message,) = analyze(load_text(BASE + "---\n" + extra, "t.yaml"))
+    assert message.type.code == "AMB0006" and message.level.title == "Warning"
+    assert message.path == "spec.http[0].fault"
+    assert "combined with timeout on the same route" in message.text

@@ -46,6 +46,7 @@ from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.logconfig import WORKLOAD
 from ambient.rlimit import raise_open_files_limit
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import AppProtocol, GatewayAddress, IPAddress, Service, Workload
@@ -209,6 +210,7 @@ class Waypoint:
             self._admin.append(server_)
         self._sweeper = asyncio.ensure_future(self._sweep())
         self._ready = True
+        token = WORKLOAD.set(f"{self.namespace}/{self.name}")
         log.info(
             "waypoint %s/%s (%s) listening for HBONE on %s",
             self.namespace,
@@ -216,6 +218,7 @@ class Waypoint:
             self.identity,
             ", ".join(f"{h}:{p}" for h, p in self.hbone_addresses),
         )
+        WORKLOAD.reset(token)
 
     async def close(self) -> None:
         self._ready = False
@@ -273,6 +276,7 @@ class Waypoint:
         return f"{authority.ip} is neither a service nor a workload the waypoint knows"
 
     async def _serve(self, stream: HboneStream) -> None:
+        WORKLOAD.set(f"{self.namespace}/{self.name}")  # tags this stream's log lines
         request = stream.request
         target = self.target_of(request.authority)
         if isinstance(target, str):

@@ -1,0 +1,150 @@
+"""The running mesh's objects in their API form, for ``ambient get`` in folder mode.
+
+Configuration objects are the manifests as written (``GET /manifests``: the live
+labels, ``metadata.creationTimestamp`` and a Gateway's ``status``), so ``get -o yaml``
+applies back unchanged. Pods and a Deployment's ``status`` come from the local
+runtime (``GET /pods``), shaped as the kubelet and the deployment controller write
+them:
+
+- a Pod of a Deployment is the Deployment's template with the pod's name, labels,
+  ``nodeName`` and a ``status`` (``phase``, ``podIP``, ``hostIP``, the ``Ready``
+  condition, ``containerStatuses``); folder mode has no ReplicaSets, so its
+  ``ownerReferences`` name the Deployment itself;
+- container states: running; ``waiting`` ``ContainerCreating`` before the first start
+  and ``CrashLoopBackOff`` between restarts; ``terminated`` (``Completed``/``Error``)
+  once stopped. The phase is ``Pending`` until a container has started, then
+  ``Running`` (a crash-looping pod stays ``Running``, as in Kubernetes);
+- a Deployment's ``replicas``/``updatedReplicas`` count its pods, ``readyReplicas`` and
+  ``availableReplicas`` the ready ones.
+
+A Service's allocated address is not added to its ``spec`` (it was not written, and
+applying it back would pin it): ``get svc`` shows it in CLUSTER-IP only.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["cluster_ips", "deployment_status", "pod_object"]
+
+
+def _stamp(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _container_status(c: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[str, Any]
+    if c["state"] == "running":
+        state = {"running": {"startedAt": _stamp(c.get("startedAt"))}}
+    elif c["state"] == "back-off":
+        state = {"waiting": {"reason": "CrashLoopBackOff", "message": c.get("message") or ""}}
+    elif c["state"] == "terminated":
+        code = c.get("lastExitCode") or 0
+        state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}
+    else:
+        state = {"waiting": {"reason": "ContainerCreating"}}
+    status: dict[str, Any] = {
+        "name": c["name"],
+        "image": spec.get("image", ""),
+        "ready": bool(c.get("ready")),
+        "restartCount": int(c.get("restarts") or 0),
+        "started": c["state"] == "running",
+        "state": state,
+    }
+    if c.get("lastExitCode") is not None and c["state"] != "terminated":
+        status["lastState"] = {"terminated": {"exitCode": c["lastExitCode"]}}
+    return status
+
+
+def pod_object(
+    pod: Mapping[str, Any], manifests: Mapping[tuple[str, str, str], Any]
+) -> dict[str, Any]:
+    """A pod of ``GET /pods`` as a Pod object; ``manifests`` by (kind, namespace, name)."""
+    ns, name = pod["namespace"], pod["name"]
+    owner = None
+    if pod.get("workload_type") == "deployment":
+        source = manifests.get(("Deployment", ns, pod["workload"])) or {}
+        spec = copy.deepcopy(((source.get("spec") or {}).get("template") or {}).get("spec") or {})
+        owner = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": pod["workload"],
+            "controller": True,
+        }
+    else:
+        spec = copy.deepcopy((manifests.get(("Pod", ns, name)) or {}).get("spec") or {})
+    spec["nodeName"] = pod["node"]
+    specs = {c.get("name"): c for c in spec.get("containers") or []}
+    containers = [_container_status(c, specs.get(c["name"], {})) for c in pod.get("containers", [])]
+    started = any(c["state"] != "waiting" or c.get("restarts") for c in pod.get("containers", []))
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": ns,
+        "uid": pod.get("uid"),
+        "creationTimestamp": _stamp(pod.get("created")),
+    }
+    if pod.get("labels"):
+        metadata["labels"] = dict(pod["labels"])
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {k: v for k, v in metadata.items() if v is not None},
+        "spec": spec,
+        "status": {
+            "phase": "Running" if started else "Pending",
+            "conditions": [{"type": "Ready", "status": "True" if pod.get("ready") else "False"}],
+            "hostIP": pod.get("hostIP"),
+            "podIP": pod["ip"],
+            "podIPs": [{"ip": pod["ip"]}],
+            "startTime": _stamp(pod.get("created")),
+            "containerStatuses": containers,
+        },
+    }
+
+
+def deployment_status(
+    deployment: Mapping[str, Any], pods: list[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The ``status`` the deployment controller would write, from the deployment's pods."""
+    meta = deployment.get("metadata") or {}
+    mine = [
+        p
+        for p in pods
+        if p.get("workload_type") == "deployment"
+        and p["namespace"] == meta.get("namespace")
+        and p["workload"] == meta.get("name")
+    ]
+    ready = sum(1 for p in mine if p.get("ready"))
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    status: dict[str, Any] = {"replicas": len(mine), "updatedReplicas": len(mine)}
+    if ready:
+        status["readyReplicas"] = ready
+        status["availableReplicas"] = ready
+    if len(mine) > ready:
+        status["unavailableReplicas"] = len(mine) - ready
+    available = ready >= wanted
+    status["conditions"] = [
+        {
+            "type": "Available",
+            "status": "True" if available else "False",
+            "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+        }
+    ]
+    return status
+
+
+def cluster_ips(dumps: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(namespace, name) -> the first VIP of each Service, from ztunnels' config dumps."""
+    out: dict[tuple[str, str], str] = {}
+    for dump in dumps:
+        for service in dump.get("services", []):
+            if service.get("vips"):
+                out.setdefault((service["namespace"], service["name"]), service["vips"][0])
+    return out

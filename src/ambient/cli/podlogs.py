@@ -1,0 +1,112 @@
+"""Reading a folder-mode pod's log files for ``ambient logs`` (no mesh calls here).
+
+A container's output is ``STATE/logs/<namespace>_<pod>_<container>.log`` (the
+runtime appends the process's stdout and stderr as they come, and a
+``--- <time> ambient: ... ---`` note at each start and exit). ``kubectl logs``
+shows the container's output only, so the notes are left out; they are the only
+times in the file, so ``--since`` starts at the container run that was running
+at that moment (the lines of a run carry no times of their own: at least every
+line since is shown). A waypoint has no process: its lines are those of the node
+proxy's log (``ambient-system_ztunnel-<node>_ztunnel-<node>.log``) tagged with it
+(``[namespace/name]``, ``ambient.logconfig``); they carry their time of day.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+__all__ = [
+    "container_lines",
+    "follow",
+    "node_log_paths",
+    "tail",
+    "waypoint_lines",
+]
+
+_NOTE = re.compile(r"^--- (\S+) ambient: .* ---$")
+_CLOCK = re.compile(r"^(\d\d):(\d\d):(\d\d) ")
+
+
+def _note_time(line: str) -> datetime | None:
+    m = _NOTE.match(line)
+    if m is None:
+        return None
+    try:
+        return datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def container_lines(text: str, since: datetime | None = None) -> list[str]:
+    """The container's own lines of a log file's ``text`` (see the module docstring)."""
+    lines = text.splitlines()
+    start = 0
+    if since is not None:
+        for i, line in enumerate(lines):
+            at = _note_time(line)
+            if at is not None and at <= since:
+                start = i  # the last note at or before ``since``: everything after it
+    return [line for line in lines[start:] if _NOTE.match(line) is None]
+
+
+def waypoint_lines(
+    texts: Iterable[str], workload: str, since: datetime | None = None, now: datetime | None = None
+) -> list[str]:
+    """The lines of node-proxy logs tagged ``[workload]`` (``namespace/name``); with
+    ``since``, those logged since (their HH:MM:SS read as within the last day)."""
+    tag = f" [{workload}] "
+    now = now or datetime.now(UTC)
+    out = []
+    for text in texts:
+        for line in text.splitlines():
+            if tag not in line:
+                continue
+            if since is not None:
+                m = _CLOCK.match(line)
+                if m is None:
+                    continue
+                at = now.replace(hour=int(m[1]), minute=int(m[2]), second=int(m[3]), microsecond=0)
+                if at > now + timedelta(seconds=1):
+                    at -= timedelta(days=1)
+                if at < since.replace(microsecond=0):
+                    continue
+            out.append(line)
+    return out
+
+
+def tail(lines: list[str], count: int | None) -> list[str]:
+    """The last ``count`` lines (None or negative: all, as kubectl's ``--tail -1``)."""
+    if count is None or count < 0:
+        return lines
+    return lines[len(lines) - count :] if count else []
+
+
+def node_log_paths(state_root: Path, nodes: Iterable[str]) -> list[Path]:
+    """The node proxies' log files of ``nodes`` that exist."""
+    logs = state_root / "logs"
+    return [
+        p for n in nodes if (p := logs / f"ambient-system_ztunnel-{n}_ztunnel-{n}.log").exists()
+    ]
+
+
+def follow(path: Path, offset: int) -> Iterator[str]:
+    """Complete lines appended to ``path`` after byte ``offset``, as they come (the
+    caller polls: each call of ``next`` returns what is there, or ``""`` if nothing)."""
+    pending = b""
+    while True:
+        try:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            chunk = b""
+        offset += len(chunk)
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        if not complete:
+            yield ""
+        for raw in complete:
+            yield raw.decode(errors="replace")
