@@ -36,6 +36,7 @@ __all__ = [
     "waypoint_delete",
     "waypoint_list",
     "waypoint_status",
+    "ztunnel_admins",
 ]
 
 T = TypeVar("T")
@@ -414,3 +415,22 @@ def objects(
     except KubeError as err:
         _fail(str(err))
     return run(target, lambda c: get_objects(c, info, namespace=namespace, selector=selector))
+
+
+def ztunnel_admins(target: ClusterTarget, node: str | None) -> list[tuple[str, str, int]]:
+    """(name, host, port) of the admin port of ``node``'s ztunnel (None: every node's)."""
+    from urllib.parse import urlsplit
+
+    from ambient.kube import ztunnels
+
+    endpoints = run(target, lambda c: ztunnels.ztunnel_endpoints(c, node))
+    out = []
+    for endpoint in endpoints:
+        url = urlsplit(endpoint.url)
+        if endpoint.source.startswith("pod "):
+            namespace, _, pod = endpoint.source.removeprefix("pod ").partition("/")
+            name = f"{pod}.{namespace}"
+        else:
+            name = f"ztunnel@{endpoint.node}"
+        out.append((name, url.hostname or "", url.port or ztunnels.ADMIN_PORT))
+    return out

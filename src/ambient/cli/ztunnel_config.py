@@ -1,59 +1,63 @@
-"""``ambient ztunnel-config`` (alias ``zc``): a ztunnel's view of the mesh, as istioctl's."""
+"""``ambient ztunnel-config`` (alias ``zc``): a ztunnel's view of the mesh, as istioctl's.
+
+Decisions (istioctl 1.32's ``ztunnel-config`` unless said; tables: ``cli.zctables``):
+
+- ``workloads|services|policies|certificates|connections|waypoints|all|log`` with
+  istioctl's aliases (``w``, ``svc``/``s``, ``pol``/``p``, ``certs``/``cert``, ``cons``).
+- ``-o short`` (the default; ``table`` accepted), ``json`` (the dump's items, indented
+  by four) or ``yaml``.
+- ``--node NODE`` picks the node whose ztunnel answers (istioctl picks a ztunnel pod by
+  name instead, and its ``--node`` filters workloads: that is ``--workload-node`` here).
+  Without it, workloads, services and policies come from the first ztunnel (every
+  ztunnel holds the same view) and the per-node parts (certificates, connections,
+  waypoints, log) from every node's.
+- ``log [--level SPEC] [-r]``: each ztunnel's ``POST /logging`` (``ztunnel.admin``),
+  printed ``<ztunnel pod>.<namespace>:`` then its answer, as istioctl does; ``-r``
+  resets to the level it started with (istioctl says "info"; ours is ``up
+  --log-level``). A cluster's ztunnel changes levels only for a client on its own
+  loopback (its admin refuses others).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
+import yaml
 
+from ambient.cli import zctables
 from ambient.cli.app import CONTEXT, call, fail, target, target_options
-from ambient.cli.output import print_json, print_table
 
 __all__ = ["ztunnel_config"]
 
+_PARTS = {
+    "workloads": "workloads",
+    "workload": "workloads",
+    "w": "workloads",
+    "services": "services",
+    "service": "services",
+    "svc": "services",
+    "s": "services",
+    "policies": "policies",
+    "policy": "policies",
+    "pol": "policies",
+    "p": "policies",
+    "certificates": "certificates",
+    "certificate": "certificates",
+    "certs": "certificates",
+    "cert": "certificates",
+    "connections": "connections",
+    "cons": "connections",
+    "waypoints": "waypoints",
+    "waypoint": "waypoints",
+    "all": "all",
+    "log": "log",
+}
+_PER_NODE = ("certificates", "connections", "waypoints")
 
-@click.command("ztunnel-config", context_settings=CONTEXT)
-@click.argument(
-    "what",
-    type=click.Choice(
-        [
-            "workloads",
-            "workload",
-            "services",
-            "service",
-            "policies",
-            "policy",
-            "certificates",
-            "certificate",
-            "waypoints",
-            "waypoint",
-            "all",
-        ]
-    ),
-)
-@click.option(
-    "--workload-namespace",
-    "-n",
-    "namespace",
-    default=None,
-    help="Only workloads/services of this namespace.",
-)
-@click.option("--node", default=None, help="Which node's ztunnel to ask (default: the first).")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-@target_options
-@click.pass_context
-def ztunnel_config(
-    ctx: click.Context,
-    what: str,
-    namespace: str | None,
-    node: str | None,
-    output: str,
-    state_dir: str | None,
-) -> None:
-    """Show a ztunnel's view of the mesh (as `istioctl ztunnel-config`).
 
-    `waypoints` (every node) lists the waypoints node proxies run and the L7 objects
-    they hold (`-o json` names each one)."""
+def _dumps(ctx: click.Context, node: str | None) -> list[dict[str, Any]]:
     cluster_target = target(ctx)
     if cluster_target is not None:
         from ambient.cli import cluster
@@ -63,125 +67,179 @@ def ztunnel_config(
         dumps = call(ctx, "GET", "/config_dump" + (f"?node={node}" if node else ""))
     if not dumps:
         fail("no ztunnel is running")
-    dump = dumps[0]
-    # Certificates and waypoints are per node: gather every node's.
-    dump = {
-        **dump,
+    return list(dumps)
+
+
+def _merged(dumps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first ztunnel's view, with every node's certificates, connections, waypoints."""
+    states: dict[str, Any] = {}
+    for d in dumps:
+        states.update(d.get("workloadState") or {})
+    return {
+        **dumps[0],
         "certificates": [c for d in dumps for c in d["certificates"]],
+        "workloadState": states,
         "waypoints": [{"node": d["node"], **w} for d in dumps for w in d.get("waypoints", [])],
     }
-    if what == "all":
-        if output == "json":
-            print_json(dump)
-            return
-        for part in ("workloads", "services", "policies", "certificates", "waypoints"):
-            _zc_table(part, dump, namespace)
-            click.echo()
-        return
-    part = {
-        "workload": "workloads",
-        "service": "services",
-        "policy": "policies",
-        "certificate": "certificates",
-        "waypoint": "waypoints",
-    }.get(what, what)
-    if output == "json":
-        print_json(_zc_filter(part, dump, namespace))
-        return
-    _zc_table(part, dump, namespace)
 
 
-def _zc_filter(part: str, dump: dict[str, Any], namespace: str | None) -> list[dict[str, Any]]:
+def _items(part: str, dump: dict[str, Any], namespace: str | None, node: str | None) -> Any:
+    if part == "connections":
+        states = dump.get("workloadState") or {}
+        return {
+            uid: s
+            for uid, s in states.items()
+            if not namespace or s["info"]["namespace"] == namespace
+        }
     items: list[dict[str, Any]] = dump[part]
     if namespace and part in ("workloads", "services", "policies", "waypoints"):
         items = [i for i in items if i["namespace"] == namespace]
+    if node and part == "workloads":
+        items = [i for i in items if i.get("node") == node]
     return items
 
 
-def _zc_table(part: str, dump: dict[str, Any], namespace: str | None) -> None:
-    items = _zc_filter(part, dump, namespace)
+def _print_data(data: Any, output: str) -> None:
+    text = json.dumps(data, indent=4)
+    if output == "yaml":
+        click.echo(yaml.safe_dump(json.loads(text), sort_keys=True), nl=False)
+    else:
+        click.echo(text)
+
+
+def _table(part: str, dump: dict[str, Any], options: dict[str, Any]) -> None:
+    items = _items(part, dump, options["namespace"], options["workload_node"])
+    padding = 1
     if part == "workloads":
-        rows = [
-            [
-                w["namespace"],
-                w["name"],
-                ",".join(w["workloadIps"]),
-                w["node"],
-                _waypoint_name(w["waypoint"]),
-                w["protocol"],
-            ]
-            for w in items
-        ]
-        print_table(["NAMESPACE", "POD NAME", "ADDRESS", "NODE", "WAYPOINT", "PROTOCOL"], rows)
+        rows = zctables.workload_rows(dump, items)
     elif part == "services":
-        healthy = {w["uid"] for w in dump["workloads"] if w["status"] == "Healthy"}
-        rows = [
-            [
-                s["namespace"],
-                s["name"],
-                ",".join(s["vips"]),
-                _waypoint_name(s["waypoint"]),
-                f"{len([e for e in s['endpoints'] if e in healthy])}/{len(s['endpoints'])}",
-            ]
-            for s in items
-        ]
-        print_table(["NAMESPACE", "SERVICE NAME", "SERVICE VIP", "WAYPOINT", "ENDPOINTS"], rows)
+        rows = zctables.service_rows(dump, items)
     elif part == "policies":
-        rows = [
-            [
-                p["namespace"],
-                p["name"],
-                p["action"] + (" (dry-run)" if p["dryRun"] else ""),
-                _scope(p),
-            ]
-            for p in items
-        ]
-        print_table(["NAMESPACE", "POLICY NAME", "ACTION", "SCOPE"], rows)
-    elif part == "waypoints":
-        rows = [
-            [
-                w["namespace"],
-                w["name"],
-                w["node"],
-                w["address"],
-                "true" if w["ready"] else "false",
-                str(len(w.get("l7", {}).get("resources", []))),
-                str(w.get("l7", {}).get("version", "")),
-            ]
-            for w in items
-        ]
-        print_table(
-            ["NAMESPACE", "WAYPOINT POD", "NODE", "ADDRESS", "READY", "L7 OBJECTS", "VERSION"],
-            rows,
+        rows = zctables.policy_rows(items)
+    elif part == "certificates":
+        rows, padding = zctables.certificate_rows(items), 5
+    elif part == "connections":
+        rows = zctables.connection_rows(
+            dump, options["namespace"], options["direction"], options["raw"]
         )
     else:
-        rows = [
-            [
-                c["identity"],
-                "Leaf",
-                c["state"],
-                "true" if c["state"] == "Available" else "false",
-                c["not_after"],
-                c["not_before"],
-            ]
-            for c in items
+        rows = zctables.waypoint_rows(items)
+    zctables.print_go_table(zctables.HEADERS[part], rows, padding)
+
+
+def _log_levels(ctx: click.Context, node: str | None, level: str | None, reset: bool) -> None:
+    if level is not None and reset:
+        raise click.UsageError("--level cannot be combined with --reset")
+    from ambient.cli.ztunnel_admin import post_logging
+
+    query = {}
+    if level:
+        query["level"] = {"warning": "warn", "critical": "error"}.get(level, level)
+    if reset:
+        query["reset"] = ""
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        endpoints = cluster.ztunnel_admins(cluster_target, node)
+    else:
+        nodes = call(ctx, "GET", "/nodes")
+        if node is not None:
+            nodes = [n for n in nodes if n["name"] == node]
+            if not nodes:
+                fail(f"no node named {node!r}")
+        endpoints = [
+            (
+                f"ztunnel-{n['name']}.ambient-system",
+                str(n["admin"]["admin"][0]),
+                int(n["admin"]["admin"][1]),
+            )
+            for n in nodes
         ]
-        print_table(
-            ["CERTIFICATE NAME", "TYPE", "STATUS", "VALID CERT", "NOT AFTER", "NOT BEFORE"], rows
-        )
+    failed = False
+    for name, host, port in endpoints:
+        try:
+            status, text = post_logging(host, port, query)
+        except OSError as exc:
+            click.secho(f"error: {name}: {exc}", fg="red", err=True)
+            failed = True
+            continue
+        if status >= 400:
+            click.secho(f"error: {name}: {text.strip()}", fg="red", err=True)
+            failed = True
+            continue
+        click.echo(f"{name}:\n{text}")
+    if failed:
+        raise SystemExit(1)
 
 
-def _waypoint_name(destination: str | None) -> str:
-    """``shop/waypoint.shop.svc.cluster.local`` -> ``waypoint`` (as istioctl shows it)."""
-    if not destination:
-        return "None"
-    return destination.split("/", 1)[-1].split(".", 1)[0]
+@click.command("ztunnel-config", context_settings=CONTEXT)
+@click.argument("what", type=click.Choice(sorted(_PARTS)), metavar="WHAT")
+@click.option(
+    "--workload-namespace",
+    "--service-namespace",
+    "--policy-namespace",
+    "-n",
+    "namespace",
+    default=None,
+    help="Only workloads/services/policies/connections of this namespace.",
+)
+@click.option("--node", default=None, help="Which node's ztunnel to ask (default: see above).")
+@click.option("--workload-node", default=None, help="Only workloads on this node.")
+@click.option("--direction", type=click.Choice(["inbound", "outbound"]), default=None,
+              help="connections: only this direction.")  # fmt: skip
+@click.option("--raw", is_flag=True, help="connections: addresses, not names.")
+@click.option("--level", default=None, help="log: e.g. info, or info,access=debug.")
+@click.option("-r", "--reset", is_flag=True, help="log: back to the start level.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["short", "table", "json", "yaml"]),
+    default="short",
+    show_default=True,
+)
+@target_options
+@click.pass_context
+def ztunnel_config(
+    ctx: click.Context,
+    what: str,
+    namespace: str | None,
+    node: str | None,
+    workload_node: str | None,
+    direction: str | None,
+    raw: bool,
+    level: str | None,
+    reset: bool,
+    output: str,
+    state_dir: str | None,
+) -> None:
+    """Show a ztunnel's view of the mesh, or change its log levels (as `istioctl zc`).
 
+    WHAT: workloads, services, policies, certificates, connections, waypoints, all, log.
+    `waypoints` lists the waypoints node proxies run and the L7 objects they hold.
 
-def _scope(policy: dict[str, Any]) -> str:
-    if policy["scope"] == "GLOBAL":
-        return "Global"
-    if policy["scope"] == "NAMESPACE":
-        return f"Namespace {policy['namespace']}"
-    selector = ",".join(f"{k}={v}" for k, v in sorted((policy["selector"] or {}).items()))
-    return f"WorkloadSelector {selector}"
+    Examples: ambient zc certificates; ambient zc connections -n shop;
+    ambient zc log --level info,access=debug; ambient zc log -r"""
+    part = _PARTS[what]
+    if part == "log":
+        _log_levels(ctx, node, level, reset)
+        return
+    dump = _merged(_dumps(ctx, node))
+    options = {
+        "namespace": namespace,
+        "workload_node": workload_node,
+        "direction": direction,
+        "raw": raw,
+    }
+    if part == "all":
+        if output in ("json", "yaml"):
+            _print_data(dump, output)
+            return
+        for section in ("workloads", "services", "policies", "certificates", "waypoints"):
+            _table(section, dump, options)
+            click.echo()
+        return
+    if output in ("json", "yaml"):
+        _print_data(_items(part, dump, namespace, workload_node), output)
+        return
+    _table(part, dump, options)

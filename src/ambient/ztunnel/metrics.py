@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -95,6 +96,10 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
+        # Connections open now (``zc connections``); weak, so one never closed cannot leak.
+        self.live: weakref.WeakValueDictionary[int, ConnectionRecord] = (
+            weakref.WeakValueDictionary()
+        )
 
     def children(self, labels: dict[str, str]) -> tuple[Any, Any, Any, Any]:
         """(opened, closed, sent, received) counters for one label set.
@@ -130,6 +135,7 @@ class ConnectionRecord:
     destination_identity: str | None = None
     service: Service | None = None
     hbone_addr: str | None = None  # the :authority on an HBONE hop
+    original_dst: str | None = None  # what the client asked for (outbound)
     mtls: bool = False
     flags: ResponseFlags = ResponseFlags.NONE
     bytes_sent: int = 0  # towards the client that opened the connection
@@ -143,11 +149,13 @@ class ConnectionRecord:
         """Count the connection as opened (once)."""
         if not self._opened:
             self._opened = True
+            self.metrics.live[id(self)] = self
             self.metrics.children(self.labels())[0].inc()
 
     def close(self) -> None:
         """Count bytes and the close, and write the access-log line."""
         self.open()
+        self.metrics.live.pop(id(self), None)
         _, closed, sent, received = self.metrics.children(self.labels())
         closed.inc()
         if self.bytes_sent:

@@ -165,7 +165,8 @@ class OutboundHandler:
                 and upstream.workload is not None
                 and len(tried) < CONNECT_ATTEMPTS - 1
             )
-            if await self._attempt(client, early, source, source_addr, upstream, retry):
+            original = f"{request.host}:{request.port}"
+            if await self._attempt(client, early, source, source_addr, upstream, retry, original):
                 return
             assert upstream.workload is not None and upstream.service is not None
             tried.append(upstream.workload.uid)
@@ -183,6 +184,7 @@ class OutboundHandler:
         source_addr: SocketAddress,
         upstream: Upstream,
         retry: bool,
+        original: str | None = None,
     ) -> bool:
         """One try at ``upstream``; False when it could not be reached and ``retry`` allows
         another (the client is left as it was)."""
@@ -204,6 +206,7 @@ class OutboundHandler:
             else None,
             service=upstream.service,
             hbone_addr=str(SocketAddress(upstream.ip, upstream.port)) if hbone else None,
+            original_dst=original,
             mtls=hbone,
         )
         try:

@@ -44,6 +44,7 @@ from ambient.ztunnel.authorization import Authorizer, authorize
 from ambient.ztunnel.capture import InPodProxy, PodNamespaces, PodNetworks
 from ambient.ztunnel.connections import ConnectionTracker
 from ambient.ztunnel.dial import Dialer
+from ambient.ztunnel.dumpparts import certificate_json, workload_state
 from ambient.ztunnel.inputs import ProxyInputs
 from ambient.ztunnel.listeners import HostSockets, PodListeners
 from ambient.ztunnel.metrics import Metrics
@@ -287,16 +288,11 @@ class Ztunnel:
             "services": [
                 _service_json(s, self.state) for _, s in sorted(self.state.services.items())
             ],
-            "certificates": [
-                {
-                    "identity": str(c.identity),
-                    "state": "Expired" if c.is_expired() else "Available",
-                    "not_before": c.not_before.isoformat(),
-                    "not_after": c.not_after.isoformat(),
-                    "chain_pem": c.chain_pem.decode(),
-                }
-                for c in self.certificates.snapshot()
-            ],
+            "certificates": [certificate_json(c) for c in self.certificates.snapshot()],
+            "workloadState": workload_state(
+                list(self.metrics.live.values()),
+                {uid: p.workload for uid, p in self._pods.items()},
+            ),
             "policies": [
                 {
                     "name": p.name,
