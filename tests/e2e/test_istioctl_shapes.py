@@ -7,6 +7,9 @@ Real ``ambient`` processes on examples/shop + the waypoint example.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -60,6 +63,7 @@ def test_connections_lists_live_connections(mesh: Mesh) -> None:
          "timeout", "20", "curl", "-s", "-X", "POST", "-T", "/dev/zero", "--limit-rate", "1k",
          "http://orders:8080/api/upload"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=REPO,
+        start_new_session=True,
     )  # fmt: skip
     try:
 
@@ -91,11 +95,13 @@ def test_connections_lists_live_connections(mesh: Mesh) -> None:
         assert all(r[1] == "Inbound" for r in [line.split() for line in mesh.ok(
             "zc", "connections", "--direction", "inbound").splitlines()[1:]])  # fmt: skip
     finally:
-        upload.kill()
+        os.killpg(upload.pid, signal.SIGKILL)  # ambient exec and the curl it runs
         upload.wait(10)
     wait_for(
-        "the connection gone",
-        lambda: len(mesh.ok("zc", "connections").splitlines()) == 1,
+        "web's connection gone (the waypoint's pooled upstream ones may stay)",
+        lambda: (
+            not any(line.startswith("web-") for line in mesh.ok("zc", "connections").splitlines())
+        ),
         timeout=15,
     )
 
@@ -147,3 +153,73 @@ def test_admin_endpoints_are_ztunnels(mesh: Mesh) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{ADMIN}/logging")
     assert refused.value.code == 405
+    refused.value.close()
+
+
+def test_proxy_config_shows_what_the_waypoint_compiled(mesh: Mesh) -> None:
+    mesh.curl("http://orders:8080/api/health")  # the clusters' runtime state exists once used
+    routes = mesh.ok("pc", "routes", "deploy/waypoint", "-n", "shop")
+    header, *rows = routes.splitlines()
+    assert header.split() == [
+        "NAME", "VHOST", "NAME", "DOMAINS", "MATCH", "VIRTUAL", "SERVICE", "BACKENDS",
+    ]  # fmt: skip
+    orders = [r.split() for r in rows if "orders.shop.svc.cluster.local" in r.split()[0]]
+    v1 = "outbound|8080|v1|orders.shop.svc.cluster.local"
+    v2 = "outbound|8080|v2|orders.shop.svc.cluster.local"
+    # the seed guide's canary: x-canary: always to v2, else 90/10
+    assert ["inbound|http|8080", "*", "/*", "header:x-canary=always", "orders.shop", f"{v2}=1"] in [
+        r[1:] for r in orders
+    ], routes
+    assert ["inbound|http|8080", "*", "/*", "orders.shop", f"{v1}=90,{v2}=10"] in [
+        r[1:] for r in orders
+    ], routes
+    clusters = [r.split() for r in mesh.ok("pc", "clusters", "waypoint", "-n", "shop").splitlines()]
+    assert clusters[0] == [
+        "SERVICE",
+        "FQDN",
+        "PORT",
+        "SUBSET",
+        "DIRECTION",
+        "TYPE",
+        "DESTINATION",
+        "RULE",
+    ]
+    assert [
+        "orders.shop.svc.cluster.local",
+        "8080",
+        "v1",
+        "outbound",
+        "EDS",
+        "orders.shop",
+    ] in clusters
+    assert [
+        "orders.shop.svc.cluster.local",
+        "8080",
+        "v2",
+        "outbound",
+        "EDS",
+        "orders.shop",
+    ] in clusters
+    endpoints = [
+        r.split()
+        for r in mesh.ok(
+            "pc", "endpoints", "deploy/waypoint", "-n", "shop", "--subset", "v2"
+        ).splitlines()
+    ]
+    assert endpoints[0] == ["ENDPOINT", "STATUS", "OUTLIER", "CHECK", "CLUSTER"]
+    assert len(endpoints[1:]) == 2 and all(e[1:] == ["HEALTHY", "OK", v2] for e in endpoints[1:])
+    listeners = mesh.ok("pc", "listeners", "deploy/waypoint", "-n", "shop")
+    rows_ = [r.split() for r in listeners.splitlines()]
+    assert rows_[0] == ["ADDRESSES", "PORT", "MATCH", "DESTINATION"]
+    assert any(r[1:] == ["15008", "HBONE", "waypoint"] for r in rows_)
+    assert any(
+        r[1:3] == ["8080", "HTTP"] and r[-1].endswith("|orders.shop.svc.cluster.local")
+        for r in rows_
+    )
+    dump = json.loads(mesh.ok("pc", "all", "deploy/waypoint", "-n", "shop", "-o", "json"))
+    (config,) = dump
+    by_name = {c["name"]: c for c in config["clusters"]}
+    assert by_name[v1]["circuitBreakers"]["maxConnections"] > 0
+    assert {e["health"] for e in by_name[v1]["endpoints"]} == {"HEALTHY"}
+    missing = mesh.run("pc", "routes", "deploy/nope", "-n", "shop")
+    assert missing.returncode == 1 and 'no pod of waypoint "nope"' in missing.stderr

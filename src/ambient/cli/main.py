@@ -15,6 +15,7 @@ from ambient.cli import (
     node,
     nodeagent,
     objects,
+    proxy_config,
     waypoint,
     workloads,
     ztunnel_config,
@@ -48,6 +49,8 @@ for _command in (
 ):
     cli.add_command(_command)
 cli.add_command(ztunnel_config.ztunnel_config, "zc")
+cli.add_command(proxy_config.proxy_config)
+cli.add_command(proxy_config.proxy_config, "pc")
 
 
 def main() -> None:

@@ -76,6 +76,9 @@ class NetnsWaypoint:
     def describe(self) -> dict[str, Any]:
         return {"netns": True, **(self.waypoint.describe() if self.waypoint is not None else {})}
 
+    def proxy_config(self) -> dict[str, Any]:
+        return self.waypoint.proxy_config() if self.waypoint is not None else {}
+
 
 def netns_waypoints(agent: PodNamespaces, make: NetnsWaypointMaker) -> WaypointFactory:
     """The node proxy's waypoint factory for ``--netns``: each waypoint in its pod's namespace."""

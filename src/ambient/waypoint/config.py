@@ -334,6 +334,12 @@ class _HostedWaypoint:
             "failed": exporter.failed,
         }
 
+    def proxy_config(self) -> dict[str, Any]:
+        """What it compiled (``ambient proxy-config``): listeners, routes, clusters."""
+        from ambient.waypoint.debugdump import proxy_config
+
+        return proxy_config(self.waypoint, self.l7.config)
+
     async def start(self) -> None:
         await self.waypoint.start()
 

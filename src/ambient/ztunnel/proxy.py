@@ -133,6 +133,7 @@ class Ztunnel:
                 ("/", "this list"),
                 ("/config_dump", "the current configuration (JSON)"),
                 ("POST /logging", "query or change log levels (?level=info,access=debug)"),
+                ("/waypoint_config_dump", "what the hosted waypoints compiled (JSON)"),
             ],
             f"metrics :{metrics}": [
                 ("/metrics", "Prometheus metrics"),
@@ -147,6 +148,7 @@ class Ztunnel:
                         "/": lambda _r: admin_index(endpoints),
                         "/config_dump": self._config_dump,
                         "/logging": logging_endpoint,
+                        "/waypoint_config_dump": self._waypoint_config_dump,
                         "POST /logging": logging_endpoint,
                     }
                 ),
@@ -330,6 +332,10 @@ class Ztunnel:
 
     def _config_dump(self, _request: Request) -> Response:
         body = json.dumps(self.config_dump(), indent=2).encode()
+        return Response(200, body, "application/json")
+
+    def _waypoint_config_dump(self, _request: Request) -> Response:
+        body = json.dumps(self.waypoints.proxy_configs(), indent=2).encode()
         return Response(200, body, "application/json")
 
     def _metrics(self, _request: Request) -> Response:

@@ -38,6 +38,10 @@ class HostedWaypoint(Protocol):
         """What ``/config_dump`` shows of it besides its pod (its L7 configuration)."""
         ...
 
+    def proxy_config(self) -> dict[str, Any]:
+        """What it compiled: listeners, routes, clusters (``/waypoint_config_dump``)."""
+        ...
+
 
 WaypointFactory = Callable[[Workload], HostedWaypoint]
 
@@ -101,6 +105,18 @@ class WaypointHost:
     async def close(self) -> None:
         for uid in list(self.running):
             await self._stop(uid)
+
+    def proxy_configs(self) -> list[dict[str, Any]]:
+        """Each running waypoint's compiled configuration, with its pod."""
+        return [
+            {
+                "namespace": workload.namespace,
+                "pod": workload.name,
+                "node": self.node,
+                **waypoint.proxy_config(),
+            }
+            for _, (workload, waypoint) in sorted(self.running.items())
+        ]
 
     def config_dump(self) -> list[dict[str, Any]]:
         """The waypoints this node proxy runs, for ``/config_dump``."""

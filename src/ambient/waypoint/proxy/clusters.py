@@ -59,6 +59,10 @@ class Clusters:
         """Every cluster's state (for diagnostics and tests)."""
         return list(self._states.values())
 
+    def peek(self, backend: Backend) -> ClusterState | None:
+        """The cluster's state if a request made it (``ambient proxy-config``)."""
+        return self._states.get(backend.cluster)
+
     def get(self, backend: Backend) -> ClusterState:
         state = self._states.get(backend.cluster)
         if (

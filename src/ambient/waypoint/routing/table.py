@@ -103,6 +103,20 @@ class RouteTable:
                 return entry.action.decide(target, request, view.path, self._rng)
         return attached.not_found
 
+    def describe(self) -> list[tuple[str, int, tuple[Entry, ...], RouteDecision]]:
+        """Every service port: (hostname, port, its entries, the decision when none
+        applies or nothing is attached), for ``ambient proxy-config``."""
+        keys = sorted({*self._routes, *self._defaults})
+        out = []
+        for hostname, port in keys:
+            attached = self._routes.get((hostname, port))
+            default = self._defaults.get((hostname, port))
+            if attached is not None:
+                out.append((hostname, port, attached.entries, attached.not_found))
+            elif default is not None:
+                out.append((hostname, port, (), default))
+        return out
+
     def attached(self, hostname: str, port: int) -> tuple[str, ...]:
         """The routes (``ns/name``) attached to a service port, for diagnostics."""
         routes = self._routes.get((hostname, port))
