@@ -53,16 +53,22 @@ def container_lines(text: str, since: datetime | None = None) -> list[str]:
 
 
 def waypoint_lines(
-    texts: Iterable[str], workload: str, since: datetime | None = None, now: datetime | None = None
+    texts: Iterable[str],
+    workload: str,
+    since: datetime | None = None,
+    now: datetime | None = None,
+    *,
+    untagged: bool = False,
 ) -> list[str]:
-    """The lines of node-proxy logs tagged ``[workload]`` (``namespace/name``); with
-    ``since``, those logged since (their HH:MM:SS read as within the last day)."""
+    """The lines of node-proxy logs tagged ``[workload]`` (``namespace/name``; every line
+    with ``untagged``); with ``since``, those logged since (their HH:MM:SS read as within
+    the last day)."""
     tag = f" [{workload}] "
     now = now or datetime.now(UTC)
     out = []
     for text in texts:
         for line in text.splitlines():
-            if tag not in line:
+            if not untagged and tag not in line:
                 continue
             if since is not None:
                 m = _CLOCK.match(line)

@@ -102,10 +102,13 @@ def logs(
         fail(
             "logs from a cluster are not served yet: use kubectl logs (the node side is the kubelet's)"
         )
+    start = _since(since)
+    if ref in ("ds/ztunnel", "daemonset/ztunnel") or namespace in _SYSTEM:
+        _system_logs(ctx, ref, follow_, tail_, start)
+        return
     kind, name = _split_ref(ref)
     if kind not in ("Pod", "Deployment"):
         fail(f"cannot get logs of a {kind.lower()}: give a pod or deploy/NAME")
-    start = _since(since)
     pods = [p for p in call(ctx, "GET", "/pods") if p["namespace"] == namespace]
     if kind == "Deployment":
         waypoint = _waypoint(ctx, namespace, name)
@@ -149,6 +152,41 @@ def logs(
             namespace,
             len(text.encode()),
         )
+
+
+_SYSTEM = ("ambient-system", "istio-system")
+
+
+def _system_logs(
+    ctx: click.Context, ref: str, follow_: bool, count: int, start: datetime | None
+) -> None:
+    """The mesh's own processes (``ambient up``'s ``ambient-system`` pods: ``controlplane``,
+    ``ztunnel-<node>``; ``ds/ztunnel`` is the first node's, as kubectl picks one pod of a
+    DaemonSet). Their lines carry their time of day, so ``--since`` is exact."""
+    logs = state(ctx).root / "logs"
+    pods = sorted(p.name.split("_")[1] for p in logs.glob("ambient-system_*.log"))
+    if ref in ("ds/ztunnel", "daemonset/ztunnel"):
+        ztunnels = [p for p in pods if p.startswith("ztunnel-")]
+        if not ztunnels:
+            fail(
+                "no ztunnel log in this mesh's state folder (ambient up --single-process logs to its own stderr)"
+            )
+        if len(ztunnels) > 1:
+            click.echo(f"Found {len(ztunnels)} pods, using pod/{ztunnels[0]}", err=True)
+        name = ztunnels[0]
+    else:
+        name = ref.removeprefix("pod/")
+        if name not in pods:
+            _not_found("pods", name)
+    path = logs / f"ambient-system_{name}_{name}.log"
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    if start is not None:
+        lines = waypoint_lines([text], "", start, untagged=True)
+    for line in tail(lines, count):
+        click.echo(line)
+    if follow_:
+        _follow_many([path], [len(text.encode())], lambda line: [line])
 
 
 def _not_found(plural: str, name: str) -> None:

@@ -5,6 +5,11 @@ One :class:`ConnectionRecord` per proxied connection: opening it counts
 ``istio_tcp_connections_closed_total``, adds the bytes to
 ``istio_tcp_sent_bytes_total`` / ``istio_tcp_received_bytes_total`` and writes
 one access-log line in ztunnel's ``key=value`` form.
+
+Levels as ztunnel's ``access`` target (``src/proxy/metrics.rs``), on the
+``ambient.access`` logger (``ambient zc log --level access=...``): ``connection
+complete`` at INFO, at ERROR when the connection failed (with ``error=``);
+``connection opened`` at DEBUG.
 """
 
 from __future__ import annotations
@@ -151,6 +156,13 @@ class ConnectionRecord:
             self._opened = True
             self.metrics.live[id(self)] = self
             self.metrics.children(self.labels())[0].inc()
+            if access_log.isEnabledFor(logging.DEBUG):
+                access_log.debug(
+                    "connection opened src.addr=%s dst.addr=%s direction=%s",
+                    self.src_addr,
+                    self.dst_addr,
+                    self.direction.value,
+                )
 
     def close(self) -> None:
         """Count bytes and the close, and write the access-log line."""
@@ -222,7 +234,7 @@ class ConnectionRecord:
         ]
         line = " ".join(f for f in fields if f)
         if self.error:
-            access_log.warning("connection complete %s", line)
+            access_log.error("connection complete %s", line)
         else:
             access_log.info("connection complete %s", line)
 

@@ -1,8 +1,9 @@
 """One record per request (and per passed-through TCP tunnel): its metrics and access-log line.
 
 The line follows ztunnel's ``key=value`` style (``ambient.ztunnel.metrics``),
-logged on ``ambient.access`` at INFO (WARNING when the proxy itself failed
-the request: a non-empty ``response_flags`` such as ``UF`` or ``UT``)::
+logged on ``ambient.access`` at INFO, as Envoy writes every access-log entry
+(the response flags tell a failure: ``UF``, ``UT``...; ``ambient zc log --level
+access=off`` silences them, and the node proxy's log names the waypoint)::
 
     request complete src.addr=127.1.0.5:40112 src.workload="web" src.namespace="shop"
       src.identity="spiffe://cluster.local/ns/shop/sa/web" dst.addr=127.1.0.7:8080
@@ -134,11 +135,10 @@ class RequestRecord:
         )
         if telemetry is not None and not telemetry.logs(self.status):
             return
-        failed = self.flags != "-"
-        if failed or access_log.isEnabledFor(logging.INFO):
+        if access_log.isEnabledFor(logging.INFO):
             destination_principal = str(dst.identity) if dst else None
             line = self._line(duration_ms, source_principal, destination_principal)
-            access_log.log(logging.WARNING if failed else logging.INFO, "request complete %s", line)
+            access_log.info("request complete %s", line)
 
     def _line(self, duration_ms: float, src_id: str | None, dst_id: str | None) -> str:
         src, dst = self.source, self.destination
@@ -239,8 +239,8 @@ class TunnelRecord:
             _quoted("error", self.error),
         ]
         line = " ".join(f for f in fields if f)
-        level = logging.WARNING if self.error else logging.INFO
-        if self.error or access_log.isEnabledFor(logging.INFO):
+        level = logging.ERROR if self.error else logging.INFO  # as ztunnel's access target
+        if access_log.isEnabledFor(level):
             access_log.log(level, "connection complete %s", line)
 
 
