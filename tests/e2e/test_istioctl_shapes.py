@@ -223,3 +223,15 @@ def test_proxy_config_shows_what_the_waypoint_compiled(mesh: Mesh) -> None:
     assert {e["health"] for e in by_name[v1]["endpoints"]} == {"HEALTHY"}
     missing = mesh.run("pc", "routes", "deploy/nope", "-n", "shop")
     assert missing.returncode == 1 and 'no pod of waypoint "nope"' in missing.stderr
+
+
+def test_waypoint_list_and_status_as_istioctl(mesh: Mesh) -> None:
+    listed = [line.split() for line in mesh.ok("waypoint", "list", "-n", "shop").splitlines()]
+    assert listed == [
+        ["NAME", "REVISION", "TRAFFIC", "TYPE", "PROGRAMMED"],
+        ["waypoint", "default", "service", "True"],
+    ]
+    status = mesh.ok("waypoint", "status", "-A").splitlines()
+    assert status[0].split() == ["NAMESPACE", "NAME", "STATUS", "TYPE", "REASON", "MESSAGE"]
+    assert status[1].split()[:5] == ["shop", "waypoint", "True", "Programmed", "Programmed"]
+    assert mesh.ok("waypoint", "list", "-n", "empty") == "No waypoints found.\n"

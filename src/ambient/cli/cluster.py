@@ -34,8 +34,7 @@ __all__ = [
     "status",
     "waypoint_apply",
     "waypoint_delete",
-    "waypoint_list",
-    "waypoint_status",
+    "waypoint_gateways",
     "ztunnel_admins",
 ]
 
@@ -312,42 +311,9 @@ def waypoint_apply(
         _fail(f"waypoint {ns}/{name} is not programmed after {wait:g}s (ambient waypoint status)")
 
 
-def waypoint_list(target: ClusterTarget, namespace: str | None) -> None:
-    gateways = run(target, lambda c: _waypoints(c, namespace))
-    if not gateways:
-        click.echo(
-            f"No waypoints found in {'any namespace' if namespace is None else 'namespace ' + namespace}."
-        )
-        return
-    rows = []
-    for g in gateways:
-        meta = g["metadata"]
-        serves = (meta.get("labels") or {}).get("istio.io/waypoint-for", "service")
-        row = [meta["name"], serves, str(_condition(g, "Programmed").get("status"))]
-        rows.append([meta["namespace"], *row] if namespace is None else row)
-    headers = ["NAME", "TRAFFIC TYPE", "PROGRAMMED"]
-    print_table(["NAMESPACE", *headers] if namespace is None else headers, rows)
-
-
-def waypoint_status(target: ClusterTarget, namespace: str | None, name: str | None) -> None:
-    gateways = run(target, lambda c: _waypoints(c, namespace))
-    if name is not None:
-        gateways = [g for g in gateways if g["metadata"]["name"] == name]
-        if not gateways:
-            _fail(f"no waypoint named {name} in namespace {namespace}")
-    rows = []
-    for g in gateways:
-        meta, programmed = g["metadata"], _condition(g, "Programmed")
-        rows.append(
-            [
-                meta["namespace"],
-                meta["name"],
-                str(programmed.get("status")),
-                str(programmed.get("reason", "")),
-                str(programmed.get("message", "")),
-            ]
-        )
-    print_table(["NAMESPACE", "NAME", "PROGRAMMED", "REASON", "MESSAGE"], rows)
+def waypoint_gateways(target: ClusterTarget, namespace: str | None) -> list[dict[str, Any]]:
+    """The waypoint Gateways of ``namespace`` (None: every namespace's)."""
+    return run(target, lambda c: _waypoints(c, namespace))
 
 
 def waypoint_delete(target: ClusterTarget, namespace: str, names: list[str] | None) -> list[str]:

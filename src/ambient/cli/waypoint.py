@@ -1,5 +1,12 @@
 """``ambient waypoint``: generate, apply, list, status and delete waypoints (as ``istioctl
-waypoint``), in the running mesh or, with ``--kubeconfig``, as Gateways of a cluster."""
+waypoint``), in the running mesh or, with ``--kubeconfig``, as Gateways of a cluster.
+
+``list`` and ``status`` print istioctl 1.32's tables (``NAME REVISION TRAFFIC TYPE
+PROGRAMMED``; ``NAME STATUS TYPE REASON MESSAGE``, NAMESPACE first for every namespace;
+tabwriter padding 5; ``No waypoints found.``): the revision is the ``istio.io/rev``
+label (``default``), the traffic type the ``istio.io/waypoint-for`` label (``none``
+without one, as istioctl prints it).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import click
 import yaml
 
 from ambient.cli.app import CONTEXT, call, target, target_options
-from ambient.cli.output import print_table
+from ambient.cli.zctables import print_go_table
 
 __all__ = ["waypoint", "waypoint_manifest"]
 
@@ -105,91 +112,113 @@ def apply_(
         click.echo(f'namespace {namespace} labeled with "istio.io/use-waypoint={name}"')
 
 
+_CLASS = "istio-waypoint"
+
+
 def _waypoints(ctx: click.Context, namespace: str | None) -> list[dict[str, Any]]:
-    query = "/resources?kind=Gateway" + (f"&namespace={namespace}" if namespace else "")
-    return [
-        g
-        for g in call(ctx, "GET", query)
-        if g.get("spec", {}).get("gateway_class_name") == "istio-waypoint"
-    ]
-
-
-def _programmed(gateway: dict[str, Any]) -> str:
-    return str(_condition(gateway).get("status", "Unknown"))
-
-
-def _condition(gateway: dict[str, Any]) -> dict[str, Any]:
-    for condition in gateway.get("status", {}).get("conditions", []):
-        if condition.get("type") == "Programmed":
-            return dict(condition)
-    return {"status": "Unknown"}
-
-
-@waypoint.command("list", context_settings=CONTEXT)
-@target_options
-@click.option("-n", "--namespace", default="default", show_default=True)
-@click.option("-A", "--all-namespaces", is_flag=True, help="Waypoints of every namespace.")
-@click.pass_context
-def list_(ctx: click.Context, namespace: str, all_namespaces: bool, state_dir: str | None) -> None:
-    """List waypoints and whether they are programmed (ready)."""
+    """The waypoint Gateways (class ``istio-waypoint``) of ``namespace`` (None: all), in
+    their API form, sorted by namespace and name as istioctl lists them."""
     cluster_target = target(ctx)
     if cluster_target is not None:
         from ambient.cli import cluster
 
-        cluster.waypoint_list(cluster_target, None if all_namespaces else namespace)
-        return
-    gateways = _waypoints(ctx, None if all_namespaces else namespace)
+        gateways = cluster.waypoint_gateways(cluster_target, namespace)
+    else:
+        from ambient.cli.get import folder_objects
+
+        gateways = [
+            g
+            for g in folder_objects(ctx, "Gateway")
+            if namespace is None or g["metadata"].get("namespace") == namespace
+        ]
+    found = [g for g in gateways if (g.get("spec") or {}).get("gatewayClassName") == _CLASS]
+    return sorted(found, key=lambda g: (g["metadata"]["namespace"], g["metadata"]["name"]))
+
+
+def _condition(gateway: dict[str, Any]) -> dict[str, Any]:
+    for condition in (gateway.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Programmed":
+            return dict(condition)
+    return {}
+
+
+@waypoint.command("list", context_settings=CONTEXT)
+@target_options
+@click.option(
+    "-n", "--namespace", default=None, help="[default: default; a cluster: the context's]"
+)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Waypoints of every namespace.")
+@click.pass_context
+def list_(
+    ctx: click.Context, namespace: str | None, all_namespaces: bool, state_dir: str | None
+) -> None:
+    """List waypoints: NAME REVISION TRAFFIC TYPE PROGRAMMED, as istioctl waypoint list."""
+    scope = None if all_namespaces else namespace or _default_namespace(ctx)
+    gateways = _waypoints(ctx, scope)
     if not gateways:
-        where = "any namespace" if all_namespaces else f"namespace {namespace}"
-        click.echo(f"No waypoints found in {where}.")
+        click.echo("No waypoints found.")
         return
     rows = []
     for g in gateways:
-        meta = g["meta"]
-        serves = meta.get("labels", {}).get("istio.io/waypoint-for", "service")
-        row = [meta["name"], serves, _programmed(g)]
+        meta = g["metadata"]
+        labels = meta.get("labels") or {}
+        row = [
+            meta["name"],
+            labels.get("istio.io/rev", "default"),
+            labels.get("istio.io/waypoint-for", "none"),
+            str(_condition(g).get("status", "False")),
+        ]
         rows.append([meta["namespace"], *row] if all_namespaces else row)
-    headers = ["NAME", "TRAFFIC TYPE", "PROGRAMMED"]
-    print_table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
+    headers = ["NAME", "REVISION", "TRAFFIC TYPE", "PROGRAMMED"]
+    print_go_table(["NAMESPACE", *headers] if all_namespaces else headers, rows, 5)
 
 
 @waypoint.command("status", context_settings=CONTEXT)
 @target_options
 @click.argument("name", required=False)
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option(
+    "-n", "--namespace", default=None, help="[default: default; a cluster: the context's]"
+)
 @click.option("-A", "--all-namespaces", is_flag=True, help="Waypoints of every namespace.")
 @click.pass_context
 def status_(
     ctx: click.Context,
     name: str | None,
-    namespace: str,
+    namespace: str | None,
     all_namespaces: bool,
     state_dir: str | None,
 ) -> None:
-    """Show whether waypoints are programmed, and why not (their Programmed condition)."""
-    scope = None if all_namespaces else namespace
-    cluster_target = target(ctx)
-    if cluster_target is not None:
-        from ambient.cli import cluster
-
-        cluster.waypoint_status(cluster_target, scope, name)
-        return
-    gateways = [g for g in _waypoints(ctx, scope) if name is None or g["meta"]["name"] == name]
+    """Show each waypoint's Programmed condition: NAME STATUS TYPE REASON MESSAGE, as
+    istioctl waypoint status."""
+    scope = None if all_namespaces else namespace or _default_namespace(ctx)
+    gateways = [g for g in _waypoints(ctx, scope) if name is None or g["metadata"]["name"] == name]
     if name is not None and not gateways:
-        raise click.ClickException(f"no waypoint named {name} in namespace {namespace}")
+        raise click.ClickException(f"no waypoint named {name} in namespace {scope}")
+    if not gateways:
+        click.echo("No waypoints found.")
+        return
     rows = []
     for g in gateways:
         condition = _condition(g)
-        rows.append(
-            [
-                g["meta"]["namespace"],
-                g["meta"]["name"],
-                str(condition.get("status")),
-                str(condition.get("reason", "")),
-                str(condition.get("message", "")),
-            ]
-        )
-    print_table(["NAMESPACE", "NAME", "PROGRAMMED", "REASON", "MESSAGE"], rows)
+        row = [
+            g["metadata"]["name"],
+            str(condition.get("status", "")),
+            str(condition.get("type", "")),
+            str(condition.get("reason", "")),
+            str(condition.get("message", "")),
+        ]
+        rows.append([g["metadata"]["namespace"], *row] if scope is None else row)
+    headers = ["NAME", "STATUS", "TYPE", "REASON", "MESSAGE"]
+    print_go_table(["NAMESPACE", *headers] if scope is None else headers, rows, 5)
+
+
+def _default_namespace(ctx: click.Context) -> str:
+    cluster_target = target(ctx)
+    if cluster_target is None:
+        return "default"
+    from ambient.cli import cluster
+
+    return cluster.context_namespace(cluster_target)
 
 
 @waypoint.command(context_settings=CONTEXT)
@@ -216,7 +245,7 @@ def delete(
         for deleted in cluster.waypoint_delete(cluster_target, namespace, wanted):
             click.echo(f"waypoint {namespace}/{deleted} deleted")
         return
-    existing = {g["meta"]["name"] for g in _waypoints(ctx, namespace)}
+    existing = {g["metadata"]["name"] for g in _waypoints(ctx, namespace)}
     wanted = sorted(existing) if delete_all else list(names or ("waypoint",))
     missing = [n for n in wanted if n not in existing]
     if missing:

@@ -171,10 +171,12 @@ async def test_waypoint_commands(
     ]
     await watch_until(admin, GATEWAY, namespace, "waypoint", programmed("False"), what="its status")
     code, out, _ = await ambient("waypoint", "list", "-n", namespace, "--kubeconfig", kubeconfig)
-    assert out.splitlines()[1].split() == ["waypoint", "service", "False"]
+    assert out.splitlines()[0].split() == ["NAME", "REVISION", "TRAFFIC", "TYPE", "PROGRAMMED"]
+    assert out.splitlines()[1].split() == ["waypoint", "default", "service", "False"]
     code, out, _ = await ambient("waypoint", "status", "-n", namespace, "--kubeconfig", kubeconfig)
+    assert out.splitlines()[0].split() == ["NAME", "STATUS", "TYPE", "REASON", "MESSAGE"]
     row = out.splitlines()[1].split()
-    assert row[:3] == [namespace, "waypoint", "False"] and row[3] in (
+    assert row[:3] == ["waypoint", "False", "Programmed"] and row[3] in (
         "NoResources",
         "AddressNotUsable",
     )
