@@ -24,7 +24,13 @@ from ambient.config.resources import (
 )
 from ambient.config.rules import CLUSTER_DOMAIN
 
-__all__ = ["AnalysisContext", "SelectableWorkload"]
+__all__ = ["AnalysisContext", "SelectableWorkload", "labels_text"]
+
+
+def labels_text(labels: Mapping[str, str]) -> str:
+    """Labels as a selector reads them: ``a=1,b=2``."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
 
 LABEL_GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
 
