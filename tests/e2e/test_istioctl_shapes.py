@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 
-from tests.e2e.harness import AMBIENT, REPO, clean_env, wait_for
-from tests.e2e.test_waypoint import Mesh, shop_with_waypoint
+from tests.e2e.harness import AMBIENT, REPO, Mesh, clean_env, wait_for
+from tests.e2e.test_waypoint import shop_with_waypoint
 
 pytestmark = pytest.mark.slow
 

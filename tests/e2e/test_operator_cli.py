@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.harness import AMBIENT, REPO, clean_env, wait_for
-from tests.e2e.test_waypoint import Mesh, shop_with_waypoint
+from tests.e2e.harness import AMBIENT, REPO, Mesh, clean_env, wait_for
+from tests.e2e.test_waypoint import shop_with_waypoint
 
 pytestmark = pytest.mark.slow
 
@@ -154,9 +154,9 @@ def test_logs_of_a_pod_and_of_the_waypoint(mesh: Mesh) -> None:
     )  # fmt: skip
     try:
         mesh.curl("http://orders:8080/api/followed")
+        assert follower.stdout is not None
         ready, _, _ = select.select([follower.stdout], [], [], 20)
         assert ready, "no line followed within 20s"
-        assert follower.stdout is not None
         line = follower.stdout.readline()
         assert (
             "[shop/waypoint]" in line
@@ -279,9 +279,9 @@ def test_analyze_namespace_filters_on_the_running_mesh_as_on_files(
             offline = mesh.run("analyze", str(folder), *args, "-o", "json")
             assert live.returncode == offline.returncode, (live.stderr, offline.stderr)
             assert codes(live.stdout) == codes(offline.stdout), args
-        shop = codes(mesh.run("analyze", "-n", "shop", "-o", "json").stdout)
-        assert "AMB0006 VirtualService faulty.shop" in shop
-        assert not any("other" in c for c in shop)
+        found = codes(mesh.run("analyze", "-n", "shop", "-o", "json").stdout)
+        assert "AMB0006 VirtualService faulty.shop" in found
+        assert not any("other" in c for c in found)
         other = codes(mesh.run("analyze", "-n", "other", "-o", "json").stdout)
         assert other == ["IST0127 AuthorizationPolicy lost.other"]
     finally:

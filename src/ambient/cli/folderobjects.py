@@ -24,7 +24,7 @@ applying it back would pin it): ``get svc`` shows it in CLUSTER-IP only.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,7 +110,7 @@ def pod_object(
 
 
 def deployment_status(
-    deployment: Mapping[str, Any], pods: list[Mapping[str, Any]]
+    deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     """The ``status`` the deployment controller would write, from the deployment's pods."""
     meta = deployment.get("metadata") or {}
