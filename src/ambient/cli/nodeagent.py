@@ -187,7 +187,8 @@ def node_agent(
 def run_node_agent(options: NodeAgentOptions, log_level: str = "info") -> int:
     """Run until SIGINT/SIGTERM; the exit status."""
     from ambient.kube.api import KubeClient, KubeError, load_config
-    from ambient.local.distributed import _run_until_signal, setup_logging
+    from ambient.local.distributed import _run_until_signal
+    from ambient.logconfig import setup_logging
     from ambient.nodeagent.service import NodeAgentService
 
     setup_logging(log_level)

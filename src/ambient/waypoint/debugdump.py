@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ambient.api.workload import WorkloadStatus
+from ambient.state.workload import WorkloadStatus
 from ambient.config.destinationrule import DestinationRule
 from ambient.waypoint.model import Backend, RouteDecision
 from ambient.waypoint.routing.action import RouteAction

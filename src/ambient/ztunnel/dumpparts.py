@@ -21,8 +21,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ambient.state.workload import Workload
 from ambient.identity.certs import WorkloadCertificate
+from ambient.state.workload import Workload
 from ambient.ztunnel.metrics import ConnectionRecord, Direction
 
 __all__ = ["certificate_json", "workload_state"]
