@@ -45,8 +45,8 @@ from typing import Any
 from ambient.config import ConfigError, ConfigSet, load_paths, load_text
 from ambient.config.configset import Origin, Ref
 from ambient.config.references import check_references
-from ambient.controlplane.workloads import pod_uid
 from ambient.controlplane.plane import ControlPlane
+from ambient.controlplane.workloads import pod_uid
 from ambient.local.journal import Journal
 
 __all__ = ["MeshConfig"]

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ambient.state.workload import WorkloadStatus
 from ambient.config.destinationrule import DestinationRule
+from ambient.state.workload import WorkloadStatus
 from ambient.waypoint.model import Backend, RouteDecision
 from ambient.waypoint.routing.action import RouteAction
 from ambient.waypoint.routing.match import Matcher, Op, PathKind, StringTest
