@@ -45,7 +45,13 @@ from typing import Any
 import pytest
 
 from ambient.devcluster import DevCluster
-from ambient.install.workloads import CONTROL_PLANE, NODE_AGENT, ZTUNNEL, workload_objects
+from ambient.install.workloads import (
+    CONTROL_PLANE,
+    DEFAULT_IMAGE,
+    NODE_AGENT,
+    ZTUNNEL,
+    workload_objects,
+)
 from tests.cni import HOST_PYTHON, invoke_plugin, runtime_config
 from tests.containers import container_argv, only_container
 from tests.kube.conftest import Kubectl
@@ -331,3 +337,28 @@ def test_an_enrolled_pod_goes_from_cni_add_to_served_by_ztunnel(
         assert ":15008" in listening and ":15001" in listening, listening
     finally:
         sandbox.remove()
+
+
+def test_the_control_planes_waypoints_run_the_profiles_image(
+    profile_node: ProfileNode, kubectl: Kubectl
+) -> None:
+    """A waypoint's Deployment (made by the control plane) must be pullable where the
+    mesh's own image is: the profile tells the control plane its image."""
+    kubectl("create", "namespace", NAMESPACE, check=False)
+    kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "waypoint", "namespace": NAMESPACE},
+        "spec": {"gatewayClassName": "istio-waypoint",
+                 "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]},
+    }))  # fmt: skip
+    image = ""
+
+    def deployed() -> bool:
+        nonlocal image
+        image = kubectl("get", "deploy", "waypoint", "-n", NAMESPACE, "-o",
+                        "jsonpath={.spec.template.spec.containers[0].image}",
+                        check=False).stdout  # fmt: skip
+        return image != ""
+
+    _wait("the waypoint's Deployment", deployed, profile_node.all)
+    assert image == DEFAULT_IMAGE

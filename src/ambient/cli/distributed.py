@@ -87,6 +87,12 @@ __all__ = ["controlplane", "ztunnel_"]
     help="Lifetime of workload certificates, e.g. 1h or 30s [default: 24h].",
 )
 @click.option(
+    "--waypoint-image",
+    default=None,
+    help="With --kubeconfig: the image of the waypoint Deployments it makes [default: ambient] "
+    "(ambient install --profile ambient sets its own).",
+)
+@click.option(
     "--netns-addresses",
     is_flag=True,
     help="Pod and Service addresses from the --netns ranges (10.244/16, 10.96/16), "
@@ -108,6 +114,7 @@ def controlplane(
     track_health: bool,
     workload_cert_ttl: str | None,
     netns_addresses: bool,
+    waypoint_image: str | None,
     state_dir: str | None,
     log_level: str,
 ) -> None:
@@ -144,12 +151,15 @@ def controlplane(
                 options=ClusterPlaneOptions(
                     workload_cert_ttl=parse_duration(workload_cert_ttl)
                     if workload_cert_ttl
-                    else None
+                    else None,
+                    waypoint_image=waypoint_image or "ambient",
                 ),
             )
         )
     if kubeconfig is not None or kube_context is not None:
         raise click.UsageError("give --config DIR or --kubeconfig, not both")
+    if waypoint_image is not None:
+        raise click.UsageError("--waypoint-image goes with a cluster (--kubeconfig)")
 
     options = ControlPlaneOptions(
         watch=watch,

@@ -107,10 +107,13 @@ class WorkloadOptions:
     pull_policy: str = "IfNotPresent"
 
 
-def controlplane_args(paths: Paths, log_level: str) -> list[str]:
-    """``ambient controlplane`` in the cluster: the in-cluster account, every address."""
+def controlplane_args(paths: Paths, log_level: str, image: str) -> list[str]:
+    """``ambient controlplane`` in the cluster: the in-cluster account, every address; its
+    waypoints' Deployments run the same image."""
     return [
         "controlplane",
+        "--waypoint-image",
+        image,
         "--state-dir",
         paths.state_dir,
         "--listen",
@@ -236,7 +239,9 @@ def _daemonset(name: str, labels: dict[str, str], pod: dict[str, Any]) -> dict[s
 
 def _control_plane(options: WorkloadOptions, paths: Paths) -> list[dict[str, Any]]:
     labels = {"app": CONTROL_PLANE, "istio": "pilot"}
-    container = _container("discovery", controlplane_args(paths, options.log_level), options)
+    container = _container(
+        "discovery", controlplane_args(paths, options.log_level, options.image), options
+    )
     container |= {
         "ports": [
             {"name": "grpc-xds", "containerPort": XDS_PORT, "protocol": "TCP"},

@@ -50,6 +50,7 @@ from ambient.kube.waypoints import (
     LABEL_GATEWAY_NAME,
     LABEL_MANAGED,
     MANAGED_VALUE,
+    WAYPOINT_IMAGE,
     waypoint_objects,
 )
 from ambient.kube.writer import Writer
@@ -73,6 +74,7 @@ class KubeController:
         *,
         watched: Iterable[KindInfo] = WATCHED,
         debounce: float = 0.01,
+        waypoint_image: str = WAYPOINT_IMAGE,
     ) -> None:
         self.client = client
         self.plane = plane
@@ -80,6 +82,7 @@ class KubeController:
         self.cache = ClusterCache(indexed=frozenset(i.kind for i in watched))
         self.writer = Writer(client)
         self.debounce = debounce
+        self.waypoint_image = waypoint_image
         self.reflectors = [Reflector(client, info, self) for info in watched]
         self.reflectors.append(
             Reflector(client, DEPLOYMENT, self, label_selector=f"{LABEL_MANAGED}={MANAGED_VALUE}")
@@ -289,7 +292,7 @@ class KubeController:
             obj = entry.converted.obj if entry and entry.converted else None
             if entry is None or obj is None or entry.invalid:
                 continue
-            objects = waypoint_objects(obj, entry.uid)  # type: ignore[arg-type]
+            objects = waypoint_objects(obj, entry.uid, self.waypoint_image)  # type: ignore[arg-type]
             if not objects or self._applied.get((namespace, name)) == objects:
                 continue
             self._applied[(namespace, name)] = objects

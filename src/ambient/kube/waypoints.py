@@ -93,8 +93,13 @@ def _env(name: str, field_path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}
 
 
-def waypoint_objects(gateway: Gateway, uid: str) -> list[dict[str, Any]]:
-    """The ServiceAccount, Deployment and Service of waypoint ``gateway`` (uid ``uid``)."""
+def waypoint_objects(
+    gateway: Gateway, uid: str, image: str = WAYPOINT_IMAGE
+) -> list[dict[str, Any]]:
+    """The ServiceAccount, Deployment and Service of waypoint ``gateway`` (uid ``uid``); its
+    container's ``image`` is the mesh's own (``controlplane --waypoint-image``: on a real
+    cluster, the image ``ambient install --profile ambient`` runs, as istiod uses its
+    proxy image)."""
     if gateway.spec.gateway_class_name != WAYPOINT_CLASS:
         return []
     ns, name = gateway.meta.namespace, gateway.meta.name
@@ -125,7 +130,7 @@ def waypoint_objects(gateway: Gateway, uid: str) -> list[dict[str, Any]]:
     }
     container = {
         "name": "waypoint",
-        "image": WAYPOINT_IMAGE,
+        "image": image,
         "command": list(WAYPOINT_COMMAND),
         "env": [
             _env("POD_NAME", "metadata.name"),

@@ -61,6 +61,8 @@ class ClusterPlaneOptions:
     workload_cert_ttl: timedelta | None = None
     heartbeat_interval: float = 10.0
     debounce: float = 0.01
+    waypoint_image: str = "ambient"
+    """The image of the waypoint Deployments it makes (``--waypoint-image``)."""
 
 
 async def _wait_synced(controller: Any) -> None:
@@ -150,7 +152,9 @@ async def start_cluster_controlplane(
     await asyncio.to_thread(state_root.mkdir, parents=True, exist_ok=True, mode=0o700)
     ca = CertificateAuthority.load_or_create(state_root)
     plane = ControlPlane(ca, cluster=True)
-    controller = KubeController(client, plane, debounce=options.debounce)
+    controller = KubeController(
+        client, plane, debounce=options.debounce, waypoint_image=options.waypoint_image
+    )
     closers: list[Callable[[], Awaitable[None]]] = [client.close, controller.close]
     service_ = ControlPlaneService({}, closers)
     tasks: list[asyncio.Task[None]] = []

@@ -219,7 +219,12 @@ class NodeAgent:
         """The pod's namespace, linked to its node and routed from every node; returns its name."""
         if ip in self._pods:
             return self._pods[ip].netns
-        owner = self.nodes[node]
+        owner = self.nodes.get(node)
+        if owner is None:  # ambient node-agent: only the container runtime makes sandboxes
+            raise ns.NetnsError(
+                f"pod {namespace}/{name} ({ip}) has no network namespace on node {node}: "
+                "the container runtime has not reported its sandbox (CNI ADD) yet"
+            )
         netns = self.pod_netns(namespace, name)
         host_if = "v" + hashlib.sha256(netns.encode()).hexdigest()[:10]
         others = [n for n in self.nodes.values() if n.name != node]

@@ -11,7 +11,9 @@ is its only client. HTTP/1.1 with JSON bodies (``ambient.httpd``):
 - ``POST /redirection`` ``{"ip", "enabled"}``: install or remove the pod's redirection
   (ztunnel asks once its in-pod listeners are open, as in the one-process mode);
 - ``POST /pods`` ``{"namespace", "name", "ip"}`` → ``{"netns": name}``: a namespace for a
-  waypoint pod that this node's ztunnel hosts; ``POST /pods/delete`` ``{"ip"}`` removes it.
+  waypoint pod that this node's ztunnel hosts — on a real cluster (``ambient node-agent``)
+  the sandbox the container runtime made for it, whatever the cluster's pod range;
+  ``POST /pods/delete`` ``{"ip"}`` removes it (never a runtime's).
 
 Decision — namespace *paths*, not file descriptors: the ztunnel opens
 ``/run/netns/<name>`` itself. It runs as root on the same host (``setns`` needs
@@ -129,6 +131,9 @@ class PodSocketServer:
             ip = ipaddress.ip_address(str(fields["ip"]))
         except ValueError:
             return Response.json({"error": f"body: ip: {fields['ip']!r} is not an address"}, 400)
+        known = self.agent.pods_on(self.node).get(str(ip))
+        if known is not None:  # a runtime's sandbox (CNI ADD), or one made before
+            return Response.json({"netns": known["netns"]})
         if ip not in pool:
             return Response.json({"error": f"body: ip: {ip} is not a pod address ({pool})"}, 400)
         try:

@@ -17,6 +17,7 @@ import pytest
 
 from ambient.httpclient import unix_request
 from ambient.netns import NetnsError
+from ambient.nodeagent.agent import NodeAgent
 from ambient.nodeagent.podsocket import PodSocketClient, PodSocketServer
 
 
@@ -136,3 +137,33 @@ async def test_netns_thread_refuses_a_namespace_that_is_not_listed(tmp_path: Pat
     client.pods = {"10.244.0.2": {"netns": "amb-does-not-exist", "inode": 1}}
     assert client.netns_thread("10.244.0.2") is None  # no such namespace
     assert client.netns_thread("10.244.0.99") is None  # not one of this node's pods
+
+
+async def test_a_waypoint_pod_gets_the_sandbox_the_runtime_made_whatever_its_range(
+    served: Any,
+) -> None:
+    """On a real cluster the waypoint pod's namespace is its sandbox (adopted at CNI ADD),
+    and the cluster's pod range need not be the --netns one."""
+    agent, _, path = served
+    agent.pods["192.168.7.9"] = {"netns": "/var/run/netns/cni-1234", "inode": 11,
+                                 "node": "node-1"}  # fmt: skip
+    client = PodSocketClient(path, "node-1")
+    await client.start()
+    try:
+        answer = await client._call(
+            "/pods", {"namespace": "shop", "name": "waypoint-0", "ip": "192.168.7.9"}
+        )
+        assert answer == {"netns": "/var/run/netns/cni-1234"}
+        with pytest.raises(NetnsError, match=r"192\.168\.7\.10 is not a pod address"):
+            await client._call("/pods", {"namespace": "shop", "name": "w", "ip": "192.168.7.10"})
+    finally:
+        await client.close()
+
+
+async def test_ambient_node_agent_refuses_a_pod_the_runtime_has_not_reported(
+    tmp_path: Path,
+) -> None:
+    """ambient node-agent makes no pod namespaces of its own (no --netns topology)."""
+    agent = NodeAgent(tmp_path)
+    with pytest.raises(NetnsError, match=r"has not reported its sandbox \(CNI ADD\) yet"):
+        await agent.add_pod("shop", "waypoint-0", "node-1", "10.244.3.4")
