@@ -66,6 +66,7 @@ ZTUNNEL_POD = f"{ZTUNNEL}-entry"
 ZTUNNEL_IP = f"127.79.{os.getpid() % 250}.1"
 READY_TIMEOUT = 90.0
 NAMESPACE = "entry-mesh"
+LATER = "entry-later"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -274,7 +275,7 @@ def profile_node(
         kubectl("delete", "pod", ZTUNNEL_POD, "-n", "istio-system", "--grace-period=0",
                 "--force", "--wait=false", check=False)  # fmt: skip
         kubectl("delete", "node", NODE, "--wait=false", check=False)
-        kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+        kubectl("delete", "namespace", NAMESPACE, LATER, "--wait=false", check=False)
 
 
 def test_each_container_becomes_ready_by_its_own_probe(profile_node: ProfileNode) -> None:
@@ -289,52 +290,93 @@ def test_each_container_becomes_ready_by_its_own_probe(profile_node: ProfileNode
     assert plugins[-1]["exclude_namespaces"] == ["kube-system", "istio-system"]
 
 
-def _annotation(kubectl: Kubectl, name: str) -> str:
+def _annotation(kubectl: Kubectl, name: str, namespace: str = NAMESPACE) -> str:
     jsonpath = r"jsonpath={.metadata.annotations.ambient\.istio\.io/redirection}"
-    return kubectl("get", "pod", name, "-n", NAMESPACE, "-o", jsonpath).stdout
+    return kubectl("get", "pod", name, "-n", namespace, "-o", jsonpath).stdout
+
+
+def _sandbox_added(
+    node: ProfileNode, kubectl: Kubectl, namespace: str, name: str, ip: str
+) -> Sandbox:
+    """Pod ``namespace/name`` bound to the node, its sandbox made and the plugin's ``ADD``
+    run as containerd does; the caller removes the sandbox."""
+    _wait("the node's readiness", lambda: node.ztunnel.ready(ZTUNNEL_IP)
+          and node.node_agent.ready("127.0.0.1"), node.all)  # fmt: skip
+    kubectl("create", "namespace", namespace, check=False)
+    kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "app:1"}]},
+    }))  # fmt: skip
+    uid = kubectl("get", "pod", name, "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
+    sandbox = Sandbox(f"entry-{uuid.uuid4().hex[:8]}", ip)
+    sandbox.make()
+    config = runtime_config(json.loads(node.conflist.read_text()), "ambient-cni",
+                            sandbox.prev_result())  # fmt: skip
+    env = {
+        "CNI_CONTAINERID": uuid.uuid4().hex, "CNI_NETNS": sandbox.path, "CNI_IFNAME": "eth0",
+        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};"
+        f"K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID={uid}",
+    }  # fmt: skip
+    status, out, err = invoke_plugin(node.plugin, "ADD", config, env)
+    if status != 0:
+        sandbox.remove()
+        pytest.fail(f"ADD {namespace}/{name}: {out} {err}\n{node.node_agent.tail()}")
+    return sandbox
+
+
+def _running(kubectl: Kubectl, namespace: str, name: str, ip: str) -> None:
+    """What the kubelet reports once the sandbox has its address: IP, Running, Ready."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    kubectl("patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
+                               for t in ("Initialized", "ContainersReady", "Ready")]}}))  # fmt: skip
+
+
+def _listening(sandbox: Sandbox) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", sandbox.name, "ss", "-ltnH"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
 
 
 def test_an_enrolled_pod_goes_from_cni_add_to_served_by_ztunnel(
     profile_node: ProfileNode, kubectl: Kubectl
 ) -> None:
-    _wait("the node's readiness", lambda: profile_node.ztunnel.ready(ZTUNNEL_IP)
-          and profile_node.node_agent.ready("127.0.0.1"), profile_node.all)  # fmt: skip
     kubectl("create", "namespace", NAMESPACE, check=False)
     kubectl("label", "namespace", NAMESPACE, "istio.io/dataplane-mode=ambient", "--overwrite")
-    kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "namespace": NAMESPACE},
-        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "app:1"}]},
-    }))  # fmt: skip
-    uid = kubectl("get", "pod", "app", "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}").stdout
-    sandbox = Sandbox(f"entry-{uuid.uuid4().hex[:8]}", "10.99.1.201")
-    sandbox.make()
+    sandbox = _sandbox_added(profile_node, kubectl, NAMESPACE, "app", "10.99.1.201")
     try:
-        config = runtime_config(json.loads(profile_node.conflist.read_text()), "ambient-cni",
-                                sandbox.prev_result())  # fmt: skip
-        env = {
-            "CNI_CONTAINERID": uuid.uuid4().hex, "CNI_NETNS": sandbox.path, "CNI_IFNAME": "eth0",
-            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={NAMESPACE};K8S_POD_NAME=app;"
-            f"K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID={uid}",
-        }  # fmt: skip
-        status, out, err = invoke_plugin(profile_node.plugin, "ADD", config, env)
-        assert status == 0, f"{out} {err}\n{profile_node.node_agent.tail()}"
         assert sandbox.redirected()  # before the runtime would start the container
         assert _annotation(kubectl, "app") == ""  # captured, not served yet
-        # the kubelet reports the pod's IP and readiness; the control plane pushes it
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        kubectl("patch", "pod", "app", "-n", NAMESPACE, "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": {
-                    "phase": "Running", "podIP": sandbox.ip, "podIPs": [{"ip": sandbox.ip}],
-                    "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
-                                   for t in ("Initialized", "ContainersReady", "Ready")]}}))  # fmt: skip
+        _running(kubectl, NAMESPACE, "app", sandbox.ip)  # the control plane pushes it
         _wait("ztunnel serving the pod (its annotation)",
               lambda: _annotation(kubectl, "app") == "enabled", profile_node.all)  # fmt: skip
-        # ztunnel's listeners are in the pod's own namespace
-        listening = subprocess.run(
-            ["ip", "netns", "exec", sandbox.name, "ss", "-ltnH"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
+        listening = _listening(sandbox)  # ztunnel's listeners, in the pod's own namespace
         assert ":15008" in listening and ":15001" in listening, listening
+    finally:
+        sandbox.remove()
+
+
+def test_labelling_the_namespace_later_captures_a_running_pod_without_a_restart(
+    profile_node: ProfileNode, kubectl: Kubectl
+) -> None:
+    """``kubectl label namespace ... istio.io/dataplane-mode=ambient`` on a running pod:
+    the control plane pushes it, ztunnel opens its listeners in the pod's namespace and
+    asks the agent for the redirection; the label's removal undoes both."""
+    sandbox = _sandbox_added(profile_node, kubectl, LATER, "app", "10.99.1.202")
+    try:
+        _running(kubectl, LATER, "app", sandbox.ip)
+        assert not sandbox.redirected() and _annotation(kubectl, "app", LATER) == ""
+        kubectl("label", "namespace", LATER, "istio.io/dataplane-mode=ambient")
+        _wait("ztunnel serving the pod once its namespace is labelled",
+              lambda: _annotation(kubectl, "app", LATER) == "enabled", profile_node.all)  # fmt: skip
+        assert sandbox.redirected() and ":15008" in _listening(sandbox)
+        kubectl("label", "namespace", LATER, "istio.io/dataplane-mode-")
+        _wait("the pod out of the mesh once the label is removed",
+              lambda: _annotation(kubectl, "app", LATER) == "", profile_node.all)  # fmt: skip
+        assert not sandbox.redirected()
     finally:
         sandbox.remove()
 
