@@ -9,8 +9,8 @@ hand, and only that:
 
 - the pods' credentials: the ``istiod`` and ``istio-cni`` accounts' tokens in a
   kubeconfig (in a pod: the in-cluster account), ztunnel's projected ``istio-token``
-  (a TokenRequest bound to its pod, audience ``istio-ca``), and the control plane's
-  root where the ``istio-ca-root-cert`` ConfigMap would be mounted;
+  (a TokenRequest bound to its pod, audience ``istio-ca``), and the ConfigMap
+  ``istio-ca-root-cert`` that the control plane publishes, as its volume would hold it;
 - the Service: ``istiod.istio-system.svc:15012`` and ``:15010`` in ztunnel's command
   line become the control plane's address, and its ports are free ones in place of
   15012/15010 (this machine runs other meshes); the TLS name checked stays the
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from ambient.install.workloads import (
     CONTROL_PLANE,
     DEFAULT_IMAGE,
     NODE_AGENT,
+    ROOT_CONFIGMAP,
     ZTUNNEL,
     workload_objects,
 )
@@ -258,7 +258,11 @@ def profile_node(
             f"--bound-object-uid={uid}", "--duration=12h",
         ).stdout.strip()  # fmt: skip
         (z_mounts["/var/run/secrets/tokens"] / "istio-token").write_text(token)
-        shutil.copy(info["node_ca_root"], z_mounts["/var/run/secrets/istio"] / "root-cert.pem")
+        # the kubelet mounts the ConfigMap the control plane published (configMap volume)
+        published = kubectl("get", "configmap", ROOT_CONFIGMAP, "-n", "istio-system",
+                            "-o", "jsonpath={.data.root-cert\\.pem}").stdout  # fmt: skip
+        assert published == Path(info["node_ca_root"]).read_text()
+        (z_mounts["/var/run/secrets/istio"] / "root-cert.pem").write_text(published)
         zt = _container(ds, _fields(ZTUNNEL_POD, ZTUNNEL_IP, "ztunnel"), z_mounts,
                         root / "ztunnel.log")  # fmt: skip
         service = f"{CONTROL_PLANE}.istio-system.svc"

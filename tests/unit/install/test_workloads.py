@@ -19,6 +19,7 @@ from ambient.install.workloads import (
     ZTUNNEL,
     workload_objects,
 )
+from ambient.kube import rootcert
 from tests.containers import container_argv, only_container, pod_template
 
 FIELDS = {
@@ -190,3 +191,13 @@ def test_uninstall_removes_the_workloads_first() -> None:
     names = [(o["kind"], o["metadata"]["name"]) for o in docs]
     assert names.index(("Role", "ambient-istio-cni")) > names.index(("DaemonSet", NODE_AGENT))
     assert len(docs) > len(mesh_objects())
+
+
+def test_ztunnel_mounts_the_root_the_control_plane_publishes() -> None:
+    """The ConfigMap volume and the file ztunnel reads are what ``kube.rootcert`` writes."""
+    ztunnel = _by("DaemonSet", ZTUNNEL)
+    volumes = {v["name"]: v for v in pod_template(ztunnel)["volumes"]}
+    assert volumes["istiod-ca-cert"]["configMap"]["name"] == rootcert.NAME
+    assert rootcert.NAMESPACE == "istio-system"
+    args = only_container(ztunnel)["args"]
+    assert args[args.index("--ca-root") + 1].endswith("/" + rootcert.KEY)
