@@ -342,3 +342,38 @@ def test_dry_run_yaml_is_accepted_by_the_server(
             assert f"{created} (server dry run)" in lines, accepted.stdout
         left = kubectl("get", "deploy,ds,svc,pvc", "-n", "istio-system", "-o", "name")
         assert left.stdout == ""  # a dry run creates nothing
+
+
+DEV_NODE = "install-dev-node"
+
+
+def test_the_ambient_profile_refuses_a_cluster_of_dev_nodes(
+    installed: DevCluster, kubectl: Kubectl
+) -> None:
+    """A node of ``ambient up --kubeconfig`` (its runtime ``ambient://``) runs the mesh
+    itself: the profile's DaemonSets would run a second ztunnel and agent there."""
+    kubectl("apply", "-f", "-", stdin=json.dumps(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": DEV_NODE}}
+    ))  # fmt: skip
+    try:
+        kubectl("patch", "node", DEV_NODE, "--subresource=status", "--type=merge", "-p",
+                json.dumps({"status": {"nodeInfo": {"containerRuntimeVersion": "ambient://0.1.0"}}}))  # fmt: skip
+        refused = ambient("install", "--profile", "ambient", "--kubeconfig",
+                          str(installed.kubeconfig))  # fmt: skip
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"{DEV_NODE} run ambient up --kubeconfig" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        left = kubectl("get", "deploy,ds", "-n", "istio-system", "-o", "name")
+        assert left.stdout == ""  # refused before anything was applied
+    finally:
+        kubectl("delete", "node", DEV_NODE, "--wait=false", check=False)
+        kubectl(
+            "delete",
+            "deploy,ds,svc,pvc",
+            "-n",
+            "istio-system",
+            "--ignore-not-found",
+            "-l",
+            "app.kubernetes.io/managed-by=ambient",
+            check=False,
+        )  # if it was not refused

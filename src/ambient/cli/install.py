@@ -12,7 +12,14 @@ from typing import Any
 import click
 
 from ambient.cli.app import CONTEXT, fail
-from ambient.install.apply import InstallError, connect, install, render, uninstall
+from ambient.install.apply import (
+    InstallError,
+    connect,
+    install,
+    refuse_dev_nodes,
+    render,
+    uninstall,
+)
 from ambient.install.crds import CrdError, ensure_crds, load_crds
 from ambient.install.manifests import mesh_objects
 from ambient.install.workloads import DEFAULT_IMAGE, PROFILES, WorkloadOptions, workload_objects
@@ -57,11 +64,18 @@ def _objects(crds_dir: Path | None, workloads: Objects) -> tuple[Objects, Object
 
 
 async def _run(
-    action: str, kubeconfig: Path | None, context: str | None, crds: Objects, mesh: Objects
+    action: str,
+    kubeconfig: Path | None,
+    context: str | None,
+    crds: Objects,
+    mesh: Objects,
+    workloads: bool = False,
 ) -> None:
     client = connect(kubeconfig, context)
     try:
         if action == "install":
+            if workloads:
+                await refuse_dev_nodes(client)
             await install(client, crds, mesh, _progress)
         else:
             await uninstall(client, crds, mesh, _progress)
@@ -124,7 +138,7 @@ def install_command(
         click.echo(render(crds + mesh), nl=False)
         return
     try:
-        asyncio.run(_run("install", kubeconfig, context, crds, mesh))
+        asyncio.run(_run("install", kubeconfig, context, crds, mesh, bool(workloads)))
     except InstallError as err:
         fail(str(err))
     click.echo(f"installed: {len(crds)} CRD objects, {len(mesh)} mesh objects")

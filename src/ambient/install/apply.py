@@ -32,7 +32,15 @@ from lightkube.generic_resource import create_global_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import CascadeType
 
-__all__ = ["FIELD_MANAGER", "InstallError", "connect", "install", "render", "uninstall"]
+__all__ = [
+    "FIELD_MANAGER",
+    "InstallError",
+    "connect",
+    "install",
+    "refuse_dev_nodes",
+    "render",
+    "uninstall",
+]
 
 FIELD_MANAGER = "ambient"
 WORKLOAD_KINDS = ("DaemonSet", "Deployment")
@@ -41,6 +49,8 @@ _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # Our kinds not in lightkube's models: registered so that codecs.from_dict knows them.
 create_global_resource("gateway.networking.k8s.io", "v1", "GatewayClass", "gatewayclasses")
+# Nodes read as plain dicts: lightkube's model refuses a node whose nodeInfo lacks a field.
+_NODES = create_global_resource("", "v1", "NodeForInstall", "nodes")
 
 
 class InstallError(RuntimeError):
@@ -102,6 +112,37 @@ async def install(
         await _apply_all(client, mesh, progress)
     except httpx2.HTTPError as err:
         raise _unreachable(err) from None
+
+
+DEV_RUNTIME_PREFIX = "ambient://"
+"""The ``containerRuntimeVersion`` of ``ambient up --kubeconfig``'s nodes (``ambient.kubelet``)."""
+
+
+def _runtime(status: Any) -> str:
+    info = status.get("nodeInfo") if isinstance(status, dict) else None
+    return str(info.get("containerRuntimeVersion", "")) if isinstance(info, dict) else ""
+
+
+async def refuse_dev_nodes(client: AsyncClient) -> None:
+    """``InstallError`` if nodes of ``ambient up --kubeconfig`` are registered: their kubelet
+    runs the mesh's processes itself and pods' commands without images or volumes, so the
+    ambient profile's DaemonSets would put a second ztunnel and node agent on each, started
+    without the files their manifests mount."""
+    try:
+        dev = [
+            str(node.metadata.name if node.metadata else "?")
+            async for node in client.list(_NODES)
+            if _runtime(node.status).startswith(DEV_RUNTIME_PREFIX)
+        ]
+    except ApiError as err:
+        raise InstallError(f"listing the nodes: {err.status.code} {err.status.message}") from None
+    except httpx2.HTTPError as err:
+        raise _unreachable(err) from None
+    if dev:
+        raise InstallError(
+            f"--profile ambient is for nodes with a container runtime; {', '.join(sorted(dev))} "
+            "run ambient up --kubeconfig, which runs the mesh itself: install without --profile"
+        )
 
 
 async def _apply_all(
