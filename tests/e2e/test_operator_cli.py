@@ -176,6 +176,29 @@ def test_logs_of_a_pod_and_of_the_waypoint(mesh: Mesh) -> None:
     assert "INFO  ambient.access [shop/waypoint]  request complete" in history
 
 
+def test_the_mesh_own_pods_are_istio_systems(mesh: Mesh) -> None:
+    """``kubectl get pods -n istio-system -o wide``, ``logs -l app=ztunnel`` and ``wait``
+    of the seed guides, on the mesh's own processes."""
+    table = rows(mesh.ok("get", "pods", "-n", "istio-system", "-o", "wide"))
+    cells = {r[0].strip(): [c.strip() for c in r] for r in table[1:]}
+    ztunnels = sorted(n for n in cells if n.startswith("ztunnel-"))
+    assert sorted(cells) == ["controlplane", *ztunnels] and len(ztunnels) >= 2, cells
+    for name in ztunnels:
+        node = name.removeprefix("ztunnel-")
+        assert cells[name][1:3] == ["1/1", "Running"] and cells[name][6] == node, cells[name]
+    assert cells["controlplane"][1:3] == ["1/1", "Running"]
+    out = mesh.ok("logs", "-n", "istio-system", "-l", "app=ztunnel", "--prefix", "--tail", "-1")
+    prefixes = {line.split("] ")[0] + "]" for line in out.splitlines()}
+    assert prefixes == {f"[pod/{n}/{n}]" for n in ztunnels}, out[-2000:]
+    assert "ambient: " not in out  # the runtime's notes are not the process's output
+    ten = mesh.ok("logs", "-n", "istio-system", "-l", "app=istiod").splitlines()
+    assert 0 < len(ten) <= 10
+    waited = mesh.ok(
+        "wait", "--for=condition=Ready", "pod", "-l", "app=ztunnel", "-n", "istio-system"
+    )
+    assert sorted(waited.splitlines()) == [f"pod/{n} condition met" for n in ztunnels]
+
+
 def test_scale_and_wait(mesh: Mesh) -> None:
     assert mesh.ok("scale", "deploy/web", "--replicas", "2", "-n", "shop").strip() == (
         "deployment.apps/web scaled"

@@ -76,9 +76,19 @@ def pod_object(
             "name": pod["workload"],
             "controller": True,
         }
+    elif pod.get("spec") is not None:  # the mesh's own (local.systempods): no manifest
+        spec = copy.deepcopy(pod["spec"])
+        if pod.get("workload_type") == "daemonset":
+            owner = {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "name": pod["workload"],
+                "controller": True,
+            }
     else:
         spec = copy.deepcopy((manifests.get(("Pod", ns, name)) or {}).get("spec") or {})
-    spec["nodeName"] = pod["node"]
+    if pod["node"]:
+        spec["nodeName"] = pod["node"]
     specs = {c.get("name"): c for c in spec.get("containers") or []}
     containers = [_container_status(c, specs.get(c["name"], {})) for c in pod.get("containers", [])]
     started = any(c["state"] != "waiting" or c.get("restarts") for c in pod.get("containers", []))

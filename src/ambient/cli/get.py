@@ -32,8 +32,9 @@ from ambient.cli.folderobjects import cluster_ips, deployment_status, pod_object
 from ambient.cli.output import print_kube_table
 from ambient.cli.printers import table
 from ambient.cli.selectors import SelectorError, parse_selector
+from ambient.local.systempods import ISTIO_NAMESPACE, SYSTEM_NAMESPACE
 
-__all__ = ["KINDS", "folder_objects", "get", "print_objects", "resolve_kind"]
+__all__ = ["KINDS", "folder_objects", "get", "in_namespace", "print_objects", "resolve_kind"]
 
 # word -> (Kind, default apiVersion, plural)
 _KIND_INFO: dict[str, tuple[str, str, str]] = {
@@ -98,7 +99,8 @@ def folder_objects(ctx: click.Context, kind: str) -> list[dict[str, Any]]:
         for m in manifests
     }
     if kind == "Pod":
-        return [pod_object(p, by_key) for p in call(ctx, "GET", "/pods")]
+        pods = call(ctx, "GET", "/pods") + call(ctx, "GET", "/system-pods")
+        return [pod_object(p, by_key) for p in pods]
     items = [m for m in manifests if m.get("kind") == kind]
     if kind == "Deployment":
         pods = call(ctx, "GET", "/pods")
@@ -110,6 +112,15 @@ def folder_objects(ctx: click.Context, kind: str) -> list[dict[str, Any]]:
             meta = item["metadata"]
             item["_clusterIP"] = vips.get((meta.get("namespace", ""), meta["name"]))
     return items
+
+
+def in_namespace(obj: dict[str, Any], namespace: str) -> bool:
+    """Whether ``obj`` is in ``namespace``; ``istio-system`` also holds the mesh's own
+    pods (``ambient-system``: ``local.systempods``), as Istio's are there."""
+    ns = (obj.get("metadata") or {}).get("namespace", namespace)
+    if ns == SYSTEM_NAMESPACE and obj.get("kind") == "Pod":
+        return namespace in (SYSTEM_NAMESPACE, ISTIO_NAMESPACE)
+    return bool(ns == namespace)
 
 
 def _sort_key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -198,7 +209,7 @@ def get(
     items = []
     for obj in folder_objects(ctx, real):
         meta = obj.get("metadata") or {}
-        if scope and not cluster_scoped and meta.get("namespace") != scope:
+        if scope and not cluster_scoped and not in_namespace(obj, scope):
             continue
         if name is not None and meta.get("name") != name:
             continue

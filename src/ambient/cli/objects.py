@@ -9,6 +9,7 @@ import click
 import yaml
 
 from ambient.cli.app import CONTEXT, call, fail, target, target_options
+from ambient.local.systempods import SYSTEM_NAMESPACE
 
 __all__ = ["apply", "delete", "label"]
 
@@ -24,9 +25,10 @@ def _read_manifest(path: str) -> tuple[str, str]:
 
 def _without_owned_pods(ctx: click.Context, text: str) -> str:
     """``text`` without the Pods a Deployment owns (``ambient get pods -o yaml`` prints
-    them with ``ownerReferences``): each running one is ``unchanged``, as kubectl says
-    of an unchanged pod; one that no longer runs is refused (its Deployment makes its
-    pods). ``text`` is returned as is when it holds none."""
+    them with ``ownerReferences``) and the mesh's own (``ambient-system``): each running
+    one is ``unchanged``, as kubectl says of an unchanged pod; one that no longer runs
+    is refused (its Deployment, or ``ambient up``, makes its pods). ``text`` is
+    returned as is when it holds none."""
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError:
@@ -42,18 +44,29 @@ def _without_owned_pods(ctx: click.Context, text: str) -> str:
         for i in items
         if isinstance(i, dict)
         and i.get("kind") == "Pod"
-        and any(
-            o.get("kind") == "Deployment"
-            for o in (i.get("metadata") or {}).get("ownerReferences") or []
+        and (
+            (i.get("metadata") or {}).get("namespace") == SYSTEM_NAMESPACE
+            or any(
+                o.get("kind") == "Deployment"
+                for o in (i.get("metadata") or {}).get("ownerReferences") or []
+            )
         )
     ]
     if not owned:
         return text
-    running = {(p["namespace"], p["name"]) for p in call(ctx, "GET", "/pods")}
+    pods = call(ctx, "GET", "/pods")
+    if any(p["metadata"].get("namespace") == SYSTEM_NAMESPACE for p in owned):
+        pods += call(ctx, "GET", "/system-pods")
+    running = {(p["namespace"], p["name"]) for p in pods}
     for pod in owned:
         meta = pod["metadata"]
         key = (meta.get("namespace", "default"), meta.get("name"))
         if key not in running:
+            if key[0] == SYSTEM_NAMESPACE:
+                fail(
+                    f"pod {key[0]}/{key[1]}: {SYSTEM_NAMESPACE} holds the mesh's own processes, "
+                    "which ambient up starts; they are not declared"
+                )
             owner = next(o for o in meta["ownerReferences"] if o.get("kind") == "Deployment")
             fail(
                 f"pod {key[0]}/{key[1]} is made by deployment {owner.get('name')}: change the deployment"

@@ -14,14 +14,18 @@ proxy's log (``ambient-system_ztunnel-<node>_ztunnel-<node>.log``) tagged with i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "LogSource",
     "container_lines",
     "follow",
     "node_log_paths",
+    "pod_sources",
     "tail",
     "waypoint_lines",
 ]
@@ -116,3 +120,50 @@ def follow(path: Path, offset: int) -> Iterator[str]:
             yield ""
         for raw in complete:
             yield raw.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One container's log: the file and how its lines are read (``system``: a mesh
+    process's own log, every line its own, each with its time of day)."""
+
+    pod: str
+    container: str
+    path: Path
+    system: bool = False
+
+    @property
+    def prefix(self) -> str:
+        """kubectl's ``--prefix``: ``[pod/NAME/CONTAINER] ``."""
+        return f"[pod/{self.pod}/{self.container}] "
+
+    def lines(self, text: str, since: datetime | None = None) -> list[str]:
+        """The container's lines of ``text`` (a whole file, or what was appended)."""
+        if self.system and since is not None:
+            return waypoint_lines([text], "", since, untagged=True)
+        return container_lines(text, since)
+
+
+def pod_sources(
+    logs_dir: Path, pod: Mapping[str, Any], container: str | None, all_containers: bool
+) -> tuple[list[LogSource], str | None]:
+    """The log sources of one pod of ``GET /pods`` (or ``/system-pods``) and the note
+    kubectl prints on stderr when it picks a container; ``ValueError`` names a
+    container the pod does not have."""
+    names = [c["name"] for c in pod.get("containers", [])] or [
+        c.get("name", "") for c in (pod.get("spec") or {}).get("containers", [])
+    ]
+    note = None
+    if all_containers:
+        chosen = names
+    elif container is None:
+        chosen = names[:1]
+        if len(names) > 1:
+            note = f'Defaulted container "{names[0]}" out of: {", ".join(names)}'
+    elif container in names:
+        chosen = [container]
+    else:
+        raise ValueError(f"container {container} is not valid for pod {pod['name']}")
+    ns, name = pod["namespace"], pod["name"]
+    system = bool(pod.get("system"))
+    return [LogSource(name, c, logs_dir / f"{ns}_{name}_{c}.log", system) for c in chosen], note

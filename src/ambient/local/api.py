@@ -5,6 +5,7 @@ mesh. The same routes whichever process model runs the mesh (``MeshBackend``):
 
 - ``GET /status``                      readiness of every component
 - ``GET /pods``                        pods with address, node and exec environment
+- ``GET /system-pods``                 the mesh's own processes as pods (``local.systempods``)
 - ``GET /resources?kind=&namespace=``  loaded objects (``ambient get``)
 - ``GET /manifests``                   every object as its manifest and origin (``ambient analyze``)
 - ``GET /nodes``                       ztunnels and their admin addresses
@@ -67,6 +68,7 @@ class ControlApi:
             {
                 "/status": json_route(lambda r: mesh.status()),
                 "/pods": json_route(lambda r: mesh.pods()),
+                "/system-pods": json_route(lambda r: mesh.system_pods()),
                 "/resources": json_route(
                     lambda r: mesh.resources(r.query.get("kind", ""), r.query.get("namespace"))
                 ),

@@ -279,6 +279,9 @@ class LocalMesh:
     async def pods(self) -> list[dict[str, Any]]:
         return self.kubelet.describe_pods() if self.kubelet is not None else []
 
+    async def system_pods(self) -> list[dict[str, Any]]:
+        return []  # one process: the control plane and the ztunnels are not pods
+
     async def resources(self, kind: str, namespace: str | None) -> list[Any]:
         return resources_json(self._config(), kind, namespace)
 

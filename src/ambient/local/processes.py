@@ -47,6 +47,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from ambient.local.distributed import (
 )
 from ambient.local.kubelet import Kubelet, ScheduledRun
 from ambient.local.statedir import StateDir
+from ambient.local.systempods import SYSTEM_NAMESPACE, system_labels, system_pod_json
 from ambient.nodeagent.agent import NodeAgent
 from ambient.runtime import PodRun, Supervisor
 from ambient.runtime.status import ContainerEvent
@@ -76,7 +78,6 @@ log = logging.getLogger("ambient.up")
 
 CONTROL_PLANE_IP = "127.1.0.254"
 CA_PORT, JOIN_PORT, XDS_PORT = 15012, 15013, 15010
-SYSTEM_NAMESPACE = "ambient-system"
 START_TIMEOUT = 60.0  # the control plane and a ztunnel must be ready within this
 LISTENER_TIMEOUT = 10.0  # a pod starts anyway after this if its ztunnel has no listener yet
 
@@ -112,6 +113,7 @@ class DistributedMesh:
             hide=state.secret_paths(),
         )
         self.nodes: dict[str, str] = {}  # ztunnels started: name -> IP
+        self._system_runs: dict[str, tuple[PodRun, float]] = {}  # name -> (run, created)
         self._health: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._boot: str | None = None
@@ -159,15 +161,18 @@ class DistributedMesh:
             await self.agent.close()
 
     def _system_pod(self, name: str, argv: list[str]) -> PodRun:
-        return PodRun(
+        run = PodRun(
             namespace=SYSTEM_NAMESPACE,
             name=name,
             uid=f"{SYSTEM_NAMESPACE}/{name}",
             ip=CONTROL_PLANE_IP,
             containers=(Container(name=name, command=tuple(argv)),),
             node="",
+            labels=system_labels(name),
             base_dir=self.state.root,
         )
+        self._system_runs[name] = (run, time.time())
+        return run
 
     def _controlplane_argv(self) -> list[str]:
         argv = [
@@ -386,12 +391,7 @@ class DistributedMesh:
 
     async def status(self) -> dict[str, Any]:
         cp = self.system.pod_status(SYSTEM_NAMESPACE, "controlplane")
-        cp_ready = False
-        with contextlib.suppress(OSError, TimeoutError):
-            code, _ = await unix_request(
-                str(self.api_socket), "GET", "/resources?kind=Namespace", timeout=5
-            )
-            cp_ready = code == 200
+        cp_ready = await self._control_plane_answers()
         components: list[dict[str, Any]] = [
             {
                 "name": "controlplane",
@@ -425,6 +425,28 @@ class DistributedMesh:
 
     async def pods(self) -> list[dict[str, Any]]:
         return self.kubelet.describe_pods()
+
+    async def system_pods(self) -> list[dict[str, Any]]:
+        out = []
+        for name, (run, created) in sorted(self._system_runs.items()):
+            status = self.system.pod_status(SYSTEM_NAMESPACE, name)
+            running = status is not None and status.running
+            node = name.removeprefix("ztunnel-") if name.startswith("ztunnel-") else ""
+            ip = self.nodes.get(node)
+            if node:
+                ready = running and ip is not None and await self._ztunnel_ready(ip)
+            else:
+                ready = running and await self._control_plane_answers()
+            out.append(system_pod_json(run, status, ready=ready, created=created, node=node, ip=ip))
+        return out
+
+    async def _control_plane_answers(self) -> bool:
+        with contextlib.suppress(OSError, TimeoutError):
+            code, _ = await unix_request(
+                str(self.api_socket), "GET", "/resources?kind=Namespace", timeout=5
+            )
+            return bool(code == 200)
+        return False
 
     async def resources(self, kind: str, namespace: str | None) -> list[Any]:
         query = f"/resources?kind={kind}" + (f"&namespace={namespace}" if namespace else "")
