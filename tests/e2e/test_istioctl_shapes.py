@@ -126,6 +126,12 @@ def test_log_levels_change_live(mesh: Mesh) -> None:
         assert access_lines(mesh) == before
         out = mesh.ok("zc", "log", "--node", "node-1", "--level", "access:debug")
         assert out == "ztunnel-node-1.ambient-system:\ncurrent log level is access=debug,info\n\n"
+        # the seed guide's `istioctl ztunnel-config log <ztunnel-pod> --level=...`
+        out = mesh.ok("zc", "log", "ztunnel-node-2.istio-system", "--level=info,access=debug")
+        assert out == "ztunnel-node-2.ambient-system:\ncurrent log level is access=debug,info\n\n"
+        other = mesh.run("zc", "log", "web-1.shop")
+        assert other.returncode == 1
+        assert "only supported by Ztunnel proxies: web-1" in other.stderr
     finally:
         out = mesh.ok("zc", "log", "-r")
     assert out.count("current log level is info") == 2

@@ -383,6 +383,27 @@ def objects(
     return run(target, lambda c: get_objects(c, info, namespace=namespace, selector=selector))
 
 
+def ztunnel_pod_node(target: ClusterTarget, name: str, namespace: str | None) -> str:
+    """The node of the ztunnel pod ``name`` (istioctl's ``zc`` argument); a pod that is
+    not a ztunnel's is refused as istioctl refuses it."""
+    from ambient.install.manifests import NAMESPACE
+    from ambient.kube import ztunnels
+    from ambient.kube.kinds import POD
+
+    where = namespace or NAMESPACE
+
+    async def body(client: KubeClient) -> str:
+        pod = await client.get(POD.path(where, name))
+        key, _, value = ztunnels.ZTUNNEL_LABEL.partition("=")
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        node = (pod.get("spec") or {}).get("nodeName")
+        if labels.get(key) != value or not node:
+            raise KubeError(f"this command is only supported by Ztunnel proxies: {name}")
+        return str(node)
+
+    return run(target, body)
+
+
 def ztunnel_admins(target: ClusterTarget, node: str | None) -> list[tuple[str, str, int]]:
     """(name, host, port) of the admin port of ``node``'s ztunnel (None: every node's)."""
     from urllib.parse import urlsplit

@@ -6,11 +6,14 @@ Decisions (istioctl 1.32's ``ztunnel-config`` unless said; tables: ``cli.zctable
   istioctl's aliases (``w``, ``svc``/``s``, ``pol``/``p``, ``certs``/``cert``, ``cons``).
 - ``-o short`` (the default; ``table`` accepted), ``json`` (the dump's items, indented
   by four) or ``yaml``.
-- ``--node NODE`` picks the node whose ztunnel answers (istioctl picks a ztunnel pod by
-  name instead, and its ``--node`` filters workloads: that is ``--workload-node`` here).
-  Without it, workloads, services and policies come from the first ztunnel (every
-  ztunnel holds the same view) and the per-node parts (certificates, connections,
-  waypoints, log) from every node's.
+- Which ztunnel answers: istioctl's argument ``[<type>/]<name>[.<namespace>]`` (a
+  ztunnel pod: ``ztunnel-node-1`` here, in ``ambient-system``, ``.istio-system``
+  accepted; ``ds/ztunnel`` is the default choice; another pod is refused as istioctl
+  refuses it: ``... only supported by Ztunnel proxies``), or ``--node NODE``, the
+  ztunnel of that node, as istioctl's ``--node``. Without either, workloads, services
+  and policies come from the first ztunnel (every ztunnel holds the same view) and
+  the per-node parts (certificates, connections, waypoints, log) from every node's.
+  ``--workload-node`` filters the workloads by node.
 - ``log [--level SPEC] [-r]``: each ztunnel's ``POST /logging`` (``ztunnel.admin``),
   printed ``<ztunnel pod>.<namespace>:`` then its answer, as istioctl does; ``-r``
   resets to the level it started with (istioctl says "info"; ours is ``up
@@ -173,8 +176,38 @@ def _log_levels(ctx: click.Context, node: str | None, level: str | None, reset: 
         raise SystemExit(1)
 
 
+def _pod_node(ctx: click.Context, ref: str | None, node: str | None) -> str | None:
+    """The node of the ztunnel pod ``ref`` (``[<type>/]<name>[.<namespace>]``), or ``node``."""
+    if ref is None:
+        return node
+    kind, _, rest = ref.rpartition("/")
+    name, _, namespace = rest.partition(".")
+    if kind.lower() in ("ds", "daemonset", "daemonsets") and name == "ztunnel":
+        return node  # the DaemonSet's pods: the default choice
+    if kind and kind.lower() not in ("pod", "pods", "po"):
+        fail(f"{ref}: give a ztunnel pod ([pod/]NAME[.NAMESPACE]) or ds/ztunnel")
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        from ambient.cli import cluster
+
+        found = cluster.ztunnel_pod_node(cluster_target, name, namespace or None)
+    else:
+        if namespace not in ("", "ambient-system", "istio-system") or not name.startswith(
+            "ztunnel-"
+        ):
+            fail(f"this command is only supported by Ztunnel proxies: {name}")
+        found = name.removeprefix("ztunnel-")
+        if found not in [n["name"] for n in call(ctx, "GET", "/nodes")]:
+            click.echo(f'Error from server (NotFound): pods "{name}" not found', err=True)
+            raise SystemExit(1)
+    if node is not None and node != found:
+        fail(f"{ref} runs on node {found}, not on --node {node}: give one of them")
+    return found
+
+
 @click.command("ztunnel-config", context_settings=CONTEXT)
 @click.argument("what", type=click.Choice(sorted(_PARTS)), metavar="WHAT")
+@click.argument("ztunnel", required=False, metavar="[ZTUNNEL-POD[.NAMESPACE]]")
 @click.option(
     "--workload-namespace",
     "--service-namespace",
@@ -184,7 +217,9 @@ def _log_levels(ctx: click.Context, node: str | None, level: str | None, reset: 
     default=None,
     help="Only workloads/services/policies/connections of this namespace.",
 )
-@click.option("--node", default=None, help="Which node's ztunnel to ask (default: see above).")
+@click.option(
+    "--node", default=None, help="The ztunnel of this node (default: every node's, or the first)."
+)
 @click.option("--workload-node", default=None, help="Only workloads on this node.")
 @click.option("--direction", type=click.Choice(["inbound", "outbound"]), default=None,
               help="connections: only this direction.")  # fmt: skip
@@ -203,6 +238,7 @@ def _log_levels(ctx: click.Context, node: str | None, level: str | None, reset: 
 def ztunnel_config(
     ctx: click.Context,
     what: str,
+    ztunnel: str | None,
     namespace: str | None,
     node: str | None,
     workload_node: str | None,
@@ -218,9 +254,12 @@ def ztunnel_config(
     WHAT: workloads, services, policies, certificates, connections, waypoints, all, log.
     `waypoints` lists the waypoints node proxies run and the L7 objects they hold.
 
+    ZTUNNEL-POD: the ztunnel pod to ask (ztunnel-NODE; default: see --node).
+
     Examples: ambient zc certificates; ambient zc connections -n shop;
-    ambient zc log --level info,access=debug; ambient zc log -r"""
+    ambient zc log --level info,access=debug; ambient zc log ztunnel-node-1 -r"""
     part = _PARTS[what]
+    node = _pod_node(ctx, ztunnel, node)
     if part == "log":
         _log_levels(ctx, node, level, reset)
         return

@@ -286,6 +286,14 @@ async def test_zc_finds_a_nodes_ztunnel_through_the_cluster(
     )
     assert code == 0, err
     assert any(s["namespace"] == "default" and s["name"] == "kubernetes" for s in json.loads(out))
+    # istioctl's argument: the ztunnel pod by name (its node's ztunnel answers).
+    code, out, err = await ambient(
+        "zc", "services", "ztunnel-node-p.istio-system", "-o", "json", "--kubeconfig", kubeconfig
+    )
+    assert code == 0, err
+    assert any(s["name"] == "kubernetes" for s in json.loads(out))
+    code, _, err = await ambient("zc", "workloads", f"web.{namespace}", "--kubeconfig", kubeconfig)
+    assert code == 1 and "only supported by Ztunnel proxies: web" in err
 
     # A node with neither: a clear error.
     code, _, err = await ambient("zc", "workloads", "--node", "node-w1", "--kubeconfig", kubeconfig)

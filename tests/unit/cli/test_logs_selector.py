@@ -76,6 +76,9 @@ class _RecordedMesh:
     async def manifests(self) -> list[dict[str, Any]]:
         return []
 
+    async def node_list(self) -> list[dict[str, Any]]:
+        return [{"name": "node-1"}, {"name": "node-2"}]
+
 
 def _log(state: StateDir, ns: str, pod: str, container: str, lines: list[str]) -> None:
     note = "--- 2026-01-01T10:00:00Z ambient: started (pid 1) ---"
@@ -193,3 +196,15 @@ async def test_a_mesh_pod_applied_back_is_unchanged(mesh: StateDir) -> None:
     refused = await ambient(mesh, "apply", "-f", "-", stdin=stray)
     assert refused.exit_code == 1
     assert "ambient-system holds the mesh's own processes" in refused.stderr
+
+
+async def test_zc_takes_a_ztunnel_pod_as_istioctl(mesh: StateDir) -> None:
+    other = await ambient(mesh, "zc", "log", "web-1.shop")
+    assert other.exit_code == 1
+    assert "only supported by Ztunnel proxies: web-1" in other.stderr
+    gone = await ambient(mesh, "zc", "workloads", "ztunnel-node-9.istio-system")
+    assert gone.exit_code == 1 and 'pods "ztunnel-node-9" not found' in gone.stderr
+    both = await ambient(mesh, "zc", "certs", "pod/ztunnel-node-1", "--node", "node-2")
+    assert both.exit_code == 1 and "runs on node node-1, not on --node node-2" in both.stderr
+    kind = await ambient(mesh, "zc", "certs", "deploy/ztunnel")
+    assert kind.exit_code == 1 and "give a ztunnel pod" in kind.stderr
