@@ -44,6 +44,17 @@ spec:
     metadata: {{labels: {{app: web}}}}
     spec: {{containers: [{{name: web, image: web:1}}, {{name: side, image: side:2}}]}}
 ---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent, namespace: {NS}}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      nodeSelector: {{printers-test: none}}
+      containers: [{{name: agent, image: agent:1}}]
+---
 apiVersion: v1
 kind: Pod
 metadata: {{name: probe, namespace: {NS}, labels: {{app: probe}}}}
@@ -103,6 +114,8 @@ KINDS = [
     ("pods", True),
     ("deployments", False),
     ("deployments", True),
+    ("daemonsets", False),
+    ("daemonsets", True),
     ("services", False),
     ("services", True),
     ("serviceaccounts", False),

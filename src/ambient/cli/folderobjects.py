@@ -17,6 +17,11 @@ them:
 - a Deployment's ``replicas``/``updatedReplicas`` count its pods, ``readyReplicas`` and
   ``availableReplicas`` the ready ones.
 
+The mesh's own ztunnel pods (``local.systempods``) are owned by a DaemonSet ``ztunnel``
+in ``ambient-system`` (none is declared: it is made from them): one pod wanted per
+node, its template's container named ``ztunnel`` (each pod's container carries the
+pod's name, as its log file does).
+
 A Service's allocated address is not added to its ``spec`` (it was not written, and
 applying it back would pin it): ``get svc`` shows it in CLUSTER-IP only.
 """
@@ -28,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["cluster_ips", "deployment_status", "pod_object"]
+__all__ = ["cluster_ips", "deployment_status", "pod_object", "ztunnel_daemonset"]
 
 
 def _stamp(seconds: float | None) -> str | None:
@@ -158,3 +163,42 @@ def cluster_ips(dumps: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
             if service.get("vips"):
                 out.setdefault((service["namespace"], service["name"]), service["vips"][0])
     return out
+
+
+def ztunnel_daemonset(pods: Sequence[Mapping[str, Any]], nodes: int) -> dict[str, Any] | None:
+    """The DaemonSet ``ztunnel`` the mesh's ztunnel pods belong to (see the module
+    docstring), with the ``status`` its controller would write; None without any."""
+    mine = [p for p in pods if p.get("workload_type") == "daemonset"]
+    if not mine:
+        return None
+    first = mine[0]
+    ready = sum(1 for p in mine if p.get("ready"))
+    created = min((p["created"] for p in mine if p.get("created") is not None), default=None)
+    labels = {"app": "ztunnel"}
+    meta: dict[str, Any] = {"name": first["workload"], "namespace": first["namespace"]}
+    if created is not None:
+        meta["creationTimestamp"] = _stamp(created)
+    meta["labels"] = labels
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": (first.get("spec") or {}).get("serviceAccountName"),
+                    "containers": [{"name": "ztunnel"}],
+                },
+            },
+        },
+        "status": {
+            "desiredNumberScheduled": nodes,
+            "currentNumberScheduled": len(mine),
+            "numberReady": ready,
+            "updatedNumberScheduled": len(mine),
+            "numberAvailable": ready,
+            "numberMisscheduled": 0,
+        },
+    }

@@ -28,7 +28,12 @@ import yaml
 
 from ambient.cli import jsonpath
 from ambient.cli.app import CONTEXT, call, fail, target, target_options
-from ambient.cli.folderobjects import cluster_ips, deployment_status, pod_object
+from ambient.cli.folderobjects import (
+    cluster_ips,
+    deployment_status,
+    pod_object,
+    ztunnel_daemonset,
+)
 from ambient.cli.output import print_kube_table
 from ambient.cli.printers import table
 from ambient.cli.selectors import SelectorError, parse_selector
@@ -43,6 +48,7 @@ _KIND_INFO: dict[str, tuple[str, str, str]] = {
     "Namespace": ("Namespace", "v1", "namespaces"),
     "ServiceAccount": ("ServiceAccount", "v1", "serviceaccounts"),
     "Deployment": ("Deployment", "apps/v1", "deployments"),
+    "DaemonSet": ("DaemonSet", "apps/v1", "daemonsets"),
     "WorkloadEntry": ("WorkloadEntry", "networking.istio.io/v1", "workloadentries"),
     "ServiceEntry": ("ServiceEntry", "networking.istio.io/v1", "serviceentries"),
     "VirtualService": ("VirtualService", "networking.istio.io/v1", "virtualservices"),
@@ -65,6 +71,7 @@ _SHORT = {
     "ns": "Namespace",
     "sa": "ServiceAccount",
     "deploy": "Deployment",
+    "ds": "DaemonSet",
     "we": "WorkloadEntry",
     "se": "ServiceEntry",
     "vs": "VirtualService",
@@ -102,6 +109,10 @@ def folder_objects(ctx: click.Context, kind: str) -> list[dict[str, Any]]:
         pods = call(ctx, "GET", "/pods") + call(ctx, "GET", "/system-pods")
         return [pod_object(p, by_key) for p in pods]
     items = [m for m in manifests if m.get("kind") == kind]
+    if kind == "DaemonSet":
+        nodes = len(call(ctx, "GET", "/nodes"))
+        ztunnel = ztunnel_daemonset(call(ctx, "GET", "/system-pods"), nodes)
+        items += [ztunnel] if ztunnel else []
     if kind == "Deployment":
         pods = call(ctx, "GET", "/pods")
         for item in items:
@@ -116,9 +127,10 @@ def folder_objects(ctx: click.Context, kind: str) -> list[dict[str, Any]]:
 
 def in_namespace(obj: dict[str, Any], namespace: str) -> bool:
     """Whether ``obj`` is in ``namespace``; ``istio-system`` also holds the mesh's own
-    pods (``ambient-system``: ``local.systempods``), as Istio's are there."""
+    pods and their DaemonSet (``ambient-system``: ``local.systempods``), as Istio's are
+    there."""
     ns = (obj.get("metadata") or {}).get("namespace", namespace)
-    if ns == SYSTEM_NAMESPACE and obj.get("kind") == "Pod":
+    if ns == SYSTEM_NAMESPACE and obj.get("kind") in ("Pod", "DaemonSet"):
         return namespace in (SYSTEM_NAMESPACE, ISTIO_NAMESPACE)
     return bool(ns == namespace)
 

@@ -25,9 +25,10 @@ def _read_manifest(path: str) -> tuple[str, str]:
 
 def _without_owned_pods(ctx: click.Context, text: str) -> str:
     """``text`` without the Pods a Deployment owns (``ambient get pods -o yaml`` prints
-    them with ``ownerReferences``) and the mesh's own (``ambient-system``): each running
-    one is ``unchanged``, as kubectl says of an unchanged pod; one that no longer runs
-    is refused (its Deployment, or ``ambient up``, makes its pods). ``text`` is
+    them with ``ownerReferences``) and the mesh's own pods and DaemonSet
+    (``ambient-system``): each running one is ``unchanged``, as kubectl says of an
+    unchanged object; one that no longer runs is refused (its Deployment, or ``ambient
+    up``, makes them). ``text`` is
     returned as is when it holds none."""
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -43,7 +44,7 @@ def _without_owned_pods(ctx: click.Context, text: str) -> str:
         i
         for i in items
         if isinstance(i, dict)
-        and i.get("kind") == "Pod"
+        and i.get("kind") in ("Pod", "DaemonSet")
         and (
             (i.get("metadata") or {}).get("namespace") == SYSTEM_NAMESPACE
             or any(
@@ -57,11 +58,13 @@ def _without_owned_pods(ctx: click.Context, text: str) -> str:
     pods = call(ctx, "GET", "/pods")
     if any(p["metadata"].get("namespace") == SYSTEM_NAMESPACE for p in owned):
         pods += call(ctx, "GET", "/system-pods")
-    running = {(p["namespace"], p["name"]) for p in pods}
+    running = {("Pod", p["namespace"], p["name"]) for p in pods}
+    running |= {("DaemonSet", p["namespace"], p["workload"]) for p in pods
+                if p.get("workload_type") == "daemonset"}  # fmt: skip
     for pod in owned:
         meta = pod["metadata"]
         key = (meta.get("namespace", "default"), meta.get("name"))
-        if key not in running:
+        if (pod["kind"], *key) not in running:
             if key[0] == SYSTEM_NAMESPACE:
                 fail(
                     f"pod {key[0]}/{key[1]}: {SYSTEM_NAMESPACE} holds the mesh's own processes, "
@@ -71,7 +74,9 @@ def _without_owned_pods(ctx: click.Context, text: str) -> str:
             fail(
                 f"pod {key[0]}/{key[1]} is made by deployment {owner.get('name')}: change the deployment"
             )
-        click.echo(f"pod/{key[1]} unchanged")
+        click.echo(
+            f"{'daemonset.apps' if pod['kind'] == 'DaemonSet' else 'pod'}/{key[1]} unchanged"
+        )
     rest = [i for i in items if i not in owned]
     return yaml.safe_dump_all(rest, sort_keys=False) if rest else ""
 

@@ -3,7 +3,7 @@ server prints its own tables, ``kube.objects.server_table``).
 
 Columns as kubectl v1.37 prints them: the built-in printers of the core kinds
 (``pkg/printers/internalversion`` in kubernetes/kubernetes: Pod, Deployment,
-Service, Namespace, Node; ServiceAccount has NAME AGE only) and, for the custom resources, the
+DaemonSet, Service, Namespace, Node; ServiceAccount has NAME AGE only) and, for the custom resources, the
 ``additionalPrinterColumns`` of the CRDs ``ambient install`` applies
 (``printer_columns.json``, generated from them by ``scripts/printer-columns``;
 a kind without columns gets NAME AGE, as the API server's default table).
@@ -85,6 +85,18 @@ _BUILTIN: dict[str, list[Column]] = {
         ("READY", "ready", 0),
         ("UP-TO-DATE", "updated", 0),
         ("AVAILABLE", "available", 0),
+        ("AGE", "age", 0),
+        ("CONTAINERS", "containers", 1),
+        ("IMAGES", "images", 1),
+        ("SELECTOR", "selector", 1),
+    ],
+    "DaemonSet": [
+        ("DESIRED", "desired", 0),
+        ("CURRENT", "current", 0),
+        ("READY", "numberReady", 0),
+        ("UP-TO-DATE", "updatedScheduled", 0),
+        ("AVAILABLE", "numberAvailable", 0),
+        ("NODE SELECTOR", "nodeSelector", 0),
         ("AGE", "age", 0),
         ("CONTAINERS", "containers", 1),
         ("IMAGES", "images", 1),
@@ -213,6 +225,20 @@ def _builtin_cell(what: str, obj: Mapping[str, Any], now: float) -> str:
             "containers": ",".join(c.get("name", "") for c in containers),
             "images": ",".join(c.get("image") or "" for c in containers),
             "selector": _selector_text(match),
+        }[what]
+    if obj.get("kind") == "DaemonSet":
+        template = (spec.get("template") or {}).get("spec") or {}
+        containers = template.get("containers") or []
+        return {
+            "desired": str(status.get("desiredNumberScheduled", 0)),
+            "current": str(status.get("currentNumberScheduled", 0)),
+            "numberReady": str(status.get("numberReady", 0)),
+            "updatedScheduled": str(status.get("updatedNumberScheduled", 0)),
+            "numberAvailable": str(status.get("numberAvailable", 0)),
+            "nodeSelector": _selector_text(template.get("nodeSelector")),
+            "containers": ",".join(c.get("name", "") for c in containers),
+            "images": ",".join(c.get("image") or "" for c in containers),
+            "selector": _selector_text((spec.get("selector") or {}).get("matchLabels")),
         }[what]
     if obj.get("kind") == "Service":
         kind = spec.get("type") or "ClusterIP"

@@ -208,3 +208,21 @@ async def test_zc_takes_a_ztunnel_pod_as_istioctl(mesh: StateDir) -> None:
     assert both.exit_code == 1 and "runs on node node-1, not on --node node-2" in both.stderr
     kind = await ambient(mesh, "zc", "certs", "deploy/ztunnel")
     assert kind.exit_code == 1 and "give a ztunnel pod" in kind.stderr
+
+
+async def test_get_daemonset_ztunnel_as_kubectl(mesh: StateDir) -> None:
+    out = await ambient(mesh, "get", "ds", "-n", "istio-system", "-o", "wide")
+    assert out.exit_code == 0, out.output
+    header, row = [line.split("   ") for line in out.stdout.splitlines()]
+    assert [c.strip() for c in header if c.strip()] == [
+        "NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR",
+        "AGE", "CONTAINERS", "IMAGES", "SELECTOR",
+    ]  # fmt: skip
+    cells = out.stdout.splitlines()[1].split()
+    assert cells[:7] == ["ztunnel", "2", "2", "2", "2", "2", "<none>"]
+    assert cells[-2:] == ["ztunnel", "app=ztunnel"]
+    text = (await ambient(mesh, "get", "daemonsets", "-A", "-o", "yaml")).stdout
+    applied = await ambient(mesh, "apply", "-f", "-", stdin=text)
+    assert (applied.exit_code, applied.stdout) == (0, "daemonset.apps/ztunnel unchanged\n")
+    none = await ambient(mesh, "get", "ds", "-n", "shop")
+    assert none.stderr == "No resources found in shop namespace.\n"
