@@ -193,6 +193,9 @@ def test_the_mesh_own_pods_are_istio_systems(mesh: Mesh) -> None:
     assert "ambient: " not in out  # the runtime's notes are not the process's output
     ten = mesh.ok("logs", "-n", "istio-system", "-l", "app=istiod").splitlines()
     assert 0 < len(ten) <= 10
+    ds = rows(mesh.ok("get", "daemonset", "ztunnel", "-n", "istio-system"))
+    count = str(len(ztunnels))
+    assert [c.strip() for c in ds[1][:6]] == ["ztunnel", count, count, count, count, count]
     waited = mesh.ok(
         "wait", "--for=condition=Ready", "pod", "-l", "app=ztunnel", "-n", "istio-system"
     )

@@ -213,7 +213,7 @@ async def test_zc_takes_a_ztunnel_pod_as_istioctl(mesh: StateDir) -> None:
 async def test_get_daemonset_ztunnel_as_kubectl(mesh: StateDir) -> None:
     out = await ambient(mesh, "get", "ds", "-n", "istio-system", "-o", "wide")
     assert out.exit_code == 0, out.output
-    header, row = [line.split("   ") for line in out.stdout.splitlines()]
+    header, _ = [line.split("   ") for line in out.stdout.splitlines()]
     assert [c.strip() for c in header if c.strip()] == [
         "NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR",
         "AGE", "CONTAINERS", "IMAGES", "SELECTOR",
