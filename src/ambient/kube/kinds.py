@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "DAEMONSET",
     "DEPLOYMENT",
     "GATEWAY",
     "GRPCROUTE",
@@ -70,6 +71,7 @@ GATEWAY = KindInfo("Gateway", _GATEWAY_API, "v1", "gateways")
 HTTPROUTE = KindInfo("HTTPRoute", _GATEWAY_API, "v1", "httproutes")
 GRPCROUTE = KindInfo("GRPCRoute", _GATEWAY_API, "v1", "grpcroutes")
 DEPLOYMENT = KindInfo("Deployment", "apps", "v1", "deployments")
+DAEMONSET = KindInfo("DaemonSet", "apps", "v1", "daemonsets")  # the CLI's get/wait only
 LEASE = KindInfo("Lease", "coordination.k8s.io", "v1", "leases")
 
 WATCHED: tuple[KindInfo, ...] = (
@@ -94,7 +96,7 @@ WATCHED: tuple[KindInfo, ...] = (
     KindInfo("ConfigMap", "", "v1", "configmaps", scope="istio-system"),
 )
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
-_BY_KIND = {info.kind: info for info in (*WATCHED, DEPLOYMENT, LEASE)}
+_BY_KIND = {info.kind: info for info in (*WATCHED, DEPLOYMENT, DAEMONSET, LEASE)}
 
 
 def by_kind(kind: str) -> KindInfo:

@@ -21,7 +21,7 @@ import yaml
 
 from ambient.kube.api import KubeClient, KubeError
 from ambient.kube.convert import convert, convertible, describe, view
-from ambient.kube.kinds import DEPLOYMENT, WATCHED, KindInfo, by_kind
+from ambient.kube.kinds import DAEMONSET, DEPLOYMENT, WATCHED, KindInfo, by_kind
 
 __all__ = [
     "APPLY_MANAGER",
@@ -49,9 +49,10 @@ _SHORT = {
     "vs": "VirtualService",
     "dr": "DestinationRule",
     "deploy": "Deployment",
+    "ds": "DaemonSet",
 }
 _KINDS: dict[str, KindInfo] = {}
-for _info in (*WATCHED, DEPLOYMENT):
+for _info in (*WATCHED, DEPLOYMENT, DAEMONSET):
     for _word in (_info.kind.lower(), _info.plural, f"{_info.plural}.{_info.group}"):
         _KINDS[_word] = _info
 for _word, _kind in _SHORT.items():
