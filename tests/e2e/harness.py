@@ -127,15 +127,18 @@ def acquire_mesh_lock(timeout: float = 1200) -> None:
     if _lock_depth == 0:
         handle = MESH_LOCK.open("a")
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    handle.close()
-                    pytest.fail(f"another test run held {MESH_LOCK} for {timeout:g}s")
-                time.sleep(0.5)
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"another test run held {MESH_LOCK} for {timeout:g}s")
+                    time.sleep(0.5)
+        except BaseException:  # a timeout or Ctrl-C while waiting: no file left open
+            handle.close()
+            raise
         _lock_file = handle
     _lock_depth += 1
 
