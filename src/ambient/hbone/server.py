@@ -65,6 +65,7 @@ class HboneServer:
         self._acceptor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[HboneTransport] = set()
+        self._draining: str | None = None
 
     async def start(self, host: str, port: int, *, backlog: int = 1024) -> tuple[str, int]:
         """Listen on ``host:port`` (0 picks a port); returns the bound address."""
@@ -98,6 +99,32 @@ class HboneServer:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+
+    async def drain(self, reason: str = "listener closed") -> None:
+        """Accept no new connections, and end each open one (GOAWAY, then close) as soon
+        as it has no open stream: tunnels carry on until they end, but an idle connection
+        is not left for a client's pool to reuse. That matters when the listener's pod is
+        gone and its address goes to a new pod (a kubelet reuses freed addresses): new
+        CONNECTs to that address must reach the new pod's listener, not this one. (h2
+        cannot keep streams going after sending GOAWAY, hence the wait for idleness.)"""
+        await self.stop_listening()
+        self._draining = reason
+        for conn in list(self.connections):
+            self._end_when_idle(conn)
+
+    def _end_when_idle(self, conn: HboneTransport) -> None:
+        loop = asyncio.get_running_loop()
+        reason = self._draining or "listener closed"
+
+        def end(current: HboneTransport) -> None:
+            if not current.streams and not current.closed:
+                current.close(reason)
+
+        def idle(current: HboneTransport) -> None:
+            loop.call_soon(end, current)  # on_idle fires inside the transport's handling
+
+        conn.on_idle = idle
+        end(conn)
 
     async def close(self) -> None:
         """Stop listening, send GOAWAY on every connection and stop every handler."""
@@ -174,6 +201,8 @@ class HboneServer:
         conn.done.add_done_callback(lambda _: self.connections.discard(conn))
         log.debug("HBONE: connection from %s as %s", where, identity)
         conn.attach(tls_transport, PeerInfo(identity, (str(address[0]), int(address[1]))))
+        if self._draining is not None:  # accepted just before drain()
+            self._end_when_idle(conn)
 
     def _on_stream(self, stream: HboneStream) -> None:
         # A CONNECT reset before its answer cancels its handler, and with it the dial

@@ -315,7 +315,14 @@ class NodeZtunnel:
 
 def listening(dump: dict[str, Any], namespace: str, name: str, ip: str) -> bool:
     """Whether a ztunnel's ``/config_dump`` shows its listeners for the pod at ``ip``: the
-    SOCKS5 one, or in-pod (``--netns``) its redirection, or none needed (not enrolled)."""
+    SOCKS5 one, or in-pod (``--netns``) its redirection, or none needed (not enrolled).
+    A waypoint's pod has no listeners of its own: the node proxy hosts the waypoint on
+    the pod's address, so the pod may start once the node proxy runs it (``waypoints``)."""
+    if any(
+        w.get("namespace") == namespace and w.get("name") == name and w.get("address") == ip
+        for w in dump.get("waypoints") or []
+    ):
+        return True
     workload = next(
         (
             w

@@ -33,8 +33,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 import socket
 import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,24 @@ def source_address(server: str) -> str:
         sock.connect((host, parts.port or 443))
         address: str = sock.getsockname()[0]
         return address
+
+
+def ambient_on_path(environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Make ``ambient`` resolvable on the ``PATH`` the pods inherit; the folder added, if any.
+
+    Waypoint pods run ``ambient waypoint hosted`` (the product's image, whose entrypoint
+    is on its ``PATH``); here the host is the image, and ``.venv/bin/ambient up`` is
+    often run without the virtualenv on ``PATH``. The folder of this installation's
+    ``ambient`` script is *appended*, so that every other command (``python3``...)
+    resolves as before."""
+    path = environ.get("PATH") or os.defpath
+    if shutil.which("ambient", path=path) is not None:
+        return None
+    for folder in (Path(sys.argv[0]).resolve().parent, Path(sys.executable).parent):
+        if (folder / "ambient").is_file() and os.access(folder / "ambient", os.X_OK):
+            environ["PATH"] = f"{path}{os.pathsep}{folder}"
+            return str(folder)
+    return None
 
 
 def _ambient() -> list[str]:
@@ -162,6 +183,9 @@ class ClusterNodes:
     async def start(self) -> None:
         options = self.options
         self.state.create()
+        added = ambient_on_path()
+        if added is not None:
+            log.info("pods' PATH: %s appended (this installation's `ambient`)", added)
         self.hide = self.state.secret_paths()
         await self._check_isolation()  # the launcher starts before any gRPC channel
         client = self.client = KubeClient(load_config(self.target), field_manager=FIELD_MANAGER)

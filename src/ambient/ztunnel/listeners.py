@@ -201,9 +201,10 @@ class PodListeners:
             )
 
     async def close_hbone(self) -> None:
-        """Stop accepting HBONE; open tunnels drain on their own."""
+        """Stop accepting HBONE; open tunnels drain on their own, and each connection
+        ends once idle (``HboneServer.drain``: no new CONNECT reaches a gone pod)."""
         if self.hbone is not None:
-            await self.hbone.stop_listening()
+            await self.hbone.drain()
             self.draining.append(self.hbone)
             self.hbone = None
 
@@ -229,7 +230,7 @@ class PodListeners:
             if self.plaintext is not None:
                 self.plaintext.abort_all()
         for server in [*self.draining, *([self.hbone] if self.hbone else [])]:
-            await (server.stop_listening() if drain else server.close())
+            await (server.drain() if drain else server.close())
         self.hbone = None
 
     def _log(self, what: str, port: int) -> None:

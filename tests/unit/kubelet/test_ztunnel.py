@@ -47,6 +47,11 @@ def test_listening() -> None:
     assert not listening(dump, "ns", "a", "10.244.1.9")  # an older pod of that name
     assert not listening(dump, "ns", "b", "10.244.1.3")  # enrolled, not redirected yet
     assert not listening(dump, "ns", "c", "10.244.1.4")
+    # a waypoint pod: no listeners of its own, hosted by the node proxy on its address
+    dump["waypoints"] = [{"workload": "K//Pod/ns/w", "namespace": "ns", "name": "w",
+                          "address": "10.244.1.5", "ready": False}]  # fmt: skip
+    assert listening(dump, "ns", "w", "10.244.1.5")
+    assert not listening(dump, "ns", "w", "10.244.1.6")
 
 
 def test_pick_pod_and_selector() -> None:
