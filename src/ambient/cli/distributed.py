@@ -64,6 +64,12 @@ __all__ = ["controlplane", "ztunnel_"]
     help="xDS (mutual TLS) [default: the --listen host, port 15010].",
 )
 @click.option(
+    "--monitoring-listen",
+    default=None,
+    help="Metrics (/metrics) and Prometheus discovery (/prometheus/sd), plain HTTP "
+    "[default: the --listen host, port 15014].",
+)
+@click.option(
     "--watch/--no-watch",
     default=True,
     show_default=True,
@@ -109,6 +115,7 @@ def controlplane(
     listen: str,
     join_listen: str | None,
     xds_listen: str | None,
+    monitoring_listen: str | None,
     watch: bool,
     api_socket: Path | None,
     track_health: bool,
@@ -153,6 +160,7 @@ def controlplane(
                     if workload_cert_ttl
                     else None,
                     waypoint_image=waypoint_image or "ambient",
+                    monitoring_listen=monitoring_listen,
                 ),
             )
         )
@@ -167,6 +175,7 @@ def controlplane(
         track_health=track_health,
         workload_cert_ttl=parse_duration(workload_cert_ttl) if workload_cert_ttl else None,
         netns_addresses=netns_addresses,
+        monitoring_listen=monitoring_listen,
     )
 
     sys.exit(

@@ -17,6 +17,7 @@ from ambient.cli import (
     nodeagent,
     objects,
     proxy_config,
+    observe,
     waypoint,
     workloads,
     ztunnel_config,
@@ -47,6 +48,7 @@ for _command in (
     install.uninstall_command,
     nodeagent.node_agent,
     nodeagent.cni_install,
+    observe.prometheus_config,
 ):
     cli.add_command(_command)
 cli.add_command(ztunnel_config.ztunnel_config, "zc")

@@ -91,7 +91,7 @@ def node_revoke(ctx: click.Context, node_name: str, state_dir: str | None) -> No
     The state folder is the control plane's (``ambient controlplane``) or an
     ``ambient up`` mesh's."""
     from ambient.identity.jointokens import TokenStoreError
-    from ambient.local.distributed import control_plane_root, revoke_node
+    from ambient.local.revocation import control_plane_root, revoke_node
 
     try:
         revoked = revoke_node(control_plane_root(state(ctx).root), node_name)

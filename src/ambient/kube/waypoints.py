@@ -56,6 +56,11 @@ MANAGED_VALUE = "istio.io-mesh-controller"
 WAYPOINT_IMAGE = "ambient"
 WAYPOINT_COMMAND = ("ambient", "waypoint", "hosted")
 STATUS_PORT = 15021
+PROMETHEUS_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": "15020",
+    "prometheus.io/path": "/stats/prometheus",
+}
 _GATEWAY_API = "gateway.networking.k8s.io/v1"
 
 
@@ -149,9 +154,13 @@ def waypoint_objects(
             "periodSeconds": 5,
         },
     }
-    template_meta: dict[str, Any] = {"labels": pod_labels}
-    if annotations:
-        template_meta["annotations"] = annotations
+    # Istio's waypoint pods are annotated for Prometheus's pod discovery (its addon's
+    # kubernetes-pods job, ``ambient prometheus-config --kubeconfig``); infrastructure
+    # annotations may override them.
+    template_meta: dict[str, Any] = {
+        "labels": pod_labels,
+        "annotations": {**PROMETHEUS_ANNOTATIONS, **annotations},
+    }
     return [
         {
             "apiVersion": "v1",

@@ -46,6 +46,8 @@ from ambient.local.distributed import (
     xds_address_for,
 )
 from ambient.logconfig import setup_logging
+from ambient.monitoring.metrics import ControlPlaneMetrics
+from ambient.monitoring.server import monitoring_address_beside, serve_monitoring
 
 __all__ = ["ClusterPlaneOptions", "run_cluster_controlplane", "start_cluster_controlplane"]
 
@@ -63,6 +65,8 @@ class ClusterPlaneOptions:
     debounce: float = 0.01
     waypoint_image: str = "ambient"
     """The image of the waypoint Deployments it makes (``--waypoint-image``)."""
+    monitoring_listen: str | None = None
+    """Metrics and Prometheus discovery (default: the certificate service's host, 15014)."""
 
 
 async def _wait_synced(controller: Any) -> None:
@@ -89,6 +93,7 @@ async def serve_cluster_nodes(
     listen: str,
     xds_listen: str | None,
     workload_cert_ttl: timedelta | None = None,
+    metrics: ControlPlaneMetrics | None = None,
 ) -> dict[str, str]:
     """The CA and xDS for a cluster's ztunnels, authenticated by their service-account
     tokens (``KubeNodeAuth`` over ``controller``'s client and pod caches); each stopper
@@ -116,6 +121,9 @@ async def serve_cluster_nodes(
         credentials=service.server_credentials(mutual=False),
         authorize_node=caller_claim_check(callers),
     )
+    if metrics is not None:  # counted as in the folder mode (serve_nodes)
+        service.observer = xds.observer = metrics
+        metrics.follow(streams=lambda: len(xds.nodes))
     xds_address = xds_listen or xds_address_for(listen)
     xds_port = await xds.start(xds_address)
     closers.append(lambda: xds.stop(1.0))
@@ -157,6 +165,7 @@ async def start_cluster_controlplane(
     )
     closers: list[Callable[[], Awaitable[None]]] = [client.close, controller.close]
     service_ = ControlPlaneService({}, closers)
+    metrics = ControlPlaneMetrics()
     tasks: list[asyncio.Task[None]] = []
 
     async def stop_tasks() -> None:
@@ -194,6 +203,10 @@ async def start_cluster_controlplane(
             listen=listen,
             xds_listen=xds_listen,
             workload_cert_ttl=options.workload_cert_ttl,
+            metrics=metrics,
+        )
+        addresses["monitoring_address"] = await serve_monitoring(
+            plane, metrics, closers, options.monitoring_listen or monitoring_address_beside(listen)
         )
         root = await asyncio.to_thread(node_ca_root(state_root).read_bytes)
         await publish_root(client, root)  # for kubelets on other hosts (kube.rootcert)
@@ -268,7 +281,8 @@ def run_cluster_controlplane(
             info = service.info
             print(
                 f"controlplane ready on {info['ca_address']} (certificates), "
-                f"{info['xds_address']} (xDS), TLS with ztunnels' service-account tokens; "
+                f"{info['xds_address']} (xDS), TLS with ztunnels' service-account tokens, "
+                f"{info['monitoring_address']} (metrics); "
                 f"watching {info['kubernetes']}; server CA root {info['node_ca_root']}",
                 file=sys.stderr,
                 flush=True,

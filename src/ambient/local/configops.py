@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ class MeshConfig:
         for ref in list(self._created):
             if ref not in after.objects:
                 del self._created[ref]
+        self.on_rejected: Callable[[str], None] | None = None
+        """Told ``"apply"`` or ``"folder"`` when a change is refused (metrics)."""
 
     # -- the CLI's operations ---------------------------------------------------------------
 
@@ -163,7 +166,11 @@ class MeshConfig:
     # -- the same, from text (the control APIs), journaled ------------------------------------
 
     def apply_text(self, text: str, filename: str) -> tuple[list[str], list[str]]:
-        result = self.apply(load_text(text, filename, check_refs=False))
+        try:
+            result = self.apply(load_text(text, filename, check_refs=False))
+        except ConfigError:
+            self._rejected("apply")
+            raise
         self._record({"op": "apply", "text": text, "filename": filename})
         return result
 
@@ -180,6 +187,10 @@ class MeshConfig:
             {"op": "label", "kind": kind, "namespace": namespace, "name": name, "key": key}
             | {"value": value}
         )
+
+    def _rejected(self, source: str) -> None:
+        if self.on_rejected is not None:
+            self.on_rejected(source)
 
     def _record(self, entry: dict[str, Any]) -> None:
         if self.journal is not None:
@@ -248,6 +259,7 @@ class MeshConfig:
         try:
             changed = self.reload()
         except ConfigError as exc:
+            self._rejected("folder")
             for problem in exc.problems:
                 log.error("error: %s", problem)
             log.error(

@@ -54,6 +54,9 @@ from ambient.local.nodeclients import (
     token_xds_client,
 )
 from ambient.logconfig import setup_logging
+from ambient.local.revocation import TOKENS_DIR, follow_revocations
+from ambient.monitoring.metrics import ControlPlaneMetrics
+from ambient.monitoring.server import monitoring_address_beside, observe_nodes, serve_monitoring
 
 log = logging.getLogger("ambient.distributed")
 
@@ -62,7 +65,6 @@ DEFAULT_JOIN_ADDRESS = "127.0.0.1:15013"
 DEFAULT_XDS_PORT = 15010
 CONTROLPLANE_FILE = "controlplane.json"
 JOURNAL_FILE = "changes.jsonl"  # ambient apply/delete/label, replayed at a restart
-TOKENS_DIR = "nodes"  # <state>/nodes/join-tokens.json
 NODE_CREDENTIALS_DIR = "node"  # <node state>/node/{node-key,node-cert,control-plane-roots}.pem
 
 
@@ -163,6 +165,8 @@ class ControlPlaneOptions:
     """Lifetime of workload certificates (default: the CA service's 24 h)."""
     netns_addresses: bool = False
     """Pods and Services get routable addresses (``ambient up --netns``), not loopback ones."""
+    monitoring_listen: str | None = None
+    """Metrics and Prometheus discovery (default: the certificate service's host, 15014)."""
 
 
 @dataclass
@@ -227,7 +231,9 @@ async def start_controlplane(
 
     closers.append(close_plane)
     service_ = ControlPlaneService({}, closers)
+    metrics = ControlPlaneMetrics()
     try:
+        mesh_config.on_rejected = metrics.rejected_config
         if options.api_socket is not None:
             api = ControlPlaneApi(mesh_config, track_health=options.track_health)
             await api.start(options.api_socket)
@@ -245,6 +251,10 @@ async def start_controlplane(
             join_listen=join_listen,
             xds_listen=xds_listen,
             workload_cert_ttl=options.workload_cert_ttl,
+            metrics=metrics,
+        )
+        addresses["monitoring_address"] = await serve_monitoring(
+            plane, metrics, closers, options.monitoring_listen or monitoring_address_beside(listen)
         )
     except BaseException:
         await service_.close()
@@ -268,10 +278,12 @@ async def serve_nodes(
     join_listen: str,
     xds_listen: str | None,
     workload_cert_ttl: timedelta | None = None,
+    metrics: ControlPlaneMetrics | None = None,
 ) -> dict[str, str]:
     """What nodes talk to, for a ``ControlPlane`` and its CA: joins and certificates
     (``CaService``), xDS (mutual TLS, a stream may claim only its certificate's node),
-    revocations followed; each stopper is appended to ``closers``. Returns the addresses
+    revocations followed; each stopper is appended to ``closers``; ``metrics`` counts
+    certificate requests, pushes and NACKs. Returns the addresses
     (``ca_address``, ``join_address``, ``xds_address``), ``node_ca_root``, ``trust_domain``.
     Both the folder mode and the cluster mode (``local.clusterplane``) serve nodes so."""
     from ambient.xds.ca_service import MAX_TTL, CaService, node_claim_check
@@ -289,10 +301,12 @@ async def serve_nodes(
         credentials=service.server_credentials(mutual=True),
         authorize_node=node_claim_check(nodes, members),
     )
+    if metrics is not None:
+        observe_nodes(metrics, service, xds, ca)
     xds_address = xds_listen or xds_address_for(listen)
     xds_port = await xds.start(xds_address)
     closers.append(lambda: xds.stop(1.0))
-    watch = asyncio.ensure_future(_follow_revocations(members, xds))
+    watch = asyncio.ensure_future(follow_revocations(members, xds))
 
     async def stop_watch() -> None:
         watch.cancel()
@@ -307,35 +321,6 @@ async def serve_nodes(
         "node_ca_root": str(node_ca_root(state_root)),
         "trust_domain": ca.trust_domain,
     }
-
-
-REVOCATION_POLL = 0.25
-
-
-def control_plane_root(state_root: Path) -> Path:
-    """The control plane's state folder: ``state_root`` itself (``ambient controlplane``),
-    or its ``controlplane`` folder when ``state_root`` is an ``ambient up`` mesh's."""
-    nested = state_root / "controlplane"
-    return nested if (nested / NODE_CA_DIR).is_dir() else state_root
-
-
-def revoke_node(state_root: Path, node: str) -> bool:
-    """Remove ``node`` from the mesh (``ambient node revoke``); False if it was not in it.
-
-    A running control plane ends the node's xDS streams within :data:`REVOCATION_POLL`."""
-    return NodeMembers(state_root / TOKENS_DIR).revoke(node)
-
-
-async def _follow_revocations(members: NodeMembers, xds: Any) -> None:
-    """End the xDS streams of nodes revoked while we run (``ambient node revoke`` writes the
-    membership file from another process; one ``stat`` per poll tells us)."""
-    while True:
-        await asyncio.sleep(REVOCATION_POLL)
-        if members.changed():
-            try:
-                xds.recheck_nodes()
-            except Exception:  # keep following; the next change checks again
-                log.exception("checking the xDS streams against node membership failed")
 
 
 def _running_pid(info_file: Path) -> int | None:
@@ -413,7 +398,8 @@ def run_controlplane(
             info = service.info
             print(
                 f"controlplane ready on {info['ca_address']} (certificates, mTLS), "
-                f"{info['join_address']} (node joins), {info['xds_address']} (xDS, mTLS); "
+                f"{info['join_address']} (node joins), {info['xds_address']} (xDS, mTLS), "
+                f"{info['monitoring_address']} (metrics, Prometheus discovery); "
                 f"node CA root {info['node_ca_root']}",
                 file=sys.stderr,
                 flush=True,

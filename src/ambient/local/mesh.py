@@ -50,8 +50,11 @@ from ambient.local.backend import (
 )
 from ambient.local.configops import MeshConfig
 from ambient.local.kubelet import Kubelet, scheduled_runs
+from ambient.local.processes import CONTROL_PLANE_IP
 from ambient.local.statedir import StateDir
 from ambient.local.watch import FolderWatcher
+from ambient.monitoring.metrics import ControlPlaneMetrics
+from ambient.monitoring.server import MONITORING_PORT, MonitoringServer
 from ambient.nodeagent.agent import NodeAgent, netns_allocator
 from ambient.nodeagent.waypoints import netns_waypoints
 from ambient.runtime import PodRun
@@ -102,6 +105,7 @@ class LocalMesh:
         self._follow: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
         self._ca: CertificateAuthority | None = None
+        self._monitoring: MonitoringServer | None = None
 
     @property
     def state(self) -> StateDir:
@@ -134,6 +138,7 @@ class LocalMesh:
             log.warning("%s", warning)
         self.config = MeshConfig(self.plane, self.config_dir, config)
         plane = self.plane
+        await self._serve_monitoring(plane, self.config)
         self.kubelet = Kubelet(
             self.state.root,
             self.config_dir,
@@ -168,8 +173,20 @@ class LocalMesh:
         self.nodes.clear()
         if self.agent is not None:
             await self.agent.close()
+        if self._monitoring is not None:
+            await self._monitoring.close()
         if self.plane is not None:
             self.plane.close()
+
+    async def _serve_monitoring(self, plane: ControlPlane, config: MeshConfig) -> None:
+        """The control plane's monitoring port, where ``ambient up`` serves it (no xDS or
+        CA here: pods' certificates are signed in process, so only the index's gauges and
+        refused configuration changes are counted)."""
+        metrics = ControlPlaneMetrics()
+        metrics.follow(services=lambda: len(plane.snapshot.services))
+        config.on_rejected = metrics.rejected_config
+        self._monitoring = MonitoringServer(plane, metrics)
+        await self._monitoring.start(f"{CONTROL_PLANE_IP}:{MONITORING_PORT}")
 
     # -- following the control plane ------------------------------------------------------
 
@@ -274,6 +291,7 @@ class LocalMesh:
             "mode": "single-process",
             "isolation": isolation,
             "warnings": [] if isolation.get("secure", True) else [isolation["detail"]],
+            "monitoring": self._monitoring.address if self._monitoring else None,
         }
 
     async def pods(self) -> list[dict[str, Any]]:

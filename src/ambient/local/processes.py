@@ -77,7 +77,7 @@ __all__ = ["CONTROL_PLANE_IP", "DistributedMesh"]
 log = logging.getLogger("ambient.up")
 
 CONTROL_PLANE_IP = "127.1.0.254"
-CA_PORT, JOIN_PORT, XDS_PORT = 15012, 15013, 15010
+CA_PORT, JOIN_PORT, XDS_PORT, MONITORING_PORT = 15012, 15013, 15010, 15014
 START_TIMEOUT = 60.0  # the control plane and a ztunnel must be ready within this
 LISTENER_TIMEOUT = 10.0  # a pod starts anyway after this if its ztunnel has no listener yet
 
@@ -188,6 +188,8 @@ class DistributedMesh:
             f"{CONTROL_PLANE_IP}:{JOIN_PORT}",
             "--xds-listen",
             f"{CONTROL_PLANE_IP}:{XDS_PORT}",
+            "--monitoring-listen",
+            f"{CONTROL_PLANE_IP}:{MONITORING_PORT}",
             "--api-socket",
             str(self.api_socket),
             "--track-health",
@@ -397,7 +399,8 @@ class DistributedMesh:
                 "name": "controlplane",
                 "ready": cp_ready and self._running("controlplane"),
                 "detail": (cp.describe() + " " if cp else "")
-                + f"{CONTROL_PLANE_IP} ca:{CA_PORT} join:{JOIN_PORT} xds:{XDS_PORT}",
+                + f"{CONTROL_PLANE_IP} ca:{CA_PORT} join:{JOIN_PORT} xds:{XDS_PORT} "
+                f"monitoring:{MONITORING_PORT}",
             }
         ]
         for name, ip in sorted(self.nodes.items()):
@@ -421,6 +424,7 @@ class DistributedMesh:
             "mode": "processes" + (" (netns)" if self.agent is not None else ""),
             "isolation": isolation,
             "warnings": [] if isolation["secure"] else [isolation["detail"]],
+            "monitoring": f"{CONTROL_PLANE_IP}:{MONITORING_PORT}",
         }
 
     async def pods(self) -> list[dict[str, Any]]:

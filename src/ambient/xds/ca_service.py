@@ -116,6 +116,12 @@ class Authorizer(Protocol):
 AuthorizeFunction = Callable[[str, SpiffeId], Awaitable[None] | None]
 
 
+class CsrObserver(Protocol):
+    """What counts certificate requests (``ambient.monitoring.metrics.ControlPlaneMetrics``)."""
+
+    def csr_answered(self, refusal: str | None) -> None: ...
+
+
 class _Refused(Exception):
     def __init__(self, code: Any, message: str) -> None:
         super().__init__(message)
@@ -185,6 +191,7 @@ class CaService:
         self._server_ttl = server_ttl
         self._server_lock = threading.Lock()
         self._server_cert = nodes.issue_server_certificate(server_ttl)
+        self.observer: CsrObserver | None = None  # counts CreateCertificate outcomes
 
     @property
     def authenticator(self) -> CallerAuthenticator:
@@ -289,7 +296,9 @@ class CaService:
         self, request: IstioCertificateRequest, context: Any
     ) -> IstioCertificateResponse:
         """Istio's CreateCertificate, for identities of pods on the caller's node."""
-        return await _answer("CreateCertificate", context, self._create(request, context))
+        return await _answer(
+            "CreateCertificate", context, self._create(request, context), self.observer
+        )
 
     async def join(
         self, request: IstioCertificateRequest, context: Any
@@ -400,11 +409,18 @@ class CaService:
 
 
 async def _answer(
-    method: str, context: Any, work: Awaitable[IstioCertificateResponse]
+    method: str,
+    context: Any,
+    work: Awaitable[IstioCertificateResponse],
+    observer: CsrObserver | None = None,
 ) -> IstioCertificateResponse:
-    """Await ``work``; a refusal or failure aborts the call with a clear status (fails closed)."""
+    """Await ``work``; a refusal or failure aborts the call with a clear status (fails closed).
+    ``observer`` is told the outcome (None: answered; else the status's name)."""
     try:
-        return await work
+        answer = await work
+        if observer is not None:
+            observer.csr_answered(None)
+        return answer
     except _Refused as refusal:
         code, message = refusal.code, refusal.message
         _log.warning("refused %s from %s (%s): %s", method, context.peer(), code.name, message)
@@ -412,6 +428,8 @@ async def _answer(
         code = grpc.StatusCode.INTERNAL
         message = f"the control plane failed to handle {method}: {type(err).__name__}"
         _log.exception("%s from %s failed", method, context.peer())
+    if observer is not None:
+        observer.csr_answered(code.name)
     await context.abort(code, message)
     raise AssertionError("context.abort returned")  # pragma: no cover
 

@@ -53,8 +53,9 @@ import inspect
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -90,6 +91,13 @@ _RECHECKS: set[asyncio.Future[None]] = set()  # asynchronous re-checks in flight
 # coroutine); raises NotAuthorized (PERMISSION_DENIED) or Unauthenticated
 # (UNAUTHENTICATED) to refuse the stream: node certificates, or a node's token.
 NodeAuthorizer = Callable[[Any, str], Awaitable[None] | None]
+
+
+class XdsObserver(Protocol):
+    """What counts pushes and NACKs (``ambient.monitoring.metrics.ControlPlaneMetrics``)."""
+
+    def xds_pushed(self, type_url: str, seconds: float) -> None: ...
+    def xds_rejected(self, type_url: str) -> None: ...
 
 
 def _short(type_url: str) -> str:
@@ -280,6 +288,8 @@ class _Stream:
             return
         if request.HasField("error_detail"):
             self._server.nacks += 1
+            if self._server.observer is not None:
+                self._server.observer.xds_rejected(type_url)
             log.warning(
                 "xDS NACK from node %s for %s nonce %s: %s (not resent; later versions will be)",
                 self.node,
@@ -347,6 +357,7 @@ class _Stream:
         *,
         everything: bytes = b"",
     ) -> None:
+        started = time.perf_counter()
         nonce = self._server.next_nonce()
         response = discovery_pb2.DeltaDiscoveryResponse(
             type_url=type_url,
@@ -360,6 +371,8 @@ class _Stream:
                 await self._context.write(everything + response.SerializeToString())
         else:
             await self._context.write(response)
+        if self._server.observer is not None:
+            self._server.observer.xds_pushed(type_url, time.perf_counter() - started)
         self._pending[nonce] = type_url
         while len(self._pending) > _PENDING_NONCES:
             del self._pending[next(iter(self._pending))]
@@ -400,6 +413,7 @@ class XdsServer:
         # Full-state responses being handed to gRPC at once (each is a copy of the mesh).
         self.full_writes = asyncio.Semaphore(_FULL_WRITES)
         self.nacks = 0  # NACKs received, for tests and metrics
+        self.observer: XdsObserver | None = None  # counts pushes and NACKs (monitoring)
         self._server: Any = None
         self._port = 0
         self._boot = secrets.token_hex(4)

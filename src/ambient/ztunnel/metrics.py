@@ -23,9 +23,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from ambient.monitoring.exposition import disable_created
 from ambient.state.workload import Service, Workload
 
 access_log = logging.getLogger("ambient.access")
+
+disable_created()  # Istio emits no _created series
 
 LABELS = (
     "reporter",

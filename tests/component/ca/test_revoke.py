@@ -20,7 +20,7 @@ from ambient.identity.jointokens import JoinTokens
 from ambient.identity.members import NodeMembers
 from ambient.identity.node import CONTROL_PLANE_HOSTNAME, NodeAuthority
 from ambient.identity.nodecreds import NodeCredentials
-from ambient.local.distributed import _follow_revocations, revoke_node
+from ambient.local.revocation import follow_revocations, revoke_node
 from ambient.xds.ca_client import CaClient, CaClientError, join_node
 from ambient.xds.ca_service import CaService, node_claim_check
 from ambient.xds.codec import ADDRESS_TYPE_URL
@@ -51,7 +51,7 @@ async def xds_address(
         authorize_node=node_claim_check(nodes, members),
     )
     port = await xds.start("127.0.0.1:0")
-    follow = asyncio.ensure_future(_follow_revocations(members, xds))  # as the control plane
+    follow = asyncio.ensure_future(follow_revocations(members, xds))  # as the control plane
     yield f"127.0.0.1:{port}"
     follow.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -198,6 +198,13 @@ def test_waypoint_objects_are_owned_and_labelled() -> None:
     assert deployment["metadata"]["labels"]["team"] == "a"
     assert deployment["metadata"]["annotations"] == {"note": "n"}
     labels = deployment["spec"]["template"]["metadata"]["labels"]
+    # Scraped as Istio's waypoint pods are (Prometheus's pod discovery)
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "15020",
+        "prometheus.io/path": "/stats/prometheus",
+        "note": "n",
+    }
     assert labels["gateway.networking.k8s.io/gateway-name"] == "wp"
     assert labels["istio.io/dataplane-mode"] == "none"
     assert "replicas" not in deployment["spec"]

@@ -18,10 +18,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from ambient.monitoring.exposition import disable_created
 from ambient.state.workload import Service, Workload
 from ambient.ztunnel.metrics import LABELS as TCP_LABELS
 
 __all__ = ["HTTP_LABELS", "REPORTER", "UNKNOWN", "WaypointMetrics", "label_values"]
+
+disable_created()  # Istio emits no _created series
 
 REPORTER = "waypoint"
 UNKNOWN = "unknown"

@@ -1,0 +1,115 @@
+"""What Prometheus should scrape in a folder-mode mesh, as HTTP service discovery target groups.
+
+Served by the control plane on ``:15014/prometheus/sd`` (Prometheus's ``http_sd_configs``
+format: a JSON list of ``{"targets": ["host:port"], "labels": {...}}``), computed from the
+current index on every request, so a node or a waypoint that appears is listed at
+Prometheus's next refresh.
+
+Decisions (Istio's conventions: the ``kubernetes-pods`` job of Istio's Prometheus addon,
+which keeps pods annotated ``prometheus.io/scrape`` and labels each series with the pod's
+labels, ``namespace``, ``pod`` and ``node``):
+
+- each node's ztunnel: ``<node IP>:15020``, path ``/metrics``, labels ``app="ztunnel"``,
+  ``namespace``/``pod`` the system pod that runs it (``ambient-system/ztunnel-<node>``,
+  as ``ambient up`` names it), ``node``;
+- each waypoint pod: ``<pod IP>:15020``, path ``/stats/prometheus`` (Envoy's, which
+  Istio's waypoint pods are annotated with), its pod labels mapped as Prometheus's
+  ``labelmap`` maps ``__meta_kubernetes_pod_label_*`` (every character that is not
+  ``[a-zA-Z0-9_]`` becomes ``_``), ``namespace``, ``pod``, ``node``;
+- the control plane itself: ``<its address>:15014``, ``app="istiod"`` (what Istio's
+  Grafana dashboards select the control plane by), ``namespace``/``pod``
+  ``ambient-system/controlplane``.
+
+Application pods are not listed: their processes serve no metrics of the mesh (Istio's
+ztunnel and waypoint report for them). In ``--netns`` mode a waypoint's address is inside
+its pod's network namespace; a Prometheus on the host reaches the ztunnels and the control
+plane, not the waypoints.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ambient.controlplane.snapshot import MeshSnapshot
+from ambient.state.workload import Workload, waypoint_of
+
+__all__ = [
+    "CONTROL_PLANE_APP",
+    "SYSTEM_NAMESPACE",
+    "prometheus_label",
+    "scrape_targets",
+]
+
+SYSTEM_NAMESPACE = "ambient-system"
+"""The namespace of the mesh's own pods in folder mode (``ambient up``'s system pods)."""
+CONTROL_PLANE_APP = "istiod"
+METRICS_PORT = 15020
+MONITORING_PORT = 15014
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def prometheus_label(name: str) -> str:
+    """A Kubernetes label name as Prometheus's Kubernetes discovery spells it in a label."""
+    return _INVALID.sub("_", name)
+
+
+def _host_port(address: object, port: int) -> str:
+    text = str(address)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def _waypoint_group(workload: Workload) -> dict[str, Any]:
+    labels = {prometheus_label(k): v for k, v in sorted(workload.labels.items())}
+    labels |= {
+        "namespace": workload.namespace,
+        "pod": workload.name,
+        "node": workload.node,
+        "__metrics_path__": "/stats/prometheus",
+    }
+    return {"targets": [_host_port(workload.addresses[0], METRICS_PORT)], "labels": labels}
+
+
+def scrape_targets(
+    snapshot: MeshSnapshot,
+    *,
+    control_plane: str | None = None,
+    system_namespace: str = SYSTEM_NAMESPACE,
+) -> list[dict[str, Any]]:
+    """The target groups of the mesh in ``snapshot`` (see the module docstring).
+
+    ``control_plane``: the ``host:port`` of the monitoring port itself, listed first."""
+    groups: list[dict[str, Any]] = []
+    if control_plane is not None:
+        groups.append(
+            {
+                "targets": [control_plane],
+                "labels": {
+                    "app": CONTROL_PLANE_APP,
+                    "namespace": system_namespace,
+                    "pod": "controlplane",
+                    "__metrics_path__": "/metrics",
+                },
+            }
+        )
+    for node, ip in sorted(snapshot.nodes.items()):
+        groups.append(
+            {
+                "targets": [_host_port(ip, METRICS_PORT)],
+                "labels": {
+                    "app": "ztunnel",
+                    "namespace": system_namespace,
+                    "pod": f"ztunnel-{node}",
+                    "node": node,
+                    "__metrics_path__": "/metrics",
+                },
+            }
+        )
+    waypoints = [
+        w
+        for w in snapshot.workloads.values()
+        if w.local and w.addresses and waypoint_of(w) is not None
+    ]
+    for workload in sorted(waypoints, key=lambda w: (w.namespace, w.name)):
+        groups.append(_waypoint_group(workload))
+    return groups
