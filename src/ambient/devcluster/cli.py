@@ -1,5 +1,10 @@
 """The ``scripts/dev-cluster`` command line: ``up DIR``, ``down DIR``, ``build``.
 
+Progress (``ambient.progress``): on a terminal a live line (the step under way, e.g. the
+``go build`` of the first build, with its elapsed time) above which finished steps stay;
+elsewhere each message is one line stamped with the seconds since the start, as the first
+build's log in CI needs. Results go to standard output once the work is done.
+
 SIGTERM and SIGHUP are turned into an exception while ``up`` runs, so a killed
 ``up`` still stops what it started (SIGKILL cannot be caught: ``down DIR`` then
 finds the processes in ``DIR/cluster.json``, which is written as each starts).
@@ -10,27 +15,30 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 
 from ambient.devcluster.build import BuildError, Progress, ensure_binaries
 from ambient.devcluster.cluster import DevClusterError, Options, down, up
 from ambient.gomod import GoNotFound
+from ambient.progress import Reporter, progress
 
 __all__ = ["main"]
 
 PROG = "dev-cluster"
 
 
-def _progress_printer() -> Progress:
-    """Progress lines stamped with the seconds since the command started."""
-    started = time.monotonic()
+def _progress_of(reporter: Reporter) -> Progress:
+    """The build's and the cluster's messages on ``reporter``: one that ends with ``...``
+    announces work under way (the live line), any other says what is done (it stays)."""
 
-    def progress(message: str) -> None:
-        print(f"[{PROG} {time.monotonic() - started:6.1f}s] {message}", flush=True)
+    def report(message: str) -> None:
+        if message.endswith("..."):
+            reporter.step(message)
+        else:
+            reporter.note(message)
 
-    return progress
+    return report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,20 +69,22 @@ def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    progress = _progress_printer()
     try:
         if args.command == "build":
-            print(ensure_binaries(progress))
+            with progress(lines=True, prefix=f"{PROG} ") as reporter:
+                built = ensure_binaries(_progress_of(reporter))
+            print(built)
         elif args.command == "up":
             signal.signal(signal.SIGTERM, _raise_on_signal)
             signal.signal(signal.SIGHUP, _raise_on_signal)
-            options = Options(
-                etcd_port=args.etcd_port,
-                apiserver_port=args.apiserver_port,
-                address=args.address,
-                progress=progress,
-            )
-            cluster = up(args.dir, options)
+            with progress(lines=True, prefix=f"{PROG} ") as reporter:
+                options = Options(
+                    etcd_port=args.etcd_port,
+                    apiserver_port=args.apiserver_port,
+                    address=args.address,
+                    progress=_progress_of(reporter),
+                )
+                cluster = up(args.dir, options)
             print(f"kubeconfig: {cluster.kubeconfig}")
             print(f"kubectl:    {cluster.kubectl}   (e.g. {cluster.kubectl} get ns)")
             print(f"logs:       {cluster.dir / 'logs'}")

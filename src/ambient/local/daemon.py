@@ -8,16 +8,20 @@ this process (``mesh.LocalMesh``, ``--single-process``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from ambient.config import ConfigError
 from ambient.local.statedir import MeshNotRunning, StateDir
 from ambient.logconfig import setup_logging
+from ambient.progress import Reporter, progress
 
 log = logging.getLogger("ambient.up")
 
@@ -96,7 +100,10 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     code = 0
+    shown = contextlib.ExitStack()  # the terminal's progress display, until pods are ready
+    watching: asyncio.Future[None] | None = None
     try:
+        reporter = shown.enter_context(progress("starting the control plane and the ztunnels"))
         await mesh.start(config)
         socket_path = await api.start()
         state.write_mesh_file(
@@ -111,6 +118,10 @@ async def _serve(
             len(mesh.nodes),
             state.root,
         )
+        if reporter.live:
+            watching = asyncio.ensure_future(_until_pods_ready(mesh, reporter, shown))
+        else:
+            shown.close()
         await stop.wait()
         log.info("shutting down")
     except OSError as exc:
@@ -126,8 +137,42 @@ async def _serve(
         log.error("the mesh failed: %s: %s", type(exc).__name__, exc)
         code = 1
     finally:
+        if watching is not None:
+            watching.cancel()
+        shown.close()
         state.clear_mesh_file()
         await api.close()
         await mesh.close()
         state.remove_private_socket_dir()
     return code
+
+
+STARTUP_PROGRESS_LIMIT = 120.0
+"""Seconds the terminal's progress display waits for every pod to be ready."""
+
+
+async def _until_pods_ready(mesh: Any, reporter: Reporter, shown: contextlib.ExitStack) -> None:
+    """Count ready pods on the progress display (a terminal's only) until all are ready or
+    ``STARTUP_PROGRESS_LIMIT`` passes; then the display goes, leaving one line."""
+    started = time.monotonic()
+    reporter.step("pods ready")
+    try:
+        while True:
+            status = await mesh.status()
+            pods = [c for c in status.get("components", []) if c["name"].startswith("pod/")]
+            ready = sum(1 for c in pods if c["ready"])
+            reporter.count(ready, len(pods))
+            elapsed = time.monotonic() - started
+            if ready == len(pods):
+                reporter.note(f"all {len(pods)} pod(s) ready in {elapsed:.1f} s")
+                return
+            if elapsed > STARTUP_PROGRESS_LIMIT:
+                waiting = ", ".join(c["name"][4:] for c in pods if not c["ready"])
+                reporter.note(
+                    f"{ready}/{len(pods)} pod(s) ready after {elapsed:.0f} s; not ready: "
+                    f"{waiting} (see `ambient status`)"
+                )
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        shown.close()

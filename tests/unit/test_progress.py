@@ -1,0 +1,83 @@
+"""Progress: a live display on a terminal, nothing (or plain lines) elsewhere."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+
+import pytest
+
+from ambient.progress import is_terminal, progress
+
+ANSI = re.compile(r"\x1b\[")
+
+
+def test_in_a_script_nothing_is_written() -> None:
+    out = io.StringIO()
+    with progress("building", stream=out) as reporter:
+        reporter.step("step two")
+        reporter.count(1, 3)
+        reporter.note("a note")
+        assert reporter.live is False
+    assert out.getvalue() == ""
+
+
+def test_lines_mode_writes_plain_stamped_lines_without_counts() -> None:
+    out = io.StringIO()
+    with progress("building", stream=out, lines=True, prefix="dev-cluster ") as reporter:
+        reporter.count(1, 3)
+        reporter.note("built")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"\[dev-cluster +\d+\.\ds\] building", lines[0])
+    assert lines[1].endswith("] built")
+    assert not ANSI.search(out.getvalue())
+
+
+def test_on_a_terminal_the_display_shows_steps_counts_and_keeps_notes() -> None:
+    out = io.StringIO()
+    with progress("starting", stream=out, terminal=True) as reporter:
+        assert reporter.live is True
+        reporter.step("pods ready")
+        reporter.count(2, 5)
+        reporter.note("all 5 pod(s) ready")
+    text = out.getvalue()
+    assert ANSI.search(text)
+    assert "all 5 pod(s) ready" in text
+    assert "pods ready" in text and "2/5" in text
+
+
+def test_log_records_print_above_the_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    handler = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with progress("starting", terminal=True):
+            assert handler.stream is not out  # rich's proxy, which prints above the display
+            logging.getLogger("ambient.test").warning("a warning meanwhile")
+        assert handler.stream is out
+    finally:
+        root.removeHandler(handler)
+    assert "a warning meanwhile" in out.getvalue()
+
+
+def test_a_pseudo_terminal_is_a_terminal_unless_term_is_dumb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    leader, follower = os.openpty()
+    try:
+        with open(follower, "w", closefd=False) as tty:
+            monkeypatch.setenv("TERM", "xterm")
+            assert is_terminal(tty)
+            monkeypatch.setenv("TERM", "dumb")
+            assert not is_terminal(tty)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert not is_terminal(io.StringIO())
