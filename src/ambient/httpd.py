@@ -20,7 +20,7 @@ import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -37,6 +37,7 @@ class Request:
     body: bytes
     peer: str = ""
     """The client's address (empty on a Unix socket)."""
+    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
 
     def json(self) -> Any:
         """The body as JSON; raises ``ValueError`` with a clear message."""
@@ -51,6 +52,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()  # more headers, e.g. cache-control
 
     @classmethod
     def json(cls, value: Any, status: int = 200) -> Response:
@@ -166,6 +168,7 @@ class AdminServer:
         headers = [
             ("content-type", response.content_type),
             ("content-length", str(len(response.body))),
+            *response.headers,
         ]
         writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
         if not head:
@@ -183,7 +186,8 @@ class AdminServer:
             known = "\n".join(sorted(f"{m} {p}" for m, p in self.routes))
             return Response(404, f"no such endpoint {method} {path}; try:\n{known}\n".encode())
         try:
-            result = handler(Request(method, path, query, body, peer))
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+            result = handler(Request(method, path, query, body, peer, headers))
             if inspect.isawaitable(result):
                 result = await result
             return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ambient.cli import (
     analyze,
+    dashboard,
     distributed,
     get,
     install,
@@ -49,6 +50,7 @@ for _command in (
     nodeagent.node_agent,
     nodeagent.cni_install,
     observe.prometheus_config,
+    dashboard.dashboard,
 ):
     cli.add_command(_command)
 cli.add_command(ztunnel_config.ztunnel_config, "zc")

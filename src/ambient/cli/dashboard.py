@@ -1,0 +1,161 @@
+"""``ambient dashboard``: the mesh's live traffic graph in a browser (Kiali's job, built in).
+
+It runs in the foreground like ``istioctl dashboard kiali`` (default port 20001, Kiali's;
+loopback only unless ``--address`` says otherwise) and prints the page's URL. It opens no
+browser unless ``--browser`` is given (istioctl opens one by default; meshes here run
+mostly on servers without a display). Folder mode only for now: on a cluster it says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import urllib.request
+from typing import Any
+
+import click
+
+from ambient.cli.app import CONTEXT, fail, log_level_option, parse_duration, state, target_options
+from ambient.cli.client import ApiError, MeshClient
+from ambient.local.statedir import MeshNotRunning, StateDir
+
+__all__ = ["FolderSource", "dashboard"]
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class FolderSource:
+    """A mesh started by ``ambient up``, through its state folder (``dashboard.MeshSource``)."""
+
+    def __init__(self, where: StateDir) -> None:
+        self.where = where
+
+    def describe(self) -> str:
+        return str(self.where.root)
+
+    def _get(self, path: str) -> Any:
+        try:
+            return MeshClient(self.where, timeout=10).get(path)
+        except (ApiError, MeshNotRunning) as exc:
+            raise OSError(str(exc)) from None
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        from ambient.monitoring.server import SD_PATH
+
+        monitoring = self._get("/status").get("monitoring")
+        if not monitoring:
+            raise OSError("the mesh serves no monitoring port (started by an older ambient)")
+        with _NO_PROXY.open(f"http://{monitoring}{SD_PATH}", timeout=5) as answer:
+            groups = json.loads(answer.read())
+        if not isinstance(groups, list):
+            raise OSError(f"{monitoring}{SD_PATH} answered no list of target groups")
+        return groups
+
+    def config_dumps(self) -> list[dict[str, Any]]:
+        dumps = self._get("/config_dump")
+        return dumps if isinstance(dumps, list) else []
+
+    def manifests(self) -> list[dict[str, Any]]:
+        items = self._get("/manifests")
+        return [i["manifest"] for i in items if isinstance(i, dict) and "manifest" in i]
+
+
+def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    return parse_duration(value).total_seconds()
+
+
+async def _serve(
+    source: FolderSource, address: str, port: int, refresh: float, window: float, browser: bool
+) -> None:
+    from ambient.dashboard.server import Collector, DashboardServer
+
+    collector = Collector(source, interval=refresh, window=window)
+    server = DashboardServer(collector)
+    try:
+        url = await server.start(address, port)
+    except OSError as exc:
+        fail(f"cannot listen on {address}:{port}: {exc.strerror or exc}")
+    click.echo(f"Dashboard of the mesh of {source.describe()} at {url} (Ctrl-C stops it)")
+    if browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        await collector.run()
+    finally:
+        await server.close()
+
+
+@click.command("dashboard", context_settings=CONTEXT)
+@target_options
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (the page shows the mesh's workloads and policies: "
+    "keep it on loopback unless you mean to share it).",
+)
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(0, 65535),
+    default=20001,
+    show_default=True,
+    help="Port to listen on (Kiali's; 0 picks a free one).",
+)
+@click.option(
+    "--refresh",
+    default="5s",
+    show_default=True,
+    callback=_seconds,
+    help="How often the metrics are scraped and the page redrawn.",
+)
+@click.option(
+    "--window",
+    default="1m",
+    show_default=True,
+    callback=_seconds,
+    help="Rates, error rates and p99 are over this last stretch of time.",
+)
+@click.option("--browser", is_flag=True, help="Open the page in a browser as well.")
+@log_level_option
+@click.pass_context
+def dashboard(
+    ctx: click.Context,
+    state_dir: str | None,
+    address: str,
+    port: int,
+    refresh: float,
+    window: float,
+    browser: bool,
+    log_level: str,
+) -> None:
+    """Serve a live graph of the mesh's traffic on a local web page (as Kiali).
+
+    Workloads and waypoints are nodes; each hop is an edge with its requests per second,
+    its share of the caller's requests, error rate and p99 latency (HTTP, from the
+    waypoints' metrics) or connections and bytes per second (TCP, from ztunnel's), and
+    whether it is mutual TLS. Click a workload for its identity, pods, policies and
+    routes. The dashboard scrapes the proxies itself (the targets of the control plane's
+    monitoring port): no Prometheus needed.
+
+    \b
+    Example:
+      ambient dashboard            # then open http://127.0.0.1:20001/
+    """
+    from ambient.cli.app import target
+
+    if target(ctx) is not None:
+        fail("ambient dashboard works on a mesh started by `ambient up` (not on a cluster yet)")
+    if refresh <= 0 or window < refresh:
+        fail("--window must be at least --refresh, and --refresh more than 0")
+    where = state(ctx)
+    try:
+        MeshClient(where, timeout=5).get("/status")
+    except (ApiError, MeshNotRunning) as exc:
+        fail(str(exc))
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(FolderSource(where), address, port, refresh, window, browser))
