@@ -81,3 +81,18 @@ def test_a_pseudo_terminal_is_a_terminal_unless_term_is_dumb(
         os.close(leader)
         os.close(follower)
     assert not is_terminal(io.StringIO())
+
+
+def test_dev_cluster_messages_under_way_are_steps_and_the_rest_stay() -> None:
+    from ambient.devcluster.cli import progress_of
+
+    out = io.StringIO()
+    with progress(stream=out, terminal=True) as reporter:
+        report = progress_of(reporter)
+        report("[1/5] go build k8s.io/kubernetes/cmd/kube-apiserver ...")
+        report("[1/5] kube-apiserver: 300 s (total 300 s)")
+    text = out.getvalue()
+    # The step is drawn on the live line and cleared; the finished line is printed to stay.
+    assert "go build" in text
+    kept = text.rsplit("\x1b[2K", 1)[0]
+    assert "kube-apiserver: 300 s (total 300 s)" in kept

@@ -23,12 +23,12 @@ from ambient.devcluster.cluster import DevClusterError, Options, down, up
 from ambient.gomod import GoNotFound
 from ambient.progress import Reporter, progress
 
-__all__ = ["main"]
+__all__ = ["main", "progress_of"]
 
 PROG = "dev-cluster"
 
 
-def _progress_of(reporter: Reporter) -> Progress:
+def progress_of(reporter: Reporter) -> Progress:
     """The build's and the cluster's messages on ``reporter``: one that ends with ``...``
     announces work under way (the live line), any other says what is done (it stays)."""
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             with progress(lines=True, prefix=f"{PROG} ") as reporter:
-                built = ensure_binaries(_progress_of(reporter))
+                built = ensure_binaries(progress_of(reporter))
             print(built)
         elif args.command == "up":
             signal.signal(signal.SIGTERM, _raise_on_signal)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     etcd_port=args.etcd_port,
                     apiserver_port=args.apiserver_port,
                     address=args.address,
-                    progress=_progress_of(reporter),
+                    progress=progress_of(reporter),
                 )
                 cluster = up(args.dir, options)
             print(f"kubeconfig: {cluster.kubeconfig}")

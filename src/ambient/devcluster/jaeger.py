@@ -95,7 +95,7 @@ def _build(root: Path, progress: Progress) -> Path:
     }
     progress(
         f"building Jaeger {version} from its Go module with {go.version_text} (-p={jobs}) into "
-        f"{root / 'bin'}; the first build takes about 15 minutes on 2 cores"
+        f"{root / 'bin'}; the first build takes about 15 minutes on 2 cores ..."
     )
     started = time.monotonic()
     _go_build(go, module, env, [*_FLAGS, "-o", str(partial / "jaeger"), PACKAGE], "jaeger")
@@ -171,8 +171,12 @@ exporters:
 
 
 def main() -> int:
+    from ambient.devcluster.cli import progress_of
+    from ambient.progress import progress
+
     try:
-        path = ensure_jaeger(lambda line: print(f"jaeger: {line}", flush=True))
+        with progress(lines=True, prefix="jaeger ") as reporter:
+            path = ensure_jaeger(progress_of(reporter))
     except (BuildError, OSError, RuntimeError) as exc:
         print(f"jaeger: {exc}", file=sys.stderr)
         return 1
