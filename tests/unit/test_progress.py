@@ -96,3 +96,21 @@ def test_dev_cluster_messages_under_way_are_steps_and_the_rest_stay() -> None:
     assert "go build" in text
     kept = text.rsplit("\x1b[2K", 1)[0]
     assert "kube-apiserver: 300 s (total 300 s)" in kept
+
+
+def test_install_counts_the_objects_it_applies() -> None:
+    from ambient.cli.install import _counting
+
+    out = io.StringIO()
+    with progress(stream=out, terminal=True) as reporter:
+        report = _counting(reporter, 3)
+        report("applied CustomResourceDefinition/gateways.gateway.networking.k8s.io")
+        report("2 CRDs established")
+        report("applied Namespace/istio-system")
+    text = out.getvalue()
+    assert "2/3" in text
+    assert "2 CRDs established" in text
+    quiet = io.StringIO()
+    with progress(stream=quiet) as reporter:
+        _counting(reporter, 1)("applied Namespace/istio-system")
+    assert quiet.getvalue() == ""

@@ -6,6 +6,7 @@ Defines the commands only; ``cli.main`` attaches them to the root group.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ambient.install.apply import (
 from ambient.install.crds import CrdError, ensure_crds, load_crds
 from ambient.install.manifests import mesh_objects
 from ambient.install.workloads import DEFAULT_IMAGE, PROFILES, WorkloadOptions, workload_objects
+from ambient.progress import Reporter, progress
 
 __all__ = ["install_command", "uninstall_command"]
 
@@ -48,8 +50,22 @@ def _cluster_options(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
-def _progress(message: str) -> None:
-    click.echo(message, err=True)
+def _counting(reporter: Reporter, total: int) -> Callable[[str], None]:
+    """The install's messages on ``reporter`` (``ambient.progress``: a live line on a
+    terminal, nothing in scripts): each object applied or deleted counts towards ``total``;
+    other messages (CRDs established) stay."""
+    done = 0
+
+    def report(message: str) -> None:
+        nonlocal done
+        if message.startswith(("applied ", "deleted ")):
+            done += 1
+            reporter.step(message)
+            reporter.count(done, total)
+        else:
+            reporter.note(message)
+
+    return report
 
 
 Objects = list[dict[str, Any]]
@@ -73,12 +89,14 @@ async def _run(
 ) -> None:
     client = connect(kubeconfig, context)
     try:
-        if action == "install":
-            if workloads:
-                await refuse_dev_nodes(client)
-            await install(client, crds, mesh, _progress)
-        else:
-            await uninstall(client, crds, mesh, _progress)
+        with progress(f"{action}ing") as reporter:
+            report = _counting(reporter, len(crds) + len(mesh))
+            if action == "install":
+                if workloads:
+                    await refuse_dev_nodes(client)
+                await install(client, crds, mesh, report)
+            else:
+                await uninstall(client, crds, mesh, report)
     finally:
         await client.close()
 
