@@ -26,6 +26,8 @@ from tests.e2e.test_waypoint import shop_with_waypoint
 pytestmark = pytest.mark.slow
 
 _URL = re.compile(r"at (http://\S+) ")
+WINDOW_SECONDS = 30
+INTO_WAYPOINT = '#graph g.edge[data-source="shop/web"][data-target="shop/waypoint"]'
 EDGES = """[...document.querySelectorAll('#graph g.edge')].map(g => ({
   source: g.dataset.source, target: g.dataset.target, rps: Number(g.dataset.rps),
   share: Number(g.dataset.share), errors: Number(g.dataset.errorRate), mtls: g.dataset.mtls,
@@ -55,7 +57,7 @@ def dashboard(mesh: Mesh) -> Iterator[str]:
                 "--refresh",
                 "1s",
                 "--window",
-                "20s",
+                f"{WINDOW_SECONDS}s",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -81,11 +83,11 @@ def dashboard(mesh: Mesh) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def traffic(mesh: Mesh) -> Iterator[None]:
-    """web calls orders until the module ends (bounded: at most 60 rounds of 20)."""
+    """web calls orders until the module ends (bounded: at most 100 rounds of 20)."""
     stop = threading.Event()
 
     def loop() -> None:
-        for _ in range(60):
+        for _ in range(100):
             if stop.is_set():
                 return
             mesh.curl_many("http://orders:8080/api/health", 20)
@@ -119,6 +121,12 @@ def test_the_page_shows_web_to_waypoint_to_orders_with_the_canary_split(page: Pa
         f".map(g => g.dataset.source + '>' + g.dataset.target)); "
         f"return {json.dumps(hops)}.every(h => seen.has(h)); }})()",
         timeout=120,
+    )
+    # The split is random per request: judge it over at least 100 requests in the window.
+    page.wait_for(
+        "100 requests from web in the window",
+        f"Number(document.querySelector({INTO_WAYPOINT!r}).dataset.rps) * {WINDOW_SECONDS} >= 100",
+        timeout=180,
     )
     found = edges(page)
     into = found[("shop/web", "shop/waypoint")]
@@ -168,7 +176,7 @@ def click(page: Page, node: str) -> dict[str, Any]:
 
 def test_a_workload_shows_its_identity_policies_and_routes(page: Page) -> None:
     page.wait_for(
-        "the nodes", "document.querySelector('#graph g.node[data-id=\"shop/orders-v1\"]')"
+        "the nodes", "!!document.querySelector('#graph g.node[data-id=\"shop/orders-v1\"]')"
     )
     orders = click(page, "shop/orders-v1")
     assert orders["Identity"] == "spiffe://cluster.local/ns/shop/sa/orders"
@@ -197,6 +205,7 @@ def test_a_request_for_another_host_name_is_refused(dashboard: str) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with pytest.raises(urllib.error.HTTPError) as refused:
         opener.open(request, timeout=10)
+    refused.value.close()
     assert refused.value.code == 421
     with opener.open(dashboard + "api/graph", timeout=10) as answer:
         graph = json.loads(answer.read())

@@ -7,7 +7,8 @@ and the graph; the page (``page.html``) asks ``/api/graph`` every ``interval`` a
 The server listens on loopback by default and answers only requests whose ``Host`` is
 the address it listens on or ``localhost``: the page shows the mesh's workloads and
 policies, and a web page elsewhere could otherwise read them through a DNS name rebound
-to 127.0.0.1 (the reason Kubernetes's and Kiali's local proxies check it too).
+to 127.0.0.1. Listening on every address (``--address 0.0.0.0``) is the user's choice to
+share it: then any ``Host`` is answered.
 """
 
 from __future__ import annotations
