@@ -53,8 +53,8 @@ from ambient.local.nodeclients import (
     node_xds_client,
     token_xds_client,
 )
-from ambient.logconfig import setup_logging
 from ambient.local.revocation import TOKENS_DIR, follow_revocations
+from ambient.logconfig import setup_logging
 from ambient.monitoring.metrics import ControlPlaneMetrics
 from ambient.monitoring.server import monitoring_address_beside, observe_nodes, serve_monitoring
 
