@@ -142,10 +142,10 @@ def ztunnel_args(paths: Paths, log_level: str) -> list[str]:
         paths.token_file,
         "--ca-root",
         paths.ca_root,
-        "--node-agent-socket",
-        paths.ztunnel_socket,
         "--log-level",
         log_level,
+        "--node-agent-socket",
+        paths.ztunnel_socket,
     ]
 
 

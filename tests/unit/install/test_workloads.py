@@ -20,6 +20,7 @@ from ambient.install.workloads import (
     workload_objects,
 )
 from ambient.kube import rootcert
+from ambient.kubelet.ztunnel import ZtunnelConfig, ztunnel_pod
 from tests.containers import container_argv, only_container, pod_template
 
 FIELDS = {
@@ -201,3 +202,39 @@ def test_ztunnel_mounts_the_root_the_control_plane_publishes() -> None:
     assert rootcert.NAMESPACE == "istio-system"
     args = only_container(ztunnel)["args"]
     assert args[args.index("--ca-root") + 1].endswith("/" + rootcert.KEY)
+
+
+def _flags(args: list[str]) -> list[str]:
+    return [a for a in args if a.startswith("--")]
+
+
+def test_ztunnel_daemonset_runs_the_dev_nodes_ztunnel_command() -> None:
+    """The DaemonSet's container is the ztunnel pod ``ambient up --kubeconfig --netns``
+    makes on each dev node: the same command, options, downward-API references, ports and
+    readiness; only the files' and the control plane's places differ."""
+    dev = ztunnel_pod(
+        "node-1",
+        "uid-1",
+        ZtunnelConfig(
+            "10.0.0.1:15012",
+            "10.0.0.1:15010",
+            Path("/state/ztunnel"),
+            node_agent_socket=Path("/state/nodeagent.sock"),
+        ),
+    )
+    (dev_container,) = dev["spec"]["containers"]
+    container = only_container(_by("DaemonSet", ZTUNNEL))
+    assert dev_container["command"][-1] == container["command"][-1] == "ambient"
+    assert _flags(dev_container["args"]) == _flags(container["args"])
+    for flag in ("--node", "--node-ip"):
+        i, j = dev_container["args"].index(flag), container["args"].index(flag)
+        assert dev_container["args"][i + 1] == container["args"][j + 1]  # $(NODE_NAME), $(POD_IP)
+    assert {e["name"] for e in dev_container["env"]} <= {e["name"] for e in container["env"]}
+    assert dev_container["readinessProbe"]["httpGet"] == container["readinessProbe"]["httpGet"]
+    assert {p["containerPort"] for p in dev_container["ports"]} == {
+        p["containerPort"] for p in container["ports"]
+    }
+    assert dev_container["name"] == container["name"]
+    template = _by("DaemonSet", ZTUNNEL)["spec"]["template"]
+    assert dev["metadata"]["labels"].items() <= template["metadata"]["labels"].items()
+    assert dev["spec"]["serviceAccountName"] == template["spec"]["serviceAccountName"]
