@@ -1,6 +1,6 @@
 """Node start-up and enrolment times of ``ambient up --kubeconfig`` (issue 15), root.
 
-    sudo .venv/bin/python bench/kube_nodes.py [--runs 3] [--pods 20]
+    sudo .venv/bin/python bench/kube_nodes.py [--runs 3] [--pods 20] [--netns]
 
 A host is a network namespace made here with a dev cluster inside (as the tests'
 ``tests.kube.hosts``), ``ambient install`` applied. Per run, in that host:
@@ -17,6 +17,10 @@ A host is a network namespace made here with a dev cluster inside (as the tests'
   HBONE (its ``/config_dump``: HBONE with the listener open) and until every pod has
   the ``ambient.istio.io/redirection`` annotation; *baseline*: until a bare watch of
   the namespace sees the label (the API server's own propagation).
+
+With ``--netns`` the node runs ``ambient up --netns`` (each pod in a network namespace,
+captured in-pod): HBONE then means the pod's in-pod listeners open and its redirection
+in place.
 
 Prints a table of the medians over the runs with the ratios to the baselines.
 """
@@ -143,7 +147,9 @@ def until(check: Any, what: str, timeout: float = 180.0) -> float:
     return time.monotonic()
 
 
-def one_run(cluster: NetnsCluster, folder: Path, pods: int, index: int) -> dict[str, float]:
+def one_run(
+    cluster: NetnsCluster, folder: Path, pods: int, index: int, netns: bool = False
+) -> dict[str, float]:
     host = cluster.host
     kubeconfig = str(cluster.kubeconfig)
     # baseline: a bare registration
@@ -158,7 +164,8 @@ def one_run(cluster: NetnsCluster, folder: Path, pods: int, index: int) -> dict[
     cluster.kubectl("delete", "node", f"bare-{index}", "--wait=false")
     state = folder / f"run{index}"
     argv = [sys.executable, "-m", "ambient", "up", "--kubeconfig", kubeconfig,
-            "--nodes", "node-1", "--state-dir", str(state)]  # fmt: skip
+            "--nodes", "node-1", "--state-dir", str(state),
+            *(["--netns"] if netns else [])]  # fmt: skip
     nodes = Watch(cluster, ["nodes"], lambda o: o["metadata"]["name"] == "node-1" and ready(o))
     ztunnels = Watch(
         cluster,
@@ -229,7 +236,13 @@ def _all_hbone(host: NetnsHost, ztunnel_ip: str, pods: int) -> bool:
         for w in dump.get("workloads", [])
         if w["namespace"] == "bench"
         and w["protocol"] == "HBONE"
-        and listeners.get(w["uid"], {}).get("hbone")
+        and (
+            listeners.get(w["uid"], {}).get("hbone")  # SOCKS5 mode: the pod's 15008
+            or (  # --netns: in-pod 15008 open and the redirection in place
+                listeners.get(w["uid"], {}).get("hbone15008")
+                and listeners.get(w["uid"], {}).get("redirected")
+            )
+        )
     ]
     return len(served) == pods
 
@@ -248,6 +261,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pods", type=int, default=20)
+    parser.add_argument("--netns", action="store_true", help="ambient up --netns")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-nodes-"))
     host = NetnsHost("bench")
@@ -259,7 +273,7 @@ def main() -> None:
             if done.returncode != 0:
                 raise SystemExit(done.stderr)
             for index in range(args.runs):
-                result = one_run(cluster, folder, args.pods, index)
+                result = one_run(cluster, folder, args.pods, index, args.netns)
                 print(json.dumps(result), file=sys.stderr, flush=True)
                 results.append(result)
         finally:
