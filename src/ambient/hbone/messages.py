@@ -7,6 +7,7 @@ HBONE puts on the wire is a :class:`BadRequest` naming what is wrong.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -15,6 +16,8 @@ from ambient.ipparse import parse_ip
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 HBONE_PORT = 15008
+# RFC 9110 token: what a Forwarded parameter value may be unquoted (RFC 7239).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class Status(IntEnum):
@@ -86,8 +89,8 @@ class ConnectRequest:
         headers = [(":method", "CONNECT"), (":authority", str(self.authority))]
         if self.forwarded_for is not None:
             value = f'for="{self.forwarded_for}"'
-            if self.forwarded_host:
-                value += f";host={self.forwarded_host}"
+            if self.forwarded_host and _TOKEN.fullmatch(self.forwarded_host):
+                value += f";host={self.forwarded_host}"  # a DNS name always is a token
             headers.append(("forwarded", value))
         if self.baggage:
             headers.append(("baggage", self.baggage))

@@ -8,10 +8,9 @@ buffering within the peer's flow-control window, and inbound credit returned
 only as the application consumes bytes (so a slow reader pushes back on the
 sender instead of growing a buffer).
 
-Memory is bounded by construction: inbound bytes not yet consumed are at most
-the connection window (16 MiB), header blocks at most ``max_header_list_size``
-(and h2's CONTINUATION backlog limit), and outbound bytes are whatever the
-caller queued, which the asyncio edge caps per stream.
+Memory is bounded by construction: inbound bytes not yet consumed are at most the
+connection window (16 MiB), header blocks at most ``max_header_list_size`` (and h2's
+CONTINUATION backlog limit), outbound bytes what the asyncio edge lets a stream queue.
 
 DATA fast path. ``h2`` costs several object allocations and three payload
 copies per DATA frame, which dominated the tunnel's CPU. So DATA frames of
@@ -133,7 +132,8 @@ class HboneConnection:
             header_encoding=None,
             validate_inbound_headers=True,
             normalize_inbound_headers=True,
-            validate_outbound_headers=True,
+            validate_outbound_headers=False,  # ours come from typed values (messages.py)
+            normalize_outbound_headers=False,
         )
         self._h2 = _h2compat.H2Connection(config=config)
         self._h2.encoder = _PlainEncoder()
