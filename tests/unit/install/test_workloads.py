@@ -238,3 +238,15 @@ def test_ztunnel_daemonset_runs_the_dev_nodes_ztunnel_command() -> None:
     template = _by("DaemonSet", ZTUNNEL)["spec"]["template"]
     assert dev["metadata"]["labels"].items() <= template["metadata"]["labels"].items()
     assert dev["spec"]["serviceAccountName"] == template["spec"]["serviceAccountName"]
+
+
+def test_lightkube_applies_every_field_the_server_dry_run_checked() -> None:
+    """``ambient install`` applies through lightkube's typed models; the server dry run
+    (tests/kube/test_install.py) checks the YAML. A field the models do not know would be
+    dropped between the two: every object must come back from them unchanged."""
+    from lightkube import codecs
+
+    import ambient.install.apply  # noqa: F401  (registers GatewayClass with lightkube)
+
+    for obj in mesh_objects() + workload_objects():
+        assert codecs.from_dict(obj).to_dict() == obj, (obj["kind"], obj["metadata"]["name"])
