@@ -249,4 +249,5 @@ def test_lightkube_applies_every_field_the_server_dry_run_checked() -> None:
     import ambient.install.apply  # noqa: F401  (registers GatewayClass with lightkube)
 
     for obj in mesh_objects() + workload_objects():
-        assert codecs.from_dict(obj).to_dict() == obj, (obj["kind"], obj["metadata"]["name"])
+        model: Any = codecs.from_dict(obj)
+        assert model.to_dict() == obj, (obj["kind"], obj["metadata"]["name"])
