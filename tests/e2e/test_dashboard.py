@@ -190,6 +190,27 @@ def test_a_workload_shows_its_identity_policies_and_routes(page: Page) -> None:
     assert web["Policies"] == "none"
 
 
+def test_the_orders_service_is_a_box_around_its_two_versions(page: Page) -> None:
+    selector = '#graph g.service[data-service="orders.shop.svc.cluster.local"]'
+    page.wait_for("the orders service", f"!!document.querySelector({selector!r})")
+    members = page.evaluate(f"document.querySelector({selector!r}).dataset.members")
+    assert members.split() == ["shop/orders-v1", "shop/orders-v2"]
+    label = page.evaluate(f"document.querySelector({selector!r}).textContent")
+    assert label == "orders (service, via waypoint)"
+    page.evaluate(
+        f"document.querySelector({selector!r}).dispatchEvent(new MouseEvent('click', {{bubbles: true}}))"
+    )
+    page.wait_for(
+        "the service's details",
+        "document.getElementById('details').dataset.id === 'service:orders.shop.svc.cluster.local'",
+    )
+    details = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#details dt')].map(dt => [dt.textContent, dt.nextElementSibling.textContent]))"
+    )
+    assert details["Waypoint"] == "shop/waypoint.shop.svc.cluster.local"
+    assert details["Workloads"] == "shop/orders-v1shop/orders-v2"  # a list: one item each
+
+
 def test_the_page_updates_live(page: Page) -> None:
     before = int(page.wait_for("a first draw", "document.body.dataset.refreshes"))
     after = page.wait_for(

@@ -23,7 +23,9 @@ Built from the increases of the proxies' series over the dashboard's window
   hop says so, ``none`` when none does, ``partial`` otherwise.
 
 Only hops with traffic in the window are edges. Every workload of the inventory is a
-node, with traffic or not (``idle``).
+node, with traffic or not (``idle``). Services are boxes around the workloads behind them
+(Kiali's app boxes; ``services``, each with its ``members``); a workload behind several
+is placed with the first by name.
 """
 
 from __future__ import annotations
@@ -184,10 +186,12 @@ def _edge(h: _Hop, waypoints: set[str]) -> dict[str, Any]:
 
 
 def build_graph(
-    increases: Sequence[Increase], inventory: Mapping[str, Mapping[str, Any]]
+    increases: Sequence[Increase],
+    inventory: Mapping[str, Mapping[str, Any]],
+    services: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Nodes (``inventory``'s workloads, plus any the metrics name) and edges with
-    figures (see the module docstring); positions from :func:`layout`."""
+    """Nodes (``inventory``'s workloads, plus any the metrics name), edges with figures
+    and the service boxes (see the module docstring); positions from :func:`layout`."""
     hops, waypoints = _hops(increases)
     edges = [_edge(h, waypoints) for h in hops.values()]
     edges = [e for e in edges if e["http"] or e["tcp"]]
@@ -212,17 +216,27 @@ def build_graph(
             node["kind"] = "waypoint"
         node.setdefault("kind", "workload")
         node["idle"] = node_id not in busy
-    positions = layout(sorted(nodes), [(e["source"], e["target"]) for e in edges])
+    group = {n: min(node.get("services") or [""]) for n, node in nodes.items()}
+    positions = layout(sorted(nodes), [(e["source"], e["target"]) for e in edges], group)
     for node_id, (x, y) in positions.items():
         nodes[node_id]["x"], nodes[node_id]["y"] = x, y
     edges.sort(key=lambda e: (e["source"], e["target"]))
-    return {"nodes": [nodes[n] for n in sorted(nodes)], "edges": edges}
+    boxes = []
+    for hostname, info in sorted((services or {}).items()):
+        members = sorted(n for n, node in nodes.items() if group[n] == hostname)
+        if members:
+            boxes.append({**info, "id": hostname, "members": members})
+    return {"nodes": [nodes[n] for n in sorted(nodes)], "edges": edges, "services": boxes}
 
 
-def layout(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, tuple[int, int]]:
+def layout(
+    nodes: Sequence[str],
+    edges: Sequence[tuple[str, str]],
+    group: Mapping[str, str] | None = None,
+) -> dict[str, tuple[int, int]]:
     """Columns by hop count from the callers (a node's column is one past its furthest
-    caller's), rows in order within a column; idle nodes (no edge) in rows of their own
-    below. A cycle is cut at the edge that closes it in a depth-first walk from the nodes
+    caller's), rows in order within a column, nodes of one ``group`` (service) together;
+    idle nodes (no edge) in rows of their own below, grouped too. A cycle is cut at the edge that closes it in a depth-first walk from the nodes
     nobody calls. Grid units: the page scales them."""
     calls: dict[str, list[str]] = defaultdict(list)
     for a, b in sorted(set(edges)):
@@ -255,11 +269,12 @@ def layout(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, 
 
     rows: dict[int, int] = defaultdict(int)
     positions: dict[str, tuple[int, int]] = {}
-    for node in sorted(busy, key=lambda n: (depth(n), n)):
+    groups = group or {}
+    for node in sorted(busy, key=lambda n: (depth(n), groups.get(n, ""), n)):
         positions[node] = (column[node], rows[column[node]])
         rows[column[node]] += 1
     bottom = max(rows.values(), default=0) + (1 if busy else 0)
-    idle = [n for n in nodes if n not in positions]
+    idle = sorted((n for n in nodes if n not in positions), key=lambda n: (groups.get(n, ""), n))
     for i, node in enumerate(idle):
         positions[node] = (i % IDLE_PER_ROW, bottom + i // IDLE_PER_ROW)
     return positions

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ROOT_NAMESPACE", "build_inventory"]
+__all__ = ["ROOT_NAMESPACE", "build_inventory", "build_services"]
 
 ROOT_NAMESPACE = "istio-system"
 CLUSTER_DOMAIN = "cluster.local"
@@ -247,3 +247,20 @@ def build_inventory(
                 )
         inventory[node_id] = info
     return inventory
+
+
+def build_services(dumps: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each service the ztunnels know, by hostname: name, namespace, VIPs and waypoint."""
+    services: dict[str, dict[str, Any]] = {}
+    for dump in dumps:
+        for svc in _list(dump.get("services")):
+            hostname = str(svc.get("hostname") or "")
+            if hostname and hostname not in services:
+                services[hostname] = {
+                    "id": hostname,
+                    "name": str(svc.get("name") or hostname),
+                    "namespace": str(svc.get("namespace") or ""),
+                    "vips": [str(v) for v in _list(svc.get("vips"))],
+                    "waypoint": svc.get("waypoint") or None,
+                }
+    return services

@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 from ambient.dashboard.graph import build_graph
-from ambient.dashboard.inventory import build_inventory
+from ambient.dashboard.inventory import build_inventory, build_services
 from ambient.dashboard.samples import TargetHistory, increases, scrape
 from ambient.httpd import AdminServer, Request, Response
 
@@ -68,7 +68,7 @@ class Collector:
         self.interval = interval
         self.window = window
         self.histories: dict[str, TargetHistory] = {}
-        self.graph: dict[str, Any] = {"nodes": [], "edges": []}
+        self.graph: dict[str, Any] = {"nodes": [], "edges": [], "services": []}
         self.problems: list[str] = []
         self.updated: float | None = None  # time.time() of the last refresh
         self.refreshes = 0
@@ -106,10 +106,12 @@ class Collector:
                 asyncio.to_thread(self.source.manifests),
             )
             inventory = build_inventory(dumps, manifests)
+            services = build_services(dumps)
         except OSError as exc:
             problems.append(f"reading the mesh failed: {exc}")
             inventory = {n["id"]: n for n in self.graph["nodes"] if n["kind"] != "unknown"}
-        self.graph = build_graph(increases(self.histories.values()), inventory)
+            services = {s["id"]: s for s in self.graph.get("services", [])}
+        self.graph = build_graph(increases(self.histories.values()), inventory, services)
         self.problems = problems
         self.updated = time.time()
         self.refreshes += 1

@@ -196,3 +196,28 @@ def test_idle_nodes_wrap_in_rows() -> None:
     positions = layout([f"n{i}" for i in range(7)], [])
     assert positions["n0"] == (0, 0)
     assert positions["n5"] == (0, 1)
+
+
+def test_services_are_boxes_around_their_workloads_placed_together() -> None:
+    def node(name: str, *services: str) -> dict[str, Any]:
+        return {"namespace": "shop", "name": name, "services": list(services)}
+
+    orders = "orders.shop.svc.cluster.local"
+    inventory = {
+        "shop/orders-v1": node("orders-v1", orders),
+        "shop/aaa": node("aaa", "aaa.shop.svc.cluster.local"),
+        "shop/orders-v2": node("orders-v2", orders, "zz.shop.svc.cluster.local"),
+        "shop/web": node("web"),
+    }
+    services: dict[str, dict[str, Any]] = {
+        orders: {"id": orders, "name": "orders", "namespace": "shop", "vips": [], "waypoint": None},
+        "unused.shop.svc.cluster.local": {"id": "unused.shop.svc.cluster.local", "name": "unused"},
+    }
+    graph = build_graph([], inventory, services)
+    assert graph["services"] == [
+        {**services[orders], "members": ["shop/orders-v1", "shop/orders-v2"]}
+    ]
+    rows = {n["id"]: (n["x"], n["y"]) for n in graph["nodes"]}
+    # The two orders workloads are side by side, not split by another service's workload.
+    assert abs(rows["shop/orders-v1"][0] - rows["shop/orders-v2"][0]) == 1
+    assert rows["shop/orders-v1"][1] == rows["shop/orders-v2"][1]

@@ -173,3 +173,17 @@ def test_odd_shapes_are_skipped_not_fatal() -> None:
     dump = {"workloads": [workload("a-1", "a", "a", [])], "services": None}
     inventory = build_inventory([dump], odd)
     assert list(inventory) == ["shop/a"]
+
+
+def test_services_by_hostname() -> None:
+    from ambient.dashboard.inventory import build_services
+
+    services = build_services([DUMP, DUMP])
+    assert services["orders.shop.svc.cluster.local"] == {
+        "id": "orders.shop.svc.cluster.local",
+        "name": "orders",
+        "namespace": "shop",
+        "vips": [],
+        "waypoint": "shop/waypoint.shop.svc.cluster.local",
+    }
+    assert sorted(services) == ["orders.shop.svc.cluster.local", "web.shop.svc.cluster.local"]
