@@ -152,6 +152,8 @@ class HeaderOps:
 
     def apply(self, headers: Headers) -> Headers:
         """Return ``headers`` with the changes applied (names compared case-insensitively)."""
+        if not (self.set or self.add or self.remove):
+            return headers
         set_names = {k.lower() for k, _ in self.set}
         removed = {k.lower() for k in self.remove}
         out = [(k, v) for k, v in headers if k not in set_names and k not in removed]

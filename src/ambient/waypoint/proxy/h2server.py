@@ -70,6 +70,7 @@ END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 5, 6, 7, 8, 9
+ENHANCE_YOUR_CALM = 11
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 1, 2, 3
 SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE = 4, 5, 6
 SETTINGS_ENABLE_CONNECT_PROTOCOL = 8
@@ -453,6 +454,8 @@ class H2Server:
         if self._block is None or stream_id != self._block_stream:
             raise _Error(PROTOCOL_ERROR, "CONTINUATION without a header block")
         self._block += payload
+        if len(self._block) > self.max_header_list + 16384:  # the guard refuses it first
+            raise _Error(ENHANCE_YOUR_CALM, "header block too large")
         if flags & END_HEADERS:
             block, self._block = bytes(self._block), None
             self._on_block(stream_id, block, self._block_end, events)

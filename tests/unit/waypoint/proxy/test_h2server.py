@@ -306,6 +306,12 @@ def test_content_length_must_match_the_body() -> None:
     assert lost(pair.to_server()) == PROTOCOL_ERROR
 
 
+def test_an_endless_header_block_is_refused_without_a_guard() -> None:
+    pair = Pair()  # no flood guard: the codec's own bound on CONTINUATION still holds
+    flood = frame(1, 0, 1, b"\x82") + frame(9, 0, 1, b"\0" * 16384) * 6
+    assert lost(pair.to_server(flood)) == ENHANCE_YOUR_CALM
+
+
 def test_hostile_frames_are_refused_by_the_flood_guard() -> None:
     pair = Pair(guard=True)
     pings = b"".join(frame(6, 0, 0, b"12345678") for _ in range(1100))
