@@ -113,7 +113,9 @@ def wait_mesh_addresses_free(timeout: float = 90) -> None:
         time.sleep(1)
 
 
-MESH_LOCK = Path("/tmp/ambient-e2e-mesh.lock")
+MESH_LOCK = Path(os.environ.get("AMBIENT_E2E_MESH_LOCK", "/tmp/ambient-e2e-mesh.lock"))
+"""One mesh at a time on the machine's loopback addresses; a run in a network namespace of
+its own (``unshare -n``) can name a lock of its own."""
 _lock_file: Any = None
 _lock_depth = 0
 
