@@ -83,6 +83,10 @@ class TcpRelay(asyncio.Protocol):
             if exc is not None:
                 self.result.error = f"{type(exc).__name__}: {exc}"
             self.stream.reset()
+        # Both directions are over: the stream has nothing more for us. Letting go of it
+        # breaks the relay <-> stream cycle, so both are freed as soon as the handler
+        # returns instead of waiting, with their transport, for the cyclic collector.
+        self.stream.detach(self)
         if not self.done.done():
             self.done.set_result(self.result)
 

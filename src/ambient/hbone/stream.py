@@ -73,6 +73,7 @@ class HboneStream:
         if self.status is not None:
             return
         self.status = status
+        self._abandoned = None  # answered: a later reset abandons nothing (and no cycle stays)
         self._conn.respond(self, status)
 
     def on_abandoned(self, callback: Callable[[], object]) -> None:
@@ -178,6 +179,12 @@ class HboneStream:
             sink.on_reset(self._error)
         elif self._eof:
             sink.on_eof()
+
+    def detach(self, sink: StreamSink) -> None:
+        """Push mode: ``sink`` wants no more events (its side is closed). The stream keeps
+        no reference to it, so the two do not hold each other in a reference cycle."""
+        if self._sink is sink:
+            self._sink = None
 
     def consume(self, size: int) -> None:
         """Push mode: ``size`` delivered bytes were passed on; reopen the window."""

@@ -488,7 +488,10 @@ class _PipeEnd(asyncio.Protocol):
         other = self.other.transport
         if other is not None and not (self.eof and self.other.eof):
             other.abort() if exc is not None else other.close()
+        self.transport = None
         self.pipe.finish()
+        if other is None:  # both sides are gone: no callback comes any more
+            self.pipe.release()
 
 
 class TcpPipe:
@@ -496,7 +499,7 @@ class TcpPipe:
 
     def __init__(self, client: asyncio.Transport) -> None:
         self.counts = [0, 0]  # [from client, from upstream]
-        self.ends = (_PipeEnd(self, 0), _PipeEnd(self, 1))
+        self.ends: tuple[_PipeEnd, ...] = (_PipeEnd(self, 0), _PipeEnd(self, 1))
         self.done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
 
     @property
@@ -521,6 +524,12 @@ class TcpPipe:
                     with contextlib.suppress(Exception):
                         end.transport.close()
             self.done.set_result((self.counts[0], self.counts[1]))
+
+    def release(self) -> None:
+        """Both connections are lost: drop the ends (they refer to the pipe), so that the
+        pipe and its ends are freed when the handler lets go of the pipe, not by the cyclic
+        collector whenever it runs."""
+        self.ends = ()
 
 
 async def _lookup(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
