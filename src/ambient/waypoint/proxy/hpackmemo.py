@@ -24,6 +24,11 @@ from hpack.table import HeaderTable
 __all__ = ["MemoDecoder", "encode_fields"]
 
 MEMO_BLOCKS = 64  # decoded blocks kept per connection (between table changes)
+# ... and at most this many bytes of them (block + decoded names and values): a repeated
+# request head is a few hundred bytes, while a client sending distinct blocks near the
+# header list size (64 KiB) would otherwise make 64 of them (~8 MiB) live as long as its
+# connection.
+MEMO_BYTES = 32 * 1024
 MEMO_FIELDS = 4096  # encoded fields kept per process
 MEMO_VALUE = 128  # longer values are encoded each time
 # Credentials are encoded each time, never kept beyond their request.
@@ -54,13 +59,14 @@ class _CountingTable(HeaderTable):
 class MemoDecoder:
     """An HPACK decoder (one per connection direction) that remembers recent blocks."""
 
-    __slots__ = ("_decoder", "_memo", "_seen", "_table")
+    __slots__ = ("_decoder", "_kept", "_memo", "_seen", "_table")
 
     def __init__(self, max_header_list: int) -> None:
         self._decoder = hpack.Decoder(max_header_list)
         self._table = _CountingTable()
         self._decoder.header_table = self._table
         self._memo: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        self._kept = 0  # bytes in the memo (MEMO_BYTES at most)
         self._seen = 0
 
     def decode(self, block: bytes) -> tuple[tuple[str, str], ...]:
@@ -69,6 +75,7 @@ class MemoDecoder:
         table = self._table
         if table.changes != self._seen:
             self._memo.clear()
+            self._kept = 0
             self._seen = table.changes
         fields = self._memo.get(block)
         if fields is not None:
@@ -76,7 +83,10 @@ class MemoDecoder:
         raw = self._decoder.decode(block, raw=True)
         fields = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in raw)
         if table.changes == self._seen and len(self._memo) < MEMO_BLOCKS:
-            self._memo[block] = fields
+            size = len(block) + sum(len(n) + len(v) for n, v in raw)
+            if self._kept + size <= MEMO_BYTES:
+                self._memo[block] = fields
+                self._kept += size
         return fields
 
 

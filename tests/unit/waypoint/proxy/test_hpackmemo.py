@@ -8,6 +8,9 @@ blocks must decode to the fields given, and credentials are never kept.
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,3 +67,28 @@ def test_encoded_fields_decode_to_themselves_and_secrets_are_not_kept() -> None:
     assert (("x-new", "é")) in hpackmemo._FIELDS
     assert ("authorization", "Bearer secret") not in hpackmemo._FIELDS
     assert encode_fields(fields) == block  # from the memo, the same bytes
+
+
+def test_the_memo_of_a_connection_is_bounded_in_bytes() -> None:
+    """64 distinct blocks near the header list size (literals never indexed: the table
+    does not change) are decoded, but the decoder does not keep them all: it kept
+    ~8 MiB, for as long as the connection lived."""
+    decoder = MemoDecoder(65536)
+    encoder = hpack.Encoder()
+    blocks = [
+        encoder.encode(
+            [hpack.NeverIndexedHeaderTuple("x-filler", f"{i:04d}" + "v" * 60000)], huffman=False
+        )
+        for i in range(64)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, block in enumerate(blocks):
+            assert decoder.decode(block)[0][1].startswith(f"{i:04d}v")
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 3 * hpackmemo.MEMO_BYTES, f"the decoder kept {kept} bytes"
