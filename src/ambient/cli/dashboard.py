@@ -3,7 +3,9 @@
 It runs in the foreground like ``istioctl dashboard kiali`` (default port 20001, Kiali's;
 loopback only unless ``--address`` says otherwise) and prints the page's URL. It opens no
 browser unless ``--browser`` is given (istioctl opens one by default; meshes here run
-mostly on servers without a display). Folder mode only for now: on a cluster it says so.
+mostly on servers without a display). On a cluster (``--kubeconfig``) it reads the same
+things through the API server: the control plane's monitoring address from its heartbeat,
+the ztunnels' config dumps (found as ``zc`` finds them), and the mesh's objects.
 """
 
 from __future__ import annotations
@@ -47,11 +49,7 @@ class FolderSource:
         monitoring = self._get("/status").get("monitoring")
         if not monitoring:
             raise OSError("the mesh serves no monitoring port (started by an older ambient)")
-        with _NO_PROXY.open(f"http://{monitoring}{SD_PATH}", timeout=5) as answer:
-            groups = json.loads(answer.read())
-        if not isinstance(groups, list):
-            raise OSError(f"{monitoring}{SD_PATH} answered no list of target groups")
-        return groups
+        return _target_groups(f"http://{monitoring}{SD_PATH}")
 
     def config_dumps(self) -> list[dict[str, Any]]:
         dumps = self._get("/config_dump")
@@ -62,12 +60,94 @@ class FolderSource:
         return [i["manifest"] for i in items if isinstance(i, dict) and "manifest" in i]
 
 
+class ClusterSource:
+    """A mesh on a Kubernetes cluster (``dashboard.MeshSource``); each call is one short
+    session with the API server (the collector runs it in a thread)."""
+
+    def __init__(self, where: Any) -> None:
+        from ambient.kube.api import load_config
+
+        self.where = where
+        self.config = load_config(where)  # KubeError: the caller says why
+
+    def describe(self) -> str:
+        return str(self.where.describe())
+
+    def _run(self, body: Any) -> Any:
+        from ambient.kube.api import KubeClient, KubeError
+
+        async def main() -> Any:
+            client = KubeClient(self.config)
+            try:
+                return await body(client)
+            finally:
+                await client.close()
+
+        try:
+            return asyncio.run(main())
+        except KubeError as exc:
+            raise OSError(str(exc)) from None
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        from ambient.kube.heartbeat import read_status
+        from ambient.monitoring.server import SD_PATH
+
+        status = self._run(read_status)
+        monitoring = (status or {}).get("monitoring_address") if status else None
+        if not status or not status.get("alive") or not isinstance(monitoring, str):
+            raise OSError(
+                "the cluster's control plane is not running (or serves no monitoring port)"
+            )
+        return _target_groups(f"http://{monitoring}{SD_PATH}")
+
+    def config_dumps(self) -> list[dict[str, Any]]:
+        from ambient.kube import ztunnels
+
+        async def body(client: Any) -> list[dict[str, Any]]:
+            endpoints = await ztunnels.ztunnel_endpoints(client, None)
+            return await ztunnels.config_dumps(endpoints) if endpoints else []
+
+        dumps: list[dict[str, Any]] = self._run(body)
+        return dumps
+
+    def manifests(self) -> list[dict[str, Any]]:
+        from ambient.kube.api import NotFound
+        from ambient.kube.convert import view
+        from ambient.kube.kinds import WATCHED
+
+        async def body(client: Any) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            for info in WATCHED:
+                try:
+                    items, _ = await client.list(info.path(info.scope))
+                except NotFound:  # the kind is not served (its CRD is not installed)
+                    continue
+                found += [view(info, raw) for raw in items]
+            return found
+
+        manifests: list[dict[str, Any]] = self._run(body)
+        return manifests
+
+
+def _target_groups(url: str) -> list[dict[str, Any]]:
+    with _NO_PROXY.open(url, timeout=5) as answer:
+        groups = json.loads(answer.read())
+    if not isinstance(groups, list):
+        raise OSError(f"{url} answered no list of target groups")
+    return groups
+
+
 def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     return parse_duration(value).total_seconds()
 
 
 async def _serve(
-    source: FolderSource, address: str, port: int, refresh: float, window: float, browser: bool
+    source: FolderSource | ClusterSource,
+    address: str,
+    port: int,
+    refresh: float,
+    window: float,
+    browser: bool,
 ) -> None:
     from ambient.dashboard.server import Collector, DashboardServer
 
@@ -139,7 +219,7 @@ def dashboard(
     waypoints' metrics) or connections and bytes per second (TCP, from ztunnel's), and
     whether it is mutual TLS. Click a workload for its identity, pods, policies and
     routes. The dashboard scrapes the proxies itself (the targets of the control plane's
-    monitoring port): no Prometheus needed.
+    monitoring port): no Prometheus needed. With --kubeconfig: a mesh on a cluster.
 
     \b
     Example:
@@ -147,15 +227,24 @@ def dashboard(
     """
     from ambient.cli.app import target
 
-    if target(ctx) is not None:
-        fail("ambient dashboard works on a mesh started by `ambient up` (not on a cluster yet)")
     if refresh <= 0 or window < refresh:
         fail("--window must be at least --refresh, and --refresh more than 0")
-    where = state(ctx)
-    try:
-        MeshClient(where, timeout=5).get("/status")
-    except (ApiError, MeshNotRunning) as exc:
-        fail(str(exc))
+    source: FolderSource | ClusterSource
+    cluster = target(ctx)
+    if cluster is not None:
+        from ambient.kube.api import KubeError
+
+        try:
+            source = ClusterSource(cluster)
+        except KubeError as exc:
+            fail(str(exc))
+    else:
+        where = state(ctx)
+        try:
+            MeshClient(where, timeout=5).get("/status")
+        except (ApiError, MeshNotRunning) as exc:
+            fail(str(exc))
+        source = FolderSource(where)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(FolderSource(where), address, port, refresh, window, browser))
+        asyncio.run(_serve(source, address, port, refresh, window, browser))

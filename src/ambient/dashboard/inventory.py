@@ -185,7 +185,14 @@ def build_inventory(
     for node_id, members in sorted(pods.items()):
         first = next(iter(members.values()))
         namespace, name = str(first.get("namespace")), node_id.partition("/")[2]
-        labels = workload_labels.get((namespace, name), {})
+        labels = workload_labels.get((namespace, name)) or next(
+            (
+                workload_labels[(namespace, str(w.get("name")))]
+                for w in members.values()
+                if (namespace, str(w.get("name"))) in workload_labels
+            ),
+            {},
+        )  # a controller's template, else its pods' own (a cluster's Deployments are pods)
         service_keys = sorted({k for w in members.values() for k in _dict(w.get("services"))})
         svc_objects = [services_by_key[k] for k in service_keys if k in services_by_key]
         hostnames = {k.partition("/")[2] for k in service_keys}

@@ -187,3 +187,18 @@ def test_services_by_hostname() -> None:
         "waypoint": "shop/waypoint.shop.svc.cluster.local",
     }
     assert sorted(services) == ["orders.shop.svc.cluster.local", "web.shop.svc.cluster.local"]
+
+
+def test_on_a_cluster_a_workloads_labels_are_its_pods() -> None:
+    """A cluster's manifests hold the Deployment's pods, not the Deployment: selectors
+    match the pods' labels."""
+    pods = [
+        {
+            "kind": "Pod",
+            "metadata": {"name": "orders-1", "namespace": "shop", "labels": {"tier": "back"}},
+        },
+        *(m for m in MANIFESTS if m["kind"] == "AuthorizationPolicy"),
+    ]
+    inventory = build_inventory([DUMP], pods)
+    assert "AuthorizationPolicy shop/back-only" in names(inventory["shop/orders"]["policies"])
+    assert "AuthorizationPolicy shop/back-only" not in names(inventory["shop/web"]["policies"])
