@@ -7,11 +7,14 @@ background traffic (updates, sync, metrics), and is killed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -120,6 +123,7 @@ def headless_page(url: str) -> Iterator[Page]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its renderer, GPU and utility processes: one group
         )
         try:
             endpoint = _endpoint(process, Path(profile))
@@ -138,8 +142,22 @@ def headless_page(url: str) -> Iterator[Page]:
                 page.wait_for("the page to load", "document.readyState === 'complete'")
                 yield page
         finally:
-            process.kill()
-            process.wait(timeout=30)
+            _kill_group(process)
+
+
+def _kill_group(process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Kill Chromium and every process it started (its session's group), and wait until
+    they are gone: a child still writing its profile would race the folder's removal."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _endpoint(process: subprocess.Popen[str], profile: Path, timeout: float = 60) -> str:
