@@ -125,18 +125,20 @@ class HboneStream:
         self._conn.send(self, data)
 
     async def drain(self) -> None:
-        """Wait until the queued bytes fall below the high-water mark (or raise if reset)."""
+        """Wait until the queued bytes fall below the high-water mark (or raise if reset).
+
+        Several tasks may wait at once (an HTTP/2 tunnel's responses and its frame
+        reader share the stream): they share one future, so a wake-up wakes them all,
+        and one of them cancelled (shielded) leaves the others waiting."""
         while True:
             if self._error is not None:
                 raise self._error
             if not self._conn.must_wait(self):
                 return
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._drain_waiter = None
+            waiter = self._drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(waiter)
 
     @property
     def writable(self) -> bool:
@@ -237,7 +239,7 @@ class HboneStream:
     def _wake_drainer(self) -> None:
         if self._sink is not None:
             self._sink.on_writable()
-        waiter = self._drain_waiter
+        waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
