@@ -274,6 +274,23 @@ class Mesh:
         """Run an ``ambient`` command that must succeed; returns its stdout."""
         return ambient(*args, state_dir=self.state_dir, timeout=timeout, check=True).stdout
 
+    def stall_report(self, nodes: Sequence[str] = ("127.1.0.1", "127.1.0.2")) -> str:
+        """What a test prints when traffic stalls: each node proxy's ``/debug/tasks`` (its
+        HBONE connections' windows and queues, where every asyncio task waits; hosted
+        waypoints included) and the end of the mesh's log."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        parts = []
+        for node in nodes:
+            try:
+                with opener.open(f"http://{node}:15000/debug/tasks", timeout=10) as answer:
+                    parts.append(
+                        f"--- /debug/tasks of the node proxy at {node}\n{answer.read().decode()}"
+                    )
+            except OSError as exc:
+                parts.append(f"--- /debug/tasks of the node proxy at {node}: {exc}")
+        parts.append(f"--- the end of the mesh's log\n{self.log()[-6000:]}")
+        return "\n".join(parts)
+
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "-o", "json"))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -241,6 +242,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+DOWNLOAD_TIMEOUT = 75  # s: about 2 s here, 10 s on a loaded machine; pytest's timeout is 120
+
+
 def test_100mb_stream_with_bounded_waypoint_memory(mesh: Mesh) -> None:
     """The waypoint runs in node-1's ztunnel process: its RSS while 100 MB stream through."""
     wait_serving(mesh)
@@ -255,8 +259,10 @@ def test_100mb_stream_with_bounded_waypoint_memory(mesh: Mesh) -> None:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    try:
-        result = grpc_call(mesh, "download", str(100 * 1024 * 1024), timeout=300)
+    try:  # well within pytest's timeout, so that a stall is reported with the mesh's state
+        result = grpc_call(mesh, "download", str(100 * 1024 * 1024), timeout=DOWNLOAD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"100 MB not through in {DOWNLOAD_TIMEOUT}s\n{mesh.stall_report()}")
     finally:
         done.set()
         sampler.join()

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 from ambient.hbone import events as ev
 from ambient.hbone.errors import HboneError, StreamRefused, StreamReset
@@ -34,6 +36,13 @@ log = logging.getLogger("ambient.hbone")
 # cannot write.
 MAX_REPLY_BYTES_WHILE_PAUSED = 16 * 17
 CLOSE_GRACE = 1.0  # seconds a failed connection has to read our GOAWAY before it is dropped
+
+_LIVE: weakref.WeakSet[HboneTransport] = weakref.WeakSet()
+
+
+def live_connections() -> list[HboneTransport]:
+    """This process's HBONE connections not yet collected (for ``ambient.taskdump``)."""
+    return list(_LIVE)
 
 
 class HboneTransport(asyncio.Protocol):
@@ -73,6 +82,7 @@ class HboneTransport(asyncio.Protocol):
         self.pings_acknowledged = 0  # keep-alive PINGs the peer answered
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self._loop.create_future()
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         peer = self.peer.identity if self.peer else "?"
@@ -107,6 +117,34 @@ class HboneTransport(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
         self._teardown(reason)
+
+    def describe(self) -> dict[str, Any]:
+        """Flow-control state, for diagnostics (``ambient.taskdump``): whether writing or
+        reading is paused, the windows each way (ours to send first), every stream."""
+        send, receive = self._windows(0)
+        return {
+            "side": self.side.value,
+            "peer": self._peer_text(),
+            "closed": self.closed,
+            "write_paused": self._write_paused,
+            "read_paused": self._read_paused,
+            "windows": [send, receive],
+            "drain_waiting": sorted(s.stream_id for s in self._drain_waiting),
+            "streams": [
+                {**s.describe(), "queued": self.conn.queued(s.stream_id),
+                 "windows": self._windows(s.stream_id)}
+                for s in self.streams.values()
+            ],
+        }  # fmt: skip
+
+    def _windows(self, stream_id: int) -> list[int]:
+        """[ours to send, the peer's] on ``stream_id`` (0: the connection) as h2 counts them
+        (the protocol's h2 state, read for diagnostics only); [-1, -1] once h2 forgot it."""
+        h2conn = self.conn._h2
+        state = h2conn.streams.get(stream_id) if stream_id else h2conn
+        if state is None:
+            return [-1, -1]
+        return [state.outbound_flow_control_window, state.inbound_flow_control_window]
 
     @property
     def accepting_streams(self) -> bool:

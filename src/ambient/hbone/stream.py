@@ -105,6 +105,21 @@ class HboneStream:
         self._conn.consumed(self, len(chunk))
         return chunk
 
+    def describe(self) -> dict[str, object]:
+        """This stream's side of the state for diagnostics (``HboneTransport.describe``)."""
+        return {
+            "id": self.stream_id,
+            "authority": str(self.request.authority),
+            "status": self.status,
+            "buffered": self._buffered,
+            "push": self._sink is not None,
+            "eof_received": self._eof,
+            "eof_sent": self._eof_sent,
+            "error": str(self._error) if self._error is not None else None,
+            "reader_waiting": self._read_waiter is not None,
+            "drain_waiting": self._drain_waiter is not None and not self._drain_waiter.done(),
+        }
+
     @property
     def at_eof(self) -> bool:
         """The peer half-closed and everything it sent has been read."""

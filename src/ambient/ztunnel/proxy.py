@@ -12,7 +12,8 @@ With ``pod_networks`` (``ambient up --netns``) the per-pod listeners live
 inside each pod's network namespace instead, and traffic reaches them by
 transparent capture: see ``ambient.ztunnel.capture``.
 
-Node endpoints, on the node's address: ``:15000`` admin (``/config_dump``),
+Node endpoints, on the node's address: ``:15000`` admin (``/config_dump``;
+``/debug/tasks``: every asyncio task and HBONE connection, ``ambient.taskdump``),
 ``:15020`` metrics (``/metrics``), ``:15021`` readiness (``/healthz/ready``).
 """
 
@@ -38,6 +39,7 @@ from ambient.identity.spiffe import SpiffeId
 from ambient.rlimit import raise_open_files_limit
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import Service, TunnelProtocol, Workload, waypoint_of
+from ambient.taskdump import debug_text
 from ambient.ztunnel.admin import index as admin_index
 from ambient.ztunnel.admin import logging_endpoint
 from ambient.ztunnel.authorization import Authorizer, authorize
@@ -134,6 +136,7 @@ class Ztunnel:
                 ("/config_dump", "the current configuration (JSON)"),
                 ("POST /logging", "query or change log levels (?level=info,access=debug)"),
                 ("/waypoint_config_dump", "what the hosted waypoints compiled (JSON)"),
+                ("/debug/tasks", "every asyncio task and HBONE connection, for a stall (text)"),
             ],
             f"metrics :{metrics}": [
                 ("/metrics", "Prometheus metrics"),
@@ -147,6 +150,7 @@ class Ztunnel:
                     {
                         "/": lambda _r: admin_index(endpoints),
                         "/config_dump": self._config_dump,
+                        "/debug/tasks": _debug_tasks,
                         "/logging": logging_endpoint,
                         "/waypoint_config_dump": self._waypoint_config_dump,
                         "POST /logging": logging_endpoint,
@@ -345,6 +349,11 @@ class Ztunnel:
         if self._ready and self._synced.is_set():
             return Response(200, b"ready\n")
         return Response(503, b"not ready: waiting for the first configuration push\n")
+
+
+def _debug_tasks(_request: Request) -> Response:
+    """Every asyncio task and HBONE connection of this process (``ambient.taskdump``)."""
+    return Response(200, debug_text().encode())
 
 
 def _workload_json(w: Workload) -> dict[str, Any]:

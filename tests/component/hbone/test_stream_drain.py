@@ -11,12 +11,14 @@ sends) for good.
 from __future__ import annotations
 
 import asyncio
+import json
 
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.server import HboneServer
 from ambient.hbone.stream import WRITE_HIGH_WATER, HboneStream
 from ambient.identity.certs import WorkloadCertificate
+from ambient.taskdump import debug_text
 
 BOUND = 10.0  # seconds: generous on a loaded machine; a stall never ends at all
 
@@ -57,6 +59,13 @@ async def test_every_writer_waiting_in_drain_is_woken(
         cancelled.cancel()  # one writer gives up (its request was reset): not the others
         await asyncio.sleep(0)
         assert cancelled.cancelled() and not any(w.done() for w in writers)
+        dump = debug_text()  # what /debug/tasks shows of it
+        state = next(json.loads(line) for line in dump.splitlines() if '"side": "client"' in line)
+        (ours,) = state["streams"]
+        assert ours["drain_waiting"] and ours["queued"] > WRITE_HIGH_WATER
+        assert state["drain_waiting"] == [ours["id"]]
+        assert ours["windows"][0] == 0  # the peer's window is used up
+        assert dump.count("in HboneStream.drain") == 3  # each writer's stack ends there
         reading.set()
         async with asyncio.timeout(BOUND):
             await asyncio.gather(*writers)

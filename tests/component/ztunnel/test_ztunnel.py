@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -220,6 +221,15 @@ async def test_config_dump_and_readiness(mesh: Mesh) -> None:
     assert {w["name"] for w in dump["workloads"]} == {"web-0", "orders-0", "orders-1"}
     assert dump["services"][0]["endpoints"] == [w.uid for w in ORDERS]
     assert await _get(mesh.ztunnels["node-1"], "readiness", "/healthz/ready") == b"ready\n"
+
+
+async def test_debug_tasks_shows_connections_and_tasks(mesh: Mesh) -> None:
+    code, _ = await curl(WEB, "http://orders:80/")  # an HBONE connection node-1 -> node-2
+    assert code == 0
+    dump = (await _get(mesh.ztunnels["node-1"], "admin", "/debug/tasks")).decode()
+    assert re.search(r"^[1-9]\d* HBONE connections$", dump, re.M), dump
+    assert '"side": "client"' in dump and '"windows": [' in dump
+    assert re.search(r"^\d+ asyncio tasks$", dump, re.M) and " in AdminServer." in dump
 
 
 async def _get(zt: Ztunnel, which: str, path: str) -> bytes:
