@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,10 +217,16 @@ class KubeClient:
             query["continue"] = token
 
     async def watch(
-        self, path: str, params: Mapping[str, str], *, read_timeout: float
+        self,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        read_timeout: float,
+        opened: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """The events of one watch request, until the server ends it (``KubeError`` on
-        failure; a ``Gone`` for an expired resourceVersion)."""
+        failure; a ``Gone`` for an expired resourceVersion). ``opened`` is called once the
+        server has accepted the watch (its answer's head), before any event."""
         what = f"watch {path}"
         query = {**params, "watch": "true"}
         timeout = httpx.Timeout(self.http.timeout.connect, read=read_timeout)
@@ -228,6 +234,8 @@ class KubeClient:
             async with self.http.stream("GET", path, params=query, timeout=timeout) as response:
                 if response.status_code >= 400:
                     raise _error(response.status_code, await response.aread(), what)
+                if opened is not None:
+                    opened()
                 async for line in response.aiter_lines():
                     if not line:
                         continue

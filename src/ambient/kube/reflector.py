@@ -15,6 +15,11 @@
 - 401/403 (the control plane's RBAC does not allow it) is logged once per distinct
   message naming the kind and the verb, kept in ``state.error`` (``ambient
   status`` shows it) and retried with the same back-off: fixing the RBAC heals it.
+- ``state.error`` is the current state, as a Kubernetes condition is, not a
+  history: it is cleared (and "watching again" logged) as soon as the kind is
+  listed or a watch is accepted again, whichever comes first. A watch that broke
+  (a lost connection, a 5xx) resumes from its resourceVersion without a list, and
+  may then see no event for minutes: its error must not outlive it.
 - 404 on the list (the API server does not serve the kind: its CRD is not
   installed) counts as synced with no objects, logged once, and is retried every
   minute, so installing the CRD later is picked up.
@@ -126,7 +131,10 @@ class Reflector:
                     "allowWatchBookmarks": "true",
                     "timeoutSeconds": str(timeout),
                 }
-                async for event in self.client.watch(path, params, read_timeout=timeout + 60):
+                events = self.client.watch(
+                    path, params, read_timeout=timeout + 60, opened=self._watching
+                )
+                async for event in events:
                     obj = event.get("object") or {}
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     self.state.resource_version = version or ""
@@ -155,12 +163,20 @@ class Reflector:
     def _listed(self, version: str) -> None:
         state = self.state
         state.resource_version, state.lists, state.since = version, state.lists + 1, time.time()
-        state.served, state.error = True, None
+        state.served = True
+        self._recovered()
+        state.synced = True
+        self.synced.set()
+
+    def _watching(self) -> None:
+        """The API server accepted a watch: whatever failed before is over."""
+        self._recovered()
+
+    def _recovered(self) -> None:
+        self.state.error = None
         if self._logged is not None:
             log.info("%s: watching again", self.info)
             self._logged = None
-        state.synced = True
-        self.synced.set()
 
     def _absent(self, err: KubeError) -> None:
         self.sink.replace(self.info, [])
