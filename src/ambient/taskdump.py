@@ -1,5 +1,7 @@
 """What a proxy process is doing right now: every asyncio task with the frames it is
-suspended in, and every HBONE connection's flow-control state.
+suspended in, and the flow-control state of every connection of the layers that
+register a section (:func:`register`): HBONE connections, the waypoint's downstream
+and upstream HTTP/2 connections.
 
 Served as ``/debug/tasks`` on a ztunnel's admin port (whose waypoints run in the same
 process), as Go servers serve ``/debug/pprof/goroutine?debug=2``: when traffic stalls,
@@ -13,12 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ambient.hbone.connection import live_connections
+__all__ = ["debug_text", "register", "task_stacks"]
 
-__all__ = ["debug_text", "task_stacks"]
+Section = Callable[[], list[dict[str, Any]]]
+_SECTIONS: dict[str, Section] = {}
+
+
+def register(title: str, section: Section) -> None:
+    """Add a section to the dump: ``section()`` describes one connection per item."""
+    _SECTIONS[title] = section
+
 
 MAX_DEPTH = 24  # frames per task: deeper chains are cut (recursion would be a bug anyway)
 
@@ -54,10 +64,13 @@ def task_stacks() -> list[str]:
 
 
 def debug_text() -> str:
-    """The whole dump as text: HBONE connections (JSON, one per line), then the tasks."""
-    connections = [c.describe() for c in live_connections()]
-    parts = [f"{len(connections)} HBONE connections"]
-    parts += [json.dumps(c, sort_keys=True) for c in connections]
+    """The whole dump as text: each section's connections (JSON, one per line), then the
+    tasks."""
+    parts = []
+    for title, section in _SECTIONS.items():
+        items = section()
+        parts.append(f"{len(items)} {title}")
+        parts += [json.dumps(item, sort_keys=True, default=str) for item in items]
     stacks = task_stacks()
     parts.append(f"\n{len(stacks)} asyncio tasks")
     parts += stacks

@@ -28,6 +28,7 @@ from ambient.hbone.messages import ConnectRequest, Status
 from ambient.hbone.protocol import HboneConnection, HboneSettings, Side
 from ambient.hbone.stream import WRITE_HIGH_WATER, HboneStream
 from ambient.hbone.tls import PeerInfo
+from ambient.taskdump import register
 
 log = logging.getLogger("ambient.hbone")
 
@@ -38,11 +39,6 @@ MAX_REPLY_BYTES_WHILE_PAUSED = 16 * 17
 CLOSE_GRACE = 1.0  # seconds a failed connection has to read our GOAWAY before it is dropped
 
 _LIVE: weakref.WeakSet[HboneTransport] = weakref.WeakSet()
-
-
-def live_connections() -> list[HboneTransport]:
-    """This process's HBONE connections not yet collected (for ``ambient.taskdump``)."""
-    return list(_LIVE)
 
 
 class HboneTransport(asyncio.Protocol):
@@ -424,6 +420,9 @@ class HboneTransport(asyncio.Protocol):
             return "unverified peer"
         host, port = self.peer.address[:2]
         return f"{host}:{port} ({self.peer.identity})"
+
+
+register("HBONE connections", lambda: [c.describe() for c in list(_LIVE)])
 
 
 def _describe(status: int) -> str:

@@ -12,6 +12,7 @@ gRPC 100 MB e2e stalled for good when only the last of them was woken).
 from __future__ import annotations
 
 import asyncio
+import re
 
 import h2.config
 import h2.connection
@@ -22,6 +23,7 @@ import pytest
 from ambient.hbone.messages import SocketAddress
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.stream import WRITE_HIGH_WATER, HboneStream
+from ambient.taskdump import debug_text
 from tests.component.waypoint.harness import ORDERS, WaypointMesh
 from tests.component.waypoint.test_resilience import until
 from tests.component.waypoint.test_waypoint import open_tunnel
@@ -75,6 +77,9 @@ async def test_a_client_reading_late_gets_the_whole_response(mesh: WaypointMesh)
                 conn.ping(b"12345678")  # the waypoint's reader answers, then waits for room
                 stream.write(conn.data_to_send())
                 await until(lambda: reader_waiting(mesh), 30)
+                dump = debug_text()  # /debug/tasks: each layer's windows, where tasks wait
+                assert re.search(r"^[1-9]\d* waypoint HTTP/2 tunnels \(downstream\)$", dump, re.M)
+                assert '"window_waiting": false' in dump and "in _Stream.send_data" in dump
                 await response.read(stream, conn)
         except TimeoutError:
             pytest.fail(f"the response stalled after {response.received} of {SIZE} bytes")

@@ -239,9 +239,14 @@ async def test_nack_is_logged_and_not_resent(
     await probe.synced()
     plane.label("Pod", "shop", "probe", "tier", "debug")
     rejected = await probe.read()
+    nacked = asyncio.Event()
+    server.observer = NackWatcher(nacked)
     with caplog.at_level(logging.WARNING, logger="ambient.xds"):
         await probe.ack(rejected, error="Kubernetes//Pod/shop/probe: no thanks")
-        # a later change is still pushed, and the rejected version is not sent again
+        # The server has taken the NACK (not only has it been written: a change made
+        # before the server read it would race it), then a later change is still pushed
+        # and the rejected version is not sent again.
+        await asyncio.wait_for(nacked.wait(), TIMEOUT)
         web = next(w for w in plane.snapshot.workloads.values() if w.name.startswith("web-"))
         plane.label("Pod", "shop", web.name, "tier", "front")
         push = await probe.read()
@@ -250,6 +255,19 @@ async def test_nack_is_logged_and_not_resent(
     (record,) = [r for r in caplog.records if "NACK" in r.getMessage()]
     message = record.getMessage()
     assert "node-1" in message and rejected.nonce in message and "no thanks" in message
+
+
+class NackWatcher:
+    """An ``XdsObserver`` that signals the first NACK."""
+
+    def __init__(self, nacked: asyncio.Event) -> None:
+        self.nacked = nacked
+
+    def xds_rejected(self, type_url: str) -> None:
+        self.nacked.set()
+
+    def xds_pushed(self, type_url: str, seconds: float) -> None:
+        pass
 
 
 async def test_reconnect_sends_only_what_differs(server: XdsServer, plane: ControlPlane) -> None:

@@ -145,6 +145,13 @@ class H2Client:
             self._frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", increment))
             self._recv_window = self.connection_window
 
+    def describe(self) -> dict[str, object]:
+        """Windows (ours to send, the server's to send) of the connection and each stream."""
+        return {
+            "windows": [self._send_window, self._recv_window],
+            "streams": {i: [s.send_window, s.recv_window] for i, s in self._streams.items()},
+        }
+
     def data_to_send(self) -> bytes:
         data = bytes(self._out)
         self._out.clear()

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING
 from ambient.hbone.errors import HboneError
 from ambient.hbone.guard import DEFAULT_LIMITS, Abuse, FloodGuard
 from ambient.hbone.stream import HboneStream
+from ambient.taskdump import register
 from ambient.waypoint.model import Headers, RequestHead
 from ambient.waypoint.proxy import h2server as h2s
 from ambient.waypoint.proxy.fieldtext import decimal
@@ -225,6 +227,18 @@ class _Connection:
         self.streams: dict[int, _Stream] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.dead = False
+        _LIVE.add(self)
+
+    def describe(self) -> dict[str, object]:
+        """The tunnel's HTTP/2 state for ``/debug/tasks``: the codec's windows, and per
+        request whether its sender waits for the client's window, its body reader for DATA."""
+        streams = {
+            s.stream_id: {"window_waiting": s.window is not None, "body_waiting": s.waiter
+                          is not None, "body_chunks": len(s.chunks), "reset": s.reset}
+            for s in self.streams.values()
+        }  # fmt: skip
+        return {"hbone_stream": self.stream.stream_id, "dead": self.dead,
+                **self.codec.describe(), "requests": streams}  # fmt: skip
 
     def call(self, action: Callable[[h2s.H2Server], None]) -> None:
         """Run a codec action and send what it produced (a dead tunnel raises DownstreamGone)."""
@@ -405,6 +419,10 @@ class _Connection:
                 # Response complete but the request body is still coming: stop it (RFC 9113 8.1).
                 self.codec.reset(s.stream_id, h2s.NO_ERROR)
                 self.flush()
+
+
+_LIVE: weakref.WeakSet[_Connection] = weakref.WeakSet()
+register("waypoint HTTP/2 tunnels (downstream)", lambda: [c.describe() for c in list(_LIVE)])
 
 
 async def serve_http2(tunnel: Tunnel, initial: bytes) -> None:

@@ -35,12 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ambient.hbone.errors import HboneError
 from ambient.hbone.guard import DEFAULT_LIMITS, FloodGuard
 from ambient.hbone.stream import HboneStream
+from ambient.taskdump import register
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.balancer import Endpoint
 from ambient.waypoint.proxy.h2client import (
@@ -175,6 +177,18 @@ class _Connection:
         self.dead = False
         self.idle_since = time.monotonic()
         self.reader: asyncio.Task[None] | None = None
+        _LIVE.add(self)
+
+    def describe(self) -> dict[str, object]:
+        """The connection's HTTP/2 state for ``/debug/tasks`` (see ``http2._Connection``)."""
+        exchanges = {
+            i: {"window_waiting": e.window is not None, "body_waiting": e.waiter is not None,
+                "body_chunks": len(e.chunks), "sending": e.sending, "ended": e.ended}
+            for i, e in self.exchanges.items()
+        }  # fmt: skip
+        return {"endpoint": f"{self.key[0]}:{self.key[1]}", "hbone_stream": self.stream.stream_id,
+                "dead": self.dead, "draining": self.draining, **self.h2.describe(),
+                "requests": exchanges}  # fmt: skip
 
     def start(self) -> None:
         self.h2.initiate()
@@ -433,6 +447,10 @@ def _response_head(status: int, fields: Headers) -> tuple[ResponseHead, int | No
         if name == "content-length" and value.isdigit() and value.isascii():
             length = int(value)
     return ResponseHead(status, strip_hop_by_hop(fields)), length
+
+
+_LIVE: weakref.WeakSet[_Connection] = weakref.WeakSet()
+register("waypoint HTTP/2 connections (upstream)", lambda: [c.describe() for c in list(_LIVE)])
 
 
 class Http2Client:
