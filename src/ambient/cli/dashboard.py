@@ -141,10 +141,26 @@ def _seconds(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     return parse_duration(value).total_seconds()
 
 
+DEFAULT_PORT = 20001  # Kiali's
+
+
+async def listen(server: Any, address: str, port: int | None) -> str:
+    """Start ``server`` on ``port``, or without one on Kiali's port, falling back to a
+    free one when it is taken (as ``istioctl dashboard`` prefers the remote port); the
+    page's URL. Raises ``OSError`` from the last attempt."""
+    attempts = [port] if port is not None else [DEFAULT_PORT, 0]
+    for candidate in attempts[:-1]:
+        with contextlib.suppress(OSError):
+            url: str = await server.start(address, candidate)
+            return url
+    last: str = await server.start(address, attempts[-1])
+    return last
+
+
 async def _serve(
     source: FolderSource | ClusterSource,
     address: str,
-    port: int,
+    port: int | None,
     refresh: float,
     window: float,
     browser: bool,
@@ -154,9 +170,9 @@ async def _serve(
     collector = Collector(source, interval=refresh, window=window)
     server = DashboardServer(collector)
     try:
-        url = await server.start(address, port)
+        url = await listen(server, address, port)
     except OSError as exc:
-        fail(f"cannot listen on {address}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {address}:{port or DEFAULT_PORT}: {exc.strerror or exc}")
     click.echo(f"Dashboard of the mesh of {source.describe()} at {url} (Ctrl-C stops it)")
     if browser:
         import webbrowser
@@ -181,9 +197,9 @@ async def _serve(
     "--port",
     "-p",
     type=click.IntRange(0, 65535),
-    default=20001,
-    show_default=True,
-    help="Port to listen on (Kiali's; 0 picks a free one).",
+    default=None,
+    help="Port to listen on (0 picks a free one). Default: Kiali's 20001, or a free one "
+    "when it is taken (as istioctl dashboard).",
 )
 @click.option(
     "--refresh",
@@ -206,7 +222,7 @@ def dashboard(
     ctx: click.Context,
     state_dir: str | None,
     address: str,
-    port: int,
+    port: int | None,
     refresh: float,
     window: float,
     browser: bool,

@@ -154,3 +154,47 @@ def test_the_page_hashes_match_its_inline_script_and_style() -> None:
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     policy = dict(page_headers(page))["content-security-policy"]
     assert f"script-src 'sha256-{digest}'" in policy
+
+
+async def test_without_a_port_kiali_s_is_preferred_then_any_free_one() -> None:
+    """As istioctl dashboard: the remote port (20001) if free, else a random one; a port
+    given is taken as is (taken: an error)."""
+    import errno
+    import socket
+
+    from ambient.cli.dashboard import DEFAULT_PORT, listen
+
+    taken = socket.socket()
+    try:
+        try:
+            taken.bind(("127.0.0.1", DEFAULT_PORT))
+            taken.listen()
+        except OSError as exc:  # someone else holds it: the fallback is tested all the same
+            assert exc.errno == errno.EADDRINUSE
+        first = DashboardServer(Collector(StubMesh("127.0.0.1:1"), interval=1, window=10))
+        url = await listen(first, "127.0.0.1", None)
+        try:
+            assert not url.endswith(f":{DEFAULT_PORT}/")
+            with pytest.raises(OSError):
+                await listen(
+                    DashboardServer(Collector(StubMesh("x"), interval=1, window=10)),
+                    "127.0.0.1",
+                    DEFAULT_PORT,
+                )
+        finally:
+            await first.close()
+    finally:
+        taken.close()
+    probe = socket.socket()
+    try:
+        probe.bind(("127.0.0.1", DEFAULT_PORT))
+    except OSError:
+        pytest.skip(f"port {DEFAULT_PORT} is held by another program")
+    finally:
+        probe.close()
+    free = DashboardServer(Collector(StubMesh("127.0.0.1:1"), interval=1, window=10))
+    url = await listen(free, "127.0.0.1", None)
+    try:
+        assert url == f"http://127.0.0.1:{DEFAULT_PORT}/"
+    finally:
+        await free.close()
