@@ -1,11 +1,15 @@
 """Pod addresses: a node's IPAM over its ``spec.podCIDR``, and where the addresses live.
 
-**IPAM** (``PodCidr``, as the ``host-local`` CNI plugin): a pod gets the lowest free
-address of its node's ``podCIDR`` from the third one on (the network address and the
+**IPAM** (``PodCidr``, as the ``host-local`` CNI plugin): a pod gets the next free
+address of its node's ``podCIDR`` after the last one given out, wrapping around
+(host-local's round robin), from the third address on (the network address and the
 first host address, a bridge's gateway by convention, are never given out; nor is
-the broadcast address). A pod that already has an address of the range in its
-status (this kubelet restarted) keeps it if it is free. Nothing is stored on the
-host: the pods' statuses are the record.
+the broadcast address). So a freed address is not handed out again at once: whatever
+still points at a deleted pod's address (a pooled connection, a cached endpoint)
+does not reach its successor. A pod that already has an address of the range in its
+status (this kubelet restarted) keeps it if it is free, and the round robin goes on
+after the highest such address. Nothing is stored on the host: the pods' statuses
+are the record.
 
 **Without network namespaces** (``HostAddresses``), every pod address is a ``/32`` on
 the host's ``lo`` device, labelled per node (``lo:ak<hash>``, from the cluster and
@@ -66,6 +70,7 @@ class PodCidr:
             raise ValueError(f"podCIDR {cidr}: an IPv4 range of at least 4 addresses is needed")
         self.loopback = loopback
         self._used: dict[str, str] = {}  # address -> pod uid
+        self._last = 0  # the last address given out (an int of the range), 0: none yet
 
     def visible(self, address: ipaddress.IPv4Address) -> str:
         """The address a pod gets for ``address`` of the range (loopback twin if needed)."""
@@ -107,13 +112,18 @@ class PodCidr:
         for address, owner in self._used.items():
             if owner == uid:
                 return address
-        if wanted and wanted not in self._used and self._parse(wanted) is not None:
+        kept = self._parse(wanted) if wanted and wanted not in self._used else None
+        if kept is not None:
             self._used[wanted] = uid
+            self._last = max(self._last, int(kept))
             return wanted
-        for candidate in self._candidates():
+        candidates = list(self._candidates())
+        start = next((i for i, c in enumerate(candidates) if int(c) > self._last), 0)
+        for candidate in candidates[start:] + candidates[:start]:
             address = self.visible(candidate)
             if address not in self._used:
                 self._used[address] = uid
+                self._last = int(candidate)
                 return address
         raise RuntimeError(f"podCIDR {self.network} is full ({len(self._used)} pods)")
 

@@ -7,21 +7,24 @@ import pytest
 from ambient.kubelet.addresses import PodCidr, PodRoutes, interface_name, is_local_address
 
 
-def test_lowest_free_from_the_third_address() -> None:
-    cidr = PodCidr("10.244.1.0/24")
+def test_round_robin_from_the_third_address() -> None:
+    cidr = PodCidr("10.244.1.0/29")  # .2 to .6
     assert cidr.allocate("a") == "10.244.1.2"
     assert cidr.allocate("b") == "10.244.1.3"
     assert cidr.allocate("a") == "10.244.1.2"  # the same pod, the same address
     cidr.release("a")
-    assert cidr.allocate("c") == "10.244.1.2"
+    assert cidr.allocate("c") == "10.244.1.4"  # a freed address is not given out at once
+    assert cidr.allocate("d") == "10.244.1.5"
+    assert cidr.allocate("e") == "10.244.1.6"
+    assert cidr.allocate("f") == "10.244.1.2"  # wrapped around to the free one
 
 
 def test_a_pod_keeps_its_address_if_free_and_in_range() -> None:
     cidr = PodCidr("10.244.1.0/24")
     assert cidr.allocate("a", "10.244.1.77") == "10.244.1.77"
-    assert cidr.allocate("b", "10.244.1.77") == "10.244.1.2"  # taken
-    assert cidr.allocate("c", "10.244.2.9") == "10.244.1.3"  # another node's
-    assert cidr.allocate("d", "10.244.1.1") == "10.244.1.4"  # reserved
+    assert cidr.allocate("b", "10.244.1.77") == "10.244.1.78"  # taken: after the highest kept
+    assert cidr.allocate("c", "10.244.2.9") == "10.244.1.79"  # another node's
+    assert cidr.allocate("d", "10.244.1.1") == "10.244.1.80"  # reserved
     assert cidr.owns("10.244.1.254") and not cidr.owns("10.244.1.255")
 
 
