@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.harness import AMBIENT, Mesh, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # a mesh started twice
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 ANSI = re.compile(rb"\x1b\[")
