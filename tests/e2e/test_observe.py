@@ -18,7 +18,7 @@ from tests.e2e.harness import Mesh, wait_for
 from tests.e2e.prometheusrun import Prometheus, running_prometheus
 from tests.e2e.test_waypoint import shop_with_waypoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a mesh, traffic and Prometheus
 
 ORDERS = "orders.shop.svc.cluster.local"
 
