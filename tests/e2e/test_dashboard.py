@@ -138,7 +138,7 @@ def test_the_page_shows_web_to_waypoint_to_orders_with_the_canary_split(page: Pa
         assert edge["waypoint"] == "true", edge
         assert edge["rps"] > 0, edge
         assert edge["errors"] == 0, edge
-        assert "🔒" in edge["label"], edge
+        assert edge["label"].startswith("mTLS · "), edge
         assert "mtls" in edge["cls"].split(), edge
     # The waypoint sends web's requests on 90/10 (random per request: a loose band).
     assert into["share"] == pytest.approx(1.0)
