@@ -64,6 +64,7 @@ from tests.e2e.harness import Mesh, scrape  # noqa: E402
 
 CLIENT = ROOT / "bench" / "soak_client.py"
 NODES = ("node-1", "node-2")
+CONTROL_PLANE = "controlplane"  # its RSS is reported too, when status names its pid
 # main before issue 12 item 16's memory work (h2's closed streams, label sets, cycles)
 BASELINE_REF = "e81cce7"
 
@@ -168,6 +169,8 @@ class Soak:
         self.metrics: dict[str, str] = {}
         for component in status:
             kind, _, node = component["name"].partition("/")
+            if kind == "controlplane" and (found := _PID.search(component.get("detail", ""))):
+                self.pids[CONTROL_PLANE] = int(found.group(1))
             if kind == "ztunnel" and node in NODES:
                 found = _PID.search(component["detail"])
                 assert found, component
@@ -287,6 +290,9 @@ def run_mode(soak: Soak, mode: str, rounds: int, requests: int, quiet: bool) -> 
         + f"; over the last {rounds - later} rounds: "
         + ", ".join(f"{n} {later_growth[n]:+.2f}" for n in NODES)
     )
+    if CONTROL_PLANE in start:
+        cp = [start[CONTROL_PLANE], *(r["rss_kib"][CONTROL_PLANE] for r in rows)]
+        say("control plane RSS MiB by round: " + ", ".join(f"{k / 1024:.1f}" for k in cp))
     return {
         "mode": mode,
         "requests_per_round": requests,
@@ -375,6 +381,10 @@ def report(trees: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
                 done = row["round"] * args.requests
                 print(f"{row['round']:<6} {done:<9} {row['failed']:<7} {cells}")
                 previous = now
+            if CONTROL_PLANE in mode["start_rss_kib"]:
+                cp = [mode["start_rss_kib"], *(r["rss_kib"] for r in mode["rounds"])]
+                text = ", ".join(f"{k[CONTROL_PLANE] / 1024:.1f}" for k in cp)
+                print(f"control plane RSS MiB by round: {text}")
     print("\nRSS growth after round 1, MiB per 10,000 requests (later half of the rounds):")
     print("| mode | node | " + " | ".join(trees) + " |")
     print("| --- | --- | " + " | ".join("---:" for _ in trees) + " |")
