@@ -60,7 +60,7 @@ def test_certificates_have_istioctls_columns_ca_rows_and_serials(mesh: Mesh) -> 
 def test_connections_lists_live_connections(mesh: Mesh) -> None:
     upload = subprocess.Popen(
         [AMBIENT, "--state-dir", str(mesh.state_dir), "exec", "-n", "shop", "deploy/web", "--",
-         "timeout", "20", "curl", "-s", "-X", "POST", "-T", "/dev/zero", "--limit-rate", "1k",
+         "timeout", "90", "curl", "-s", "-X", "POST", "-T", "/dev/zero", "--limit-rate", "1k",
          "http://orders:8080/api/upload"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=REPO,
         start_new_session=True,
@@ -91,7 +91,7 @@ def test_connections_lists_live_connections(mesh: Mesh) -> None:
         inbound = [r for r in table[1:] if r[0].startswith("orders-") and r[1] == "Inbound"]
         assert inbound and inbound[0][3].startswith("waypoint-") and inbound[0][5] == "HBONE"
         raw = [line.split() for line in mesh.ok("zc", "connections", "--raw").splitlines()[1:]]
-        assert any(r[1] == "Outbound" and r[3].startswith("127.10.") for r in raw)
+        assert any(r[1] == "Outbound" and r[3].startswith("127.10.") for r in raw), raw
         assert all(r[1] == "Inbound" for r in [line.split() for line in mesh.ok(
             "zc", "connections", "--direction", "inbound").splitlines()[1:]])  # fmt: skip
     finally:
