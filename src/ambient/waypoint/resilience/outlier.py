@@ -138,6 +138,16 @@ class OutlierDetector:
         host.back_since = host.ejected_until
         return True
 
+    def _forget_departed(self, endpoints: Sequence[E], key: Callable[[E], Hashable]) -> None:
+        """Drop the state of endpoints no longer in the cluster, as Envoy does when a host
+        is removed: with pods coming and going (every rollout brings new addresses) the
+        record would otherwise grow for ever. Checked only when the record holds more
+        hosts than the cluster has endpoints (then one certainly left), so it never does
+        for long, at no cost per request otherwise."""
+        present = {key(e) for e in endpoints}
+        for gone in [k for k in self._hosts if k not in present]:
+            del self._hosts[gone]
+
     def is_ejected(self, key: Hashable) -> bool:
         host = self._hosts.get(key)
         return host is not None and host.ejected_until > self.clock()
@@ -146,8 +156,10 @@ class OutlierDetector:
         """The endpoints to balance over: those in service, or all of them in panic."""
         if not self._hosts or not endpoints:
             return endpoints
-        now = self.clock()
         hosts = self._hosts
+        if len(hosts) > len(endpoints):  # some endpoint left the cluster: forget it
+            self._forget_departed(endpoints, key)
+        now = self.clock()
         healthy = [
             e for e in endpoints if (h := hosts.get(key(e))) is None or h.ejected_until <= now
         ]

@@ -135,3 +135,18 @@ def test_http_error_codes_replace_5xx() -> None:
     assert not d.record("a", E500, 4)  # resets
     assert not d.record("a", Attempt(429), 4)
     assert d.record("a", E503, 4)
+
+
+def test_endpoints_that_left_the_cluster_are_forgotten() -> None:
+    """Envoy drops a removed host's outlier state: through rollouts (new addresses each
+    time) the record stays as small as the cluster instead of growing for ever."""
+    d, clock = detector(consecutive_5xx=1, base_ejection=30, max_ejection_percent=100)
+    for rollout in range(100):
+        pods = [f"pod-{rollout}-{i}" for i in range(4)]
+        for pod in pods:
+            d.record(pod, E500, 4)
+            clock.now += 31
+        assert d.select(pods, str) == pods
+        assert len(d._hosts) <= len(pods), f"rollout {rollout}: {len(d._hosts)} hosts kept"
+    assert d.record("pod-99-0", E500, 4)  # the state of the current pods is kept
+    assert d.select(["pod-99-0", "pod-99-1"], str) == ["pod-99-1"]
