@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import redirect_stdout
 
 import pytest
@@ -120,6 +121,8 @@ KINDS = [
     ("services", True),
     ("serviceaccounts", False),
     ("namespaces", False),
+    ("nodes", False),
+    ("nodes", True),
     ("gateways.gateway.networking.k8s.io", False),
     ("httproutes", False),
     ("virtualservices", False),
@@ -130,8 +133,18 @@ KINDS = [
 ]
 
 
+NODE = """\
+apiVersion: v1
+kind: Node
+metadata:
+  name: printers-node
+  labels: {node-role.kubernetes.io/edge: "", kubernetes.io/hostname: printers-node}
+spec: {unschedulable: true}
+"""
+
+
 @pytest.fixture(scope="module")
-def objects(dev_cluster: DevCluster, kubectl: Kubectl) -> DevCluster:
+def objects(dev_cluster: DevCluster, kubectl: Kubectl) -> Iterator[DevCluster]:
     done = subprocess.run(
         [sys.executable, "-m", "ambient", "install", "--kubeconfig", str(dev_cluster.kubeconfig)],
         capture_output=True,
@@ -142,6 +155,7 @@ def objects(dev_cluster: DevCluster, kubectl: Kubectl) -> DevCluster:
     )
     assert done.returncode == 0, done.stderr
     kubectl("apply", "-f", "-", stdin=OBJECTS)
+    kubectl("apply", "-f", "-", stdin=NODE)  # no kubelet: no status, never schedulable
     deadline = time.monotonic() + 60  # the deployment controller fills in the status
     while (
         "2"
@@ -149,7 +163,8 @@ def objects(dev_cluster: DevCluster, kubectl: Kubectl) -> DevCluster:
     ):
         assert time.monotonic() < deadline, "the Deployment got no status"
         time.sleep(0.2)
-    return dev_cluster
+    yield dev_cluster
+    kubectl("delete", "node", "printers-node", "--wait=false", check=False)
 
 
 def cells(text: str) -> tuple[str, list[list[str]]]:
@@ -168,9 +183,9 @@ def cells(text: str) -> tuple[str, list[list[str]]]:
 
 
 def namespaced(kind: str) -> list[str]:
-    """Where to look: the test's namespace (other tests make and drop namespaces meanwhile,
-    so the Namespace kind is asked by name)."""
-    return [NS] if kind == "namespaces" else ["-n", NS]
+    """Where to look: the test's namespace (other tests make and drop namespaces and
+    nodes meanwhile, so the Namespace and the Node are asked by name)."""
+    return {"namespaces": [NS], "nodes": ["printers-node"]}.get(kind, ["-n", NS])
 
 
 @pytest.mark.parametrize(("kind", "wide"), KINDS)

@@ -22,6 +22,11 @@ in ``ambient-system`` (none is declared: it is made from them): one pod wanted p
 node, its template's container named ``ztunnel`` (each pod's container carries the
 pod's name, as its log file does).
 
+A node (``ambient up``'s ``node-N``) is a Node of the host's OS, ``Ready`` while its
+ztunnel answers its readiness check (what it needs to serve its pods), created when its
+ztunnel was; VERSION is ambient's (``ambient up`` plays its kubelet), the runtime
+``ambient://VERSION`` as ``ambient up --kubeconfig``'s nodes report it.
+
 A Service's allocated address is not added to its ``spec`` (it was not written, and
 applying it back would pin it): ``get svc`` shows it in CLUSTER-IP only.
 """
@@ -29,11 +34,14 @@ applying it back would pin it): ``get svc`` shows it in CLUSTER-IP only.
 from __future__ import annotations
 
 import copy
+import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["cluster_ips", "deployment_status", "pod_object", "ztunnel_daemonset"]
+from ambient import __version__
+
+__all__ = ["cluster_ips", "deployment_status", "node_object", "pod_object", "ztunnel_daemonset"]
 
 
 def _stamp(seconds: float | None) -> str | None:
@@ -200,5 +208,43 @@ def ztunnel_daemonset(pods: Sequence[Mapping[str, Any]], nodes: int) -> dict[str
             "updatedNumberScheduled": len(mine),
             "numberAvailable": ready,
             "numberMisscheduled": 0,
+        },
+    }
+
+
+def node_object(node: Mapping[str, Any], ztunnel: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A node of ``GET /nodes`` as a Node (see the module docstring); ``ztunnel`` its
+    ztunnel pod of ``GET /system-pods``, if one runs."""
+    ready = bool(ztunnel and ztunnel.get("ready"))
+    meta: dict[str, Any] = {
+        "name": node["name"],
+        "labels": {"kubernetes.io/hostname": node["name"], "kubernetes.io/os": "linux"},
+    }
+    if ztunnel and ztunnel.get("created") is not None:
+        meta["creationTimestamp"] = _stamp(ztunnel["created"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": meta,
+        "spec": {},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": node["ip"]},
+                {"type": "Hostname", "address": node["name"]},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "reason": "KubeletReady" if ready else "KubeletNotReady",
+                }
+            ],
+            "nodeInfo": {
+                "kubeletVersion": f"v{__version__}",
+                "containerRuntimeVersion": f"ambient://{__version__}",
+                "kernelVersion": platform.release(),
+                "operatingSystem": "linux",
+                "architecture": platform.machine(),
+            },
         },
     }

@@ -31,6 +31,7 @@ from ambient.cli.app import CONTEXT, call, fail, target, target_options
 from ambient.cli.folderobjects import (
     cluster_ips,
     deployment_status,
+    node_object,
     pod_object,
     ztunnel_daemonset,
 )
@@ -46,6 +47,7 @@ _KIND_INFO: dict[str, tuple[str, str, str]] = {
     "Pod": ("Pod", "v1", "pods"),
     "Service": ("Service", "v1", "services"),
     "Namespace": ("Namespace", "v1", "namespaces"),
+    "Node": ("Node", "v1", "nodes"),
     "ServiceAccount": ("ServiceAccount", "v1", "serviceaccounts"),
     "Deployment": ("Deployment", "apps/v1", "deployments"),
     "DaemonSet": ("DaemonSet", "apps/v1", "daemonsets"),
@@ -69,6 +71,7 @@ _SHORT = {
     "po": "Pod",
     "svc": "Service",
     "ns": "Namespace",
+    "no": "Node",
     "sa": "ServiceAccount",
     "deploy": "Deployment",
     "ds": "DaemonSet",
@@ -108,6 +111,9 @@ def folder_objects(ctx: click.Context, kind: str) -> list[dict[str, Any]]:
     if kind == "Pod":
         pods = call(ctx, "GET", "/pods") + call(ctx, "GET", "/system-pods")
         return [pod_object(p, by_key) for p in pods]
+    if kind == "Node":
+        ztunnels = {p["node"]: p for p in call(ctx, "GET", "/system-pods") if p["node"]}
+        return [node_object(n, ztunnels.get(n["name"])) for n in call(ctx, "GET", "/nodes")]
     items = [m for m in manifests if m.get("kind") == kind]
     if kind == "DaemonSet":
         nodes = len(call(ctx, "GET", "/nodes"))
@@ -217,7 +223,7 @@ def get(
     except SelectorError as exc:
         fail(f"bad selector: {exc}")
     scope = None if all_namespaces else namespace
-    cluster_scoped = real == "Namespace"
+    cluster_scoped = real in ("Namespace", "Node")
     items = []
     for obj in folder_objects(ctx, real):
         meta = obj.get("metadata") or {}

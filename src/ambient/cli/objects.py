@@ -25,8 +25,8 @@ def _read_manifest(path: str) -> tuple[str, str]:
 
 def _without_owned_pods(ctx: click.Context, text: str) -> str:
     """``text`` without the Pods a Deployment owns (``ambient get pods -o yaml`` prints
-    them with ``ownerReferences``) and the mesh's own pods and DaemonSet
-    (``ambient-system``): each running one is ``unchanged``, as kubectl says of an
+    them with ``ownerReferences``), the mesh's own pods and DaemonSet (``ambient-system``)
+    and its Nodes: each running one is ``unchanged``, as kubectl says of an
     unchanged object; one that no longer runs is refused (its Deployment, or ``ambient
     up``, makes them). ``text`` is
     returned as is when it holds none."""
@@ -44,9 +44,10 @@ def _without_owned_pods(ctx: click.Context, text: str) -> str:
         i
         for i in items
         if isinstance(i, dict)
-        and i.get("kind") in ("Pod", "DaemonSet")
+        and i.get("kind") in ("Pod", "DaemonSet", "Node")
         and (
-            (i.get("metadata") or {}).get("namespace") == SYSTEM_NAMESPACE
+            i.get("kind") == "Node"
+            or (i.get("metadata") or {}).get("namespace") == SYSTEM_NAMESPACE
             or any(
                 o.get("kind") == "Deployment"
                 for o in (i.get("metadata") or {}).get("ownerReferences") or []
@@ -61,9 +62,13 @@ def _without_owned_pods(ctx: click.Context, text: str) -> str:
     running = {("Pod", p["namespace"], p["name"]) for p in pods}
     running |= {("DaemonSet", p["namespace"], p["workload"]) for p in pods
                 if p.get("workload_type") == "daemonset"}  # fmt: skip
+    if any(i["kind"] == "Node" for i in owned):
+        running |= {("Node", "", n["name"]) for n in call(ctx, "GET", "/nodes")}
     for pod in owned:
         meta = pod["metadata"]
-        key = (meta.get("namespace", "default"), meta.get("name"))
+        key = (meta.get("namespace", "" if pod["kind"] == "Node" else "default"), meta.get("name"))
+        if pod["kind"] == "Node" and (pod["kind"], *key) not in running:
+            fail(f"node {key[1]} does not run: ambient up makes its nodes, they are not declared")
         if (pod["kind"], *key) not in running:
             if key[0] == SYSTEM_NAMESPACE:
                 fail(
@@ -74,9 +79,8 @@ def _without_owned_pods(ctx: click.Context, text: str) -> str:
             fail(
                 f"pod {key[0]}/{key[1]} is made by deployment {owner.get('name')}: change the deployment"
             )
-        click.echo(
-            f"{'daemonset.apps' if pod['kind'] == 'DaemonSet' else 'pod'}/{key[1]} unchanged"
-        )
+        word = {"DaemonSet": "daemonset.apps", "Node": "node"}.get(pod["kind"], "pod")
+        click.echo(f"{word}/{key[1]} unchanged")
     rest = [i for i in items if i not in owned]
     return yaml.safe_dump_all(rest, sort_keys=False) if rest else ""
 

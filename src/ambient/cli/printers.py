@@ -118,6 +118,10 @@ _BUILTIN: dict[str, list[Column]] = {
         ("AGE", "age", 0),
         ("VERSION", "kubeletVersion", 0),
         ("INTERNAL-IP", "internalIP", 1),
+        ("EXTERNAL-IP", "externalIP", 1),
+        ("OS-IMAGE", "osImage", 1),
+        ("KERNEL-VERSION", "kernelVersion", 1),
+        ("CONTAINER-RUNTIME", "containerRuntimeVersion", 1),
     ],
 }
 _CORE_GROUPS = ("", "apps")
@@ -257,22 +261,27 @@ def _builtin_cell(what: str, obj: Mapping[str, Any], now: float) -> str:
         }[what]
     if what == "phase":
         return str(status.get("phase") or "Active")
-    if what == "nodeStatus":
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        return "Ready" if ready else "NotReady"
+    if what == "nodeStatus":  # kubectl's printNode: Ready / NotReady / Unknown
+        found = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+        words = [("Ready" if c.get("status") == "True" else "NotReady") for c in found[:1]]
+        words = words or ["Unknown"]
+        if spec.get("unschedulable"):
+            words.append("SchedulingDisabled")
+        return ",".join(words)
     if what == "roles":
         labels = meta.get("labels") or {}
         prefix = "node-role.kubernetes.io/"
-        return (
-            ",".join(sorted(k[len(prefix) :] for k in labels if k.startswith(prefix))) or "<none>"
-        )
-    if what == "kubeletVersion":
-        return str((status.get("nodeInfo") or {}).get("kubeletVersion") or "")
+        roles = {k[len(prefix) :] for k in labels if k.startswith(prefix)}
+        if "kubernetes.io/role" in labels:
+            roles.add(labels["kubernetes.io/role"])
+        return ",".join(sorted(r for r in roles if r)) or "<none>"
+    info = status.get("nodeInfo") or {}
+    if what in ("kubeletVersion", "osImage", "kernelVersion", "containerRuntimeVersion"):
+        default = "" if what == "kubeletVersion" else "<unknown>"
+        return str(info.get(what) or default)
+    kind = "InternalIP" if what == "internalIP" else "ExternalIP"
     addresses = status.get("addresses") or []
-    return next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "<none>")
+    return next((a["address"] for a in addresses if a.get("type") == kind), "<none>")
 
 
 def _custom_cell(what: str, obj: Mapping[str, Any], now: float) -> str:

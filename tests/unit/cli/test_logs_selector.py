@@ -77,7 +77,7 @@ class _RecordedMesh:
         return []
 
     async def node_list(self) -> list[dict[str, Any]]:
-        return [{"name": "node-1"}, {"name": "node-2"}]
+        return [{"name": "node-1", "ip": "127.1.0.1"}, {"name": "node-2", "ip": "127.1.0.2"}]
 
 
 def _log(state: StateDir, ns: str, pod: str, container: str, lines: list[str]) -> None:
@@ -226,3 +226,23 @@ async def test_get_daemonset_ztunnel_as_kubectl(mesh: StateDir) -> None:
     assert (applied.exit_code, applied.stdout) == (0, "daemonset.apps/ztunnel unchanged\n")
     none = await ambient(mesh, "get", "ds", "-n", "shop")
     assert none.stderr == "No resources found in shop namespace.\n"
+
+
+async def test_get_nodes_as_kubectl(mesh: StateDir) -> None:
+    out = await ambient(mesh, "get", "nodes", "-o", "wide")
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE",
+        "KERNEL-VERSION", "CONTAINER-RUNTIME",
+    ]  # fmt: skip
+    cells = lines[1].split()
+    assert cells[:3] == ["node-1", "Ready", "<none>"] and cells[5:8] == [
+        "127.1.0.1", "<none>", "<unknown>",
+    ]  # fmt: skip
+    assert cells[-1].startswith("ambient://")
+    text = (await ambient(mesh, "get", "no", "node-2", "-o", "yaml")).stdout
+    applied = await ambient(mesh, "apply", "-f", "-", stdin=text)
+    assert (applied.exit_code, applied.stdout) == (0, "node/node-2 unchanged\n")
+    gone = await ambient(mesh, "apply", "-f", "-", stdin=text.replace("node-2", "node-9"))
+    assert gone.exit_code == 1 and "node node-9 does not run" in gone.stderr
