@@ -194,6 +194,8 @@ def test_the_mesh_own_pods_are_istio_systems(mesh: Mesh) -> None:
     assert not any(line.split("] ", 1)[-1].startswith("--- ") for line in out.splitlines())
     ten = mesh.ok("logs", "-n", "istio-system", "-l", "app=istiod").splitlines()
     assert 0 < len(ten) <= 10
+    nodes = {r[0].strip(): r[1].strip() for r in rows(mesh.ok("get", "nodes"))[1:]}
+    assert nodes == {n.removeprefix("ztunnel-"): "Ready" for n in ztunnels}, nodes
     ds = rows(mesh.ok("get", "daemonset", "ztunnel", "-n", "istio-system"))
     count = str(len(ztunnels))
     assert [c.strip() for c in ds[1][:6]] == ["ztunnel", count, count, count, count, count]
