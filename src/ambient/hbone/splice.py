@@ -59,6 +59,8 @@ class TcpRelay(asyncio.Protocol):
 
     def start(self) -> None:
         """Begin relaying (after the CONNECT has been answered)."""
+        if self.done.done():  # the TCP side is already gone (and the stream reset)
+            return
         self.stream.attach(self)
 
     def data_received(self, data: bytes) -> None:
