@@ -26,6 +26,7 @@ from ambient.local.statedir import MeshNotRunning, StateDir
 __all__ = ["FolderSource", "dashboard"]
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+log = logging.getLogger("ambient.dashboard")
 
 
 class FolderSource:
@@ -103,11 +104,15 @@ class ClusterSource:
     def config_dumps(self) -> list[dict[str, Any]]:
         from ambient.kube import ztunnels
 
+        failures: list[str] = []
+
         async def body(client: Any) -> list[dict[str, Any]]:
             endpoints = await ztunnels.ztunnel_endpoints(client, None)
-            return await ztunnels.config_dumps(endpoints) if endpoints else []
+            return await ztunnels.config_dumps(endpoints, failures=failures) if endpoints else []
 
         dumps: list[dict[str, Any]] = self._run(body)
+        for reason in failures:  # a node that is down leaves the others shown
+            log.warning("%s", reason)
         return dumps
 
     def manifests(self) -> list[dict[str, Any]]:

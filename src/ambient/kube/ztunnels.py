@@ -91,9 +91,14 @@ async def ztunnel_endpoints(client: KubeClient, node: str | None) -> list[Ztunne
 
 
 async def config_dumps(
-    endpoints: list[ZtunnelEndpoint], timeout: float = 5.0
+    endpoints: list[ZtunnelEndpoint],
+    timeout: float = 5.0,
+    *,
+    failures: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each endpoint's ``/config_dump``; ``KubeError`` naming the first that fails."""
+    """Each endpoint's ``/config_dump``; ``KubeError`` naming the first that fails, or, when
+    ``failures`` is given, each failure appended there and that node left out (a view of
+    the whole mesh, such as the dashboard's, must survive a node that is down)."""
     dumps = []
     async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
         for endpoint in endpoints:
@@ -103,7 +108,8 @@ async def config_dumps(
                 answer.raise_for_status()
                 dumps.append(answer.json())
             except (httpx.HTTPError, ValueError) as err:
-                raise KubeError(
-                    f"cannot read node {endpoint.node}'s ztunnel at {url} ({endpoint.source}): {err}"
-                ) from None
+                reason = f"cannot read node {endpoint.node}'s ztunnel at {url} ({endpoint.source}): {err}"
+                if failures is None:
+                    raise KubeError(reason) from None
+                failures.append(reason)
     return dumps

@@ -62,6 +62,12 @@ async def test_the_dashboard_shows_a_clusters_workloads_and_policies(
         NODE.path(None, "node-d"),
         {"metadata": {"annotations": {"ambient.io/ztunnel-admin": f"{host}:{port}"}}},
     )
+    # A node that is down (its ztunnel's admin address refuses) leaves the others shown.
+    await kubelet.register("node-down", "192.168.97.2")
+    await admin.patch(
+        NODE.path(None, "node-down"),
+        {"metadata": {"annotations": {"ambient.io/ztunnel-admin": "127.0.0.1:1"}}},
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "AMBIENT_STATE_DIR")}
     log = tmp_path / "dashboard.log"
     with log.open("w") as out:
