@@ -153,10 +153,16 @@ def test_logs_of_a_pod_and_of_the_waypoint(mesh: Mesh) -> None:
         cwd=REPO,
     )  # fmt: skip
     try:
-        mesh.curl("http://orders:8080/api/followed")
+        # `logs -f` gives no sign that it has read to the end and started following (nor
+        # does kubectl's), so a request made before then is rightly behind its --tail 0: ask
+        # again until one shows up, at most 15 times.
         assert follower.stdout is not None
-        ready, _, _ = select.select([follower.stdout], [], [], 20)
-        assert ready, "no line followed within 20s"
+        for _ in range(15):
+            mesh.curl("http://orders:8080/api/followed")
+            ready, _, _ = select.select([follower.stdout], [], [], 2)
+            if ready:
+                break
+        assert ready, "no line followed within 15 requests (30s)"
         line = follower.stdout.readline()
         assert (
             "[shop/waypoint]" in line
