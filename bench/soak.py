@@ -61,6 +61,16 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e import harness  # noqa: E402
 from tests.e2e.harness import Mesh, scrape  # noqa: E402
+from tests.e2e.manifests import (  # noqa: E402
+    SLEEP,
+    deployment,
+    manifest,
+    namespace,
+    pod,
+    service,
+    service_account,
+    waypoint,
+)
 
 CLIENT = ROOT / "bench" / "soak_client.py"
 NODES = ("node-1", "node-2")
@@ -68,85 +78,40 @@ CONTROL_PLANE = "controlplane"  # its RSS is reported too, when status names its
 # main before issue 12 item 16's memory work (h2's closed streams, label sets, cycles)
 BASELINE_REF = "e81cce7"
 
-MESH = """\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: soak
-  labels: {{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: waypoint
-  namespace: soak
-  labels: {{istio.io/waypoint-for: service}}
-  annotations: {{ambient.io/nodes: node-1}}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners:
-  - {{name: mesh, port: 15008, protocol: HBONE}}
----
+# load may call the orders API (GET /api/*), nothing else
+ORDERS_API = """\
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {{name: orders-api, namespace: soak}}
+metadata: {name: orders-api, namespace: soak}
 spec:
   targetRefs:
-  - {{kind: Service, group: "", name: orders}}
+  - {kind: Service, group: "", name: orders}
   action: ALLOW
   rules:
   - from:
-    - source: {{principals: [cluster.local/ns/soak/sa/load]}}
+    - source: {principals: [cluster.local/ns/soak/sa/load]}
     to:
-    - operation: {{methods: [GET], paths: ["/api/*"]}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: orders, namespace: soak}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: load, namespace: soak}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: orders, namespace: soak}}
-spec:
-  selector: {{app: orders}}
-  ports:
-  - {{name: http, port: 8080, targetPort: 8080}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: orders, namespace: soak}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: orders}}}}
-  template:
-    metadata:
-      labels: {{app: orders}}
-    spec:
-      serviceAccountName: orders
-      nodeName: node-2
-      containers:
-      - name: orders
-        workingDir: {shop}
-        command: [python3, app.py, --name, orders, --port, "8080"]
-        ports: [{{containerPort: 8080}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: load, namespace: soak, labels: {{app: load}}}}
-spec:
-  serviceAccountName: load
-  nodeName: node-1
-  containers:
-  - name: load
-    command: [python3, -c, "import signal; signal.pause()"]
-{security}"""
-# The load runs this venv's Python, under root's 0700 home: a privileged container may.
-# Trees from before the pod launcher ran pods as the mesh's user and knew no securityContext.
-SECURITY = "    securityContext: {privileged: true}\n"
+    - operation: {methods: [GET], paths: ["/api/*"]}
+"""
+
+
+def mesh_yaml(shop: Path, privileged: bool) -> str:
+    """The load runs this venv's Python, under root's 0700 home: a ``privileged`` container
+    may. Trees from before the pod launcher ran pods as the mesh's user and knew no
+    securityContext (``privileged=False`` for them)."""
+    return manifest(
+        namespace("soak", waypoint="waypoint"),
+        waypoint("soak", nodes="node-1"),
+        ORDERS_API,
+        service_account("soak", "orders"),
+        service_account("soak", "load"),
+        service("soak", "orders", [{"name": "http", "port": 8080, "targetPort": 8080}]),
+        deployment("soak", "orders", ["python3", "app.py", "--name", "orders", "--port", "8080"],
+                   service_account="orders", node="node-2", ports=[8080], workingDir=str(shop)),
+        pod("soak", "load", ["python3", "-c", SLEEP], service_account="load", node="node-1",
+            privileged=privileged),
+    )  # fmt: skip
+
 
 _PID = re.compile(r"\(pid (\d+)\)")
 _H2LOAD = re.compile(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed")
@@ -309,9 +274,8 @@ def measure(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
         base = Path(tmp)
         config = base / "config"
         config.mkdir()
-        security = "" if args.no_security_context else SECURITY
         shop = ROOT / "examples" / "shop"
-        (config / "soak.yaml").write_text(MESH.format(shop=shop, security=security))
+        (config / "soak.yaml").write_text(mesh_yaml(shop, not args.no_security_context))
         mesh = Mesh(
             config, base / "state", base / "up.log", up_args=("--netns",) if args.netns else ()
         )

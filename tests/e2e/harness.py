@@ -26,6 +26,14 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.e2e.manifests import (
+    deployment,
+    manifest,
+    namespace,
+    service,
+    service_account,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop"
 MESH_PREFIXES = ("127.10.", "127.20.", "127.1.0.")
@@ -429,56 +437,16 @@ def select(samples: Sequence[Sample], name: str, **labels: str) -> list[Sample]:
 
 # web (a sleeping pod) on node-1, orders (examples/shop/app.py) on node-2: the smallest
 # mesh whose traffic crosses nodes, for the tests that start its processes themselves.
-TWO_NODE_MESH = """\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {istio.io/dataplane-mode: ambient}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: web, namespace: shop}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: orders, namespace: shop}
----
-apiVersion: v1
-kind: Service
-metadata: {name: orders, namespace: shop}
-spec:
-  selector: {app: orders}
-  ports: [{name: http, port: 8080, targetPort: 8080}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      serviceAccountName: web
-      nodeName: node-1
-      containers: [{name: web, command: [sleep, infinity]}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: orders, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: orders}}
-  template:
-    metadata:
-      labels: {app: orders}
-      annotations: {ambient.io/application-tunnel: PROXY}
-    spec:
-      serviceAccountName: orders
-      nodeName: node-2
-      containers:
-      - name: orders
-        command: [python3, app.py, --name, orders, --port, "8080"]
-        ports: [{containerPort: 8080, name: http}]
-"""
+TWO_NODE_MESH = manifest(
+    namespace("shop"),
+    service_account("shop", "web"),
+    service_account("shop", "orders"),
+    service("shop", "orders", [{"name": "http", "port": 8080, "targetPort": 8080}]),
+    deployment("shop", "web", ["sleep", "infinity"], service_account="web", node="node-1"),
+    deployment(
+        "shop", "orders", ["python3", "app.py", "--name", "orders", "--port", "8080"],
+        annotations={"ambient.io/application-tunnel": "PROXY"},
+        service_account="orders", node="node-2",
+        ports=[{"containerPort": 8080, "name": "http"}],
+    ),
+)  # fmt: skip

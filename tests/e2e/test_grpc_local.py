@@ -18,72 +18,43 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import REPO, Mesh, wait_for
+from tests.e2e.manifests import (
+    SLEEP,
+    deployment,
+    manifest,
+    namespace,
+    pod,
+    python,
+    service,
+    waypoint,
+)
 
 pytestmark = pytest.mark.slow
 
 GRPCAPP = REPO / "tests" / "e2e" / "grpcapp"
 
-MESH = """\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: grpc
-  labels: {{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: waypoint
-  namespace: grpc
-  labels: {{istio.io/waypoint-for: service}}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners:
-  - {{name: mesh, port: 15008, protocol: HBONE}}
----
+# only the Sleep method is denied
+NO_SLEEP = """\
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {{name: no-sleep, namespace: grpc}}
+metadata: {name: no-sleep, namespace: grpc}
 spec:
   targetRefs:
-  - {{kind: Service, group: "", name: echo}}
+  - {kind: Service, group: "", name: echo}
   action: DENY
   rules:
   - to:
-    - operation: {{paths: ["/grpcapp.Echo/Sleep"]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: grpc}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: grpc, port: 50051}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: grpc}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata:
-      labels: {{app: echo}}
-    spec:
-      containers:
-      - name: echo
-        command: ["{python}", "{grpcapp}/echo.py", --port, "50051"]
-        securityContext: {{privileged: true}}  # the test runner's files: root's
-        ports: [{{containerPort: 50051}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: client, namespace: grpc}}
-spec:
-  containers:
-  - name: client
-    command: ["{python}", -c, "import signal; signal.pause()"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
+    - operation: {paths: ["/grpcapp.Echo/Sleep"]}
 """
+MESH = manifest(
+    namespace("grpc", waypoint="waypoint"),
+    waypoint("grpc"),
+    NO_SLEEP,
+    service("grpc", "echo", [{"name": "grpc", "port": 50051}]),
+    deployment("grpc", "echo", python(GRPCAPP / "echo.py", "--port", "50051"), replicas=2,
+               ports=[50051], privileged=True),
+    pod("grpc", "client", python("-c", SLEEP), labels={}, privileged=True),
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +62,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     base = tmp_path_factory.mktemp("grpc-local")
     config = base / "config"
     config.mkdir()
-    (config / "mesh.yaml").write_text(MESH.format(python=sys.executable, grpcapp=GRPCAPP))
+    (config / "mesh.yaml").write_text(MESH)
     running = Mesh(config, base / "state", base / "up.log").start(wait=60)
     try:
         yield running

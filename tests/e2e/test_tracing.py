@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 
 from tests.e2e.harness import REPO, Mesh, wait_for
 from tests.e2e.jaegerrun import Jaeger, running_jaeger
+from tests.e2e.manifests import SLEEP, manifest, namespace, pod, python, service, waypoint
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +32,8 @@ RELAY = REPO / "tests" / "e2e" / "traceapp" / "relay.py"
 APP = REPO / "examples" / "shop" / "app.py"
 SERVICE_NAME = "waypoint.trace"  # the waypoint's service.name: <waypoint>.<namespace>
 
-MESH = """\
-apiVersion: v1
-kind: Namespace
-metadata: {{name: istio-system}}
----
+# the mesh config: Jaeger as an OpenTelemetry provider, selected mesh-wide at 0 %
+TRACING = """\
 apiVersion: v1
 kind: ConfigMap
 metadata: {{name: istio, namespace: istio-system}}
@@ -53,85 +50,28 @@ spec:
   tracing:
   - providers: [{{name: jaeger}}]
     randomSamplingPercentage: 0
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: trace
-  labels: {{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: waypoint
-  namespace: trace
-  labels: {{istio.io/waypoint-for: service}}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners:
-  - {{name: mesh, port: 15008, protocol: HBONE}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: a, namespace: trace}}
-spec:
-  selector: {{app: a}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: b, namespace: trace}}
-spec:
-  selector: {{app: b}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: a, namespace: trace, labels: {{app: a}}}}
-spec:
-  containers:
-  - name: a
-    command: ["{python}", "{relay}", "8080"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
-    env: [{{name: NEXT, value: "b.trace:8080"}}]
-    ports: [{{containerPort: 8080}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: b, namespace: trace, labels: {{app: b}}}}
-spec:
-  containers:
-  - name: b
-    command: ["{python}", "{app}", --name, b, --port, "8080"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
-    ports: [{{containerPort: 8080}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: c, namespace: trace, labels: {{istio.io/use-waypoint: none}}}}
-spec:
-  selector: {{app: c}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: c, namespace: trace, labels: {{app: c}}}}
-spec:
-  containers:
-  - name: c
-    command: ["{python}", "{app}", --name, c, --port, "8080"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
-    ports: [{{containerPort: 8080}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: web, namespace: trace}}
-spec:
-  containers:
-  - name: web
-    command: ["{python}", -c, "import signal; signal.pause()"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
 """
+HTTP = [{"name": "http", "port": 8080}]
+
+
+def mesh_yaml(otlp: int) -> str:
+    """The mesh config naming Jaeger's OTLP/gRPC port, and the ``trace`` namespace's apps."""
+    return manifest(
+        namespace("istio-system", ambient=False),
+        TRACING.format(otlp=otlp),
+        namespace("trace", waypoint="waypoint"),
+        waypoint("trace"),
+        service("trace", "a", HTTP),
+        service("trace", "b", HTTP),
+        pod("trace", "a", python(RELAY, "8080"), ports=[8080], privileged=True,
+            env=[{"name": "NEXT", "value": "b.trace:8080"}]),
+        pod("trace", "b", python(APP, "--name", "b", "--port", "8080"), ports=[8080],
+            privileged=True),
+        service("trace", "c", HTTP, labels={"istio.io/use-waypoint": "none"}),
+        pod("trace", "c", python(APP, "--name", "c", "--port", "8080"), ports=[8080],
+            privileged=True),
+        pod("trace", "web", python("-c", SLEEP), labels={}, privileged=True),
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +85,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, jaeger: Jaeger) -> Iterator[M
     base = tmp_path_factory.mktemp("tracing")
     config = base / "config"
     config.mkdir()
-    text = MESH.format(python=sys.executable, relay=RELAY, app=APP, otlp=jaeger.ports.otlp_grpc)
-    (config / "mesh.yaml").write_text(text)
+    (config / "mesh.yaml").write_text(mesh_yaml(jaeger.ports.otlp_grpc))
     running = Mesh(config, base / "state", base / "up.log").start(wait=60)
     try:
         yield running

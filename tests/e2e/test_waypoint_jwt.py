@@ -55,6 +55,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from ambient.gomod import GoNotFound, find_go
 from tests.e2e.harness import SHOP, Mesh, wait_for
+from tests.e2e.manifests import deployment, manifest, namespace, service, service_account, waypoint
 
 pytestmark = pytest.mark.slow
 
@@ -177,67 +178,20 @@ class JwksServer:
 
 # -- the mesh ----------------------------------------------------------------------------------
 
-MANIFEST = """\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: shop
-  labels: {{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: web, namespace: shop}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: orders, namespace: shop}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: orders, namespace: shop}}
-spec:
-  selector: {{app: orders}}
-  ports: [{{name: http, port: 8080, targetPort: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      serviceAccountName: web
-      nodeName: node-1
-      containers: [{{name: web, command: [sleep, infinity]}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: orders, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: orders}}}}
-  template:
-    metadata: {{labels: {{app: orders, version: v1}}}}
-    spec:
-      serviceAccountName: orders
-      nodeName: node-2
-      containers:
-      - name: orders
-        command: [python3, app.py, --name, orders, --port, "8080"]
-        ports: [{{containerPort: 8080, name: http}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: waypoint
-  namespace: shop
-  labels: {{istio.io/waypoint-for: service}}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
----
+SHOP_MESH = manifest(
+    namespace("shop", waypoint="waypoint"),
+    service_account("shop", "web"),
+    service_account("shop", "orders"),
+    service("shop", "orders", [{"name": "http", "port": 8080, "targetPort": 8080}]),
+    deployment("shop", "web", ["sleep", "infinity"], service_account="web", node="node-1"),
+    deployment("shop", "orders", ["python3", "app.py", "--name", "orders", "--port", "8080"],
+               labels={"app": "orders", "version": "v1"}, selector={"app": "orders"},
+               service_account="orders", node="node-2",
+               ports=[{"containerPort": 8080, "name": "http"}]),
+    waypoint("shop"),
+)  # fmt: skip
+# the route and the JWT rules and policies (str.format: issuers and key URIs)
+JWT = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: orders, namespace: shop}}
@@ -319,14 +273,17 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     config.mkdir()
     shutil.copy(SHOP / "app.py", config / "app.py")
     (config / "mesh.yaml").write_text(
-        MANIFEST.format(
-            issuer=ISSUER,
-            partner=PARTNER,
-            late=LATE,
-            rotating=ROTATING,
-            keys_uri=jwks.uri("/keys.json"),
-            late_uri=late.uri("/keys.json"),
-            rotating_uri=jwks.uri("/rotating.json"),
+        manifest(
+            SHOP_MESH,
+            JWT.format(
+                issuer=ISSUER,
+                partner=PARTNER,
+                late=LATE,
+                rotating=ROTATING,
+                keys_uri=jwks.uri("/keys.json"),
+                late_uri=late.uri("/keys.json"),
+                rotating_uri=jwks.uri("/rotating.json"),
+            ),
         )
     )
     mesh = Mesh(config, root / "state", root / "up.log", single_process=SINGLE_PROCESS)
