@@ -106,9 +106,10 @@ def pod(
     service_account: str | None = None,
     ports: Sequence[int | Mapping[str, Any]] = (),
     privileged: bool = False,
+    container: str | None = None,
     **fields: Any,
 ) -> Object:
-    """A Pod with one container named ``name`` running ``command``.
+    """A Pod with one container (named ``container``, default ``name``) running ``command``.
 
     ``labels`` default to ``app: NAME`` (``{}`` for none); ``node`` is ``nodeName``;
     ``ports`` are container ports (an int is ``containerPort``); ``privileged`` sets
@@ -117,20 +118,18 @@ def pod(
     """
     labels = dict(labels) if labels is not None else {"app": name}
     obj = _object("v1", "Pod", name, ns, labels=labels, annotations=annotations)
-    container: Object = {"name": name, "command": [str(c) for c in command]}
-    if ports:
-        container["ports"] = [
-            {"containerPort": p} if isinstance(p, int) else dict(p) for p in ports
-        ]
-    if privileged:
-        container["securityContext"] = dict(PRIVILEGED)
-    container.update(fields)
     spec: Object = {}
     if service_account is not None:
         spec["serviceAccountName"] = service_account
     if node is not None:
         spec["nodeName"] = node
-    spec["containers"] = [container]
+    main: Object = {"name": container or name, "command": [str(c) for c in command]}
+    if ports:
+        main["ports"] = [{"containerPort": p} if isinstance(p, int) else dict(p) for p in ports]
+    if privileged:
+        main["securityContext"] = dict(PRIVILEGED)
+    main.update(fields)
+    spec["containers"] = [main]
     obj["spec"] = spec
     return obj
 

@@ -26,6 +26,17 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import REPO, Mesh, wait_for
+from tests.e2e.manifests import (
+    SLEEP,
+    deployment,
+    manifest,
+    namespace,
+    pod,
+    python,
+    service,
+    waypoint,
+)
+from tests.e2e.test_grpc_local import NO_SLEEP
 from tests.e2e.test_processes import component_pid
 from tests.interop.peers import build_go_program
 
@@ -35,125 +46,45 @@ GRPCAPP = REPO / "tests" / "e2e" / "grpcapp"
 H2APP = REPO / "tests" / "e2e" / "h2app"
 NS = "grpc"
 
-MESH = """\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: grpc
-  labels: {{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: waypoint
-  namespace: grpc
-  labels: {{istio.io/waypoint-for: service}}
-  annotations: {{ambient.io/nodes: node-1}}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners:
-  - {{name: mesh, port: 15008, protocol: HBONE}}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: no-sleep, namespace: grpc}}
-spec:
-  targetRefs:
-  - {{kind: Service, group: "", name: echo}}
-  action: DENY
-  rules:
-  - to:
-    - operation: {{paths: ["/grpcapp.Echo/Sleep"]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: grpc}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: grpc, port: 50051}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo-v2, namespace: grpc}}
-spec:
-  selector: {{app: echo, version: v2}}
-  ports: [{{name: grpc, port: 50051}}]
-{echo_deployments}
----
+# calls with x-version: v2 go to echo-v2 only
+ROUTE = """\
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
-metadata: {{name: echo-versions, namespace: grpc}}
+metadata: {name: echo-versions, namespace: grpc}
 spec:
-  parentRefs: [{{group: "", kind: Service, name: echo, port: 50051}}]
+  parentRefs: [{group: "", kind: Service, name: echo, port: 50051}]
   rules:
-  - matches: [{{headers: [{{name: x-version, value: v2}}]}}]
-    backendRefs: [{{name: echo-v2, port: 50051}}]
-  - backendRefs: [{{name: echo, port: 50051}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: h2app, namespace: grpc}}
-spec:
-  selector: {{app: h2app}}
-  ports: [{{name: web, port: 8080, appProtocol: kubernetes.io/h2c}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: h2app, namespace: grpc, labels: {{app: h2app}}}}
-spec:
-  nodeName: node-2
-  containers:
-  - name: h2app
-    command: ["{h2app}", -port, "8080"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
-    ports: [{{containerPort: 8080}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: ws, namespace: grpc}}
-spec:
-  selector: {{app: ws}}
-  ports: [{{name: chat, port: 8765}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: ws, namespace: grpc, labels: {{app: ws}}}}
-spec:
-  nodeName: node-2
-  containers:
-  - name: ws
-    command: ["{python}", "{grpcapp}/wsecho.py", serve, --port, "8765"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
-    ports: [{{containerPort: 8765}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: client, namespace: grpc}}
-spec:
-  nodeName: node-1
-  containers:
-  - name: client
-    command: ["{python}", -c, "import signal; signal.pause()"]
-    securityContext: {{privileged: true}}  # the test runner's files: root's
+  - matches: [{headers: [{name: x-version, value: v2}]}]
+    backendRefs: [{name: echo-v2, port: 50051}]
+  - backendRefs: [{name: echo, port: 50051}]
 """
+GRPC = [{"name": "grpc", "port": 50051}]
 
-ECHO = """---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo-{version}, namespace: grpc}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: echo, version: {version}}}}}
-  template:
-    metadata:
-      labels: {{app: echo, version: {version}}}
-    spec:
-      nodeName: node-2
-      containers:
-      - name: echo
-        command: ["{python}", "{grpcapp}/echo.py", --port, "50051"]
-        securityContext: {{privileged: true}}  # the test runner's files: root's
-        ports: [{{containerPort: 50051}}]"""
+
+def mesh_yaml(h2app: Path) -> str:
+    """The mesh of the module docstring: the waypoint and the client on node-1, the apps on
+    node-2 (``h2app``: the built Go program)."""
+    echo = [
+        deployment(NS, f"echo-{v}", python(GRPCAPP / "echo.py", "--port", "50051"),
+                   labels={"app": "echo", "version": v}, container="echo", node="node-2",
+                   ports=[50051], privileged=True)
+        for v in ("v1", "v2")
+    ]  # fmt: skip
+    return manifest(
+        namespace(NS, waypoint="waypoint"),
+        waypoint(NS, nodes="node-1"),
+        NO_SLEEP,
+        service(NS, "echo", GRPC),
+        service(NS, "echo-v2", GRPC, selector={"app": "echo", "version": "v2"}),
+        *echo,
+        ROUTE,
+        service(NS, "h2app", [{"name": "web", "port": 8080, "appProtocol": "kubernetes.io/h2c"}]),
+        pod(NS, "h2app", [h2app, "-port", "8080"], node="node-2", ports=[8080], privileged=True),
+        service(NS, "ws", [{"name": "chat", "port": 8765}]),
+        pod(NS, "ws", python(GRPCAPP / "wsecho.py", "serve", "--port", "8765"), node="node-2",
+            ports=[8765], privileged=True),
+        pod(NS, "client", python("-c", SLEEP), labels={}, node="node-1", privileged=True),
+    )  # fmt: skip
 
 
 def build_h2app() -> Path:
@@ -166,9 +97,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     base = tmp_path_factory.mktemp("netns-grpc")
     config = base / "config"
     config.mkdir()
-    values = {"python": sys.executable, "grpcapp": str(GRPCAPP), "h2app": str(build_h2app())}
-    echo = "\n".join(ECHO.format(version=v, **values) for v in ("v1", "v2"))
-    (config / "mesh.yaml").write_text(MESH.format(echo_deployments=echo, **values))
+    (config / "mesh.yaml").write_text(mesh_yaml(build_h2app()))
     running = Mesh(config, base / "state", base / "up.log", up_args=("--netns",)).start(wait=90)
     try:
         wait_for("every pod to be ready", lambda: all_ready(running), timeout=60)
