@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.manifests import manifest, namespace, pod, python, service, service_account
 from tests.kube.hosts import Lan, NetnsCluster, NetnsHost
 from tests.kube.nodes.test_up import APP, Up, _ready, wait_for
 from tests.netns.conftest import netns_unavailable
@@ -59,54 +60,18 @@ def counted(rules: str, port: int | None) -> int:
     return int(found.group(1))
 
 
-SHOP = """
-apiVersion: v1
-kind: Namespace
-metadata: {{name: shop, labels: {{istio.io/dataplane-mode: ambient}}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: web, namespace: shop}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: orders, namespace: shop}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: orders, namespace: shop}}
-spec:
-  selector: {{app: orders}}
-  ports: [{{name: http, port: 8080, targetPort: 8080}}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: orders
-  namespace: shop
-  labels: {{app: orders}}
-  annotations: {{ambient.io/application-tunnel: PROXY}}
-spec:
-  serviceAccountName: orders
-  nodeName: node-1
-  containers:
-  - name: orders
-    image: shop/app:1
-    command: [{python}, {app}, --name, orders, --port, "8080"]
-    ports: [{{containerPort: 8080}}]
-    securityContext: {{privileged: true}}  # the test runner's python is under /root
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: web, namespace: shop, labels: {{app: web}}}}
-spec:
-  serviceAccountName: web
-  nodeName: node-3
-  containers:
-  - name: web
-    image: shop/client:1
-    command: [sleep, "3600"]
-"""
+# orders on host A (node-1), web on host B (node-3)
+SHOP = manifest(
+    namespace("shop"),
+    service_account("shop", "web"),
+    service_account("shop", "orders"),
+    service("shop", "orders", [{"name": "http", "port": 8080, "targetPort": 8080}]),
+    pod("shop", "orders", python(APP, "--name", "orders", "--port", "8080"),
+        annotations={"ambient.io/application-tunnel": "PROXY"}, service_account="orders",
+        node="node-1", ports=[8080], privileged=True, image="shop/app:1"),
+    pod("shop", "web", ["sleep", "3600"], service_account="web", node="node-3",
+        image="shop/client:1"),
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +131,7 @@ def test_a_pod_on_another_host_calls_by_service_name_over_hbone(hosts: tuple[Up,
             f"{node} Ready",
             up,
         )
-    shop = SHOP.format(python=sys.executable, app=APP)
-    done = b.host.apply(b.cluster.cluster.kubectl, shop)
+    done = b.host.apply(b.cluster.cluster.kubectl, SHOP)
     assert done.returncode == 0, done.stderr
 
     def hbone_everywhere() -> bool:

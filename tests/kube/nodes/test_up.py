@@ -20,6 +20,14 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.manifests import (
+    deployment,
+    manifest,
+    namespace,
+    python,
+    service,
+    service_account,
+)
 from tests.kube.hosts import NetnsCluster, NetnsHost
 from tests.netns.conftest import netns_unavailable
 
@@ -141,65 +149,25 @@ def _ready(obj: dict[str, Any] | None, kind: str = "Ready") -> bool:
     )
 
 
-SHOP = """
-apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: web, namespace: shop}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: orders, namespace: shop}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: orders, namespace: shop}}
-spec:
-  selector: {{app: orders}}
-  ports: [{{name: http, port: 8080, targetPort: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata:
-      labels: {{app: web}}
-      annotations: {{ambient.io/application-tunnel: PROXY}}
-    spec:
-      serviceAccountName: web
-      containers:
-      - name: web
-        image: shop/app:1
-        command: [{python}, {app}, --name, web, --port, "8080"]
-        ports: [{{containerPort: 8080}}]
-        securityContext: {{privileged: true}}  # the test runner's python is under /root
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: orders, namespace: shop}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: orders}}}}
-  template:
-    metadata:
-      labels: {{app: orders}}
-      annotations: {{ambient.io/application-tunnel: PROXY}}
-    spec:
-      serviceAccountName: orders
-      containers:
-      - name: orders
-        image: shop/app:1
-        command: [{python}, {app}, --name, orders, --port, "8080"]
-        ports: [{{containerPort: 8080}}]
-        securityContext: {{privileged: true}}  # the test runner's python is under /root
-        readinessProbe: {{httpGet: {{path: /api/health, port: 8080}}, periodSeconds: 1}}
-"""
+def shop_app(name: str, replicas: int = 1, **fields: Any) -> dict[str, Any]:
+    """examples/shop/app.py as Deployment ``name`` on port 8080, its traffic through the pod's
+    tunnel port."""
+    return deployment("shop", name, python(APP, "--name", name, "--port", "8080"),
+                      replicas=replicas, service_account=name, ports=[8080], privileged=True,
+                      annotations={"ambient.io/application-tunnel": "PROXY"},
+                      image="shop/app:1", **fields)  # fmt: skip
+
+
+# enrolled later, by label: not at first
+SHOP = manifest(
+    namespace("shop", ambient=False),
+    service_account("shop", "web"),
+    service_account("shop", "orders"),
+    service("shop", "orders", [{"name": "http", "port": 8080, "targetPort": 8080}]),
+    shop_app("web"),
+    shop_app("orders", replicas=2,
+             readinessProbe={"httpGet": {"path": "/api/health", "port": 8080}, "periodSeconds": 1}),
+)  # fmt: skip
 
 
 def test_nodes_and_ztunnels_come_up(up: Up) -> None:
@@ -231,8 +199,7 @@ def test_nodes_and_ztunnels_come_up(up: Up) -> None:
 
 def test_mesh_by_label_without_restart_exec_and_annotation(up: Up) -> None:
     test_nodes_and_ztunnels_come_up(up)
-    shop = SHOP.format(python=sys.executable, app=APP)
-    applied = up.host.apply(up.cluster.cluster.kubectl, shop)
+    applied = up.host.apply(up.cluster.cluster.kubectl, SHOP)
     assert applied.returncode == 0, applied.stderr
     for name in ("web", "orders"):
         rolled = up.kubectl(
