@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+from tests.e2e.manifests import deployment, manifest, namespace  # noqa: E402
 from tests.kube.hosts import NetnsCluster, NetnsHost  # noqa: E402 - after sys.path is set
 
 BARE = """
@@ -58,27 +59,18 @@ async def main():
 asyncio.run(main())
 """
 
-DEPLOYMENT = """
-apiVersion: v1
-kind: Namespace
-metadata: {{name: bench}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: app, namespace: bench}}
-spec:
-  replicas: {pods}
-  selector: {{matchLabels: {{app: app}}}}
-  template:
-    metadata: {{labels: {{app: app}}}}
-    spec:
-      containers:
-      - name: app
-        image: python:3.11
-        command: [{python}, -m, http.server, --bind, $(POD_IP), "8080"]
-        ports: [{{containerPort: 8080}}]
-        securityContext: {{privileged: true}}  # this python may be under /root (0700)
-"""
+
+SERVER = [sys.executable, "-m", "http.server", "--bind", "$(POD_IP)", "8080"]
+
+
+def deployment_yaml(pods: int) -> str:
+    """Namespace ``bench`` (not enrolled: the run labels it) and ``pods`` HTTP servers
+    (privileged: this Python may be under /root, 0700)."""
+    return manifest(
+        namespace("bench", ambient=False),
+        deployment("bench", "app", SERVER, replicas=pods, image="python:3.11", ports=[8080],
+                   privileged=True),
+    )  # fmt: skip
 
 
 def kubectl(cluster: NetnsCluster, *args: str) -> Any:
@@ -180,7 +172,7 @@ def one_run(
         ztunnel_ready = ztunnels.wait("the ztunnel pod Ready")
         applied = subprocess.run(
             host.argv(str(cluster.cluster.kubectl), "apply", "-f", "-"),
-            input=DEPLOYMENT.format(pods=pods, python=sys.executable),
+            input=deployment_yaml(pods),
             capture_output=True,
             text=True,
             check=False,

@@ -40,6 +40,7 @@ from tests.e2e.harness import (
     wait_for,
     wait_mesh_addresses_free,
 )
+from tests.e2e.manifests import manifest, service
 
 pytestmark = pytest.mark.slow
 
@@ -48,15 +49,11 @@ WEB = "spiffe://cluster.local/ns/shop/sa/web"
 ORDERS = "spiffe://cluster.local/ns/shop/sa/orders"
 
 
-PAYMENTS = """\
----
-apiVersion: v1
-kind: Service
-metadata: {name: payments, namespace: shop}
-spec:
-  selector: {app: orders}
-  ports: [{name: http, port: 9090, targetPort: 8080}]
-"""
+# a second Service of the orders pods
+PAYMENTS = service(
+    "shop", "payments", [{"name": "http", "port": 9090, "targetPort": 8080}],
+    selector={"app": "orders"},
+)  # fmt: skip
 
 
 def free_port() -> int:
@@ -298,7 +295,7 @@ def test_control_plane_as_a_service(mesh: Mesh) -> None:
     )
 
     # (c) change the configuration while it is down; restart it on the same ports.
-    (mesh.config / "mesh.yaml").write_text(TWO_NODE_MESH + PAYMENTS)
+    (mesh.config / "mesh.yaml").write_text(manifest(TWO_NODE_MESH, PAYMENTS))
     mesh.controlplane()
 
     def has_payments(node: str) -> bool:
