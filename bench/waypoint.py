@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -156,7 +157,38 @@ def bench_tracer() -> Any:
     return Tracer(info, exporter.submit, float(sampling)), exporter
 
 
-async def run_waypoint(ca_dir: Path) -> None:
+WAYPOINT_POD = Workload(
+    uid="Kubernetes//Pod/bench/waypoint-0",
+    name="waypoint-0",
+    namespace="bench",
+    addresses=(ipaddress.IPv4Address(WAYPOINT_IP),),
+    service_account="waypoint",
+    node="node-w",
+    tunnel_protocol=TunnelProtocol.HBONE,
+    labels=FrozenMap({"gateway.networking.k8s.io/gateway-name": "waypoint"}),
+)
+
+
+async def run_hosted_waypoint(ca_dir: Path, workers: int) -> None:
+    """``--workers N``: the waypoint as a node proxy hosts it (``waypoint_factory``, an empty
+    synced L7 configuration), with ``N`` processes sharing its listener."""
+    from ambient.config import ConfigSet
+    from ambient.waypoint.config import L7Config, waypoint_factory
+
+    manager = CertificateManager(signer(ca_dir))  # type: ignore[arg-type]
+    l7 = L7Config()
+    l7.set_config(ConfigSet())
+    hosted = waypoint_factory(state("node-w"), manager, l7, workers=workers)(WAYPOINT_POD)
+    await hosted.start()
+    print("READY", flush=True)
+    await wait_stdin()
+    await hosted.close()
+
+
+async def run_waypoint(ca_dir: Path, workers: int = 0) -> None:
+    if workers:
+        await run_hosted_waypoint(ca_dir, workers)
+        return
     manager = CertificateManager(signer(ca_dir))  # type: ignore[arg-type]
     traced = bench_tracer()
     tracing = (lambda: traced[0]) if traced is not None else None
@@ -239,11 +271,16 @@ async def run_grpc_server() -> None:
     await server.stop(0)
 
 
-async def run_source(ca_dir: Path) -> None:
-    """The client pod's ztunnel stand-in: TCP in, HBONE out with the client's certificate."""
+async def run_source(ca_dir: Path, sources: int = 1) -> None:
+    """The client pod's ztunnel stand-in: TCP in, HBONE out with the client's certificate.
+
+    ``sources`` > 1: that many connection pools, client connections spread over them in
+    turn, i.e. HBONE connections as from that many source ztunnels (a waypoint's workers
+    share out connections, not streams)."""
     ca = CertificateAuthority.load_or_create(ca_dir)
     cert = ca.issue(CLIENT.identity, timedelta(hours=1))
-    pool = ConnectionPool()
+    pools = [ConnectionPool() for _ in range(sources)]
+    turn = iter(range(1 << 62))
     loop = asyncio.get_running_loop()
     routes = {
         ENTRY_L7: (WAYPOINT_IP, SpiffeId.workload("bench", "waypoint"), f"{VIP}:80"),
@@ -277,6 +314,7 @@ async def run_source(ca_dir: Path) -> None:
         async def _connect(self, tcp: asyncio.Transport) -> None:
             host, identity, target = routes[self.port]
             peer = tcp.get_extra_info("peername")
+            pool = pools[next(turn) % len(pools)]
             stream = await pool.open_stream(
                 source=cert,
                 destination=SocketAddress.parse(f"{host}:15008"),
@@ -302,7 +340,8 @@ async def run_source(ca_dir: Path) -> None:
     await wait_stdin()
     for server in servers:
         server.close()
-    await pool.close()
+    for pool in pools:
+        await pool.close()
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
@@ -433,11 +472,37 @@ async def max_rate(port: int, seconds: float, conns: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def cpu_split(pid: int) -> tuple[float, float]:
-    """A process's user and system CPU seconds so far (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a waypoint's worker processes), from ``/proc/*/stat``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    pids, todo = [], [pid]
+    while todo:
+        one = todo.pop()
+        pids.append(one)
+        todo += children.get(one, [])
+    return pids
+
+
+def cpu_by_process(pid: int) -> dict[int, tuple[float, float]]:
+    """User and system CPU seconds so far of ``pid`` and of each descendant."""
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    split = {}
+    for one in tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            split[one] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return split
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds so far of ``pid`` and its descendants (``/proc/PID/stat``)."""
+    split = cpu_by_process(pid).values()
+    return sum(u for u, _ in split), sum(s for _, s in split)
 
 
 def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -468,10 +533,14 @@ def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """RSS of ``pid`` and its descendants (MB)."""
+    total = 0.0
+    for one in tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    return total
 
 
 async def measure(args: argparse.Namespace, pids: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -487,6 +556,74 @@ async def measure(args: argparse.Namespace, pids: dict[str, int]) -> dict[str, d
     return results
 
 
+async def measure_workers(
+    args: argparse.Namespace, counts: list[int], start: Any
+) -> dict[int, list[dict[str, float]]]:
+    """Each round, for each worker count in turn: a waypoint with that many processes,
+    the paced run and the maximum rate through it, then it is stopped."""
+    results: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+    for _ in range(args.rounds):
+        for n in counts:
+            proc = start(n)
+            try:
+                result = await paced(ENTRY_L7, args.rate, args.seconds, args.connections, proc.pid)
+                before = cpu_by_process(proc.pid)
+                result["max_rate"] = await max_rate(ENTRY_L7, args.seconds, args.connections)
+                after = cpu_by_process(proc.pid)
+                used = sorted(
+                    (sum(after[p]) - sum(before.get(p, (0.0, 0.0))) for p in after), reverse=True
+                )
+                result["shares"] = "/".join(f"{u / max(sum(used), 1e-9):.0%}" for u in used)  # type: ignore[assignment]
+                result["load"] = os.getloadavg()[0]
+                results[n].append(result)
+            finally:
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait(timeout=60)
+    return results
+
+
+def workers_main(args: argparse.Namespace, counts: list[int]) -> None:
+    """``--workers 1,2``: the same waypoint (hosted, as a node proxy runs it) with each
+    count of worker processes, alternated round by round in one run."""
+    with tempfile.TemporaryDirectory(prefix="bench-waypoint-") as tmp:
+        ca_dir = Path(tmp)
+        CertificateAuthority.load_or_create(ca_dir)
+        common = ("--ca", str(ca_dir), "--protocol", args.protocol)
+        procs = {
+            "ztunnel": spawn("--role", "ztunnel", *common),
+            "server": spawn("--role", "server", *common),
+            "source": spawn("--role", "source", *common, "--sources", str(args.sources)),
+        }
+
+        def start(n: int) -> subprocess.Popen[str]:
+            return spawn("--role", "waypoint", *common, "--workers", str(n))
+
+        try:
+            results = uvloop.run(measure_workers(args, counts, start))
+        finally:
+            for proc in procs.values():
+                assert proc.stdin is not None
+                proc.stdin.close()
+            for proc in procs.values():
+                proc.wait(timeout=30)
+    what = "unary gRPC, 1 KiB each way" if args.protocol == "grpc" else "HTTP/1.1, 1 KiB each way"
+    print(f"protocol: {what}; {args.connections} client connections over {args.sources} "
+          f"source pools (HBONE connections to the waypoint)")  # fmt: skip
+    print(f"{'waypoint processes':<20} {'round':>5} {'load':>5} {'max req/s':>10} "
+          f"{'CPU us/req':>10} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7}  CPU split at max")  # fmt: skip
+    for n, rounds in results.items():
+        for i, r in enumerate(rounds, 1):
+            per_request = r["cpu"] / r["rate"] * 1e6
+            print(f"{n:<20} {i:>5} {r['load']:>5.1f} {r['max_rate']:>10.0f} {per_request:>10.0f} "
+                  f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['rss']:>7.1f}  {r['shares']}")  # fmt: skip
+    base = results[counts[0]]
+    for n in counts[1:]:
+        ratios = [b["max_rate"] / a["max_rate"] for a, b in zip(base, results[n], strict=True)]
+        print(f"maximum rate, {n} processes / {counts[0]}: "
+              + ", ".join(f"{x:.2f}x" for x in ratios))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -498,15 +635,21 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="py-spy the waypoint during the paced runs, into DIR"
     )
+    parser.add_argument(
+        "--workers",
+        help="e.g. 1,2: compare a hosted waypoint with each count of worker processes",
+    )
+    parser.add_argument("--sources", type=int, default=1, help="source pools (see run_source)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds with --workers")
     parser.add_argument("--role", choices=["ztunnel", "waypoint", "server", "source"])
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure(args.protocol)
     roles = {
         "ztunnel": lambda: run_ztunnel(args.ca),
-        "waypoint": lambda: run_waypoint(args.ca),
+        "waypoint": lambda: run_waypoint(args.ca, int(args.workers or 0)),
         "server": run_server,
-        "source": lambda: run_source(args.ca),
+        "source": lambda: run_source(args.ca, args.sources),
     }
     if args.role == "waypoint" and os.environ.get("BENCH_PROFILE"):
         import cProfile  # the waypoint's profile, written when it exits
@@ -526,6 +669,9 @@ def main() -> None:
         uvloop.run(roles[args.role]())
         return
 
+    if args.workers:
+        workers_main(args, [int(n) for n in args.workers.split(",")])
+        return
     with tempfile.TemporaryDirectory(prefix="bench-waypoint-") as tmp:
         ca_dir = Path(tmp)
         CertificateAuthority.load_or_create(ca_dir)

@@ -67,12 +67,19 @@ class HboneServer:
         self.connections: set[HboneTransport] = set()
         self._draining: str | None = None
 
-    async def start(self, host: str, port: int, *, backlog: int = 1024) -> tuple[str, int]:
-        """Listen on ``host:port`` (0 picks a port); returns the bound address."""
+    async def start(
+        self, host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False
+    ) -> tuple[str, int]:
+        """Listen on ``host:port`` (0 picks a port); returns the bound address.
+
+        ``reuse_port``: ``SO_REUSEPORT``, so that worker processes of the same user can
+        each bind the same address and the kernel spreads new connections over them."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             listener.bind((host, port))
             listener.listen(backlog)
             listener.setblocking(False)

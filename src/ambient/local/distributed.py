@@ -459,9 +459,14 @@ async def start_ztunnel(
     from ambient.identity.manager import CertificateManager
     from ambient.state.proxy import ProxyState
     from ambient.waypoint.config import L7Config, waypoint_factory
+    from ambient.waypoint.workers import workers_from_env
     from ambient.xds.ca_client import CaClient
     from ambient.ztunnel.proxy import ADMIN_PORT, METRICS_PORT, READINESS_PORT, Ztunnel
 
+    try:
+        workers = workers_from_env()  # processes per hosted waypoint
+    except ValueError as exc:
+        raise DistributedError(str(exc)) from None
     state = ProxyState(node)
     l7 = L7Config()
     if token_auth is not None:
@@ -482,7 +487,7 @@ async def start_ztunnel(
         ca_client = CaClient(ca_address, credentials, on_node_renewed=renewed)
         xds = node_xds_client(xds_address, node, state, credentials, l7=l7)
     certificates = CertificateManager(ca_client.issue)
-    waypoints = waypoint_factory(state, certificates, l7)
+    waypoints = waypoint_factory(state, certificates, l7, workers=workers)
     agent = None
     if node_agent_socket is not None:
         from ambient.nodeagent.podsocket import PodSocketClient

@@ -35,6 +35,7 @@ from ambient.config.l7objects import (
 )
 from ambient.config.requestauthn import RequestAuthentication
 from ambient.config.telemetry import EffectiveTelemetry, Telemetry, effective_telemetry
+from ambient.hbone.messages import HBONE_PORT
 from ambient.hbone.protocol import HboneSettings
 from ambient.identity.manager import CertificateManager
 from ambient.state.proxy import ProxyState
@@ -64,6 +65,7 @@ from ambient.waypoint.tracing.tracer import ProxyInfo
 
 if TYPE_CHECKING:
     from ambient.netns import NetnsThread
+    from ambient.waypoint.workers import WaypointWorkers
 
 __all__ = [
     "L7_KINDS",
@@ -71,6 +73,7 @@ __all__ = [
     "LiveAuthenticator",
     "LiveAuthorizer",
     "LiveRouter",
+    "hosted_waypoint",
     "is_l7_object",
     "resource_name",
     "waypoint_factory",
@@ -298,10 +301,19 @@ class LiveAuthenticator:
 class _HostedWaypoint:
     """A ``Waypoint`` plus the live parts it owns (closed with it)."""
 
-    def __init__(self, waypoint: Waypoint, authenticator: LiveAuthenticator, l7: L7Config) -> None:
+    def __init__(
+        self,
+        waypoint: Waypoint,
+        authenticator: LiveAuthenticator,
+        l7: L7Config,
+        workload: Workload | None = None,
+    ) -> None:
         self.waypoint = waypoint
         self.authenticator = authenticator
         self.l7 = l7
+        self.workload = workload
+        self.workers = 1  # processes sharing the HBONE listener (``waypoint.workers``)
+        self._pool: WaypointWorkers | None = None
 
     def describe(self) -> dict[str, Any]:
         """Its L7 configuration as ``/config_dump`` shows it."""
@@ -342,8 +354,22 @@ class _HostedWaypoint:
 
     async def start(self) -> None:
         await self.waypoint.start()
+        if self.workers > 1 and self.workload is not None:
+            from ambient.waypoint.workers import WaypointWorkers
+
+            self._pool = WaypointWorkers(self.workers - 1, self.workload, self.waypoint, self.l7)
+            try:
+                await self._pool.start()
+            except BaseException:
+                await self.close()
+                raise
+            self.waypoint.worker_metrics = self._pool.scrape
 
     async def close(self) -> None:
+        if self._pool is not None:  # the workers first: they stop taking connections
+            self.waypoint.worker_metrics = None
+            await self._pool.close()
+            self._pool = None
         await self.waypoint.close()
         await self.authenticator.aclose()
 
@@ -363,38 +389,70 @@ def waypoint_factory(
     certificates: CertificateManager,
     l7: L7Config,
     settings: HboneSettings | None = None,
+    *,
+    workers: int = 1,
 ) -> WaypointMaker:
-    """What a node proxy calls to run the waypoint of one of its waypoint pods."""
+    """What a node proxy calls to run the waypoint of one of its waypoint pods.
+
+    ``workers`` > 1: each waypoint runs that many processes sharing its HBONE listener
+    (``ambient.waypoint.workers``); a waypoint in a pod's network namespace runs one.
+    """
+    if workers < 1:
+        raise ValueError(f"waypoint workers must be at least 1, got {workers}")
 
     def make(workload: Workload, netns: NetnsThread | None = None) -> _HostedWaypoint:
-        name = waypoint_of(workload) or workload.name
-        ref = WaypointRef(workload.namespace, name)
-        authenticator = LiveAuthenticator(l7, ref)
-        telemetry = LiveTelemetry(l7, ref, workload.labels)
-        address = str(workload.addresses[0]) if workload.addresses else "-"
-        proxy = ProxyInfo(
-            node_id=f"waypoint~{address}~{workload.name}.{workload.namespace}~"
-            f"{workload.namespace}.svc.{workload.trust_domain}",
-            service_name=f"{name}.{workload.namespace}",
-            namespace=workload.namespace,
-            canonical_service=workload.canonical_name or name,
+        count = workers if netns is None else 1
+        hosted = hosted_waypoint(
+            state, certificates, l7, workload, settings, netns=netns, reuse_port=count > 1
         )
-        waypoint = Waypoint(
-            name,
-            workload.namespace,
-            workload.addresses,
-            state,
-            certificates,
-            service_account=workload.service_account,
-            trust_domain=workload.trust_domain,
-            authenticator=authenticator,
-            authorizer=LiveAuthorizer(l7, ref),
-            router=LiveRouter(l7, state),
-            settings=settings,
-            netns=netns,
-            telemetry=telemetry,
-            tracing=LiveTracing(l7, telemetry, state, proxy),
-        )
-        return _HostedWaypoint(waypoint, authenticator, l7)
+        hosted.workers = count
+        return hosted
 
     return make
+
+
+def hosted_waypoint(
+    state: ProxyState,
+    certificates: CertificateManager,
+    l7: L7Config,
+    workload: Workload,
+    settings: HboneSettings | None = None,
+    *,
+    netns: NetnsThread | None = None,
+    reuse_port: bool = False,
+    admin: bool = True,
+    hbone_port: int = HBONE_PORT,
+) -> _HostedWaypoint:
+    """The waypoint of the waypoint pod ``workload``, over ``l7`` and ``state``."""
+    name = waypoint_of(workload) or workload.name
+    ref = WaypointRef(workload.namespace, name)
+    authenticator = LiveAuthenticator(l7, ref)
+    telemetry = LiveTelemetry(l7, ref, workload.labels)
+    address = str(workload.addresses[0]) if workload.addresses else "-"
+    proxy = ProxyInfo(
+        node_id=f"waypoint~{address}~{workload.name}.{workload.namespace}~"
+        f"{workload.namespace}.svc.{workload.trust_domain}",
+        service_name=f"{name}.{workload.namespace}",
+        namespace=workload.namespace,
+        canonical_service=workload.canonical_name or name,
+    )
+    waypoint = Waypoint(
+        name,
+        workload.namespace,
+        workload.addresses,
+        state,
+        certificates,
+        service_account=workload.service_account,
+        trust_domain=workload.trust_domain,
+        authenticator=authenticator,
+        authorizer=LiveAuthorizer(l7, ref),
+        router=LiveRouter(l7, state),
+        settings=settings,
+        hbone_port=hbone_port,
+        netns=netns,
+        telemetry=telemetry,
+        tracing=LiveTracing(l7, telemetry, state, proxy),
+        reuse_port=reuse_port,
+        admin=admin,
+    )
+    return _HostedWaypoint(waypoint, authenticator, l7, workload)

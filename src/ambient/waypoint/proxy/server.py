@@ -29,7 +29,7 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +135,8 @@ class Waypoint:
         netns: NetnsThread | None = None,
         telemetry: Callable[[], EffectiveTelemetry] | None = None,
         tracing: Callable[[], Tracer | None] | None = None,
+        reuse_port: bool = False,
+        admin: bool = True,
     ) -> None:
         if not addresses:
             raise ValueError(f"waypoint {namespace}/{name}: at least one address is required")
@@ -166,6 +168,12 @@ class Waypoint:
         self.protocol_detection_timeout = protocol_detection_timeout
         self._hbone_port = hbone_port
         self._ports = ports
+        # Worker processes (``waypoint.workers``): every one binds the HBONE listeners with
+        # SO_REUSEPORT; only the first serves the admin endpoints, its /metrics the sum of
+        # every worker's (``worker_metrics`` gives the others' exposition texts).
+        self.reuse_port = reuse_port
+        self._serve_admin = admin
+        self.worker_metrics: Callable[[], Awaitable[list[bytes]]] | None = None
         self._certificate: WorkloadCertificate | None = None
         self._servers: list[HboneServer] = []
         self._admin: list[AdminServer] = []
@@ -190,7 +198,10 @@ class Waypoint:
                 listener = await self.netns.listen_tcp(str(address), self._hbone_port)
                 self.hbone_addresses.append(server.start_on(listener))
             else:
-                self.hbone_addresses.append(await server.start(str(address), self._hbone_port))
+                bound = await server.start(
+                    str(address), self._hbone_port, reuse_port=self.reuse_port
+                )
+                self.hbone_addresses.append(bound)
             self._servers.append(server)
         admin, metrics, ready = self._ports
         servers = {
@@ -201,7 +212,7 @@ class Waypoint:
             ),
             "readiness": (AdminServer({"/healthz/ready": self._readiness}), ready),
         }
-        for label, (server_, port) in servers.items():
+        for label, (server_, port) in servers.items() if self._serve_admin else ():
             if self.netns is not None:
                 listener = await self.netns.listen_tcp(str(self.addresses[0]), port)
                 self.admin_addresses[label] = await server_.start_on(listener)
@@ -376,8 +387,14 @@ class Waypoint:
     def _config_dump(self, _request: Request) -> Response:
         return Response(200, json.dumps(self.config_dump(), indent=2).encode(), "application/json")
 
-    def _metrics(self, _request: Request) -> Response:
-        return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+    async def _metrics(self, _request: Request) -> Response:
+        own = generate_latest(self.metrics.registry)
+        if self.worker_metrics is None:
+            return Response(200, own, CONTENT_TYPE_LATEST)
+        from ambient.waypoint.metricsum import sum_expositions
+
+        texts = [own, *await self.worker_metrics()]
+        return Response(200, sum_expositions(texts), CONTENT_TYPE_LATEST)
 
     def _readiness(self, _request: Request) -> Response:
         if self._ready:
