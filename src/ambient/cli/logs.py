@@ -1,4 +1,4 @@
-"""kubectl's ``logs`` on the running mesh (folder mode; files read by ``cli.podlogs``).
+"""kubectl's ``logs`` on the running mesh (files read by ``runtime.podlogs``).
 
 Decisions (kubectl v1.37's behaviour unless said):
 
@@ -7,7 +7,7 @@ Decisions (kubectl v1.37's behaviour unless said):
   with several containers and no ``-c``: the first (``Defaulted container "a" out
   of: a, b``); ``--all-containers`` every one. ``deploy/W`` of a waypoint (a Gateway
   of class ``istio-waypoint``) is the waypoint's log: the lines the node proxies
-  hosting it logged about it, access lines included (``cli.podlogs``); ``up
+  hosting it logged about it, access lines included (``runtime.podlogs``); ``up
   --single-process`` keeps no per-node log files, so it is refused there. ``-f``
   follows until Ctrl-C or until the pod is gone.
 - The mesh's own processes are the pods of ``ambient-system`` (``local.systempods``;
@@ -21,7 +21,12 @@ Decisions (kubectl v1.37's behaviour unless said):
   NS namespace.`` on stderr, exit 0. ``-f`` follows them all at once, at most
   ``--max-log-requests`` (5) streams. ``--prefix`` starts each line with
   ``[pod/NAME/CONTAINER] ``.
-- On a cluster, logs are not served yet (the node side is the kubelet's).
+- On a cluster (``--kubeconfig``), the pods are found through the API server and
+  their logs read from the kubelet socket of their node (``cli.clusterlogs``): the
+  nodes of ``ambient up --kubeconfig`` on this host, as ``ambient exec`` reaches them
+  and to the same callers only (``kubelet.logs``). A waypoint's pod there is its
+  node proxy's lines about it; ``-n istio-system ds/ztunnel`` picks a node's ztunnel
+  pod. ``kubectl logs`` cannot reach these nodes (no kubelet API on port 10250).
 """
 
 from __future__ import annotations
@@ -37,16 +42,18 @@ import click
 
 from ambient.cli.app import CONTEXT, call, fail, parse_duration, state, target, target_options
 from ambient.cli.get import resolve_kind
-from ambient.cli.podlogs import (
+from ambient.cli.selectors import SelectorError, parse_selector
+from ambient.kube.api import ClusterTarget
+from ambient.local.systempods import ISTIO_NAMESPACE, SYSTEM_NAMESPACE
+from ambient.runtime.podlogs import (
     LogSource,
     follow,
     node_log_paths,
     pod_sources,
+    read_lines,
     tail,
     waypoint_lines,
 )
-from ambient.cli.selectors import SelectorError, parse_selector
-from ambient.local.systempods import ISTIO_NAMESPACE, SYSTEM_NAMESPACE
 
 __all__ = ["logs", "not_found", "split_ref"]
 
@@ -76,7 +83,9 @@ def _since(text: str | None) -> datetime | None:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("ref", metavar="POD|TYPE/NAME", required=False)
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option(
+    "-n", "--namespace", default=None, help="default: default (the context's on a cluster)"
+)
 @click.option("-c", "--container", default=None, help="The container (default: the first).")
 @click.option("--all-containers", is_flag=True, help="Every container of the pod(s).")
 @click.option("-l", "--selector", default=None, help="Every pod with these labels (k=v, ...).")
@@ -102,7 +111,7 @@ def _since(text: str | None) -> datetime | None:
 def logs(
     ctx: click.Context,
     ref: str | None,
-    namespace: str,
+    namespace: str | None,
     container: str | None,
     all_containers: bool,
     selector: str | None,
@@ -119,10 +128,6 @@ def logs(
 
     Examples: ambient logs -n shop deploy/waypoint --tail 20 -f;
     ambient logs -n istio-system -l app=ztunnel"""
-    if target(ctx) is not None:
-        fail(
-            "logs from a cluster are not served yet: use kubectl logs (the node side is the kubelet's)"
-        )
     if ref is not None and selector is not None:
         fail("only a selector (-l) or a POD name is allowed")
     if ref is None and selector is None:
@@ -132,6 +137,12 @@ def logs(
     if tail_ is not None and tail_ < -1:
         fail("--tail must be greater than or equal to -1")
     start = _since(since)
+    cluster_target = target(ctx)
+    if cluster_target is not None:
+        _cluster(cluster_target, namespace, ref, selector, container, all_containers,
+                 follow_, tail_, start, prefix, max_log_requests)  # fmt: skip
+        return
+    namespace = namespace or "default"
     logs_dir = state(ctx).root / "logs"
     if selector is not None:
         sources = _selected(ctx, logs_dir, namespace, selector, container, all_containers)
@@ -164,6 +175,46 @@ def logs(
         _follow_pod(ctx, sources[0], offsets[0], pod["name"], namespace, prefix)
     elif follow_:
         _follow_sources(sources, offsets, prefix)
+
+
+def _cluster(
+    cluster_target: ClusterTarget,
+    namespace: str | None,
+    ref: str | None,
+    selector: str | None,
+    container: str | None,
+    all_containers: bool,
+    follow_: bool,
+    tail_: int | None,
+    start: datetime | None,
+    prefix: bool,
+    max_log_requests: int,
+) -> None:
+    from ambient.cli import cluster
+    from ambient.cli.clusterlogs import LogRequest, cluster_logs
+
+    kind, name = split_ref(ref) if ref is not None else ("Pod", None)
+    if kind not in ("Pod", "Deployment", "DaemonSet"):
+        fail(f"cannot get logs of a {kind.lower()}: give a pod, deploy/NAME or ds/NAME")
+    if selector is not None:
+        try:
+            parse_selector(selector)
+        except SelectorError as exc:
+            fail(f"bad selector: {exc}")
+    ask = LogRequest(
+        namespace=namespace or cluster.context_namespace(cluster_target),
+        kind=kind,
+        name=name,
+        selector=selector,
+        container=container,
+        all_containers=all_containers,
+        follow=follow_,
+        tail=SELECTOR_TAIL if tail_ is None and selector is not None else tail_,
+        since=start,
+        prefix=prefix,
+        max_log_requests=max_log_requests,
+    )
+    cluster_logs(cluster_target, ask)
 
 
 def _sources(
@@ -252,10 +303,10 @@ def _print(sources: list[LogSource], count: int, start: datetime | None, prefix:
     """Each source's last ``count`` lines in turn; the offsets following starts from."""
     offsets = []
     for source in sources:
-        text = source.path.read_text(errors="replace") if source.path.exists() else ""
-        for line in tail(source.lines(text, start), count):
+        lines, offset = read_lines(source, count=count, since=start)
+        for line in lines:
             click.echo(source.prefix + line if prefix else line)
-        offsets.append(len(text.encode()))
+        offsets.append(offset)
     return offsets
 
 

@@ -21,7 +21,14 @@ from ambient.httpclient import unix_request
 from ambient.kube.api import KubeClient, KubeError
 from ambient.kube.kinds import DEPLOYMENT, NODE, POD
 
-__all__ = ["SOCKET_ANNOTATION", "exec_target", "pick_pod", "selector_text"]
+__all__ = [
+    "SOCKET_ANNOTATION",
+    "exec_target",
+    "kubelet_get",
+    "kubelet_socket",
+    "pick_pod",
+    "selector_text",
+]
 
 SOCKET_ANNOTATION = "ambient.io/kubelet-socket"
 KUBELET_ANNOTATION = "ambient.io/kubelet"
@@ -100,8 +107,22 @@ async def _resolve(client: KubeClient, namespace: str, target: str) -> dict[str,
 async def exec_target(client: KubeClient, namespace: str, target: str) -> dict[str, Any]:
     """What ``ambient exec`` runs a command with, for ``target`` (see the module docstring)."""
     pod = await _resolve(client, namespace, target)
-    meta, spec = pod["metadata"], pod.get("spec") or {}
+    meta = pod["metadata"]
     name = meta["name"]
+    node, socket = await kubelet_socket(client, pod, "exec")
+    answer = await kubelet_get(node, socket, f"/pod?namespace={namespace}&name={name}")
+    if not isinstance(answer, dict) or answer.get("uid") != meta.get("uid"):
+        raise KubeError(f"pod {namespace}/{name} is not the one node {node} runs (replaced?)")
+    return answer
+
+
+async def kubelet_socket(
+    client: KubeClient, pod: Mapping[str, Any], command: str
+) -> tuple[str, str]:
+    """The node ``pod`` is bound to and its kubelet socket on this host; ``KubeError``
+    saying why not (not scheduled, not run by ``ambient up``, on another host)."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    namespace, name = meta.get("namespace", ""), meta["name"]
     node = spec.get("nodeName")
     if not node:
         raise KubeError(f"pod {namespace}/{name} is not scheduled to a node yet")
@@ -121,20 +142,36 @@ async def exec_target(client: KubeClient, namespace: str, target: str) -> dict[s
             f"pod {namespace}/{name} runs on node {node}, which is not run by `ambient up` "
             f"(no {SOCKET_ANNOTATION} annotation)"
         )
-    if not await asyncio.to_thread(Path(socket).exists):
+    try:
+        present = await asyncio.to_thread(Path(socket).exists)
+    except PermissionError:
+        raise KubeError(_refused(node, socket)) from None
+    if not present:
         host = where.rpartition("/")[0] or "its host"
         raise KubeError(
             f"pod {namespace}/{name} runs on node {node}, whose kubelet is on {host}, not this "
-            f"host ({socket} does not exist here): run ambient exec there"
+            f"host ({socket} does not exist here): run ambient {command} there"
         )
-    query = f"/pod?namespace={namespace}&name={name}"
+    return node, socket
+
+
+def _refused(node: str, socket: str) -> str:
+    return (
+        f"node {node}'s kubelet ({socket}): permission denied: only the user that runs "
+        "its `ambient up` (or root) may exec into its pods or read their logs"
+    )
+
+
+async def kubelet_get(node: str, socket: str, query: str) -> Any:
+    """``GET query`` on a node's kubelet socket: its answer, or ``KubeError`` with the
+    node's reason (``code``: its HTTP status)."""
     try:
         status, answer = await unix_request(socket, "GET", query, timeout=10)
+    except PermissionError:
+        raise KubeError(_refused(node, socket), 403) from None
     except (OSError, TimeoutError) as err:
         raise KubeError(f"node {node}'s kubelet ({socket}) did not answer: {err}") from None
-    if status != 200 or not isinstance(answer, dict):
+    if status != 200:
         message = answer.get("error") if isinstance(answer, dict) else answer
-        raise KubeError(f"node {node}'s kubelet: {message}")
-    if answer.get("uid") != meta.get("uid"):
-        raise KubeError(f"pod {namespace}/{name} is not the one node {node} runs (replaced?)")
+        raise KubeError(f"node {node}'s kubelet: {message}", status)
     return answer

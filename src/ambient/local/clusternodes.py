@@ -24,8 +24,8 @@ publishes (or ``--ca-root FILE``).
 
 Nothing of the mesh is stored here but keys and logs: the state folder holds the
 control plane's CA, each node's ztunnel token (``nodes/<node>/ztunnel/``), the logs
-and the kubelets' socket (``kubelet.sock``, for ``ambient exec``); ``mesh.json``
-records the process for ``ambient down``.
+and the kubelets' socket (``kubelet.sock``, for ``ambient exec`` and ``ambient
+logs``); ``mesh.json`` records the process for ``ambient down``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from ambient.kube.reflector import Reflector
 from ambient.kube.rootcert import read_root
 from ambient.kubelet.addresses import PodRoutes, can_add_addresses
 from ambient.kubelet.kubelet import NodeKubelet, NodeOptions
+from ambient.kubelet.logs import LogRefused, pod_log_source
 from ambient.kubelet.node import FIELD_MANAGER
 from ambient.kubelet.podspec import KubePod
 from ambient.kubelet.redirection import NamespaceLabels, Redirection
@@ -58,6 +59,7 @@ from ambient.launcher.client import Launcher
 from ambient.local.kubeletapi import KubeletApi
 from ambient.local.statedir import StateDir
 from ambient.runtime import PodRun, Supervisor
+from ambient.runtime.podlogs import LogSource
 from ambient.runtime.security import isolation_report
 from ambient.runtime.status import ContainerEvent
 
@@ -210,7 +212,11 @@ class ClusterNodes:
             await self.agent.start()
         await self._launch_control_plane()
         self.api = KubeletApi(
-            client.server, self._describe, lambda: sorted(self.kubelets), self.status
+            client.server,
+            self._describe,
+            lambda: sorted(self.kubelets),
+            self.status,
+            self._log_source,
         )
         socket_path = str(self.state.extra_socket("kubelet"))
         await self.api.start(socket_path)
@@ -438,6 +444,14 @@ class ClusterNodes:
                 if found is not None:
                     return found
         return None
+
+    def _log_source(self, namespace: str, name: str, uid: str, container: str) -> LogSource:
+        """A container's log on one of the nodes here (``ambient.kubelet.logs``)."""
+        for kubelet in self.kubelets.values():
+            if kubelet.pods is not None and (namespace, name) in kubelet.pods.pods:
+                return pod_log_source(kubelet.pods, namespace, name, uid, container)
+        nodes = ", ".join(sorted(self.kubelets))
+        raise LogRefused(f"pod {namespace}/{name} does not run on this host's nodes ({nodes})")
 
     async def status(self) -> dict[str, Any]:
         components: list[dict[str, Any]] = []

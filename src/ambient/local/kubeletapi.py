@@ -8,18 +8,30 @@ host finds no such file and says so. Routes:
 - ``GET /nodes``                    the nodes served here, with the API server's URL
 - ``GET /pod?namespace=&name=``     a pod of one of them: address, node, environment,
                                     working folder and network namespace
+- ``GET /logs?namespace=&name=&uid=&container=[&tail=][&since=][&offset=]``
+                                    one read of a pod's container log
+                                    (``ambient.kubelet.logs``): ``{"lines", "offset"}``,
+                                    the last ``tail`` lines since ``since`` (ISO time),
+                                    or those appended after byte ``offset``
 - ``GET /status``                   readiness of the control plane (if here), the
                                     nodes and their pods
+
+Every route is the same privilege: ``exec`` runs commands as a pod from what
+``/pod`` says, so reading a pod's log (``nodes/proxy`` to a kubelet, as exec) is
+given to the same callers and to no one else.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from ambient.httpd import AdminServer, Request
 from ambient.local.api import json_route, serve_unix
 from ambient.local.backend import Refused
+from ambient.runtime.podlogs import LogSource, read_lines
 
 __all__ = ["KubeletApi"]
 
@@ -33,7 +45,10 @@ class KubeletApi:
         pods: Callable[[str, str], Mapping[str, Any] | None],
         nodes: Callable[[], list[str]],
         status: Callable[[], Awaitable[dict[str, Any]]],
+        logs: Callable[[str, str, str, str], LogSource] | None = None,
     ) -> None:
+        """``logs(namespace, name, uid, container)``: that container's log on one of
+        the nodes here; raises ``LookupError`` (with ``status``) if there is none."""
         self.cluster = cluster
         self._pods = pods
         self._nodes = nodes
@@ -56,10 +71,34 @@ class KubeletApi:
         async def status_(_request: Request) -> dict[str, Any]:
             return await status()
 
+        async def pod_logs(request: Request) -> dict[str, Any]:
+            if logs is None:
+                raise Refused("this host's nodes serve no logs", 404)
+            q = request.query
+            count, offset = _integer(q, "tail"), _integer(q, "offset")
+            since = None
+            if q.get("since"):
+                try:
+                    since = datetime.fromisoformat(q["since"])
+                except ValueError:
+                    raise Refused(f"since: not an ISO time: {q['since']!r}") from None
+                if since.tzinfo is None:
+                    raise Refused("since: the time needs its UTC offset")
+            args = (q.get(k, "") for k in ("namespace", "name", "uid", "container"))
+            try:
+                source = logs(*args)
+            except LookupError as err:
+                raise Refused(str(err), getattr(err, "status", 404)) from None
+            lines, at = await asyncio.to_thread(
+                read_lines, source, count=count, since=since, offset=offset
+            )
+            return {"lines": lines, "offset": at}
+
         self.server = AdminServer(
             {
                 "/nodes": json_route(node_list),
                 "/pod": json_route(pod),
+                "/logs": json_route(pod_logs),
                 "/status": json_route(status_),
             }
         )
@@ -70,3 +109,12 @@ class KubeletApi:
 
     async def close(self) -> None:
         await self.server.close()
+
+
+def _integer(query: Mapping[str, str], key: str) -> int | None:
+    if not query.get(key):
+        return None
+    try:
+        return int(query[key])
+    except ValueError:
+        raise Refused(f"{key}: not an integer: {query[key]!r}") from None

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ambient.cli.folderobjects import deployment_status, pod_object
-from ambient.cli.podlogs import container_lines, follow, tail, waypoint_lines
 from ambient.cli.printers import table
+from ambient.runtime.podlogs import container_lines, follow, tail, waypoint_lines
 
 TEMPLATE = {
     "apiVersion": "apps/v1",

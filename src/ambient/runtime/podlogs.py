@@ -1,4 +1,9 @@
-"""Reading a folder-mode pod's log files for ``ambient logs`` (no mesh calls here).
+"""Reading a pod's log files for ``ambient logs`` (no mesh calls here).
+
+Both sides of ``ambient logs`` read through here: the CLI in folder mode (the files
+of the state folder), and on a cluster the kubelet socket of ``ambient up
+--kubeconfig`` (``ambient.local.kubeletapi``), whose nodes' runtime writes the same
+files.
 
 A container's output is ``STATE/logs/<namespace>_<pod>_<container>.log`` (the
 runtime appends the process's stdout and stderr as they come, and a
@@ -26,6 +31,7 @@ __all__ = [
     "follow",
     "node_log_paths",
     "pod_sources",
+    "read_lines",
     "tail",
     "waypoint_lines",
 ]
@@ -125,12 +131,15 @@ def follow(path: Path, offset: int) -> Iterator[str]:
 @dataclass(frozen=True)
 class LogSource:
     """One container's log: the file and how its lines are read (``system``: a mesh
-    process's own log, every line its own, each with its time of day)."""
+    process's own log, every line its own, each with its time of day; ``workload``:
+    a waypoint ``namespace/name`` whose lines are picked out of the node proxy's log
+    at ``path``)."""
 
     pod: str
     container: str
     path: Path
     system: bool = False
+    workload: str = ""
 
     @property
     def prefix(self) -> str:
@@ -139,6 +148,8 @@ class LogSource:
 
     def lines(self, text: str, since: datetime | None = None) -> list[str]:
         """The container's lines of ``text`` (a whole file, or what was appended)."""
+        if self.workload:
+            return waypoint_lines([text], self.workload, since)
         if self.system and since is not None:
             return waypoint_lines([text], "", since, untagged=True)
         return container_lines(text, since)
@@ -167,3 +178,29 @@ def pod_sources(
     ns, name = pod["namespace"], pod["name"]
     system = bool(pod.get("system"))
     return [LogSource(name, c, logs_dir / f"{ns}_{name}_{c}.log", system) for c in chosen], note
+
+
+def read_lines(
+    source: LogSource,
+    *,
+    count: int | None = None,
+    since: datetime | None = None,
+    offset: int | None = None,
+) -> tuple[list[str], int]:
+    """One read of ``source``: without ``offset`` its last ``count`` lines (since
+    ``since``), else the complete lines appended after byte ``offset``; with the offset
+    the next read starts from (after the last complete line). A file shorter than
+    ``offset`` (replaced) is read from its start."""
+    try:
+        with source.path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            start = 0 if offset is None or offset > size else offset
+            handle.seek(start)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset or 0
+    complete = data.rfind(b"\n") + 1
+    text = data[:complete].decode(errors="replace")
+    if offset is None:
+        return tail(source.lines(text, since), count), start + complete
+    return source.lines(text), start + complete
