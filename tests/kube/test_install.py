@@ -377,3 +377,36 @@ def test_the_ambient_profile_refuses_a_cluster_of_dev_nodes(
             "app.kubernetes.io/managed-by=ambient",
             check=False,
         )  # if it was not refused
+
+
+def test_install_reports_the_wait_for_the_crds_and_is_quiet_in_a_script(
+    installed: DevCluster,
+) -> None:
+    """Issue 17 §6: the wait for the CRDs is reported (each one as it is Established,
+    ``cli.install`` shows it as a bar on a terminal); a script reads only the result."""
+    import asyncio
+
+    from ambient.install.apply import connect, install
+
+    crds, mesh = load_crds(ensure_crds()), mesh_objects()
+    names = [c["metadata"]["name"] for c in crds if c["kind"] == "CustomResourceDefinition"]
+    messages: list[str] = []
+
+    async def run() -> None:
+        client = connect(installed.kubeconfig, None)
+        try:
+            await install(client, crds, mesh, messages.append)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    start = messages.index(f"waiting for {len(names)} CRDs to be established")
+    end = messages.index(f"{len(names)} CRDs established")
+    assert start == len(crds)  # after every CRD was applied...
+    waited = messages[start + 1 : end]  # ...each one Established, then the rest applied
+    assert waited == [f"established CustomResourceDefinition/{n}" for n in names]
+    assert all(m.startswith("applied ") for m in messages[end + 1 :])
+
+    done = ambient("install", "--kubeconfig", str(installed.kubeconfig))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("installed: ") and done.stdout.count("\n") == 1

@@ -114,3 +114,25 @@ def test_install_counts_the_objects_it_applies() -> None:
     with progress(stream=quiet) as reporter:
         _counting(reporter, 1)("applied Namespace/istio-system")
     assert quiet.getvalue() == ""
+
+
+def test_install_shows_the_wait_for_the_crds_as_a_counted_step() -> None:
+    from ambient.cli.install import _counting
+
+    out = io.StringIO()
+    with progress(stream=out, terminal=True) as reporter:
+        report = _counting(reporter, 5)
+        report("applied CustomResourceDefinition/gateways.gateway.networking.k8s.io")
+        report("waiting for 4 CRDs to be established")
+        report("established CustomResourceDefinition/gateways.gateway.networking.k8s.io")
+    text = out.getvalue()
+    live = text.rsplit("\x1b[2K", 1)[0]  # the live line, before it is cleared
+    assert "waiting for 4 CRDs to be established" in live and "1/4" in live
+    assert "1/5" not in live.rsplit("waiting for", 1)[-1]
+    quiet = io.StringIO()
+    with progress(stream=quiet) as reporter:
+        report = _counting(reporter, 5)
+        report("waiting for 4 CRDs to be established")
+        report("established CustomResourceDefinition/gateways.gateway.networking.k8s.io")
+        report("4 CRDs established")
+    assert quiet.getvalue() == ""

@@ -51,17 +51,30 @@ def _cluster_options(f: click.decorators.FC) -> click.decorators.FC:
 
 
 def _counting(reporter: Reporter, total: int) -> Callable[[str], None]:
-    """The install's messages on ``reporter`` (``ambient.progress``: a live line on a
-    terminal, nothing in scripts): each object applied or deleted counts towards ``total``;
-    other messages (CRDs established) stay."""
+    """The install's messages (``ambient.install.apply``) on ``reporter``
+    (``ambient.progress``: a live line on a terminal, nothing in scripts): each object
+    applied or deleted counts towards ``total``; a wait (``waiting for N ...``) is the
+    step, its bar counting the N as each is established or gone; other messages (CRDs
+    established) stay."""
     done = 0
+    waited, waiting = 0, 0
 
     def report(message: str) -> None:
-        nonlocal done
+        nonlocal done, waited, waiting
         if message.startswith(("applied ", "deleted ")):
             done += 1
             reporter.step(message)
             reporter.count(done, total)
+        elif message.startswith("waiting for "):
+            count = message.removeprefix("waiting for ").split(" ", 1)[0]
+            waited, waiting = 0, int(count) if count.isdigit() else 0
+            reporter.step(message)
+            if waiting:
+                reporter.count(0, waiting)
+        elif message.startswith(("established ", "gone ")):
+            waited += 1
+            if waiting:
+                reporter.count(waited, waiting)
         else:
             reporter.note(message)
 

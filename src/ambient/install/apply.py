@@ -14,6 +14,11 @@ look is deleted after its pods.
 
 The client is lightkube (async, typed models, server-side apply, watches with
 resourceVersion): :func:`connect` builds it from a kubeconfig.
+
+What they report (``progress``, one message at a time; ``cli.install`` shows them on a
+terminal): ``applied KIND/NAME`` and ``deleted KIND/NAME`` for each object, ``waiting
+for N ...`` when a wait starts, then ``established KIND/NAME`` or ``gone KIND/NAME`` as
+each of the N is, and ``N CRDs established`` when the CRDs are.
 """
 
 from __future__ import annotations
@@ -107,7 +112,8 @@ async def install(
     try:
         await _apply_all(client, crds, progress)
         names = [c["metadata"]["name"] for c in crds if c["kind"] == "CustomResourceDefinition"]
-        await _established(client, names, timeout)
+        progress(f"waiting for {len(names)} CRDs to be established")
+        await _established(client, names, timeout, progress)
         progress(f"{len(names)} CRDs established")
         await _apply_all(client, mesh, progress)
     except httpx2.HTTPError as err:
@@ -156,7 +162,9 @@ async def _apply_all(
         progress(f"applied {_label(obj)}")
 
 
-async def _established(client: AsyncClient, names: list[str], timeout: float) -> None:
+async def _established(
+    client: AsyncClient, names: list[str], timeout: float, progress: Progress
+) -> None:
     deadline = time.monotonic() + timeout
     for name in names:
         remaining = max(0.1, deadline - time.monotonic())
@@ -169,6 +177,7 @@ async def _established(client: AsyncClient, names: list[str], timeout: float) ->
             raise InstallError(
                 f"CustomResourceDefinition/{name} not Established after {timeout:.0f} s"
             ) from None
+        progress(f"established CustomResourceDefinition/{name}")
 
 
 async def uninstall(
@@ -184,11 +193,11 @@ async def uninstall(
         for obj in [*reversed(mesh), *reversed(crds)]:
             if obj["kind"] in WORKLOAD_KINDS:
                 if await _delete(client, obj, progress, CascadeType.FOREGROUND):
-                    await _gone(client, [obj], timeout)
+                    await _gone(client, [obj], timeout, progress)
             else:
                 await _delete(client, obj, progress)
         gone = [o for o in crds + mesh if o["kind"] in ("CustomResourceDefinition", "Namespace")]
-        await _gone(client, gone, timeout)
+        await _gone(client, gone, timeout, progress)
     except httpx2.HTTPError as err:
         raise _unreachable(err) from None
 
@@ -214,10 +223,13 @@ async def _delete(
     return True
 
 
-async def _gone(client: AsyncClient, objects: list[dict[str, Any]], timeout: float) -> None:
+async def _gone(
+    client: AsyncClient, objects: list[dict[str, Any]], timeout: float, progress: Progress
+) -> None:
     """Poll until each object is absent (CRD and namespace deletion, and a foreground
     deletion's dependents, finish asynchronously)."""
     deadline = time.monotonic() + timeout
+    progress(f"waiting for {len(objects)} object(s) to be deleted")
     for obj in objects:
         kind: Any = type(codecs.from_dict(obj))
         meta = obj["metadata"]
@@ -226,6 +238,7 @@ async def _gone(client: AsyncClient, objects: list[dict[str, Any]], timeout: flo
                 await client.get(kind, meta["name"], namespace=meta.get("namespace"))
             except ApiError as err:
                 if err.status.code == 404:
+                    progress(f"gone {_label(obj)}")
                     break
                 raise _refused(obj, err, "waiting for the deletion of") from None
             if time.monotonic() > deadline:
