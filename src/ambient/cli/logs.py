@@ -124,7 +124,8 @@ def logs(
 ) -> None:
     """Print a pod's container output (kubectl logs); deploy/WAYPOINT is a waypoint's log
     with its access lines; -n istio-system (or ambient-system) holds the mesh's own
-    processes (ztunnel-NODE, controlplane).
+    processes (ztunnel-NODE, controlplane). On a cluster (--kubeconfig), from the
+    kubelet socket of the pod's node (`ambient up --kubeconfig` on this host).
 
     Examples: ambient logs -n shop deploy/waypoint --tail 20 -f;
     ambient logs -n istio-system -l app=ztunnel"""
