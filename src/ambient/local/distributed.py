@@ -38,7 +38,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ambient.config import ConfigError, ConfigSet, load_paths
 from ambient.identity.certs import CertificateError
@@ -57,6 +57,11 @@ from ambient.local.revocation import TOKENS_DIR, follow_revocations
 from ambient.logconfig import setup_logging
 from ambient.monitoring.metrics import ControlPlaneMetrics
 from ambient.monitoring.server import monitoring_address_beside, observe_nodes, serve_monitoring
+
+if TYPE_CHECKING:
+    from ambient.netns import NetnsThread
+    from ambient.state.workload import Workload
+    from ambient.ztunnel.waypoints import HostedWaypoint
 
 log = logging.getLogger("ambient.distributed")
 
@@ -458,7 +463,7 @@ async def start_ztunnel(
     """
     from ambient.identity.manager import CertificateManager
     from ambient.state.proxy import ProxyState
-    from ambient.waypoint.config import L7Config, waypoint_factory
+    from ambient.waypoint.l7config import L7Config
     from ambient.waypoint.workers import workers_from_env
     from ambient.xds.ca_client import CaClient
     from ambient.ztunnel.proxy import ADMIN_PORT, METRICS_PORT, READINESS_PORT, Ztunnel
@@ -487,7 +492,14 @@ async def start_ztunnel(
         ca_client = CaClient(ca_address, credentials, on_node_renewed=renewed)
         xds = node_xds_client(xds_address, node, state, credentials, l7=l7)
     certificates = CertificateManager(ca_client.issue)
-    waypoints = waypoint_factory(state, certificates, l7, workers=workers)
+
+    def waypoints(workload: Workload, netns: NetnsThread | None = None) -> HostedWaypoint:
+        """The waypoint of a waypoint pod; the waypoint's modules (~6 MB) are imported with
+        the first one, so a node that hosts none does not carry them."""
+        from ambient.waypoint.config import waypoint_factory
+
+        return waypoint_factory(state, certificates, l7, workers=workers)(workload, netns)
+
     agent = None
     if node_agent_socket is not None:
         from ambient.nodeagent.podsocket import PodSocketClient

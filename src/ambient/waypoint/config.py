@@ -21,12 +21,11 @@ or of the pushed services, and swapped in whole: a request sees one version.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ambient.authz._spec import PolicyError
-from ambient.config import ConfigError, ConfigSet, load_text
-from ambient.config.configset import Origin, Ref
+from ambient.config import ConfigSet
 from ambient.config.l7objects import (
     L7_KINDS,
     is_l7_object,
@@ -40,6 +39,7 @@ from ambient.hbone.protocol import HboneSettings
 from ambient.identity.manager import CertificateManager
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import Workload, waypoint_of
+from ambient.waypoint.l7config import NOT_CONFIGURED, L7Config
 from ambient.waypoint.model import (
     AuthnResult,
     AuthzVerdict,
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "L7_KINDS",
+    "NOT_CONFIGURED",
     "L7Config",
     "LiveAuthenticator",
     "LiveAuthorizer",
@@ -81,90 +82,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-NOT_CONFIGURED = "the waypoint has no L7 configuration yet"
-
-
-def _parse_manifest(name: str, manifest: str) -> tuple[Ref, Any, Origin]:
-    """One ``WaypointResource``: validated, and named after what it holds."""
-    try:
-        loaded = load_text(manifest, name, check_refs=False)
-    except ConfigError as exc:
-        raise ValueError("; ".join(str(p) for p in exc.problems) or str(exc)) from None
-    if len(loaded.objects) != 1:
-        raise ValueError(f"{name}: holds {len(loaded.objects)} objects, not one")
-    ((ref, obj),) = loaded.objects.items()
-    if resource_name(ref) != name:
-        raise ValueError(f"{name}: it describes {resource_name(ref)}")
-    if not is_l7_object(obj):
-        raise ValueError(f"{name}: not an object a waypoint enforces")
-    return ref, obj, loaded.origins[ref]
-
-
-class L7Config:
-    """The L7 objects of the mesh as this node's waypoints see them."""
-
-    def __init__(self) -> None:
-        self.config = ConfigSet()
-        self.version = 0
-        self.synced = False
-        self._parsed: dict[str, tuple[str, Ref, Any, Origin]] = {}  # xDS name -> (manifest, ...)
-        self._listeners: list[Callable[[L7Config], None]] = []
-
-    def on_change(self, listener: Callable[[L7Config], None]) -> None:
-        """Call ``listener(self)`` after each change (tests, metrics)."""
-        self._listeners.append(listener)
-
-    def _changed(self) -> None:
-        self.version += 1
-        for listener in list(self._listeners):
-            listener(self)
-
-    @property
-    def names(self) -> list[str]:
-        """The xDS names applied (sorted; empty in one-process mode)."""
-        return sorted(self._parsed)
-
-    def set_config(self, config: ConfigSet) -> None:
-        """Replace everything with the L7 objects of ``config`` (one-process mode)."""
-        self.synced = True
-        objects = {ref: obj for ref, obj in config.objects.items() if is_l7_object(obj)}
-        if objects == dict(self.config.objects):
-            return
-        origins = {ref: config.origins[ref] for ref in objects if ref in config.origins}
-        self.config = ConfigSet(objects, origins)
-        self._changed()
-
-    def apply(self, upserted: Mapping[str, str], removed: Iterable[str]) -> None:
-        """Apply an xDS delta of manifests (name -> manifest JSON).
-
-        Each upserted manifest is validated on its own (only those, not the others
-        again); if any is invalid, ``ValueError`` names each one and its problems
-        (the client NACKs with it) and nothing is applied.
-        """
-        parsed = dict(self._parsed)
-        for name in removed:
-            parsed.pop(name, None)
-        errors = []
-        for name in sorted(upserted):
-            manifest = upserted[name]
-            known = parsed.get(name)
-            if known is not None and known[0] == manifest:
-                continue
-            try:
-                parsed[name] = (manifest, *_parse_manifest(name, manifest))
-            except ValueError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise ValueError("invalid waypoint resource: " + "; ".join(errors))
-        self._parsed = parsed
-        entries = [parsed[name] for name in sorted(parsed)]
-        self.config = ConfigSet(
-            {ref: obj for _, ref, obj, _ in entries},
-            {ref: origin for _, ref, _, origin in entries},
-        )
-        self.synced = True
-        self._changed()
 
 
 class LiveRouter:
