@@ -300,6 +300,14 @@ def test_the_seed_guide_with_kubectl(guide: Guide) -> None:
     assert {a["peer_identity"] for a in answers} == {
         "spiffe://cluster.local/ns/shop/sa/waypoint"
     }  # orders is called by the waypoint, for web
+    # the guide's `kubectl logs deploy/waypoint`: its node proxy's lines about it, read
+    # through the node's kubelet socket; the 400 requests above are in its access lines
+    logged = up.ambient("logs", "-n", "shop", "deploy/waypoint", "-c", "istio-proxy",
+                        "--tail", "100")  # fmt: skip
+    assert logged.returncode == 0, logged.stderr
+    lines = logged.stdout.splitlines()
+    assert lines and all("[shop/waypoint]" in line for line in lines), logged.stdout[-2000:]
+    assert any("request complete" in line and 'path="/api/orders' in line for line in lines)
 
     g.apply(JWT_POLICIES)
     good = f"authorization: Bearer {_token()}"
