@@ -162,7 +162,15 @@ def test_logs_of_a_pod_and_of_the_waypoint(mesh: Mesh) -> None:
             ready, _, _ = select.select([follower.stdout], [], [], 2)
             if ready:
                 break
-        assert ready, "no line followed within 15 requests (30s)"
+        if not ready:
+            follower.send_signal(signal.SIGINT)
+            _, err = follower.communicate(timeout=10)
+            logged = mesh.run("logs", "-n", "shop", "deploy/waypoint", "--since", "5m").stdout
+            raise AssertionError(
+                "no line followed within 15 requests (30s); the follower said "
+                f"{err[-2000:]!r}; lines with /api/followed in the waypoint's log: "
+                f"{[x for x in logged.splitlines() if '/api/followed' in x][-3:]}"
+            )
         line = follower.stdout.readline()
         assert (
             "[shop/waypoint]" in line
@@ -170,12 +178,18 @@ def test_logs_of_a_pod_and_of_the_waypoint(mesh: Mesh) -> None:
             and 'path="/api/followed"' in line
         )
     finally:
-        follower.send_signal(signal.SIGINT)
-        code = follower.wait(10)
+        if follower.poll() is None:
+            follower.send_signal(signal.SIGINT)
+        try:
+            code = follower.wait(20)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait()
+            code = None
         for pipe in (follower.stdout, follower.stderr):
             if pipe is not None:
                 pipe.close()
-    assert code == 0
+    assert code == 0, "ambient logs -f did not end on SIGINT with status 0"
     history = mesh.ok("logs", "-n", "shop", "deploy/waypoint", "--since", "5m")
     assert 'path="/api/followed"' in history
     assert all("[shop/waypoint]" in line for line in history.splitlines())
