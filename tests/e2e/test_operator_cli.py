@@ -180,6 +180,7 @@ def test_logs_of_a_pod_and_of_the_waypoint(mesh: Mesh) -> None:
     finally:
         if follower.poll() is None:
             follower.send_signal(signal.SIGINT)
+        code: int | None
         try:
             code = follower.wait(20)
         except subprocess.TimeoutExpired:
