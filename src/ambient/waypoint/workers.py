@@ -40,6 +40,7 @@ import pickle
 import socket
 import struct
 import sys
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -146,8 +147,17 @@ class WaypointWorkers:
     async def start(self) -> None:
         """Start every worker and wait until each serves (configured, listening)."""
         waypoint = self.waypoint
-        waypoint.state.on_change(self._changed)
-        self.l7.on_change(self._changed)
+        # State and L7Config keep their listeners for good: hold this pool weakly there,
+        # so a waypoint stopped and started again leaves nothing but a dead reference.
+        changed = weakref.WeakMethod(self._changed)
+
+        def on_change(source: object) -> None:
+            method = changed()
+            if method is not None:
+                method(source)
+
+        waypoint.state.on_change(on_change)
+        self.l7.on_change(on_change)
         self._unsubscribe = waypoint.certificates.subscribe(self._certificate_changed)
         first = self._push()
         for index in range(1, self.count + 1):
@@ -228,7 +238,8 @@ class WaypointWorkers:
         }
 
     def _changed(self, _source: object) -> None:
-        self._dirty.set()
+        if not self._closing:
+            self._dirty.set()
 
     def _certificate_changed(self, cert: WorkloadCertificate) -> None:
         if cert.identity == self.waypoint.identity:

@@ -189,7 +189,7 @@ async def _until_child_counts(mesh: Mesh, code: int) -> list[int]:
         statuses.append(await mesh.get())
         if await mesh.child_requests(code) > 0:
             return statuses
-    pytest.fail(f"{ATTEMPTS} connections and none reached the worker process: {statuses}")
+    pytest.fail(f"{ATTEMPTS} connections and the worker process answered none {code}: {statuses}")
 
 
 async def test_both_processes_serve_and_metrics_are_one_proxys(mesh: Mesh) -> None:
