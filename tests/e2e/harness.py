@@ -217,6 +217,14 @@ class Mesh:
     def start(self, wait: float = 30) -> Mesh:
         acquire_mesh_lock()
         self._locked = True
+        try:
+            self._start(wait)
+        except BaseException:  # pytest-timeout, Ctrl-C, a failed wait: no mesh left running
+            self.stop()
+            raise
+        return self
+
+    def _start(self, wait: float) -> None:
         wait_mesh_addresses_free()
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -239,9 +247,8 @@ class Mesh:
         )
         ready = self.run("status", "--wait", str(wait), timeout=wait + 10)
         if ready.returncode != 0:
-            self.stop()
+            self.stop()  # first, so that the log below has the whole story
             pytest.fail(f"mesh not ready: {ready.stdout}{ready.stderr}\nlog:\n{self.log()}")
-        return self
 
     @property
     def pid(self) -> int:
