@@ -8,17 +8,7 @@ import sys
 import yaml
 
 from ambient.config import load_text
-from tests.e2e.manifests import (
-    SLEEP,
-    deployment,
-    manifest,
-    namespace,
-    pod,
-    python,
-    service,
-    service_account,
-    waypoint,
-)
+from tests.e2e import manifests as k8s
 
 BY_HAND = """\
 apiVersion: v1
@@ -79,17 +69,17 @@ spec:
 """
 
 
-BUILT = manifest(
-    namespace("ns", waypoint="waypoint"),
-    waypoint("ns", nodes="node-1"),
-    service_account("ns", "client"),
-    service("ns", "echo", [{"name": "grpc", "port": 50051}]),
-    deployment("ns", "echo-v2", python("echo.py"), replicas=2,
-               labels={"app": "echo", "version": "v2"}, selector={"app": "echo"},
-               annotations={"ambient.io/application-tunnel": "PROXY"}, container="echo",
-               node="node-2", ports=[50051], privileged=True),
-    pod("ns", "client", python("-c", SLEEP), labels={}, service_account="client",
-        env=[{"name": "A", "value": "b"}]),
+BUILT = k8s.manifest(
+    k8s.namespace("ns", waypoint="waypoint"),
+    k8s.waypoint("ns", nodes="node-1"),
+    k8s.service_account("ns", "client"),
+    k8s.service("ns", "echo", [{"name": "grpc", "port": 50051}]),
+    k8s.deployment("ns", "echo-v2", k8s.python("echo.py"), replicas=2,
+                   labels={"app": "echo", "version": "v2"}, selector={"app": "echo"},
+                   annotations={"ambient.io/application-tunnel": "PROXY"}, container="echo",
+                   node="node-2", ports=[50051], privileged=True),
+    k8s.pod("ns", "client", k8s.python("-c", k8s.SLEEP), labels={},
+            service_account="client", env=[{"name": "A", "value": "b"}]),
 )  # fmt: skip
 
 
@@ -100,7 +90,7 @@ def test_the_builders_write_what_a_manifest_by_hand_says() -> None:
 
 def test_literal_documents_are_kept_as_written_between_built_ones() -> None:
     literal = "# kept\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a, namespace: ns}\n"
-    text = manifest(namespace("ns", ambient=False), literal, namespace("other"))
+    text = k8s.manifest(k8s.namespace("ns", ambient=False), literal, k8s.namespace("other"))
     assert literal in text
     names = [(d["kind"], d["metadata"]) for d in yaml.safe_load_all(text)]
     assert names == [
