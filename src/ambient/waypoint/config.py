@@ -21,6 +21,7 @@ or of the pushed services, and swapped in whole: a request sees one version.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -244,7 +245,14 @@ class _HostedWaypoint:
                 ],
             },
             "tracing": self._tracing(),
+            "workers": self._workers(),
         }
+
+    def _workers(self) -> dict[str, Any]:
+        """Its processes: this one, then the worker children still running."""
+        pool = self._pool
+        children = [w.process.pid for w in pool.workers if w.alive] if pool is not None else []
+        return {"configured": self.workers, "pids": [os.getpid(), *children]}
 
     def _tracing(self) -> dict[str, Any] | None:
         """The tracer in force and its exporter's counts (None: no spans)."""

@@ -202,6 +202,8 @@ async def test_both_processes_serve_and_metrics_are_one_proxys(mesh: Mesh) -> No
         statuses.append(await mesh.get())
     else:
         pytest.fail(f"{ATTEMPTS} connections and none reached the parent")
+    workers = mesh.hosted.describe()["workers"]
+    assert workers["configured"] == 2 and len(set(workers["pids"])) == 2
     # /metrics is one proxy's: each series the sum of both processes'.
     assert _requests(await mesh.metrics(), 200) == len(statuses)
 
