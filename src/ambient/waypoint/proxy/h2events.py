@@ -1,4 +1,5 @@
-"""What ``h2client.H2Client.receive_data`` reports: plain objects, one per thing that happened."""
+"""What the waypoint's HTTP/2 codecs' ``receive_data`` report: plain objects, one per thing
+that happened (``h2client`` a response's, ``h2server`` a request's, ``h2conn`` the connection's)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ __all__ = [
     "DataReceived",
     "Event",
     "GoAway",
+    "H2Event",
     "HeadersReceived",
+    "RequestReceived",
     "SettingsChanged",
     "StreamReset",
     "WindowOpened",
@@ -27,6 +30,16 @@ class HeadersReceived:
     headers: Headers
     end_stream: bool
     trailers: bool = False
+
+
+@dataclass(slots=True)
+class RequestReceived:
+    """A request head: its pseudo-header fields and its regular fields, in order."""
+
+    stream_id: int
+    pseudo: dict[str, str]
+    headers: tuple[tuple[str, str], ...]
+    end_stream: bool
 
 
 @dataclass(slots=True)
@@ -81,3 +94,4 @@ Event = (
     | GoAway
     | ConnectionLost
 )
+H2Event = Event | RequestReceived  # what either codec may report
