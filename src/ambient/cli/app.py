@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -38,15 +39,19 @@ __all__ = [
     "CONTEXT",
     "call",
     "cli",
+    "cluster_options",
     "fail",
     "log_level_option",
     "mesh_client",
     "parse_duration",
+    "path_option",
     "state",
     "state_dir_option",
     "target",
     "target_options",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -90,6 +95,24 @@ def target_options(f: Any) -> Any:
         "($KUBECONFIG when no state folder is named and ./.ambient does not exist).",
     )(f)
     return state_dir_option(f)
+
+
+def path_option(*decls: str, exists: bool = False, help: str) -> Callable[[_F], _F]:
+    """An optional file (``FILE`` in the help), given to the command as a ``Path``."""
+    path = click.Path(exists=exists, dir_okay=False, path_type=Path)
+    return click.option(*decls, type=path, default=None, help=help)
+
+
+def cluster_options(kubeconfig_help: str, *, exists: bool = False) -> Callable[[_F], _F]:
+    """``--kubeconfig FILE`` and ``--context`` of a command that runs against a cluster
+    itself (parameters ``kubeconfig`` and ``kube_context``); a command that works on a mesh
+    or a cluster takes ``target_options`` instead."""
+
+    def decorate(f: _F) -> _F:
+        f = click.option("--context", "kube_context", default=None, help="Kubeconfig context.")(f)
+        return path_option("--kubeconfig", exists=exists, help=kubeconfig_help)(f)
+
+    return decorate
 
 
 def target(ctx: click.Context) -> ClusterTarget | None:

@@ -25,7 +25,15 @@ from typing import Any
 
 import click
 
-from ambient.cli.app import CONTEXT, log_level_option, parse_duration, state, state_dir_option
+from ambient.cli.app import (
+    CONTEXT,
+    cluster_options,
+    log_level_option,
+    parse_duration,
+    path_option,
+    state,
+    state_dir_option,
+)
 
 __all__ = ["controlplane", "ztunnel_"]
 
@@ -37,14 +45,10 @@ __all__ = ["controlplane", "ztunnel_"]
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of Kubernetes/Istio YAML (read at start).",
 )
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Instead of --config: be the controller of this cluster (also $KUBECONFIG, "
-    "~/.kube/config or in-cluster, when --config is not given).",
+@cluster_options(
+    "Instead of --config: be the controller of this cluster (also $KUBECONFIG, "
+    "~/.kube/config or in-cluster, when --config is not given)."
 )
-@click.option("--context", "kube_context", default=None, help="Kubeconfig context.")
 @click.option(
     "--listen",
     default="127.0.0.1:15012",
@@ -75,10 +79,8 @@ __all__ = ["controlplane", "ztunnel_"]
     show_default=True,
     help="Reload the config folder when a file in it changes (a bad edit is refused, logged).",
 )
-@click.option(
+@path_option(
     "--api-socket",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Serve configuration changes and the pod schedule on this Unix socket "
     "(what `ambient up` uses).",
 )
@@ -206,37 +208,29 @@ def controlplane(
     show_default=True,
     help="Address of the node endpoints (admin 15000, metrics 15020, readiness 15021).",
 )
-@click.option(
+@path_option(
     "--node-agent-socket",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="In-pod mode (`ambient up --netns`): serve the pods the node agent lists on this "
     "Unix socket, inside their network namespaces.",
 )
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="In a cluster: request this ztunnel's token (TokenRequest, bound to its pod, "
+@cluster_options(
+    "In a cluster: request this ztunnel's token (TokenRequest, bound to its pod, "
     "audience istio-ca) with this kubeconfig's credentials.",
+    exists=True,
 )
-@click.option("--context", "kube_context", default=None, help="Kubeconfig context.")
 @click.option(
     "--in-cluster",
     is_flag=True,
     help="In a cluster: request the token with the pod's own service account.",
 )
-@click.option(
+@path_option(
     "--token-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="In a cluster: a projected token file to send as is, re-read on every call "
     "(Istio mounts it at /var/run/secrets/tokens/istio-token).",
 )
-@click.option(
+@path_option(
     "--ca-root",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
+    exists=True,
     help="In a cluster: the control plane's server CA (node_ca_root in its controlplane.json).",
 )
 @click.option("--pod-name", envvar="POD_NAME", default="", help="This ztunnel's pod [$POD_NAME].")

@@ -14,9 +14,11 @@ import click
 from ambient.cli.app import (
     CONTEXT,
     call,
+    cluster_options,
     fail,
     log_level_option,
     parse_duration,
+    path_option,
     state,
     state_dir_option,
     target,
@@ -53,14 +55,7 @@ __all__ = ["down", "exec_", "status", "up"]
     help="Linux, root: a network namespace per node and pod, traffic captured transparently "
     "(this process is the node agent; each ztunnel serves its pods in-pod).",
 )
-@click.option(
-    "--kubeconfig",
-    "kubeconfig",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Run nodes of this Kubernetes cluster (with --nodes) instead of a folder's mesh.",
-)
-@click.option("--context", "kube_context", default=None, help="Kubeconfig context.")
+@cluster_options("Run nodes of this Kubernetes cluster (with --nodes) instead of a folder's mesh.")
 @click.option(
     "--nodes",
     default=None,
@@ -81,10 +76,9 @@ __all__ = ["down", "exec_", "status", "up"]
     help="With --kubeconfig: this host's address (the Nodes' InternalIP, where the control "
     "plane listens) [default: the address the API server is reached from].",
 )
-@click.option(
+@path_option(
     "--ca-root",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
+    exists=True,
     help="With --control-plane: the control plane's root certificate, if it does not "
     "publish it (ConfigMap istio-system/istio-ca-root-cert).",
 )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ambient.cli.app import CONTEXT, fail, log_level_option
+from ambient.cli.app import CONTEXT, cluster_options, fail, log_level_option
 from ambient.cni import install
 from ambient.cni.plugin import DEFAULT_RUN_DIR
 
@@ -101,13 +101,7 @@ def cni_install(
 
 @click.command("node-agent", context_settings=CONTEXT)
 @click.option("--node", envvar="NODE_NAME", required=True, help="This node's name [$NODE_NAME].")
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The cluster (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
-)
-@click.option("--context", "kube_context", default=None, help="Kubeconfig context.")
+@cluster_options("The cluster (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
 @click.option(
     "--ztunnel-socket",
     type=click.Path(dir_okay=False, path_type=Path),
