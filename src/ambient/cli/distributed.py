@@ -254,22 +254,15 @@ def controlplane(
 @click.pass_context
 def ztunnel_(
     ctx: click.Context,
+    /,
     node_name: str,
     address: str,
     xds_address: str | None,
     node_ip: str,
     node_agent_socket: Path | None,
-    kubeconfig: Path | None,
-    kube_context: str | None,
-    in_cluster: bool,
-    token_file: Path | None,
-    ca_root: Path | None,
-    pod_name: str,
-    pod_namespace: str,
-    pod_uid: str | None,
-    service_account: str,
     state_dir: str | None,
     log_level: str,
+    **cluster: Any,
 ) -> None:
     """Run NODE's ztunnel in the foreground, following the control plane.
 
@@ -278,17 +271,7 @@ def ztunnel_(
     --ca-root), with its service-account token bound to its pod."""
     from ambient.local.distributed import run_ztunnel, xds_address_for
 
-    identity = _cluster_identity(
-        kubeconfig,
-        kube_context,
-        in_cluster,
-        token_file,
-        ca_root,
-        pod_name,
-        pod_namespace,
-        pod_uid,
-        service_account,
-    )
+    identity = _cluster_identity(**cluster)  # --kubeconfig ... --service-account
     sys.exit(
         run_ztunnel(
             node_name,
@@ -304,6 +287,7 @@ def ztunnel_(
 
 
 def _cluster_identity(
+    *,
     kubeconfig: Path | None,
     kube_context: str | None,
     in_cluster: bool,
@@ -314,7 +298,8 @@ def _cluster_identity(
     pod_uid: str | None,
     service_account: str,
 ) -> Any:
-    """The ztunnel's ``ClusterIdentity`` if a cluster option was given, else None."""
+    """The ztunnel's ``ClusterIdentity`` if a cluster option was given, else None (the
+    parameters are the cluster options' names, as click passes them)."""
     from ambient.kube.api import ClusterTarget
     from ambient.local.nodeclients import ClusterIdentity
 
