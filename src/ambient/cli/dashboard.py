@@ -6,6 +6,16 @@ browser unless ``--browser`` is given (istioctl opens one by default; meshes her
 mostly on servers without a display). On a cluster (``--kubeconfig``) it reads the same
 things through the API server: the control plane's monitoring address from its heartbeat,
 the ztunnels' config dumps (found as ``zc`` finds them), and the mesh's objects.
+
+On a cluster a scrape target that is a pod (its ``namespace`` and ``pod`` labels) of a
+node that ``ambient up`` runs on this host is read through that node's kubelet socket
+(``ambient.kube.podport``), as an operator reaches a pod's metrics through the API
+server's pod proxy: with ``--netns`` a waypoint's metrics port is inside its pod's
+network namespace, which the host cannot reach. Any other target (the control plane,
+the ztunnels, nodes run elsewhere) is scraped directly. (The alternative, the node
+proxy serving its waypoints' metrics on the node's own address, would need a port or
+path per waypoint in the control plane's target list and would change what a stock
+Prometheus scrapes; reading through the node changes neither.)
 """
 
 from __future__ import annotations
@@ -100,6 +110,31 @@ class ClusterSource:
                 "the cluster's control plane is not running (or serves no monitoring port)"
             )
         return _target_groups(f"http://{monitoring}{SD_PATH}")
+
+    def scrape(self, url: str, labels: dict[str, str], timeout: float) -> Any:
+        """One target's samples: a pod's through its node when it runs on this host
+        (see the module docstring), else directly."""
+        from urllib.parse import urlsplit
+
+        from ambient.dashboard.samples import parse, scrape
+        from ambient.kube.podport import read_through_node
+
+        namespace, pod = labels.get("namespace"), labels.get("pod")
+        where = urlsplit(url)
+        if namespace and pod and where.port is not None:
+            port, path = where.port, where.path
+
+            async def body(client: Any) -> str | None:
+                async with asyncio.timeout(timeout * 2):  # the pod, its node, the read
+                    return await read_through_node(client, namespace, pod, port, path)
+
+            try:
+                text = self._run(body)
+            except TimeoutError:
+                raise OSError(f"pod {namespace}/{pod} not read within {timeout * 2:g}s") from None
+            if text is not None:
+                return parse(text)
+        return scrape(url, timeout)
 
     def config_dumps(self) -> list[dict[str, Any]]:
         from ambient.kube import ztunnels

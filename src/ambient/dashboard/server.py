@@ -52,7 +52,10 @@ def page_headers(page: str) -> tuple[tuple[str, str], ...]:
 
 
 class MeshSource(Protocol):
-    """Where the dashboard reads a mesh from (blocking calls: run in a thread)."""
+    """Where the dashboard reads a mesh from (blocking calls: run in a thread).
+
+    A source may also read a target its own way: ``scrape(url, labels, timeout)``
+    answering as ``samples.scrape`` (a cluster's mesh pods through their node)."""
 
     def describe(self) -> str: ...
     def scrape_targets(self) -> list[dict[str, Any]]: ...
@@ -87,8 +90,15 @@ class Collector:
             path = labels.pop("__metrics_path__", "/metrics")
             for address in group.get("targets", []):
                 urls[f"http://{address}{path}"] = labels
+        read = getattr(self.source, "scrape", None)  # the source's own way, if it has one
+        timeout = min(5.0, self.interval * 2)
         results = await asyncio.gather(
-            *(asyncio.to_thread(scrape, url, min(5.0, self.interval * 2)) for url in urls),
+            *(
+                asyncio.to_thread(read, url, labels, timeout)
+                if read is not None
+                else asyncio.to_thread(scrape, url, timeout)
+                for url, labels in urls.items()
+            ),
             return_exceptions=True,
         )
         for (url, labels), result in zip(urls.items(), results, strict=True):

@@ -52,6 +52,7 @@ from ambient.kubelet.addresses import PodRoutes, can_add_addresses
 from ambient.kubelet.kubelet import NodeKubelet, NodeOptions
 from ambient.kubelet.logs import LogRefused, pod_log_source
 from ambient.kubelet.node import FIELD_MANAGER
+from ambient.kubelet.podmetrics import read_pod_port
 from ambient.kubelet.podspec import KubePod
 from ambient.kubelet.redirection import NamespaceLabels, Redirection
 from ambient.kubelet.ztunnel import NodeZtunnel, ZtunnelConfig
@@ -217,6 +218,7 @@ class ClusterNodes:
             lambda: sorted(self.kubelets),
             self.status,
             self._log_source,
+            self._pod_port,
         )
         socket_path = str(self.state.extra_socket("kubelet"))
         await self.api.start(socket_path)
@@ -450,6 +452,17 @@ class ClusterNodes:
         for kubelet in self.kubelets.values():
             if kubelet.pods is not None and (namespace, name) in kubelet.pods.pods:
                 return pod_log_source(kubelet.pods, namespace, name, uid, container)
+        nodes = ", ".join(sorted(self.kubelets))
+        raise LogRefused(f"pod {namespace}/{name} does not run on this host's nodes ({nodes})")
+
+    async def _pod_port(
+        self, namespace: str, name: str, uid: str, port: int, path: str
+    ) -> dict[str, Any]:
+        """A mesh pod's metrics or readiness port on one of the nodes here
+        (``ambient.kubelet.podmetrics``)."""
+        for kubelet in self.kubelets.values():
+            if kubelet.pods is not None and (namespace, name) in kubelet.pods.pods:
+                return await read_pod_port(kubelet.pods, namespace, name, uid, port, path)
         nodes = ", ".join(sorted(self.kubelets))
         raise LogRefused(f"pod {namespace}/{name} does not run on this host's nodes ({nodes})")
 

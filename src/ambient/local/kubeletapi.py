@@ -13,12 +13,19 @@ host finds no such file and says so. Routes:
                                     (``ambient.kubelet.logs``): ``{"lines", "offset"}``,
                                     the last ``tail`` lines since ``since`` (ISO time),
                                     or those appended after byte ``offset``
+- ``GET /podport?namespace=&name=&uid=&port=&path=``
+                                    one ``GET`` of a mesh pod's metrics or readiness
+                                    port, made from inside the pod's network
+                                    (``ambient.kubelet.podmetrics``): ``{"status",
+                                    "content_type", "text"}``; other pods, ports and
+                                    paths are refused (403)
 - ``GET /status``                   readiness of the control plane (if here), the
                                     nodes and their pods
 
 Every route is the same privilege: ``exec`` runs commands as a pod from what
 ``/pod`` says, so reading a pod's log (``nodes/proxy`` to a kubelet, as exec) is
-given to the same callers and to no one else.
+given to the same callers and to no one else; ``/podport`` (the API server's pod
+proxy, ``nodes/proxy`` as well) likewise.
 """
 
 from __future__ import annotations
@@ -46,9 +53,12 @@ class KubeletApi:
         nodes: Callable[[], list[str]],
         status: Callable[[], Awaitable[dict[str, Any]]],
         logs: Callable[[str, str, str, str], LogSource] | None = None,
+        pod_port: Callable[[str, str, str, int, str], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         """``logs(namespace, name, uid, container)``: that container's log on one of
-        the nodes here; raises ``LookupError`` (with ``status``) if there is none."""
+        the nodes here; raises ``LookupError`` (with ``status``) if there is none.
+        ``pod_port(namespace, name, uid, port, path)``: one read of a mesh pod's port
+        (``ambient.kubelet.podmetrics.read_pod_port``), ``LookupError`` likewise."""
         self.cluster = cluster
         self._pods = pods
         self._nodes = nodes
@@ -94,11 +104,25 @@ class KubeletApi:
             )
             return {"lines": lines, "offset": at}
 
+        async def pod_port_(request: Request) -> dict[str, Any]:
+            if pod_port is None:
+                raise Refused("this host's nodes serve no pod ports", 404)
+            q = request.query
+            port = _integer(q, "port")
+            if port is None:
+                raise Refused("port: missing")
+            namespace, name, uid = (q.get(k, "") for k in ("namespace", "name", "uid"))
+            try:
+                return await pod_port(namespace, name, uid, port, q.get("path", ""))
+            except LookupError as err:
+                raise Refused(str(err), getattr(err, "status", 404)) from None
+
         self.server = AdminServer(
             {
                 "/nodes": json_route(node_list),
                 "/pod": json_route(pod),
                 "/logs": json_route(pod_logs),
+                "/podport": json_route(pod_port_),
                 "/status": json_route(status_),
             }
         )

@@ -23,7 +23,8 @@ labels, ``namespace``, ``pod`` and ``node``):
 Application pods are not listed: their processes serve no metrics of the mesh (Istio's
 ztunnel and waypoint report for them). In ``--netns`` mode a waypoint's address is inside
 its pod's network namespace; a Prometheus on the host reaches the ztunnels and the control
-plane, not the waypoints.
+plane, not the waypoints (on a cluster ``ambient dashboard`` reads them through their
+node's kubelet socket: ``ambient.kube.podport``).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,8 @@ SECTION4 = REPO / "examples" / "policies" / "section4-strict-deny-all.yaml"
 L7 = REPO / "examples" / "waypoint" / "l7.yaml"
 ALLOW_WAYPOINT = REPO / "examples" / "kube" / "orders-allow-waypoint.yaml"
 ORDERS = "http://orders:8080"
+DASHBOARD_URL = re.compile(r"at (http://\S+) ")
+INTO_WAYPOINT, OUT_OF_WAYPOINT = "shop/web>shop/waypoint", "shop/waypoint>shop/orders-v1"
 WEB_ID = "spiffe://cluster.local/ns/shop/sa/web"
 ISSUER = "https://accounts.example.com"
 JWKS_PORT = 18443
@@ -141,6 +144,36 @@ class Guide:
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         assert len(lines) == count, done.stdout[-2000:]
         return lines
+
+    def dashboard_hops(self) -> dict[str, dict[str, Any]]:
+        """``ambient dashboard --kubeconfig`` on the host while web calls orders: the
+        HTTP hops through the waypoint in its graph (from the waypoint's own metrics).
+        A rate needs two scrapes with requests between them, so requests go in bounded
+        rounds until both hops show one."""
+        log = self.folder / f"dashboard-{time.monotonic_ns()}.log"
+        argv = [sys.executable, "-m", "ambient", "--kubeconfig", str(self.up.cluster.kubeconfig),
+                "dashboard", "--port", "0", "--refresh", "1s", "--window", "30s"]  # fmt: skip
+        process = self.up.host.spawn(argv, log)
+        try:
+            url = wait_for(lambda: (m := DASHBOARD_URL.search(log.read_text())) and m.group(1),
+                           "the dashboard's URL", self.up, timeout=60)  # fmt: skip
+            graph: dict[str, Any] = {}
+            for _ in range(40):  # each round: requests, then the graph
+                assert process.poll() is None, log.read_text()[-4000:]
+                self.answers("deploy/web", f"{ORDERS}/api/orders", 10)
+                done = self.up.host.run("curl", "-sS", "-m", "10", f"{url}api/graph")
+                graph = json.loads(done.stdout) if done.returncode == 0 else {}
+                hops = {e["id"]: e for e in graph.get("edges", []) if e.get("http")}
+                if {INTO_WAYPOINT, OUT_OF_WAYPOINT} <= set(hops):
+                    return hops
+            edges = [e["id"] for e in graph.get("edges", []) if e.get("http")]
+            pytest.fail(
+                f"the dashboard shows no HTTP hops through the waypoint (HTTP hops: {edges}; "
+                f"problems: {graph.get('problems')})\n{log.read_text()[-4000:]}"
+            )
+        finally:
+            process.terminate()
+            process.wait(30)
 
     def workloads(self) -> dict[str, dict[str, Any]]:
         done = self.up.ambient("zc", "workloads", "--workload-namespace", "shop", "-o", "json")
@@ -308,6 +341,12 @@ def test_the_seed_guide_with_kubectl(guide: Guide) -> None:
     lines = logged.stdout.splitlines()
     assert lines and all("[shop/waypoint]" in line for line in lines), logged.stdout[-2000:]
     assert any("request complete" in line and 'path="/api/orders' in line for line in lines)
+    # the guide's `istioctl dashboard kiali`: web -> waypoint -> orders from the waypoint's
+    # metrics; with --netns its metrics port is in its pod's namespace, read through its node
+    hops = g.dashboard_hops()
+    for hop in (INTO_WAYPOINT, OUT_OF_WAYPOINT):
+        assert hops[hop]["waypoint"] and hops[hop]["http"]["rps"] > 0, hops[hop]
+        assert hops[hop]["mtls"] == "mutual_tls", hops[hop]
 
     g.apply(JWT_POLICIES)
     good = f"authorization: Bearer {_token()}"
