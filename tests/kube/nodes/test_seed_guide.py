@@ -57,7 +57,9 @@ L7 = REPO / "examples" / "waypoint" / "l7.yaml"
 ALLOW_WAYPOINT = REPO / "examples" / "kube" / "orders-allow-waypoint.yaml"
 ORDERS = "http://orders:8080"
 DASHBOARD_URL = re.compile(r"at (http://\S+) ")
-INTO_WAYPOINT, OUT_OF_WAYPOINT = "shop/web>shop/waypoint", "shop/waypoint>shop/orders-v1"
+INTO_WAYPOINT, OUT_OF_WAYPOINT = ("shop/web", "shop/waypoint"), ("shop/waypoint", "shop/orders-v1")
+"""The hops through the waypoint: (source, target), a workload named by its pods' name's start
+(on a cluster the metrics name a Deployment's pod, ``shop/web-6d5d49b67b-vt4k7``)."""
 WEB_ID = "spiffe://cluster.local/ns/shop/sa/web"
 ISSUER = "https://accounts.example.com"
 JWKS_PORT = 18443
@@ -145,7 +147,7 @@ class Guide:
         assert len(lines) == count, done.stdout[-2000:]
         return lines
 
-    def dashboard_hops(self) -> dict[str, dict[str, Any]]:
+    def dashboard_hops(self) -> dict[tuple[str, str], dict[str, Any]]:
         """``ambient dashboard --kubeconfig`` on the host while web calls orders: the
         HTTP hops through the waypoint in its graph (from the waypoint's own metrics).
         A rate needs two scrapes with requests between them, so requests go in bounded
@@ -163,8 +165,15 @@ class Guide:
                 self.answers("deploy/web", f"{ORDERS}/api/orders", 10)
                 done = self.up.host.run("curl", "-sS", "-m", "10", f"{url}api/graph")
                 graph = json.loads(done.stdout) if done.returncode == 0 else {}
-                hops = {e["id"]: e for e in graph.get("edges", []) if e.get("http")}
-                if {INTO_WAYPOINT, OUT_OF_WAYPOINT} <= set(hops):
+                hops = {
+                    hop: edge
+                    for edge in graph.get("edges", [])
+                    for hop in (INTO_WAYPOINT, OUT_OF_WAYPOINT)
+                    if edge.get("http")
+                    and edge["source"].startswith(hop[0])
+                    and edge["target"].startswith(hop[1])
+                }
+                if len(hops) == 2:
                     return hops
             edges = [e["id"] for e in graph.get("edges", []) if e.get("http")]
             pytest.fail(
