@@ -8,17 +8,19 @@ with the same strictness where it matters:
 - Outbound: the preface and our SETTINGS (no push, ``stream_window`` per
   stream, ``connection_window`` for the connection), HEADERS (split into
   CONTINUATION above the server's maximum frame size), DATA within the
-  windows, RST_STREAM, WINDOW_UPDATE once half a window was consumed, PING and
-  SETTINGS acknowledgements, GOAWAY. Header blocks are HPACK without a
+  windows, RST_STREAM (nothing once the connection is closed or lost),
+  WINDOW_UPDATE once half a window was consumed, PING and SETTINGS
+  acknowledgements, GOAWAY. Header blocks are HPACK without a
   dynamic table and without Huffman coding (indexed static entries, else
   literals without indexing; a dynamic table size update to 0 after the
   server changes its table size): valid for any decoder, no state to keep,
   and cheap; the bytes cost nothing inside a local HBONE tunnel. Header fields
   come validated (``h1codec`` or the downstream HTTP/2 codec, or the
   configuration loader).
-- Inbound: every frame type is checked as RFC 9113 asks (sizes, stream ids,
-  padding, flow-control windows, SETTINGS values, CONTINUATION sequences,
-  PUSH_PROMISE refused as we disable push), header blocks are decoded with
+- Inbound: every frame type is checked as RFC 9113 asks (SETTINGS as the
+  server's first frame, sizes, stream ids, padding, flow-control windows,
+  SETTINGS values, CONTINUATION sequences, PUSH_PROMISE refused as we disable
+  push, no stream depending on itself), header blocks are decoded with
   the ``hpack`` package (dynamic table, Huffman) under a 64 KiB list limit,
   and responses are checked (lower-case token names, exactly one ``:status``
   first, no connection-specific fields, no controls in values; trailers
@@ -37,7 +39,6 @@ gives the bytes to write.
 from __future__ import annotations
 
 import re
-import struct
 
 import hpack.exceptions
 
@@ -52,7 +53,6 @@ from ambient.waypoint.proxy.h2conn import (
     PREFACE,
     PROTOCOL_ERROR,
     REFUSED_STREAM,
-    RST_STREAM,
     SETTINGS_ENABLE_PUSH,
     SETTINGS_INITIAL_WINDOW_SIZE,
     SETTINGS_MAX_CONCURRENT_STREAMS,
@@ -67,7 +67,6 @@ from ambient.waypoint.proxy.h2events import (
     H2Event,
     HeadersReceived,
     SettingsChanged,
-    StreamReset,
 )
 from ambient.waypoint.proxy.hpackmemo import encode_fields as encode_headers
 
@@ -139,11 +138,6 @@ class H2Client(H2Connection[Event]):
             return 0
         return max(0, min(self._send_window, stream.send_window))
 
-    def reset(self, stream_id: int, code: int = CANCEL) -> None:
-        if stream_id in self._streams:
-            self._frame(RST_STREAM, 0, stream_id, struct.pack(">I", code))
-            del self._streams[stream_id]
-
     def forget(self, stream_id: int) -> None:
         """Drop a finished stream's state (both directions over, or reset)."""
         self._streams.pop(stream_id, None)
@@ -152,10 +146,6 @@ class H2Client(H2Connection[Event]):
         return max(0, self._next_id - 2)
 
     # -- receiving ----------------------------------------------------------------------------
-
-    def _stream_error(self, exc: H2Error, events: list[H2Event]) -> None:
-        self.reset(exc.stream_id, exc.code)
-        events.append(StreamReset(exc.stream_id, exc.code, local=True))
 
     def _check_stream(self, stream_id: int) -> None:
         if stream_id % 2 == 0 or stream_id >= self._next_id:

@@ -19,17 +19,22 @@
   here: SETTINGS (values, ACKs, the peer's initial window applied to every
   stream, its frame size, table size changes), WINDOW_UPDATE, RST_STREAM, PING,
   GOAWAY, PRIORITY's size, PUSH_PROMISE refused, padding, CONTINUATION
-  sequences under ``max_header_list`` + 16 KiB, the connection's receive window.
+  sequences under ``max_header_list`` + 16 KiB, the connection's receive window;
+  SETTINGS as the peer's first frame (RFC 9113 3.4: a server's connection
+  preface is SETTINGS, a client's is the magic bytes then SETTINGS), a stream
+  depending on itself (5.3.1), an initial window change that takes a stream's
+  send window past 2^31-1 (6.9.2: a connection error for both roles).
 
 A role decides the rest: which streams the peer may name (``_check_stream``,
 ``_check_headers``), what a header block means (``_on_block``), when a stream
 may take DATA and what its body must be (``_check_data``, ``_on_body``), its
-own settings (``_on_setting``), how a stream error is reported
-(``_stream_error``) and GOAWAY's last stream (``_last_stream``). Two policies
+own settings (``_on_setting``) and GOAWAY's last stream (``_last_stream``). Two policies
 differ by role and are class attributes: a server ends the connection for a
 protocol violation on a stream (Envoy's default, as h2's server), a client
-resets only the stream (``_violations_end_connection``); a server's GOAWAY
-carries the reason as debug data (``_goaway_reason``).
+resets only the stream (``_violations_end_connection``: a broken upstream
+response fails one request, as Envoy's upstream codec does); a server's GOAWAY
+carries the reason as debug data (``_goaway_reason``). A stream error that
+remains one (``H2Error.stream_id``) resets that stream (``_stream_error``).
 """
 
 from __future__ import annotations
@@ -133,8 +138,8 @@ class H2Connection(Generic[_E]):
         *,
         expect_preface: bool = False,
     ) -> None:
-        """``expect_preface``: the peer is a client, whose connection preface (the magic
-        bytes, then SETTINGS as its first frame) is required."""
+        """``expect_preface``: the peer is a client, whose connection preface starts with
+        the magic bytes. Either peer's first frame must be SETTINGS (RFC 9113 3.4)."""
         self.stream_window = stream_window
         self.connection_window = connection_window
         self.max_header_list = max_header_list
@@ -144,7 +149,7 @@ class H2Connection(Generic[_E]):
         self._out = bytearray()
         self._in = b""
         self._preface = len(PREFACE) if expect_preface else 0  # preface bytes still expected
-        self._settings_seen = not expect_preface
+        self._settings_seen = False
         self._streams: dict[int, Stream] = {}
         self._send_window = DEFAULT_WINDOW
         self._recv_window = DEFAULT_WINDOW
@@ -245,6 +250,13 @@ class H2Connection(Generic[_E]):
             stream.recv_window += stream.consumed
             stream.consumed = 0
 
+    def reset(self, stream_id: int, code: int = CANCEL) -> None:
+        """RST_STREAM; the stream is forgotten. Nothing is written for a stream already
+        forgotten (it may be idle to the peer: RFC 9113 5.1) nor once the connection is
+        closed or lost."""
+        if self._streams.pop(stream_id, None) is not None and not self.dead:
+            self._frame(RST_STREAM, 0, stream_id, struct.pack(">I", code))
+
     def close(self, code: int = NO_ERROR, reason: bytes = b"") -> None:
         """GOAWAY naming the role's last stream; nothing more is read."""
         if not self.dead:
@@ -298,7 +310,7 @@ class H2Connection(Generic[_E]):
                 offset += 9 + length
                 if not self._settings_seen:
                     if kind != SETTINGS or flags & ACK:
-                        raise H2Error(PROTOCOL_ERROR, "the preface is not followed by SETTINGS")
+                        raise H2Error(PROTOCOL_ERROR, "the first frame is not SETTINGS")
                     self._settings_seen = True
                 try:
                     self._on_frame(kind, flags, stream_id, payload, events)
@@ -320,8 +332,11 @@ class H2Connection(Generic[_E]):
         events.append(ConnectionLost(code, reason))
 
     def _stream_error(self, exc: H2Error, events: list[H2Event]) -> None:
-        """A stream error (``exc.stream_id``): reset that stream, report it."""
-        raise NotImplementedError
+        """A stream error (``exc.stream_id``): reset that stream, and report it if it was
+        one we knew (a PRIORITY may name any stream)."""
+        if exc.stream_id in self._streams:
+            events.append(StreamReset(exc.stream_id, exc.code, local=True))
+        self.reset(exc.stream_id, exc.code)
 
     def _on_frame(
         self, kind: int, flags: int, stream_id: int, payload: bytes, events: list[H2Event]
@@ -395,7 +410,11 @@ class H2Connection(Generic[_E]):
         raise NotImplementedError
 
     def _check_priority(self, stream_id: int, priority: bytes) -> None:
-        """HEADERS' priority fields (deprecated by RFC 9113, so only checked by a role)."""
+        """HEADERS' priority fields (deprecated by RFC 9113): only that the stream does not
+        depend on itself (5.3.1: a stream error; a server ends the connection)."""
+        if _depends_on_itself(stream_id, priority):
+            scope = 0 if self._violations_end_connection else stream_id
+            raise H2Error(PROTOCOL_ERROR, "a stream depending on itself", scope)
 
     def _on_block(self, stream_id: int, block: bytes, end: bool, events: list[H2Event]) -> None:
         """A complete header block (HEADERS and its CONTINUATIONs)."""
@@ -438,6 +457,8 @@ class H2Connection(Generic[_E]):
                 raise H2Error(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
                 raise H2Error(FRAME_SIZE_ERROR, "PRIORITY of a bad size", stream_id)
+            if _depends_on_itself(stream_id, payload):
+                raise H2Error(PROTOCOL_ERROR, "a stream depending on itself", stream_id)
         # unknown frame types are ignored (RFC 9113 4.1)
 
     @staticmethod
@@ -490,12 +511,16 @@ class H2Connection(Generic[_E]):
 
     def _initial_window(self, value: int, events: list[H2Event]) -> None:
         """The peer's SETTINGS_INITIAL_WINDOW_SIZE: every stream's send window moves by the
-        change (RFC 9113 6.9.2)."""
+        change, and a change that takes one beyond the maximum is a connection error
+        (RFC 9113 6.9.2)."""
         if value > MAX_WINDOW:
             raise H2Error(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE too large")
         delta = value - self._peer_initial_window
+        streams = self._streams.values()
+        if delta > 0 and any(s.send_window + delta > MAX_WINDOW for s in streams):
+            raise H2Error(FLOW_CONTROL_ERROR, "a stream window overflowed")
         self._peer_initial_window = value
-        for stream in self._streams.values():
+        for stream in streams:
             stream.send_window += delta
         events.append(WindowOpened(0))
 
@@ -525,6 +550,11 @@ class H2Connection(Generic[_E]):
         if stream.send_window > MAX_WINDOW:
             raise H2Error(FLOW_CONTROL_ERROR, "stream window overflow", scope)
         events.append(WindowOpened(stream_id))
+
+
+def _depends_on_itself(stream_id: int, priority: bytes) -> bool:
+    """Priority fields (HEADERS' or PRIORITY's) naming their own stream as the parent."""
+    return int.from_bytes(priority[:4], "big") & MAX_WINDOW == stream_id
 
 
 def _copy(function: FunctionType) -> FunctionType:

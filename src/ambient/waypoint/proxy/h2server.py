@@ -50,13 +50,9 @@ import hpack.exceptions
 
 from ambient.hbone.guard import FloodGuard
 from ambient.waypoint.proxy.h2conn import (
-    CANCEL,
     COMPRESSION_ERROR,
-    FLOW_CONTROL_ERROR,
     INTERNAL_ERROR,
-    MAX_WINDOW,
     NO_ERROR,
-    PRIORITY,
     PROTOCOL_ERROR,
     PUSH_PROMISE,
     REFUSED_STREAM,
@@ -165,33 +161,16 @@ class H2Server(H2Connection[ServerEvent]):
         self._sendable(stream_id)
         super().end_stream(stream_id)
 
-    def reset(self, stream_id: int, code: int = CANCEL) -> None:
-        """RST_STREAM; the stream is forgotten (nothing if it already was)."""
-        if self._streams.pop(stream_id, None) is not None and not self.dead:
-            self._frame(RST_STREAM, 0, stream_id, struct.pack(">I", code))
-
     def _last_stream(self) -> int:
         return self._highest  # the last stream we took
 
     # -- receiving ----------------------------------------------------------------------------
-
-    def _stream_error(self, exc: H2Error, events: list[H2Event]) -> None:
-        if exc.stream_id in self._streams:
-            events.append(StreamReset(exc.stream_id, exc.code, local=True))
-        self.reset(exc.stream_id, exc.code)
 
     def _on_other(
         self, kind: int, flags: int, stream_id: int, payload: bytes, events: list[H2Event]
     ) -> None:
         if kind == PUSH_PROMISE:
             raise H2Error(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-        if (
-            kind == PRIORITY
-            and stream_id
-            and len(payload) == 5
-            and _depends_on_itself(stream_id, payload)
-        ):
-            raise H2Error(PROTOCOL_ERROR, "a stream depending on itself", stream_id)
         super()._on_other(kind, flags, stream_id, payload, events)
 
     def _check_stream(self, stream_id: int) -> None:
@@ -203,23 +182,9 @@ class H2Server(H2Connection[ServerEvent]):
         if key == SETTINGS_ENABLE_CONNECT_PROTOCOL and value > 1:
             raise H2Error(PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL not 0 or 1")
 
-    def _initial_window(self, value: int, events: list[H2Event]) -> None:
-        """As the core, and a change that takes a stream's window beyond the maximum is a
-        connection error (RFC 9113 6.9.2)."""
-        delta = value - self._peer_initial_window
-        if value <= MAX_WINDOW and any(
-            s.send_window + delta > MAX_WINDOW for s in self._streams.values()
-        ):
-            raise H2Error(FLOW_CONTROL_ERROR, "a stream window overflowed")
-        super()._initial_window(value, events)
-
     def _check_headers(self, stream_id: int) -> None:
         if stream_id % 2 == 0:
             raise H2Error(PROTOCOL_ERROR, f"HEADERS on even stream {stream_id}")
-
-    def _check_priority(self, stream_id: int, priority: bytes) -> None:
-        if _depends_on_itself(stream_id, priority):
-            raise H2Error(PROTOCOL_ERROR, "a stream depending on itself")
 
     def _check_data(self, stream_id: int, stream: Stream, flow: int) -> None:
         if stream.remote_closed:  # a request's body is over: only the connection's credit
@@ -277,11 +242,6 @@ class H2Server(H2Connection[ServerEvent]):
         expected = _fields(content_length, regular)
         self._last_head = (fields, pseudo, regular, expected)
         return dict(pseudo), regular, expected
-
-
-def _depends_on_itself(stream_id: int, priority: bytes) -> bool:
-    """Priority fields (HEADERS' or PRIORITY's) naming their own stream as the parent."""
-    return int.from_bytes(priority[:4], "big") & MAX_WINDOW == stream_id
 
 
 def _fields(check: Callable[[Fields], _T], fields: Fields) -> _T:

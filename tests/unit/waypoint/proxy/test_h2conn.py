@@ -31,10 +31,10 @@ from ambient.waypoint.proxy.h2server import H2Server
 from tests.unit.waypoint.proxy.test_h2server import frame, frames
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
-    0, 1, 3, 4, 6, 7, 8, 9
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
+    0, 1, 2, 3, 4, 6, 7, 8, 9
 )  # fmt: skip
-END_STREAM, END_HEADERS, PADDED = 0x1, 0x4, 0x8
+END_STREAM, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x4, 0x8, 0x20
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR = 1, 3
 STREAM_WINDOW, CONNECTION_WINDOW = 65536, 131072
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":authority", "svc:80"), (":path", "/x")]
@@ -169,6 +169,88 @@ def test_a_bad_stream_window_update_ends_the_servers_connection(increment: int, 
     assert (kind, stream_id) == (GOAWAY, 0)
     assert struct.unpack_from(">II", payload) == (1, code)
     assert payload[8:] == lost.reason.encode()  # the reason goes out as debug data
+
+
+def test_a_stream_depending_on_itself_resets_the_clients_stream() -> None:
+    """RFC 9113 5.3.1: a stream error, in HEADERS' priority fields or a PRIORITY frame."""
+    for raw in (
+        frame(PRIORITY, 0, 1, struct.pack(">IB", 1, 15)),
+        frame(HEADERS, END_STREAM | END_HEADERS | PRIORITY_FLAG, 1,
+              struct.pack(">IB", 1, 15) + hpack.Encoder().encode([("grpc-status", "0")])),
+    ):  # fmt: skip
+        pair = open_stream("client")
+        assert pair.feed(raw) == [StreamReset(1, PROTOCOL_ERROR, local=True)]
+        assert not pair.codec.dead
+        assert pair.sent() == [(RST_STREAM, 0, 1, struct.pack(">I", PROTOCOL_ERROR))]
+    # a PRIORITY may name a stream we never opened: nothing to reset, nothing to report
+    assert pair.feed(frame(PRIORITY, 0, 3, struct.pack(">IB", 3, 15))) == []
+    assert pair.sent() == [] and not pair.codec.dead
+
+
+def test_a_stream_depending_on_itself_ends_the_servers_connection() -> None:
+    pair = open_stream("server")
+    trailers = pair.encoder.encode([("x-end", "1")])
+    (lost,) = pair.feed(
+        frame(HEADERS, END_STREAM | END_HEADERS | PRIORITY_FLAG, 1,
+              struct.pack(">IB", 1, 15) + trailers)
+    )  # fmt: skip
+    assert isinstance(lost, ConnectionLost) and lost.error_code == PROTOCOL_ERROR
+    assert [kind for kind, _, _, _ in pair.sent()] == [GOAWAY]
+
+
+@ROLES
+def test_an_initial_window_that_overflows_a_stream_window_is_a_connection_error(
+    role: str,
+) -> None:
+    """RFC 9113 6.9.2: FLOW_CONTROL_ERROR for the connection, whichever role."""
+    pair = open_stream(role)
+    full = 2**31 - 1 - 65535  # stream 1's send window at the maximum
+    assert pair.feed(frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", full)))
+    assert pair.codec.window(1) == 65535  # the connection window still bounds it
+    shrink = frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0))  # a window may go negative
+    assert not any(isinstance(e, ConnectionLost) for e in pair.feed(shrink))
+    (lost,) = [
+        e
+        for e in pair.feed(frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65536)))
+        if isinstance(e, ConnectionLost)
+    ]
+    assert lost.error_code == FLOW_CONTROL_ERROR and pair.codec.dead
+    assert [kind for kind, _, _, _ in pair.sent()][-1] == GOAWAY
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        frame(PING, 0, 0, bytes(8)),
+        frame(SETTINGS, 1, 0),  # an ACK is not the server's SETTINGS
+        frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1000)),
+    ],
+    ids=["ping", "settings-ack", "window-update"],
+)
+def test_the_servers_first_frame_must_be_settings(first: bytes) -> None:
+    """RFC 9113 3.4: the server's connection preface is a SETTINGS frame."""
+    client = H2Client(STREAM_WINDOW, CONNECTION_WINDOW)
+    client.initiate()
+    client.send_headers(client.open_stream(), REQUEST, True)
+    client.data_to_send()
+    assert client.receive_data(first[:4]) == []  # a frame in pieces is awaited
+    (lost,) = client.receive_data(first[4:])
+    assert isinstance(lost, ConnectionLost) and lost.error_code == PROTOCOL_ERROR
+    assert [(kind, s) for kind, _, s, _ in frames(client.data_to_send())] == [(GOAWAY, 0)]
+
+
+@ROLES
+@pytest.mark.parametrize("how", ["closed", "lost"])
+def test_nothing_is_written_once_the_connection_is_over(role: str, how: str) -> None:
+    pair = open_stream(role)
+    if how == "closed":
+        pair.codec.close()
+    else:
+        assert isinstance(pair.feed(frame(DATA, 0, 0, b"x"))[-1], ConnectionLost)
+    pair.sent()
+    pair.codec.reset(1, PROTOCOL_ERROR)
+    pair.codec.acknowledge(1, STREAM_WINDOW)
+    assert pair.codec.data_to_send() == b""
 
 
 def test_each_role_runs_its_own_copy_of_the_core() -> None:
