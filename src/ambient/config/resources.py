@@ -232,6 +232,9 @@ class Pod:
     status: PodStatus = field(default_factory=PodStatus)
     api_version: str = "v1"
     kind: str = field(default="Pod", init=False)
+    workload: tuple[str, str] | None = None
+    """A pod read from an API server: ``(name, type)`` of the workload its controller
+    owner implies (``ambient.kube.owners``); None in the folder mode."""
 
 
 @dataclass(frozen=True)

@@ -66,13 +66,18 @@ class ScheduledPod:
 
     @property
     def workload_name(self) -> str:
-        """The owning Deployment's name, else the pod's."""
-        return self.owner.meta.name if self.owner else self.pod.meta.name
+        """The owning Deployment's name, else the one a cluster's pod's controller
+        implies (``Pod.workload``), else the pod's."""
+        if self.owner:
+            return self.owner.meta.name
+        return self.pod.workload[0] if self.pod.workload else self.pod.meta.name
 
     @property
     def workload_type(self) -> str:
-        """``deployment`` or ``pod``."""
-        return "deployment" if self.owner else "pod"
+        """``deployment``, ``cronjob``, ``job`` or ``pod``."""
+        if self.owner:
+            return "deployment"
+        return self.pod.workload[1] if self.pod.workload else "pod"
 
 
 def _canonical(value: object) -> object:

@@ -5,9 +5,10 @@ Two steps per object:
 - ``view``: what the mesh reads of it, as a document the loader accepts. Metadata
   keeps name, namespace, labels and annotations (without kubectl's
   ``last-applied-configuration``); a Pod keeps its containers' names and ports, its
-  service account, node, host networking, ``podIP``/``hostIP``/``phase`` and its
-  ``Ready`` condition; a Service its ports, selector and ``clusterIP`` (and type only
-  for ExternalName); the Istio and Gateway API kinds their ``spec``. The view is also
+  service account, node, host networking, ``podIP``/``hostIP``/``phase``, its
+  ``Ready`` condition and, for a generated pod, its controller owner reference (kind
+  and name, which name its workload: ``ambient.kube.owners``); a Service its ports,
+  selector and ``clusterIP`` (and type only for ExternalName); the Istio and Gateway API kinds their ``spec``. The view is also
   the change detector (an event whose view is unchanged, such as a status write or a
   kubelet's container status update, changes nothing) and, for the L7 kinds, the
   manifest sent to waypoints.
@@ -46,6 +47,7 @@ from ambient.config.registry import DEFAULT_REGISTRY, Registry
 from ambient.config.resources import Pod, Resource
 from ambient.config.schema import Issue, Report, render_path
 from ambient.kube.kinds import KindInfo
+from ambient.kube.owners import controller_of, workload_of
 
 __all__ = [
     "LAST_APPLIED",
@@ -111,9 +113,13 @@ def _pod(raw: Mapping[str, Any], doc: dict[str, Any]) -> None:
     for condition in status.get("conditions") or ():
         if condition.get("type") == "Ready":
             pod_status["conditions"] = [{"type": "Ready", "status": condition.get("status")}]
-    deleting = (raw.get("metadata") or {}).get("deletionTimestamp")
-    if deleting:
-        doc["metadata"]["deletionTimestamp"] = deleting
+    meta = raw.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        doc["metadata"]["deletionTimestamp"] = meta["deletionTimestamp"]
+    controller = controller_of(meta)
+    if controller is not None:  # what names its workload (ambient.kube.owners)
+        doc["metadata"]["generateName"] = meta["generateName"]
+        doc["metadata"]["ownerReferences"] = [{**controller, "controller": True}]
     doc["spec"] = pod_spec
     if pod_status:
         doc["status"] = pod_status
@@ -191,7 +197,12 @@ def convert(doc: Mapping[str, Any]) -> Converted:
     errors = tuple(i for i in report.issues if not i.warning)
     warnings = tuple(i for i in report.issues if i.warning)
     if isinstance(obj, Pod):
-        obj = dataclasses.replace(obj, status=dataclasses.replace(obj.status, ready=pod_ready(doc)))
+        meta = doc.get("metadata") or {}
+        obj = dataclasses.replace(
+            obj,
+            status=dataclasses.replace(obj.status, ready=pod_ready(doc)),
+            workload=workload_of(obj.meta.name, obj.meta.labels, controller_of(meta)),
+        )
     if obj is None and doc.get("kind") in _STANDIN_KINDS:
         standin = _standin(doc)
         if standin is not None:

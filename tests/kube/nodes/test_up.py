@@ -216,14 +216,21 @@ def test_mesh_by_label_without_restart_exec_and_annotation(up: Up) -> None:
     labelled = up.kubectl("label", "namespace", "shop", "istio.io/dataplane-mode=ambient")
     assert labelled.returncode == 0, labelled.stderr
 
-    def all_hbone() -> bool:
+    def all_hbone() -> list[dict[str, Any]] | None:
         done = up.ambient("zc", "workloads", "--workload-namespace", "shop", "-o", "json")
         if done.returncode != 0:
-            return False
-        rows = json.loads(done.stdout)
-        return len(rows) == 3 and all(r["protocol"] == "HBONE" for r in rows)
+            return None
+        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        return rows if len(rows) == 3 and all(r["protocol"] == "HBONE" for r in rows) else None
 
-    wait_for(all_hbone, "every shop pod HBONE", up)
+    rows = wait_for(all_hbone, "every shop pod HBONE", up)
+    # a Deployment's pods are one workload named after it (from their ReplicaSet owner), as
+    # metrics and the dashboard's graph name them, not one workload per pod
+    assert sorted((r["workloadName"], r["workloadType"]) for r in rows) == [
+        ("orders", "deployment"),
+        ("orders", "deployment"),
+        ("web", "deployment"),
+    ]
     meshed = up.ambient(
         "exec", "-n", "shop", "deploy/web", "--", "curl", "-s", "http://orders:8080/"
     )

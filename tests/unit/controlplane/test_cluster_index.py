@@ -187,3 +187,21 @@ def test_one_pod_change_at_scale_rebuilds_nothing() -> None:
     delta = plane.apply_changes({Ref.of(pods[5]): None})
     assert delta.removed == (pod_uid("a", "p5"),)
     assert index.full_builds == 1
+
+
+def test_a_pods_controller_names_its_workload() -> None:
+    plane = _plane()
+    replica = dataclasses.replace(
+        _pod("web-6d5d49b67b-vt4k7", "a", "web", "10.244.0.4"), workload=("web", "deployment")
+    )
+    bare = _pod("solo", "a", "solo", "10.244.0.5")
+    plane.apply_changes({Ref.of(p): (p, None) for p in (replica, bare)})
+    workloads = plane.snapshot.workloads
+    deployed = workloads[pod_uid("a", "web-6d5d49b67b-vt4k7")]
+    assert (deployed.name, deployed.workload_name, deployed.workload_type) == (
+        "web-6d5d49b67b-vt4k7",
+        "web",
+        "deployment",
+    )
+    solo = workloads[pod_uid("a", "solo")]
+    assert (solo.workload_name, solo.workload_type) == ("solo", "pod")
