@@ -206,7 +206,11 @@ async def start_cluster_controlplane(
             metrics=metrics,
         )
         addresses["monitoring_address"] = await serve_monitoring(
-            plane, metrics, closers, options.monitoring_listen or monitoring_address_beside(listen)
+            plane,
+            metrics,
+            closers,
+            options.monitoring_listen or monitoring_address_beside(listen),
+            cluster=True,
         )
         root = await asyncio.to_thread(node_ca_root(state_root).read_bytes)
         await publish_root(client, root)  # for kubelets on other hosts (kube.rootcert)

@@ -1,4 +1,4 @@
-"""What Prometheus should scrape in a folder-mode mesh, as HTTP service discovery target groups.
+"""What Prometheus should scrape in a mesh (a folder's or a cluster's), as HTTP service discovery target groups.
 
 Served by the control plane on ``:15014/prometheus/sd`` (Prometheus's ``http_sd_configs``
 format: a JSON list of ``{"targets": ["host:port"], "labels": {...}}``), computed from the
@@ -11,7 +11,11 @@ labels, ``namespace``, ``pod`` and ``node``):
 
 - each node's ztunnel: ``<node IP>:15020``, path ``/metrics``, labels ``app="ztunnel"``,
   ``namespace``/``pod`` the system pod that runs it (``ambient-system/ztunnel-<node>``,
-  as ``ambient up`` names it), ``node``;
+  as ``ambient up`` names it), ``node``. On a cluster (``cluster=True``) a ztunnel is a
+  pod of its own that listens on its pod IP, not on its node's: each pod labelled
+  ``app=ztunnel`` in ``istio-system`` with an IP is listed at ``<pod IP>:15020`` with its
+  own ``namespace``/``pod``, as Istio's Prometheus scrapes pods by their IP (a node whose
+  ztunnel pod has no IP yet is listed once it has one);
 - each waypoint pod: ``<pod IP>:15020``, path ``/stats/prometheus`` (Envoy's, which
   Istio's waypoint pods are annotated with), its pod labels mapped as Prometheus's
   ``labelmap`` maps ``__meta_kubernetes_pod_label_*`` (every character that is not
@@ -44,6 +48,8 @@ __all__ = [
 
 SYSTEM_NAMESPACE = "ambient-system"
 """The namespace of the mesh's own pods in folder mode (``ambient up``'s system pods)."""
+CLUSTER_ZTUNNEL_NAMESPACE = "istio-system"
+"""Where a cluster's ztunnel pods run (``ambient install``'s DaemonSet, a kubelet's own)."""
 CONTROL_PLANE_APP = "istiod"
 METRICS_PORT = 15020
 MONITORING_PORT = 15014
@@ -71,15 +77,45 @@ def _waypoint_group(workload: Workload) -> dict[str, Any]:
     return {"targets": [_host_port(workload.addresses[0], METRICS_PORT)], "labels": labels}
 
 
+def _ztunnel_group(target: str, namespace: str, pod: str, node: str) -> dict[str, Any]:
+    return {
+        "targets": [target],
+        "labels": {
+            "app": "ztunnel",
+            "namespace": namespace,
+            "pod": pod,
+            "node": node,
+            "__metrics_path__": "/metrics",
+        },
+    }
+
+
+def _ztunnel_pods(snapshot: MeshSnapshot) -> list[dict[str, Any]]:
+    pods = [
+        w
+        for w in snapshot.workloads.values()
+        if w.local
+        and w.addresses
+        and w.namespace == CLUSTER_ZTUNNEL_NAMESPACE
+        and w.labels.get("app") == "ztunnel"
+    ]
+    return [
+        _ztunnel_group(_host_port(w.addresses[0], METRICS_PORT), w.namespace, w.name, w.node)
+        for w in sorted(pods, key=lambda w: (w.node, w.name))
+    ]
+
+
 def scrape_targets(
     snapshot: MeshSnapshot,
     *,
     control_plane: str | None = None,
     system_namespace: str = SYSTEM_NAMESPACE,
+    cluster: bool = False,
 ) -> list[dict[str, Any]]:
     """The target groups of the mesh in ``snapshot`` (see the module docstring).
 
-    ``control_plane``: the ``host:port`` of the monitoring port itself, listed first."""
+    ``control_plane``: the ``host:port`` of the monitoring port itself, listed first;
+    ``cluster``: ``snapshot`` is a cluster's (ztunnels are found as pods)."""
     groups: list[dict[str, Any]] = []
     if control_plane is not None:
         groups.append(
@@ -93,19 +129,12 @@ def scrape_targets(
                 },
             }
         )
-    for node, ip in sorted(snapshot.nodes.items()):
-        groups.append(
-            {
-                "targets": [_host_port(ip, METRICS_PORT)],
-                "labels": {
-                    "app": "ztunnel",
-                    "namespace": system_namespace,
-                    "pod": f"ztunnel-{node}",
-                    "node": node,
-                    "__metrics_path__": "/metrics",
-                },
-            }
-        )
+    if cluster:
+        groups += _ztunnel_pods(snapshot)
+    else:
+        for node, ip in sorted(snapshot.nodes.items()):
+            target = _host_port(ip, METRICS_PORT)
+            groups.append(_ztunnel_group(target, system_namespace, f"ztunnel-{node}", node))
     waypoints = [
         w
         for w in snapshot.workloads.values()

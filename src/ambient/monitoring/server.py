@@ -46,10 +46,12 @@ class MonitoringServer:
         metrics: ControlPlaneMetrics,
         *,
         system_namespace: str = SYSTEM_NAMESPACE,
+        cluster: bool = False,
     ) -> None:
         self.plane = plane
         self.metrics = metrics
         self.system_namespace = system_namespace
+        self.cluster = cluster  # ztunnels are pods with their own IPs (monitoring.discovery)
         self.address = ""  # host:port once started
         self._server = AdminServer(
             {"/metrics": self._metrics, "/stats/prometheus": self._metrics, SD_PATH: self._sd}
@@ -79,6 +81,7 @@ class MonitoringServer:
             self.plane.snapshot,
             control_plane=self.address or None,
             system_namespace=self.system_namespace,
+            cluster=self.cluster,
         )
         return Response.json(groups)
 
@@ -88,10 +91,14 @@ async def serve_monitoring(
     metrics: ControlPlaneMetrics,
     closers: list[Callable[[], Awaitable[None]]],
     listen: str,
+    *,
+    cluster: bool = False,
 ) -> str:
-    """The monitoring port for ``plane`` (its stopper appended to ``closers``); returns where."""
+    """The monitoring port for ``plane`` (its stopper appended to ``closers``); returns where.
+
+    ``cluster``: ``plane`` indexes a Kubernetes cluster (``MonitoringServer``)."""
     metrics.follow(services=lambda: len(plane.snapshot.services))
-    server = MonitoringServer(plane, metrics)
+    server = MonitoringServer(plane, metrics, cluster=cluster)
     address = await server.start(listen)
     closers.append(server.close)
     return address

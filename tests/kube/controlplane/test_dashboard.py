@@ -17,7 +17,7 @@ import pytest
 
 from ambient.devcluster import DevCluster
 from ambient.kube.api import KubeClient
-from ambient.kube.kinds import NODE
+from ambient.kube.kinds import NODE, POD
 from tests.kube.controlplane.conftest import RunningPlane
 from tests.kube.controlplane.test_cli import ztunnel  # noqa: F401 (a fixture)
 from tests.kube.controlplane.test_watch import create, pod
@@ -29,9 +29,13 @@ _URL = re.compile(r"at (http://\S+) ")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def _json(url: str) -> Any:
+    with _NO_PROXY.open(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
 def _graph(url: str) -> dict[str, Any]:
-    with _NO_PROXY.open(url + "api/graph", timeout=10) as answer:
-        graph: dict[str, Any] = json.loads(answer.read())
+    graph: dict[str, Any] = _json(url + "api/graph")
     return graph
 
 
@@ -100,3 +104,32 @@ async def test_the_dashboard_shows_a_clusters_workloads_and_policies(
         process.terminate()
         async with asyncio.timeout(20):
             await process.wait()
+
+
+async def test_prometheus_discovery_lists_a_ztunnel_at_its_pods_ip(
+    controlplane: RunningPlane, admin: KubeClient, kubelet: KubeletStandIn, namespace: str
+) -> None:
+    """A cluster's ztunnel listens on its pod's IP, not its node's: that is where the
+    control plane's ``/prometheus/sd`` must send a scrape."""
+    name = f"ztunnel-sd-{namespace}"[:63]
+    await kubelet.register("node-sd", "192.168.98.1")
+    ztunnel_pod = pod("istio-system", name, {"app": "ztunnel"}, node="node-sd", sa="ztunnel")
+    await create(admin, ztunnel_pod)
+    try:
+        await kubelet.run("istio-system", name, "10.244.98.9")
+        expected = {
+            "targets": ["10.244.98.9:15020"],
+            "labels": {"app": "ztunnel", "namespace": "istio-system", "pod": name,
+                       "node": "node-sd", "__metrics_path__": "/metrics"},
+        }  # fmt: skip
+        url = f"http://{controlplane.info['monitoring_address']}/prometheus/sd"
+        groups: list[dict[str, Any]] = []
+        for _ in range(450):  # the watch event reaches the index: bounded polling
+            groups = await asyncio.to_thread(_json, url)
+            if expected in groups:
+                break
+            await asyncio.sleep(0.2)
+        assert expected in groups, groups
+        assert not [g for g in groups if g["targets"] == ["192.168.98.1:15020"]], groups
+    finally:
+        await admin.delete(POD.path("istio-system", name))

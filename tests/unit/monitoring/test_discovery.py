@@ -8,12 +8,14 @@ import json
 import urllib.request
 from pathlib import Path
 
-from ambient.config import load_text
+from ambient.config import Pod, load_text
+from ambient.config.configset import Ref
 from ambient.controlplane import ControlPlane
 from ambient.identity import CertificateAuthority
 from ambient.monitoring.discovery import prometheus_label, scrape_targets
 from ambient.monitoring.metrics import ControlPlaneMetrics
 from ambient.monitoring.server import MonitoringServer
+from tests.unit.controlplane.test_cluster_index import _pod
 
 ROOT = Path(__file__).resolve().parents[3]
 SHOP = (ROOT / "examples/shop/shop.yaml").read_text()
@@ -83,3 +85,26 @@ async def test_a_waypoint_applied_later_appears_in_the_served_list() -> None:
         ]
     finally:
         await server.close()
+
+
+def test_on_a_cluster_a_ztunnel_is_scraped_at_its_pod_ip() -> None:
+    cluster = ControlPlane(CertificateAuthority.generate(), cluster=True)
+    ztunnel = _pod("ztunnel-x7k2p", "istio-system", "ztunnel", "10.244.1.7", host="192.168.0.7")
+    other = _pod("ztunnel", "shop", "ztunnel", "10.244.1.8", host="192.168.0.7")  # not a system pod
+    pods: list[Pod] = [ztunnel, other]
+    cluster.apply_changes({Ref.of(p): (p, None) for p in pods})
+    assert {str(ip) for ip in cluster.snapshot.nodes.values()} == {"192.168.0.7"}
+    assert scrape_targets(cluster.snapshot, cluster=True) == [
+        {
+            "targets": ["10.244.1.7:15020"],
+            "labels": {
+                "app": "ztunnel",
+                "namespace": "istio-system",
+                "pod": "ztunnel-x7k2p",
+                "node": "node-1",
+                "__metrics_path__": "/metrics",
+            },
+        }
+    ]
+    # a folder's ztunnel is its node's process, at the node's address
+    assert scrape_targets(cluster.snapshot)[0]["targets"] == ["192.168.0.7:15020"]
