@@ -58,8 +58,8 @@ ALLOW_WAYPOINT = REPO / "examples" / "kube" / "orders-allow-waypoint.yaml"
 ORDERS = "http://orders:8080"
 DASHBOARD_URL = re.compile(r"at (http://\S+) ")
 INTO_WAYPOINT, OUT_OF_WAYPOINT = ("shop/web", "shop/waypoint"), ("shop/waypoint", "shop/orders-v1")
-"""The hops through the waypoint: (source, target), a workload named by its pods' name's start
-(on a cluster the metrics name a Deployment's pod, ``shop/web-6d5d49b67b-vt4k7``)."""
+"""The hops through the waypoint: (source, target) workloads, a Deployment's pods named after
+it (from their ReplicaSet owner, as Istio names them), not ``shop/web-6d5d49b67b-vt4k7``."""
 WEB_ID = "spiffe://cluster.local/ns/shop/sa/web"
 ISSUER = "https://accounts.example.com"
 JWKS_PORT = 18443
@@ -169,9 +169,7 @@ class Guide:
                     hop: edge
                     for edge in graph.get("edges", [])
                     for hop in (INTO_WAYPOINT, OUT_OF_WAYPOINT)
-                    if edge.get("http")
-                    and edge["source"].startswith(hop[0])
-                    and edge["target"].startswith(hop[1])
+                    if edge.get("http") and (edge["source"], edge["target"]) == hop
                 }
                 if len(hops) == 2:
                     return hops
