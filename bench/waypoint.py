@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -360,6 +361,16 @@ def spawn(*args: str) -> subprocess.Popen[str]:
 REQUEST = b"POST /api HTTP/1.1\r\nhost: server:80\r\ncontent-length: 1024\r\n\r\n" + b"x" * 1024
 
 
+def stop(procs: Iterable[subprocess.Popen[str]], timeout: float = 30) -> None:
+    """End the spawned roles: each exits when its stdin closes."""
+    procs = list(procs)
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in procs:
+        proc.wait(timeout=timeout)
+
+
 async def round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(REQUEST)
     head = await reader.readuntil(b"\r\n\r\n")
@@ -602,11 +613,7 @@ def workers_main(args: argparse.Namespace, counts: list[int]) -> None:
         try:
             results = uvloop.run(measure_workers(args, counts, start))
         finally:
-            for proc in procs.values():
-                assert proc.stdin is not None
-                proc.stdin.close()
-            for proc in procs.values():
-                proc.wait(timeout=30)
+            stop(procs.values())
     what = "unary gRPC, 1 KiB each way" if args.protocol == "grpc" else "HTTP/1.1, 1 KiB each way"
     print(f"protocol: {what}; {args.connections} client connections over {args.sources} "
           f"source pools (HBONE connections to the waypoint)")  # fmt: skip
@@ -684,11 +691,7 @@ def main() -> None:
             rss_idle = rss_mb(pids["waypoint"])
             results = uvloop.run(measure(args, pids))
         finally:
-            for proc in procs.values():
-                assert proc.stdin is not None
-                proc.stdin.close()
-            for proc in procs.values():
-                proc.wait(timeout=30)
+            stop(procs.values())
     l4, l7 = results["l4"], results["l7"]
     what = "unary gRPC, 1 KiB each way" if args.protocol == "grpc" else "HTTP/1.1, 1 KiB each way"
     print(f"protocol: {what}")
