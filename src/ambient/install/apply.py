@@ -35,7 +35,7 @@ from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.core.exceptions import ConfigError
 from lightkube.generic_resource import create_global_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.types import CascadeType
+from lightkube.types import CascadeType, PatchType
 
 __all__ = [
     "FIELD_MANAGER",
@@ -233,9 +233,13 @@ async def _gone(
     for obj in objects:
         kind: Any = type(codecs.from_dict(obj))
         meta = obj["metadata"]
+        nudged = 0.0
         while True:
             try:
-                await client.get(kind, meta["name"], namespace=meta.get("namespace"))
+                found = await client.get(kind, meta["name"], namespace=meta.get("namespace"))
+                if _instance_deletion_failed(found) and time.monotonic() - nudged > 2:
+                    nudged = time.monotonic()
+                    await _nudge(client, meta["name"])
             except ApiError as err:
                 if err.status.code == 404:
                     progress(f"gone {_label(obj)}")
@@ -244,3 +248,26 @@ async def _gone(
             if time.monotonic() > deadline:
                 raise InstallError(f"{_label(obj)} still present after {timeout:.0f} s")
             await asyncio.sleep(0.2)
+
+
+def _instance_deletion_failed(found: Any) -> bool:
+    """A CRD whose finalizer failed to delete its objects (the API server answers "storage
+    is (re)initializing" for a CRD deleted moments after it was created, and the finalizer
+    then retries with a back-off that grows to minutes)."""
+    if not isinstance(found, CustomResourceDefinition) or found.status is None:
+        return False
+    return any(
+        c.type == "Terminating" and c.reason == "InstanceDeletionFailed"
+        for c in found.status.conditions or []
+    )
+
+
+async def _nudge(client: AsyncClient, name: str) -> None:
+    """Have the CRD finalizer try again now: it requeues a deleted CRD at once on any change
+    other than its own Terminating condition (a metadata annotation is one)."""
+    note = {"metadata": {"annotations": {"ambient.io/deletion-retry": str(time.time())}}}
+    try:
+        await client.patch(CustomResourceDefinition, name, note, patch_type=PatchType.MERGE)
+    except ApiError as err:
+        if err.status.code != 404:  # gone meanwhile: what we wait for
+            raise

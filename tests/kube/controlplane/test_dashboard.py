@@ -17,7 +17,7 @@ import pytest
 
 from ambient.devcluster import DevCluster
 from ambient.kube.api import KubeClient
-from ambient.kube.kinds import NODE, POD
+from ambient.kube.kinds import NODE
 from tests.kube.controlplane.conftest import RunningPlane
 from tests.kube.controlplane.test_cli import ztunnel  # noqa: F401 (a fixture)
 from tests.kube.controlplane.test_watch import create, pod
@@ -132,4 +132,6 @@ async def test_prometheus_discovery_lists_a_ztunnel_at_its_pods_ip(
         assert expected in groups, groups
         assert not [g for g in groups if g["targets"] == ["192.168.98.1:15020"]], groups
     finally:
-        await admin.delete(POD.path("istio-system", name))
+        # as a kubelet confirms it (grace 0): a pod left Terminating in istio-system would
+        # hold that namespace's deletion, and so the suite's later `ambient uninstall`, forever
+        await kubelet.delete("istio-system", name)
