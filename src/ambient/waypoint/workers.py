@@ -273,17 +273,7 @@ class WaypointWorkers:
         """Return once every worker has applied every change made before the call."""
         await self._send_push()
         for worker in self.workers:
-            if not worker.alive:
-                continue
-            try:
-                async with worker.lock:
-                    write_message(worker.writer, "ping")
-                    kind, _ = await asyncio.wait_for(read_message(worker.reader), SCRAPE_TIMEOUT)
-            except (TimeoutError, EOFError, ConnectionError) as exc:
-                self._drop(worker, f"no answer to a ping: {exc or 'timed out'}")
-                continue
-            if kind != "pong":
-                self._drop(worker, f"answered a ping with {kind}")
+            await self._ask(worker, "ping", "pong")
 
     async def _push_loop(self) -> None:
         while True:
@@ -303,16 +293,30 @@ class WaypointWorkers:
                         self._drop(worker, f"cannot push its configuration: {exc}")
 
     async def _scrape(self, worker: _Worker) -> bytes:
+        payload = await self._ask(worker, "metrics", "metrics")
+        return bytes(payload) if payload is not None else b""
+
+    async def _ask(self, worker: _Worker, kind: str, expected: str) -> Any | None:
+        """One request and its answer over ``worker``'s channel; None if it is gone.
+
+        A worker that does not answer within SCRAPE_TIMEOUT, or answers out of step
+        (another kind than ``expected``), is dropped: its channel can no longer be trusted
+        to carry the configuration."""
         if not worker.alive:
-            return b""
+            return None
         try:
             async with worker.lock:
-                write_message(worker.writer, "metrics")
-                kind, payload = await asyncio.wait_for(read_message(worker.reader), SCRAPE_TIMEOUT)
+                write_message(worker.writer, kind)
+                answer, payload = await asyncio.wait_for(
+                    read_message(worker.reader), SCRAPE_TIMEOUT
+                )
         except (TimeoutError, EOFError, ConnectionError) as exc:
-            self._drop(worker, f"no answer for its metrics: {exc or 'timed out'}")
-            return b""
-        return bytes(payload) if kind == "metrics" else b""
+            self._drop(worker, f"no answer to {kind!r}: {exc or 'timed out'}")
+            return None
+        if answer != expected:
+            self._drop(worker, f"answered {kind!r} with {answer!r}")
+            return None
+        return payload
 
     def _drop(self, worker: _Worker, reason: str) -> None:
         """Kill a worker its parent cannot talk to: stuck, or out of step on the channel,
