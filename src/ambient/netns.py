@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ambient.sockconnect import connect as connect_socket
+
 NETNS_RUN_DIR = Path("/run/netns")
 NETNS_ETC_DIR = Path("/etc/netns")
 CLONE_NEWNET = 0x40000000
@@ -226,7 +228,7 @@ class NetnsThread:
         :data:`SPOOF_MARK` rules route the replies back here (``ambient.ztunnel.capture``)."""
         sock: socket.socket = await self._call(_marked_socket, mark, source)
         try:
-            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            await connect_socket(sock, (host, port))  # an IP literal: no resolver trip
         except BaseException:
             sock.close()
             raise

@@ -38,6 +38,8 @@ class PolicyStore:
         self._peer: dict[str, dict[str, PeerAuthentication]] = {}
         self._cache: dict[tuple[str, Labels], CompiledPolicySet] = {}
         self._compiled: dict[str, CompiledPolicy] = {}
+        # Counts the changes that can move a decision (memos of decisions key on it).
+        self.revision = 0
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -125,6 +127,7 @@ class PolicyStore:
         return compiled
 
     def _invalidate(self, namespace: str, mesh_wide: bool) -> None:
+        self.revision += 1
         if mesh_wide or namespace == self.root_namespace:
             self._cache.clear()
         else:

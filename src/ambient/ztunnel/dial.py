@@ -9,22 +9,25 @@ possible:
 
 - in-pod mode: from inside a pod's network namespace (``via``, given by
   ``ztunnel.capture``), which binds the source address itself where it can;
-- local mode, a loopback source (pods get ``127.10.x.y``): bound to it
-  (``hbone.bound.connect_from``, without exhausting source ports);
+- local mode, a loopback source (pods get ``127.10.x.y``): bound to it with
+  ``IP_BIND_ADDRESS_NO_PORT`` (as ``hbone.bound``: no source port exhaustion);
 - otherwise from the host's own address.
 
-The whole connect, socket and protocol, is bounded by ``timeout``.
+The whole connect, socket and protocol, is bounded by ``timeout``. Addresses are IP
+literals, connected without the event loop's resolver (``ambient.sockconnect``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ambient.hbone.bound import connect_from
+from ambient.hbone.bound import IP_BIND_ADDRESS_NO_PORT
 from ambient.ipparse import parse_ip
+from ambient.sockconnect import connect as connect_socket
 
 __all__ = ["CONNECT_TIMEOUT", "Dialer", "SocketDialer"]
 
@@ -60,13 +63,15 @@ class Dialer:
         """A non-blocking socket connected to ``host:port`` as ``source`` where possible."""
         if self.via is not None:
             return await self.via(host, port, source)
-        if source is not None and parse_ip(source).is_loopback:
-            return await connect_from(host, port, (source, 0))
         family = socket.AF_INET6 if parse_ip(host).version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            if source is not None and parse_ip(source).is_loopback:
+                with contextlib.suppress(OSError):  # not Linux: a plain bind, as before
+                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((source, 0))
+            await connect_socket(sock, (host, port))
         except BaseException:
             sock.close()
             raise

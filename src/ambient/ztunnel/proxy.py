@@ -20,7 +20,6 @@ Node endpoints, on the node's address: ``:15000`` admin (``/config_dump``;
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from ambient.state.workload import Service, TunnelProtocol, Workload, waypoint_o
 from ambient.taskdump import debug_text
 from ambient.ztunnel.admin import index as admin_index
 from ambient.ztunnel.admin import logging_endpoint
-from ambient.ztunnel.authorization import Authorizer, authorize
+from ambient.ztunnel.authorization import Authorizer, MemoizedAuthorizer
 from ambient.ztunnel.capture import InPodProxy, PodNamespaces, PodNetworks
 from ambient.ztunnel.connections import ConnectionTracker
 from ambient.ztunnel.dial import Dialer
@@ -83,7 +82,8 @@ class Ztunnel:
         self.state = state
         self.certificates = certificates
         # The policies pushed with the state decide, unless a test injects its own.
-        self.authorizer = authorizer or (lambda: functools.partial(authorize, state))
+        memo = MemoizedAuthorizer(state)
+        self.authorizer = authorizer or (lambda: memo)
         self.settings = settings or HboneSettings()
         self.metrics = Metrics()
         # In-pod mode (--netns): listeners and upstream sockets inside pods' namespaces.

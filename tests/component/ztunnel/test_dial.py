@@ -73,3 +73,47 @@ async def test_a_refused_connection_and_the_via_dialer() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_an_ipv6_destination() -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        peer = await Dialer().connect("::1", port, None, Peer)
+        assert peer.transport is not None
+        assert peer.transport.get_extra_info("peername")[:2] == ("::1", port)
+        peer.transport.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+_NO_RESOLVER = """
+import asyncio, os, socket, uvloop
+from ambient.ztunnel.dial import Dialer
+
+async def main():
+    listener = socket.create_server(("127.0.0.1", 0))  # connects complete in its backlog
+    port = listener.getsockname()[1]
+    before = len(os.listdir("/proc/self/task"))
+    for source in (None, "127.10.0.7"):
+        await Dialer().connect("127.0.0.1", port, source, asyncio.Protocol)
+    print(before, len(os.listdir("/proc/self/task")))
+
+uvloop.run(main())
+"""
+
+
+def test_a_dial_takes_no_trip_through_the_resolver_threads() -> None:
+    """uvloop's ``sock_connect`` resolves even an IP literal on libuv's thread pool (threads,
+    a wake-up per connection); the dialer connects IP literals itself: no thread starts."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("uvloop")
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_RESOLVER], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    before, after = out.stdout.split()
+    assert before == after == "1"
