@@ -345,9 +345,9 @@ async def run_source(ca_dir: Path, sources: int = 1) -> None:
         await pool.close()
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
+def spawn(*args: str, script: str = __file__) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "READY":
@@ -568,11 +568,11 @@ async def measure(args: argparse.Namespace, pids: dict[str, int]) -> dict[str, d
 
 
 async def measure_workers(
-    args: argparse.Namespace, counts: list[int], start: Any
-) -> dict[int, list[dict[str, float]]]:
-    """Each round, for each worker count in turn: a waypoint with that many processes,
-    the paced run and the maximum rate through it, then it is stopped."""
-    results: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+    args: argparse.Namespace, counts: list[Any], start: Any
+) -> dict[Any, list[dict[str, float]]]:
+    """Each round, for each worker count (or tree, ``--baseline``) in turn: a waypoint with
+    that many processes, the paced run and the maximum rate through it, then it is stopped."""
+    results: dict[Any, list[dict[str, float]]] = {n: [] for n in counts}
     for _ in range(args.rounds):
         for n in counts:
             proc = start(n)
@@ -631,6 +631,48 @@ def workers_main(args: argparse.Namespace, counts: list[int]) -> None:
               + ", ".join(f"{x:.2f}x" for x in ratios))  # fmt: skip
 
 
+def baseline_main(args: argparse.Namespace) -> None:
+    """``--baseline DIR``: DIR's waypoint (another tree, e.g. main exported with ``git
+    archive``: its own ``bench/waypoint.py`` and ``src``) against this tree's, alternated
+    round by round in one run, the other roles from this tree."""
+    old_script = str(args.baseline.resolve() / "bench" / "waypoint.py")
+    with tempfile.TemporaryDirectory(prefix="bench-waypoint-") as tmp:
+        ca_dir = Path(tmp)
+        CertificateAuthority.load_or_create(ca_dir)
+        common = ("--ca", str(ca_dir), "--protocol", args.protocol)
+        procs = {
+            "ztunnel": spawn("--role", "ztunnel", *common),
+            "server": spawn("--role", "server", *common),
+            "source": spawn("--role", "source", *common),
+        }
+
+        def start(label: str) -> subprocess.Popen[str]:
+            script = old_script if label == "before" else __file__
+            return spawn("--role", "waypoint", *common, script=script)
+
+        try:
+            results = uvloop.run(measure_workers(args, ["before", "after"], start))
+        finally:
+            stop(procs.values())
+    what = "unary gRPC, 1 KiB each way" if args.protocol == "grpc" else "HTTP/1.1, 1 KiB each way"
+    print(f"protocol: {what}; before = {args.baseline}, after = this tree; "
+          f"paced at {args.rate:g}/s over {args.connections} connections")  # fmt: skip
+    print(f"{'waypoint':<8} {'round':>5} {'load':>5} {'max req/s':>10} {'CPU us/req':>10} "
+          f"{'kernel %':>8} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7}")  # fmt: skip
+    per_request = {label: [r["cpu"] / r["rate"] * 1e6 for r in rounds]
+                   for label, rounds in results.items()}  # fmt: skip
+    for label, rounds in results.items():
+        for i, r in enumerate(rounds, 1):
+            print(f"{label:<8} {i:>5} {r['load']:>5.1f} {r['max_rate']:>10.0f} "
+                  f"{per_request[label][i - 1]:>10.0f} {r['sys_share'] * 100:>8.0f} "
+                  f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['rss']:>7.1f}")  # fmt: skip
+    ratios = [a / b for b, a in zip(per_request["before"], per_request["after"], strict=True)]
+    print("CPU per request, after / before, by round: " + ", ".join(f"{x:.2f}x" for x in ratios))
+    medians = {label: sorted(v)[len(v) // 2] for label, v in per_request.items()}
+    print(f"median CPU per request: before {medians['before']:.0f} us, "
+          f"after {medians['after']:.0f} us ({medians['after'] / medians['before']:.2f}x)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -647,7 +689,13 @@ def main() -> None:
         help="e.g. 1,2: compare a hosted waypoint with each count of worker processes",
     )
     parser.add_argument("--sources", type=int, default=1, help="source pools (see run_source)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds with --workers")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="DIR: another tree's waypoint (e.g. main via git archive) against this one's, "
+        "alternated round by round (--rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds with --workers/--baseline")
     parser.add_argument("--role", choices=["ztunnel", "waypoint", "server", "source"])
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -661,7 +709,10 @@ def main() -> None:
     if args.role == "waypoint" and os.environ.get("BENCH_PROFILE"):
         import cProfile  # the waypoint's profile, written when it exits
 
-        profile = cProfile.Profile()
+        # BENCH_PROFILE_CLOCK=cpu: the main thread's CPU time (a wall clock counts the time a
+        # send that wakes a peer on the shared core spends preempted).
+        cpu = os.environ.get("BENCH_PROFILE_CLOCK") == "cpu"
+        profile = cProfile.Profile(time.thread_time) if cpu else cProfile.Profile()
         profile.enable()
         try:
             uvloop.run(roles[args.role]())
@@ -678,6 +729,9 @@ def main() -> None:
 
     if args.workers:
         workers_main(args, [int(n) for n in args.workers.split(",")])
+        return
+    if args.baseline:
+        baseline_main(args)
         return
     with tempfile.TemporaryDirectory(prefix="bench-waypoint-") as tmp:
         ca_dir = Path(tmp)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ambient.config.destinationrule import LoadBalancer
 from ambient.state.proxy import ProxyState
@@ -37,15 +37,20 @@ __all__ = ["Balancer", "Endpoint", "endpoints_of"]
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One upstream: a workload and the port it serves the backend on."""
+    """One upstream: a workload and the port it serves the backend on.
+
+    ``address`` (``ip:port``, ``[ip]:port`` for IPv6) is formatted once; it also keys
+    the per-endpoint tables (in-flight counts, idle connections): a string hashes in C,
+    an ``ip_address`` in Python."""
 
     workload: Workload
     ip: IPAddress
     port: int
+    address: str = field(init=False, compare=False)
 
-    @property
-    def address(self) -> str:
-        return f"[{self.ip}]:{self.port}" if self.ip.version == 6 else f"{self.ip}:{self.port}"
+    def __post_init__(self) -> None:
+        ip, port = self.ip, self.port
+        object.__setattr__(self, "address", f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
 
 
 def endpoints_of(state: ProxyState, backend: Backend) -> list[Endpoint]:
@@ -74,7 +79,7 @@ class Balancer:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
         self._rotation: dict[tuple[str, int, str | None], itertools.count[int]] = {}
-        self.in_flight: dict[tuple[IPAddress, int], int] = {}
+        self.in_flight: dict[str, int] = {}  # by Endpoint.address
         self.tables = HashTables()
 
     def pick(
@@ -105,11 +110,11 @@ class Balancer:
         return endpoints[next(counter) % len(endpoints)]
 
     def started(self, endpoint: Endpoint) -> None:
-        key = (endpoint.ip, endpoint.port)
+        key = endpoint.address
         self.in_flight[key] = self.in_flight.get(key, 0) + 1
 
     def finished(self, endpoint: Endpoint) -> None:
-        key = (endpoint.ip, endpoint.port)
+        key = endpoint.address
         left = self.in_flight.get(key, 0) - 1
         if left > 0:
             self.in_flight[key] = left
@@ -117,4 +122,4 @@ class Balancer:
             self.in_flight.pop(key, None)
 
     def _load(self, endpoint: Endpoint) -> int:
-        return self.in_flight.get((endpoint.ip, endpoint.port), 0)
+        return self.in_flight.get(endpoint.address, 0)

@@ -67,7 +67,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ambient.state.proxy import ProxyState
-from ambient.state.workload import AppProtocol, TunnelProtocol, Workload, WorkloadStatus
+from ambient.state.workload import (
+    AppProtocol,
+    Service,
+    TunnelProtocol,
+    Workload,
+    WorkloadStatus,
+)
 from ambient.waypoint.model import (
     Backend,
     Downstream,
@@ -147,6 +153,8 @@ class Forwarder:
         self.rng = random.Random()
         self.mirrors = Mirrors(state, upstream, self.balancer, self.version_to)
         self.tracing: Callable[[], Tracer | None] | None = None  # set by the waypoint
+        self._backends: dict[tuple[object, ...], _BackendView] = {}
+        self._backends_version = -1  # the ProxyState version ``_backends`` was built from
 
     async def handle(
         self,
@@ -268,7 +276,32 @@ class Forwarder:
 
     def pick(self, backend: Backend) -> Endpoint | None:
         """An endpoint of ``backend`` by its load balancer (L4 passthrough: ``proxy.tcp``)."""
-        return self.balancer.pick(backend, endpoints_of(self.state, backend))
+        return self.balancer.pick(backend, self.backend_view(backend).endpoints)
+
+    def backend_view(self, backend: Backend) -> _BackendView:
+        """The backend's service, cluster name, usable endpoints (``endpoints_of``) and
+        declared protocol.
+
+        Kept per backend (service, port, subset and its labels) until the ProxyState
+        changes: every push bumps ``state.version`` and the whole memo is dropped, so
+        a request never sees endpoints older than the state it runs against."""
+        state = self.state
+        if self._backends_version != state.version:
+            self._backends.clear()
+            self._backends_version = state.version
+        key = (backend.namespace, backend.hostname, backend.port, backend.subset,
+               backend.subset_labels)  # fmt: skip
+        view = self._backends.get(key)
+        if view is None:
+            if len(self._backends) >= _BACKEND_MEMO_LIMIT:
+                self._backends.clear()
+            view = self._backends[key] = _BackendView(
+                state.services.get(backend.service_key),
+                f"outbound|{backend.port}|{backend.subset or ''}|{backend.hostname}",
+                tuple(endpoints_of(state, backend)),
+                self.declared_protocol(backend),
+            )
+        return view
 
     def _route(
         self, target: Target, downstream: Downstream, head: RequestHead, record: RequestRecord
@@ -288,9 +321,10 @@ class Forwarder:
         backend = decision.backend
         if backend is None:
             return decision, None, 0, None
-        record.service = self.state.services.get(backend.service_key)
-        record.cluster = f"outbound|{backend.port}|{backend.subset or ''}|{backend.hostname}"
-        endpoints = endpoints_of(self.state, backend)
+        view = self.backend_view(backend)
+        record.service = view.service
+        record.cluster = view.cluster
+        endpoints = view.endpoints
         candidates = self.clusters.get(backend).select(endpoints) if endpoints else endpoints
         affinity = None
         if backend.consistent_hash is not None:
@@ -302,23 +336,37 @@ class Forwarder:
     def _upstream_request(
         self, head: RequestHead, decision: RouteDecision, request_id: str
     ) -> UpstreamRequest:
-        headers = list(strip_hop_by_hop(head.headers))
-        headers = [(k, v) for k, v in headers if k != "host" and k != "x-request-id"]
-        cookies = [v for k, v in headers if k == "cookie"]
-        if len(cookies) > 1:  # HTTP/2 splits cookies; HTTP/1.1 wants one field (RFC 9113 8.2.3)
+        headers = []
+        cookies = 0
+        forwarded_proto = False
+        for pair in strip_hop_by_hop(head.headers):  # one pass over the usual head
+            name = pair[0]
+            if name == "host" or name == "x-request-id":
+                continue
+            if name == "cookie":
+                cookies += 1
+            elif name == "x-forwarded-proto":
+                forwarded_proto = True
+            headers.append(pair)
+        if cookies > 1:  # HTTP/2 splits cookies; HTTP/1.1 wants one field (RFC 9113 8.2.3)
+            joined = "; ".join(v for k, v in headers if k == "cookie")
             headers = [(k, v) for k, v in headers if k != "cookie"]
-            headers.append(("cookie", "; ".join(cookies)))
+            headers.append(("cookie", joined))
         headers.append(("x-request-id", request_id))
-        if not any(k == "x-forwarded-proto" for k, _ in headers):
+        if not forwarded_proto:
             headers.append(("x-forwarded-proto", "http"))
         final = decision.request_headers.apply(tuple(headers))
         backend = decision.backend
+        if backend is None:
+            version = head.version
+        else:
+            version = upstream_version(self.backend_view(backend).declared, head.version)
         return UpstreamRequest(
             method=head.method,
             target=decision.path or head.path,
             authority=decision.authority or head.authority,
             headers=final,
-            version=self.version_to(backend, head.version) if backend else head.version,
+            version=version,
         )
 
     def version_to(self, backend: Backend, downstream: str) -> str:
@@ -415,7 +463,7 @@ class Forwarder:
         backend = decision.backend
         if backend is None:
             return last  # a workload-addressed request: the same workload again
-        endpoints = endpoints_of(self.state, backend)
+        endpoints = self.backend_view(backend).endpoints
         if not endpoints:
             return None
         candidates = self.clusters.get(backend).select(endpoints)
@@ -546,9 +594,18 @@ class Forwarder:
         if set_cookie is not None:  # consistentHash made the client a cookie (Envoy's)
             headers = (*headers, ("set-cookie", set_cookie))
         try:
-            await sink.send_head(ResponseHead(response.status, headers), end=response_body.empty)
             if response_body.empty:
+                await sink.send_head(ResponseHead(response.status, headers), end=True)
                 return
+            whole = response_body.ready()  # the usual small answer: head and body in one write
+            if whole is not None:
+                record.response_bytes += len(whole)
+                trailers = response_body.trailers
+                if trailers and not record.grpc_status:
+                    record.grpc_status = next((v for k, v in trailers if k == "grpc-status"), "")
+                await sink.send_whole(ResponseHead(response.status, headers), whole, trailers)
+                return
+            await sink.send_head(ResponseHead(response.status, headers), end=False)
             while chunk := await response_body.read():
                 record.response_bytes += len(chunk)
                 await sink.send_data(chunk)
@@ -567,6 +624,19 @@ class Forwarder:
 
     async def close(self) -> None:
         await self.mirrors.close()
+
+
+_BACKEND_MEMO_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _BackendView:
+    """What routing needs of one backend under one ProxyState version."""
+
+    service: Service | None
+    cluster: str  # Envoy's upstream cluster name: outbound|port|subset|host
+    endpoints: tuple[Endpoint, ...]
+    declared: AppProtocol  # what its service port declares (``declared_protocol``)
 
 
 def _usable(workload: Workload) -> bool:

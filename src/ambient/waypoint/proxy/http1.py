@@ -136,7 +136,8 @@ class _Sink:
         self.complete = False
         self.aborted = False
 
-    async def send_head(self, head: ResponseHead, *, end: bool, close: bool = False) -> None:
+    def _head(self, head: ResponseHead, end: bool, close: bool) -> bytes:
+        """The response head's bytes; sets how the body that follows is framed."""
         headers = list(head.headers)
         self._body.continue_due = False  # a final answer: the client must not send its body
         if close and not self._body.complete:  # a local answer to a request with an unread body
@@ -155,10 +156,40 @@ class _Sink:
                 headers.append(("transfer-encoding", "chunked"))
                 self._chunked = True
         self.started = True
+        return response_head_bytes(head.status, tuple(headers))
+
+    def _framed(self, data: bytes) -> bytes:
+        """Body bytes as they go on the wire (a chunk, or counted against Content-Length)."""
+        if self._chunked:
+            return chunk(data)
+        if not (self._http10 and self._remaining is None):
+            if self._remaining is None or len(data) > self._remaining:
+                raise DownstreamGone("more response bytes than the declared Content-Length")
+            self._remaining -= len(data)
+        return data
+
+    async def send_head(self, head: ResponseHead, *, end: bool, close: bool = False) -> None:
         try:
-            self._stream.write(response_head_bytes(head.status, tuple(headers)))
+            self._stream.write(self._head(head, end, close))
             if end or self._head_only:
                 self.complete = True
+            await self._stream.drain()
+        except (HboneError, ParseError) as exc:
+            raise DownstreamGone(str(exc)) from None
+
+    async def send_whole(self, head: ResponseHead, data: bytes, trailers: Headers = ()) -> None:
+        """The head, the whole body and its end in one write (one HBONE DATA frame): what
+        ``send_head``, ``send_data`` and ``end`` would send, with the same checks."""
+        try:
+            wire = self._head(head, False, False)
+            if data and not self._head_only:
+                wire += self._framed(data)
+            if self._remaining:
+                raise DownstreamGone(f"response ended {self._remaining} bytes short of its length")
+            if self._chunked:
+                wire += LAST_CHUNK
+            self._stream.write(wire)
+            self.complete = True
             await self._stream.drain()
         except (HboneError, ParseError) as exc:
             raise DownstreamGone(str(exc)) from None
@@ -167,15 +198,7 @@ class _Sink:
         if self._head_only or not data:
             return
         try:
-            if self._chunked:
-                self._stream.write(chunk(data))
-            elif self._http10 and self._remaining is None:
-                self._stream.write(data)
-            else:
-                if self._remaining is None or len(data) > self._remaining:
-                    raise DownstreamGone("more response bytes than the declared Content-Length")
-                self._remaining -= len(data)
-                self._stream.write(data)
+            self._stream.write(self._framed(data))
             await self._stream.drain()
         except HboneError as exc:
             raise DownstreamGone(str(exc)) from None

@@ -154,6 +154,35 @@ class _Stream:
         self.conn.call(lambda codec: codec.send_headers(self.stream_id, headers, end))
         await self.conn.drain()
 
+    async def send_whole(self, head: ResponseHead, data: bytes, trailers: Headers = ()) -> None:
+        """HEADERS, DATA and the end (trailers or END_STREAM) in one write when the client's
+        window takes the body; else as ``send_head``, ``send_data`` and ``end`` would."""
+        if self.reset or self.conn.dead:
+            raise DownstreamGone("client reset the stream")
+        try:
+            fits = len(data) <= self.conn.codec.window(self.stream_id)
+        except h2s.StreamGone:
+            raise DownstreamGone("HTTP/2 stream closed") from None
+        if not fits:
+            await self.send_head(head, end=False)
+            await self.send_data(data)
+            await self.end(trailers)
+            return
+        self.sent_head = True
+        headers = [(":status", str(head.status))]
+        headers.extend(head.headers)
+        stream_id = self.stream_id
+
+        def whole(codec: h2s.H2Server) -> None:
+            codec.send_headers(stream_id, headers, not data and not trailers)
+            if data:
+                codec.send_data(stream_id, data, not trailers)
+            if trailers:
+                codec.send_headers(stream_id, list(trailers), True)
+
+        self.conn.call(whole)
+        await self.conn.drain()
+
     async def send_data(self, data: bytes) -> None:
         view = memoryview(data)
         while view:

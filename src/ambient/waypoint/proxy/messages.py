@@ -150,6 +150,12 @@ class ResponseSink(Protocol):
         """Send body bytes, waiting for the client's flow control; raises DownstreamGone."""
         ...
 
+    async def send_whole(self, head: ResponseHead, data: bytes, trailers: Headers = ()) -> None:
+        """``send_head``, ``send_data(data)`` and ``end(trailers)`` at once, for a response
+        whose whole body is in memory (``data`` may be empty; not for a bodiless response:
+        that is ``send_head(end=True)``): one write to the tunnel instead of three."""
+        ...
+
     async def end(self, trailers: Headers = ()) -> None:
         """Finish the response, with trailer fields (sent where the protocol carries them)."""
         ...
@@ -188,7 +194,14 @@ def strip_hop_by_hop(headers: Headers) -> Headers:
     """``headers`` without connection-specific fields and those ``connection`` names.
 
     ``te`` is kept as ``te: trailers`` when it lists ``trailers`` (as Envoy does).
+    The usual head has none of them (no ``connection`` field, so nothing else is named
+    either): it is returned as it is, after one pass.
     """
+    for name, _ in headers:
+        if name in HOP_BY_HOP or name[:1] == ":":
+            break
+    else:
+        return headers if isinstance(headers, tuple) else tuple(headers)
     named = {
         strip_ows(token).lower()
         for name, value in headers

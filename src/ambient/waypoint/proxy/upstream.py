@@ -227,7 +227,7 @@ class UpstreamClient:
         self.source_ip = source_ip
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
-        self._idle: dict[tuple[object, int], list[_Connection]] = {}
+        self._idle: dict[str, list[_Connection]] = {}  # by Endpoint.address
         self.http2 = Http2Client(self.open_with, idle_timeout=idle_timeout)
 
     async def send(
@@ -278,7 +278,7 @@ class UpstreamClient:
             self.http2.discard(body)
 
     def put_idle(self, endpoint: Endpoint, connection: _Connection) -> None:
-        idle = self._idle.setdefault((endpoint.ip, endpoint.port), [])
+        idle = self._idle.setdefault(endpoint.address, [])
         if len(idle) >= self.max_idle or not connection.usable:
             connection.close(idle=True)
             return
@@ -311,7 +311,7 @@ class UpstreamClient:
     # -- internals -----------------------------------------------------------------
 
     def _take_idle(self, endpoint: Endpoint) -> _Connection | None:
-        idle = self._idle.get((endpoint.ip, endpoint.port))
+        idle = self._idle.get(endpoint.address)
         while idle:
             connection = idle.pop()
             if connection.usable and time.monotonic() - connection.idle_since < self._idle_limit(

@@ -162,7 +162,7 @@ class _Exchange:
 class _Connection:
     """One h2c client connection inside an HBONE stream (the codec: ``h2client``)."""
 
-    def __init__(self, client: Http2Client, key: tuple[object, int], stream: HboneStream,
+    def __init__(self, client: Http2Client, key: str, stream: HboneStream,
                  settings: ConnectionSettings) -> None:  # fmt: skip
         self.client = client
         self.key = key
@@ -186,7 +186,7 @@ class _Connection:
                 "body_chunks": len(e.chunks), "sending": e.sending, "ended": e.ended}
             for i, e in self.exchanges.items()
         }  # fmt: skip
-        return {"endpoint": f"{self.key[0]}:{self.key[1]}", "hbone_stream": self.stream.stream_id,
+        return {"endpoint": self.key, "hbone_stream": self.stream.stream_id,
                 "dead": self.dead, "draining": self.draining, **self.h2.describe(),
                 "requests": exchanges}  # fmt: skip
 
@@ -459,8 +459,8 @@ class Http2Client:
     def __init__(self, open_stream: Opener, *, idle_timeout: float = 300.0) -> None:
         self._open = open_stream
         self.idle_timeout = idle_timeout
-        self._pools: dict[tuple[object, int], list[_Connection]] = {}
-        self._dialing: dict[tuple[object, int], asyncio.Lock] = {}
+        self._pools: dict[str, list[_Connection]] = {}  # by Endpoint.address
+        self._dialing: dict[str, asyncio.Lock] = {}
 
     def connections(self) -> list[_Connection]:
         return [c for pool in self._pools.values() for c in pool]
@@ -520,7 +520,7 @@ class Http2Client:
             conn.close()
 
     async def _connection(self, endpoint: Endpoint, settings: ConnectionSettings) -> _Connection:
-        key = (endpoint.ip, endpoint.port)
+        key = endpoint.address
         found = self._find(key, settings)
         if found is not None:
             return found
@@ -535,7 +535,7 @@ class Http2Client:
             self._pools.setdefault(key, []).append(conn)
             return conn
 
-    def _find(self, key: tuple[object, int], settings: ConnectionSettings) -> _Connection | None:
+    def _find(self, key: str, settings: ConnectionSettings) -> _Connection | None:
         for conn in self._pools.get(key, ()):
             if conn.settings == settings and conn.has_room:
                 return conn
