@@ -67,13 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ambient.state.proxy import ProxyState
-from ambient.state.workload import (
-    AppProtocol,
-    Service,
-    TunnelProtocol,
-    Workload,
-    WorkloadStatus,
-)
+from ambient.state.workload import TunnelProtocol, Workload, WorkloadStatus
 from ambient.waypoint.model import (
     Backend,
     Downstream,
@@ -88,7 +82,8 @@ from ambient.waypoint.policy.gate import admit
 from ambient.waypoint.proxy import grpc, upgrade
 from ambient.waypoint.proxy.accesslog import RequestRecord
 from ambient.waypoint.proxy.attempt import CountingBody, Outcome, PendingRequest
-from ambient.waypoint.proxy.balancer import Balancer, Endpoint, endpoints_of
+from ambient.waypoint.proxy.backends import BackendView, BackendViews
+from ambient.waypoint.proxy.balancer import Balancer, Endpoint
 from ambient.waypoint.proxy.clusters import Clusters, ClusterState
 from ambient.waypoint.proxy.fieldtext import request_uuid
 from ambient.waypoint.proxy.hashing import Affinity, request_affinity
@@ -153,8 +148,7 @@ class Forwarder:
         self.rng = random.Random()
         self.mirrors = Mirrors(state, upstream, self.balancer, self.version_to)
         self.tracing: Callable[[], Tracer | None] | None = None  # set by the waypoint
-        self._backends: dict[tuple[object, ...], _BackendView] = {}
-        self._backends_version = -1  # the ProxyState version ``_backends`` was built from
+        self.backends = BackendViews(state)  # kept per ProxyState version
 
     async def handle(
         self,
@@ -278,30 +272,9 @@ class Forwarder:
         """An endpoint of ``backend`` by its load balancer (L4 passthrough: ``proxy.tcp``)."""
         return self.balancer.pick(backend, self.backend_view(backend).endpoints)
 
-    def backend_view(self, backend: Backend) -> _BackendView:
-        """The backend's service, cluster name, usable endpoints (``endpoints_of``) and
-        declared protocol.
-
-        Kept per backend (service, port, subset and its labels) until the ProxyState
-        changes: every push bumps ``state.version`` and the whole memo is dropped, so
-        a request never sees endpoints older than the state it runs against."""
-        state = self.state
-        if self._backends_version != state.version:
-            self._backends.clear()
-            self._backends_version = state.version
-        key = (backend.namespace, backend.hostname, backend.port, backend.subset,
-               backend.subset_labels)  # fmt: skip
-        view = self._backends.get(key)
-        if view is None:
-            if len(self._backends) >= _BACKEND_MEMO_LIMIT:
-                self._backends.clear()
-            view = self._backends[key] = _BackendView(
-                state.services.get(backend.service_key),
-                f"outbound|{backend.port}|{backend.subset or ''}|{backend.hostname}",
-                tuple(endpoints_of(state, backend)),
-                self.declared_protocol(backend),
-            )
-        return view
+    def backend_view(self, backend: Backend) -> BackendView:
+        """The backend's service, cluster, endpoints and declared protocol (``proxy.backends``)."""
+        return self.backends.get(backend)
 
     def _route(
         self, target: Target, downstream: Downstream, head: RequestHead, record: RequestRecord
@@ -371,16 +344,7 @@ class Forwarder:
 
     def version_to(self, backend: Backend, downstream: str) -> str:
         """The HTTP version to speak to ``backend`` for a ``downstream``-version request."""
-        return upstream_version(self.declared_protocol(backend), downstream)
-
-    def declared_protocol(self, backend: Backend) -> AppProtocol:
-        """What the backend's service port declares (UNKNOWN for a workload or no service)."""
-        service = self.state.services.get(backend.service_key)
-        if service is not None:
-            for port in service.ports:
-                if port.service_port == backend.port:
-                    return port.app_protocol
-        return AppProtocol.UNKNOWN
+        return upstream_version(self.backends.get(backend).declared, downstream)
 
     # -- the exchange, with retries ------------------------------------------------
 
@@ -624,19 +588,6 @@ class Forwarder:
 
     async def close(self) -> None:
         await self.mirrors.close()
-
-
-_BACKEND_MEMO_LIMIT = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class _BackendView:
-    """What routing needs of one backend under one ProxyState version."""
-
-    service: Service | None
-    cluster: str  # Envoy's upstream cluster name: outbound|port|subset|host
-    endpoints: tuple[Endpoint, ...]
-    declared: AppProtocol  # what its service port declares (``declared_protocol``)
 
 
 def _usable(workload: Workload) -> bool:
