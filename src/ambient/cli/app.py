@@ -29,6 +29,7 @@ import click
 
 from ambient import __version__
 from ambient.cli.client import ApiError, MeshClient
+from ambient.cli.lazy import LazyGroup
 from ambient.config import duration
 from ambient.local.statedir import DEFAULT_STATE_DIR, ENV_VAR, MeshNotRunning, StateDir
 
@@ -184,7 +185,7 @@ def parse_duration(text: str) -> timedelta:
         raise click.BadParameter(str(exc)) from None
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="ambient")
 @target_options
 def cli(state_dir: str | None) -> None:

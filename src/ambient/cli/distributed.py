@@ -269,7 +269,7 @@ def ztunnel_(
     It authenticates with the node credentials of `ambient node join`, or, in a
     Kubernetes cluster (--kubeconfig/--context, --in-cluster or --token-file, with
     --ca-root), with its service-account token bound to its pod."""
-    from ambient.local.distributed import run_ztunnel, xds_address_for
+    from ambient.local.nodeproxy import run_ztunnel, xds_address_for
 
     identity = _cluster_identity(**cluster)  # --kubeconfig ... --service-account
     sys.exit(

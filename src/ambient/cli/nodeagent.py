@@ -181,7 +181,7 @@ def node_agent(
 def run_node_agent(options: NodeAgentOptions, log_level: str = "info") -> int:
     """Run until SIGINT/SIGTERM; the exit status."""
     from ambient.kube.api import KubeClient, KubeError, load_config
-    from ambient.local.distributed import _run_until_signal
+    from ambient.local.nodeproxy import run_until_signal
     from ambient.logconfig import setup_logging
     from ambient.nodeagent.service import NodeAgentService
 
@@ -207,4 +207,4 @@ def run_node_agent(options: NodeAgentOptions, log_level: str = "info") -> int:
         await client.close()
         return 0
 
-    return _run_until_signal(body)
+    return run_until_signal(body)

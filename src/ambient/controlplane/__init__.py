@@ -8,24 +8,65 @@ and services), ``snapshot`` (``MeshSnapshot`` lookups, ``Delta``, ``diff``),
 ``plane`` (``ControlPlane``: updates, subscriptions, labels, node-bound CA).
 """
 
-from ambient.controlplane.allocate import (
-    AddressAllocator,
-    AddressConflict,
-    AllocationError,
-    AllocationKey,
-)
-from ambient.controlplane.expand import (
-    ANNOTATION_NODES,
-    ScheduledPod,
-    expand_deployment,
-    scheduled_pods,
-    template_hash,
-)
-from ambient.controlplane.index import build_snapshot
-from ambient.controlplane.labels import NotFound, with_label
-from ambient.controlplane.plane import ControlPlane, Subscription
-from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
-from ambient.controlplane.source import MeshSource, NotAuthorized, SubscriptionLike
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ambient.controlplane.allocate import (
+        AddressAllocator,
+        AddressConflict,
+        AllocationError,
+        AllocationKey,
+    )
+    from ambient.controlplane.expand import (
+        ANNOTATION_NODES,
+        ScheduledPod,
+        expand_deployment,
+        scheduled_pods,
+        template_hash,
+    )
+    from ambient.controlplane.index import build_snapshot
+    from ambient.controlplane.labels import NotFound, with_label
+    from ambient.controlplane.plane import ControlPlane, Subscription
+    from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
+    from ambient.controlplane.source import MeshSource, NotAuthorized, SubscriptionLike
+
+# Imported on first use (PEP 562), as ``ambient.config``: a node proxy needs a few of
+# the package's modules, not all of them (``tests/unit/local/test_nodeproxy_imports.py``).
+_LAZY = {
+    "ANNOTATION_NODES": "ambient.controlplane.expand",
+    "AddressAllocator": "ambient.controlplane.allocate",
+    "AddressConflict": "ambient.controlplane.allocate",
+    "AllocationError": "ambient.controlplane.allocate",
+    "AllocationKey": "ambient.controlplane.allocate",
+    "ControlPlane": "ambient.controlplane.plane",
+    "Delta": "ambient.controlplane.snapshot",
+    "EMPTY": "ambient.controlplane.snapshot",
+    "MeshSnapshot": "ambient.controlplane.snapshot",
+    "MeshSource": "ambient.controlplane.source",
+    "NotAuthorized": "ambient.controlplane.source",
+    "NotFound": "ambient.controlplane.labels",
+    "ScheduledPod": "ambient.controlplane.expand",
+    "Subscription": "ambient.controlplane.plane",
+    "SubscriptionLike": "ambient.controlplane.source",
+    "build_snapshot": "ambient.controlplane.index",
+    "diff": "ambient.controlplane.snapshot",
+    "expand_deployment": "ambient.controlplane.expand",
+    "scheduled_pods": "ambient.controlplane.expand",
+    "template_hash": "ambient.controlplane.expand",
+    "with_label": "ambient.controlplane.labels",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ANNOTATION_NODES",

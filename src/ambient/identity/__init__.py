@@ -1,16 +1,48 @@
 """Workload identity: SPIFFE ids, the certificate authority, workload certificates."""
 
-from ambient.identity.bundle import TrustBundle
-from ambient.identity.ca import CertificateAuthority
-from ambient.identity.certs import (
-    CertificateError,
-    WorkloadCertificate,
-    generate_key_and_csr,
-    load_pem_chain,
-    spiffe_ids_in_certificate,
-)
-from ambient.identity.manager import CertificateManager, Issuer
-from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN, InvalidSpiffeId, SpiffeId
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ambient.identity.bundle import TrustBundle
+    from ambient.identity.ca import CertificateAuthority
+    from ambient.identity.certs import (
+        CertificateError,
+        WorkloadCertificate,
+        generate_key_and_csr,
+        load_pem_chain,
+        spiffe_ids_in_certificate,
+    )
+    from ambient.identity.manager import CertificateManager, Issuer
+    from ambient.identity.spiffe import DEFAULT_TRUST_DOMAIN, InvalidSpiffeId, SpiffeId
+
+# Imported on first use (PEP 562), as ``ambient.config``: a node proxy needs a few of
+# the package's modules, not all of them (``tests/unit/local/test_nodeproxy_imports.py``).
+_LAZY = {
+    "CertificateAuthority": "ambient.identity.ca",
+    "CertificateError": "ambient.identity.certs",
+    "CertificateManager": "ambient.identity.manager",
+    "DEFAULT_TRUST_DOMAIN": "ambient.identity.spiffe",
+    "InvalidSpiffeId": "ambient.identity.spiffe",
+    "Issuer": "ambient.identity.manager",
+    "SpiffeId": "ambient.identity.spiffe",
+    "TrustBundle": "ambient.identity.bundle",
+    "WorkloadCertificate": "ambient.identity.certs",
+    "generate_key_and_csr": "ambient.identity.certs",
+    "load_pem_chain": "ambient.identity.certs",
+    "spiffe_ids_in_certificate": "ambient.identity.certs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_TRUST_DOMAIN",

@@ -40,11 +40,11 @@ from ambient.local.distributed import (
     CONTROLPLANE_FILE,
     DEFAULT_CA_ADDRESS,
     ControlPlaneService,
-    _run_until_signal,
     _running_pid,
     node_ca_root,
     xds_address_for,
 )
+from ambient.local.nodeproxy import run_until_signal
 from ambient.logconfig import setup_logging
 from ambient.monitoring.metrics import ControlPlaneMetrics
 from ambient.monitoring.server import monitoring_address_beside, serve_monitoring
@@ -298,4 +298,4 @@ def run_cluster_controlplane(
             await service.close()
         return 0
 
-    return _run_until_signal(body)
+    return run_until_signal(body)

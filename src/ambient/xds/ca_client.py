@@ -43,7 +43,7 @@ from ambient.identity.node import CONTROL_PLANE_HOSTNAME, validate_node_name
 from ambient.identity.nodecreds import NodeCredentials, generate_node_key_and_csr
 from ambient.identity.spiffe import SpiffeId
 from ambient.identity.tokensource import TokenError, TokenSource, bearer_metadata
-from ambient.xds.ca_service import (
+from ambient.xds.ca_names import (
     CREATE_CERTIFICATE_METHOD,
     IMPERSONATED_IDENTITY,
     JOIN_METHOD,

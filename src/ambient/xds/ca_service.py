@@ -63,6 +63,17 @@ from ambient.identity.node import (
     validate_node_name,
 )
 from ambient.identity.spiffe import InvalidSpiffeId, SpiffeId
+from ambient.xds.ca_names import (
+    CA_SERVICE,
+    CREATE_CERTIFICATE_METHOD,
+    DEFAULT_JOIN_PORT,
+    DEFAULT_PORT,
+    IMPERSONATED_IDENTITY,
+    JOIN_METHOD,
+    NODE_NAME,
+    NODE_SERVICE,
+    RENEW_METHOD,
+)
 from ambient.xds.callers import (
     CallerAuthenticator,
     NodeCertificates,
@@ -91,15 +102,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-CA_SERVICE = "istio.v1.auth.IstioCertificateService"
-NODE_SERVICE = "ambient.node.v1.NodeService"
-CREATE_CERTIFICATE_METHOD = f"/{CA_SERVICE}/CreateCertificate"
-JOIN_METHOD = f"/{NODE_SERVICE}/Join"
-RENEW_METHOD = f"/{NODE_SERVICE}/Renew"
-IMPERSONATED_IDENTITY = "ImpersonatedIdentity"
-NODE_NAME = "NodeName"
-DEFAULT_PORT = 15012
-DEFAULT_JOIN_PORT = 15013
 MAX_TTL = timedelta(hours=24)
 MAX_MESSAGE_BYTES = 64 * 1024  # a CSR is ~1 KiB; the join port is open to anyone
 

@@ -39,7 +39,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf import struct_pb2
@@ -47,7 +47,6 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from google.protobuf.message import Message
 
 from ambient.authz.model import Authorization
-from ambient.controlplane.snapshot import EMPTY, Delta, MeshSnapshot, diff
 from ambient.identity.tokensource import TokenError
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import Service, Workload
@@ -68,7 +67,10 @@ from ambient.xds.proto import (
     workload_pb2,
 )
 
-__all__ = ["L7Sink", "XdsClient", "XdsSubscription"]
+if TYPE_CHECKING:
+    from ambient.xds.subscription import XdsSubscription
+
+__all__ = ["L7Sink", "XdsClient"]
 
 log = logging.getLogger("ambient.xds")
 
@@ -249,6 +251,8 @@ class XdsClient:
         Policies in them are attached by name: apply them to a state whose store is a
         ``ByNamePolicyStore``.
         """
+        from ambient.xds.subscription import XdsSubscription  # the control plane's snapshot
+
         subscription = XdsSubscription(self, node if node is not None else self.node)
         self._subscriptions.append(subscription)
         return subscription
@@ -413,51 +417,3 @@ class XdsClient:
         except Exception as exc:  # a bug of ours, not of the push: say so to the server too
             log.exception("applying a push to the proxy state failed")
             raise _Rejected(f"applying failed: {type(exc).__name__}: {exc}") from exc
-
-
-class XdsSubscription:
-    """``SubscriptionLike`` over an ``XdsClient``: coalesced ``Delta``s of its state."""
-
-    def __init__(self, client: XdsClient, node: str | None) -> None:
-        self._client = client
-        self._node = node
-        self._sent = EMPTY
-        self._first = True
-        self._closed = False
-        self._wake = asyncio.Event()
-
-    @property
-    def node(self) -> str | None:
-        return self._node
-
-    def __aiter__(self) -> XdsSubscription:
-        return self
-
-    async def __anext__(self) -> Delta:
-        while not self._closed:
-            self._wake.clear()
-            if self._client.synced.is_set():
-                state = self._client.state
-                current = MeshSnapshot(
-                    workloads=state.workloads,
-                    services=state.services,
-                    authorizations={p.key: p for p in state.policies.authorizations()},
-                )
-                delta = diff(self._sent, current)
-                self._sent = current
-                if self._first or delta:
-                    self._first = False
-                    return delta
-            await self._wake.wait()
-        raise StopAsyncIteration
-
-    def notify(self) -> None:
-        """Wake the reader: the client applied a push."""
-        self._wake.set()
-
-    def close(self) -> None:
-        """End the iteration."""
-        if not self._closed:
-            self._closed = True
-            self._wake.set()
-            self._client._unsubscribe(self)

@@ -58,7 +58,7 @@ FILES = {
 
 
 def _command(name: str) -> click.Command:
-    command = cli.commands[name] if isinstance(cli, click.Group) else None
+    command = cli.get_command(click.Context(cli), name) if isinstance(cli, click.Group) else None
     assert command is not None
     return command
 
