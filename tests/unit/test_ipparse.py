@@ -32,3 +32,21 @@ def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(10):
         assert parse_ip(f"10.0.0.{i}") == ipaddress.IPv4Address(f"10.0.0.{i}")
     assert len(ipparse._KEPT) == 3
+
+
+@given(st.ip_addresses(), st.integers(min_value=0, max_value=65535))
+def test_printing_matches_str_and_socket_address(ip: ipaddress._BaseAddress, port: int) -> None:
+    from ambient.hbone.messages import SocketAddress
+
+    assert isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)
+    assert ipparse.ip_text(ip) == str(ip)
+    assert ipparse.ip_text(ip) == str(ip)  # from the cache the second time
+    assert ipparse.address_text(ip, port) == str(SocketAddress(ip, port))
+
+
+def test_the_printed_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ipparse, "_TEXT", {})
+    monkeypatch.setattr(ipparse, "MAX_KEPT", 3)
+    for i in range(10):
+        assert ipparse.ip_text(ipaddress.IPv4Address(f"10.0.0.{i}")) == f"10.0.0.{i}"
+    assert len(ipparse._TEXT) == 3

@@ -36,6 +36,7 @@ from ambient.state.workload import (
     WorkloadStatus,
 )
 
+SERVING_KEPT = 4096  # (service, port) pairs whose serving endpoints are kept between pushes
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -85,6 +86,8 @@ class ProxyState:
         self._host_owners: dict[str, dict[str, Service]] = {}
         self._members: dict[str, dict[str, Workload]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
+        # The endpoints serving (service, port, target port), kept until the next push.
+        self._serving: dict[tuple[str, int, int], list[tuple[Workload, int]]] = {}
         self._listeners: list[Callable[[ProxyState], None]] = []
         self.version = 0  # counts applied pushes (caches built from the state key on it)
         self.policies = PolicyStore()
@@ -105,6 +108,7 @@ class ProxyState:
         Addresses first, policies after, so a policy never applies to a
         workload this ztunnel does not know yet.
         """
+        self._serving = {}  # first: whatever this push changes, no pick sees the old endpoints
         if not self.workloads and not self.services:  # the first push: index it in one pass
             workloads: dict[str, Workload] = {}
             services: dict[str, Service] = {}
@@ -263,16 +267,22 @@ class ProxyState:
         target = _target_port(service, port)
         if target is None:
             return None
-        candidates: list[tuple[Workload, int]] = []
-        for workload in self._endpoints.get(service.key, ()):
-            if workload.status is not WorkloadStatus.HEALTHY or not workload.addresses:
-                continue
-            if exclude and workload.uid in exclude:
-                continue
-            ports = workload.services.get(service.key, ())
-            workload_port = _workload_port(ports, port, target)
-            if workload_port is not None:
-                candidates.append((workload, workload_port))
+        key = (service.key, port, target)
+        candidates = self._serving.get(key)
+        if candidates is None:
+            candidates = []
+            for workload in self._endpoints.get(service.key, ()):
+                if workload.status is not WorkloadStatus.HEALTHY or not workload.addresses:
+                    continue
+                ports = workload.services.get(service.key, ())
+                workload_port = _workload_port(ports, port, target)
+                if workload_port is not None:
+                    candidates.append((workload, workload_port))
+            if len(self._serving) >= SERVING_KEPT:
+                self._serving.clear()
+            self._serving[key] = candidates
+        if exclude:
+            candidates = [c for c in candidates if c[0].uid not in exclude]
         if not candidates:
             return None
         counter = self._round_robin.setdefault(service.key, itertools.count())

@@ -19,10 +19,9 @@ connections end on their own (as they did when each handler kept its own list).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from ambient.state.proxy import ProxyState
@@ -40,6 +39,24 @@ class _Tracked:
     source: str  # the caller as the log names it (address, or address:port)
 
 
+class _Tracking:
+    """The ``with`` block of :meth:`ConnectionTracker.tracking` (a class: one per connection,
+    cheaper than a generator-based context manager)."""
+
+    __slots__ = ("_key", "_open", "_tracked")
+
+    def __init__(self, open_: dict[Hashable, _Tracked], key: Hashable, tracked: _Tracked) -> None:
+        self._open = open_
+        self._key = key
+        self._tracked = tracked
+
+    def __enter__(self) -> None:
+        self._open[self._key] = self._tracked
+
+    def __exit__(self, *_: object) -> None:
+        self._open.pop(self._key, None)
+
+
 class ConnectionTracker:
     """The open connections of one ztunnel that policy may close (see the module docstring)."""
 
@@ -51,16 +68,11 @@ class ConnectionTracker:
     def __len__(self) -> int:
         return len(self._open)
 
-    @contextlib.contextmanager
     def tracking(
         self, key: Hashable, admitted: InboundConnection, close: Callable[[], None], source: str
-    ) -> Iterator[None]:
+    ) -> _Tracking:
         """Track ``key`` (a stream, a pipe) for the duration of the ``with`` block."""
-        self._open[key] = _Tracked(admitted, close, source)
-        try:
-            yield
-        finally:
-            self._open.pop(key, None)
+        return _Tracking(self._open, key, _Tracked(admitted, close, source))
 
     def close_denied(self) -> int:
         """Judge every tracked connection again; close (and forget) the denied ones."""

@@ -21,11 +21,12 @@ import logging
 from ambient.hbone.messages import HBONE_PORT, SocketAddress, Status
 from ambient.hbone.splice import TcpRelay
 from ambient.hbone.stream import HboneStream
-from ambient.ipparse import parse_ip
+from ambient.ipparse import address_text, ip_text, parse_ip
 from ambient.state.workload import ApplicationTunnel, Workload
 from ambient.ztunnel import proxy_protocol
 from ambient.ztunnel.authorization import InboundConnection
 from ambient.ztunnel.dial import Dialer
+from ambient.ztunnel.ids import identity_text
 from ambient.ztunnel.inputs import ProxyInputs
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.selfcall import is_mesh_port
@@ -80,13 +81,13 @@ class InboundHandler:
         record = ConnectionRecord(
             self.inputs.metrics,
             Direction.INBOUND,
-            src_addr=str(source),
-            dst_addr=str(SocketAddress(target.ip, HBONE_PORT)),
-            hbone_addr=str(target),
+            src_addr=address_text(source.ip, source.port),
+            dst_addr=address_text(target.ip, HBONE_PORT),
+            hbone_addr=address_text(target.ip, target.port),
             source=state.workload_by_ip(source.ip),
             source_identity=peer_identity,
             destination=destination,
-            destination_identity=str(destination.identity),
+            destination_identity=identity_text(destination),
             mtls=True,
         )
         try:
@@ -140,7 +141,7 @@ class InboundHandler:
             return
         try:
             tcp = await self.dialer.connect(
-                str(target.ip), target.port, str(source.ip), lambda: TcpRelay(stream)
+                ip_text(target.ip), target.port, ip_text(source.ip), lambda: TcpRelay(stream)
             )
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT

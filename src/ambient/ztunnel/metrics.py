@@ -75,6 +75,8 @@ class Metrics:
 
     ``children`` caches the four labelled counters per label set: resolving
     labels in prometheus_client costs tens of microseconds, paid per connection.
+    ``children_of`` finds them per peer pair (the very source, destination and
+    service objects, identities, flags) without building the 23 labels again.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -104,6 +106,7 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
+        self._pairs: dict[tuple[Any, ...], _Pair] = {}
         # Connections open now (``zc connections``); weak, so one never closed cannot leak.
         self.live: weakref.WeakValueDictionary[int, ConnectionRecord] = (
             weakref.WeakValueDictionary()
@@ -128,6 +131,36 @@ class Metrics:
                 self._children[key] = found
         return found
 
+    def children_of(self, record: ConnectionRecord) -> tuple[Any, Any, Any, Any]:
+        """``children(record.labels())``, remembered per peer pair.
+
+        The key holds the objects' ids; an entry also holds the objects themselves, so
+        an id is not reused while its entry lives, and a hit must be the very objects
+        (a pushed workload is a new object: its labels are computed again)."""
+        src, dst, svc = record.source, record.destination, record.service
+        key = (
+            record.direction,
+            id(src),
+            id(dst),
+            id(svc),
+            record.source_identity,
+            record.destination_identity,
+            record.flags,
+            record.mtls,
+        )
+        found = self._pairs.get(key)
+        if found is not None and found[0] is src and found[1] is dst and found[2] is svc:
+            return found[3]
+        children = self.children(record.labels())
+        if len(self._pairs) >= PAIRS_KEPT:  # old workload objects are not kept for ever
+            self._pairs.clear()
+        self._pairs[key] = (src, dst, svc, children)
+        return children
+
+
+PAIRS_KEPT = 4096
+_Pair = tuple[Workload | None, Workload | None, Service | None, tuple[Any, Any, Any, Any]]
+
 
 @dataclass
 class ConnectionRecord:
@@ -151,6 +184,7 @@ class ConnectionRecord:
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
     _labels: dict[str, str] | None = None
+    _children: tuple[Any, Any, Any, Any] | None = None
     _opened: bool = False
 
     def open(self) -> None:
@@ -158,7 +192,8 @@ class ConnectionRecord:
         if not self._opened:
             self._opened = True
             self.metrics.live[id(self)] = self
-            self.metrics.children(self.labels())[0].inc()
+            self._children = self.metrics.children_of(self)
+            self._children[0].inc()
             if access_log.isEnabledFor(logging.DEBUG):
                 access_log.debug(
                     "connection opened src.addr=%s dst.addr=%s direction=%s",
@@ -171,7 +206,8 @@ class ConnectionRecord:
         """Count bytes and the close, and write the access-log line."""
         self.open()
         self.metrics.live.pop(id(self), None)
-        _, closed, sent, received = self.metrics.children(self.labels())
+        assert self._children is not None
+        _, closed, sent, received = self._children
         closed.inc()
         if self.bytes_sent:
             sent.inc(self.bytes_sent)

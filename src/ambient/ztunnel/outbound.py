@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress, Status
 from ambient.hbone.splice import TcpRelay
-from ambient.ipparse import parse_ip
+from ambient.ipparse import address_text, ip_text, parse_ip
 from ambient.state.proxy import Upstream
 from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel import socks5
 from ambient.ztunnel.authorization import InboundConnection
 from ambient.ztunnel.dial import Dialer
+from ambient.ztunnel.ids import identity_text
 from ambient.ztunnel.inputs import ProxyInputs
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.selfcall import mesh_listener_target, socks_peer_allowed
@@ -50,12 +51,22 @@ class ProxyReplies:
 
 
 def socks_replies(prefix: bytes = b"") -> ProxyReplies:
-    """SOCKS5 replies, after ``prefix`` (handshake bytes still owed, sent in the same write)."""
-    return ProxyReplies(
-        prefix + socks5.reply(socks5.Reply.SUCCEEDED),
-        prefix + socks5.reply(socks5.Reply.HOST_UNREACHABLE),
-        prefix + socks5.reply(socks5.Reply.NOT_ALLOWED),
-    )
+    """SOCKS5 replies, after ``prefix`` (handshake bytes still owed, sent in the same write).
+
+    Kept per prefix: a client's prefix is the method selection (one of a few values)."""
+    found = _SOCKS_REPLIES.get(prefix)
+    if found is None:
+        found = ProxyReplies(
+            prefix + socks5.reply(socks5.Reply.SUCCEEDED),
+            prefix + socks5.reply(socks5.Reply.HOST_UNREACHABLE),
+            prefix + socks5.reply(socks5.Reply.NOT_ALLOWED),
+        )
+        if len(_SOCKS_REPLIES) < 16:
+            _SOCKS_REPLIES[prefix] = found
+    return found
+
+
+_SOCKS_REPLIES: dict[bytes, ProxyReplies] = {}
 
 
 _SOCKS = socks_replies()
@@ -192,20 +203,18 @@ class OutboundHandler:
         record = ConnectionRecord(
             self.inputs.metrics,
             Direction.OUTBOUND,
-            src_addr=str(source_addr),
-            dst_addr=str(
-                SocketAddress(upstream.tunnel_ip, HBONE_PORT)
-                if hbone
-                else SocketAddress(upstream.ip, upstream.port)
-            ),
+            src_addr=address_text(source_addr.ip, source_addr.port),
+            dst_addr=address_text(upstream.tunnel_ip, HBONE_PORT)
+            if hbone
+            else address_text(upstream.ip, upstream.port),
             source=source,
-            source_identity=str(source.identity) if hbone else None,
+            source_identity=identity_text(source) if hbone else None,
             destination=upstream.workload,
-            destination_identity=str(upstream.workload.identity)
+            destination_identity=identity_text(upstream.workload)
             if hbone and upstream.workload
             else None,
             service=upstream.service,
-            hbone_addr=str(SocketAddress(upstream.ip, upstream.port)) if hbone else None,
+            hbone_addr=address_text(upstream.ip, upstream.port) if hbone else None,
             original_dst=original,
             mtls=hbone,
         )
@@ -267,7 +276,7 @@ class OutboundHandler:
                 request=request,
                 # Bound to the pod's address (in its namespace, or on loopback in local mode):
                 # the destination judges the TCP peer, not what ``forwarded`` claims.
-                source_ip=str(source.addresses[0])
+                source_ip=ip_text(source.addresses[0])
                 if self.dialer.via is not None or source.addresses[0].is_loopback
                 else None,
             )
@@ -342,7 +351,10 @@ class OutboundHandler:
         pipe = TcpPipe(client)
         try:
             await self.dialer.connect(
-                str(upstream.ip), upstream.port, str(source.addresses[0]), lambda: pipe.upstream
+                ip_text(upstream.ip),
+                upstream.port,
+                ip_text(source.addresses[0]),
+                lambda: pipe.upstream,
             )
         except (OSError, TimeoutError) as exc:
             record.flags = ResponseFlags.CONNECT
@@ -364,7 +376,7 @@ class OutboundHandler:
         if checked is None:
             counts = await pipe.done
         else:
-            source_ip = str(source.addresses[0])
+            source_ip = ip_text(source.addresses[0])
             with self.inputs.connections.tracking(pipe, checked, pipe.abort, source_ip):
                 counts = await pipe.done
         record.bytes_received, record.bytes_sent = counts

@@ -93,3 +93,35 @@ def test_removal_and_local_workloads(state: ProxyState) -> None:
     assert seen == [2]
     assert state.resolve_host("orders", "shop") is None
     assert state.endpoints(SVC) == []
+
+
+def test_the_endpoints_a_pick_chooses_from_follow_every_push(state: ProxyState) -> None:
+    """The serving endpoints are kept between pushes: each push must be seen by the next pick."""
+    assert {state.pick_endpoint(SVC, 80).workload.name for _ in range(4)} == {  # type: ignore[union-attr]
+        "orders-1",
+        "orders-2",
+    }
+    state.apply([replace(pod(2), status=WorkloadStatus.UNHEALTHY)], [])
+    picks = [state.pick_endpoint(SVC, 80) for _ in range(4)]
+    assert {p.workload.name for p in picks if p and p.workload} == {"orders-1"}
+    state.apply([replace(pod(1), services=FrozenMap({SVC.key: (Port(80, 9090),)}))], [])
+    picked = state.pick_endpoint(SVC, 80)
+    assert (
+        picked is not None
+        and picked.port == 9090
+        and picked.workload == state.workloads[pod(1).uid]
+    )
+    state.apply([], [pod(1).uid])
+    assert state.pick_endpoint(SVC, 80) is None
+
+
+def test_an_excluded_endpoint_is_left_out_of_that_pick_only(state: ProxyState) -> None:
+    for _ in range(3):
+        picked = state.pick_endpoint(SVC, 80, exclude=[pod(1).uid])
+        assert picked is not None and picked.workload is not None
+        assert picked.workload.name == "orders-2"
+    assert {state.pick_endpoint(SVC, 80).workload.name for _ in range(4)} == {  # type: ignore[union-attr]
+        "orders-1",
+        "orders-2",
+    }
+    assert state.pick_endpoint(SVC, 80, exclude=[pod(1).uid, pod(2).uid]) is None

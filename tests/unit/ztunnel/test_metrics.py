@@ -45,3 +45,48 @@ def test_passthrough_to_many_addresses_adds_no_label_sets() -> None:
     (total,) = [s for s in family.samples if s.name.endswith("_total")]
     assert total.value == 500
     assert total.labels["destination_service"] == "unknown"
+
+
+def _workload(revision: str) -> Workload:
+    return Workload(
+        uid="Kubernetes//Pod/shop/web-0",
+        name="web-0",
+        namespace="shop",
+        addresses=(ipaddress.ip_address("10.244.0.7"),),
+        service_account="web",
+        node="node-1",
+        tunnel_protocol=TunnelProtocol.HBONE,
+        canonical_name="web",
+        canonical_revision=revision,
+    )
+
+
+def _closed_by_revision(metrics: Metrics) -> dict[str, float]:
+    (family,) = [f for f in metrics.registry.collect() if f.name == "istio_tcp_connections_closed"]
+    return {
+        s.labels["source_canonical_revision"]: s.value
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+def test_a_pushed_workload_gets_its_own_labels() -> None:
+    """Label sets are remembered per peer pair: a workload pushed again with other labels
+    (a new object, same uid) is counted under its new labels, not the remembered ones."""
+    metrics = Metrics()
+    for revision in ("v1", "v1", "v2", "v2", "v2", "v1"):
+        ConnectionRecord(
+            metrics, Direction.OUTBOUND, src_addr="10.244.0.7:4000", dst_addr="10.0.0.1:80",
+            source=_workload(revision),
+        ).close()  # fmt: skip
+    assert _closed_by_revision(metrics) == {"v1": 3.0, "v2": 3.0}
+    same = _workload("v3")
+    for _ in range(3):
+        record = ConnectionRecord(
+            metrics, Direction.OUTBOUND, src_addr="10.244.0.7:4000", dst_addr="10.0.0.1:80",
+            source=same,
+        )  # fmt: skip
+        record.open()
+        record.bytes_sent = 5
+        record.close()
+    assert _closed_by_revision(metrics)["v3"] == 3.0
