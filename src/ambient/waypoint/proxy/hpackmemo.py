@@ -13,7 +13,10 @@ dynamic table, limits); only its results are reused.
 :func:`encode_fields` writes HPACK without a dynamic table or Huffman coding
 (indexed static entries, else literals without indexing): valid for any
 decoder and stateless, so each field's encoding is kept (bounded) and a block
-is their concatenation.
+is their concatenation; a whole block made only of kept fields (a gRPC
+response head, its trailers) is kept too. Fields whose value is new on every
+request (``x-request-id``, trace context) are never kept: they would fill the
+memo and crowd out the fields that repeat.
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ MEMO_BLOCKS = 64  # decoded blocks kept per connection (between table changes)
 MEMO_BYTES = 32 * 1024
 MEMO_FIELDS = 4096  # encoded fields kept per process
 MEMO_VALUE = 128  # longer values are encoded each time
-# Credentials are encoded each time, never kept beyond their request.
+MEMO_OUT_BLOCKS = 256  # encoded blocks kept per process
+# Credentials are encoded each time, never kept beyond their request; nor are fields
+# whose value is new on every request.
 _SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_NOT_KEPT = _SECRET | {"x-request-id", "traceparent", "tracestate", "grpc-timeout",
+                       "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "b3"}  # fmt: skip
 
 
 class _CountingTable(HeaderTable):
@@ -96,6 +103,7 @@ for _i, (_n, _v) in enumerate(HeaderTable.STATIC_TABLE, 1):
     _STATIC.setdefault((_n, _v), _i)
     _STATIC_NAMES.setdefault(_n, _i)
 _FIELDS: dict[tuple[str, str], bytes] = {}
+_BLOCKS: dict[tuple[tuple[str, str], ...], bytes] = {}
 
 
 def _integer(value: int, prefix: int, first: int) -> bytes:
@@ -132,14 +140,28 @@ def _field(name: str, value: str) -> bytes:
 
 def encode_fields(headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
     """An HPACK block: static-table indexes and literals without indexing, no Huffman."""
+    key = headers if isinstance(headers, tuple) else tuple(headers)
+    block = _BLOCKS.get(key)
+    if block is not None:
+        return block
     memo = _FIELDS
     parts = []
+    kept = True  # every field of the block may be kept: so may the block
     for pair in headers:
         encoded = memo.get(pair)
         if encoded is None:
             name, value = pair
             encoded = _field(name, value)
-            if len(memo) < MEMO_FIELDS and len(value) <= MEMO_VALUE and name not in _SECRET:
+            if len(value) <= MEMO_VALUE and name not in _NOT_KEPT:
+                if len(memo) >= MEMO_FIELDS:
+                    memo.clear()
                 memo[pair] = encoded
+            else:
+                kept = False
         parts.append(encoded)
-    return b"".join(parts)
+    block = b"".join(parts)
+    if kept:
+        if len(_BLOCKS) >= MEMO_OUT_BLOCKS:
+            _BLOCKS.clear()
+        _BLOCKS[key] = block
+    return block

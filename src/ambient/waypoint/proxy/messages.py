@@ -194,13 +194,18 @@ def strip_hop_by_hop(headers: Headers) -> Headers:
     """``headers`` without connection-specific fields and those ``connection`` names.
 
     ``te`` is kept as ``te: trailers`` when it lists ``trailers`` (as Envoy does).
-    The usual head has none of them (no ``connection`` field, so nothing else is named
-    either): it is returned as it is, after one pass.
+    The usual head has none of them but gRPC's ``te: trailers`` (and no ``connection``
+    field, so nothing else is named either): it is answered after one pass.
     """
-    for name, _ in headers:
-        if name in HOP_BY_HOP or name[:1] == ":":
+    te = False
+    for name, value in headers:
+        if name == "te" and value == "trailers":
+            te = True
+        elif name in HOP_BY_HOP or name[:1] == ":":
             break
     else:
+        if te:
+            return (*[pair for pair in headers if pair[0] != "te"], ("te", "trailers"))
         return headers if isinstance(headers, tuple) else tuple(headers)
     named = {
         strip_ows(token).lower()

@@ -92,3 +92,24 @@ def test_the_memo_of_a_connection_is_bounded_in_bytes() -> None:
     finally:
         tracemalloc.stop()
     assert kept < 3 * hpackmemo.MEMO_BYTES, f"the decoder kept {kept} bytes"
+
+
+def test_blocks_with_a_credential_or_a_per_request_value_are_never_kept() -> None:
+    response = [(":status", "200"), ("content-type", "application/grpc")]
+    block = encode_fields(response)
+    assert hpackmemo._BLOCKS[tuple(response)] == block  # a repeated block, kept whole
+    assert encode_fields(tuple(response)) == block
+    for extra in (("authorization", "Bearer secret"), ("x-request-id", "6f9c0d"),
+                  ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")):  # fmt: skip
+        fields = [*response, extra]
+        assert plain(hpack.Decoder(), encode_fields(fields)) == tuple(fields)
+        assert tuple(fields) not in hpackmemo._BLOCKS
+        assert extra not in hpackmemo._FIELDS
+
+
+def test_the_encoding_memos_are_bounded() -> None:
+    for i in range(hpackmemo.MEMO_OUT_BLOCKS + 10):
+        encode_fields([("x-n", str(i))])
+    assert len(hpackmemo._BLOCKS) <= hpackmemo.MEMO_OUT_BLOCKS
+    assert len(hpackmemo._FIELDS) <= hpackmemo.MEMO_FIELDS
+    assert encode_fields([("x-n", "1")]) == encode_fields((("x-n", "1"),))

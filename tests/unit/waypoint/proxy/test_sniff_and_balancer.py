@@ -150,3 +150,25 @@ def test_hop_by_hop_fields_are_not_forwarded() -> None:
     assert HeaderOps(set=(("x-kept", "no"),)).apply(strip_hop_by_hop(headers)) == (
         ("x-kept", "no"),
     )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["te", "connection", "x-a", "x-b", "keep-alive", ":path", "upgrade"]),
+            st.sampled_from(["trailers", "x-a", "gzip", "1", "x-b, close", "TRAILERS"]),
+        ),
+        max_size=6,
+    )
+)
+def test_the_quick_paths_of_strip_hop_by_hop_agree_with_the_rule(
+    pairs: list[tuple[str, str]],
+) -> None:
+    """Whatever mix: what RFC 9110 7.6.1 keeps (the rule written out again, slowly)."""
+    named = {t.strip().lower() for k, v in pairs if k == "connection" for t in v.split(",")}
+    hop = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
+           "trailer", "expect"}  # fmt: skip
+    kept = [(k, v) for k, v in pairs if k not in hop and k not in named and not k.startswith(":")]
+    if any(k == "te" and "trailers" in [t.strip().lower() for t in v.split(",")] for k, v in pairs):
+        kept.append(("te", "trailers"))
+    assert strip_hop_by_hop(tuple(pairs)) == tuple(kept)
