@@ -11,6 +11,13 @@ writing paused, nothing more is read until the transport drains, so a peer
 that floods without reading cannot grow our output. Reading goes on otherwise: HTTP/2 flow control already bounds DATA,
 and two peers that both stopped reading whenever their output backed up could
 deadlock on a busy tunnel in each direction.
+
+Reads are buffered (:class:`asyncio.BufferedProtocol`): the TLS layer decrypts
+straight into one read buffer shared by every connection of the thread, and the
+sans-io core copies out only what it keeps (tunnel payloads, partial frames). With a
+plain protocol, uvloop and asyncio allocate a fresh 256 KiB ``bytes`` for every
+decrypted read (an ``mmap``, its page faults and an ``munmap`` per read, then the
+payload copied out of it again).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +48,19 @@ CLOSE_GRACE = 1.0  # seconds a failed connection has to read our GOAWAY before i
 
 _LIVE: weakref.WeakSet[HboneTransport] = weakref.WeakSet()
 
+READ_BUFFER = 256 * 1024  # the TLS layer reads at most this much ciphertext at a time
+_shared = threading.local()  # .view: the thread's read buffer; .busy: being processed
 
-class HboneTransport(asyncio.Protocol):
+
+def _read_buffer() -> memoryview:
+    view: memoryview | None = getattr(_shared, "view", None)
+    if view is None:
+        view = _shared.view = memoryview(bytearray(READ_BUFFER))
+        _shared.busy = False
+    return view
+
+
+class HboneTransport(asyncio.BufferedProtocol):
     """One HBONE connection (client or server side) on an established TLS transport.
 
     Input that arrives before :meth:`attach` (i.e. before the peer's identity
@@ -66,6 +85,7 @@ class HboneTransport(asyncio.Protocol):
         self.closed = False
         self._transport: asyncio.Transport | None = None
         self._held_input: list[bytes] = []
+        self._rbuf: memoryview | None = None
         self._write_paused = False
         self._read_paused = False
         self._replies_at_pause = 0
@@ -147,11 +167,31 @@ class HboneTransport(asyncio.Protocol):
         """True while new streams may be opened on this connection."""
         return not self.closed and not self.conn.goaway_received and self.conn.failed is None
 
-    # -- asyncio.Protocol ----------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ----------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = _read_buffer()
+        if _shared.busy:  # re-entered while another connection's read is processed
+            view = memoryview(bytearray(max(sizehint, 16384)))
+        self._rbuf = view
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view, self._rbuf = self._rbuf, None
+        assert view is not None, "buffer_updated without get_buffer"
+        shared = view is _read_buffer()
+        if shared:
+            _shared.busy = True
+        try:
+            self.data_received(view[:nbytes])
+        finally:
+            if shared:
+                _shared.busy = False
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """``data`` may be a view of a buffer reused once this returns: nothing keeps it."""
         if self.peer is None:
-            self._held_input.append(data)
+            self._held_input.append(bytes(data))
             return
         self._process(data)
         self._flush()
@@ -264,7 +304,7 @@ class HboneTransport(asyncio.Protocol):
 
     # -- internals -----------------------------------------------------------------
 
-    def _process(self, data: bytes) -> None:
+    def _process(self, data: bytes | memoryview) -> None:
         for event in self.conn.receive_data(data):
             if isinstance(event, ev.DataReceived):
                 stream = self.streams.get(event.stream_id)

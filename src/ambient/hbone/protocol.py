@@ -314,8 +314,8 @@ class HboneConnection:
 
     # -- input -----------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[ev.Event]:
-        """Feed bytes from the wire; returns what happened. Never raises for bad input."""
+    def receive_data(self, data: bytes | memoryview) -> list[ev.Event]:
+        """Feed bytes from the wire (kept parts copied); what happened. Never raises."""
         if self.failed is not None:
             return []
         out: list[ev.Event] = []
@@ -329,18 +329,18 @@ class HboneConnection:
             out.append(self._fail(f"malformed HTTP/2 input: {type(exc).__name__}: {exc}", 1))
         return ev.without_stillborn(out) if self.side is Side.SERVER else out
 
-    def _receive(self, data: bytes, out: list[ev.Event]) -> None:
+    def _receive(self, data: bytes | memoryview, out: list[ev.Event]) -> None:
         """Split the input into frames: fast-path DATA payloads become events here,
         runs of other frames go to h2 whole and in order."""
         if self._data_left:  # the rest of a fast-path DATA frame's payload
             take = min(self._data_left, len(data))
-            self._deliver(self._data_stream, data if take == len(data) else data[:take], out)
+            self._deliver(self._data_stream, bytes(data[:take]), out)
             self._data_left -= take
             if take == len(data):
                 return
             data = data[take:]
         # Parse the read itself unless an incomplete frame is pending: one copy fewer.
-        buf: bytes | bytearray
+        buf: bytes | bytearray | memoryview
         if self._inbuf:
             self._inbuf += data
             buf = self._inbuf
