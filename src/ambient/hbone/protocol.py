@@ -28,12 +28,7 @@ h2's outbound windows are debited by its size; bytes h2 queued earlier are
 taken first so frames leave in order. Anything else (padding, END_STREAM, a
 stream in another state, a connection that is closing) takes the h2 path.
 
-Header blocks are HPACK-encoded without Huffman coding (a valid choice for
-any decoder; the CONNECT headers are short, so they grow by a few bytes while
-both ends save the coding in pure Python), and the headers whose values are
-new on every stream (``forwarded`` carries the client's port, ``traceparent``
-a fresh id) are sent as never-indexed literals instead of being inserted into
-the dynamic table, where they would only evict the entries that do repeat.
+Header blocks: how ours are encoded and how the peer's are checked, ``fields``.
 """
 
 from __future__ import annotations
@@ -42,7 +37,6 @@ import contextlib
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import h2.config
 import h2.errors
@@ -55,6 +49,7 @@ from h2.stream import StreamState
 
 from ambient.hbone import _h2compat
 from ambient.hbone import events as ev
+from ambient.hbone.fields import UNINDEXED, BadBlock, Block, PlainEncoder, check_block
 from ambient.hbone.guard import DEFAULT_LIMITS, RST_STREAM, Abuse, FloodGuard, FloodLimits
 from ambient.hbone.messages import BadRequest, ConnectRequest, Status
 
@@ -104,17 +99,10 @@ _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)  # may receive DA
 _SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)  # may send DATA
 
 
-# Header values that differ on every stream: not worth a place in the HPACK table.
-_UNINDEXED = frozenset({"forwarded", "traceparent"})
-
-
-class _PlainEncoder(hpack.Encoder):
-    """HPACK encoder that never uses Huffman coding (see the module docstring)."""
-
-    def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        return super().encode(headers, huffman=False)
-
-
+# Header blocks h2 reports, checked by ``fields`` (h2's own checks are off: slower).
+_BLOCKS = {h2.events.RequestReceived: Block.REQUEST, h2.events.ResponseReceived: Block.RESPONSE,
+           h2.events.InformationalResponseReceived: Block.RESPONSE,
+           h2.events.TrailersReceived: Block.TRAILERS}  # fmt: skip
 _CLIENT_PREFACE_LENGTH = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -130,13 +118,13 @@ class HboneConnection:
         config = h2.config.H2Configuration(
             client_side=side is Side.CLIENT,
             header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
+            validate_inbound_headers=False,  # checked in one pass by fields.check_block
+            normalize_inbound_headers=False,
             validate_outbound_headers=False,  # ours come from typed values (messages.py)
             normalize_outbound_headers=False,
         )
         self._h2 = _h2compat.H2Connection(config=config)
-        self._h2.encoder = _PlainEncoder()
+        self._h2.encoder = PlainEncoder()
         codes = h2.settings.SettingCodes
         initial: dict[h2.settings.SettingCodes | int, int] = {
             codes.INITIAL_WINDOW_SIZE: self.settings.stream_window,
@@ -247,7 +235,7 @@ class HboneConnection:
         assert self.side is Side.CLIENT, "only clients open streams"
         stream_id: int = self._h2.get_next_available_stream_id()
         headers = [
-            hpack.NeverIndexedHeaderTuple(name, value) if name in _UNINDEXED else (name, value)
+            hpack.NeverIndexedHeaderTuple(name, value) if name in UNINDEXED else (name, value)
             for name, value in request.to_headers()
         ]
         self._h2.send_headers(stream_id, headers, end_stream=False)
@@ -323,6 +311,8 @@ class HboneConnection:
             self._receive(data, out)
         except Abuse as exc:  # also a frame over our maximum size, refused on its header
             out.append(self._fail(str(exc), exc.error_code))
+        except BadBlock as exc:
+            out.append(self._fail(f"HTTP/2 protocol error: {exc}", 1))
         except h2.exceptions.ProtocolError as exc:
             out.append(self._fail(f"HTTP/2 protocol error: {exc}", exc.error_code))
         except Exception as exc:  # hostile input must never escape as a crash
@@ -438,6 +428,9 @@ class HboneConnection:
         return ev.ConnectionFailed(reason)
 
     def _translate(self, event: h2.events.Event, out: list[ev.Event]) -> None:
+        block = _BLOCKS.get(type(event))
+        if block is not None:  # a malformed block is a connection error, as with h2's checks
+            check_block(event.headers, block)  # type: ignore[attr-defined]
         if isinstance(event, h2.events.DataReceived):
             self._on_data(event, out)
         elif isinstance(event, h2.events.RequestReceived):
