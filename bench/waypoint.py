@@ -2,6 +2,13 @@
 
     .venv/bin/python bench/waypoint.py [--seconds 5] [--rate 1000] [--connections 16]
     .venv/bin/python bench/waypoint.py --protocol grpc   # unary gRPC, 1 KiB each way
+    .venv/bin/python bench/waypoint.py --baseline /tmp/old --rounds 5   # old tree's waypoint vs ours
+
+``--baseline DIR``: DIR is another tree (e.g. main exported with ``git archive``); its
+waypoint (its own ``bench/waypoint.py --role waypoint``, so its own ``src``) and this
+tree's are alternated round by round in one run, the other roles from this tree, and the
+CPU per request of each printed with their ratio. ``BENCH_PROFILE=FILE`` writes a
+cProfile of the waypoint, on the thread's CPU clock with ``BENCH_PROFILE_CLOCK=cpu``.
 
 ``--protocol grpc``: the server app is a grpcio server answering a 1 KiB
 unary call with 1 KiB (service port declared ``grpc``, so the waypoint speaks
