@@ -15,6 +15,9 @@ transparent capture: see ``ambient.ztunnel.capture``.
 Node endpoints, on the node's address: ``:15000`` admin (``/config_dump``;
 ``/debug/tasks``: every asyncio task and HBONE connection, ``ambient.taskdump``),
 ``:15020`` metrics (``/metrics``), ``:15021`` readiness (``/healthz/ready``).
+
+While it runs, the heap that bursts of traffic freed is handed back to the kernel
+every 10 s (``ambient.memtrim``), so its resident set follows what it holds.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.memtrim import trim_heap_periodically
 from ambient.rlimit import raise_open_files_limit
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import Service, TunnelProtocol, Workload, waypoint_of
@@ -120,6 +124,7 @@ class Ztunnel:
         self._ready = False
         self._synced = asyncio.Event()
         self._admin: list[AdminServer] = []
+        self._stop_trimming: Callable[[], None] | None = None
         self.admin_addresses: dict[str, tuple[str, int]] = {}
         self._unsubscribe = certificates.subscribe(self._on_certificate)
         state.on_change(lambda _: self.request_reconcile())
@@ -129,6 +134,8 @@ class Ztunnel:
     async def start(self) -> None:
         """Open the node endpoints and the listeners for the current state."""
         raise_open_files_limit()
+        # The heap a burst of traffic freed goes back to the kernel (``ambient.memtrim``).
+        self._stop_trimming = trim_heap_periodically()
         admin, metrics, ready = self._ports
         endpoints = {
             f"admin :{admin}": [
@@ -174,6 +181,9 @@ class Ztunnel:
         """Close every listener and connection."""
         self._ready = False
         self._unsubscribe()
+        if self._stop_trimming is not None:
+            self._stop_trimming()
+            self._stop_trimming = None
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
         for pod in list(self._pods.values()):
