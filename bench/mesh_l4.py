@@ -7,9 +7,10 @@ Two ztunnels run in their own processes (node-1 with the client pod and
 server app runs in a third process, the load generator in this one. Figures:
 bulk MB/s over one connection; 1 KiB request/response latency p50/p99 at a
 fixed rate on one connection; new connections per second (16 concurrent,
-one round trip each); CPU (cores) and RSS of each ztunnel during the
-fixed-rate run. The client reaches the server's service VIP through its
-ztunnel's SOCKS5 port; the baseline dials the server pod directly.
+one round trip each); CPU (cores) of each ztunnel during the fixed-rate
+run; RSS of each at the end, and again after ``--settle`` idle seconds. The
+client reaches the server's service VIP through its ztunnel's SOCKS5 port;
+the baseline dials the server pod directly.
 
     sudo .venv/bin/python bench/mesh_l4.py --netns [--seconds 5] [--rate 1000] [--pods 20]
 
@@ -307,6 +308,16 @@ def sys_seconds(pid: int) -> float:
     return int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
+SETTLE = 11.0  # seconds idle before the second RSS reading: one heap trim (``ambient.memtrim``)
+
+
+def rss_pair(pids: list[int], settle: float) -> list[float]:
+    """RSS of each process at the end of the run, then again after ``settle`` idle seconds."""
+    end = [rss_mb(pid) for pid in pids]
+    time.sleep(settle)
+    return [*end, *(rss_mb(pid) for pid in pids)]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -439,7 +450,7 @@ def run_netns(args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], li
                 if "redirect to :15001" not in rules:
                     raise RuntimeError(f"no redirection in {name}")
             results["mesh"] = _load(args, client, pids, mesh=True)
-            rss = [rss_mb(p.pid) for p in procs[:2]]
+            rss = rss_pair([p.pid for p in procs[:2]], args.settle)
         finally:
             for proc in procs:
                 if proc.stdin is not None:
@@ -490,6 +501,9 @@ def main() -> None:
     parser.add_argument("--pods", type=int, help="pods on node-1 (default 100; --netns: 20)")
     parser.add_argument("--netns", action="store_true", help="transparent capture (root)")
     parser.add_argument(
+        "--settle", type=float, default=SETTLE, help="idle seconds before the second RSS reading"
+    )
+    parser.add_argument(
         "--profile", type=Path, help="sample the ztunnels with py-spy per mesh phase, into DIR"
     )
     parser.add_argument("--role", choices=["ztunnel", "server", "load"], help=argparse.SUPPRESS)
@@ -535,7 +549,7 @@ def main() -> None:
         try:
             pids = [p.pid for p in procs[:2]]
             results = uvloop.run(measure(args, pids))
-            rss = [rss_mb(pid) for pid in pids]
+            rss = rss_pair(pids, args.settle)
         finally:
             for proc in procs:
                 assert proc.stdin is not None
@@ -576,6 +590,7 @@ def report(
     print(
         f"{f'ztunnel RSS, node-1 ({args.pods} pods) / node-2 (MB)':<50} {rss[0]:>10.1f} {rss[1]:>10.1f}"
     )
+    print(f"{f'  the same after {args.settle:g} s idle (MB)':<50} {rss[2]:>10.1f} {rss[3]:>10.1f}")
     if "conn_cpu_us_0" in mesh:
         print(
             f"{'ztunnel CPU per new connection, node-1 / node-2 (µs)':<50} {mesh['conn_cpu_us_0']:>10.0f} {mesh['conn_cpu_us_1']:>10.0f}"
