@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import weakref
 from collections.abc import Callable
 
 __all__ = ["HeapTrimmer", "heap_free_bytes", "trim_heap", "trim_heap_periodically"]
@@ -114,7 +115,10 @@ class HeapTrimmer:
             self._timer = None
 
 
-_SHARED: dict[asyncio.AbstractEventLoop, tuple[HeapTrimmer, list[object]]] = {}
+# Weakly: a loop closed without its ztunnels closing is not kept alive by its trimmer.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[HeapTrimmer, list[object]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def trim_heap_periodically() -> Callable[[], None]:
