@@ -19,7 +19,6 @@ from typing import Any
 from ambient.config import ConfigSet
 from ambient.config.configset import Ref
 from ambient.config.frozen import FrozenMap
-from ambient.config.meshconfig import is_mesh_config
 
 __all__ = [
     "L7_KINDS",
@@ -49,6 +48,10 @@ def is_l7_object(obj: Any) -> bool:
     if obj.kind not in L7_KINDS:
         return False
     if obj.kind == "ConfigMap":
+        # Imported here: the mesh config's schema brings YAML, which a node proxy that
+        # only follows these objects over xDS does not otherwise load.
+        from ambient.config.meshconfig import is_mesh_config
+
         return is_mesh_config(obj)
     if obj.kind == "AuthorizationPolicy":
         spec = getattr(obj, "spec", None)

@@ -38,8 +38,9 @@ else:
 print(json.dumps(sorted(sys.modules)))
 """
 
-# The control plane, the CA and its service, the config loader and YAML's kinds, the
-# monitoring server, the Kubernetes client, the other commands.
+# The control plane, the CA and its service, the config loader, YAML and the kinds (a
+# waypoint resource pushed later brings them, not the start), the monitoring server,
+# the Kubernetes client, the other commands.
 FORBIDDEN = (
     "ambient.controlplane",
     "ambient.identity.ca",
@@ -50,6 +51,8 @@ FORBIDDEN = (
     "ambient.xds.published",
     "ambient.config.loader",
     "ambient.config.kinds",
+    "ambient.config.meshconfig",
+    "yaml",
     "ambient.monitoring.server",
     "ambient.monitoring.metrics",
     "ambient.local.distributed",
