@@ -8,6 +8,11 @@ CPU per connection at the destination ztunnel. The per-connection paths
 (``ztunnel.dial``, ``netns.NetnsThread.dial``) take IP literals only, so they
 connect here directly: ``connect()``, and if it is in progress, a wait for the
 socket to become writable and its ``SO_ERROR``, as asyncio's own loop does.
+
+A non-blocking ``connect()`` to a local address (loopback, a pod's veth on the
+same node) says "in progress" although the kernel has already completed the
+handshake within the call: a socket that has a peer by then is connected, and
+goes without the wait (a poll handle, two ``epoll_ctl``, a loop iteration).
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ async def connect(
     try:
         sock.connect(address)
     except (BlockingIOError, InterruptedError):
+        pass
+    else:
+        return
+    try:
+        sock.getpeername()  # ENOTCONN while the handshake is under way (or failed)
+    except OSError:
         pass
     else:
         return

@@ -38,6 +38,7 @@ from ambient.httpd import AdminServer, Request, Response
 from ambient.identity.certs import WorkloadCertificate
 from ambient.identity.manager import CertificateManager
 from ambient.identity.spiffe import SpiffeId
+from ambient.malloctune import keep_read_buffers_in_heap
 from ambient.memtrim import trim_heap_periodically
 from ambient.rlimit import raise_open_files_limit
 from ambient.state.proxy import ProxyState
@@ -134,6 +135,7 @@ class Ztunnel:
     async def start(self) -> None:
         """Open the node endpoints and the listeners for the current state."""
         raise_open_files_limit()
+        keep_read_buffers_in_heap()  # TLS reads without a mapping each (ambient.malloctune)
         # The heap a burst of traffic freed goes back to the kernel (``ambient.memtrim``).
         self._stop_trimming = trim_heap_periodically()
         admin, metrics, ready = self._ports
