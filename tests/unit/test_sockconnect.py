@@ -25,7 +25,7 @@ async def test_a_refused_connect_raises() -> None:
         address = listener.getsockname()
     with socket.socket() as sock:  # nothing listens there now
         sock.setblocking(False)
-        with pytest.raises(ConnectionRefusedError, match="127.0.0.1"):
+        with pytest.raises(ConnectionRefusedError, match=r"127\.0\.0\.1"):
             await asyncio.wait_for(connect(sock, address), 10)
 
 
