@@ -76,12 +76,20 @@ async def test_a_refused_connection_and_the_via_dialer() -> None:
 
 
 async def test_an_ipv6_destination() -> None:
-    server = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+    served: asyncio.Queue[str] = asyncio.Queue()
+
+    def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.put_nowait(writer.get_extra_info("peername")[0])
+        writer.close()
+
+    server = await asyncio.start_server(accepted, "::1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         peer = await Dialer().connect("::1", port, None, Peer)
         assert peer.transport is not None
         assert peer.transport.get_extra_info("peername")[:2] == ("::1", port)
+        async with asyncio.timeout(5):
+            assert await served.get() == "::1"
         peer.transport.close()
     finally:
         server.close()
