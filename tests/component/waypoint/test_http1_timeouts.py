@@ -101,3 +101,28 @@ async def test_an_idle_request_body_is_aborted(mesh: WaypointMesh) -> None:
         assert not rest.startswith(b"HTTP/1.1 200"), rest
     finally:
         await pool.close()
+
+
+async def test_a_busy_keep_alive_connection_outlives_the_idle_timeout(
+    mesh: WaypointMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle timeout counts each wait for a request, not the connection's age: requests
+    one after another for three times the timeout all go on the same connection."""
+    monkeypatch.setattr(http1, "IDLE_TIMEOUT", 1.0)  # a gap this long would be the machine's
+    pool = ConnectionPool()
+    try:
+        stream = await tunnel(mesh, pool)
+        responses = Responses(stream)
+        loop = asyncio.get_running_loop()
+        start, served = loop.time(), 0
+        async with asyncio.timeout(BOUND + 10):
+            while loop.time() - start < 3.5 and served < 1000:
+                stream.write(b"GET /hello HTTP/1.1\r\nhost: orders\r\n\r\n")
+                status, headers, _ = await responses.next()
+                assert status == 200 and "connection" not in headers
+                served += 1
+                await asyncio.sleep(0.05)  # pacing: short idle waits, 3.5 s of them in all
+        assert loop.time() - start >= 3.5, f"only {served} requests"
+        assert await ended(responses) == b""  # idle at last: ended
+    finally:
+        await pool.close()
