@@ -4,7 +4,11 @@ Repr cost. h2 formats ``repr(frame)`` for its trace log on every received
 frame, even when no logger is configured, and hyperframe's repr hex-encodes
 the *whole* payload before keeping the first 20 hex digits. For HBONE's 1 MiB
 DATA frames that was a third of all CPU time. The replacement hex-encodes only
-the 10 bytes it shows, so its output is identical.
+the 10 bytes it shows, so its output is identical. Even so, formatting a frame
+costs 5-7 µs, four times per HBONE stream (~12 % of the HTTP/2 work of a stream,
+``bench/hbone_core.py``), for a log call that h2's default logger drops: h2's
+connection module now gets a ``repr`` that defers the formatting to a logger
+that formats the message (the same text then), :class:`_LazyRepr`.
 
 Closed-stream memory. h2 remembers how each of the last 65,536 closed streams
 of a connection was closed (an ordered dict entry and an int, ~150 bytes each),
@@ -20,6 +24,7 @@ at all, and nghttp2 keeps about as many closed streams as it allows open ones.
 from __future__ import annotations
 
 import binascii
+import builtins
 
 import h2.connection
 import hyperframe.frame
@@ -41,6 +46,22 @@ def _raw_data_repr(data: bytes | None) -> str:
     return "<hex:" + shown + ("..." if len(data) > 10 else "") + ">"
 
 
+class _LazyRepr:
+    """``repr(obj)``, computed only when formatted (``%s`` or ``%r``)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return builtins.repr(self.obj)
+
+    __repr__ = __str__
+
+
 def install() -> None:
-    """Replace hyperframe's payload repr with the bounded one (idempotent)."""
+    """Replace hyperframe's payload repr with the bounded one, and h2's connection module's
+    ``repr`` (used only for its received-frame trace log) with the lazy one (idempotent)."""
     hyperframe.frame._raw_data_repr = _raw_data_repr
+    setattr(h2.connection, "repr", _LazyRepr)  # noqa: B010 (a module global, on purpose)
