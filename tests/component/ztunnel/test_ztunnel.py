@@ -217,6 +217,36 @@ async def test_denied_connection_is_reset(mesh: Mesh) -> None:
     assert 'response_flags="DENY"' in text
 
 
+async def test_a_pushed_policy_decides_the_next_connection(mesh: Mesh) -> None:
+    """The destination ztunnel remembers verdicts per peer pair; a policy pushed between two
+    identical connections must decide the second (and its removal the third)."""
+    from tests.unit.authz.helpers import AP, authorization
+
+    deny_web = authorization(
+        AP(
+            "shop",
+            "deny-web",
+            {
+                "action": "DENY",
+                "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}]}],
+            },
+        )
+    )
+    code, body = await curl(WEB, f"http://{ORDERS[0].addresses[0]}:8080/")
+    assert code == 0, body
+    assert len(mesh.seen) == 1
+    for state in mesh.states.values():
+        state.apply([], [], [deny_web])
+    code, _ = await curl(WEB, f"http://{ORDERS[0].addresses[0]}:8080/")
+    assert code in (52, 56)  # reset: the app never saw it
+    assert len(mesh.seen) == 1
+    for state in mesh.states.values():
+        state.apply([], [], policies_removed=[("AuthorizationPolicy", "shop/deny-web")])
+    code, body = await curl(WEB, f"http://{ORDERS[0].addresses[0]}:8080/")
+    assert code == 0, body
+    assert len(mesh.seen) == 2
+
+
 async def test_config_dump_and_readiness(mesh: Mesh) -> None:
     dump = json.loads(await _get(mesh.ztunnels["node-1"], "admin", "/config_dump"))
     assert {w["name"] for w in dump["workloads"]} == {"web-0", "orders-0", "orders-1"}
