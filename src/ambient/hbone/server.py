@@ -22,7 +22,13 @@ from ambient.hbone.connection import HboneTransport
 from ambient.hbone.messages import Status
 from ambient.hbone.protocol import HboneSettings, Side
 from ambient.hbone.stream import HboneStream
-from ambient.hbone.tls import ContextCache, PeerInfo, PeerRejected, check_client, peer_identity
+from ambient.hbone.tls import (
+    SERVER_CONTEXTS,
+    PeerInfo,
+    PeerRejected,
+    check_client,
+    peer_identity,
+)
 from ambient.identity.certs import WorkloadCertificate
 
 log = logging.getLogger("ambient.hbone")
@@ -60,7 +66,7 @@ class HboneServer:
         self.settings = settings or HboneSettings()
         self._handshake_timeout = handshake_timeout
         self.pending = pending if pending is not None else PendingHandshakes()
-        self._contexts = ContextCache(server_side=True)
+        self._contexts = SERVER_CONTEXTS  # one context per certificate, shared by listeners
         self._listener: socket.socket | None = None
         self._acceptor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
