@@ -173,5 +173,8 @@ class ContextCache:
         return len(self._contexts)
 
 
-SERVER_CONTEXTS = ContextCache(server_side=True)
-"""Server contexts shared by every ``HboneServer`` of the process."""
+SERVER_CONTEXTS = ContextCache(server_side=True, max_entries=4096)
+"""Server contexts shared by every ``HboneServer`` of the process. Entries go with their
+certificates, so the bound is only a backstop: it is far above the certificates a node's
+pods hold at once (each listener had a context of its own before), as an evicted context
+costs milliseconds to build again on the next connection."""
