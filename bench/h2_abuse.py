@@ -66,7 +66,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 def workloads() -> list[Any]:
     import ipaddress
 
-    from ambient.state.workload import TunnelProtocol, Workload
+    try:
+        from ambient.state.workload import TunnelProtocol, Workload
+    except ImportError:  # a baseline tree from before ambient.state (e.g. the default one)
+        from ambient.api.workload import TunnelProtocol, Workload  # type: ignore[no-redef]
 
     def pod(name: str, addr: str, node: str) -> Workload:
         return Workload(
@@ -90,8 +93,12 @@ async def serve_ztunnel(ca_dir: Path) -> None:
     import ambient
     from ambient.identity.ca import CertificateAuthority
     from ambient.identity.manager import CertificateManager
-    from ambient.state.proxy import ProxyState
     from ambient.ztunnel.proxy import Ztunnel
+
+    try:
+        from ambient.state.proxy import ProxyState
+    except ImportError:  # a baseline tree from before ambient.state
+        from ambient.ztunnel.state import ProxyState  # type: ignore[no-redef]
 
     ca = CertificateAuthority.load_or_create(ca_dir, trust_domain="cluster.local")
 
