@@ -9,14 +9,17 @@ a high connection rate the ephemeral range (about 28,000 ports) fills, every
 EADDRINUSE. ``IP_BIND_ADDRESS_NO_PORT`` (Linux 4.2+, what Envoy and Istio's
 ztunnel use for the same purpose) defers the port choice to ``connect``, where
 only the 4-tuple has to be unique.
+
+The connect itself is ``ambient.sockconnect.connect``: uvloop's ``sock_connect``
+sends even an IP literal through libuv's resolver threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 
+from ambient import sockconnect
 from ambient.ipparse import parse_ip
 
 # Not named in Python's socket module before 3.12; the value is Linux's.
@@ -34,7 +37,7 @@ async def connect_from(host: str, port: int, local: tuple[str, int]) -> socket.s
             with contextlib.suppress(OSError):  # not Linux: plain bind, as before
                 sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         sock.bind(local)
-        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        await sockconnect.connect(sock, (host, port))
     except BaseException:
         sock.close()
         raise
