@@ -16,7 +16,9 @@ other packages), ``yamldoc`` (YAML reading), ``loader`` (files, folders,
 documents), ``references`` (checks across objects), ``configset`` (the result).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ambient.lazyexports import lazy_exports
 
 if TYPE_CHECKING:
     from ambient.config.configset import ConfigSet, Origin, Ref
@@ -102,15 +104,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
