@@ -58,6 +58,7 @@ from ambient.kubelet.redirection import NamespaceLabels, Redirection
 from ambient.kubelet.ztunnel import NodeZtunnel, ZtunnelConfig
 from ambient.launcher.client import Launcher
 from ambient.local.kubeletapi import KubeletApi
+from ambient.local.nodeproxy import start_unless_stopped
 from ambient.local.statedir import StateDir
 from ambient.runtime import PodRun, Supervisor
 from ambient.runtime.podlogs import LogSource
@@ -530,16 +531,11 @@ def run_cluster_nodes(target: ClusterTarget, state: StateDir, options: ClusterNo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        starting = asyncio.ensure_future(host.start())
-        stopping = asyncio.ensure_future(stop.wait())
         code = 0
         try:
-            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():
-                starting.cancel()
-                await asyncio.gather(starting, return_exceptions=True)
+            starting = await start_unless_stopped(host.start(), stop)
+            if starting is None:
                 return 130
-            stopping.cancel()
             starting.result()
             state.write_mesh_file(
                 {

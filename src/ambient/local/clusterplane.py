@@ -44,7 +44,7 @@ from ambient.local.distributed import (
     node_ca_root,
     xds_address_for,
 )
-from ambient.local.nodeproxy import run_until_signal
+from ambient.local.nodeproxy import run_until_signal, start_unless_stopped
 from ambient.logconfig import setup_logging
 from ambient.monitoring.metrics import ControlPlaneMetrics
 from ambient.monitoring.server import monitoring_address_beside, serve_monitoring
@@ -257,7 +257,7 @@ def run_cluster_controlplane(
         os.replace(tmp, info_file)
 
     async def body(stop: asyncio.Event) -> int:
-        starting = asyncio.ensure_future(
+        starting = await start_unless_stopped(
             start_cluster_controlplane(
                 target,
                 state_root,
@@ -265,15 +265,11 @@ def run_cluster_controlplane(
                 xds_listen=xds_listen,
                 options=options,
                 on_serving=serving,
-            )
+            ),
+            stop,
         )
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
+        if starting is None:
             return 0
-        stopping.cancel()
         try:
             service, _ = starting.result()
         except (OSError, CertificateError, ValueError, KubeError) as exc:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ambient.identity.certs import CertificateError
 from ambient.identity.nodecreds import NodeCredentials
@@ -53,6 +53,7 @@ __all__ = [
     "node_credentials_dir",
     "run_until_signal",
     "run_ztunnel",
+    "start_unless_stopped",
     "start_ztunnel",
     "xds_address_for",
 ]
@@ -98,6 +99,30 @@ def run_until_signal(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
         return uvloop.run(main())
     except KeyboardInterrupt:  # pragma: no cover - signal handlers take care of it
         return 130
+
+
+_T = TypeVar("_T")
+
+
+async def start_unless_stopped(
+    start: Awaitable[_T], stop: asyncio.Event
+) -> asyncio.Future[_T] | None:
+    """Run ``start`` until it finishes or ``stop`` is set, whichever comes first.
+
+    None when ``stop`` came first (``start`` is then cancelled and awaited); otherwise
+    the finished future, whose ``result()`` gives what ``start`` returned or raises what
+    it raised, for the caller to report."""
+    starting = asyncio.ensure_future(start)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return None
+    return starting
 
 
 # -- a node's ztunnel ---------------------------------------------------------------------------
@@ -235,7 +260,7 @@ def run_ztunnel(
             return 1
 
     async def serve(stop: asyncio.Event, auth: TokenAuth | None) -> int:
-        starting = asyncio.ensure_future(
+        starting = await start_unless_stopped(
             start_ztunnel(
                 node,
                 node_ip,
@@ -244,15 +269,11 @@ def run_ztunnel(
                 xds_address=xds_address,
                 node_agent_socket=node_agent_socket,
                 token_auth=auth,
-            )
+            ),
+            stop,
         )
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
+        if starting is None:
             return 0
-        stopping.cancel()
         try:
             proxy = starting.result()
         except (DistributedError, CertificateError, OSError) as exc:
