@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from ambient.hbone.bound import IP_BIND_ADDRESS_NO_PORT, connect_from
+from tests.component.resolverthreads import assert_no_resolver_threads
 
 
 async def test_the_source_address_is_kept_and_ports_are_chosen_at_connect() -> None:
@@ -38,32 +39,13 @@ async def test_a_refused_connection_raises_and_leaves_no_socket_open() -> None:
         await connect_from("127.0.0.1", port, ("127.0.0.3", 0))
 
 
-_NO_RESOLVER = """
-import asyncio, os, socket, uvloop
-from ambient.hbone.bound import connect_from
-
-async def main():
-    listener = socket.create_server(("127.0.0.1", 0))  # connects complete in its backlog
-    port = listener.getsockname()[1]
-    before = len(os.listdir("/proc/self/task"))
-    for source in ("127.0.0.4", "127.0.0.5"):
-        (await connect_from("127.0.0.1", port, (source, 0))).close()
-    print(before, len(os.listdir("/proc/self/task")))
-
-uvloop.run(main())
-"""
-
-
 def test_a_connect_takes_no_trip_through_the_resolver_threads() -> None:
-    """uvloop's ``sock_connect`` resolves even an IP literal on libuv's thread pool; an
-    HBONE pool's connection (and a relay from a chosen source) connects without it."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("uvloop")
-    out = subprocess.run(
-        [sys.executable, "-c", _NO_RESOLVER], capture_output=True, text=True, timeout=60
+    """An HBONE pool's connection (and a relay from a chosen source) connects without
+    uvloop's resolver threads."""
+    assert_no_resolver_threads(
+        "from ambient.hbone.bound import connect_from",
+        """
+        for source in ("127.0.0.4", "127.0.0.5"):
+            (await connect_from("127.0.0.1", port, (source, 0))).close()
+        """,
     )
-    assert out.returncode == 0, out.stderr
-    before, after = out.stdout.split()
-    assert before == after == "1"

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from ambient.ztunnel.dial import Dialer
+from tests.component.resolverthreads import assert_no_resolver_threads
 
 
 class Peer(asyncio.Protocol):
@@ -96,32 +97,12 @@ async def test_an_ipv6_destination() -> None:
         await server.wait_closed()
 
 
-_NO_RESOLVER = """
-import asyncio, os, socket, uvloop
-from ambient.ztunnel.dial import Dialer
-
-async def main():
-    listener = socket.create_server(("127.0.0.1", 0))  # connects complete in its backlog
-    port = listener.getsockname()[1]
-    before = len(os.listdir("/proc/self/task"))
-    for source in (None, "127.10.0.7"):
-        await Dialer().connect("127.0.0.1", port, source, asyncio.Protocol)
-    print(before, len(os.listdir("/proc/self/task")))
-
-uvloop.run(main())
-"""
-
-
 def test_a_dial_takes_no_trip_through_the_resolver_threads() -> None:
-    """uvloop's ``sock_connect`` resolves even an IP literal on libuv's thread pool (threads,
-    a wake-up per connection); the dialer connects IP literals itself: no thread starts."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("uvloop")
-    out = subprocess.run(
-        [sys.executable, "-c", _NO_RESOLVER], capture_output=True, text=True, timeout=60
+    """The dialer connects IP literals itself: no resolver thread starts."""
+    assert_no_resolver_threads(
+        "from ambient.ztunnel.dial import Dialer",
+        """
+        for source in (None, "127.10.0.7"):
+            await Dialer().connect("127.0.0.1", port, source, asyncio.Protocol)
+        """,
     )
-    assert out.returncode == 0, out.stderr
-    before, after = out.stdout.split()
-    assert before == after == "1"
