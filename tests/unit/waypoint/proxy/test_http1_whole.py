@@ -12,19 +12,7 @@ from ambient.waypoint.proxy.h1codec import parse_request_head
 from ambient.waypoint.proxy.h1wire import BodyReader, MessageReader
 from ambient.waypoint.proxy.http1 import _Body, _Sink
 from ambient.waypoint.proxy.messages import DownstreamGone, ResponseHead
-
-
-class RecordingStream:
-    """Stand-in for the tunnel's HboneStream: records each write (no HBONE needed here)."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    async def drain(self) -> None:
-        return None
+from tests.unit.waypoint.proxy.recording import RecordingStream
 
 
 def sink_for(request: bytes) -> tuple[_Sink, RecordingStream]:

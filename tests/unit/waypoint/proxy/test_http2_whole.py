@@ -16,21 +16,9 @@ import pytest
 from ambient.hbone.stream import HboneStream
 from ambient.waypoint.proxy.http2 import _Connection, _Stream
 from ambient.waypoint.proxy.messages import ResponseHead
+from tests.unit.waypoint.proxy.recording import RecordingStream
 
 BODY = b"x" * 5000
-
-
-class RecordingStream:
-    """Stand-in for the tunnel's HboneStream: records each write (no HBONE needed here)."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    async def drain(self) -> None:
-        return None
 
 
 def client(window: int) -> h2.connection.H2Connection:
