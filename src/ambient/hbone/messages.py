@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ambient.ipparse import parse_ip
+from ambient.ipparse import address_text, parse_ip
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -41,9 +41,7 @@ class SocketAddress:
     port: int
 
     def __str__(self) -> str:
-        if self.ip.version == 6:
-            return f"[{self.ip}]:{self.port}"
-        return f"{self.ip}:{self.port}"
+        return address_text(self.ip, self.port)
 
     @classmethod
     def parse(cls, text: str) -> SocketAddress:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ambient.config.destinationrule import DestinationRule
+from ambient.ipparse import address_text
 from ambient.state.workload import WorkloadStatus
 from ambient.waypoint.model import Backend, RouteDecision
 from ambient.waypoint.routing.action import RouteAction
@@ -129,7 +130,7 @@ def _cluster(waypoint: Waypoint, backend: Backend, config: ConfigSet) -> dict[st
         if port is None:
             continue
         ip = workload.addresses[0]
-        address = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+        address = address_text(ip, port)
         ejected = detector is not None and detector.is_ejected((ip, port))
         endpoints.append(
             {

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ambient.ipparse import address_text
 from ambient.state.workload import Service, Workload
 from ambient.waypoint.model import Downstream, Target
 from ambient.waypoint.proxy.metrics import WaypointMetrics, label_values
@@ -48,10 +49,7 @@ __all__ = ["RequestRecord", "TunnelRecord", "access_log"]
 
 
 def _source_addr(downstream: Downstream) -> str:
-    ip = downstream.source_ip
-    return (
-        f"[{ip}]:{downstream.source_port}" if ip.version == 6 else f"{ip}:{downstream.source_port}"
-    )
+    return address_text(downstream.source_ip, downstream.source_port)
 
 
 def _target_text(target: Target) -> str:

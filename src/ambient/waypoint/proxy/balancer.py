@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ambient.config.destinationrule import LoadBalancer
+from ambient.ipparse import address_text
 from ambient.state.proxy import ProxyState
 from ambient.state.workload import IPAddress, TunnelProtocol, Workload, WorkloadStatus
 from ambient.waypoint.model import Backend
@@ -49,8 +50,7 @@ class Endpoint:
     address: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        ip, port = self.ip, self.port
-        object.__setattr__(self, "address", f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+        object.__setattr__(self, "address", address_text(self.ip, self.port))
 
 
 def endpoints_of(state: ProxyState, backend: Backend) -> list[Endpoint]:
