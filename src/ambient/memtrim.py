@@ -23,7 +23,7 @@ import logging
 import weakref
 from collections.abc import Callable
 
-__all__ = ["HeapTrimmer", "heap_free_bytes", "trim_heap", "trim_heap_periodically"]
+__all__ = ["HeapTrimmer", "heap_free_bytes", "trim_heap_periodically"]
 
 log = logging.getLogger("ambient.memtrim")
 
@@ -62,13 +62,6 @@ def heap_free_bytes() -> int | None:
     if _LIBC is None:
         return None
     return int(_LIBC[0]().fordblks)
-
-
-def trim_heap() -> bool:
-    """Release the free pages of malloc's arenas now; whether any was (False without glibc)."""
-    if _LIBC is None:
-        return False
-    return bool(_LIBC[1](0))
 
 
 class HeapTrimmer:
