@@ -39,8 +39,8 @@ MESSAGE = bytes(5 + 1024)  # a gRPC message frame of 1 KiB
 
 def child(exchanges: int) -> float:
     """CPU µs per exchange, with the codecs importable here (``PYTHONPATH``)."""
+    from ambient.http2.events import DataReceived
     from ambient.waypoint.proxy.h2client import H2Client
-    from ambient.waypoint.proxy.h2events import DataReceived
     from ambient.waypoint.proxy.h2server import H2Server
 
     client = H2Client(1 << 20, 16 << 20)

@@ -50,8 +50,8 @@ from h2.stream import StreamState
 from ambient.hbone import _h2compat
 from ambient.hbone import events as ev
 from ambient.hbone.fields import UNINDEXED, BadBlock, Block, PlainEncoder, check_block
-from ambient.hbone.guard import DEFAULT_LIMITS, RST_STREAM, Abuse, FloodGuard, FloodLimits
 from ambient.hbone.messages import BadRequest, ConnectRequest, Status
+from ambient.http2.guard import DEFAULT_LIMITS, RST_STREAM, Abuse, FloodGuard, FloodLimits
 
 MiB = 1024 * 1024
 
@@ -69,7 +69,7 @@ class HboneSettings:
     max_concurrent_streams: int = 1000  # inbound, server side
     ping_interval: float = 10.0
     ping_timeout: float = 20.0
-    limits: FloodLimits = DEFAULT_LIMITS  # abuse budgets per connection (``hbone.guard``)
+    limits: FloodLimits = DEFAULT_LIMITS  # abuse budgets per connection (``http2.guard``)
 
 
 class Side(Enum):

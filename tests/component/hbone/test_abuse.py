@@ -12,10 +12,10 @@ import contextlib
 import pytest
 
 from ambient.hbone.connection import HboneTransport
-from ambient.hbone.guard import FloodLimits
 from ambient.hbone.messages import ConnectRequest, SocketAddress
 from ambient.hbone.pool import ConnectionPool
 from ambient.hbone.protocol import HboneSettings
+from ambient.http2.guard import FloodLimits
 from ambient.identity.certs import WorkloadCertificate
 from tests.component.hbone.harness import ForwardingServer, Upstream
 from tests.h2attack import ENHANCE_YOUR_CALM, RawH2

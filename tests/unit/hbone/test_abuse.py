@@ -20,8 +20,8 @@ from hyperframe.frame import (
 )
 
 from ambient.hbone import events as ev
-from ambient.hbone.guard import ENHANCE_YOUR_CALM, FloodGuard, FloodLimits, TokenBucket
 from ambient.hbone.protocol import HboneConnection, HboneSettings, Side
+from ambient.http2.guard import ENHANCE_YOUR_CALM, FloodGuard, FloodLimits, TokenBucket
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 SMALL = FloodLimits(

@@ -29,10 +29,10 @@ with the same strictness where it matters:
   (PROTOCOL_ERROR) and reports :class:`StreamReset`. :meth:`H2Client.receive_data`
   never raises for bad input.
 
-The frames, windows and read loop are ``h2conn``'s (shared with the server
+The frames, windows and read loop are ``http2.connection``'s (shared with the server
 codec); this module is what a client adds: stream ids it opens, responses,
 and its policy for a violation on one stream (that stream is reset). Events
-(``h2events``) are plain objects returned by ``receive_data``; ``data_to_send``
+(``http2.events``) are plain objects returned by ``receive_data``; ``data_to_send``
 gives the bytes to write.
 """
 
@@ -42,8 +42,7 @@ import re
 
 import hpack.exceptions
 
-from ambient.hbone.guard import FloodGuard
-from ambient.waypoint.proxy.h2conn import (
+from ambient.http2.connection import (
     CANCEL,
     COMPRESSION_ERROR,
     FLOW_CONTROL_ERROR,
@@ -62,13 +61,14 @@ from ambient.waypoint.proxy.h2conn import (
     H2Error,
     Stream,
 )
-from ambient.waypoint.proxy.h2events import (
+from ambient.http2.events import (
     Event,
     H2Event,
     HeadersReceived,
     SettingsChanged,
 )
-from ambient.waypoint.proxy.hpackmemo import encode_fields as encode_headers
+from ambient.http2.guard import FloodGuard
+from ambient.http2.hpackmemo import encode_fields as encode_headers
 
 __all__ = [
     "CANCEL",
@@ -101,7 +101,7 @@ class H2Client(H2Connection[Event]):
     def __init__(
         self, stream_window: int, connection_window: int, guard: FloodGuard | None = None
     ) -> None:
-        """``guard``: the upstream gets our servers' budgets (``hbone.guard``)."""
+        """``guard``: the upstream gets our servers' budgets (``http2.guard``)."""
         super().__init__(stream_window, connection_window, MAX_HEADER_LIST, guard)
         self._next_id = 1
         self.max_concurrent_streams = 100  # until the server's SETTINGS say otherwise

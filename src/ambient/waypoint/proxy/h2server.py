@@ -9,7 +9,7 @@ both to the same inputs):
 - Inbound: the client preface, then every frame type checked as RFC 9113
   asks (sizes, stream ids, padding, flow-control windows, SETTINGS values,
   CONTINUATION sequences, PUSH_PROMISE refused). Each frame header is first
-  given to the connection's ``FloodGuard`` (``hbone.guard``), so a flood is
+  given to the connection's ``FloodGuard`` (``http2.guard``), so a flood is
   refused before any of it is parsed. Header blocks are decoded with the
   ``hpack`` package (dynamic table, Huffman) under the advertised header list
   size, and requests are validated as RFC 9113 section 8 says: lower-case
@@ -22,12 +22,12 @@ both to the same inputs):
 - Errors: as Envoy's default (and h2's), a malformed request or a protocol
   violation on any stream is a connection error: GOAWAY with the code, nothing
   more is read, and :meth:`H2Server.receive_data` reports
-  :class:`~ambient.waypoint.proxy.h2events.ConnectionLost`; it never raises.
+  :class:`~ambient.http2.events.ConnectionLost`; it never raises.
   Frames for streams already closed are answered RST_STREAM(STREAM_CLOSED), as
   h2 does; a stream beyond ``max_streams`` concurrent ones is refused with
   RST_STREAM(REFUSED_STREAM) (RFC 9113 5.1.2).
 - Outbound: our SETTINGS and connection window first; HEADERS as HPACK
-  without a dynamic table nor Huffman (``hpackmemo.encode_fields``; a table
+  without a dynamic table nor Huffman (``http2.hpackmemo.encode_fields``; a table
   size update to 0 after the client lowers its table size), split into
   CONTINUATION above the client's frame size; DATA within the windows;
   WINDOW_UPDATE once half a window was consumed; PING and SETTINGS ACKs;
@@ -35,7 +35,7 @@ both to the same inputs):
 
 A stream's state is only what a server needs: open, half-closed on either side,
 closed (forgotten once both sides ended, or reset). The frames, windows and read
-loop are ``h2conn``'s (shared with the client codec); this module is what a
+loop are ``http2.connection``'s (shared with the client codec); this module is what a
 server adds: the client preface, streams the client opens, requests, and its
 stricter policy (a violation on a stream ends the connection).
 """
@@ -48,8 +48,7 @@ from typing import TypeVar
 
 import hpack.exceptions
 
-from ambient.hbone.guard import FloodGuard
-from ambient.waypoint.proxy.h2conn import (
+from ambient.http2.connection import (
     COMPRESSION_ERROR,
     INTERNAL_ERROR,
     NO_ERROR,
@@ -66,7 +65,7 @@ from ambient.waypoint.proxy.h2conn import (
     H2Error,
     Stream,
 )
-from ambient.waypoint.proxy.h2events import (
+from ambient.http2.events import (
     ConnectionLost,
     DataReceived,
     GoAway,
@@ -76,6 +75,7 @@ from ambient.waypoint.proxy.h2events import (
     StreamReset,
     WindowOpened,
 )
+from ambient.http2.guard import FloodGuard
 from ambient.waypoint.proxy.h2fields import FieldError, check_regular, content_length, request
 
 __all__ = [

@@ -22,7 +22,7 @@ A client reset (RST_STREAM) aborts that request only, and cancels its task,
 so its upstream exchange is cancelled too (a dial under way is closed, an
 upstream request already sent is reset: RST_STREAM upstream for HTTP/2), as
 Envoy resets the upstream stream when the downstream one is reset. A protocol
-error ends the tunnel with GOAWAY; so does abuse (``hbone.guard``: too many
+error ends the tunnel with GOAWAY; so does abuse (``http2.guard``: too many
 requests reset before their answer started, PING/SETTINGS or idle-frame
 floods, a header block past the advertised header list size), with
 ENHANCE_YOUR_CALM. Reading waits while the tunnel's own write queue is full,
@@ -40,13 +40,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ambient.hbone.errors import HboneError
-from ambient.hbone.guard import DEFAULT_LIMITS, Abuse, FloodGuard
 from ambient.hbone.stream import HboneStream
-from ambient.taskdump import register
-from ambient.waypoint.model import Headers, RequestHead
-from ambient.waypoint.proxy import h2server as h2s
-from ambient.waypoint.proxy.fieldtext import decimal
-from ambient.waypoint.proxy.h2events import (
+from ambient.http2.events import (
     ConnectionLost,
     DataReceived,
     GoAway,
@@ -54,6 +49,11 @@ from ambient.waypoint.proxy.h2events import (
     StreamReset,
     WindowOpened,
 )
+from ambient.http2.guard import DEFAULT_LIMITS, Abuse, FloodGuard
+from ambient.taskdump import register
+from ambient.waypoint.model import Headers, RequestHead
+from ambient.waypoint.proxy import h2server as h2s
+from ambient.waypoint.proxy.fieldtext import decimal
 from ambient.waypoint.proxy.messages import BodyAborted, DownstreamGone, ResponseHead
 
 if TYPE_CHECKING:

@@ -40,8 +40,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ambient.hbone.errors import HboneError
-from ambient.hbone.guard import DEFAULT_LIMITS, FloodGuard
 from ambient.hbone.stream import HboneStream
+from ambient.http2.events import (
+    ConnectionLost,
+    DataReceived,
+    Event,
+    GoAway,
+    HeadersReceived,
+    StreamReset,
+    WindowOpened,
+)
+from ambient.http2.guard import DEFAULT_LIMITS, FloodGuard
 from ambient.taskdump import register
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.balancer import Endpoint
@@ -51,15 +60,6 @@ from ambient.waypoint.proxy.h2client import (
     NO_ERROR,
     REFUSED_STREAM,
     H2Client,
-)
-from ambient.waypoint.proxy.h2events import (
-    ConnectionLost,
-    DataReceived,
-    Event,
-    GoAway,
-    HeadersReceived,
-    StreamReset,
-    WindowOpened,
 )
 from ambient.waypoint.proxy.messages import (
     Body,
@@ -168,7 +168,7 @@ class _Connection:
         self.key = key
         self.stream = stream
         self.settings = settings
-        # A malicious upstream gets the budgets our servers give clients (``hbone.guard``).
+        # A malicious upstream gets the budgets our servers give clients (``http2.guard``).
         self.guard = FloodGuard(DEFAULT_LIMITS, MAX_HEADER_LIST)
         self.h2 = H2Client(STREAM_WINDOW, CONNECTION_WINDOW, guard=self.guard)
         self.exchanges: dict[int, _Exchange] = {}

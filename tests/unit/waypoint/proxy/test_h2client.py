@@ -19,6 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ambient.http2.events import (
+    ConnectionLost,
+    DataReceived,
+    GoAway,
+    HeadersReceived,
+    StreamReset,
+)
 from ambient.waypoint.proxy.h2client import (
     CANCEL,
     FLOW_CONTROL_ERROR,
@@ -27,13 +34,6 @@ from ambient.waypoint.proxy.h2client import (
     REFUSED_STREAM,
     H2Client,
     encode_headers,
-)
-from ambient.waypoint.proxy.h2events import (
-    ConnectionLost,
-    DataReceived,
-    GoAway,
-    HeadersReceived,
-    StreamReset,
 )
 
 STREAM_WINDOW = 1024 * 1024

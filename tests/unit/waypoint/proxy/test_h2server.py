@@ -25,8 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ambient.hbone.guard import DEFAULT_LIMITS, FloodGuard
-from ambient.waypoint.proxy.h2events import (
+from ambient.http2.events import (
     ConnectionLost,
     DataReceived,
     GoAway,
@@ -34,6 +33,7 @@ from ambient.waypoint.proxy.h2events import (
     StreamReset,
     WindowOpened,
 )
+from ambient.http2.guard import DEFAULT_LIMITS, FloodGuard
 from ambient.waypoint.proxy.h2server import H2Server, RequestReceived, StreamGone
 
 STREAM_WINDOW = 1024 * 1024

@@ -14,7 +14,7 @@
   GOAWAY naming the role's last stream.
 - Inbound: the read loop (:meth:`~H2Connection.receive_data`, which never
   raises for bad input): each frame header is first given to the connection's
-  ``FloodGuard`` (``hbone.guard``), a frame longer than we accept is refused,
+  ``FloodGuard`` (``http2.guard``), a frame longer than we accept is refused,
   and a connection error queues GOAWAY and reports ``ConnectionLost``. Checked
   here: SETTINGS (values, ACKs, the peer's initial window applied to every
   stream, its frame size, table size changes), WINDOW_UPDATE, RST_STREAM, PING,
@@ -43,8 +43,7 @@ import struct
 from types import FunctionType
 from typing import Any, Generic, TypeVar, cast
 
-from ambient.hbone.guard import Abuse, FloodGuard
-from ambient.waypoint.proxy.h2events import (
+from ambient.http2.events import (
     ConnectionLost,
     DataReceived,
     GoAway,
@@ -52,7 +51,8 @@ from ambient.waypoint.proxy.h2events import (
     StreamReset,
     WindowOpened,
 )
-from ambient.waypoint.proxy.hpackmemo import MemoDecoder, encode_fields
+from ambient.http2.guard import Abuse, FloodGuard
+from ambient.http2.hpackmemo import MemoDecoder, encode_fields
 
 __all__ = ["H2Connection", "H2Error", "Stream"]
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import hpack
 import pytest
 
-from ambient.waypoint.proxy.h2client import H2Client
-from ambient.waypoint.proxy.h2conn import H2Connection
-from ambient.waypoint.proxy.h2events import (
+from ambient.http2.connection import H2Connection
+from ambient.http2.events import (
     ConnectionLost,
     DataReceived,
     H2Event,
@@ -27,6 +26,7 @@ from ambient.waypoint.proxy.h2events import (
     RequestReceived,
     StreamReset,
 )
+from ambient.waypoint.proxy.h2client import H2Client
 from ambient.waypoint.proxy.h2server import H2Server
 from tests.unit.waypoint.proxy.test_h2server import frame, frames
 

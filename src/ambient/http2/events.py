@@ -1,11 +1,12 @@
-"""What the waypoint's HTTP/2 codecs' ``receive_data`` report: plain objects, one per thing
-that happened (``h2client`` a response's, ``h2server`` a request's, ``h2conn`` the connection's)."""
+"""What the HTTP/2 codecs' ``receive_data`` report: plain objects, one per thing that
+happened (the waypoint's ``h2client`` a response's, ``h2server`` a request's,
+``http2.connection`` the connection's)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ambient.waypoint.model import Headers
+Headers = tuple[tuple[str, str], ...]  # the same shape as ``waypoint.model.Headers``
 
 __all__ = [
     "ConnectionLost",

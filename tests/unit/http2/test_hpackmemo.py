@@ -15,8 +15,8 @@ import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ambient.waypoint.proxy import hpackmemo
-from ambient.waypoint.proxy.hpackmemo import MemoDecoder, encode_fields
+from ambient.http2 import hpackmemo
+from ambient.http2.hpackmemo import MemoDecoder, encode_fields
 
 _FIELD = st.tuples(
     st.sampled_from([":path", "content-type", "te", "x-id", "grpc-status", "user-agent"]),
