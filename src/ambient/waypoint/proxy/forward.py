@@ -177,9 +177,72 @@ class Forwarder:
                 record.details = "upgrade_failed"  # before any filter, as Envoy
                 await local_reply(sink, record, 403, b"")
                 return
-            await self._handle(
-                target, downstream, head, body, sink, record, request_id, pipe, trace
+            policies = self.policies
+            admission = await admit(
+                policies.authenticator, policies.authorizer, target, downstream, head
             )
+            if admission.refusal is not None:
+                refusal = admission.refusal
+                record.details = refusal.details
+                await local_reply(sink, record, refusal.status, refusal.body, refusal.headers)
+                return
+            head = admission.request
+            decision, endpoint, cluster_size, affinity = self._route(
+                target, downstream, head, record
+            )
+            if decision.response is not None:
+                await direct(sink, record, decision.response, decision.response_headers)
+                return
+            if decision.fault is not None:
+                roll = decision.fault.roll(self.rng)
+                if roll.delay:
+                    add_flag(record, "DI")
+                    await asyncio.sleep(roll.delay)
+                if roll.aborts:
+                    add_flag(record, "FI")
+                    await fault_abort(sink, record, roll)
+                    return
+            if endpoint is None:
+                add_flag(record, "UH")
+                await local_reply(sink, record, 503, b"no healthy upstream")
+                return
+            request = self._upstream_request(head, decision, request_id)
+            if trace is not None:
+                request = dataclasses.replace(
+                    request, headers=trace.upstream_headers(request.headers)
+                )
+            if head.upgrade is not None:
+                backend = decision.backend
+                await upgrade.forward_upgrade(
+                    self.upstream, self.balancer,
+                    self.clusters.get(backend) if backend is not None else None,
+                    endpoint, request, head.upgrade,
+                    timeout=decision.timeout, from_http2=head.version == HTTP2,
+                    sink=sink, pipe=pipe, record=record,
+                )  # fmt: skip
+                return
+            if decision.mirrors:
+                body = await self.mirrors.start(decision.mirrors, request, body, head.version)
+            timeout = decision.timeout
+            if record.grpc:
+                timeout = grpc.deadline(timeout, grpc.parse_timeout(head.header("grpc-timeout")))
+            exchange = PendingRequest(endpoint, cluster_size, request, body, decision, sink, record)
+            exchange.affinity = affinity
+            exchange.trace = trace
+            try:
+                if timeout:
+                    exchange.expires = asyncio.get_running_loop().time() + timeout
+                    async with asyncio.timeout(timeout):
+                        await self._forward(exchange)
+                else:
+                    await self._forward(exchange)
+            except TimeoutError:
+                add_flag(record, "UT")
+                if sink.started:
+                    sink.abort()
+                else:
+                    await local_reply(sink, record, 504, b"upstream request timeout",
+                                      grpc_status=grpc.DEADLINE_EXCEEDED)  # fmt: skip
         except DownstreamGone:
             record.flags = "DC"
             sink.abort()
@@ -190,81 +253,6 @@ class Forwarder:
             record.finish()
             if trace is not None and trace.sampled:
                 trace.finish(record, record.cluster, target.port)
-
-    async def _handle(
-        self,
-        target: Target,
-        downstream: Downstream,
-        head: RequestHead,
-        body: Body,
-        sink: ResponseSink,
-        record: RequestRecord,
-        request_id: str,
-        pipe: DownstreamPipe | None,
-        trace: Trace | None = None,
-    ) -> None:
-        policies = self.policies
-        admission = await admit(
-            policies.authenticator, policies.authorizer, target, downstream, head
-        )
-        if admission.refusal is not None:
-            refusal = admission.refusal
-            record.details = refusal.details
-            await local_reply(sink, record, refusal.status, refusal.body, refusal.headers)
-            return
-        head = admission.request
-        decision, endpoint, cluster_size, affinity = self._route(target, downstream, head, record)
-        if decision.response is not None:
-            await direct(sink, record, decision.response, decision.response_headers)
-            return
-        if decision.fault is not None:
-            roll = decision.fault.roll(self.rng)
-            if roll.delay:
-                add_flag(record, "DI")
-                await asyncio.sleep(roll.delay)
-            if roll.aborts:
-                add_flag(record, "FI")
-                await fault_abort(sink, record, roll)
-                return
-        if endpoint is None:
-            add_flag(record, "UH")
-            await local_reply(sink, record, 503, b"no healthy upstream")
-            return
-        request = self._upstream_request(head, decision, request_id)
-        if trace is not None:
-            request = dataclasses.replace(request, headers=trace.upstream_headers(request.headers))
-        if head.upgrade is not None:
-            backend = decision.backend
-            await upgrade.forward_upgrade(
-                self.upstream, self.balancer,
-                self.clusters.get(backend) if backend is not None else None,
-                endpoint, request, head.upgrade,
-                timeout=decision.timeout, from_http2=head.version == HTTP2,
-                sink=sink, pipe=pipe, record=record,
-            )  # fmt: skip
-            return
-        if decision.mirrors:
-            body = await self.mirrors.start(decision.mirrors, request, body, head.version)
-        timeout = decision.timeout
-        if record.grpc:
-            timeout = grpc.deadline(timeout, grpc.parse_timeout(head.header("grpc-timeout")))
-        exchange = PendingRequest(endpoint, cluster_size, request, body, decision, sink, record)
-        exchange.affinity = affinity
-        exchange.trace = trace
-        try:
-            if timeout:
-                exchange.expires = asyncio.get_running_loop().time() + timeout
-                async with asyncio.timeout(timeout):
-                    await self._forward(exchange)
-            else:
-                await self._forward(exchange)
-        except TimeoutError:
-            add_flag(record, "UT")
-            if sink.started:
-                sink.abort()
-            else:
-                await local_reply(sink, record, 504, b"upstream request timeout",
-                                  grpc_status=grpc.DEADLINE_EXCEEDED)  # fmt: skip
 
     # -- routing -------------------------------------------------------------------
 
@@ -457,7 +445,8 @@ class Forwarder:
                 outcome.span = span
         if cluster is not None:
             try:
-                await cluster.limits.acquire()
+                if not cluster.limits.try_acquire():
+                    await cluster.limits.acquire()  # wait for a slot
             except Overflow as exc:
                 outcome.overflow = str(exc)
                 return outcome
@@ -512,79 +501,70 @@ class Forwarder:
     ) -> None:
         """Send the final attempt's answer downstream, then free its slots."""
         try:
-            await self._send_outcome(outcome, decision, sink, record, client_gone, set_cookie)
-        finally:
-            outcome.release()
-
-    async def _send_outcome(
-        self,
-        outcome: Outcome,
-        decision: RouteDecision,
-        sink: ResponseSink,
-        record: RequestRecord,
-        client_gone: bool,
-        set_cookie: str | None,
-    ) -> None:
-        result = outcome.result
-        if outcome.overflow is not None:
-            add_flag(record, "UO")
-            record.details = f"upstream_overflow ({outcome.overflow})"
-            await local_reply(sink, record, 503, OVERFLOW)
-            return
-        if result is None:  # the per-try timeout fired before a response head
-            add_flag(record, "UT")
-            await local_reply(sink, record, 504, b"upstream request timeout",
-                              grpc_status=grpc.DEADLINE_EXCEEDED)  # fmt: skip
-            return
-        if isinstance(result, UpstreamFailed):
-            add_flag(record, result.flag)
-            record.details = str(result)
-            if client_gone:
-                record.flags = "DC"
+            result = outcome.result
+            if outcome.overflow is not None:
+                add_flag(record, "UO")
+                record.details = f"upstream_overflow ({outcome.overflow})"
+                await local_reply(sink, record, 503, OVERFLOW)
+                return
+            if result is None:  # the per-try timeout fired before a response head
+                add_flag(record, "UT")
+                await local_reply(sink, record, 504, b"upstream request timeout",
+                                  grpc_status=grpc.DEADLINE_EXCEEDED)  # fmt: skip
+                return
+            if isinstance(result, UpstreamFailed):
+                add_flag(record, result.flag)
+                record.details = str(result)
+                if client_gone:
+                    record.flags = "DC"
+                    sink.abort()
+                    return
+                if result.flag == "UF":
+                    message = CONNECT_FAILURE
+                elif result.flag == "UR":
+                    message = str(result).encode()
+                else:
+                    message = TERMINATION
+                await local_reply(sink, record, 503, message)
+                return
+            response, response_body = result
+            record.status = response.status
+            record.grpc_status = next((v for k, v in response.headers if k == "grpc-status"), "")
+            headers = decision.response_headers.apply(response.headers)
+            if set_cookie is not None:  # consistentHash made the client a cookie (Envoy's)
+                headers = (*headers, ("set-cookie", set_cookie))
+            try:
+                if response_body.empty:
+                    await sink.send_head(ResponseHead(response.status, headers), end=True)
+                    return
+                whole = response_body.ready()  # the usual small answer: head and body in one write
+                if whole is not None:
+                    record.response_bytes += len(whole)
+                    trailers = response_body.trailers
+                    if trailers and not record.grpc_status:
+                        record.grpc_status = next(
+                            (v for k, v in trailers if k == "grpc-status"), ""
+                        )
+                    await sink.send_whole(ResponseHead(response.status, headers), whole, trailers)
+                    return
+                await sink.send_head(ResponseHead(response.status, headers), end=False)
+                while chunk := await response_body.read():
+                    record.response_bytes += len(chunk)
+                    await sink.send_data(chunk)
+            except BodyAborted as exc:
+                add_flag(record, "UC")
+                record.details = str(exc)
                 sink.abort()
                 return
-            if result.flag == "UF":
-                message = CONNECT_FAILURE
-            elif result.flag == "UR":
-                message = str(result).encode()
-            else:
-                message = TERMINATION
-            await local_reply(sink, record, 503, message)
-            return
-        response, response_body = result
-        record.status = response.status
-        record.grpc_status = next((v for k, v in response.headers if k == "grpc-status"), "")
-        headers = decision.response_headers.apply(response.headers)
-        if set_cookie is not None:  # consistentHash made the client a cookie (Envoy's)
-            headers = (*headers, ("set-cookie", set_cookie))
-        try:
-            if response_body.empty:
-                await sink.send_head(ResponseHead(response.status, headers), end=True)
-                return
-            whole = response_body.ready()  # the usual small answer: head and body in one write
-            if whole is not None:
-                record.response_bytes += len(whole)
-                trailers = response_body.trailers
-                if trailers and not record.grpc_status:
-                    record.grpc_status = next((v for k, v in trailers if k == "grpc-status"), "")
-                await sink.send_whole(ResponseHead(response.status, headers), whole, trailers)
-                return
-            await sink.send_head(ResponseHead(response.status, headers), end=False)
-            while chunk := await response_body.read():
-                record.response_bytes += len(chunk)
-                await sink.send_data(chunk)
-        except BodyAborted as exc:
-            add_flag(record, "UC")
-            record.details = str(exc)
-            sink.abort()
-            return
-        except BaseException:  # the client went away (or this task was cancelled)
-            self.upstream.discard(response_body)
-            raise
-        trailers = response_body.trailers
-        if trailers and not record.grpc_status:
-            record.grpc_status = next((v for k, v in trailers if k == "grpc-status"), "")
-        await sink.end(trailers)
+            except BaseException:  # the client went away (or this task was cancelled)
+                self.upstream.discard(response_body)
+                raise
+            trailers = response_body.trailers
+            if trailers and not record.grpc_status:
+                record.grpc_status = next((v for k, v in trailers if k == "grpc-status"), "")
+            await sink.end(trailers)
+        finally:
+            outcome.release()
 
     async def close(self) -> None:
         await self.mirrors.close()

@@ -42,6 +42,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from ambient.hbone.errors import HboneError, StreamRefused
 from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress
@@ -58,7 +60,7 @@ from ambient.waypoint.proxy.h1codec import (
     parse_response_head,
     request_head_bytes,
 )
-from ambient.waypoint.proxy.h1wire import BodyReader, IncompleteMessage, MessageReader
+from ambient.waypoint.proxy.h1wire import READ_SIZE, BodyReader, IncompleteMessage, MessageReader
 from ambient.waypoint.proxy.messages import (
     Body,
     BodyAborted,
@@ -230,32 +232,22 @@ class UpstreamClient:
         self._idle: dict[str, list[_Connection]] = {}  # by Endpoint.address
         self.http2 = Http2Client(self.open_with, idle_timeout=idle_timeout)
 
-    async def send(
+    def send(
         self,
         endpoint: Endpoint,
         request: UpstreamRequest,
         body: Body,
         settings: ConnectionSettings = _DEFAULT_SETTINGS,
-    ) -> tuple[ResponseHead, Body]:
+    ) -> Coroutine[Any, Any, tuple[ResponseHead, Body]]:
         """Send ``request`` to ``endpoint``; the response head and a streaming body.
 
         Raises :class:`UpstreamFailed` (``UF``: could not connect; ``UC``: the
         connection ended before a response head; ``UR``: HTTP/2 stream reset).
+        (A plain function handing back the version's coroutine: no layer of its own.)
         """
         if request.version == HTTP2:
-            return await self.http2.send(endpoint, request, body, settings)
-        connection = self._take_idle(endpoint)
-        if connection is not None:
-            try:
-                return await self._exchange(endpoint, connection, request, body)
-            except _Retryable:
-                pass  # the idle connection had been closed by the server: once more, fresh
-        stream = await self.open_with(endpoint, settings)
-        connection = _Connection(stream, settings)
-        try:
-            return await self._exchange(endpoint, connection, request, body)
-        except _Retryable as exc:
-            raise UpstreamFailed("UC", str(exc)) from None
+            return self.http2.send(endpoint, request, body, settings)
+        return self._send_http1(endpoint, request, body, settings)
 
     async def open_with(self, endpoint: Endpoint, settings: ConnectionSettings) -> HboneStream:
         """A new HBONE stream to ``endpoint`` within the cluster's ``connectTimeout``."""
@@ -342,67 +334,80 @@ class UpstreamClient:
             raise UpstreamFailed("UF", str(exc)) from None
         return stream
 
-    async def _exchange(
-        self, endpoint: Endpoint, connection: _Connection, request: UpstreamRequest, body: Body
+    async def _send_http1(
+        self,
+        endpoint: Endpoint,
+        request: UpstreamRequest,
+        body: Body,
+        settings: ConnectionSettings,
     ) -> tuple[ResponseHead, Body]:
-        reused = connection.requests > 0
-        connection.requests += 1
-        connection.busy = True
-        exchange = _Exchange(self, endpoint, connection)
-        headers: list[tuple[str, str]] = [("host", request.authority)]
-        headers.extend(kv for kv in request.headers if kv[0] != "content-length")
-        whole = body.ready()
-        chunked = False
-        if whole is not None:
-            if whole or not body.empty:
-                headers.append(("content-length", str(len(whole))))
-        elif body.length is not None:
-            headers.append(("content-length", str(body.length)))
-        else:
-            headers.append(("transfer-encoding", "chunked"))
-            chunked = True
-        stream = connection.stream
+        """One HTTP/1.1 exchange: on an idle connection, else (or if that one turns out to
+        have been closed by the server before anything was exchanged) on a fresh one."""
+        connection = self._take_idle(endpoint)
+        if connection is None:
+            connection = _Connection(await self.open_with(endpoint, settings), settings)
         try:
-            head = request_head_bytes(request.method, request.target, tuple(headers))
-            stream.write(head + whole if whole else head)
-        except (HboneError, ParseError) as exc:
+            wire, whole, chunked = _request_wire(request, body)
+        except ParseError as exc:
             connection.close()
-            if reused and isinstance(exc, HboneError):
-                raise _Retryable(str(exc)) from None
             raise UpstreamFailed("UC", f"upstream connection: {exc}") from None
-        if whole is not None:
-            exchange.request_done = True
-            exchange.body_bytes_sent = len(whole)
-        else:
-            exchange.sender = asyncio.ensure_future(exchange.send_body(body, chunked))
-        reader = connection.reader
-        try:
-            while True:
-                end = await reader.head_end()
-                if end is None:
-                    raise IncompleteMessage("connection closed before a response")
-                response = parse_response_head(reader.buffer, end, request.method)
-                reader.consume(end)
-                if response.status >= 200:
-                    break
-                if response.status == 101:
-                    raise ParseError("unexpected 101 Switching Protocols", 502)
-                # 100 Continue and other interim answers: the waypoint answered its client itself.
-        except _FAILURES as exc:
-            exchange.fail()
-            if exchange.sender is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await exchange.sender
-            if reused and exchange.body_bytes_sent == 0 and not isinstance(exc, ParseError):
-                raise _Retryable(str(exc)) from None
-            raise UpstreamFailed(
-                "UC",
-                "upstream connect error or disconnect/reset before headers. "
-                f"reset reason: connection termination ({exc})",
-            ) from None
-        except BaseException:
-            exchange.fail()
-            raise
+        while True:
+            reused = connection.requests > 0
+            connection.requests += 1
+            connection.busy = True
+            exchange = _Exchange(self, endpoint, connection)
+            stream = connection.stream
+            try:
+                stream.write(wire)
+            except HboneError as exc:
+                connection.close()
+                if reused:  # the idle connection had been closed: once more, fresh
+                    connection = _Connection(await self.open_with(endpoint, settings), settings)
+                    continue
+                raise UpstreamFailed("UC", f"upstream connection: {exc}") from None
+            if whole is not None:
+                exchange.request_done = True
+                exchange.body_bytes_sent = len(whole)
+            else:
+                exchange.sender = asyncio.ensure_future(exchange.send_body(body, chunked))
+            reader = connection.reader
+            try:
+                while True:
+                    end = None
+                    if not reader.buffer:  # the usual case: the head comes in one read
+                        data = await stream.read(READ_SIZE)
+                        if data:
+                            reader.buffer = data
+                            end = reader.buffered_head_end()
+                    if end is None:
+                        end = await reader.head_end()
+                        if end is None:
+                            raise IncompleteMessage("connection closed before a response")
+                    response = parse_response_head(reader.buffer, end, request.method)
+                    reader.consume(end)
+                    if response.status >= 200:
+                        break
+                    if response.status == 101:
+                        raise ParseError("unexpected 101 Switching Protocols", 502)
+                    # 100 Continue and other interim answers: the waypoint answered its client.
+            except _FAILURES as exc:
+                exchange.fail()
+                if exchange.sender is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await exchange.sender
+                if reused and exchange.body_bytes_sent == 0 and not isinstance(exc, ParseError):
+                    # the idle connection had been closed by the server: once more, fresh
+                    connection = _Connection(await self.open_with(endpoint, settings), settings)
+                    continue
+                raise UpstreamFailed(
+                    "UC",
+                    "upstream connect error or disconnect/reset before headers. "
+                    f"reset reason: connection termination ({exc})",
+                ) from None
+            except BaseException:
+                exchange.fail()
+                raise
+            break
         connection.keep_alive = response.keep_alive
         length = response.length if response.framing is Framing.LENGTH else None
         body_reader = BodyReader(reader, response.framing, response.length)
@@ -412,5 +417,20 @@ class UpstreamClient:
         return ResponseHead(response.status, strip_hop_by_hop(response.headers)), response_body
 
 
-class _Retryable(Exception):
-    """A reused idle connection failed before anything was exchanged."""
+def _request_wire(request: UpstreamRequest, body: Body) -> tuple[bytes, bytes | None, bool]:
+    """The request head's bytes (and the body's when it is all in memory: one write),
+    the whole body if so, and whether the body goes chunked; raises :class:`ParseError`."""
+    headers: list[tuple[str, str]] = [("host", request.authority)]
+    headers.extend(kv for kv in request.headers if kv[0] != "content-length")
+    whole = body.ready()
+    chunked = False
+    if whole is not None:
+        if whole or not body.empty:
+            headers.append(("content-length", str(len(whole))))
+    elif body.length is not None:
+        headers.append(("content-length", str(body.length)))
+    else:
+        headers.append(("transfer-encoding", "chunked"))
+        chunked = True
+    head = request_head_bytes(request.method, request.target, tuple(headers))
+    return (head + whole if whole else head), whole, chunked

@@ -53,16 +53,23 @@ class ClusterLimits:
     def pending(self) -> int:
         return len(self._waiting)
 
-    async def acquire(self) -> None:
-        """Take a request slot (waiting for a connection if needed); raises :class:`Overflow`."""
+    def try_acquire(self) -> bool:
+        """Take a request slot if one is free now (False: :meth:`acquire` must wait for one);
+        raises :class:`Overflow`. Spares the usual request a coroutine."""
         policy = self.policy
         if self.requests >= policy.max_requests:
             raise Overflow("max requests")
         if self.in_progress < policy.max_connections and not self._waiting:
             self.requests += 1
             self.in_progress += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a request slot (waiting for a connection if needed); raises :class:`Overflow`."""
+        if self.try_acquire():
             return
-        if len(self._waiting) >= policy.max_pending:
+        if len(self._waiting) >= self.policy.max_pending:
             raise Overflow("max pending requests")
         self.requests += 1
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
