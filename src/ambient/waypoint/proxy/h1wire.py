@@ -2,7 +2,10 @@
 
 One :class:`MessageReader` per connection (downstream tunnel or upstream
 connection) holds the bytes read but not yet used, so pipelined or
-early-arriving bytes are never lost between messages. A body is read with a
+early-arriving bytes are never lost between messages. It also keeps the last
+head it parsed (its bytes and the result, which is never changed): a connection
+whose next head is byte for byte the same (a client repeating its request, an
+upstream its response head) skips the parse. A body is read with a
 :class:`BodyReader` for its framing, one chunk per ``read()``: at most one
 HBONE read (256 KiB) is held at a time, never the whole body.
 """
@@ -10,7 +13,16 @@ HBONE read (256 KiB) is held at a time, never the whole body.
 from __future__ import annotations
 
 from ambient.hbone.stream import HboneStream
-from ambient.waypoint.proxy.h1codec import MAX_HEAD, ChunkedDecoder, Framing, ParseError
+from ambient.waypoint.proxy.h1codec import (
+    MAX_HEAD,
+    ChunkedDecoder,
+    Framing,
+    ParsedRequest,
+    ParsedResponse,
+    ParseError,
+    parse_request_head,
+    parse_response_head,
+)
 
 __all__ = ["READ_SIZE", "BodyReader", "IncompleteMessage", "MessageReader"]
 
@@ -24,11 +36,35 @@ class IncompleteMessage(Exception):
 class MessageReader:
     """Buffered reads of one HTTP/1.1 connection's bytes."""
 
-    __slots__ = ("buffer", "stream")
+    __slots__ = ("_last_request", "_last_response", "buffer", "stream")
 
     def __init__(self, stream: HboneStream, initial: bytes = b"") -> None:
         self.stream = stream
         self.buffer = initial
+        self._last_request: tuple[bytes, ParsedRequest] | None = None
+        self._last_response: tuple[bytes, str, ParsedResponse] | None = None
+
+    def request_head(self, end: int) -> ParsedRequest:
+        """:func:`parse_request_head` of the buffered head ending at ``end`` (not consumed);
+        the last result again when the head's bytes are the same."""
+        raw = self.buffer[:end]
+        last = self._last_request
+        if last is not None and last[0] == raw:
+            return last[1]
+        parsed = parse_request_head(raw, end)
+        self._last_request = (raw, parsed)
+        return parsed
+
+    def response_head(self, end: int, method: str) -> ParsedResponse:
+        """:func:`parse_response_head` of the buffered head answering ``method``, as
+        :meth:`request_head`."""
+        raw = self.buffer[:end]
+        last = self._last_response
+        if last is not None and last[0] == raw and last[1] == method:
+            return last[2]
+        parsed = parse_response_head(raw, end, method)
+        self._last_response = (raw, method, parsed)
+        return parsed
 
     async def fill(self) -> bool:
         """Read more into the buffer; False at the end of the stream."""

@@ -51,7 +51,6 @@ from ambient.waypoint.proxy.h1codec import (
     ParsedRequest,
     ParseError,
     chunk,
-    parse_request_head,
     response_head_bytes,
 )
 from ambient.waypoint.proxy.h1wire import BodyReader, IncompleteMessage, MessageReader
@@ -281,7 +280,7 @@ async def _serve_requests(tunnel: Tunnel, reader: MessageReader, idle: _IdleTime
             end = await _next_head(reader, idle)
             if end is None:
                 break  # the client closed between requests
-            request = parse_request_head(reader.buffer, end)
+            request = reader.request_head(end)
         except ParseError as exc:
             _refuse(tunnel, exc.status, str(exc))
             return

@@ -57,7 +57,6 @@ from ambient.waypoint.proxy.h1codec import (
     Framing,
     ParseError,
     chunk,
-    parse_response_head,
     request_head_bytes,
 )
 from ambient.waypoint.proxy.h1wire import READ_SIZE, BodyReader, IncompleteMessage, MessageReader
@@ -383,7 +382,7 @@ class UpstreamClient:
                         end = await reader.head_end()
                         if end is None:
                             raise IncompleteMessage("connection closed before a response")
-                    response = parse_response_head(reader.buffer, end, request.method)
+                    response = reader.response_head(end, request.method)
                     reader.consume(end)
                     if response.status >= 200:
                         break
