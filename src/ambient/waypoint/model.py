@@ -75,8 +75,12 @@ class RequestHead:
 
     def header(self, name: str) -> str | None:
         """All values of ``name`` joined with ``,`` (RFC 9110 5.3), or None when absent."""
-        values = self.header_values(name)
-        return ",".join(values) if values else None
+        name = name.lower()
+        found: str | None = None
+        for key, value in self.headers:  # one call, no list: asked several times a request
+            if key == name:
+                found = value if found is None else f"{found},{value}"
+        return found
 
     def header_values(self, name: str) -> list[str]:
         name = name.lower()

@@ -359,6 +359,14 @@ class _Connection:
                 if event.end_stream:
                     s.ended = True
                 s.wake()
+            elif isinstance(event, WindowOpened):  # (the events most frequent first)
+                if event.stream_id == 0:
+                    for s in self.streams.values():
+                        s.wake_sender()
+                else:
+                    s = self.streams.get(event.stream_id)
+                    if s is not None:
+                        s.wake_sender()
             elif isinstance(event, h2s.RequestReceived):
                 self._on_request(event)
             elif isinstance(event, HeadersReceived):  # trailers (they end the stream)
@@ -371,14 +379,6 @@ class _Connection:
                 s = self.streams.get(event.stream_id)
                 if s is not None:
                     self._on_reset(s, counted=not event.local)
-            elif isinstance(event, WindowOpened):
-                if event.stream_id == 0:
-                    for s in self.streams.values():
-                        s.wake_sender()
-                else:
-                    s = self.streams.get(event.stream_id)
-                    if s is not None:
-                        s.wake_sender()
             elif isinstance(event, GoAway):
                 self.dead = self.dead or event.error_code != h2s.NO_ERROR
             elif isinstance(event, ConnectionLost):

@@ -23,6 +23,7 @@ from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.values import MutexValue
 
 from ambient.monitoring.exposition import disable_created
 from ambient.state.workload import Service, Workload
@@ -104,9 +105,15 @@ class _Histogram:
 
 
 class _Observer:
-    """One HTTP label set: the four children, and their values for the fast path."""
+    """One HTTP label set: the four children, and their values for the fast path.
 
-    __slots__ = ("children", "count", "duration", "request_bytes", "response_bytes")
+    The values are prometheus_client's ``MutexValue`` (a float behind a lock, against
+    other threads): the waypoint counts from its event loop's thread only, so when every
+    value is one (not multiprocess mode), :meth:`observe` adds to the floats directly,
+    one call per request instead of ten and seven lock round trips; a scrape from any
+    thread still reads each value under its lock (an int/float store is atomic)."""
+
+    __slots__ = ("children", "count", "direct", "duration", "request_bytes", "response_bytes")
 
     def __init__(self, children: tuple[Any, Any, Any, Any]) -> None:
         self.children = children
@@ -115,6 +122,29 @@ class _Observer:
         self.duration = _Histogram(duration)
         self.request_bytes = _Histogram(request_bytes)
         self.response_bytes = _Histogram(response_bytes)
+        values = [self.count]
+        for histogram in (self.duration, self.request_bytes, self.response_bytes):
+            values += [histogram.sum, *histogram.buckets]
+        self.direct = all(type(value) is MutexValue for value in values)
+
+    def observe(self, duration_ms: float, request_bytes: int, response_bytes: int) -> None:
+        """Count one request (all four metrics)."""
+        if not self.direct:
+            self.count.inc(1)
+            self.duration.observe(duration_ms)
+            self.request_bytes.observe(request_bytes)
+            self.response_bytes.observe(response_bytes)
+            return
+        self.count._value += 1
+        histogram = self.duration
+        histogram.sum._value += duration_ms
+        histogram.buckets[bisect_left(histogram.bounds, duration_ms)]._value += 1
+        histogram = self.request_bytes
+        histogram.sum._value += request_bytes
+        histogram.buckets[bisect_left(histogram.bounds, request_bytes)]._value += 1
+        histogram = self.response_bytes
+        histogram.sum._value += response_bytes
+        histogram.buckets[bisect_left(histogram.bounds, response_bytes)]._value += 1
 
 
 class WaypointMetrics:
@@ -188,10 +218,7 @@ class WaypointMetrics:
             if len(self._http) < _CACHE_LIMIT:
                 self._http[key] = observer
         if not disabled:
-            observer.count.inc(1)
-            observer.duration.observe(duration_ms)
-            observer.request_bytes.observe(request_bytes)
-            observer.response_bytes.observe(response_bytes)
+            observer.observe(duration_ms, request_bytes, response_bytes)
             return
         requests, duration, req_bytes, resp_bytes = observer.children
         if "istio_requests_total" not in disabled:

@@ -402,6 +402,12 @@ class _Connection:
                 exchange.head.set_result(head)
                 if event.end_stream:
                     self.finished(exchange)
+        elif isinstance(event, WindowOpened):  # (the events most frequent first)
+            if event.stream_id == 0:
+                for waiting in list(self.exchanges.values()):
+                    waiting.wake_sender()
+            elif (exchange := self.exchanges.get(event.stream_id)) is not None:
+                exchange.wake_sender()
         elif isinstance(event, StreamReset):
             exchange = self.exchanges.get(event.stream_id)
             if exchange is None:
@@ -417,12 +423,6 @@ class _Connection:
             elif not exchange.chunks:  # RST after a complete response: it stays readable
                 exchange.sending = False
                 self.finished(exchange)
-        elif isinstance(event, WindowOpened):
-            if event.stream_id == 0:
-                for waiting in list(self.exchanges.values()):
-                    waiting.wake_sender()
-            elif (exchange := self.exchanges.get(event.stream_id)) is not None:
-                exchange.wake_sender()
         elif isinstance(event, GoAway):
             self._on_goaway(event)
         elif isinstance(event, ConnectionLost):

@@ -3,6 +3,7 @@ must be exactly what the library's own ``inc``/``observe`` give for the same req
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 
 from ambient.waypoint.proxy.metrics import (
@@ -27,9 +28,15 @@ def labels(code: str) -> dict[str, str]:
     return values
 
 
-def test_fast_counting_exposes_what_the_library_would() -> None:
+@pytest.mark.parametrize("direct", [True, False])
+def test_fast_counting_exposes_what_the_library_would(direct: bool) -> None:
+    """``direct``: the floats are added to without their locks (the usual case); else the
+    values' own ``inc`` (a value that is not a plain ``MutexValue``)."""
     fast, reference = WaypointMetrics(), WaypointMetrics()
     for i, amount in enumerate(AMOUNTS):
+        for observer in fast._http.values():
+            assert observer.direct or not direct  # plain MutexValues: the lock-free path
+            observer.direct = direct
         code = "200" if i % 3 else "503"  # two label sets, each observed many times
         fast.observe_request(
             (code,), lambda c=code: labels(c),
