@@ -128,6 +128,12 @@ class Downstream:
     peer_identity: SpiffeId | None
     source_ip: IPAddress
     source_port: int = 0
+    # ``str(peer_identity)``, formatted once per tunnel (every request's record uses it)
+    principal: str | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        identity = self.peer_identity
+        object.__setattr__(self, "principal", str(identity) if identity else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,9 +93,7 @@ class RequestRecord:
         self.done = True
         duration_ms = (time.monotonic() - self.started) * 1000
         dst = self.destination
-        source_principal = (
-            str(self.downstream.peer_identity) if self.downstream.peer_identity else None
-        )
+        source_principal = self.downstream.principal
         key = (
             self.source.uid if self.source else None,
             source_principal,

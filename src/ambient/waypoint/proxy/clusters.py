@@ -65,9 +65,9 @@ class Clusters:
 
     def get(self, backend: Backend) -> ClusterState:
         state = self._states.get(backend.cluster)
-        if (
-            state is None
-            or state.limits.policy != backend.pool
+        if state is None or (
+            # (the same objects, the usual case, spare two dataclass comparisons)
+            (state.limits.policy is not backend.pool and state.limits.policy != backend.pool)
             or (state.detector.policy if state.detector else None) != backend.outlier
         ):
             state = self._states[backend.cluster] = ClusterState(backend)

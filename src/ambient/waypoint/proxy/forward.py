@@ -101,7 +101,7 @@ from ambient.waypoint.proxy.messages import (
 )
 from ambient.waypoint.proxy.mirror import Mirrors
 from ambient.waypoint.proxy.protocols import HTTP2, upstream_version
-from ambient.waypoint.proxy.replay import ReplayableBody
+from ambient.waypoint.proxy.replay import ReplayableBody, WholeBody
 from ambient.waypoint.proxy.replies import (
     CONNECT_FAILURE,
     OVERFLOW,
@@ -343,7 +343,14 @@ class Forwarder:
         backend = decision.backend
         cluster = self.clusters.get(backend) if backend is not None else None
         counted = CountingBody(ex.body, record)
-        replay = ReplayableBody(counted) if retry is not None and not ex.body.empty else None
+        whole = counted.ready()  # the usual small body, all here: no replay buffer needed
+        replay: ReplayableBody | WholeBody | None
+        if whole is not None:
+            replay = WholeBody(whole, counted)
+        elif retry is not None and not ex.body.empty:
+            replay = ReplayableBody(counted)
+        else:
+            replay = None
         sent: Body = replay if replay is not None else counted
         endpoint = ex.endpoint
         tried: list[Endpoint] = []

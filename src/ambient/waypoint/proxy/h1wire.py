@@ -5,7 +5,8 @@ connection) holds the bytes read but not yet used, so pipelined or
 early-arriving bytes are never lost between messages. It also keeps the last
 head it parsed (its bytes and the result, which is never changed): a connection
 whose next head is byte for byte the same (a client repeating its request, an
-upstream its response head) skips the parse. A body is read with a
+upstream its response head) skips the parse; likewise the last response head it
+wrote (downstream). A body is read with a
 :class:`BodyReader` for its framing, one chunk per ``read()``: at most one
 HBONE read (256 KiB) is held at a time, never the whole body.
 """
@@ -13,6 +14,7 @@ HBONE read (256 KiB) is held at a time, never the whole body.
 from __future__ import annotations
 
 from ambient.hbone.stream import HboneStream
+from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.h1codec import (
     MAX_HEAD,
     ChunkedDecoder,
@@ -22,6 +24,7 @@ from ambient.waypoint.proxy.h1codec import (
     ParseError,
     parse_request_head,
     parse_response_head,
+    response_head_bytes,
 )
 
 __all__ = ["READ_SIZE", "BodyReader", "IncompleteMessage", "MessageReader"]
@@ -36,13 +39,24 @@ class IncompleteMessage(Exception):
 class MessageReader:
     """Buffered reads of one HTTP/1.1 connection's bytes."""
 
-    __slots__ = ("_last_request", "_last_response", "buffer", "stream")
+    __slots__ = ("_last_request", "_last_response", "_last_written", "buffer", "stream")
 
     def __init__(self, stream: HboneStream, initial: bytes = b"") -> None:
         self.stream = stream
         self.buffer = initial
         self._last_request: tuple[bytes, ParsedRequest] | None = None
         self._last_response: tuple[bytes, str, ParsedResponse] | None = None
+        self._last_written: tuple[int, Headers, bytes] | None = None
+
+    def response_head_bytes(self, status: int, headers: Headers) -> bytes:
+        """:func:`h1codec.response_head_bytes` for a response on this connection; the last
+        bytes again when status and fields are the same (a server answering alike)."""
+        last = self._last_written
+        if last is not None and last[0] == status and last[1] == headers:
+            return last[2]
+        wire = response_head_bytes(status, headers)
+        self._last_written = (status, headers, wire)
+        return wire
 
     def request_head(self, end: int) -> ParsedRequest:
         """:func:`parse_request_head` of the buffered head ending at ``end`` (not consumed);

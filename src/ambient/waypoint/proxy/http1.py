@@ -120,11 +120,14 @@ class _Body:
 class _Sink:
     """Writes one response: Content-Length as given, else chunked (HTTP/1.0: until close)."""
 
-    __slots__ = ("_body", "_chunked", "_head_only", "_http10", "_remaining", "_stream",
-                 "aborted", "closing", "complete", "started")  # fmt: skip
+    __slots__ = ("_body", "_chunked", "_head_only", "_http10", "_reader", "_remaining",
+                 "_stream", "aborted", "closing", "complete", "started")  # fmt: skip
 
-    def __init__(self, stream: HboneStream, request: ParsedRequest, body: _Body) -> None:
+    def __init__(
+        self, stream: HboneStream, request: ParsedRequest, body: _Body, reader: MessageReader
+    ) -> None:
         self._stream = stream
+        self._reader = reader  # the connection's: it keeps the last head written
         self._body = body
         self._head_only = request.method == "HEAD"
         self._http10 = request.version == "1.0"
@@ -155,7 +158,7 @@ class _Sink:
                 headers.append(("transfer-encoding", "chunked"))
                 self._chunked = True
         self.started = True
-        return response_head_bytes(head.status, tuple(headers))
+        return self._reader.response_head_bytes(head.status, tuple(headers))
 
     def _framed(self, data: bytes) -> bytes:
         """Body bytes as they go on the wire (a chunk, or counted against Content-Length)."""
@@ -275,6 +278,8 @@ async def serve_http1(tunnel: Tunnel, initial: bytes) -> None:
 
 async def _serve_requests(tunnel: Tunnel, reader: MessageReader, idle: _IdleTimer) -> None:
     stream = tunnel.stream
+    last_request: ParsedRequest | None = None
+    last_head = RequestHead("", "", "")
     while True:
         try:
             end = await _next_head(reader, idle)
@@ -294,11 +299,14 @@ async def _serve_requests(tunnel: Tunnel, reader: MessageReader, idle: _IdleTime
         reader.consume(end)
         assert request.host is not None  # the codec requires exactly one
         upgrade = request.upgrade if request.framing is Framing.NONE else None
-        head = RequestHead(
-            request.method, request.host, request.target, request.headers, upgrade=upgrade
-        )
+        if request is not last_request:  # (a repeated head: the same, immutable RequestHead)
+            last_head = RequestHead(
+                request.method, request.host, request.target, request.headers, upgrade=upgrade
+            )
+            last_request = request
+        head = last_head
         body = _Body(stream, BodyReader(reader, request.framing, request.length), request)
-        sink = _Sink(stream, request, body)
+        sink = _Sink(stream, request, body, reader)
         pipe = _Pipe(stream, reader) if upgrade is not None else None
         record = tunnel.new_record(PROTOCOL)
         await tunnel.forwarder.handle(

@@ -15,7 +15,7 @@ import collections
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.messages import Body
 
-__all__ = ["RETRY_BODY_LIMIT", "ReplayableBody"]
+__all__ = ["RETRY_BODY_LIMIT", "ReplayableBody", "WholeBody"]
 
 RETRY_BODY_LIMIT = 1024 * 1024
 
@@ -71,3 +71,33 @@ class ReplayableBody:
         """No more retries: free what was kept and keep nothing more."""
         self.replayable = False
         self._kept.clear()
+
+
+class WholeBody:
+    """A request body already whole in memory (the usual small one): each attempt takes
+    it again as it is, with no copy kept aside and no layer per read."""
+
+    __slots__ = ("_data", "_taken", "empty", "length", "replayable", "trailers")
+
+    def __init__(self, data: bytes, body: Body) -> None:
+        self._data = data
+        self._taken = False
+        self.length = body.length
+        self.empty = body.empty
+        self.trailers = body.trailers
+        self.replayable = len(data) <= RETRY_BODY_LIMIT
+
+    async def read(self) -> bytes:
+        return self.ready() or b""
+
+    def ready(self) -> bytes | None:
+        if self._taken:
+            return b""
+        self._taken = True
+        return self._data
+
+    def rewind(self) -> None:
+        self._taken = False
+
+    def stop_keeping(self) -> None:
+        self.replayable = False

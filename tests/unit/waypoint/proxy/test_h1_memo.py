@@ -116,3 +116,22 @@ def test_a_whole_body_is_resent_whole_on_a_fresh_connection() -> None:
     assert fresh.writes == [
         b"POST / HTTP/1.1\r\nhost: svc\r\nx-a: 1\r\ncontent-length: 3\r\n\r\nabc"
     ]
+
+
+def test_response_head_written_again_only_when_it_changes() -> None:
+    r = reader(b"")
+    headers = (("content-length", "5"), ("x-a", "1"))
+    first = r.response_head_bytes(200, headers)
+    assert first == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\n"
+    assert r.response_head_bytes(200, tuple(headers)) is first  # equal, not the same tuple
+    assert r.response_head_bytes(404, headers).startswith(b"HTTP/1.1 404 Not Found\r\n")
+    changed = r.response_head_bytes(200, (("content-length", "6"), ("x-a", "1")))
+    assert changed == b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nx-a: 1\r\n\r\n"
+    for bad in ((("x-a", "1\r\nx-b: 2"),), (("x:a", "1"),)):
+        for _ in range(2):  # a refused head is not kept, and refused again
+            try:
+                r.response_head_bytes(200, bad)
+            except Exception as exc:
+                assert "malformed" in str(exc)
+            else:
+                raise AssertionError(f"wrote {bad!r}")

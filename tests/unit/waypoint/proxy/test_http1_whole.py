@@ -19,8 +19,9 @@ def sink_for(request: bytes) -> tuple[_Sink, RecordingStream]:
     recording = RecordingStream()
     stream: HboneStream = recording  # type: ignore[assignment]
     parsed = parse_request_head(request, request.index(b"\r\n\r\n") + 4)
-    body = _Body(stream, BodyReader(MessageReader(stream), parsed.framing, parsed.length), parsed)
-    return _Sink(stream, parsed, body), recording
+    reader = MessageReader(stream)
+    body = _Body(stream, BodyReader(reader, parsed.framing, parsed.length), parsed)
+    return _Sink(stream, parsed, body, reader), recording
 
 
 GET = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ambient.waypoint.model import Headers
 from ambient.waypoint.proxy.messages import BytesBody
-from ambient.waypoint.proxy.replay import ReplayableBody
+from ambient.waypoint.proxy.replay import RETRY_BODY_LIMIT, ReplayableBody, WholeBody
 
 
 class Chunks:
@@ -53,3 +55,21 @@ async def test_ready_includes_the_replayed_part() -> None:
     assert body.ready() == b"hello"
     body.stop_keeping()
     assert not body.replayable
+
+
+def test_whole_body_is_given_whole_to_every_attempt() -> None:
+    async def run() -> None:
+        source = BytesBody(b"abc", trailers=(("x-t", "1"),))
+        body = WholeBody(b"abc", source)
+        assert (body.length, body.empty, body.trailers) == (3, False, (("x-t", "1"),))
+        kept = body.replayable
+        assert body.ready() == b"abc" and body.ready() == b"" and await body.read() == b""
+        body.rewind()
+        assert await body.read() == b"abc" and await body.read() == b""
+        body.rewind()
+        assert body.ready() == b"abc"
+        body.stop_keeping()
+        assert (kept, body.replayable) == (True, False)
+        assert not WholeBody(b"x" * (RETRY_BODY_LIMIT + 1), source).replayable
+
+    asyncio.run(run())
