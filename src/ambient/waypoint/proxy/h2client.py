@@ -69,6 +69,7 @@ from ambient.http2.events import (
 )
 from ambient.http2.guard import FloodGuard
 from ambient.http2.hpackmemo import encode_fields as encode_headers
+from ambient.waypoint.proxy.h2fields import Fields
 
 __all__ = [
     "CANCEL",
@@ -105,6 +106,10 @@ class H2Client(H2Connection[Event]):
         super().__init__(stream_window, connection_window, MAX_HEADER_LIST, guard)
         self._next_id = 1
         self.max_concurrent_streams = 100  # until the server's SETTINGS say otherwise
+        # The last response head and trailers checked: the decoder hands back the same
+        # tuple for a repeated block, which is then checked once (held, so never reused).
+        self._last_head: tuple[Fields, int, Fields] | None = None
+        self._last_trailers: Fields = ()
 
     def initiate(self) -> None:
         """The preface, our SETTINGS and the connection window: call once, first."""
@@ -166,7 +171,7 @@ class H2Client(H2Connection[Event]):
 
     def _on_block(self, stream_id: int, block: bytes, end: bool, events: list[H2Event]) -> None:
         try:  # decoded even for a stream we dropped: the decoder's table must stay in step
-            fields = list(self._decoder.decode(block))
+            fields = self._decoder.decode(block)
         except (hpack.exceptions.HPACKError, ValueError, IndexError) as exc:
             raise H2Error(COMPRESSION_ERROR, f"bad header block: {exc}") from None
         stream = self._streams.get(stream_id)
@@ -177,13 +182,20 @@ class H2Client(H2Connection[Event]):
         if stream.head:  # trailers
             if not end:
                 raise H2Error(PROTOCOL_ERROR, "trailers without END_STREAM", stream_id)
-            _check_fields(fields, stream_id)
+            if fields is not self._last_trailers:
+                _check_fields(fields, stream_id)
+                self._last_trailers = fields
             self._close_remote(stream_id, stream)
-            events.append(HeadersReceived(stream_id, 0, tuple(fields), True, trailers=True))
+            events.append(HeadersReceived(stream_id, 0, fields, True, trailers=True))
             return
-        status = _status(fields, stream_id)
-        regular = tuple(fields[1:])
-        _check_fields(list(regular), stream_id)
+        last = self._last_head
+        if last is not None and last[0] is fields:
+            status, regular = last[1], last[2]
+        else:
+            status = _status(fields, stream_id)
+            regular = fields[1:]
+            _check_fields(regular, stream_id)
+            self._last_head = (fields, status, regular)
         if status < 200:
             if end:
                 raise H2Error(
@@ -196,7 +208,7 @@ class H2Client(H2Connection[Event]):
         events.append(HeadersReceived(stream_id, status, regular, end))
 
 
-def _status(fields: list[tuple[str, str]], stream_id: int) -> int:
+def _status(fields: Fields, stream_id: int) -> int:
     if not fields or fields[0][0] != ":status":
         raise H2Error(PROTOCOL_ERROR, "a response without :status first", stream_id)
     value = fields[0][1]
@@ -205,7 +217,7 @@ def _status(fields: list[tuple[str, str]], stream_id: int) -> int:
     return int(value)
 
 
-def _check_fields(fields: list[tuple[str, str]], stream_id: int) -> None:
+def _check_fields(fields: Fields, stream_id: int) -> None:
     """Lower-case token names (so no pseudo-header), none connection-specific, no controls."""
     for name, value in fields:
         if not _NAME.fullmatch(name):

@@ -133,9 +133,13 @@ class _Stream:
         """The whole body once the client ended the stream (a small request's usual case)."""
         if not self.ended or self.reset:
             return None
-        data = b"".join(chunk for chunk, _ in self.chunks)
-        flow = sum(size for _, size in self.chunks)
-        self.chunks.clear()
+        chunks = self.chunks
+        if len(chunks) == 1:  # the usual small request: one DATA frame
+            data, flow = chunks.pop()
+        else:
+            data = b"".join(chunk for chunk, _ in chunks)
+            flow = sum(size for _, size in chunks)
+            chunks.clear()
         self.conn.acknowledge(self.stream_id, flow)
         return data
 
@@ -439,7 +443,7 @@ class _Connection:
         finally:
             self.streams.pop(s.stream_id, None)
             # Whatever the client still sends on this stream is not wanted: return its credit.
-            leftover = sum(flow for _, flow in s.chunks)
+            leftover = sum(flow for _, flow in s.chunks) if s.chunks else 0
             s.chunks.clear()
             if leftover and not self.dead:
                 self.codec.acknowledge(s.stream_id, leftover)

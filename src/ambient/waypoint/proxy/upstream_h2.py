@@ -129,9 +129,7 @@ class _Exchange:
     def ready(self) -> bytes | None:
         if not self.ended or self.error is not None:
             return None
-        data = b"".join(chunk for chunk, _ in self.chunks)
-        flow = sum(size for _, size in self.chunks)
-        self.chunks.clear()
+        data, flow = _whole(self.chunks)
         self.conn.acknowledge(self.stream_id, flow)
         self.conn.finished(self)
         return data
@@ -322,8 +320,7 @@ class _Connection:
     def _forget(self, exchange: _Exchange) -> None:
         exchange.done = True
         self.exchanges.pop(exchange.stream_id, None)
-        leftover = sum(size for _, size in exchange.chunks)
-        exchange.chunks.clear()
+        leftover = _whole(exchange.chunks)[1] if exchange.chunks else 0
         if leftover:
             self.acknowledge(exchange.stream_id, leftover)
         self.h2.forget(exchange.stream_id)
@@ -449,6 +446,16 @@ def _response_head(status: int, fields: Headers) -> tuple[ResponseHead, int | No
     return ResponseHead(status, strip_hop_by_hop(fields)), length
 
 
+def _whole(chunks: deque[tuple[bytes, int]]) -> tuple[bytes, int]:
+    """Every chunk's bytes joined and their flow-controlled size summed; ``chunks`` emptied."""
+    if len(chunks) == 1:  # the usual small body: one DATA frame
+        return chunks.pop()
+    data = b"".join(chunk for chunk, _ in chunks)
+    flow = sum(size for _, size in chunks)
+    chunks.clear()
+    return data, flow
+
+
 _LIVE: weakref.WeakSet[_Connection] = weakref.WeakSet()
 register("waypoint HTTP/2 connections (upstream)", lambda: [c.describe() for c in list(_LIVE)])
 
@@ -469,7 +476,9 @@ class Http2Client:
         self, endpoint: Endpoint, request: UpstreamRequest, body: Body, settings: ConnectionSettings
     ) -> tuple[ResponseHead, Body]:
         """Send ``request``; the response head and a streaming body (raises UpstreamFailed)."""
-        conn = await self._connection(endpoint, settings)
+        conn = self._find(endpoint.address, settings)  # the usual case: no coroutine to dial
+        if conn is None:
+            conn = await self._connection(endpoint, settings)
         exchange = conn.begin(request, body)
         try:
             head = await exchange.head
@@ -537,6 +546,6 @@ class Http2Client:
 
     def _find(self, key: str, settings: ConnectionSettings) -> _Connection | None:
         for conn in self._pools.get(key, ()):
-            if conn.settings == settings and conn.has_room:
+            if (conn.settings is settings or conn.settings == settings) and conn.has_room:
                 return conn
         return None

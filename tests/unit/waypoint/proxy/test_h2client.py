@@ -275,3 +275,25 @@ def test_arbitrary_frames_never_raise(frames: list[bytes], tail: bytes, split: i
     lost = [i for i, e in enumerate(events) if isinstance(e, ConnectionLost)]
     assert not lost or lost[0] == len(events) - 1  # nothing after a connection error
     pair.client.data_to_send()
+
+
+def test_repeated_heads_and_trailers_are_checked_once_and_reported_alike() -> None:
+    """The decoder hands back the same tuple for a repeated block: the client checks it
+    once; a different (malformed) head after them is still refused."""
+    pair = Pair(validate=False)
+    head = [(":status", "200"), ("content-type", "application/grpc")]
+    for _ in range(3):
+        stream_id = pair.request()
+        pair.server.send_headers(stream_id, head)
+        pair.server.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+        assert pair.to_client() == [
+            HeadersReceived(stream_id, 200, (("content-type", "application/grpc"),), False),
+            HeadersReceived(stream_id, 0, (("grpc-status", "0"),), True, trailers=True),
+        ]
+    stream_id = pair.request()
+    pair.server.send_headers(stream_id, [*head, ("connection", "close")], end_stream=True)
+    assert pair.to_client() == [StreamReset(stream_id, PROTOCOL_ERROR, local=True)]
+    stream_id = pair.request()
+    pair.server.send_headers(stream_id, head)
+    pair.server.send_headers(stream_id, [("grpc-status", "0"), ("x", "a\nb")], end_stream=True)
+    assert pair.to_client()[-1] == StreamReset(stream_id, PROTOCOL_ERROR, local=True)
