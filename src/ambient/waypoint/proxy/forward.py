@@ -97,7 +97,6 @@ from ambient.waypoint.proxy.messages import (
     ResponseSink,
     UpstreamFailed,
     UpstreamRequest,
-    strip_hop_by_hop,
 )
 from ambient.waypoint.proxy.mirror import Mirrors
 from ambient.waypoint.proxy.protocols import HTTP2, upstream_version
@@ -112,6 +111,7 @@ from ambient.waypoint.proxy.replies import (
     local_reply,
 )
 from ambient.waypoint.proxy.upstream import UpstreamClient
+from ambient.waypoint.proxy.upstreamfields import UpstreamFields
 from ambient.waypoint.resilience.pool import Overflow
 from ambient.waypoint.resilience.retry import Attempt, Failure
 from ambient.waypoint.tracing.tracer import Trace, Tracer
@@ -149,6 +149,7 @@ class Forwarder:
         self.mirrors = Mirrors(state, upstream, self.balancer, self.version_to)
         self.tracing: Callable[[], Tracer | None] | None = None  # set by the waypoint
         self.backends = BackendViews(state)  # kept per ProxyState version
+        self.fields = UpstreamFields()  # the upstream request's fields (a repeated head's kept)
 
     async def handle(
         self,
@@ -297,26 +298,7 @@ class Forwarder:
     def _upstream_request(
         self, head: RequestHead, decision: RouteDecision, request_id: str
     ) -> UpstreamRequest:
-        headers = []
-        cookies = 0
-        forwarded_proto = False
-        for pair in strip_hop_by_hop(head.headers):  # one pass over the usual head
-            name = pair[0]
-            if name == "host" or name == "x-request-id":
-                continue
-            if name == "cookie":
-                cookies += 1
-            elif name == "x-forwarded-proto":
-                forwarded_proto = True
-            headers.append(pair)
-        if cookies > 1:  # HTTP/2 splits cookies; HTTP/1.1 wants one field (RFC 9113 8.2.3)
-            joined = "; ".join(v for k, v in headers if k == "cookie")
-            headers = [(k, v) for k, v in headers if k != "cookie"]
-            headers.append(("cookie", joined))
-        headers.append(("x-request-id", request_id))
-        if not forwarded_proto:
-            headers.append(("x-forwarded-proto", "http"))
-        final = decision.request_headers.apply(tuple(headers))
+        final = self.fields.fields(head.headers, decision.request_headers, request_id)
         backend = decision.backend
         if backend is None:
             version = head.version
