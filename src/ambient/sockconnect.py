@@ -27,11 +27,14 @@ async def connect(
     sock: socket.socket,
     address: tuple[str, int],
     loop: asyncio.AbstractEventLoop | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Connect the non-blocking ``sock`` to ``address`` (an IP literal and a port).
 
     Raises ``OSError`` as ``connect`` would (``ConnectionRefusedError``, ...), with the
-    address in the message; cancelling stops waiting (the caller closes the socket)."""
+    address in the message, or ``TimeoutError`` when the handshake is not done after
+    ``timeout`` seconds (only a connect still under way is timed: no timer otherwise);
+    cancelling stops waiting (the caller closes the socket)."""
     try:
         sock.connect(address)
     except (BlockingIOError, InterruptedError):
@@ -49,7 +52,8 @@ async def connect(
     waiter: asyncio.Future[None] = loop.create_future()
     loop.add_writer(fd, _writable, waiter)
     try:
-        await waiter
+        async with asyncio.timeout(timeout):
+            await waiter
     finally:
         loop.remove_writer(fd)
     error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

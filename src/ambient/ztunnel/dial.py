@@ -15,6 +15,12 @@ possible:
 
 The whole connect, socket and protocol, is bounded by ``timeout``. Addresses are IP
 literals, connected without the event loop's resolver (``ambient.sockconnect``).
+
+Per connection, in local mode: the socket is made non-blocking by ``socket()``
+itself (no ``ioctl``); only a handshake still under way is timed (a loopback
+connect is done within ``connect()``: no timer); and the socket's class names its
+family and type as constants, which uvloop's ``create_connection`` reads (the
+``socket.socket`` properties build an enum member per read, ~1.3 µs each).
 """
 
 from __future__ import annotations
@@ -35,6 +41,23 @@ CONNECT_TIMEOUT = 5.0
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 # (host, port, source address or None) -> a socket connected to host:port
 SocketDialer = Callable[[str, int, str | None], Awaitable[socket.socket]]
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+
+
+class _Stream4(socket.socket):
+    """A TCP/IPv4 socket whose family and type are plain class constants."""
+
+    __slots__ = ()
+    family = socket.AF_INET  # type: ignore[assignment]
+    type = socket.SOCK_STREAM  # type: ignore[assignment]
+
+
+class _Stream6(socket.socket):
+    """A TCP/IPv6 socket whose family and type are plain class constants."""
+
+    __slots__ = ()
+    family = socket.AF_INET6  # type: ignore[assignment]
+    type = socket.SOCK_STREAM  # type: ignore[assignment]
 
 
 class Dialer:
@@ -50,29 +73,41 @@ class Dialer:
         """Connect to ``host:port`` (IP literals) as ``source``; the protocol ``factory``
         made. Raises ``OSError``, or ``TimeoutError`` after :attr:`timeout`."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.timeout):
-            sock = await self.socket(host, port, source)
-            try:
-                _, protocol = await loop.create_connection(factory, sock=sock)
-            except BaseException:
-                sock.close()
-                raise
-        return protocol
+        if self.via is not None:
+            async with asyncio.timeout(self.timeout):
+                sock = await self.via(host, port, source)
+                return await _transport(loop, sock, factory)
+        # Only the handshake can take time here (``create_connection`` with a connected
+        # socket is one loop iteration): ``socket`` times it.
+        return await _transport(loop, await self.socket(host, port, source), factory)
 
     async def socket(self, host: str, port: int, source: str | None) -> socket.socket:
         """A non-blocking socket connected to ``host:port`` as ``source`` where possible."""
         if self.via is not None:
-            return await self.via(host, port, source)
-        family = socket.AF_INET6 if parse_ip(host).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+            async with asyncio.timeout(self.timeout):
+                return await self.via(host, port, source)
+        kind = _Stream6 if parse_ip(host).version == 6 else _Stream4
+        sock = kind(kind.family, socket.SOCK_STREAM | _NONBLOCK)
         try:
-            sock.setblocking(False)
+            if not _NONBLOCK:
+                sock.setblocking(False)
             if source is not None and parse_ip(source).is_loopback:
                 with contextlib.suppress(OSError):  # not Linux: a plain bind, as before
                     sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 sock.bind((source, 0))
-            await connect_socket(sock, (host, port))
+            await connect_socket(sock, (host, port), timeout=self.timeout)
         except BaseException:
             sock.close()
             raise
         return sock
+
+
+async def _transport(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[[], P]
+) -> P:
+    try:
+        _, protocol = await loop.create_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return protocol
