@@ -27,7 +27,8 @@ from ambient.ztunnel.authorization import InboundConnection
 from ambient.ztunnel.dial import Dialer
 from ambient.ztunnel.inputs import ProxyInputs
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
-from ambient.ztunnel.outbound import OutboundHandler, TcpPipe
+from ambient.ztunnel.outbound import OutboundHandler
+from ambient.ztunnel.pipe import TcpPipe
 from ambient.ztunnel.selfcall import is_mesh_port
 
 __all__ = ["Held", "PlaintextInbound", "waypoint_target"]

@@ -22,7 +22,7 @@ from dataclasses import replace
 from ambient.hbone.splice import TcpRelay
 from ambient.hbone.stream import HboneStream
 from ambient.state.workload import TunnelProtocol, Workload
-from ambient.ztunnel.outbound import TcpPipe
+from ambient.ztunnel.pipe import TcpPipe
 from tests.component.ztunnel.test_ztunnel import ORDERS, WEB, Mesh
 
 CONNECTIONS = 40
