@@ -57,3 +57,26 @@ async def test_a_connect_still_under_way_is_waited_for() -> None:
         await asyncio.wait_for(connect(slow, listener.getsockname()), 10)  # type: ignore[arg-type]
         assert slow.asked == 1
         assert sock.getpeername() == listener.getsockname()
+
+
+async def test_a_handshake_that_does_not_complete_times_out() -> None:
+    """A listener whose accept queue is full drops the SYN: the connect stays under way."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        queued = []
+        try:
+            for _ in range(8):  # fill the accept queue (nothing accepts)
+                sock = socket.socket()
+                sock.setblocking(False)
+                queued.append(sock)
+                sock.connect_ex(address)
+            await asyncio.sleep(0.05)
+            with socket.socket() as sock:
+                sock.setblocking(False)
+                with pytest.raises(TimeoutError):
+                    await connect(sock, address, timeout=0.3)
+        finally:
+            for sock in queued:
+                sock.close()
