@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["address_text", "ip_text", "parse_ip"]
+__all__ = ["address_text", "ip_text", "packed_ip", "parse_ip"]
 
 MAX_KEPT = 4096  # ~0.6 MB: far more than the addresses one node's connections use
 _KEPT: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
 _TEXT: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+_PACKED: dict[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
 
 
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -26,6 +27,22 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         ip = ipaddress.ip_address(text)
         if len(_KEPT) < MAX_KEPT and type(text) is str:
             _KEPT[text] = ip
+    return ip
+
+
+def packed_ip(packed: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address of 4 or 16 bytes in network order (as SOCKS5 sends it); raises
+    ``ValueError`` for any other length."""
+    ip = _PACKED.get(packed)
+    if ip is None:
+        if len(packed) == 4:
+            ip = ipaddress.IPv4Address(packed)
+        elif len(packed) == 16:
+            ip = ipaddress.IPv6Address(packed)
+        else:
+            raise ValueError(f"{len(packed)} bytes are not an IP address")
+        if len(_PACKED) < MAX_KEPT and type(packed) is bytes:
+            _PACKED[packed] = ip
     return ip
 
 

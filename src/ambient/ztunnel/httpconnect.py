@@ -32,7 +32,7 @@ import logging
 import re
 
 from ambient.ztunnel import socks5
-from ambient.ztunnel.outbound import HANDSHAKE_TIMEOUT, OutboundHandler, ProxyReplies, serves
+from ambient.ztunnel.outbound import OutboundHandler, ProxyReplies, serves
 
 __all__ = ["HTTP_CONNECT_PORT", "REPLIES", "ConnectError", "HttpConnectProtocol", "parse_connect"]
 
@@ -123,7 +123,7 @@ class HttpConnectProtocol(asyncio.Protocol):
         self.handler = handler
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tcp: asyncio.Transport = transport  # type: ignore[assignment]
@@ -139,7 +139,7 @@ class HttpConnectProtocol(asyncio.Protocol):
             )
             tcp.abort()
             return
-        self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
+        self._deadline = self.handler.handshakes.add(self, self.handler.loop)
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -177,11 +177,13 @@ class HttpConnectProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
 
-    def _timeout(self) -> None:
+    def expired(self) -> None:
+        """The request head took too long (``OutboundHandler.handshakes``)."""
+        self._deadline = None
         if self.transport is not None:
             self.transport.abort()
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._deadline is not None:
+            self.handler.handshakes.discard(self._deadline, self)
+            self._deadline = None

@@ -31,6 +31,7 @@ from ambient.state.proxy import Upstream
 from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel import socks5
 from ambient.ztunnel.authorization import InboundConnection
+from ambient.ztunnel.deadlines import Deadlines
 from ambient.ztunnel.dial import Dialer
 from ambient.ztunnel.ids import identity_text
 from ambient.ztunnel.inputs import ProxyInputs
@@ -70,6 +71,7 @@ _SOCKS_REPLIES: dict[bytes, ProxyReplies] = {}
 
 
 _SOCKS = socks_replies()
+_SOCKS_GREETED = socks_replies(socks5.NO_AUTHENTICATION)  # greeting and request in one segment
 HANDSHAKE_TIMEOUT = 10.0
 CONNECT_ATTEMPTS = 3  # per connection to a service: the first endpoint and two others
 
@@ -94,6 +96,16 @@ class OutboundHandler:
         # is applied here, at the source.
         self.judge_plaintext = judge_plaintext
         self.tasks: set[asyncio.Task[None]] = set()
+        # Clients still naming their destination (SOCKS5, HTTP CONNECT).
+        self.handshakes = Deadlines(HANDSHAKE_TIMEOUT)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the listeners serve on (known once the first client came)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def protocol(self) -> SocksProtocol:
         return SocksProtocol(self)
@@ -113,12 +125,16 @@ class OutboundHandler:
         *,
         replies: ProxyReplies | None = _SOCKS,
         forwarded_for: SocketAddress | None = None,
+        peer: tuple[str, int] | None = None,
     ) -> None:
         """Forward ``client`` to ``request``'s destination; ``replies``: what the client's
         proxy protocol is answered (None for a captured connection: original destination
         known, no reply owed). ``forwarded_for``: the real client when this pod relays
-        someone else's connection (a hair-pin)."""
-        task = asyncio.ensure_future(self._connect(client, request, early, replies, forwarded_for))
+        someone else's connection (a hair-pin). ``peer``: the client's address, when the
+        caller already asked the transport."""
+        task = self.loop.create_task(
+            self._connect(client, request, early, replies, forwarded_for, peer)
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -129,6 +145,7 @@ class OutboundHandler:
         early: bytes | bytearray,
         replies: ProxyReplies | None,
         forwarded_for: SocketAddress | None = None,
+        peer: tuple[str, int] | None = None,
     ) -> None:
         source = self.state.workloads.get(self.workload_uid)
         if source is None or not source.addresses:  # the pod left while we were talking
@@ -162,8 +179,12 @@ class OutboundHandler:
             return
         if replies is not None:
             client.write(replies.succeeded)
-        peer = client.get_extra_info("peername") or ("0.0.0.0", 0)
-        source_addr = forwarded_for or SocketAddress(source.addresses[0], int(peer[1]))
+        if forwarded_for is not None:
+            source_addr = forwarded_for
+        else:
+            peer = peer or client.get_extra_info("peername") or ("0.0.0.0", 0)
+            source_addr = SocketAddress(source.addresses[0], int(peer[1]))
+        original = f"{request.host}:{request.port}"
         tried: list[str] = []
         while True:
             # A service's endpoint that cannot be reached (its ztunnel answers 503, or the
@@ -176,7 +197,6 @@ class OutboundHandler:
                 and upstream.workload is not None
                 and len(tried) < CONNECT_ATTEMPTS - 1
             )
-            original = f"{request.host}:{request.port}"
             if await self._attempt(client, early, source, source_addr, upstream, retry, original):
                 return
             assert upstream.workload is not None and upstream.service is not None
@@ -384,13 +404,22 @@ class OutboundHandler:
 
 
 class SocksProtocol(asyncio.Protocol):
-    """The SOCKS5 handshake of one client connection, then hand-over to a relay."""
+    """The SOCKS5 handshake of one client connection, then hand-over to a relay.
+
+    The common client sends the one-method greeting, then (at once, or after the
+    method selection) a CONNECT to an IPv4 address: each taken whole from its segment
+    (``socks5.quick_request``); anything else goes through ``socks5.Socks5Handshake``.
+    The handshake's deadline is kept in the handler's :class:`Deadlines`."""
+
+    __slots__ = ("_deadline", "_greeted", "handler", "handshake", "peer", "transport")
 
     def __init__(self, handler: OutboundHandler) -> None:
         self.handler = handler
-        self.handshake = socks5.Socks5Handshake()
+        self.handshake: socks5.Socks5Handshake | None = None  # once the quick path cannot
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.peer: tuple[str, int] | None = None
+        self._greeted = False
+        self._deadline: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tcp: asyncio.Transport = transport  # type: ignore[assignment]
@@ -407,55 +436,89 @@ class SocksProtocol(asyncio.Protocol):
             )
             tcp.abort()
             return
-        self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._timeout)
+        self.peer = peer
+        self._deadline = self.handler.handshakes.add(self, self.handler.loop)
 
     def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
+        transport = self.transport
+        assert transport is not None
+        if self.handshake is None:
+            if self._greeted:
+                request, prefix = socks5.quick_request(data), b""
+            elif data[:3] == socks5.GREETING:
+                if len(data) == 3:
+                    self._greeted = True
+                    transport.write(socks5.NO_AUTHENTICATION)
+                    return
+                request, prefix = socks5.quick_request(data[3:]), socks5.NO_AUTHENTICATION
+            else:
+                request = None
+            if request is not None:
+                self._start(request, b"", _SOCKS if not prefix else _SOCKS_GREETED)
+                return
+            self.handshake = socks5.Socks5Handshake(greeted=self._greeted)
+        handshake = self.handshake
         try:
-            request = self.handshake.receive_data(data)
+            request = handshake.receive_data(data)
         except socks5.Socks5Error as exc:
-            out = self.handshake.data_to_send()
+            out = handshake.data_to_send()
             if out:
-                self.transport.write(out)
+                transport.write(out)
             if exc.reply is not None:
-                self.transport.write(socks5.reply(exc.reply))
+                transport.write(socks5.reply(exc.reply))
             log.debug("outbound: SOCKS5 handshake refused: %s", exc)
-            self._cancel_timer()
-            self.transport.close()
+            self._cancel_deadline()
+            transport.close()
             return
-        out = self.handshake.data_to_send()
+        out = handshake.data_to_send()
         if request is None:
             if out:
-                self.transport.write(out)
+                transport.write(out)
             return
-        self._cancel_timer()
-        self.transport.pause_reading()
-        self.handler.start(
-            self.transport, request, self.handshake.leftover(), replies=socks_replies(out)
-        )
+        self._start(request, handshake.leftover(), socks_replies(out))
+
+    def _start(self, request: socks5.Socks5Request, early: bytes, replies: ProxyReplies) -> None:
+        transport = self.transport
+        assert transport is not None
+        self._cancel_deadline()
+        transport.pause_reading()
+        self.handler.start(transport, request, early, replies=replies, peer=self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
+        self._cancel_deadline()
 
-    def _timeout(self) -> None:
+    def expired(self) -> None:
+        """The handshake took too long."""
+        self._deadline = None
         if self.transport is not None:
             self.transport.abort()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self.handler.handshakes.discard(self._deadline, self)
+            self._deadline = None
 
 
 def serves(here: tuple[str, int] | None, peer: tuple[str, int] | None) -> bool:
     """Whether a pod's proxy listener at ``here`` (the pod's address: SOCKS5 or HTTP CONNECT)
-    serves a client at ``peer`` (``selfcall.socks_peer_allowed``)."""
+    serves a client at ``peer`` (``selfcall.socks_peer_allowed``; the answer, a function of
+    the two addresses alone, is kept per pair)."""
     if not here or not peer:
         return False
-    try:
-        return socks_peer_allowed(parse_ip(here[0]), parse_ip(peer[0]))
-    except ValueError:
-        return False
+    key = (here[0], peer[0])
+    allowed = _SERVES.get(key)
+    if allowed is None:
+        try:
+            allowed = socks_peer_allowed(parse_ip(here[0]), parse_ip(peer[0]))
+        except ValueError:
+            return False
+        if len(_SERVES) < SERVES_KEPT:
+            _SERVES[key] = allowed
+    return allowed
+
+
+SERVES_KEPT = 4096
+_SERVES: dict[tuple[str, str], bool] = {}
 
 
 async def _lookup(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -9,11 +9,10 @@ complete, or raises :class:`Socks5Error` with the reply code to send.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ambient.ipparse import parse_ip
+from ambient.ipparse import ip_text, packed_ip, parse_ip
 
 VERSION = 5
 MAX_HANDSHAKE = 4 + 2 + 255 + 2 + 257  # greeting + request with the longest hostname
@@ -48,12 +47,41 @@ class Socks5Request:
     is_hostname: bool
 
 
-class Socks5Handshake:
-    """Parses the greeting and the CONNECT request as bytes arrive."""
+GREETING = bytes([VERSION, 1, 0])
+"""The greeting clients send: one method offered, "no authentication"."""
+NO_AUTHENTICATION = bytes([VERSION, 0])
+"""The method selection answering it."""
+_CONNECT_IPV4 = bytes([VERSION, 1, 0, 1])
+REQUESTS_KEPT = 4096
+_REQUESTS: dict[bytes, Socks5Request] = {}
 
-    def __init__(self) -> None:
+
+def quick_request(data: bytes) -> Socks5Request | None:
+    """``data`` (after the greeting) when it is exactly a CONNECT to an IPv4 address and
+    a port other than 0, as one segment brings it: the request (the same object for the
+    same address and port: requests are immutable); else None, for
+    :class:`Socks5Handshake` to take (partial data, other address types, refusals)."""
+    if len(data) != 10 or data[:4] != _CONNECT_IPV4:
+        return None
+    key = data[4:]
+    request = _REQUESTS.get(key)
+    if request is None:
+        port = int.from_bytes(key[4:], "big")
+        if port == 0:
+            return None
+        request = Socks5Request(ip_text(packed_ip(key[:4])), port, False)
+        if len(_REQUESTS) < REQUESTS_KEPT and type(key) is bytes:
+            _REQUESTS[key] = request
+    return request
+
+
+class Socks5Handshake:
+    """Parses the greeting and the CONNECT request as bytes arrive; ``greeted``: the
+    greeting was already taken (and answered) by the caller."""
+
+    def __init__(self, *, greeted: bool = False) -> None:
         self._buffer = bytearray()
-        self._greeted = False
+        self._greeted = greeted
         self._out = bytearray()
 
     def data_to_send(self) -> bytes:
@@ -104,13 +132,13 @@ class Socks5Handshake:
             end = 4 + 4
             if len(buf) < end + 2:
                 return None
-            host = str(ipaddress.IPv4Address(bytes(buf[4:end])))
+            host = ip_text(packed_ip(bytes(buf[4:end])))
             hostname = False
         elif atyp == 4:
             end = 4 + 16
             if len(buf) < end + 2:
                 return None
-            host = str(ipaddress.IPv6Address(bytes(buf[4:end])))
+            host = ip_text(packed_ip(bytes(buf[4:end])))
             hostname = False
         elif atyp == 3:
             length = buf[4]
