@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from ambient.monitoring.exposition import disable_created
 from ambient.state.workload import Service, Workload
@@ -70,69 +70,60 @@ class ResponseFlags(Enum):
     CONNECT = "CONNECT"  # upstream connection failed
 
 
-class Metrics:
-    """The Prometheus counters of one ztunnel (its own registry, served on :15020).
+FAMILIES = (
+    ("istio_tcp_connections_opened", "The total number of TCP connections opened"),
+    ("istio_tcp_connections_closed", "The total number of TCP connections closed"),
+    (
+        "istio_tcp_sent_bytes",
+        "The size of total bytes sent during response in case of a TCP connection",
+    ),
+    (
+        "istio_tcp_received_bytes",
+        "The size of total bytes received during request in case of a TCP connection",
+    ),
+)
+OPENED, CLOSED, SENT, RECEIVED = range(4)
+Cell = list[int]
+"""One label set's four counts, indexed by ``OPENED``, ``CLOSED``, ``SENT``, ``RECEIVED``."""
 
-    ``children`` caches the four labelled counters per label set: resolving
-    labels in prometheus_client costs tens of microseconds, paid per connection.
-    ``children_of`` finds them per peer pair (the very source, destination and
-    service objects, identities, flags) without building the 23 labels again.
+
+class Metrics:
+    """The TCP counters of one ztunnel (its own registry, served on :15020).
+
+    The four counters of a label set are one :data:`Cell` of plain integers, added to
+    on the event loop's thread and read by the registry's collector at a scrape (as
+    ``prometheus_client`` counters, without a lock and a method call per increment).
+    ``cell`` finds a label set's cell; ``cell_of`` finds it per peer pair (the very
+    source, destination and service objects, identities, flags) without building the
+    23 labels again.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.opened = Counter(
-            "istio_tcp_connections_opened",
-            "The total number of TCP connections opened",
-            LABELS,
-            registry=self.registry,
-        )
-        self.closed = Counter(
-            "istio_tcp_connections_closed",
-            "The total number of TCP connections closed",
-            LABELS,
-            registry=self.registry,
-        )
-        self.sent = Counter(
-            "istio_tcp_sent_bytes",
-            "The size of total bytes sent during response in case of a TCP connection",
-            LABELS,
-            registry=self.registry,
-        )
-        self.received = Counter(
-            "istio_tcp_received_bytes",
-            "The size of total bytes received during request in case of a TCP connection",
-            LABELS,
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
+        self._cells: dict[tuple[str, ...], Cell] = {}
         self._pairs: dict[tuple[Any, ...], _Pair] = {}
-        # Connections open now (``zc connections``); weak, so one never closed cannot leak.
-        self.live: weakref.WeakValueDictionary[int, ConnectionRecord] = (
-            weakref.WeakValueDictionary()
-        )
+        self.registry.register(_TcpCollector(self._cells))
+        # Connections open now (``zc connections``): a record is here from ``open`` to
+        # ``close`` (every handler closes its records in a ``finally``).
+        self.live: dict[int, ConnectionRecord] = {}
 
-    def children(self, labels: dict[str, str]) -> tuple[Any, Any, Any, Any]:
-        """(opened, closed, sent, received) counters for one label set.
+    def cell(self, labels: dict[str, str]) -> Cell:
+        """The counts of one label set.
 
         Every label value comes from the workload/service state or a small enum, never
         from a connection (address, port), so the label sets are as many as the
-        (source, destination) pairs that talk, not as the connections."""
+        (source, destination) pairs that talk, not as the connections. Past 100,000 label
+        sets a new one is counted but not exposed (the registry stays bounded)."""
         key = tuple(labels.values())
-        found = self._children.get(key)
+        found = self._cells.get(key)
         if found is None:
-            found = (
-                self.opened.labels(**labels),
-                self.closed.labels(**labels),
-                self.sent.labels(**labels),
-                self.received.labels(**labels),
-            )
-            if len(self._children) < 100_000:  # bounded: label sets come from workloads
-                self._children[key] = found
+            found = [0, 0, 0, 0]
+            if len(self._cells) < 100_000:  # bounded: label sets come from workloads
+                self._cells[key] = found
         return found
 
-    def children_of(self, record: ConnectionRecord) -> tuple[Any, Any, Any, Any]:
-        """``children(record.labels())``, remembered per peer pair.
+    def cell_of(self, record: ConnectionRecord) -> Cell:
+        """``cell(record.labels())``, remembered per peer pair.
 
         The key holds the objects' ids; an entry also holds the objects themselves, so
         an id is not reused while its entry lives, and a hit must be the very objects
@@ -151,18 +142,42 @@ class Metrics:
         found = self._pairs.get(key)
         if found is not None and found[0] is src and found[1] is dst and found[2] is svc:
             return found[3]
-        children = self.children(record.labels())
+        cell = self.cell(record.labels())
         if len(self._pairs) >= PAIRS_KEPT:  # old workload objects are not kept for ever
             self._pairs.clear()
-        self._pairs[key] = (src, dst, svc, children)
-        return children
+        self._pairs[key] = (src, dst, svc, cell)
+        return cell
+
+    def value(self, family: int, labels: dict[str, str]) -> int:
+        """One label set's count of ``family`` (``OPENED``, ...); 0 if never counted."""
+        found = self._cells.get(tuple(labels.values()))
+        return found[family] if found is not None else 0
+
+
+class _TcpCollector:
+    """The four ``istio_tcp_*`` counter families, from the cells, at each scrape."""
+
+    def __init__(self, cells: dict[tuple[str, ...], Cell]) -> None:
+        self.cells = cells
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(name, doc, labels=LABELS) for name, doc in FAMILIES]
+
+    def collect(self) -> list[Metric]:
+        families = []
+        for index, (name, doc) in enumerate(FAMILIES):
+            family = CounterMetricFamily(name, doc, labels=LABELS)
+            for labels, cell in list(self.cells.items()):
+                family.add_metric(labels, float(cell[index]))
+            families.append(family)
+        return families
 
 
 PAIRS_KEPT = 4096
-_Pair = tuple[Workload | None, Workload | None, Service | None, tuple[Any, Any, Any, Any]]
+_Pair = tuple[Workload | None, Workload | None, Service | None, Cell]
 
 
-@dataclass
+@dataclass(slots=True)
 class ConnectionRecord:
     """Everything known about one proxied connection, for its metrics and access-log line."""
 
@@ -184,16 +199,14 @@ class ConnectionRecord:
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
     _labels: dict[str, str] | None = None
-    _children: tuple[Any, Any, Any, Any] | None = None
-    _opened: bool = False
+    _cell: Cell | None = None
 
     def open(self) -> None:
         """Count the connection as opened (once)."""
-        if not self._opened:
-            self._opened = True
+        if self._cell is None:
             self.metrics.live[id(self)] = self
-            self._children = self.metrics.children_of(self)
-            self._children[0].inc()
+            cell = self._cell = self.metrics.cell_of(self)
+            cell[OPENED] += 1
             if access_log.isEnabledFor(logging.DEBUG):
                 access_log.debug(
                     "connection opened src.addr=%s dst.addr=%s direction=%s",
@@ -206,13 +219,11 @@ class ConnectionRecord:
         """Count bytes and the close, and write the access-log line."""
         self.open()
         self.metrics.live.pop(id(self), None)
-        assert self._children is not None
-        _, closed, sent, received = self._children
-        closed.inc()
-        if self.bytes_sent:
-            sent.inc(self.bytes_sent)
-        if self.bytes_received:
-            received.inc(self.bytes_received)
+        cell = self._cell
+        assert cell is not None
+        cell[CLOSED] += 1
+        cell[SENT] += self.bytes_sent
+        cell[RECEIVED] += self.bytes_received
         if self.error or access_log.isEnabledFor(logging.INFO):
             self._log()
 

@@ -90,3 +90,36 @@ def test_a_pushed_workload_gets_its_own_labels() -> None:
         record.bytes_sent = 5
         record.close()
     assert _closed_by_revision(metrics)["v3"] == 3.0
+
+
+def test_the_exposition_is_prometheus_client_counters() -> None:
+    """The cells are exposed exactly as four labelled ``prometheus_client`` counters with
+    the same increments would be (names, help, label order, values, no ``_created``)."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from ambient.ztunnel.metrics import FAMILIES, LABELS, ResponseFlags
+
+    metrics = Metrics()
+    reference = CollectorRegistry()
+    counters = [Counter(name, doc, LABELS, registry=reference) for name, doc in FAMILIES]
+    assert generate_latest(metrics.registry) == generate_latest(reference)
+    for i in range(7):
+        record = ConnectionRecord(
+            metrics,
+            Direction.INBOUND if i % 2 else Direction.OUTBOUND,
+            src_addr="10.244.0.7:4000",
+            dst_addr="10.0.0.1:80",
+            source=_workload(f"v{i % 3}"),
+            source_identity="spiffe://cluster.local/ns/shop/sa/web" if i % 2 else None,
+            mtls=bool(i % 2),
+            flags=ResponseFlags.DENY if i == 4 else ResponseFlags.NONE,
+        )
+        record.bytes_sent, record.bytes_received = 1000 * i, i
+        record.close()
+        opened, closed, sent, received = (c.labels(**record.labels()) for c in counters)
+        opened.inc()
+        closed.inc()
+        sent.inc(record.bytes_sent)
+        received.inc(record.bytes_received)
+    assert generate_latest(metrics.registry) == generate_latest(reference)
+    assert len(metrics.live) == 0
