@@ -159,9 +159,10 @@ async def test_a_silent_client_is_aborted_after_the_timeout() -> None:
     handler.handshakes = Deadlines(0.01)
     handler.loop = asyncio.get_running_loop()  # type: ignore[assignment]
     protocol = SocksProtocol(handler)  # type: ignore[arg-type]
+    aborted = asyncio.Event()
     transport = FakeTransport()
+    transport.abort = aborted.set  # type: ignore[method-assign]
     protocol.connection_made(transport)  # type: ignore[arg-type]
     async with asyncio.timeout(5):
-        while "abort" not in transport.events:
-            await asyncio.sleep(0.05)
+        await aborted.wait()
     assert len(handler.handshakes) == 0
