@@ -48,16 +48,16 @@ class _Stream4(socket.socket):
     """A TCP/IPv4 socket whose family and type are plain class constants."""
 
     __slots__ = ()
-    family = socket.AF_INET  # type: ignore[assignment]
-    type = socket.SOCK_STREAM  # type: ignore[assignment]
+    family = socket.AF_INET
+    type = socket.SOCK_STREAM
 
 
 class _Stream6(socket.socket):
     """A TCP/IPv6 socket whose family and type are plain class constants."""
 
     __slots__ = ()
-    family = socket.AF_INET6  # type: ignore[assignment]
-    type = socket.SOCK_STREAM  # type: ignore[assignment]
+    family = socket.AF_INET6
+    type = socket.SOCK_STREAM
 
 
 class Dialer:

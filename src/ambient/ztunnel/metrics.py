@@ -164,7 +164,7 @@ class _TcpCollector:
         return [CounterMetricFamily(name, doc, labels=LABELS) for name, doc in FAMILIES]
 
     def collect(self) -> list[Metric]:
-        families = []
+        families: list[Metric] = []
         for index, (name, doc) in enumerate(FAMILIES):
             family = CounterMetricFamily(name, doc, labels=LABELS)
             for labels, cell in list(self.cells.items()):

@@ -11,8 +11,9 @@ from ambient.ztunnel.metrics import LABELS, Metrics
 
 def test_ztunnel_and_waypoint_metrics_have_no_created_series() -> None:
     ztunnel = Metrics()
-    for counter in ztunnel.children(dict.fromkeys(LABELS, "x")):
-        counter.inc()
+    cell = ztunnel.cell(dict.fromkeys(LABELS, "x"))
+    for family in range(len(cell)):
+        cell[family] += 1
     waypoint = WaypointMetrics()
     waypoint.observe_request(
         ("k",),
