@@ -87,7 +87,7 @@ class ProxyState:
         self._members: dict[str, dict[str, Workload]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         # The endpoints serving (service, port, target port), kept until the next push.
-        self._serving: dict[tuple[str, int, int], list[tuple[Workload, int]]] = {}
+        self._serving: dict[tuple[str, int, int], list[Upstream]] = {}
         self._listeners: list[Callable[[ProxyState], None]] = []
         self.version = 0  # counts applied pushes (caches built from the state key on it)
         self.policies = PolicyStore()
@@ -263,7 +263,8 @@ class ProxyState:
         self, service: Service, port: int, exclude: Collection[str] = ()
     ) -> Upstream | None:
         """Round robin over the service's healthy endpoints that serve ``port`` (but the
-        uids in ``exclude``: endpoints a connection already failed to reach)."""
+        uids in ``exclude``: endpoints a connection already failed to reach). Until the
+        next push the same endpoint is the same ``Upstream`` object (they are immutable)."""
         target = _target_port(service, port)
         if target is None:
             return None
@@ -277,17 +278,20 @@ class ProxyState:
                 ports = workload.services.get(service.key, ())
                 workload_port = _workload_port(ports, port, target)
                 if workload_port is not None:
-                    candidates.append((workload, workload_port))
+                    candidates.append(
+                        Upstream(workload, workload.addresses[0], workload_port, service)
+                    )
             if len(self._serving) >= SERVING_KEPT:
                 self._serving.clear()
             self._serving[key] = candidates
         if exclude:
-            candidates = [c for c in candidates if c[0].uid not in exclude]
+            candidates = [
+                c for c in candidates if c.workload is not None and c.workload.uid not in exclude
+            ]
         if not candidates:
             return None
         counter = self._round_robin.setdefault(service.key, itertools.count())
-        workload, workload_port = candidates[next(counter) % len(candidates)]
-        return Upstream(workload, workload.addresses[0], workload_port, service)
+        return candidates[next(counter) % len(candidates)]
 
     def workload_port(self, service: Service, workload: Workload, port: int) -> int | None:
         """The port ``workload`` serves ``service``'s ``port`` on (None: it does not serve it)."""

@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 
 from ambient.hbone.errors import HboneError, StreamRefused
-from ambient.hbone.messages import HBONE_PORT, ConnectRequest, SocketAddress, Status
+from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
 from ambient.hbone.splice import TcpRelay
 from ambient.ipparse import address_text, ip_text, parse_ip
 from ambient.state.proxy import Upstream
@@ -33,10 +33,10 @@ from ambient.ztunnel import socks5
 from ambient.ztunnel.authorization import InboundConnection
 from ambient.ztunnel.deadlines import Deadlines
 from ambient.ztunnel.dial import Dialer
-from ambient.ztunnel.ids import identity_text
 from ambient.ztunnel.inputs import ProxyInputs
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, ResponseFlags
 from ambient.ztunnel.pipe import TcpPipe
+from ambient.ztunnel.routes import Route, Routes
 from ambient.ztunnel.selfcall import mesh_listener_target, socks_peer_allowed
 
 log = logging.getLogger("ambient.ztunnel")
@@ -96,6 +96,7 @@ class OutboundHandler:
         # is applied here, at the source.
         self.judge_plaintext = judge_plaintext
         self.tasks: set[asyncio.Task[None]] = set()
+        self.routes = Routes(bind=dialer.via is not None)
         # Clients still naming their destination (SOCKS5, HTTP CONNECT).
         self.handshakes = Deadlines(HANDSHAKE_TIMEOUT)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -219,30 +220,24 @@ class OutboundHandler:
     ) -> bool:
         """One try at ``upstream``; False when it could not be reached and ``retry`` allows
         another (the client is left as it was)."""
-        hbone = source.tunnel_protocol is TunnelProtocol.HBONE and upstream.hbone
+        route = self.routes.route(source, upstream)
         record = ConnectionRecord(
             self.inputs.metrics,
             Direction.OUTBOUND,
             src_addr=address_text(source_addr.ip, source_addr.port),
-            dst_addr=address_text(upstream.tunnel_ip, HBONE_PORT)
-            if hbone
-            else address_text(upstream.ip, upstream.port),
+            dst_addr=route.dst_addr,
             source=source,
-            source_identity=identity_text(source) if hbone else None,
+            source_identity=route.source_identity,
             destination=upstream.workload,
-            destination_identity=identity_text(upstream.workload)
-            if hbone and upstream.workload
-            else None,
+            destination_identity=route.destination_identity,
             service=upstream.service,
-            hbone_addr=address_text(upstream.ip, upstream.port) if hbone else None,
+            hbone_addr=route.hbone_addr,
             original_dst=original,
-            mtls=hbone,
+            mtls=route.hbone,
         )
         try:
-            if hbone:
-                return await self._via_hbone(
-                    client, early, source, upstream, source_addr, record, retry
-                )
+            if route.hbone:
+                return await self._via_hbone(client, early, route, source_addr, record, retry)
             return await self._via_tcp(client, early, source, upstream, record, retry)
         except asyncio.CancelledError:
             client.abort()
@@ -275,30 +270,28 @@ class OutboundHandler:
         self,
         client: asyncio.Transport,
         early: bytes | bytearray,
-        source: Workload,
-        upstream: Upstream,
+        route: Route,
         source_addr: SocketAddress,
         record: ConnectionRecord,
         retry: bool = False,
     ) -> bool:
-        assert upstream.workload is not None
+        source = route.source
+        assert route.upstream.workload is not None  # so ``expected`` names its identity
         request = ConnectRequest(
-            authority=SocketAddress(upstream.ip, upstream.port),
+            authority=route.authority,
             forwarded_for=source_addr,
-            forwarded_host=upstream.service.hostname if upstream.service else None,
+            forwarded_host=route.forwarded_host,
         )
         try:
             cert = await self.inputs.certificate(source.identity)
             stream = await self.inputs.pool.open_stream(
                 source=cert,
-                destination=SocketAddress(upstream.tunnel_ip, HBONE_PORT),
-                expected=[upstream.workload.identity],
+                destination=route.destination,
+                expected=route.expected,
                 request=request,
                 # Bound to the pod's address (in its namespace, or on loopback in local mode):
                 # the destination judges the TCP peer, not what ``forwarded`` claims.
-                source_ip=ip_text(source.addresses[0])
-                if self.dialer.via is not None or source.addresses[0].is_loopback
-                else None,
+                source_ip=route.bind_ip,
             )
         except StreamRefused as exc:
             denied = exc.status == Status.UNAUTHORIZED
