@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import re
+
+import pytest
 
 from ambient.state.workload import TunnelProtocol, Workload
 from ambient.ztunnel.metrics import ConnectionRecord, Direction, Metrics
@@ -123,3 +127,73 @@ def test_the_exposition_is_prometheus_client_counters() -> None:
         received.inc(record.bytes_received)
     assert generate_latest(metrics.registry) == generate_latest(reference)
     assert len(metrics.live) == 0
+
+
+def _reference_line(record: ConnectionRecord) -> str:
+    """The access-log line as the record wrote it field by field before (duration aside)."""
+
+    def quoted(key: str, value: str | None) -> str:
+        return f'{key}="{value}"' if value else ""
+
+    src, dst, svc = record.source, record.destination, record.service
+    fields = [
+        f"src.addr={record.src_addr}",
+        quoted("src.workload", src.name if src else None),
+        quoted("src.namespace", src.namespace if src else None),
+        quoted("src.identity", record.source_identity),
+        f"dst.addr={record.dst_addr}",
+        f"dst.hbone_addr={record.hbone_addr}" if record.hbone_addr else "",
+        quoted("dst.service", svc.hostname if svc else None),
+        quoted("dst.workload", dst.name if dst else None),
+        quoted("dst.namespace", dst.namespace if dst else None),
+        quoted("dst.identity", record.destination_identity),
+        f'direction="{record.direction.value}"',
+        f"bytes_sent={record.bytes_sent}",
+        f"bytes_recv={record.bytes_received}",
+        'duration="0ms"',
+        quoted("error", record.error),
+    ]
+    return "connection complete " + " ".join(f for f in fields if f)
+
+
+def test_the_access_log_line_is_unchanged(caplog: pytest.LogCaptureFixture) -> None:
+    """Peer fields kept per pair, the rest per connection: the same line, field for field,
+    at INFO, or at ERROR with ``error=``."""
+    from ambient.state.workload import Service
+
+    metrics = Metrics()
+    service = Service(
+        name="orders", namespace="shop", hostname="orders.shop.svc.cluster.local",
+        addresses=(), ports=(),
+    )  # fmt: skip
+    variants = [
+        {},
+        {"source": _workload("v1"), "source_identity": "spiffe://cluster.local/ns/shop/sa/web"},
+        {"destination": _workload("v2"), "service": service, "hbone_addr": "10.0.0.1:8080"},
+        {"source": _workload("v1"), "destination": _workload("v1"), "mtls": True,
+         "destination_identity": "spiffe://cluster.local/ns/shop/sa/web"},
+    ]  # fmt: skip
+    for direction in Direction:
+        for variant in variants:
+            for error in (None, "connection closed due to policy rejection"):
+                for _ in range(2):  # the second line from the remembered parts
+                    record = ConnectionRecord(
+                        metrics, direction, src_addr="10.244.0.7:4000",
+                        dst_addr="10.0.0.1:15008", **variant,  # type: ignore[arg-type]
+                    )  # fmt: skip
+                    record.bytes_sent, record.bytes_received = 12, 34
+                    record.error = error
+                    caplog.clear()
+                    with caplog.at_level(logging.INFO, logger="ambient.access"):
+                        record.close()
+                    (logged,) = caplog.records
+                    assert logged.levelno == (logging.ERROR if error else logging.INFO)
+                    message = re.sub(r'duration="\d+ms"', 'duration="0ms"', logged.getMessage())
+                    assert message == _reference_line(record)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ambient.access"):
+        ConnectionRecord(metrics, Direction.INBOUND, src_addr="a", dst_addr="b").close()
+        ConnectionRecord(
+            metrics, Direction.INBOUND, src_addr="a", dst_addr="b", error="refused"
+        ).close()
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
