@@ -10,7 +10,9 @@ fixed rate on one connection; new connections per second (16 concurrent,
 one round trip each); CPU (cores) of each ztunnel during the fixed-rate
 run; RSS of each at the end, and again after ``--settle`` idle seconds. The
 client reaches the server's service VIP through its ztunnel's SOCKS5 port;
-the baseline dials the server pod directly.
+the baseline dials the server pod directly. ``--access-log``: the ztunnels log
+at ``info`` as ``ambient ztunnel`` does by default (an access line per
+connection, in ztunnel's format), to ``/dev/null``; without it they log nothing.
 
     sudo .venv/bin/python bench/mesh_l4.py --netns [--seconds 5] [--rate 1000] [--pods 20]
 
@@ -35,6 +37,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -137,6 +140,17 @@ class BenchPodNetworks:
 
     async def set_redirection(self, workload: Workload, enabled: bool) -> None:
         await asyncio.to_thread(ns.nft, redirection_rules(enabled), netns=self.name(workload))
+
+
+def log_to_devnull() -> None:
+    """Log as ``ambient ztunnel`` does by default (info: an access line per connection),
+    into /dev/null."""
+    from ambient.logconfig import setup_logging
+
+    setup_logging("info")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 (the process's log)
 
 
 async def run_ztunnel(node: str, ca_dir: Path, pods: int, prefix: str | None) -> None:
@@ -431,6 +445,7 @@ def run_netns(args: argparse.Namespace) -> tuple[dict[str, dict[str, float]], li
                         str(args.pods),
                         "--prefix",
                         agent.prefix,
+                        *(["--access-log"] if args.access_log else []),
                     )
                 )
             server, client = (agent.pod_netns("bench", n) for n in ("server", "client"))
@@ -506,6 +521,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="sample the ztunnels with py-spy per mesh phase, into DIR"
     )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="the ztunnels log at info (an access line per connection), to /dev/null",
+    )
     parser.add_argument("--role", choices=["ztunnel", "server", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--node", help=argparse.SUPPRESS)
     parser.add_argument("--ca", type=Path, help=argparse.SUPPRESS)
@@ -517,6 +537,8 @@ def main() -> None:
     if args.pods is None:
         args.pods = 20 if args.netns else 100
     if args.role == "ztunnel":
+        if args.access_log:
+            log_to_devnull()
         uvloop.run(run_ztunnel(args.node, args.ca, args.pods, args.prefix))
         return
     if args.role == "server":
@@ -541,7 +563,15 @@ def main() -> None:
         CertificateAuthority.load_or_create(ca_dir)
         procs = [
             spawn(
-                "--role", "ztunnel", "--node", node, "--ca", str(ca_dir), "--pods", str(args.pods)
+                "--role",
+                "ztunnel",
+                "--node",
+                node,
+                "--ca",
+                str(ca_dir),
+                "--pods",
+                str(args.pods),
+                *(["--access-log"] if args.access_log else []),
             )
             for node in NODES
         ]
