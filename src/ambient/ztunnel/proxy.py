@@ -103,7 +103,7 @@ class Ztunnel:
             metrics=self.metrics,
             pool=self.pool,
             settings=self.settings,
-            certificate=self.certificate,
+            certificate=self._certificate,  # (``certificate`` is this, one await further)
             current_certificate=self.current_certificate,
             authorizer=lambda: self.authorizer(),
             connections=self.connections,
