@@ -69,7 +69,7 @@ SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_
 SETTINGS_ENABLE_CONNECT_PROTOCOL = 8
 
 MAX_WINDOW = 2**31 - 1
-FRAME_SIZE = 16384  # what we accept (we never advertise more)
+FRAME_SIZE = 16384  # RFC 9113's initial SETTINGS_MAX_FRAME_SIZE: what we accept by default
 DEFAULT_WINDOW = 65535  # RFC 9113 6.9.2: every window's size until SETTINGS or WINDOW_UPDATE
 _HEADER = struct.Struct(">IBI")  # (24-bit length << 8 | type), flags, stream id: 9 bytes
 
@@ -122,8 +122,8 @@ class H2Connection(Generic[_E]):
         when each had its own (``bench/h2codec.py``)."""
         super().__init_subclass__(**kwargs)
         for name, value in vars(H2Connection).items():
-            if name in vars(cls):
-                continue
+            if next(k for k in cls.__mro__ if name in vars(k)) is not H2Connection:
+                continue  # the role's own (or a parent role's copy, for a role's subclass)
             if isinstance(value, FunctionType):
                 setattr(cls, name, _copy(value))
             elif isinstance(value, staticmethod) and isinstance(value.__func__, FunctionType):
@@ -137,9 +137,15 @@ class H2Connection(Generic[_E]):
         guard: FloodGuard | None,
         *,
         expect_preface: bool = False,
+        max_frame_size: int = FRAME_SIZE,
     ) -> None:
         """``expect_preface``: the peer is a client, whose connection preface starts with
-        the magic bytes. Either peer's first frame must be SETTINGS (RFC 9113 3.4)."""
+        the magic bytes. Either peer's first frame must be SETTINGS (RFC 9113 3.4).
+        ``max_frame_size``: the largest frame we accept; a role that accepts more than the
+        default 16 KiB advertises it (SETTINGS_MAX_FRAME_SIZE) in its ``_initiate``."""
+        if not FRAME_SIZE <= max_frame_size <= 2**24 - 1:
+            raise ValueError(f"max_frame_size {max_frame_size} outside RFC 9113's range")
+        self.max_frame_size = max_frame_size
         self.stream_window = stream_window
         self.connection_window = connection_window
         self.max_header_list = max_header_list
@@ -189,7 +195,10 @@ class H2Connection(Generic[_E]):
 
     def send_headers(self, stream_id: int, headers: list[tuple[str, str]], end: bool) -> None:
         """A head or trailers (``end``), the fields validated by the caller."""
-        block = encode_fields(headers)
+        self._send_block(stream_id, encode_fields(headers), end)
+
+    def _send_block(self, stream_id: int, block: bytes, end: bool) -> None:
+        """An encoded header block, in HEADERS and (above the peer's frame size) CONTINUATION."""
         if self._table_update:  # the peer changed its table size: ours is (and stays) 0
             block = b"\x20" + block
             self._table_update = False
@@ -302,7 +311,7 @@ class H2Connection(Generic[_E]):
                 stream_id &= MAX_WINDOW
                 if guard is not None:
                     guard.frame(kind, flags, length)
-                if length > FRAME_SIZE:
+                if length > self.max_frame_size:
                     raise H2Error(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
                 if len(buffer) - offset - 9 < length:
                     break

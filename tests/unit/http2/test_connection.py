@@ -262,3 +262,33 @@ def test_each_role_runs_its_own_copy_of_the_core() -> None:
         assert client.__code__.co_code == core.__code__.co_code, name
         assert client.__code__.co_filename == core.__code__.co_filename  # tracebacks: h2conn
         assert client.__qualname__ == core.__qualname__
+
+
+class _BigFrames(H2Client):
+    """The client codec accepting frames up to ``max_frame_size`` (the core's parameter)."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        H2Connection.__init__(
+            self, STREAM_WINDOW, CONNECTION_WINDOW, 65536, None, max_frame_size=max_frame_size
+        )
+        self._next_id = 1
+        self.max_concurrent_streams = 100
+
+
+def test_the_largest_frame_accepted_is_a_parameter() -> None:
+    """16 KiB by default (FRAME_SIZE_ERROR beyond); a role may accept up to 2^24-1."""
+    encoder = hpack.Encoder()
+    status = encoder.encode([(":status", "200")])
+    head = frame(SETTINGS, 0, 0) + frame(HEADERS, END_HEADERS, 1, status)
+    for size in (16384, 65536):
+        client = _BigFrames(size)
+        client.initiate()
+        client.send_headers(client.open_stream(), REQUEST, False)
+        assert isinstance(client.receive_data(head)[-1], HeadersReceived)
+        events = client.receive_data(frame(DATA, 0, 1, bytes(32768)))
+        if size >= 32768:
+            assert isinstance(events[-1], DataReceived) and events[-1].flow == 32768
+        else:
+            assert isinstance(events[-1], ConnectionLost) and events[-1].error_code == 6
+    with pytest.raises(ValueError, match="max_frame_size"):
+        _BigFrames(1000)
