@@ -156,13 +156,9 @@ class HboneTransport(asyncio.BufferedProtocol):
         }  # fmt: skip
 
     def _windows(self, stream_id: int) -> list[int]:
-        """[ours to send, the peer's] on ``stream_id`` (0: the connection) as h2 counts them
-        (the protocol's h2 state, read for diagnostics only); [-1, -1] once h2 forgot it."""
-        h2conn = self.conn._h2
-        state = h2conn.streams.get(stream_id) if stream_id else h2conn
-        if state is None:
-            return [-1, -1]
-        return [state.outbound_flow_control_window, state.inbound_flow_control_window]
+        """[ours to send, the peer's] on ``stream_id`` (0: the connection), as the protocol
+        counts them; [-1, -1] once it forgot the stream."""
+        return self.conn.windows(stream_id)
 
     @property
     def accepting_streams(self) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hpack
 from hpack.table import HeaderTable
 
-__all__ = ["MemoDecoder", "encode_fields"]
+__all__ = ["MemoDecoder", "encode_fields", "encode_literal"]
 
 MEMO_BLOCKS = 64  # decoded blocks kept per connection (between table changes)
 # ... and at most this many bytes of them (block + decoded names and values): a repeated
@@ -165,3 +165,14 @@ def encode_fields(headers: list[tuple[str, str]] | tuple[tuple[str, str], ...]) 
             _BLOCKS.clear()
         _BLOCKS[key] = block
     return block
+
+
+def encode_literal(name: str, value: str, *, never_indexed: bool = False) -> bytes:
+    """One field as a literal without indexing (``never_indexed``: one that intermediaries
+    must not index either, RFC 7541 6.2.3), never kept: for values new on every block."""
+    n, v = _bytes(name), _bytes(value)
+    index = _STATIC_NAMES.get(n, 0)
+    head = _integer(index, 4, 0x10 if never_indexed else 0x00)
+    if not index:
+        head += _integer(len(n), 7, 0x00) + n
+    return head + _integer(len(v), 7, 0x00) + v

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-from ambient.hbone._h2compat import CLOSED_STREAMS_KEPT
+from ambient.hbone.core import CLOSED_STREAMS_KEPT
 
 from .pair import Pair
 
