@@ -119,7 +119,9 @@ def _integer(value: int, prefix: int, first: int) -> bytes:
     return bytes(out)
 
 
-def _bytes(text: str) -> bytes:
+def _bytes(text: str | bytes) -> bytes:
+    if isinstance(text, bytes):  # (tests send raw values our callers never produce)
+        return text
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError:
