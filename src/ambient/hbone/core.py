@@ -41,7 +41,7 @@ tunnels (outbound queues, half-close, credit as consumed) on top.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, cast
 
 import hpack
 import hpack.exceptions
@@ -352,10 +352,12 @@ class HboneCore(H2Connection[CoreEvent]):
             if kind != SETTINGS or flags & 0x1:
                 raise H2Error(PROTOCOL_ERROR, "the first frame is not SETTINGS")
             self._settings_seen = True
-        if kind == RST_STREAM and not self.client:
-            # a CONNECT not answered yet (or not even read yet: further on in this read)
-            if stream_id in self._unanswered or stream_id > self._highest:
-                self._flood.early_reset()
+        if (
+            kind == RST_STREAM
+            and not self.client
+            and (stream_id in self._unanswered or stream_id > self._highest)
+        ):  # a CONNECT not answered yet (or not even read yet: further on in this read)
+            self._flood.early_reset()
 
     def _data_start(self, flags: int, stream_id: int, length: int, events: _Events) -> int:
         """A DATA frame's header: the stream to deliver its payload to, or 0 (dropped, its
@@ -469,7 +471,7 @@ class HboneCore(H2Connection[CoreEvent]):
 
     def _on_block(self, stream_id: int, block: bytes, end: bool, events: _Events) -> None:
         try:  # decoded even for a stream that is gone: the decoder's table must stay in step
-            headers = self._hpack.decode(block, raw=True)
+            headers = cast("list[tuple[bytes, bytes]]", self._hpack.decode(block, raw=True))
         except hpack.exceptions.OversizedHeaderListError:
             raise H2Error(ENHANCE_YOUR_CALM, "header list larger than we allow") from None
         except (hpack.exceptions.HPACKError, ValueError, IndexError, UnicodeError) as exc:

@@ -244,16 +244,15 @@ class HboneConnection:
             self._core.close(PROTOCOL_ERROR, reason.encode()[:256])
             events = [ev.ConnectionFailed(reason)]
         for event in events:
-            kind = type(event)
-            if kind is ev.DataReceived:
-                if event.stream_id in self._open:  # type: ignore[union-attr]
-                    out.append(event)  # type: ignore[arg-type]
+            if isinstance(event, ev.DataReceived):
+                if event.stream_id in self._open:
+                    out.append(event)
                 else:  # reset meanwhile (or refused): nobody will consume it
-                    self.consumed(event.stream_id, len(event.data))  # type: ignore[union-attr]
-            elif kind is WindowOpened:
+                    self.consumed(event.stream_id, len(event.data))
+            elif isinstance(event, WindowOpened):
                 self._on_window(event.stream_id)
             else:
-                self._translate(event, out)  # type: ignore[arg-type]
+                self._translate(event, out)
         return ev.without_stillborn(out) if self.side is Side.SERVER else out
 
     def _translate(self, event: ev.Event, out: list[ev.Event]) -> None:
