@@ -19,9 +19,10 @@ SETTINGS, PING, GOAWAY, CONTINUATION, the ``FloodGuard``). What HBONE adds:
   its whole frame (its padding is credited back at once).
 - Closed streams: the last :data:`CLOSED_STREAMS_KEPT` are remembered with how
   they closed (RFC 9113 5.1, 5.4.2): frames on a stream we reset are ignored
-  (the peer had not seen our RST_STREAM yet), DATA or HEADERS on one the peer
-  reset answer RST_STREAM(STREAM_CLOSED), and on one both sides ended (or one
-  never opened, or forgotten) they are a connection error (STREAM_CLOSED).
+  (the peer had not seen our RST_STREAM yet); DATA on any other closed stream
+  answers RST_STREAM(STREAM_CLOSED) (its flow is credited back), as does HEADERS
+  on one the peer reset, while HEADERS on one both sides ended is a connection
+  error (STREAM_CLOSED; PROTOCOL_ERROR on one never opened or forgotten), as h2.
   WINDOW_UPDATE and RST_STREAM on a closed stream are ignored.
 - Abuse: a server counts streams the client resets before they were answered
   (``FloodGuard.early_reset``: the rapid reset), on the RST_STREAM's header.
@@ -97,7 +98,7 @@ _NO_LIMIT = 2**32 + 1  # the peer's SETTINGS_MAX_CONCURRENT_STREAMS until it sen
 class HboneCore(H2Connection[CoreEvent]):
     """One HBONE connection's HTTP/2 state, client or server side (sans-io)."""
 
-    _violations_end_connection = True  # as h2: a violation on a stream ends the connection
+    _violations_end_connection = False  # as h2: stream errors (window, priority) reset it
     _goaway_reason = True
 
     def __init__(
@@ -244,14 +245,16 @@ class HboneCore(H2Connection[CoreEvent]):
             self._streams.pop(stream_id, None)
             self._remember(stream_id, _BY_END)
 
-    def _on_closed(self, stream_id: int) -> None:
+    def _on_closed(self, stream_id: int, headers: bool = False) -> None:
         """DATA or HEADERS on a stream that is no longer open (not idle)."""
         how = self._closed.get(stream_id)
         if how == _BY_US:
             return  # sent before the peer read our RST_STREAM: ignored (RFC 9113 5.1)
-        if how == _BY_PEER:  # a stream error (5.4.2), no connection error
+        if how == _BY_PEER or not headers:  # a stream error (5.4.2), no connection error
             self._frame(RST_STREAM, 0, stream_id, struct.pack(">I", STREAM_CLOSED))
             return
+        if how is None:  # a lower id than one opened since (5.1.1), or forgotten
+            raise H2Error(PROTOCOL_ERROR, f"HEADERS on stream {stream_id}, which is closed")
         raise H2Error(STREAM_CLOSED, f"frame on stream {stream_id}, which is closed")
 
     # -- receiving ---------------------------------------------------------------------------
@@ -304,16 +307,22 @@ class HboneCore(H2Connection[CoreEvent]):
             if buf[:pos] != PREFACE[start : start + pos]:
                 raise H2Error(PROTOCOL_ERROR, "not the HTTP/2 client preface")
             self._preface -= pos
+        # Every frame header of this read passes the guard first, once per frame (before its
+        # payload is buffered, before any frame is handled: a flood is refused unparsed).
+        scan = pos
         checked = self._head_checked and buf is self._inbuf
+        while size - scan >= 9:
+            word, flags, stream_id = _HEADER.unpack_from(buf, scan)
+            if checked:
+                checked = False
+            else:
+                self._check_header(word & 0xFF, flags, stream_id & MAX_WINDOW, word >> 8)
+            scan += 9 + (word >> 8)
         self._head_checked = False
         while size - pos >= 9:
             word, flags, stream_id = _HEADER.unpack_from(buf, pos)
             length, kind = word >> 8, word & 0xFF
             stream_id &= MAX_WINDOW
-            if checked:
-                checked = False
-            else:  # once per frame, on its header (before its payload is buffered)
-                self._check_header(kind, flags, stream_id, length)
             if kind == DATA and not flags & PADDED:
                 target = self._data_start(flags, stream_id, length, events)
                 start = pos + 9
@@ -481,7 +490,7 @@ class HboneCore(H2Connection[CoreEvent]):
             return
         stream = self._streams.get(stream_id)
         if stream is None:
-            self._on_closed(stream_id)
+            self._on_closed(stream_id, headers=True)
             return
         if stream.remote_closed:
             raise H2Error(STREAM_CLOSED, "HEADERS after the end of the stream", stream_id)
