@@ -1,11 +1,12 @@
-"""The sans-io HBONE core alone: CPU per stream and per byte, DATA fast path against h2 alone.
+"""The sans-io HBONE core alone: CPU per stream and per byte, against another tree's.
 
-    .venv/bin/python bench/hbone_core.py [--rounds 5]
+    .venv/bin/python bench/hbone_core.py [--baseline REV] [--rounds 5]
 
 A client and a server :class:`HboneConnection` wired back to back in memory (no
 TLS, no sockets, no event loop), so the figures are the protocol work only, per
-side pair. Baseline in the same run: the same connections with
-``fast_data = False`` (every DATA frame through h2). Measures:
+side pair. ``--baseline REV``: the same measurement of ``src`` as it was at git
+revision REV (``git archive``), each round in a fresh process, alternating with the
+working tree's. Measures:
 
 - stream lifecycle: CONNECT with ``forwarded``, 200, one byte each way, both
   END_STREAMs (what every new mesh connection costs the two ztunnels' HTTP/2);
@@ -19,13 +20,20 @@ load on the machine only ever makes a round slower.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+# The core under test may come from another tree (--src): it must win over ours.
+sys.path.insert(
+    0, sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(ROOT / "src")
+)
 
 from ambient.hbone import events as ev  # noqa: E402
 from ambient.hbone.messages import ConnectRequest, SocketAddress  # noqa: E402
@@ -36,11 +44,10 @@ HOST = "server.bench.svc.cluster.local"
 
 
 class Pair:
-    def __init__(self, fast: bool) -> None:
+    def __init__(self) -> None:
         self.client = HboneConnection(Side.CLIENT)
         self.server = HboneConnection(Side.SERVER)
         for conn in (self.client, self.server):
-            conn.fast_data = fast
             conn.initiate()
         self.pump()
 
@@ -88,8 +95,8 @@ def best(rounds: int, count: int, run: Callable[[int], None]) -> float:
     return min(times)
 
 
-def measure(fast: bool, rounds: int) -> dict[str, float]:
-    pair = Pair(fast)
+def measure(rounds: int) -> dict[str, float]:
+    pair = Pair()
     for i in range(200):  # warm up HPACK tables and caches
         lifecycle(pair, i)
     result = {"lifecycle_us": best(rounds, 2000, lambda i: lifecycle(pair, i)) * 1e6}
@@ -127,26 +134,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--baseline", metavar="REV", help="git revision to compare with")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--src", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # Alternate the two, a fresh pair per round, and keep each one's best round.
-    h2_only: dict[str, float] = {}
-    fast: dict[str, float] = {}
-    for _ in range(args.rounds):
-        for mode, results in ((False, h2_only), (True, fast)):
-            for key, value in measure(mode, 1).items():
-                better = max if key.endswith("_s") else min
-                results[key] = better(results.get(key, value), value)
-    print(
-        f"{'measure (client + server core, CPU)':<44} {'h2 only':>10} {'fast path':>10} {'ratio':>7}"
-    )
+    if args.child:
+        print(json.dumps(measure(1)))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-hbone-core-") as tmp:
+        sides = {"working tree": ROOT / "src"}
+        if args.baseline:
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.baseline, "src"],
+                check=True, capture_output=True,
+            ).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            sides = {f"baseline {args.baseline}": Path(tmp) / "src", **sides}
+        # Alternate the sides, a fresh process per round, and keep each one's best round.
+        best: dict[str, dict[str, float]] = {name: {} for name in sides}
+        for _ in range(args.rounds):
+            for name, src in sides.items():
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", "--src", str(src)],
+                    check=True, capture_output=True, text=True,
+                ).stdout  # fmt: skip
+                for key, value in json.loads(out).items():
+                    better = max if key.endswith("_s") else min
+                    best[name][key] = better(best[name].get(key, value), value)
+    names = list(sides)
+    print(f"{'measure (client + server core, CPU)':<40}" + "".join(f"{n:>22}" for n in names))
     for label, key in (
         ("stream lifecycle (µs)", "lifecycle_us"),
         ("1 KiB request/response (µs)", "rr_us"),
         ("bulk, 64 KiB reads (MB/s)", "bulk_mb_s"),
     ):
-        ratio = fast[key] / h2_only[key]
-        print(f"{label:<44} {h2_only[key]:>10.1f} {fast[key]:>10.1f} {ratio:>6.2f}x")
+        row = "".join(f"{best[n][key]:>22.1f}" for n in names)
+        ratio = f"  ({best[names[-1]][key] / best[names[0]][key]:.2f}x)" if len(names) > 1 else ""
+        print(f"{label:<40}{row}{ratio}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

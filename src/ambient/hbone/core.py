@@ -8,7 +8,8 @@ SETTINGS, PING, GOAWAY, CONTINUATION, the ``FloodGuard``). What HBONE adds:
   (at most ``max_streams`` at once: one more is a connection error, as it was
   with h2 once our SETTINGS apply, which is at once); a client opens them and
   takes responses (1xx ignored, then one final ``:status``, trailers ending
-  the stream). Header blocks are decoded with ``hpack`` and checked by
+  the stream). Header blocks are decoded (``hpackmemo.decode_plain`` for a block
+  that needs no table, as ours, else ``hpack``) and checked by
   ``fields.check_block``; a malformed block is a connection error
   (PROTOCOL_ERROR) on either side. A CONNECT that is well-formed HTTP/2 but
   not an HBONE request (``messages.ConnectRequest``) is answered 400 here.
@@ -79,7 +80,7 @@ from ambient.http2.connection import (
 )
 from ambient.http2.events import WindowOpened
 from ambient.http2.guard import Abuse, FloodGuard
-from ambient.http2.hpackmemo import encode_fields, encode_literal
+from ambient.http2.hpackmemo import decode_plain, encode_fields, encode_literal
 
 __all__ = ["CLOSED_STREAMS_KEPT", "CoreEvent", "HboneCore"]
 
@@ -479,12 +480,16 @@ class HboneCore(H2Connection[CoreEvent]):
             super()._on_other(kind, flags, stream_id, payload, events)
 
     def _on_block(self, stream_id: int, block: bytes, end: bool, events: _Events) -> None:
-        try:  # decoded even for a stream that is gone: the decoder's table must stay in step
-            headers = cast("list[tuple[bytes, bytes]]", self._hpack.decode(block, raw=True))
-        except hpack.exceptions.OversizedHeaderListError:
-            raise H2Error(ENHANCE_YOUR_CALM, "header list larger than we allow") from None
-        except (hpack.exceptions.HPACKError, ValueError, IndexError, UnicodeError) as exc:
-            raise H2Error(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        headers = decode_plain(block)  # ours (and any block that needs no table): cheap
+        if headers is None:
+            try:  # decoded even for a stream that is gone: the table must stay in step
+                headers = cast("list[tuple[bytes, bytes]]", self._hpack.decode(block, raw=True))
+            except hpack.exceptions.OversizedHeaderListError:
+                raise H2Error(ENHANCE_YOUR_CALM, "header list larger than we allow") from None
+            except (hpack.exceptions.HPACKError, ValueError, IndexError, UnicodeError) as exc:
+                raise H2Error(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        elif sum(len(n) + len(v) + 32 for n, v in headers) > self.max_header_list:
+            raise H2Error(ENHANCE_YOUR_CALM, "header list larger than we allow")
         if not self.client and stream_id > self._highest:
             self._on_request(stream_id, headers, end, events)
             return

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hpack
 from hpack.table import HeaderTable
 
-__all__ = ["MemoDecoder", "encode_fields", "encode_literal"]
+__all__ = ["MemoDecoder", "decode_plain", "encode_fields", "encode_literal"]
 
 MEMO_BLOCKS = 64  # decoded blocks kept per connection (between table changes)
 # ... and at most this many bytes of them (block + decoded names and values): a repeated
@@ -178,3 +178,67 @@ def encode_literal(name: str, value: str, *, never_indexed: bool = False) -> byt
     if not index:
         head += _integer(len(n), 7, 0x00) + n
     return head + _integer(len(v), 7, 0x00) + v
+
+
+_STATIC_RAW: list[tuple[bytes, bytes]] = [(n, v) for n, v in HeaderTable.STATIC_TABLE]
+
+
+def _prefixed(block: bytes, pos: int, prefix: int) -> tuple[int, int]:
+    """An HPACK integer (RFC 7541 5.1) whose prefix is in ``block[pos]``: (value, next pos);
+    (-1, pos) if it does not end within the block or four more bytes."""
+    limit = (1 << prefix) - 1
+    value = block[pos] & limit
+    pos += 1
+    if value < limit:
+        return value, pos
+    shift = 0
+    stop = min(pos + 4, len(block))
+    while pos < stop:
+        byte = block[pos]
+        pos += 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+    return -1, pos
+
+
+def decode_plain(block: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The fields of a block that needs no decoder state: static-table indexes and literals
+    without indexing (or never indexed), no Huffman coding - what :func:`encode_fields`
+    writes. None for any other block (a dynamic table reference or insertion, a table size
+    update, Huffman, or a malformed one): decode it with the connection's decoder, whose
+    table this function never touches, so the two stay in step."""
+    out: list[tuple[bytes, bytes]] = []
+    static = _STATIC_RAW
+    pos, end = 0, len(block)
+    while pos < end:
+        first = block[pos]
+        if first & 0x80:  # indexed field
+            index, pos = _prefixed(block, pos, 7)
+            if not 0 < index <= len(static):
+                return None
+            out.append(static[index - 1])
+            continue
+        if first & 0x60:  # literal with incremental indexing, or a table size update
+            return None
+        index, pos = _prefixed(block, pos, 4)
+        if index < 0 or index > len(static):
+            return None
+        if index:
+            name = static[index - 1][0]
+        else:
+            if pos >= end or block[pos] & 0x80:  # Huffman-coded name
+                return None
+            size, pos = _prefixed(block, pos, 7)
+            if size < 0 or pos + size > end:
+                return None
+            name, pos = block[pos : pos + size], pos + size
+        if pos >= end or block[pos] & 0x80:  # Huffman-coded value
+            return None
+        size, pos = _prefixed(block, pos, 7)
+        if size < 0 or pos + size > end:
+            return None
+        out.append((name, block[pos : pos + size]))
+        pos += size
+    return out

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ambient.http2 import hpackmemo
-from ambient.http2.hpackmemo import MemoDecoder, encode_fields
+from ambient.http2.hpackmemo import MemoDecoder, decode_plain, encode_fields, encode_literal
 
 _FIELD = st.tuples(
     st.sampled_from([":path", "content-type", "te", "x-id", "grpc-status", "user-agent"]),
@@ -113,3 +113,36 @@ def test_the_encoding_memos_are_bounded() -> None:
     assert len(hpackmemo._BLOCKS) <= hpackmemo.MEMO_OUT_BLOCKS
     assert len(hpackmemo._FIELDS) <= hpackmemo.MEMO_FIELDS
     assert encode_fields([("x-n", "1")]) == encode_fields((("x-n", "1"),))
+
+
+# -- decode_plain: blocks that need no decoder state -----------------------------------------
+
+_names = st.sampled_from([":method", ":authority", "forwarded", "baggage", "user-agent", "x-a"])
+_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_names, _values), max_size=8), st.lists(st.booleans(), max_size=8))
+def test_decode_plain_reads_what_encode_fields_writes(
+    fields: list[tuple[str, str]], never: list[bool]
+) -> None:
+    block = b"".join(
+        encode_literal(n, v, never_indexed=True) if i < len(never) and never[i]
+        else encode_fields([(n, v)])
+        for i, (n, v) in enumerate(fields)
+    )  # fmt: skip
+    expected = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
+    assert decode_plain(block) == expected
+    assert [tuple(f) for f in hpack.Decoder().decode(block, raw=True)] == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=64), st.lists(st.tuples(_names, _values), max_size=4)))
+def test_decode_plain_declines_what_needs_a_table_and_never_disagrees_with_hpack(
+    raw: bytes | list[tuple[str, str]],
+) -> None:
+    block = raw if isinstance(raw, bytes) else hpack.Encoder().encode(raw)  # Huffman, indexing
+    fields = decode_plain(block)
+    if fields is None:
+        return
+    assert [tuple(f) for f in hpack.Decoder().decode(block, raw=True)] == fields
