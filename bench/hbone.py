@@ -1,13 +1,18 @@
 """HBONE benchmark: our client -> our server, with the Go (net/http) pair measured in the same run.
 
     .venv/bin/python bench/hbone.py [--seconds 5] [--setup-streams 5000] [--idle-streams 2000]
+        [--src OTHER_TREE/src]
 
 Figures (loopback, real TLS 1.3 + HTTP/2, both sides on this machine):
 
 - bulk throughput, 1 and 8 concurrent streams, client -> server -> TCP sink (MB/s);
 - stream setup on a warm connection: CONNECT, 200, one byte echoed, close (streams/s);
 - memory per idle open stream (client and server side together, tracemalloc);
-- a cross pair, Go client -> our server, for the record.
+- a cross pair, Go client -> our server, for the record;
+- CPU of our server and client processes (``/proc``) per stream of setup and per MB of bulk.
+
+``--src``: the ``ambient`` package to measure (default: this tree's); for a same-run
+A/B, export the other tree with ``git archive`` and alternate runs with and without it.
 
 Our server runs in its own process (as the Go server runs on its own goroutines),
 our client in this one, both on uvloop. Ratios are ours / Go.
@@ -29,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+SRC = Path(sys.argv[sys.argv.index("--src") + 1]) if "--src" in sys.argv else ROOT / "src"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(SRC))  # (before ROOT: the tree under test wins)
 
 import uvloop  # noqa: E402
 
@@ -46,6 +52,13 @@ from ambient.identity.spiffe import SpiffeId  # noqa: E402
 SERVER_ID = SpiffeId.workload("bench", "server")
 CLIENT_ID = SpiffeId.workload("bench", "client")
 CHUNK = 256 * 1024
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 # -- our server, in its own process ------------------------------------------------------
@@ -88,7 +101,7 @@ async def _serve(cert_dir: Path) -> None:
 
 def start_server(cert_dir: Path) -> tuple[subprocess.Popen[str], int, int, int]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(cert_dir)],
+        [sys.executable, __file__, "--serve", str(cert_dir), "--src", str(SRC)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -272,6 +285,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--idle-streams", type=int, default=2000)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--src", type=Path, help="the ambient package to measure (a src dir)")
     args = parser.parse_args()
     if args.serve:
         uvloop.run(_serve(args.serve))
@@ -287,13 +301,17 @@ def main() -> None:
 
         proc, port, sink, echo = start_server(cert_dir)
         try:
-            ours = {
-                "1": uvloop.run(ours_throughput(client, port, sink, 1, args.seconds)),
-                "8": uvloop.run(ours_throughput(client, port, sink, 8, args.seconds)),
-                "setup": uvloop.run(
-                    ours_setup(client, port, echo, args.setup_streams, args.concurrency)
-                ),
-            }
+            ours: dict[str, dict[str, Any]] = {}
+            cpu: dict[str, tuple[float, float]] = {}  # (server, client) CPU seconds per phase
+            for key, phase in (
+                ("1", lambda: ours_throughput(client, port, sink, 1, args.seconds)),
+                ("8", lambda: ours_throughput(client, port, sink, 8, args.seconds)),
+                ("setup", lambda: ours_setup(client, port, echo, args.setup_streams,
+                                             args.concurrency)),
+            ):  # fmt: skip
+                before = cpu_seconds(proc.pid), cpu_seconds(os.getpid())
+                ours[key] = uvloop.run(phase())
+                cpu[key] = (cpu_seconds(proc.pid) - before[0], cpu_seconds(os.getpid()) - before[1])
             cross = None
             if gopeer:
                 cross = go_bench(
@@ -372,6 +390,19 @@ def main() -> None:
         )
     if cross:
         print(f"{'cross: Go client -> our server, 1 stream (MB/s)':<58} {cross['mb_per_s']:>10.1f}")
+    server_cpu, client_cpu = cpu["setup"]
+    per_stream = 1e6 / (args.setup_streams + 1)
+    print(
+        f"{'setup: CPU per stream, server + client (µs)':<58} "
+        f"{server_cpu * per_stream:>10.0f} + {client_cpu * per_stream:.0f}"
+    )
+    for key in ("1", "8"):
+        server_cpu, client_cpu = cpu[key]
+        per_mb = 1e6 / (ours[key]["bytes"] / 1e6)
+        print(
+            f"{f'{key} bulk stream(s): CPU per MB, server + client (µs)':<58} "
+            f"{server_cpu * per_mb:>10.0f} + {client_cpu * per_mb:.0f}"
+        )
     print(
         f"{'memory per idle open stream, client+server (bytes)':<58} {memory['bytes_per_stream']:>10.0f}"
         f"   ({memory['streams']} streams on {memory['connections']} connections; goal <= 16384)"
