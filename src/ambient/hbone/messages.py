@@ -33,6 +33,10 @@ class BadRequest(ValueError):
     """A CONNECT request that HBONE does not accept (answered with 400)."""
 
 
+_PARSED: dict[str, SocketAddress] = {}
+_PARSED_KEPT = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class SocketAddress:
     """An IP address and port, printed as ``ip:port`` or ``[ipv6]:port``."""
@@ -45,7 +49,19 @@ class SocketAddress:
 
     @classmethod
     def parse(cls, text: str) -> SocketAddress:
-        """Parse ``ip:port`` / ``[ipv6]:port``; hostnames are refused (HBONE targets are IPs)."""
+        """Parse ``ip:port`` / ``[ipv6]:port``; hostnames are refused (HBONE targets are IPs).
+        Addresses parsed recently are kept (a CONNECT's ``:authority`` repeats stream after
+        stream): a repeated parse is a dictionary lookup."""
+        parsed = _PARSED.get(text)
+        if parsed is None or cls is not SocketAddress:
+            parsed = cls._parse(text)
+            if len(_PARSED) >= _PARSED_KEPT:
+                _PARSED.clear()
+            _PARSED[text] = parsed
+        return parsed
+
+    @classmethod
+    def _parse(cls, text: str) -> SocketAddress:
         if text.startswith("["):
             host, sep, port_text = text[1:].partition("]:")
             if not sep:

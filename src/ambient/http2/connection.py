@@ -183,6 +183,8 @@ class H2Connection(Generic[_E]):
         }
 
     def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
         data = bytes(self._out)
         self._out.clear()
         return data
