@@ -268,11 +268,10 @@ class _BigFrames(H2Client):
     """The client codec accepting frames up to ``max_frame_size`` (the core's parameter)."""
 
     def __init__(self, max_frame_size: int) -> None:
-        H2Connection.__init__(
+        super().__init__(STREAM_WINDOW, CONNECTION_WINDOW)  # the client's own state, then
+        H2Connection.__init__(  # the core's again, with the parameter
             self, STREAM_WINDOW, CONNECTION_WINDOW, 65536, None, max_frame_size=max_frame_size
         )
-        self._next_id = 1
-        self.max_concurrent_streams = 100
 
 
 def test_the_largest_frame_accepted_is_a_parameter() -> None:
