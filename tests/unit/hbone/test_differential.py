@@ -10,16 +10,21 @@ be the same: which streams opened, were refused (400), ended, carried how many b
 were reset by the peer or by the protocol (with which code), which RST_STREAM frames
 went out, and whether the connection failed (with which code).
 
-Where we differ on purpose, the h2 side's verdict is normalised (``_Reference``):
+Where we differ on purpose, the h2 side's verdict is normalised (``_Reference``,
+``_same_codes``) or the comparison stops at that step once our verdict is asserted
+(``_deliberate``, where each case names the RFC 9113 section we follow):
 
 - DATA or HEADERS on a stream *we* reset: h2 answers RST_STREAM(STREAM_CLOSED), we
-  ignore the frame (RFC 9113 5.1: "An endpoint MUST ignore frames that it receives
-  on closed streams after it has sent a RST_STREAM frame").
-- A connection error's code where both are allowed: frames on a stream closed
-  implicitly (a lower id the client skipped) are STREAM_CLOSED for us and
-  PROTOCOL_ERROR for h2; an oversized header list is ENHANCE_YOUR_CALM for both.
-- h2 does not require SETTINGS as the client's first frame; we do (RFC 9113 3.4):
-  every sequence here starts with SETTINGS, so that rule is not compared.
+  ignore the frame (5.1: "An endpoint MUST ignore frames that it receives on closed
+  streams after it has sent a RST_STREAM frame").
+- A field block that does not decode: COMPRESSION_ERROR for us (4.3), PROTOCOL_ERROR
+  for h2.
+- A stream depending on itself, a WINDOW_UPDATE of 0 on a stream: stream errors for
+  us, connection errors for h2; RST_STREAM on an idle stream: a connection error for
+  us, ignored by h2; a stray CONTINUATION: PROTOCOL_ERROR for us; after the peer's
+  GOAWAY h2 takes no frame, we keep its streams; a setting named twice in one frame.
+- h2 does not require SETTINGS as the client's first frame; we do (3.4): every
+  sequence here starts with SETTINGS, so that rule is not compared.
 """
 
 from __future__ import annotations
