@@ -167,8 +167,11 @@ class HboneCore(H2Connection[CoreEvent]):
         self._send_block(stream_id, block, False)
         return stream_id
 
-    def respond(self, stream_id: int, status: int, end: bool) -> bool:
-        """Answer a CONNECT (server side); False if it cannot be (stream or connection gone)."""
+    def respond(self, stream_id: int, status: int, end: bool) -> bool | None:
+        """Answer a CONNECT (server side); False if it cannot be (stream or connection gone),
+        None if it was answered already (it is not answered again)."""
+        if stream_id not in self._unanswered:
+            return None
         self._unanswered.discard(stream_id)
         stream = self._streams.get(stream_id)
         if stream is None or stream.local_closed or self.dead:

@@ -190,7 +190,10 @@ class HboneConnection:
         if stream_id not in self._open:
             return
         end = status != Status.OK
-        if not self._core.respond(stream_id, status, end) or end:  # or the connection failed
+        sent = self._core.respond(stream_id, status, end)
+        if sent is None:  # answered already
+            return
+        if not sent or end:  # a refusal, or the connection failed
             self._forget(stream_id)
 
     # -- both sides: tunnel bytes --------------------------------------------------------
