@@ -69,6 +69,7 @@ FORBIDDEN = (
     "lightkube",
     "httpx2",
     "joserfc",
+    "h2",  # HBONE runs on ambient.http2 (h2 is the tests' reference peer only)
 )
 
 
