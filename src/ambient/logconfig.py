@@ -55,7 +55,13 @@ class _WorkloadTag(logging.Filter):
 
 
 def setup_logging(level: str) -> None:
-    """The process's log on stderr in ``FORMAT``, at ``level``."""
+    """The process's log on stderr in ``FORMAT``, at ``level``.
+
+    ``FORMAT`` names no process, thread or multiprocessing name, so records do not
+    gather them (~0.5-1 µs per record; the node proxy logs an access line per
+    connection at info).
+    """
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     logging.basicConfig(
         level=_LEVELS.get(level.lower(), logging.INFO),
         format=FORMAT,
