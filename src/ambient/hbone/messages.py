@@ -169,7 +169,7 @@ def parse_forwarded(value: str) -> tuple[SocketAddress | None, str | None]:
         raw = raw.strip().strip('"')
         if key.lower() == "for":
             try:
-                forwarded_for = SocketAddress.parse(raw)
+                forwarded_for = SocketAddress._parse(raw)  # a new port each time: not kept
             except BadRequest:
                 forwarded_for = None
         elif key.lower() == "host":

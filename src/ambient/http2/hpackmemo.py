@@ -36,10 +36,12 @@ MEMO_FIELDS = 4096  # encoded fields kept per process
 MEMO_VALUE = 128  # longer values are encoded each time
 MEMO_OUT_BLOCKS = 256  # encoded blocks kept per process
 # Credentials are encoded each time, never kept beyond their request; nor are fields
-# whose value is new on every request.
+# whose value is new on every request or connection (HBONE's ``forwarded: for="ip:port"``
+# names the caller's ephemeral port: kept, it filled the memo, ~1.2 MB a process).
 _SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _NOT_KEPT = _SECRET | {"x-request-id", "traceparent", "tracestate", "grpc-timeout",
-                       "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "b3"}  # fmt: skip
+                       "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "b3",
+                       "forwarded"}  # fmt: skip
 
 
 class _CountingTable(HeaderTable):

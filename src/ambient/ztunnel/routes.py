@@ -6,11 +6,12 @@ For every connection the outbound handler names the upstream's addresses (access
 destination, the identities the destination's certificate must show, and the address the
 HBONE connection is bound to: a dozen small objects and strings, each built again per
 connection. They depend on nothing but two immutable objects, the source ``Workload``
-and the ``Upstream`` (``ProxyState.pick_endpoint`` hands out the same ``Upstream`` for an
-endpoint until the next push), so they are kept per pair: a hit must be the very two
-objects (a pushed workload is a new object, and gets a new :class:`Route`). An address
-that is no service's endpoint resolves to a new ``Upstream`` per connection and so never
-hits; its route is built as before.
+and the ``Upstream``, so they are kept per pair. An ``Upstream`` is matched by what it
+holds (its workload and service objects, its address, port and waypoint flag), not by
+identity: a connection to a pod's own address resolves to a new, equal ``Upstream`` each
+time, and keyed by identity each one added a route that never hit (4,096 of them, ~2 MB,
+before the memo emptied). A hit must name the very same ``Workload`` and ``Service``
+objects: a pushed workload is a new object, and gets a new :class:`Route`.
 """
 
 from __future__ import annotations
@@ -57,17 +58,24 @@ class Routes:
 
     def __init__(self, *, bind: bool) -> None:
         self.bind = bind
-        self._kept: dict[tuple[int, int], Route] = {}
+        self._kept: dict[tuple[object, ...], Route] = {}
 
     def route(self, source: Workload, upstream: Upstream) -> Route:
-        key = (id(source), id(upstream))
+        workload, service = upstream.workload, upstream.service
+        key = (id(source), id(workload), upstream.ip, upstream.port, id(service),
+               upstream.via_waypoint)  # fmt: skip
         found = self._kept.get(key)
-        if found is not None and found.source is source and found.upstream is upstream:
+        if (
+            found is not None
+            and found.source is source
+            and found.upstream.workload is workload
+            and found.upstream.service is service
+        ):
             return found
         route = self._build(source, upstream)
         if len(self._kept) >= ROUTES_KEPT:
             self._kept.clear()
-        self._kept[key] = route  # holds both objects: their ids are not reused meanwhile
+        self._kept[key] = route  # holds the objects: their ids are not reused meanwhile
         return route
 
     def __len__(self) -> int:

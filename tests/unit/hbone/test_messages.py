@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from ambient.hbone import messages
 from ambient.hbone.messages import BadRequest, ConnectRequest, SocketAddress, parse_forwarded
 
 
@@ -98,3 +99,12 @@ def test_forwarded(value: str, for_: str | None, host: str | None) -> None:
     parsed_for, parsed_host = parse_forwarded(value)
     assert (str(parsed_for) if parsed_for else None) == for_
     assert parsed_host == host
+
+
+def test_forwarded_for_is_not_kept() -> None:
+    """The caller's address names its ephemeral port: a new text per connection, which
+    would crowd the parse memo (kept for the CONNECT authority, which repeats)."""
+    parsed_for, _ = parse_forwarded('for="10.9.8.7:54321"')
+    assert str(parsed_for) == "10.9.8.7:54321"
+    assert "10.9.8.7:54321" not in messages._PARSED
+    assert SocketAddress.parse("10.9.8.7:8080") is SocketAddress.parse("10.9.8.7:8080")

@@ -62,3 +62,26 @@ def test_binding_follows_the_mode() -> None:
     assert upstream is not None
     assert Routes(bind=False).route(web, upstream).bind_ip is None  # local mode, routable
     assert Routes(bind=True).route(web, upstream).bind_ip == "10.244.0.5"  # in-pod
+
+
+def test_a_pod_address_reuses_its_route() -> None:
+    """A connection to a pod's own address resolves to a new, equal ``Upstream`` each time:
+    it must find the route kept for the first, not add one per connection."""
+    state = ProxyState("node-1")
+    web, orders = pod("web", "127.10.0.1", "web"), pod("orders-0", "10.0.0.1", "orders")
+    state.apply([SERVICE, web, orders], [])
+    routes = Routes(bind=False)
+    first, second = (
+        state.resolve(orders.addresses[0], 8080, web),
+        state.resolve(orders.addresses[0], 8080, web),
+    )
+    assert first is not None and second is not None and first is not second and first == second
+    route = routes.route(web, first)
+    assert routes.route(web, second) is route and len(routes) == 1
+    other_port = state.resolve(orders.addresses[0], 9090, web)
+    assert other_port is not None and routes.route(web, other_port) is not route
+    assert routes.route(web, other_port).hbone_addr == "10.0.0.1:9090"
+    state.apply([pod("orders-0", "10.0.0.1", "orders-v2")], [])  # a push: a new workload object
+    pushed = state.resolve(orders.addresses[0], 8080, web)
+    assert pushed is not None and pushed.workload is not orders
+    assert routes.route(web, pushed).destination_identity.endswith("/sa/orders-v2")  # type: ignore[union-attr]
