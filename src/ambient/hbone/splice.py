@@ -29,6 +29,9 @@ class RelayResult:
 class TcpRelay(asyncio.Protocol):
     """Event-driven relay between an HBONE stream and a TCP transport: no tasks, no copies.
 
+    Nothing is read from the transport until :meth:`start` (the CONNECT answered):
+    an application that speaks first (a banner, a gRPC server's SETTINGS) would
+    otherwise put DATA on the stream before its 200, which peers reset as malformed.
     Bytes from the stream are written to the transport as they arrive; their
     flow-control credit is returned at once, or, while the transport's buffer
     is full, when it drains. Bytes from the transport go to the stream; reading
@@ -47,6 +50,7 @@ class TcpRelay(asyncio.Protocol):
         self._withheld = 0
         self._tcp_eof = False
         self._stream_eof = False
+        self._started = False
 
     # -- asyncio.Protocol (the TCP side) ------------------------------------------------
 
@@ -56,12 +60,17 @@ class TcpRelay(asyncio.Protocol):
         # Room for a whole stream window: with asyncio's 64 KiB default the first
         # 1 MiB DATA frame pauses writing, withholding credit in stop-and-go steps.
         tcp.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
+        if not self._started:
+            tcp.pause_reading()  # until start(): see the class docstring
 
     def start(self) -> None:
         """Begin relaying (after the CONNECT has been answered)."""
         if self.done.done():  # the TCP side is already gone (and the stream reset)
             return
+        self._started = True
         self.stream.attach(self)
+        if not self._read_paused and self.transport is not None and not self.done.done():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.result.to_stream += len(data)
@@ -125,7 +134,7 @@ class TcpRelay(asyncio.Protocol):
             self.transport.abort()
 
     def on_writable(self) -> None:
-        if self._read_paused and self.transport is not None:
+        if self._read_paused and self._started and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
 

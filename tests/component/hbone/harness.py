@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ambient.hbone.messages import ConnectRequest, SocketAddress, Status
@@ -69,6 +69,8 @@ class ForwardingServer:
     server: HboneServer | None = None
     address: SocketAddress | None = None
     settings: HboneSettings | None = None
+    # Awaited between the upstream connect and the 200 (a slow answer, for races).
+    before_answer: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> SocketAddress:
         self.server = HboneServer(self.certificate, self._handle, settings=self.settings)
@@ -91,6 +93,8 @@ class ForwardingServer:
         except OSError:
             stream.respond(Status.SERVICE_UNAVAILABLE)
             return
+        if self.before_answer is not None:
+            await self.before_answer()
         stream.respond(Status.OK)
         tcp.start()
         await tcp.done
